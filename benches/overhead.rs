@@ -1,0 +1,2 @@
+//! Layer overhead benchmark (filled in with the layer).
+fn main() {}
