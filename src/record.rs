@@ -92,6 +92,26 @@ pub struct UsageRecord {
     pub grpc: Option<GrpcCall>,
 }
 
+impl UsageRecord {
+    /// A fresh id for a record created at `created_at`: a ULID (26 characters of
+    /// Crockford base32) whose first 48 bits are the milliseconds since the Unix
+    /// epoch and whose last 80 are random, so ids sort in time order and two
+    /// processes never collide in practice.
+    ///
+    /// ```
+    /// let t = time::macros::datetime!(2023-01-11 08:07:39.839 UTC);
+    /// let a = tower_usage::UsageRecord::new_id(t);
+    /// let b = tower_usage::UsageRecord::new_id(t + time::Duration::milliseconds(1));
+    /// assert_eq!(a.len(), 26);
+    /// assert!(a < b);
+    /// ```
+    pub fn new_id(created_at: OffsetDateTime) -> String {
+        let ms = u64::try_from(unix_millis(created_at)).unwrap_or(0);
+        let random = fastrand::u128(..) & ((1u128 << 80) - 1);
+        ulid::Ulid::from_parts(ms, random).to_string()
+    }
+}
+
 impl Default for UsageRecord {
     fn default() -> Self {
         Self {
@@ -669,21 +689,21 @@ impl<'de> Deserialize<'de> for UsageRecord {
         let response_bytes = body_from_wire(w.response).map_err(de::Error::custom)?;
         let created_at = parse_timestamp(&w.created_at)
             .map_err(|e| de::Error::custom(format!("invalid createdAt: {e}")))?;
-        let grpc = if w.grpc_status.is_some() || w.grpc_message.is_some() || w.grpc_messages.is_some()
-        {
-            let counts = w.grpc_messages.unwrap_or(GrpcCountsOut {
-                request: 0,
-                response: 0,
-            });
-            Some(GrpcCall {
-                status: w.grpc_status.map(|s| s.code),
-                message: w.grpc_message,
-                request_messages: counts.request,
-                response_messages: counts.response,
-            })
-        } else {
-            None
-        };
+        let grpc =
+            if w.grpc_status.is_some() || w.grpc_message.is_some() || w.grpc_messages.is_some() {
+                let counts = w.grpc_messages.unwrap_or(GrpcCountsOut {
+                    request: 0,
+                    response: 0,
+                });
+                Some(GrpcCall {
+                    status: w.grpc_status.map(|s| s.code),
+                    message: w.grpc_message,
+                    request_messages: counts.request,
+                    response_messages: counts.response,
+                })
+            } else {
+                None
+            };
         Ok(UsageRecord {
             id: w.id,
             consumer: w.consumer,
@@ -756,7 +776,10 @@ mod tests {
             json!({"a": "1", "b": ["2", "3"], "c": " x"})
         );
         assert_eq!(v["request"]["params"], json!({"batchId": "I4WT"}));
-        assert_eq!(v["request"]["headers"]["accept"], "text/html, application/json");
+        assert_eq!(
+            v["request"]["headers"]["accept"],
+            "text/html, application/json"
+        );
         assert_eq!(v["response"], json!({"id": "I4WT", "count": 2}));
         assert_eq!(v["createdAt"], "2023-01-11T08:07:39.839Z");
         assert_eq!(v["durationUs"], 1840);

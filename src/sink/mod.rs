@@ -48,6 +48,8 @@ use time::OffsetDateTime;
 use crate::record::{from_unix_millis, unix_millis};
 use crate::{SinkError, UsageRecord};
 
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) mod codec;
 pub mod memory;
 
 /// Storage for usage records.
