@@ -1,13 +1,93 @@
-//! tower-usage: a per-consumer API usage log for any tower service.
+//! A per-consumer API usage log for any tower service.
+//!
+//! [`UsageLayer`] captures every request (method, path, route and route params,
+//! query, headers, body) and its response (status, body, timing) into a pluggable
+//! [`UsageSink`]; [`UsageService`] serves `GET /usage` from any sink, so each API
+//! consumer can read its own request history.
+//!
+//! # Quick start (axum)
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use tower_usage::{MemorySink, UsageLayer, UsageService};
+//!
+//! # #[tokio::main]
+//! # async fn main() {
+//! let sink = MemorySink::new();
+//! let app = Router::new()
+//!     .route("/hello/{name}", get(|| async { "hi" }))
+//!     .route_service("/v1/usage", UsageService::new(sink.clone()))
+//!     .layer(UsageLayer::new(sink));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+//! axum::serve(listener, app).await.unwrap();
+//! # }
+//! ```
+//!
+//! Then `curl -H 'Authorization: Bearer my-token' localhost:3000/v1/usage` lists
+//! the requests made with that token.
+//!
+//! # What is captured
+//!
+//! | field | source |
+//! |---|---|
+//! | `consumer` | [`IdentifyConsumer`]: by default a hash of the bearer token (the token is never stored) |
+//! | `method`, `path` | the request line; `path` without the query string |
+//! | `route`, `request.params` | the route template ([`params`]) and the params matched from it |
+//! | `request.query` | the query string, parsed; repeated keys become arrays |
+//! | `request.headers` | every header, names lower-case, repeats joined, secrets [redacted](redact) |
+//! | `request.body`, `response` | the first [`max_body_bytes`](UsageLayer::max_body_bytes) of each body, with its size and a `truncated` flag |
+//! | `responseHeaders` | [`keep_response_headers`](UsageLayer::keep_response_headers) |
+//! | `status`, `outcome` | the response status; how the exchange ended ([`Outcome`]) |
+//! | `createdAt`, `durationUs` | arrival time (UTC, ms); arrival to end of the response body |
+//!
+//! Bodies are teed, never buffered: frames pass through as they come, and the
+//! copy stops at the limit. All parsing, rendering and redaction happens in the
+//! background writer ([`recorder`]), not on the request path.
+//!
+//! # Where to put the layer
+//!
+//! * **`Router::layer(UsageLayer::new(sink))`** (recommended with axum): wraps
+//!   every route after routing, so axum's `MatchedPath` is known and records get
+//!   `route` and `params`. Requests that match no route reach the fallback, which
+//!   is wrapped too: they are recorded without a route.
+//! * **`Router::route_layer(...)`**: like `layer`, but only matched routes are
+//!   recorded (no 404s for unknown paths).
+//! * **Around the whole router** (`ServiceBuilder::new().layer(UsageLayer::new(sink)).service(router)`,
+//!   or around a plain hyper service or tonic server): every request is recorded,
+//!   but routing has not happened yet, so there is no `route` or `params` unless
+//!   you give a [`route`](UsageLayer::route) hook (gRPC calls always get their
+//!   method path as the route).
+//!
+//! Put the layer *inside* authentication layers that insert the consumer into the
+//! request extensions (so [`IdentifyConsumer`] can see it), and *outside*
+//! compression if the log should hold uncompressed bodies.
+//!
+//! # When a record is emitted
+//!
+//! Exactly once per request; see [`body`](crate::body#when-the-record-is-emitted).
+//! Calls to [`UsageService`] are not recorded.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![deny(missing_docs)]
 
+pub mod body;
+pub mod capture;
 pub mod consumer;
 mod error;
+pub mod future;
+mod handler;
+mod layer;
+pub mod params;
 pub mod record;
+pub mod recorder;
+pub mod redact;
+pub mod service;
 pub mod sink;
 
 pub use consumer::{IdentifyConsumer, RequestInfo};
 pub use error::{SinkError, SinkErrorKind};
+pub use layer::UsageLayer;
 pub use record::{CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
+pub use recorder::{RecorderStats, UsageHandle};
 pub use sink::memory::MemorySink;
 pub use sink::{UsagePage, UsageQuery, UsageSink};

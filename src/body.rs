@@ -1,0 +1,201 @@
+//! The body wrappers: [`RequestBody`] and [`ResponseBody`].
+//!
+//! Both are transparent: every frame passes through unchanged, `Data` and `Error`
+//! are the inner body's, and `size_hint()` / `is_end_stream()` forward. On the way
+//! they keep a bounded copy of the data (see [`UsageLayer::max_body_bytes`](crate::UsageLayer::max_body_bytes)).
+//!
+//! # When the record is emitted
+//!
+//! Exactly once per request, at the first of:
+//! * the response body's end: `Ready(None)`, `is_end_stream()` turning true after
+//!   a frame, or a trailers frame ([`Outcome::Complete`](crate::Outcome::Complete));
+//! * an error from the response body ([`Outcome::Error`](crate::Outcome::Error));
+//! * the response body dropped before its end, the client gone
+//!   ([`Outcome::ClientGone`](crate::Outcome::ClientGone)) — unless every byte of
+//!   a body of known length was already sent, which is complete;
+//! * when the response arrives, for responses without a body to send: `HEAD`
+//!   requests, `1xx`, `204` and `304` statuses, and bodies already at their end;
+//! * the response future dropped or failing before a response (see
+//!   [`ResponseFuture`](crate::future::ResponseFuture)).
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::capture::{lock_tap, Pending, ResponseCapture, SharedTap, Tap};
+use crate::record::Outcome;
+
+pin_project! {
+    /// The request body handed to the inner service: the original body, teed.
+    #[derive(Debug)]
+    pub struct RequestBody<B> {
+        #[pin]
+        inner: B,
+        tap: Option<SharedTap>,
+    }
+}
+
+impl<B> RequestBody<B> {
+    pub(crate) fn new(inner: B, tap: Option<SharedTap>) -> Self {
+        Self { inner, tap }
+    }
+
+    /// The wrapped body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body,
+    B::Data: 'static,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let (Some(Ok(frame)), Some(tap)) = (&frame, this.tap.as_ref()) {
+            if let Some(data) = frame.data_ref() {
+                lock_tap(tap).observe(data);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response being recorded.
+#[derive(Debug)]
+pub(crate) struct Recording {
+    pending: Pending,
+    response: ResponseCapture,
+    tap: Tap,
+    exact_len: Option<u64>,
+}
+
+impl Recording {
+    pub(crate) fn new(
+        pending: Pending,
+        response: ResponseCapture,
+        tap: Tap,
+        exact_len: Option<u64>,
+    ) -> Self {
+        Self {
+            pending,
+            response,
+            tap,
+            exact_len,
+        }
+    }
+
+    fn finish(mut self, outcome: Outcome) {
+        self.response.body = Some(self.tap);
+        self.pending.finish(self.response, outcome);
+    }
+
+    fn note_trailers(&mut self, trailers: &HeaderMap) {
+        for name in ["grpc-status", "grpc-message"] {
+            if let Some(v) = trailers.get(name) {
+                self.response.headers.insert(name, v.clone());
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response body handed back to the caller: the inner body, teed, which
+    /// emits the record when it ends or is dropped.
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        recording: Option<Recording>,
+    }
+
+    impl<B> PinnedDrop for ResponseBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(rec) = this.project().recording.take() {
+                let complete = rec.exact_len.is_some_and(|len| rec.tap.size() >= len);
+                rec.finish(if complete { Outcome::Complete } else { Outcome::ClientGone });
+            }
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("recording", &self.recording.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn new(inner: B, recording: Option<Recording>) -> Self {
+        Self { inner, recording }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Data: 'static,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let Some(rec) = this.recording.as_mut() else {
+            return Poll::Ready(frame);
+        };
+        let ended = match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    rec.tap.observe(data);
+                    this.inner.is_end_stream().then_some(Outcome::Complete)
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    rec.note_trailers(trailers);
+                    Some(Outcome::Complete)
+                } else {
+                    this.inner.is_end_stream().then_some(Outcome::Complete)
+                }
+            }
+            Some(Err(_)) => Some(Outcome::Error),
+            None => Some(Outcome::Complete),
+        };
+        if let Some(outcome) = ended {
+            if let Some(rec) = this.recording.take() {
+                rec.finish(outcome);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

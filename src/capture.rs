@@ -1,0 +1,366 @@
+//! What the layer captures on the request path, and how a capture becomes a
+//! [`UsageRecord`] in the writer.
+//!
+//! On the request path the layer only clones what it must (method, URI, header
+//! map: reference-counted bytes) and keeps body frames as they came, up to the
+//! capture limit ([`Tap`]). Everything else (body concatenation, redaction, query
+//! and param parsing, ids) happens in [`Finished::into_record`], on the writer task.
+
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, Method, Uri};
+use time::OffsetDateTime;
+
+use crate::consumer::IdentifyConsumer;
+use crate::params::RouteFn;
+use crate::record::{truncate_to_millis, CapturedBody, Outcome, RecordedRequest, UsageRecord};
+use crate::recorder::Recorder;
+use crate::redact::Redaction;
+use crate::RequestInfo;
+
+/// Default [`max_body_bytes`](crate::UsageLayer::max_body_bytes) for each side: 64 KiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Response headers kept by default: `content-type`, `content-encoding`,
+/// `content-length`, `location`, and gRPC's `grpc-status` and `grpc-message`
+/// (which a trailers frame also provides).
+pub const DEFAULT_KEPT_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "location",
+    "grpc-status",
+    "grpc-message",
+];
+
+pub(crate) type SkipFn = Arc<dyn Fn(RequestInfo<'_>) -> bool + Send + Sync>;
+
+/// The layer's capture settings, shared by every request.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) request_limit: usize,
+    pub(crate) response_limit: usize,
+    pub(crate) capture_event_streams: bool,
+    pub(crate) identify: IdentifyConsumer,
+    pub(crate) route: RouteFn,
+    pub(crate) skip: Option<SkipFn>,
+    pub(crate) keep_response_headers: Vec<HeaderName>,
+    pub(crate) redaction: Arc<Redaction>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            request_limit: DEFAULT_MAX_BODY_BYTES,
+            response_limit: DEFAULT_MAX_BODY_BYTES,
+            capture_event_streams: false,
+            identify: IdentifyConsumer::bearer(),
+            route: crate::params::default_route(),
+            skip: None,
+            keep_response_headers: DEFAULT_KEPT_RESPONSE_HEADERS
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect(),
+            redaction: Arc::new(Redaction::default()),
+        }
+    }
+}
+
+/// Frames kept as they came: one `Bytes` needs no allocation.
+#[derive(Debug, Default)]
+enum Chunks {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl Chunks {
+    fn push(&mut self, b: Bytes) {
+        *self = match std::mem::take(self) {
+            Chunks::Empty => Chunks::One(b),
+            Chunks::One(a) => Chunks::Many(vec![a, b]),
+            Chunks::Many(mut v) => {
+                v.push(b);
+                Chunks::Many(v)
+            }
+        };
+    }
+
+    /// One contiguous copy. Always copies, so that a small slice never keeps a
+    /// large transport buffer alive in a sink.
+    fn concat(&self, len: usize) -> Bytes {
+        match self {
+            Chunks::Empty => Bytes::new(),
+            Chunks::One(b) => Bytes::copy_from_slice(b),
+            Chunks::Many(v) => {
+                let mut out = BytesMut::with_capacity(len);
+                for b in v {
+                    out.extend_from_slice(b);
+                }
+                out.freeze()
+            }
+        }
+    }
+}
+
+/// A bounded copy of a body: the first `limit` bytes, and the total size seen.
+#[derive(Debug)]
+pub(crate) struct Tap {
+    limit: usize,
+    kept: usize,
+    size: u64,
+    chunks: Chunks,
+}
+
+impl Tap {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            kept: 0,
+            size: 0,
+            chunks: Chunks::Empty,
+        }
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Notes a data frame: keeps its prefix while under the limit. For `Bytes`
+    /// frames this is a reference-count bump, not a copy.
+    pub(crate) fn observe<D: Buf + 'static>(&mut self, data: &D) {
+        let len = data.remaining();
+        self.size += len as u64;
+        let room = self.limit - self.kept;
+        let take = room.min(len);
+        if take == 0 {
+            return;
+        }
+        let bytes = match (data as &dyn Any).downcast_ref::<Bytes>() {
+            Some(b) => b.slice(..take),
+            None => copy_prefix(data, take),
+        };
+        self.kept += take;
+        self.chunks.push(bytes);
+    }
+
+    pub(crate) fn to_body(&self) -> CapturedBody {
+        CapturedBody {
+            bytes: self.chunks.concat(self.kept),
+            size: self.size,
+            truncated: self.size > self.kept as u64,
+        }
+    }
+}
+
+fn copy_prefix<D: Buf>(data: &D, take: usize) -> Bytes {
+    let first = data.chunk();
+    if first.len() >= take {
+        return Bytes::copy_from_slice(&first[..take]);
+    }
+    let mut slices = [std::io::IoSlice::new(&[]); 64];
+    let n = data.chunks_vectored(&mut slices);
+    let mut out = BytesMut::with_capacity(take);
+    for s in &slices[..n] {
+        let want = take - out.len();
+        out.extend_from_slice(&s[..want.min(s.len())]);
+        if out.len() == take {
+            break;
+        }
+    }
+    out.freeze()
+}
+
+/// The request body's tap, shared with the request body wrapper.
+pub(crate) type SharedTap = Arc<Mutex<Tap>>;
+
+pub(crate) fn lock_tap(tap: &SharedTap) -> std::sync::MutexGuard<'_, Tap> {
+    tap.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A request in flight: what was captured before the response.
+pub(crate) struct Pending {
+    pub(crate) started: Instant,
+    pub(crate) created: SystemTime,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) consumer: Option<String>,
+    pub(crate) route: Option<String>,
+    pub(crate) request_tap: Option<SharedTap>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) recorder: Recorder,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("method", &self.method)
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the response side adds.
+#[derive(Debug, Default)]
+pub(crate) struct ResponseCapture {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Tap>,
+}
+
+impl Pending {
+    /// Ends the exchange: hands the capture to the writer.
+    pub(crate) fn finish(self, response: ResponseCapture, outcome: Outcome) {
+        let duration = self.started.elapsed();
+        let recorder = self.recorder.clone();
+        recorder.submit(Finished {
+            pending: self,
+            response,
+            outcome,
+            duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+        });
+    }
+
+    /// Ends an exchange that never got a response.
+    pub(crate) fn finish_without_response(self, status: u16, outcome: Outcome) {
+        self.finish(
+            ResponseCapture {
+                status,
+                ..ResponseCapture::default()
+            },
+            outcome,
+        );
+    }
+
+    /// The response headers the record keeps.
+    pub(crate) fn kept_headers(&self, headers: &HeaderMap) -> HeaderMap {
+        let mut kept = HeaderMap::new();
+        for name in &self.config.keep_response_headers {
+            for value in headers.get_all(name) {
+                kept.append(name.clone(), value.clone());
+            }
+        }
+        kept
+    }
+}
+
+/// A finished exchange waiting in the writer's queue.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pending: Pending,
+    response: ResponseCapture,
+    outcome: Outcome,
+    duration_us: u64,
+}
+
+impl Finished {
+    /// Builds the record. Runs on the writer task.
+    pub(crate) fn into_record(self) -> UsageRecord {
+        let Finished {
+            pending,
+            response,
+            outcome,
+            duration_us,
+        } = self;
+        let redaction = &pending.config.redaction;
+        let created_at = truncate_to_millis(OffsetDateTime::from(pending.created));
+        let path = pending.uri.path().to_owned();
+        let query = pending
+            .uri
+            .query()
+            .map(|q| redaction.query(q).into_owned())
+            .unwrap_or_default();
+
+        let mut request_body = pending
+            .request_tap
+            .as_ref()
+            .map(|tap| lock_tap(tap).to_body())
+            .unwrap_or_default();
+        request_body.bytes = redaction.body(request_body.bytes, &pending.headers);
+        let mut response_body = response.body.map(|t| t.to_body()).unwrap_or_default();
+        response_body.bytes = redaction.body(response_body.bytes, &response.headers);
+
+        let params = crate::params::params_for(pending.route.as_deref(), &path, &pending.headers);
+        let grpc = crate::params::is_grpc(&pending.headers).then(|| crate::record::GrpcCall {
+            status: response
+                .headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.parse().ok()),
+            message: response
+                .headers
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .map(|m| {
+                    percent_encoding::percent_decode_str(m)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                }),
+            request_messages: 0,
+            response_messages: 0,
+        });
+
+        UsageRecord {
+            id: UsageRecord::new_id(created_at),
+            consumer: pending.consumer,
+            method: pending.method.as_str().to_owned(),
+            path,
+            route: pending.route,
+            request: RecordedRequest {
+                body: request_body,
+                query,
+                params,
+                headers: redaction.headers(pending.headers),
+            },
+            response: response_body,
+            response_headers: redaction.headers(response.headers),
+            status: response.status,
+            created_at,
+            duration_us,
+            outcome,
+            grpc,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_keeps_prefix_and_counts_all() {
+        let mut tap = Tap::new(5);
+        tap.observe(&Bytes::from_static(b"abc"));
+        tap.observe(&Bytes::from_static(b"defgh"));
+        tap.observe(&Bytes::from_static(b"ij"));
+        let body = tap.to_body();
+        assert_eq!(&body.bytes[..], b"abcde");
+        assert_eq!(body.size, 10);
+        assert!(body.truncated);
+    }
+
+    #[test]
+    fn tap_copies_non_bytes_buffers() {
+        let mut tap = Tap::new(4);
+        let chained = (&b"ab"[..]).chain(&b"cdef"[..]);
+        tap.observe(&chained);
+        let body = tap.to_body();
+        assert_eq!(&body.bytes[..], b"abcd");
+        assert_eq!(body.size, 6);
+    }
+
+    #[test]
+    fn tap_with_zero_limit_only_counts() {
+        let mut tap = Tap::new(0);
+        tap.observe(&Bytes::from_static(b"data: x\n\n"));
+        let body = tap.to_body();
+        assert!(body.bytes.is_empty());
+        assert_eq!(body.size, 9);
+        assert!(body.truncated);
+    }
+}

@@ -1,0 +1,121 @@
+//! [`ResponseFuture`], the future of the capture middleware.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{Method, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use crate::body::{Recording, ResponseBody};
+use crate::capture::{Pending, ResponseCapture, Tap};
+use crate::handler::ServedByUsageService;
+use crate::record::Outcome;
+
+/// Status recorded when the response future is dropped before the inner service
+/// answered (nginx's "client closed request").
+pub(crate) const STATUS_CANCELLED: u16 = 499;
+/// Status recorded when the inner service returned an error.
+pub(crate) const STATUS_ERROR: u16 = 500;
+
+pin_project! {
+    /// Response future of [`UsageCapture`](crate::service::UsageCapture).
+    ///
+    /// If it is dropped before the inner service answers (a timeout above this
+    /// layer, or the connection closed), the request is recorded with
+    /// [`Outcome::Cancelled`] and status `499`. If the inner service returns an
+    /// error, it is recorded with [`Outcome::Error`] and status `500`, and the
+    /// error is passed on unchanged.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        pending: Option<Pending>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(pending) = this.project().pending.take() {
+                pending.finish_without_response(STATUS_CANCELLED, Outcome::Cancelled);
+            }
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("recording", &self.pending.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, pending: Option<Pending>) -> Self {
+        Self { inner, pending }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let pending = this.pending.take();
+        Poll::Ready(match result {
+            Ok(response) => Ok(wrap_response(response, pending)),
+            Err(err) => {
+                if let Some(pending) = pending {
+                    pending.finish_without_response(STATUS_ERROR, Outcome::Error);
+                }
+                Err(err)
+            }
+        })
+    }
+}
+
+fn wrap_response<B: Body>(
+    response: Response<B>,
+    pending: Option<Pending>,
+) -> Response<ResponseBody<B>> {
+    let (parts, body) = response.into_parts();
+    let Some(pending) = pending else {
+        return Response::from_parts(parts, ResponseBody::new(body, None));
+    };
+    if parts.extensions.get::<ServedByUsageService>().is_some() {
+        // Calls to the usage endpoint are not recorded.
+        return Response::from_parts(parts, ResponseBody::new(body, None));
+    }
+    let status = parts.status.as_u16();
+    let capture = ResponseCapture {
+        status,
+        headers: pending.kept_headers(&parts.headers),
+        body: None,
+    };
+    let bodiless = pending.method == Method::HEAD
+        || parts.status.is_informational()
+        || status == 204
+        || status == 304
+        || body.is_end_stream();
+    if bodiless {
+        pending.finish(capture, Outcome::Complete);
+        return Response::from_parts(parts, ResponseBody::new(body, None));
+    }
+    let event_stream = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let limit = if event_stream && !pending.config.capture_event_streams {
+        0
+    } else {
+        pending.config.response_limit
+    };
+    let exact_len = body.size_hint().exact();
+    let recording = Recording::new(pending, capture, Tap::new(limit), exact_len);
+    Response::from_parts(parts, ResponseBody::new(body, Some(recording)))
+}

@@ -1,0 +1,439 @@
+//! Redaction, applied by the writer before a record reaches any sink.
+//!
+//! * **Headers** named in the list ([`DEFAULT_REDACTED_HEADERS`]) and headers
+//!   marked [sensitive](http::HeaderValue::set_sensitive) have their value
+//!   replaced by `[REDACTED]`. Repeated headers are joined into one value (`, `,
+//!   or a newline for `set-cookie`), as the wire renders them.
+//! * **Query parameters and body fields** whose name is in the field list
+//!   ([`DEFAULT_REDACTED_FIELDS`], compared ASCII case-insensitively) have their
+//!   whole value replaced by `[REDACTED]`: in the query string, in
+//!   `application/x-www-form-urlencoded` bodies, and at any depth in JSON bodies
+//!   (any body whose first non-blank byte is `{` or `[`). The JSON masking is a
+//!   tolerant scan, not a parse: it also masks inside a body cut at the capture
+//!   limit, where a value cut short is masked up to the cut. Key escapes
+//!   (`"pass\u0077ord"`) are decoded before comparing.
+//!
+//! Other bodies (multipart, binary, plain text) are stored as captured.
+
+use std::borrow::Cow;
+
+use aho_corasick::AhoCorasick;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Headers redacted by default.
+pub const DEFAULT_REDACTED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+
+/// Query parameter and body field names redacted by default.
+pub const DEFAULT_REDACTED_FIELDS: &[&str] = &[
+    "password",
+    "secret",
+    "token",
+    "api_key",
+    "apiKey",
+    "access_token",
+    "refresh_token",
+    "authorization",
+];
+
+/// What replaces a redacted value.
+pub const REDACTED: &str = "[REDACTED]";
+
+const REDACTED_JSON: &[u8] = b"\"[REDACTED]\"";
+
+/// The redaction rules of a layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Redaction {
+    headers: Vec<HeaderName>,
+    fields: Vec<String>,
+    /// Finds any field name, ASCII case-insensitively: bodies without a hit (and
+    /// without escapes) skip the JSON scan.
+    finder: Option<AhoCorasick>,
+}
+
+impl Default for Redaction {
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_REDACTED_HEADERS
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect(),
+            DEFAULT_REDACTED_FIELDS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        )
+    }
+}
+
+impl Redaction {
+    pub(crate) fn new(headers: Vec<HeaderName>, fields: Vec<String>) -> Self {
+        let fields: Vec<String> = fields.into_iter().filter(|f| !f.is_empty()).collect();
+        let finder = if fields.is_empty() {
+            None
+        } else {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&fields)
+                .ok()
+        };
+        Self {
+            headers,
+            fields,
+            finder,
+        }
+    }
+
+    pub(crate) fn with_headers(&self, headers: Vec<HeaderName>) -> Self {
+        Self::new(headers, self.fields.clone())
+    }
+
+    pub(crate) fn with_fields(&self, fields: Vec<String>) -> Self {
+        Self::new(self.headers.clone(), fields)
+    }
+
+    fn is_field(&self, name: &str) -> bool {
+        self.fields.iter().any(|f| f.eq_ignore_ascii_case(name))
+    }
+
+    /// Redacts and joins headers: one value per name.
+    pub(crate) fn headers(&self, mut headers: HeaderMap) -> HeaderMap {
+        let needs_work = headers.keys_len() != headers.len()
+            || headers
+                .iter()
+                .any(|(n, v)| v.is_sensitive() || self.headers.contains(n));
+        if !needs_work {
+            return headers;
+        }
+        let mut out = HeaderMap::with_capacity(headers.keys_len());
+        let mut current: Option<HeaderName> = None;
+        for (name, value) in headers.drain() {
+            // `drain` yields the name only for the first value of each name.
+            if let Some(name) = name {
+                current = Some(name);
+            }
+            let Some(name) = current.as_ref() else {
+                continue;
+            };
+            let redact = value.is_sensitive() || self.headers.contains(name);
+            let value = if redact {
+                HeaderValue::from_static(REDACTED)
+            } else {
+                value
+            };
+            match out.get_mut(name) {
+                None => {
+                    out.insert(name.clone(), value);
+                }
+                Some(existing) => {
+                    if redact || existing.as_bytes() == REDACTED.as_bytes() {
+                        *existing = HeaderValue::from_static(REDACTED);
+                        continue;
+                    }
+                    let sep: &[u8] = if name == http::header::SET_COOKIE {
+                        b"\n"
+                    } else {
+                        b", "
+                    };
+                    let mut joined = Vec::with_capacity(existing.len() + sep.len() + value.len());
+                    joined.extend_from_slice(existing.as_bytes());
+                    joined.extend_from_slice(sep);
+                    joined.extend_from_slice(value.as_bytes());
+                    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                        *existing = v;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Redacts a raw query string (or form body); unchanged when nothing matches.
+    pub(crate) fn query<'a>(&self, query: &'a str) -> Cow<'a, str> {
+        if self.fields.is_empty()
+            || !form_urlencoded::parse(query.as_bytes()).any(|(k, _)| self.is_field(&k))
+        {
+            return Cow::Borrowed(query);
+        }
+        let mut ser = form_urlencoded::Serializer::new(String::with_capacity(query.len()));
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            if self.is_field(&k) {
+                ser.append_pair(&k, REDACTED);
+            } else {
+                ser.append_pair(&k, &v);
+            }
+        }
+        Cow::Owned(ser.finish())
+    }
+
+    /// Redacts a captured body given the headers that describe it.
+    pub(crate) fn body(&self, body: Bytes, headers: &HeaderMap) -> Bytes {
+        if body.is_empty() || self.fields.is_empty() {
+            return body;
+        }
+        if crate::record::looks_like_json_container(&body) {
+            let may_match =
+                body.contains(&b'\\') || self.finder.as_ref().is_none_or(|f| f.is_match(&body[..]));
+            if !may_match {
+                return body;
+            }
+            return match mask_json(&body, |key| self.is_field(key)) {
+                Some(masked) => Bytes::from(masked),
+                None => body,
+            };
+        }
+        let is_form = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.split(';').next().is_some_and(|m| {
+                    m.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
+            });
+        if is_form {
+            if let Ok(text) = std::str::from_utf8(&body) {
+                if let Cow::Owned(masked) = self.query(text) {
+                    return Bytes::from(masked);
+                }
+            }
+        }
+        body
+    }
+}
+
+/// Masks, at any depth, the value of every object member whose key `is_secret`.
+/// Returns `None` when nothing was masked. Tolerates invalid and truncated JSON:
+/// it never fails, and a value cut short by the end of input is masked to the end.
+pub(crate) fn mask_json(input: &[u8], is_secret: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
+    let n = input.len();
+    let mut out: Vec<u8> = Vec::new();
+    let mut copied = 0;
+    let mut masked = false;
+    // Only whether the innermost container is an object matters.
+    let mut in_object: Vec<bool> = Vec::new();
+    let mut expect_key = false;
+    let mut i = 0;
+    while i < n {
+        match input[i] {
+            b'{' => {
+                in_object.push(true);
+                expect_key = true;
+                i += 1;
+            }
+            b'[' => {
+                in_object.push(false);
+                expect_key = false;
+                i += 1;
+            }
+            b'}' | b']' => {
+                in_object.pop();
+                expect_key = false;
+                i += 1;
+            }
+            b',' => {
+                expect_key = in_object.last().copied().unwrap_or(false);
+                i += 1;
+            }
+            b'"' => {
+                let end = string_end(input, i);
+                if expect_key {
+                    expect_key = false;
+                    let key_is_secret = decode_key(&input[i..end]).is_some_and(|k| is_secret(&k));
+                    i = end;
+                    if key_is_secret {
+                        // Skip to the value, past the colon.
+                        let mut j = skip_ws(input, i);
+                        if j < n && input[j] == b':' {
+                            j = skip_ws(input, j + 1);
+                        }
+                        if j >= n {
+                            // Cut before the value: nothing to mask.
+                            i = j;
+                            continue;
+                        }
+                        let value_end = value_end(input, j);
+                        out.extend_from_slice(&input[copied..j]);
+                        out.extend_from_slice(REDACTED_JSON);
+                        copied = value_end;
+                        masked = true;
+                        i = value_end;
+                    }
+                } else {
+                    i = end;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    if !masked {
+        return None;
+    }
+    out.extend_from_slice(&input[copied..]);
+    Some(out)
+}
+
+fn skip_ws(input: &[u8], mut i: usize) -> usize {
+    while i < input.len() && input[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    i
+}
+
+/// The index just past the string starting at `start` (a `"`), or the end of input.
+fn string_end(input: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    while i < input.len() {
+        match input[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    input.len()
+}
+
+/// The index just past the value starting at `start`, or the end of input.
+fn value_end(input: &[u8], start: usize) -> usize {
+    match input[start] {
+        b'"' => string_end(input, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < input.len() {
+                match input[i] {
+                    b'"' => {
+                        i = string_end(input, i);
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return i + 1;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            input.len()
+        }
+        _ => {
+            let mut i = start;
+            while i < input.len()
+                && !matches!(input[i], b',' | b'}' | b']')
+                && !input[i].is_ascii_whitespace()
+            {
+                i += 1;
+            }
+            i
+        }
+    }
+}
+
+/// The text of a quoted key, escapes decoded. `None` when it is cut or invalid.
+fn decode_key(quoted: &[u8]) -> Option<Cow<'_, str>> {
+    if quoted.len() < 2 || quoted[quoted.len() - 1] != b'"' {
+        return None;
+    }
+    let inner = &quoted[1..quoted.len() - 1];
+    if !inner.contains(&b'\\') {
+        return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
+    }
+    serde_json::from_slice::<String>(quoted)
+        .ok()
+        .map(Cow::Owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mask(s: &str) -> String {
+        let r = Redaction::default();
+        let out = r.body(Bytes::copy_from_slice(s.as_bytes()), &HeaderMap::new());
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn masks_json_at_any_depth_keeping_layout() {
+        assert_eq!(
+            mask(
+                r#"{"user": "a", "password": "hunter2", "n": {"Token": {"x": [1, "}"]}}, "list": [{"secret": 5}]}"#
+            ),
+            r#"{"user": "a", "password": "[REDACTED]", "n": {"Token": "[REDACTED]"}, "list": [{"secret": "[REDACTED]"}]}"#
+        );
+    }
+
+    #[test]
+    fn leaves_values_that_only_look_like_keys() {
+        let s = r#"{"note": "password", "passwords": ["x"], "a": ["token"]}"#;
+        assert_eq!(mask(s), s);
+    }
+
+    #[test]
+    fn masks_escaped_keys_and_truncated_values() {
+        assert_eq!(
+            mask(r#"{"pass\u0077ord": "x"}"#),
+            r#"{"pass\u0077ord": "[REDACTED]"}"#
+        );
+        assert_eq!(
+            mask(r#"{"a": 1, "api_key": "sk_live_cut_he"#),
+            r#"{"a": 1, "api_key": "[REDACTED]""#
+        );
+        assert_eq!(
+            mask(r#"{"refresh_token": {"nested": "cu"#),
+            r#"{"refresh_token": "[REDACTED]""#
+        );
+    }
+
+    #[test]
+    fn does_not_touch_strings_with_escaped_quotes() {
+        let s = r#"{"a": "say \"password\": x", "b": 1}"#;
+        assert_eq!(mask(s), s);
+    }
+
+    #[test]
+    fn masks_query_and_form_bodies() {
+        let r = Redaction::default();
+        assert_eq!(r.query("a=1&b=2"), "a=1&b=2");
+        assert_eq!(
+            r.query("access_token=abc&x=1&ACCESS_TOKEN=d"),
+            "access_token=%5BREDACTED%5D&x=1&ACCESS_TOKEN=%5BREDACTED%5D"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+        );
+        let out = r.body(Bytes::from_static(b"user=a&password=p%40ss"), &h);
+        assert_eq!(&out[..], b"user=a&password=%5BREDACTED%5D");
+    }
+
+    #[test]
+    fn headers_are_redacted_and_joined() {
+        let r = Redaction::default();
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer abc"));
+        h.append("accept", HeaderValue::from_static("a"));
+        h.append("accept", HeaderValue::from_static("b"));
+        h.append("cookie", HeaderValue::from_static("s=1"));
+        h.append("cookie", HeaderValue::from_static("t=2"));
+        let mut sensitive = HeaderValue::from_static("x");
+        sensitive.set_sensitive(true);
+        h.insert("x-custom", sensitive);
+        let out = r.headers(h);
+        assert_eq!(out.get("authorization").unwrap(), REDACTED);
+        assert_eq!(out.get("cookie").unwrap(), REDACTED);
+        assert_eq!(out.get_all("cookie").iter().count(), 1);
+        assert_eq!(out.get("accept").unwrap(), "a, b");
+        assert_eq!(out.get("x-custom").unwrap(), REDACTED);
+    }
+}

@@ -1,0 +1,102 @@
+//! [`UsageCapture`], the middleware service made by [`UsageLayer`](crate::UsageLayer).
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::capture::{Config, Pending, Tap};
+use crate::future::ResponseFuture;
+use crate::recorder::Recorder;
+use crate::RequestInfo;
+
+/// The middleware service: records every request through it. Made by
+/// [`UsageLayer`](crate::UsageLayer); see the crate docs.
+#[derive(Clone)]
+pub struct UsageCapture<S> {
+    inner: S,
+    config: Arc<Config>,
+    recorder: Recorder,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for UsageCapture<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageCapture")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> UsageCapture<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>, recorder: Recorder) -> Self {
+        Self {
+            inner,
+            config,
+            recorder,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, by value.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for UsageCapture<S>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body,
+    ResBody: Body,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let config = &self.config;
+        let info = RequestInfo::from_request(&req);
+        if config.skip.as_ref().is_some_and(|skip| skip(info)) {
+            let req = req.map(|body| RequestBody::new(body, None));
+            return ResponseFuture::new(self.inner.call(req), None);
+        }
+        let started = Instant::now();
+        let created = SystemTime::now();
+        let consumer = config.identify.identify(info);
+        let route = (config.route)(info);
+        let (parts, body) = req.into_parts();
+        let tap =
+            (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Tap::new(config.request_limit))));
+        let pending = Pending {
+            started,
+            created,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            consumer,
+            route,
+            request_tap: tap.clone(),
+            config: config.clone(),
+            recorder: self.recorder.clone(),
+        };
+        let req = Request::from_parts(parts, RequestBody::new(body, tap));
+        ResponseFuture::new(self.inner.call(req), Some(pending))
+    }
+}
