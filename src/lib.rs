@@ -3,11 +3,13 @@
 
 pub mod consumer;
 mod error;
+mod handler;
 pub mod record;
 pub mod sink;
 
 pub use consumer::{IdentifyConsumer, RequestInfo};
 pub use error::{SinkError, SinkErrorKind};
+pub use handler::UsageService;
 pub use record::{CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
 pub use sink::memory::MemorySink;
 pub use sink::{UsagePage, UsageQuery, UsageSink};
