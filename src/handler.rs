@@ -1,110 +1,7 @@
-//! [`UsageService`]: the `GET /usage` endpoint, a tower [`Service`] that answers
-//! any request routed to it with one page of the caller's usage records.
+//! The `GET /usage` endpoint: [`UsageService`] and its response future.
 //!
-//! # Example
-//!
-//! Mount it on any path with axum's `Router::route_service`, next to the routes
-//! that [`UsageLayer`](crate::UsageLayer) records, with the same sink (sinks are
-//! cheap to clone):
-//!
-//! ```
-//! use axum::{routing::get, Router};
-//! use tower_usage::{UsageService, UsageSink};
-//!
-//! fn app<S: UsageSink + Clone>(sink: S) -> Router {
-//!     Router::new()
-//!         .route("/v1/hello", get(|| async { "hello" }))
-//!         .route_service("/v1/usage", UsageService::new(sink))
-//! }
-//! ```
-//!
-//! Then serve it as usual (here with [`MemorySink`](crate::MemorySink)):
-//!
-//! ```no_run
-//! # use axum::{routing::get, Router};
-//! # use tower_usage::{MemorySink, UsageService};
-//! # async fn serve() -> std::io::Result<()> {
-//! let sink = MemorySink::default();
-//! let app = Router::new()
-//!     .route("/v1/hello", get(|| async { "hello" }))
-//!     .route_service("/v1/usage", UsageService::new(sink));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(listener, app).await
-//! # }
-//! ```
-//!
-//! ```text
-//! $ curl -H 'Authorization: Bearer IncYP3edd3blm2ypLGFFOYwQsC5vff3n' \
-//!        'http://127.0.0.1:3000/v1/usage?limit=2&status=4xx&order=desc'
-//! {"requests":[{"id":"01GPE5J0X7...","path":"/v1/hello",...}],"nextCursor":"MS5k..."}
-//! ```
-//!
-//! # Who sees what
-//!
-//! The caller is identified with [`IdentifyConsumer`], by default the hash of its
-//! `Authorization: Bearer` token, the same derivation as the layer's (give both the
-//! same custom one if you change it). A caller sees only its own consumer's
-//! records. A caller without a consumer gets `401`.
-//!
-//! Seeing every consumer is opt-in: [`UsageService::admin`] takes a policy that
-//! decides, per request, whether the caller is an admin. An admin sees every
-//! consumer's records (anonymous ones included), may select one consumer with
-//! `consumer=<id>`, and needs no consumer of its own.
-//!
-//! # Query parameters
-//!
-//! All are optional, each may be given once, and none may be empty. Names and
-//! values are `application/x-www-form-urlencoded` (percent-decoded, `+` is a
-//! space) and must be UTF-8 once decoded.
-//!
-//! | parameter  | value                                                                  | default       |
-//! |------------|------------------------------------------------------------------------|---------------|
-//! | `limit`    | records per page, an integer from 1 to [`MAX_LIMIT`] (1000)            | [`DEFAULT_LIMIT`] (100) |
-//! | `cursor`   | the `nextCursor` of the previous page, as it came                      | first page    |
-//! | `since`    | RFC 3339 timestamp; records created at or after it                     |               |
-//! | `until`    | RFC 3339 timestamp; records created before it; not before `since`      |               |
-//! | `method`   | an HTTP method, case-insensitive (`get` is `GET`)                      |               |
-//! | `path`     | the exact request path, starting with `/`; a trailing `*` makes it a prefix (`/rest/*`) | |
-//! | `status`   | a status code (`404`) or a class (`4xx`, `1xx`..`5xx`)                 |               |
-//! | `order`    | `asc` (oldest first) or `desc` (newest first), by `createdAt` then `id` | `asc`        |
-//! | `consumer` | admin only: the consumer id whose records to show                      | all consumers |
-//!
-//! A cursor is bound to the consumer scope and the order it was issued for; the
-//! filters should stay the same from page to page.
-//!
-//! # Responses
-//!
-//! Every response is JSON (`Content-Type: application/json`) with
-//! `Cache-Control: no-store`. Errors are `{"error": "<message>"}`, with
-//! `"parameter": "<name>"` added when one parameter is to blame.
-//!
-//! | status | when                                                                                 |
-//! |--------|--------------------------------------------------------------------------------------|
-//! | `200`  | `{"requests": [<record>...], "nextCursor": <string or null>}`; see [`UsageRecord`](crate::UsageRecord) for a record's form |
-//! | `400`  | a bad, empty, repeated or unknown parameter; query not UTF-8; the sink refused the cursor ([`InvalidCursor`](crate::SinkErrorKind::InvalidCursor), `"parameter": "cursor"`) or the query ([`InvalidQuery`](crate::SinkErrorKind::InvalidQuery)) |
-//! | `401`  | no consumer (by default: no well-formed bearer token) and not an admin; with `WWW-Authenticate: Bearer` |
-//! | `403`  | `consumer` given by a caller who is not an admin                                     |
-//! | `405`  | a method other than `GET` or `HEAD`; with `Allow: GET, HEAD`                         |
-//! | `500`  | a page could not be rendered as JSON                                                 |
-//! | `503`  | the sink failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout) |
-//!
-//! `HEAD` answers like `GET` (same status and headers, `Content-Length`
-//! included) with an empty body. Messages of the sink's `InvalidCursor` and
-//! `InvalidQuery` errors are shown to the client; every other sink error is
-//! logged with `tracing` at `WARN` and answered with a fixed message, so nothing
-//! of the storage's internals reaches the client.
-//!
-//! Checks run in this order: method, caller, parameters (the first bad one in
-//! the query string decides the error), then the sink. Nothing touches the sink
-//! until the request is known to be valid.
-//!
-//! Calls to this service are not recorded by [`UsageLayer`](crate::UsageLayer):
-//! every response carries a marker in its extensions that the layer looks for.
-//!
-//! # Runtime
-//!
-//! The query timeout uses Tokio's timer, so the service must run inside a Tokio
-//! runtime with time enabled (as under `axum::serve` or `#[tokio::main]`).
+//! The user-facing documentation (parameters, statuses, examples) lives on
+//! [`UsageService`], which is re-exported at the crate root.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -146,11 +43,115 @@ const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 
 /// The `GET /usage` endpoint: a tower [`Service`] answering any request routed to
-/// it with a page of usage records read from a [`UsageSink`].
+/// it with one page of the caller's usage records, read from a [`UsageSink`].
 ///
-/// See the [module docs](self) for the parameters, the responses and an
-/// example. It is `Clone`, ready at once, and never fails (`Error =
-/// Infallible`): every failure is an HTTP response.
+/// It is `Clone`, always ready, and never fails (`Error = Infallible`): every
+/// failure is an HTTP response, so axum's `Router::route_service` (or tonic's
+/// router) mounts it as it is, on any path.
+///
+/// # Example
+///
+/// Mount it next to the routes that [`UsageLayer`](crate::UsageLayer) records,
+/// with a clone of the same sink (sinks are cheap to clone):
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_usage::{UsageService, UsageSink};
+///
+/// fn app<S: UsageSink + Clone>(sink: S) -> Router {
+///     Router::new()
+///         .route("/v1/hello", get(|| async { "hello" }))
+///         .route_service("/v1/usage", UsageService::new(sink))
+/// }
+/// ```
+///
+/// Then serve it as usual:
+///
+/// ```no_run
+/// # use axum::{routing::get, Router};
+/// # use tower_usage::{UsageService, UsageSink};
+/// # async fn serve(sink: impl UsageSink + Clone) -> std::io::Result<()> {
+/// // `sink`: a `MemorySink`, `SqliteSink`, ..., a clone of the layer's.
+/// let app = Router::new()
+///     .route("/v1/hello", get(|| async { "hello" }))
+///     .route_service("/v1/usage", UsageService::new(sink));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// axum::serve(listener, app).await
+/// # }
+/// ```
+///
+/// ```text
+/// $ curl -H 'Authorization: Bearer IncYP3edd3blm2ypLGFFOYwQsC5vff3n' \
+///        'http://127.0.0.1:3000/v1/usage?limit=2&status=4xx&order=desc'
+/// {"requests":[{"id":"01GPE5J0X7...","path":"/v1/hello",...}],"nextCursor":"MS5k..."}
+/// ```
+///
+/// # Who sees what
+///
+/// The caller is identified with [`IdentifyConsumer`], by default the hash of its
+/// `Authorization: Bearer` token, the same derivation as the layer's (give both the
+/// same custom one if you change it). A caller sees only its own consumer's
+/// records. A caller without a consumer gets `401`.
+///
+/// Seeing every consumer is opt-in: [`UsageService::admin`] takes a policy that
+/// decides, per request, whether the caller is an admin. An admin sees every
+/// consumer's records (anonymous ones included), may select one consumer with
+/// `consumer=<id>`, and needs no consumer of its own.
+///
+/// # Query parameters
+///
+/// All are optional, each may be given once, and none may be empty. Names and
+/// values are `application/x-www-form-urlencoded` (percent-decoded, `+` is a
+/// space) and must be UTF-8 once decoded.
+///
+/// | parameter  | value                                                                  | default       |
+/// |------------|------------------------------------------------------------------------|---------------|
+/// | `limit`    | records per page, an integer from 1 to [`MAX_LIMIT`] (1000)            | [`DEFAULT_LIMIT`] (100) |
+/// | `cursor`   | the `nextCursor` of the previous page, as it came                      | first page    |
+/// | `since`    | RFC 3339 timestamp; records created at or after it                     |               |
+/// | `until`    | RFC 3339 timestamp; records created before it; not before `since`      |               |
+/// | `method`   | an HTTP method, case-insensitive (`get` is `GET`)                      |               |
+/// | `path`     | the exact request path, starting with `/`; a trailing `*` makes it a prefix (`/rest/*`) | |
+/// | `status`   | a status code (`404`) or a class (`4xx`, `1xx`..`5xx`)                 |               |
+/// | `order`    | `asc` (oldest first) or `desc` (newest first), by `createdAt` then `id` | `asc`        |
+/// | `consumer` | admin only: the consumer id whose records to show                      | all consumers |
+///
+/// A cursor is bound to the consumer scope and the order it was issued for; the
+/// filters should stay the same from page to page.
+///
+/// # Responses
+///
+/// Every response is JSON (`Content-Type: application/json`) with
+/// `Cache-Control: no-store`. Errors are `{"error": "<message>"}`, with
+/// `"parameter": "<name>"` added when one parameter is to blame.
+///
+/// | status | when                                                                                 |
+/// |--------|--------------------------------------------------------------------------------------|
+/// | `200`  | `{"requests": [<record>...], "nextCursor": <string or null>}`; see [`UsageRecord`](crate::UsageRecord) for a record's form |
+/// | `400`  | a bad, empty, repeated or unknown parameter; query not UTF-8; the sink refused the cursor ([`InvalidCursor`](crate::SinkErrorKind::InvalidCursor), `"parameter": "cursor"`) or the query ([`InvalidQuery`](crate::SinkErrorKind::InvalidQuery)) |
+/// | `401`  | no consumer (by default: no well-formed bearer token) and not an admin; with `WWW-Authenticate: Bearer` |
+/// | `403`  | `consumer` given by a caller who is not an admin                                     |
+/// | `405`  | a method other than `GET` or `HEAD`; with `Allow: GET, HEAD`                         |
+/// | `500`  | a page could not be rendered as JSON                                                 |
+/// | `503`  | the sink failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout) |
+///
+/// `HEAD` answers like `GET` (same status and headers, `Content-Length`
+/// included) with an empty body. Messages of the sink's `InvalidCursor` and
+/// `InvalidQuery` errors are shown to the client; every other sink error is
+/// logged with `tracing` at `WARN` and answered with a fixed message, so nothing
+/// of the storage's internals reaches the client.
+///
+/// Checks run in this order: method, caller, parameters (the first bad one in
+/// the query string decides the error), then the sink. Nothing touches the sink
+/// until the request is known to be valid.
+///
+/// Calls to this service are not recorded by [`UsageLayer`](crate::UsageLayer):
+/// every response carries a marker in its extensions that the layer looks for.
+///
+/// # Runtime
+///
+/// The query timeout uses Tokio's timer, so the service must run inside a Tokio
+/// runtime with time enabled (as under `axum::serve` or `#[tokio::main]`).
 #[derive(Clone)]
 pub struct UsageService<S> {
     sink: S,
@@ -252,7 +253,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let head = req.method() == Method::HEAD;
         match self.prepare(&req) {
-            Err(refusal) => ResponseFuture::ready(finish(refusal, head)),
+            Err(refusal) => ResponseFuture::ready(finish(self.refusal_response(refusal), head)),
             Ok(query) => {
                 let sink = self.sink.clone();
                 let timeout = self.query_timeout;
@@ -270,31 +271,32 @@ enum Caller {
     Consumer(String),
 }
 
+/// Why a request is answered without asking the sink.
+enum Refusal {
+    Method,
+    Unauthorized,
+    Param(params::ParamError),
+}
+
 impl<S> UsageService<S> {
     /// Validates a request and turns it into the sink query, or refuses it.
-    fn prepare<B>(&self, req: &Request<B>) -> Result<UsageQuery, Response<UsageResponseBody>> {
+    fn prepare<B>(&self, req: &Request<B>) -> Result<UsageQuery, Refusal> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut res = error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "only GET and HEAD are allowed",
-                None,
-            );
-            res.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return Err(res);
+            return Err(Refusal::Method);
         }
 
         let info = RequestInfo::from_request(req);
-        let consumer = self.identify.identify(info);
-        let is_admin = self.admin.as_ref().is_some_and(|is_admin| is_admin(info));
-        let caller = match (is_admin, consumer) {
-            (true, _) => Caller::Admin,
-            (false, Some(consumer)) => Caller::Consumer(consumer),
-            (false, None) => return Err(self.unauthorized()),
+        let caller = if self.admin.as_ref().is_some_and(|is_admin| is_admin(info)) {
+            Caller::Admin
+        } else {
+            match self.identify.identify(info) {
+                Some(consumer) => Caller::Consumer(consumer),
+                None => return Err(Refusal::Unauthorized),
+            }
         };
+        let is_admin = matches!(caller, Caller::Admin);
 
-        let p = params::parse(req.uri().query(), is_admin)
-            .map_err(|e| error_response(e.status, &e.message, e.parameter.as_deref()))?;
+        let p = params::parse(req.uri().query(), is_admin).map_err(Refusal::Param)?;
 
         let consumer = match caller {
             Caller::Consumer(own) => ConsumerScope::Consumer(own),
@@ -315,16 +317,31 @@ impl<S> UsageService<S> {
         })
     }
 
-    fn unauthorized(&self) -> Response<UsageResponseBody> {
-        let message = if self.custom_identify {
-            "this request is not attributed to any consumer"
-        } else {
-            "missing or malformed bearer token: send `Authorization: Bearer <token>`"
-        };
-        let mut res = error_response(StatusCode::UNAUTHORIZED, message, None);
-        res.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        res
+    fn refusal_response(&self, refusal: Refusal) -> Response<UsageResponseBody> {
+        match refusal {
+            Refusal::Method => {
+                let mut res = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "only GET and HEAD are allowed",
+                    None,
+                );
+                res.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                res
+            }
+            Refusal::Unauthorized => {
+                let message = if self.custom_identify {
+                    "this request is not attributed to any consumer"
+                } else {
+                    "missing or malformed bearer token: send `Authorization: Bearer <token>`"
+                };
+                let mut res = error_response(StatusCode::UNAUTHORIZED, message, None);
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                res
+            }
+            Refusal::Param(e) => error_response(e.status, &e.message, e.parameter.as_deref()),
+        }
     }
 }
 
