@@ -1,5 +1,654 @@
-//! Placeholder until the usage endpoint lands.
+//! The `GET /usage` endpoint: [`UsageService`] and its response future.
+//!
+//! The user-facing documentation (parameters, statuses, examples) lives on
+//! [`UsageService`], which is re-exported at the crate root.
 
-/// Marks responses produced by the usage endpoint.
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use tower_service::Service;
+
+use crate::consumer::{IdentifyConsumer, RequestInfo};
+use crate::error::{SinkError, SinkErrorKind};
+use crate::sink::{ConsumerScope, UsagePage, UsageQuery, UsageSink};
+#[cfg(doc)]
+use crate::sink::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::UsageRecord;
+
+mod params;
+
+/// The body of every [`UsageService`] response: the whole JSON document at once.
+pub type UsageResponseBody = http_body_util::Full<Bytes>;
+
+/// Marks a response as served by [`UsageService`], so that the capture layer
+/// does not record calls to the usage endpoint.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ServedByUsageService;
+
+/// The default of [`UsageService::query_timeout`].
+const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
+
+/// The `GET /usage` endpoint: a tower [`Service`] answering any request routed to
+/// it with one page of the caller's usage records, read from a [`UsageSink`].
+///
+/// It is `Clone`, always ready, and never fails (`Error = Infallible`): every
+/// failure is an HTTP response, so axum's `Router::route_service` (or tonic's
+/// router) mounts it as it is, on any path.
+///
+/// # Example
+///
+/// Mount it next to the routes that [`UsageLayer`](crate::UsageLayer) records,
+/// with a clone of the same sink (sinks are cheap to clone):
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_usage::{UsageService, UsageSink};
+///
+/// fn app<S: UsageSink + Clone>(sink: S) -> Router {
+///     Router::new()
+///         .route("/v1/hello", get(|| async { "hello" }))
+///         .route_service("/v1/usage", UsageService::new(sink))
+/// }
+/// ```
+///
+/// Then serve it as usual:
+///
+/// ```no_run
+/// # use axum::{routing::get, Router};
+/// # use tower_usage::{UsageService, UsageSink};
+/// # async fn serve(sink: impl UsageSink + Clone) -> std::io::Result<()> {
+/// // `sink`: a `MemorySink`, `SqliteSink`, ..., a clone of the layer's.
+/// let app = Router::new()
+///     .route("/v1/hello", get(|| async { "hello" }))
+///     .route_service("/v1/usage", UsageService::new(sink));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// axum::serve(listener, app).await
+/// # }
+/// ```
+///
+/// ```text
+/// $ curl -H 'Authorization: Bearer IncYP3edd3blm2ypLGFFOYwQsC5vff3n' \
+///        'http://127.0.0.1:3000/v1/usage?limit=2&status=4xx&order=desc'
+/// {"requests":[{"id":"01GPE5J0X7...","path":"/v1/hello",...}],"nextCursor":"MS5k..."}
+/// ```
+///
+/// # Who sees what
+///
+/// The caller is identified with [`IdentifyConsumer`], by default the hash of its
+/// `Authorization: Bearer` token, the same derivation as the layer's (give both the
+/// same custom one if you change it). A caller sees only its own consumer's
+/// records. A caller without a consumer gets `401`.
+///
+/// Seeing every consumer is opt-in: [`UsageService::admin`] takes a policy that
+/// decides, per request, whether the caller is an admin. An admin sees every
+/// consumer's records (anonymous ones included), may select one consumer with
+/// `consumer=<id>`, and needs no consumer of its own.
+///
+/// # Query parameters
+///
+/// All are optional, each may be given once, and none may be empty. Names and
+/// values are `application/x-www-form-urlencoded` (percent-decoded, `+` is a
+/// space) and must be UTF-8 once decoded.
+///
+/// | parameter  | value                                                                  | default       |
+/// |------------|------------------------------------------------------------------------|---------------|
+/// | `limit`    | records per page, an integer from 1 to [`MAX_LIMIT`] (1000)            | [`DEFAULT_LIMIT`] (100) |
+/// | `cursor`   | the `nextCursor` of the previous page, as it came                      | first page    |
+/// | `since`    | RFC 3339 timestamp; records created at or after it                     |               |
+/// | `until`    | RFC 3339 timestamp; records created before it; not before `since`      |               |
+/// | `method`   | an HTTP method, case-insensitive (`get` is `GET`)                      |               |
+/// | `path`     | the exact request path, starting with `/`; a trailing `*` makes it a prefix (`/rest/*`) | |
+/// | `status`   | a status code (`404`) or a class (`4xx`, `1xx`..`5xx`)                 |               |
+/// | `order`    | `asc` (oldest first) or `desc` (newest first), by `createdAt` then `id` | `asc`        |
+/// | `consumer` | admin only: the consumer id whose records to show                      | all consumers |
+///
+/// A cursor is bound to the consumer scope and the order it was issued for; the
+/// filters should stay the same from page to page.
+///
+/// # Responses
+///
+/// Every response is JSON (`Content-Type: application/json`) with
+/// `Cache-Control: no-store`. Errors are `{"error": "<message>"}`, with
+/// `"parameter": "<name>"` added when one parameter is to blame.
+///
+/// | status | when                                                                                 |
+/// |--------|--------------------------------------------------------------------------------------|
+/// | `200`  | `{"requests": [<record>...], "nextCursor": <string or null>}`; see [`UsageRecord`](crate::UsageRecord) for a record's form |
+/// | `400`  | a bad, empty, repeated or unknown parameter; query not UTF-8; the sink refused the cursor ([`InvalidCursor`](crate::SinkErrorKind::InvalidCursor), `"parameter": "cursor"`) or the query ([`InvalidQuery`](crate::SinkErrorKind::InvalidQuery)) |
+/// | `401`  | no consumer (by default: no well-formed bearer token) and not an admin; with `WWW-Authenticate: Bearer` |
+/// | `403`  | `consumer` given by a caller who is not an admin                                     |
+/// | `405`  | a method other than `GET` or `HEAD`; with `Allow: GET, HEAD`                         |
+/// | `500`  | a page could not be rendered as JSON                                                 |
+/// | `503`  | the sink failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout) |
+///
+/// `HEAD` answers like `GET` (same status and headers, `Content-Length`
+/// included) with an empty body. Messages of the sink's `InvalidCursor` and
+/// `InvalidQuery` errors are shown to the client; every other sink error is
+/// logged with `tracing` at `WARN` and answered with a fixed message, so nothing
+/// of the storage's internals reaches the client.
+///
+/// Checks run in this order: method, caller, parameters (the first bad one in
+/// the query string decides the error), then the sink. Nothing touches the sink
+/// until the request is known to be valid.
+///
+/// Calls to this service are not recorded by [`UsageLayer`](crate::UsageLayer):
+/// every response carries a marker in its extensions that the layer looks for.
+///
+/// # Runtime
+///
+/// The query timeout uses Tokio's timer, so the service must run inside a Tokio
+/// runtime with time enabled (as under `axum::serve` or `#[tokio::main]`).
+#[derive(Clone)]
+pub struct UsageService<S> {
+    sink: S,
+    identify: IdentifyConsumer,
+    custom_identify: bool,
+    admin: Option<Arc<AdminFn>>,
+    query_timeout: Duration,
+}
+
+impl<S: UsageSink + Clone> UsageService<S> {
+    /// A service reading from `sink`, with the default bearer-token consumer,
+    /// no admin access, and a 10 second query timeout.
+    pub fn new(sink: S) -> Self {
+        Self {
+            sink,
+            identify: IdentifyConsumer::bearer(),
+            custom_identify: false,
+            admin: None,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+        }
+    }
+
+    /// How the caller's consumer is derived; give the layer the same one.
+    ///
+    /// Default: [`IdentifyConsumer::bearer()`], the hash of the
+    /// `Authorization: Bearer` token. A request for which it gives `None` is
+    /// answered `401` unless the [admin policy](Self::admin) accepts it.
+    pub fn identify_consumer(mut self, identify: IdentifyConsumer) -> Self {
+        self.identify = identify;
+        self.custom_identify = true;
+        self
+    }
+
+    /// Opts in to admin access: requests for which `is_admin` returns `true` see
+    /// every consumer's records, may select one with `consumer=<id>`, and need no
+    /// consumer of their own.
+    ///
+    /// Default: no admin; every caller sees only its own records, and
+    /// `consumer=` is answered `403`. The policy is called once per request
+    /// that gets past the method check.
+    ///
+    /// ```
+    /// use tower_usage::{RequestInfo, UsageService, UsageSink};
+    ///
+    /// /// Put in the request extensions by an auth layer earlier in the stack.
+    /// #[derive(Clone, PartialEq)]
+    /// enum Role { Admin, Member }
+    ///
+    /// fn usage_endpoint<S: UsageSink + Clone>(sink: S) -> UsageService<S> {
+    ///     UsageService::new(sink).admin(|req: RequestInfo<'_>| {
+    ///         req.extensions().get::<Role>() == Some(&Role::Admin)
+    ///     })
+    /// }
+    /// ```
+    pub fn admin<F>(mut self, is_admin: F) -> Self
+    where
+        F: Fn(RequestInfo<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.admin = Some(Arc::new(is_admin));
+        self
+    }
+
+    /// How long a sink query may take before the service answers `503`.
+    ///
+    /// Default: 10 seconds. The query is dropped (cancelled) when it runs out.
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+}
+
+impl<S> fmt::Debug for UsageService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UsageService")
+            .field("sink", &format_args!("{}", std::any::type_name::<S>()))
+            .field("identify", &self.identify)
+            .field(
+                "admin",
+                &self.admin.as_ref().map(|_| format_args!("Fn(..)")),
+            )
+            .field("query_timeout", &self.query_timeout)
+            .finish()
+    }
+}
+
+impl<S, B> Service<Request<B>> for UsageService<S>
+where
+    S: UsageSink + Clone,
+    B: Send + 'static,
+{
+    type Response = Response<UsageResponseBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let head = req.method() == Method::HEAD;
+        match self.prepare(&req) {
+            Err(refusal) => ResponseFuture::ready(finish(self.refusal_response(refusal), head)),
+            Ok(query) => {
+                let sink = self.sink.clone();
+                let timeout = self.query_timeout;
+                ResponseFuture::query(Box::pin(async move {
+                    finish(run_query(sink, query, timeout).await, head)
+                }))
+            }
+        }
+    }
+}
+
+/// Who is asking.
+enum Caller {
+    Admin,
+    Consumer(String),
+}
+
+/// Why a request is answered without asking the sink.
+enum Refusal {
+    Method,
+    Unauthorized,
+    Param(params::ParamError),
+}
+
+impl<S> UsageService<S> {
+    /// Validates a request and turns it into the sink query, or refuses it.
+    fn prepare<B>(&self, req: &Request<B>) -> Result<UsageQuery, Refusal> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(Refusal::Method);
+        }
+
+        let info = RequestInfo::from_request(req);
+        let caller = if self.admin.as_ref().is_some_and(|is_admin| is_admin(info)) {
+            Caller::Admin
+        } else {
+            match self.identify.identify(info) {
+                Some(consumer) => Caller::Consumer(consumer),
+                None => return Err(Refusal::Unauthorized),
+            }
+        };
+        let is_admin = matches!(caller, Caller::Admin);
+
+        let p = params::parse(req.uri().query(), is_admin).map_err(Refusal::Param)?;
+
+        let consumer = match caller {
+            Caller::Consumer(own) => ConsumerScope::Consumer(own),
+            Caller::Admin => p
+                .consumer
+                .map_or(ConsumerScope::All, ConsumerScope::Consumer),
+        };
+        Ok(UsageQuery {
+            consumer,
+            since: p.since,
+            until: p.until,
+            method: p.method,
+            path: p.path,
+            status: p.status,
+            limit: p.limit,
+            cursor: p.cursor,
+            order: p.order,
+        })
+    }
+
+    fn refusal_response(&self, refusal: Refusal) -> Response<UsageResponseBody> {
+        match refusal {
+            Refusal::Method => {
+                let mut res = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "only GET and HEAD are allowed",
+                    None,
+                );
+                res.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                res
+            }
+            Refusal::Unauthorized => {
+                let message = if self.custom_identify {
+                    "this request is not attributed to any consumer"
+                } else {
+                    "missing or malformed bearer token: send `Authorization: Bearer <token>`"
+                };
+                let mut res = error_response(StatusCode::UNAUTHORIZED, message, None);
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                res
+            }
+            Refusal::Param(e) => error_response(e.status, &e.message, e.parameter.as_deref()),
+        }
+    }
+}
+
+/// Asks the sink for one page, within `timeout`, and renders the answer.
+async fn run_query<S: UsageSink>(
+    sink: S,
+    query: UsageQuery,
+    timeout: Duration,
+) -> Response<UsageResponseBody> {
+    match tokio::time::timeout(timeout, sink.query(&query)).await {
+        Ok(Ok(page)) => page_response(&page),
+        Ok(Err(err)) => sink_error_response(&err),
+        Err(_elapsed) => {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "GET /usage: the sink did not answer in time"
+            );
+            unavailable()
+        }
+    }
+}
+
+/// The `200` body, borrowing the page.
+#[derive(Serialize)]
+struct PageBody<'a> {
+    requests: &'a [UsageRecord],
+    #[serde(rename = "nextCursor")]
+    next_cursor: Option<&'a str>,
+}
+
+fn page_response(page: &UsagePage) -> Response<UsageResponseBody> {
+    let body = PageBody {
+        requests: &page.records,
+        next_cursor: page.next_cursor.as_deref(),
+    };
+    let mut buf = Vec::with_capacity(64 + page.records.len() * 1024);
+    match serde_json::to_writer(&mut buf, &body) {
+        Ok(()) => json_response(StatusCode::OK, buf),
+        Err(err) => {
+            tracing::warn!(error = %err, "GET /usage: could not render a page as JSON");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "usage records could not be rendered",
+                None,
+            )
+        }
+    }
+}
+
+fn sink_error_response(err: &SinkError) -> Response<UsageResponseBody> {
+    match err.kind() {
+        SinkErrorKind::InvalidCursor => error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid cursor: {}", err.message_str()),
+            Some("cursor"),
+        ),
+        SinkErrorKind::InvalidQuery => error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid query: {}", err.message_str()),
+            None,
+        ),
+        kind => {
+            tracing::warn!(error = %err, ?kind, source = ?std::error::Error::source(err), "GET /usage: the sink query failed");
+            unavailable()
+        }
+    }
+}
+
+fn unavailable() -> Response<UsageResponseBody> {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "usage storage is unavailable",
+        None,
+    )
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter: Option<&'a str>,
+}
+
+fn error_response(
+    status: StatusCode,
+    message: &str,
+    parameter: Option<&str>,
+) -> Response<UsageResponseBody> {
+    let body = serde_json::to_vec(&ErrorBody {
+        error: message,
+        parameter,
+    })
+    // Serializing two strings cannot fail; keep a valid body regardless.
+    .unwrap_or_else(|_| br#"{"error":"internal error"}"#.to_vec());
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<UsageResponseBody> {
+    let mut res = Response::new(UsageResponseBody::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    let headers = res.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Adds what every response carries: `Content-Length`, the marker extension;
+/// and empties the body for `HEAD`.
+fn finish(mut res: Response<UsageResponseBody>, head: bool) -> Response<UsageResponseBody> {
+    let len = http_body::Body::size_hint(res.body()).exact().unwrap_or(0);
+    res.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    res.extensions_mut().insert(ServedByUsageService);
+    if head {
+        *res.body_mut() = UsageResponseBody::default();
+    }
+    res
+}
+
+/// The future of [`UsageService`]'s responses.
+///
+/// A refused request (bad method, caller or parameter) is answered at once; a
+/// valid one holds the sink query in a `Box`ed future (one allocation per
+/// query, which costs little next to the query itself).
+pub struct ResponseFuture {
+    inner: Inner,
+}
+
+type QueryFuture = Pin<Box<dyn Future<Output = Response<UsageResponseBody>> + Send>>;
+
+enum Inner {
+    Ready(Option<Response<UsageResponseBody>>),
+    Query(QueryFuture),
+}
+
+impl ResponseFuture {
+    fn ready(res: Response<UsageResponseBody>) -> Self {
+        Self {
+            inner: Inner::Ready(Some(res)),
+        }
+    }
+
+    fn query(fut: QueryFuture) -> Self {
+        Self {
+            inner: Inner::Query(fut),
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<UsageResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().inner {
+            Inner::Ready(res) => Poll::Ready(Ok(res
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+            Inner::Query(fut) => fut.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.inner {
+            Inner::Ready(Some(_)) => "ready",
+            Inner::Ready(None) => "done",
+            Inner::Query(_) => "querying",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    #[derive(Clone)]
+    struct NeverCalled;
+
+    #[async_trait::async_trait]
+    impl UsageSink for NeverCalled {
+        async fn record(&self, _: &[UsageRecord]) -> Result<(), SinkError> {
+            unreachable!("record is never called by the service")
+        }
+        async fn query(&self, _: &UsageQuery) -> Result<UsagePage, SinkError> {
+            panic!("the sink must not be queried for a refused request")
+        }
+    }
+
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<UsageService<NeverCalled>>();
+        assert_send::<ResponseFuture>();
+    }
+
+    async fn call(
+        svc: &mut UsageService<NeverCalled>,
+        req: Request<()>,
+    ) -> (StatusCode, http::HeaderMap, serde_json::Value) {
+        let res = svc.call(req).await.unwrap_or_else(|e| match e {});
+        assert!(res.extensions().get::<ServedByUsageService>().is_some());
+        let (parts, body) = res.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .unwrap_or_else(|e| match e {})
+            .to_bytes();
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (parts.status, parts.headers, json)
+    }
+
+    #[tokio::test]
+    async fn refusals_never_touch_the_sink() {
+        let mut svc = UsageService::new(NeverCalled);
+        let authed = |uri: &str| {
+            Request::get(uri)
+                .header("authorization", "Bearer t0ken")
+                .body(())
+                .unwrap()
+        };
+
+        let (status, headers, body) = call(&mut svc, Request::get("/").body(()).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers["www-authenticate"], "Bearer");
+        assert_eq!(headers["cache-control"], "no-store");
+        assert!(body["error"].as_str().unwrap().contains("bearer token"));
+
+        let (status, _, body) = call(&mut svc, authed("/?limit=0")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["parameter"], "limit");
+
+        let (status, _, body) = call(&mut svc, authed("/?consumer=x")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["parameter"], "consumer");
+
+        let req = Request::post("/")
+            .header("authorization", "Bearer t0ken")
+            .body(())
+            .unwrap();
+        let (status, headers, body) = call(&mut svc, req).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers["allow"], "GET, HEAD");
+        assert!(body["error"].is_string());
+
+        let req = Request::head("/?limit=0")
+            .header("authorization", "Bearer t0ken")
+            .body(())
+            .unwrap();
+        let (status, headers, body) = call(&mut svc, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_ne!(headers["content-length"], "0");
+        assert_eq!(body, serde_json::Value::Null);
+    }
+
+    #[tokio::test]
+    async fn custom_identification_says_so_when_it_finds_no_consumer() {
+        let mut svc =
+            UsageService::new(NeverCalled).identify_consumer(IdentifyConsumer::new(|_| None));
+        let req = Request::get("/")
+            .header("authorization", "Bearer t0ken")
+            .body(())
+            .unwrap();
+        let (status, _, body) = call(&mut svc, req).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            body["error"],
+            "this request is not attributed to any consumer"
+        );
+    }
+
+    #[test]
+    fn sink_errors_map_to_statuses() {
+        let status = |e: SinkError| sink_error_response(&e).status();
+        assert_eq!(
+            status(SinkError::invalid_cursor("x")),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(SinkError::invalid_query("x")),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(SinkError::message(SinkErrorKind::Corrupt, "x")),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(SinkError::new(std::fmt::Error)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_closures() {
+        let svc = UsageService::new(NeverCalled).admin(|_| true);
+        let s = format!("{svc:?}");
+        assert!(s.contains("NeverCalled"), "{s}");
+        assert!(s.contains("admin: Some(Fn(..))"), "{s}");
+    }
+}

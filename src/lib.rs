@@ -75,7 +75,7 @@ pub mod capture;
 pub mod consumer;
 mod error;
 pub mod future;
-mod handler;
+pub mod handler;
 mod layer;
 pub mod params;
 pub mod record;
@@ -85,6 +85,7 @@ pub mod service;
 pub mod sink;
 
 pub use consumer::{IdentifyConsumer, RequestInfo};
+pub use handler::UsageService;
 pub use error::{SinkError, SinkErrorKind};
 pub use layer::UsageLayer;
 pub use record::{CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
