@@ -1,5 +1,597 @@
 //! [`MemorySink`]: a bounded in-memory sink.
 
-/// A bounded in-memory sink (placeholder).
-#[derive(Debug, Clone, Default)]
-pub struct MemorySink {}
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::ops::Bound;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::record::unix_millis;
+use crate::sink::{ConsumerScope, Order, Position};
+use crate::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
+
+/// How many records [`MemorySink::new`] keeps before it evicts the oldest.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// A bounded, in-process [`UsageSink`]: the newest records, in memory.
+///
+/// It keeps at most [`capacity`](Self::capacity) records. When a new record would
+/// exceed the bound, the oldest records by `(created_at, id)` are evicted and
+/// counted in [`evicted`](Self::evicted). Nothing survives a restart: use it for
+/// development, tests, or a "last N requests" view.
+///
+/// Cloning is cheap and every clone shares the same records, so one sink can be
+/// handed both to the layer that writes and to the `/usage` service that reads.
+///
+/// Records are indexed by `(created_at, id)` and once more per consumer, so a
+/// page for one consumer ranges over that consumer's records from the cursor on,
+/// instead of scanning every stored record. Recording a record whose `id` is
+/// already stored (a writer retrying a batch) keeps the stored one.
+///
+/// # Example
+///
+/// ```
+/// use tower_usage::sink::{ConsumerScope, UsageQuery};
+/// use tower_usage::{MemorySink, UsageRecord, UsageSink};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let sink = MemorySink::with_capacity(2);
+/// let t = time::macros::datetime!(2024-05-01 09:50:00 UTC);
+/// let mut batch = Vec::new();
+/// for (i, consumer) in ["alice", "bob", "alice"].into_iter().enumerate() {
+///     let created_at = t + time::Duration::seconds(i as i64);
+///     batch.push(UsageRecord {
+///         id: UsageRecord::new_id(created_at),
+///         consumer: Some(consumer.into()),
+///         method: "GET".into(),
+///         path: "/items".into(),
+///         status: 200,
+///         created_at,
+///         ..UsageRecord::default()
+///     });
+/// }
+/// sink.record(&batch).await?;
+/// assert_eq!((sink.len(), sink.evicted()), (2, 1)); // the oldest went
+///
+/// let page = sink
+///     .query(&UsageQuery {
+///         consumer: ConsumerScope::Consumer("alice".into()),
+///         ..UsageQuery::default()
+///     })
+///     .await?;
+/// assert_eq!(page.records.len(), 1);
+/// assert_eq!(page.records[0].id, batch[2].id);
+/// # Ok::<(), tower_usage::SinkError>(())
+/// # }).unwrap();
+/// ```
+///
+/// # Locking
+///
+/// The records sit behind one [`RwLock`], taken only for the synchronous part of
+/// a call and never across an `.await`. If a thread panicked while holding it, the
+/// sink goes on with the state as it was left instead of failing every later call.
+#[derive(Clone)]
+pub struct MemorySink {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    capacity: usize,
+    state: RwLock<State>,
+}
+
+/// `(created_at in unix milliseconds, id)`: the sort key of a page.
+type Key = (i64, Arc<str>);
+type Index = BTreeMap<Key, Arc<UsageRecord>>;
+
+#[derive(Default)]
+struct State {
+    /// Every record.
+    all: Index,
+    /// Records without a consumer.
+    anonymous: Index,
+    /// Each consumer's records; an entry goes when its last record is evicted.
+    consumers: HashMap<String, Index>,
+    /// The stored ids, so a retried batch is not stored twice.
+    ids: HashSet<Arc<str>>,
+    evicted: u64,
+}
+
+impl MemorySink {
+    /// A sink that keeps the newest [`DEFAULT_CAPACITY`] (10,000) records.
+    pub fn new() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A sink that keeps the newest `capacity` records. A capacity of `0` is
+    /// taken as `1`.
+    ///
+    /// ```
+    /// let sink = tower_usage::MemorySink::with_capacity(0);
+    /// assert_eq!(sink.capacity(), 1);
+    /// ```
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                capacity: capacity.max(1),
+                state: RwLock::new(State::default()),
+            }),
+        }
+    }
+
+    /// The most records this sink keeps.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// How many records are stored now.
+    pub fn len(&self) -> usize {
+        self.read().all.len()
+    }
+
+    /// Whether no record is stored.
+    pub fn is_empty(&self) -> bool {
+        self.read().all.is_empty()
+    }
+
+    /// How many records were evicted to stay within the capacity, since the sink
+    /// was made.
+    pub fn evicted(&self) -> u64 {
+        self.read().evicted
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.shared
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert_batch(&self, batch: &[UsageRecord]) {
+        let capacity = self.shared.capacity;
+        let mut state = self.write();
+        for record in batch {
+            state.insert(record);
+            while state.all.len() > capacity {
+                state.evict_oldest();
+            }
+        }
+    }
+
+    fn page(&self, query: &UsageQuery, after: Option<&Position>) -> Vec<UsageRecord> {
+        let state = self.read();
+        let index = match &query.consumer {
+            ConsumerScope::All => Some(&state.all),
+            ConsumerScope::Anonymous => Some(&state.anonymous),
+            ConsumerScope::Consumer(c) => state.consumers.get(c.as_str()),
+        };
+        let Some(index) = index else {
+            return Vec::new();
+        };
+        let Some(range) = key_range(query, after) else {
+            return Vec::new();
+        };
+        // One more than the limit, so `UsagePage::from_sorted` can tell whether
+        // another page follows.
+        let wanted = query.limit.max(1).saturating_add(1);
+        let hits = index
+            .range(range)
+            .map(|(_, record)| record)
+            .filter(|record| query.matches(record));
+        match query.order {
+            Order::Asc => hits.take(wanted).map(|r| (**r).clone()).collect(),
+            Order::Desc => hits.rev().take(wanted).map(|r| (**r).clone()).collect(),
+        }
+    }
+}
+
+impl State {
+    fn insert(&mut self, record: &UsageRecord) {
+        if self.ids.contains(record.id.as_str()) {
+            return;
+        }
+        let id: Arc<str> = Arc::from(record.id.as_str());
+        let key: Key = (unix_millis(record.created_at), Arc::clone(&id));
+        let stored = Arc::new(record.clone());
+        self.ids.insert(id);
+        let scope = match &record.consumer {
+            None => &mut self.anonymous,
+            Some(c) => self.consumers.entry(c.clone()).or_default(),
+        };
+        scope.insert(key.clone(), Arc::clone(&stored));
+        self.all.insert(key, stored);
+    }
+
+    fn evict_oldest(&mut self) {
+        let Some((key, record)) = self.all.pop_first() else {
+            return;
+        };
+        self.ids.remove(&key.1);
+        match &record.consumer {
+            None => {
+                self.anonymous.remove(&key);
+            }
+            Some(c) => {
+                if let Some(index) = self.consumers.get_mut(c.as_str()) {
+                    index.remove(&key);
+                    if index.is_empty() {
+                        self.consumers.remove(c.as_str());
+                    }
+                }
+            }
+        }
+        self.evicted += 1;
+    }
+}
+
+/// The keys a page may come from: `since`/`until` and the cursor as bounds on
+/// `(created_at ms, id)`. `None` when the range is empty (a `BTreeMap` panics on
+/// an inverted range). The bounds are a superset of the matches where `since` or
+/// `until` fall inside a millisecond; [`UsageQuery::matches`] decides exactly.
+fn key_range(query: &UsageQuery, after: Option<&Position>) -> Option<(Bound<Key>, Bound<Key>)> {
+    let min_id = || Arc::<str>::from("");
+    // created_at >= since implies ms(created_at) >= ms(since).
+    let mut lower = match query.since {
+        Some(since) => Bound::Included((unix_millis(since), min_id())),
+        None => Bound::Unbounded,
+    };
+    // created_at < until implies ms(created_at) <= ms(until).
+    let mut upper = match query.until {
+        Some(until) => match unix_millis(until).checked_add(1) {
+            Some(ms) => Bound::Excluded((ms, min_id())),
+            None => Bound::Unbounded,
+        },
+        None => Bound::Unbounded,
+    };
+    if let Some(p) = after {
+        let key: Key = (p.created_at_ms, Arc::from(p.id.as_str()));
+        match query.order {
+            Order::Asc => {
+                let tighter = match &lower {
+                    Bound::Included(k) | Bound::Excluded(k) => *k <= key,
+                    Bound::Unbounded => true,
+                };
+                if tighter {
+                    lower = Bound::Excluded(key);
+                }
+            }
+            Order::Desc => {
+                let tighter = match &upper {
+                    Bound::Included(k) | Bound::Excluded(k) => *k >= key,
+                    Bound::Unbounded => true,
+                };
+                if tighter {
+                    upper = Bound::Excluded(key);
+                }
+            }
+        }
+    }
+    let empty = match (&lower, &upper) {
+        (Bound::Included(lo) | Bound::Excluded(lo), Bound::Excluded(hi)) => lo >= hi,
+        (Bound::Excluded(lo), Bound::Included(hi)) => lo >= hi,
+        (Bound::Included(lo), Bound::Included(hi)) => lo > hi,
+        _ => false,
+    };
+    (!empty).then_some((lower, upper))
+}
+
+impl Default for MemorySink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemorySink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.read();
+        f.debug_struct("MemorySink")
+            .field("capacity", &self.shared.capacity)
+            .field("len", &state.all.len())
+            .field("consumers", &state.consumers.len())
+            .field("evicted", &state.evicted)
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl UsageSink for MemorySink {
+    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
+        self.insert_batch(batch);
+        Ok(())
+    }
+
+    async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
+        let after = query.position()?;
+        let hits = self.page(query, after.as_ref());
+        Ok(UsagePage::from_sorted(query, hits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::from_unix_millis;
+    use crate::sink::{PathFilter, StatusFilter};
+    use crate::SinkErrorKind;
+
+    const T0: i64 = 1_714_557_000_000;
+
+    fn rec(ms: i64, consumer: Option<&str>) -> UsageRecord {
+        let created_at = from_unix_millis(T0 + ms).unwrap();
+        UsageRecord {
+            id: UsageRecord::new_id(created_at),
+            consumer: consumer.map(str::to_owned),
+            method: "GET".into(),
+            path: format!("/items/{ms}"),
+            status: 200,
+            created_at,
+            ..UsageRecord::default()
+        }
+    }
+
+    fn ids(page: &UsagePage) -> Vec<&str> {
+        page.records.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    async fn all_pages(sink: &MemorySink, mut q: UsageQuery) -> Vec<UsageRecord> {
+        let mut out = Vec::new();
+        loop {
+            let page = sink.query(&q).await.unwrap();
+            out.extend(page.records);
+            match page.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => return out,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn evicts_oldest_by_created_at_then_id() {
+        let sink = MemorySink::with_capacity(3);
+        // Recorded newest first: eviction follows created_at, not arrival.
+        let batch: Vec<_> = (0..5).rev().map(|i| rec(i, Some("a"))).collect();
+        sink.record(&batch).await.unwrap();
+        assert_eq!(sink.len(), 3);
+        assert_eq!(sink.evicted(), 2);
+        let page = sink.query(&UsageQuery::default()).await.unwrap();
+        assert_eq!(ids(&page), [&batch[2].id, &batch[1].id, &batch[0].id]);
+
+        // A tie on created_at is broken by id.
+        let sink = MemorySink::with_capacity(1);
+        let mut a = rec(0, None);
+        let mut b = rec(0, None);
+        a.id = "01B".into();
+        b.id = "01A".into();
+        sink.record(&[a.clone(), b]).await.unwrap();
+        let page = sink.query(&UsageQuery::default()).await.unwrap();
+        assert_eq!(ids(&page), ["01B"]);
+    }
+
+    #[tokio::test]
+    async fn capacity_zero_keeps_one() {
+        let sink = MemorySink::with_capacity(0);
+        assert_eq!(sink.capacity(), 1);
+        assert!(sink.is_empty());
+        sink.record(&[rec(0, None), rec(1, None)]).await.unwrap();
+        assert_eq!(sink.len(), 1);
+        assert_eq!(sink.evicted(), 1);
+        assert_eq!(MemorySink::new().capacity(), DEFAULT_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn clones_share_records() {
+        let sink = MemorySink::new();
+        let other = sink.clone();
+        other.record(&[rec(0, Some("a"))]).await.unwrap();
+        assert_eq!(sink.len(), 1);
+        assert!(format!("{sink:?}").contains("len: 1"));
+    }
+
+    #[tokio::test]
+    async fn rerecording_an_id_keeps_one_copy() {
+        let sink = MemorySink::new();
+        let batch: Vec<_> = (0..4).map(|i| rec(i, Some("a"))).collect();
+        sink.record(&batch[..3]).await.unwrap();
+        sink.record(&batch).await.unwrap();
+        // Same id, other timestamp: still the same record as far as the sink knows.
+        let mut moved = batch[0].clone();
+        moved.created_at = from_unix_millis(T0 + 99).unwrap();
+        sink.record(&[moved]).await.unwrap();
+        assert_eq!(sink.len(), 4);
+        let got = all_pages(&sink, UsageQuery::default()).await;
+        assert_eq!(got, batch);
+    }
+
+    #[tokio::test]
+    async fn eviction_empties_the_consumer_index() {
+        let sink = MemorySink::with_capacity(2);
+        sink.record(&[rec(0, Some("gone")), rec(1, None), rec(2, Some("b"))])
+            .await
+            .unwrap();
+        assert!(!sink.read().consumers.contains_key("gone"));
+        assert_eq!(sink.read().ids.len(), 2);
+        let q = UsageQuery {
+            consumer: ConsumerScope::Consumer("gone".into()),
+            ..UsageQuery::default()
+        };
+        assert_eq!(sink.query(&q).await.unwrap(), UsagePage::default());
+    }
+
+    #[tokio::test]
+    async fn scopes_see_only_their_records() {
+        let sink = MemorySink::new();
+        let batch = [
+            rec(0, Some("a")),
+            rec(1, Some("b")),
+            rec(2, None),
+            rec(3, Some("a")),
+        ];
+        sink.record(&batch).await.unwrap();
+        let scoped = |scope| UsageQuery {
+            consumer: scope,
+            ..UsageQuery::default()
+        };
+        let a = sink
+            .query(&scoped(ConsumerScope::Consumer("a".into())))
+            .await
+            .unwrap();
+        assert_eq!(ids(&a), [&batch[0].id, &batch[3].id]);
+        let anon = sink.query(&scoped(ConsumerScope::Anonymous)).await.unwrap();
+        assert_eq!(ids(&anon), [&batch[2].id]);
+        let all = sink.query(&scoped(ConsumerScope::All)).await.unwrap();
+        assert_eq!(all.records.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn pages_follow_the_cursor_in_both_orders_within_bounds() {
+        let sink = MemorySink::new();
+        let batch: Vec<_> = (0..20).map(|i| rec(i / 2, Some("a"))).collect();
+        sink.record(&batch).await.unwrap();
+        let at = |ms| from_unix_millis(T0 + ms).unwrap();
+        let base = UsageQuery {
+            consumer: ConsumerScope::Consumer("a".into()),
+            since: Some(at(2)),
+            until: Some(at(8)),
+            limit: 3,
+            ..UsageQuery::default()
+        };
+        let mut expected: Vec<_> = batch
+            .iter()
+            .filter(|r| (at(2)..at(8)).contains(&r.created_at))
+            .cloned()
+            .collect();
+        expected.sort_by(|a, b| Order::Asc.compare(a, b));
+        assert_eq!(all_pages(&sink, base.clone()).await, expected);
+        expected.reverse();
+        let desc = UsageQuery {
+            order: Order::Desc,
+            ..base
+        };
+        assert_eq!(all_pages(&sink, desc).await, expected);
+    }
+
+    #[tokio::test]
+    async fn inverted_or_exhausted_ranges_are_empty_pages() {
+        let sink = MemorySink::new();
+        let batch: Vec<_> = (0..5).map(|i| rec(i, None)).collect();
+        sink.record(&batch).await.unwrap();
+        let at = |ms| from_unix_millis(T0 + ms).unwrap();
+        let inverted = UsageQuery {
+            since: Some(at(4)),
+            until: Some(at(1)),
+            ..UsageQuery::default()
+        };
+        assert_eq!(sink.query(&inverted).await.unwrap(), UsagePage::default());
+        let same = UsageQuery {
+            since: Some(at(2)),
+            until: Some(at(2)),
+            ..UsageQuery::default()
+        };
+        assert!(sink.query(&same).await.unwrap().records.is_empty());
+
+        // A cursor past `until` (asc) or before `since` (desc).
+        let q = UsageQuery {
+            until: Some(at(2)),
+            cursor: Some(UsageQuery::default().cursor_after(&batch[4])),
+            ..UsageQuery::default()
+        };
+        assert!(sink.query(&q).await.unwrap().records.is_empty());
+        let desc = UsageQuery {
+            order: Order::Desc,
+            ..UsageQuery::default()
+        };
+        let q = UsageQuery {
+            since: Some(at(3)),
+            cursor: Some(desc.cursor_after(&batch[0])),
+            ..desc
+        };
+        assert!(sink.query(&q).await.unwrap().records.is_empty());
+    }
+
+    #[tokio::test]
+    async fn filters_apply_inside_the_range() {
+        let sink = MemorySink::new();
+        let mut batch: Vec<_> = (0..6).map(|i| rec(i, Some("a"))).collect();
+        batch[1].status = 404;
+        batch[2].method = "POST".into();
+        batch[3].path = "/other".into();
+        sink.record(&batch).await.unwrap();
+        let q = UsageQuery {
+            method: Some("GET".into()),
+            path: Some(PathFilter::Prefix("/items/".into())),
+            status: Some(StatusFilter::Class(2)),
+            limit: 1,
+            ..UsageQuery::default()
+        };
+        let got = all_pages(&sink, q).await;
+        let want: Vec<_> = [0, 4, 5].iter().map(|&i| batch[i].clone()).collect();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn limit_plus_one_decides_next_cursor() {
+        let sink = MemorySink::new();
+        let batch: Vec<_> = (0..3).map(|i| rec(i, None)).collect();
+        sink.record(&batch).await.unwrap();
+        let q = |limit| UsageQuery {
+            limit,
+            ..UsageQuery::default()
+        };
+        assert!(sink.query(&q(3)).await.unwrap().next_cursor.is_none());
+        let page = sink.query(&q(2)).await.unwrap();
+        assert_eq!(page.records.len(), 2);
+        assert!(page.next_cursor.is_some());
+        assert_eq!(sink.query(&q(usize::MAX)).await.unwrap().records.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn bad_cursors_are_invalid_cursor_errors() {
+        let sink = MemorySink::new();
+        let batch: Vec<_> = (0..3).map(|i| rec(i, Some("a"))).collect();
+        sink.record(&batch).await.unwrap();
+        let a = UsageQuery {
+            consumer: ConsumerScope::Consumer("a".into()),
+            limit: 1,
+            ..UsageQuery::default()
+        };
+        let cursor = sink.query(&a).await.unwrap().next_cursor;
+        let b = UsageQuery {
+            consumer: ConsumerScope::Consumer("b".into()),
+            cursor,
+            ..UsageQuery::default()
+        };
+        let err = sink.query(&b).await.unwrap_err();
+        assert_eq!(err.kind(), SinkErrorKind::InvalidCursor);
+        let forged = UsageQuery {
+            cursor: Some("garbage".into()),
+            ..a
+        };
+        let err = sink.query(&forged).await.unwrap_err();
+        assert_eq!(err.kind(), SinkErrorKind::InvalidCursor);
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_lock_does_not_break_the_sink() {
+        let sink = MemorySink::new();
+        sink.record(&[rec(0, None)]).await.unwrap();
+        let poisoner = sink.clone();
+        let panicked = std::thread::spawn(move || {
+            let _guard = poisoner.shared.state.write().unwrap();
+            panic!("poison the lock");
+        })
+        .join()
+        .is_err();
+        assert!(panicked);
+        assert!(sink.shared.state.is_poisoned());
+        sink.record(&[rec(1, None)]).await.unwrap();
+        assert_eq!(sink.len(), 2);
+        let page = sink.query(&UsageQuery::default()).await.unwrap();
+        assert_eq!(page.records.len(), 2);
+    }
+}
