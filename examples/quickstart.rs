@@ -1,0 +1,255 @@
+//! The quick start: the three endpoints of the reference usage page, recorded by
+//! `UsageLayer` into a `MemorySink`, and `GET /v1/usage` serving the log.
+//!
+//! ```text
+//! cargo run --example quickstart                # serve on 127.0.0.1:9000
+//! cargo run --example quickstart -- --port 8080 # another port
+//! cargo run --example quickstart -- --demo      # send the reference requests, print /v1/usage, exit
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tower_usage::{MemorySink, UsageHandle, UsageLayer, UsageService};
+
+/// The bearer token of the reference page's requests.
+const DEMO_TOKEN: &str = "IncYP3edd3blm2ypLGFFOYwQsC5vff3n";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Airdrop {
+    address: Option<String>,
+    user_id: Option<String>,
+    collection_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct AirdropRequest {
+    airdrops: Vec<Airdrop>,
+    #[serde(default)]
+    sequential: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Batch {
+    airdrops: Vec<(Option<String>, Option<String>)>,
+}
+
+type Batches = Arc<Mutex<HashMap<String, Batch>>>;
+
+fn random_id(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
+}
+
+async fn create_airdrop(
+    State(batches): State<Batches>,
+    Json(req): Json<AirdropRequest>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    if req.airdrops.is_empty() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "airdrops must not be empty"})),
+        ));
+    }
+    if let Some(bad) = req
+        .airdrops
+        .iter()
+        .find(|a| a.address.is_none() && a.user_id.is_none())
+    {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("airdrop for collection {} needs an address or a userId", bad.collection_id)})),
+        ));
+    }
+    let _ = req.sequential;
+    let id = random_id(32);
+    let count = req.airdrops.len();
+    let batch = Batch {
+        airdrops: req
+            .airdrops
+            .into_iter()
+            .map(|a| (a.address, a.user_id))
+            .collect(),
+    };
+    batches
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), batch);
+    Ok(Json(json!({"id": id, "count": count})))
+}
+
+async fn get_airdrop(
+    State(batches): State<Batches>,
+    Path(batch_id): Path<String>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    let batch = batches
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&batch_id)
+        .cloned();
+    let Some(batch) = batch else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no airdrop batch {batch_id}")})),
+        ));
+    };
+    let succeeded: Vec<Value> = batch
+        .airdrops
+        .iter()
+        .map(|(address, user)| {
+            json!({
+                "taskId": format!("{:032x}", fastrand::u128(..)),
+                "address": address.clone().unwrap_or_else(|| random_id(44)),
+                "CometUserId": user,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": batch_id,
+        "count": batch.airdrops.len(),
+        "statuses": {"SUCCEEDED": succeeded},
+    })))
+}
+
+async fn collection_owners(Path(_token_definition_id): Path<String>) -> Json<Value> {
+    Json(json!({"results": {"owners": []}}))
+}
+
+/// The app: the reference endpoints, recorded, and the usage endpoint.
+fn app(sink: MemorySink) -> (Router, UsageHandle) {
+    let layer = UsageLayer::new(sink.clone());
+    let handle = layer.handle();
+    let router = Router::new()
+        .route("/rest/v1/airdrop/", post(create_airdrop))
+        .route("/rest/v1/airdrop/{batchId}", get(get_airdrop))
+        .route(
+            "/rest/v1/collection/{tokenDefinitionId}/owners",
+            get(collection_owners),
+        )
+        .with_state(Batches::default())
+        .route_service("/v1/usage", UsageService::new(sink))
+        .layer(layer);
+    (router, handle)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let demo = args.iter().any(|a| a == "--demo");
+    let port: u16 = match args.iter().position(|a| a == "--port") {
+        Some(i) => args
+            .get(i + 1)
+            .ok_or("--port needs a value")?
+            .parse()
+            .map_err(|e| format!("--port: {e}"))?,
+        None if demo => 0,
+        None => std::env::var("PORT")
+            .ok()
+            .map(|p| p.parse())
+            .transpose()
+            .map_err(|e| format!("PORT: {e}"))?
+            .unwrap_or(9000),
+    };
+    if let Some(unknown) = args
+        .iter()
+        .enumerate()
+        .find(|(i, a)| *a != "--demo" && *a != "--port" && (*i == 0 || args[i - 1] != "--port"))
+    {
+        return Err(format!("unknown argument {:?}; usage: quickstart [--demo] [--port N]", unknown.1).into());
+    }
+
+    let sink = MemorySink::new();
+    let (router, handle) = app(sink);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    if !demo {
+        println!("tower-usage quickstart listening on http://{addr}");
+        println!(
+            "try: curl -s -X POST http://{addr}/rest/v1/airdrop/ -H 'Authorization: Bearer {DEMO_TOKEN}' \
+             -H 'Content-Type: application/json' -d '{{\"airdrops\":[{{\"userId\":\"c4367732ab0c\",\"collectionId\":\"9f46cddbd46f\"}}]}}'"
+        );
+        println!("then: curl -s http://{addr}/v1/usage -H 'Authorization: Bearer {DEMO_TOKEN}'");
+        server.await??;
+        return Ok(());
+    }
+
+    let usage = run_demo(addr, &handle).await?;
+    println!("{}", serde_json::to_string_pretty(&usage)?);
+    let n = usage["requests"].as_array().map_or(0, Vec::len);
+    if n != 3 {
+        return Err(format!("expected 3 recorded requests, /v1/usage returned {n}").into());
+    }
+    eprintln!("demo ok: 3 requests recorded, stats {:?}", handle.stats());
+    server.abort();
+    Ok(())
+}
+
+/// Sends the reference page's three requests, then reads `/v1/usage`.
+async fn run_demo(
+    addr: std::net::SocketAddr,
+    handle: &UsageHandle,
+) -> Result<Value, Box<dyn std::error::Error>> {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let send = |method: &str, path: &str, body: Option<Value>| {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header("host", "localhost:9000")
+            .header("accept", "*/*")
+            .header("user-agent", "PostmanRuntime/7.29.2")
+            .header("authorization", format!("Bearer {DEMO_TOKEN}"))
+            .header("accept-encoding", "gzip, deflate, br");
+        let bytes = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                serde_json::to_vec(&b).unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        let req = req.body(Full::new(bytes::Bytes::from(bytes)));
+        let client = client.clone();
+        async move {
+            let res = client.request(req?).await?;
+            let status = res.status();
+            let body = res.into_body().collect().await?.to_bytes();
+            if !status.is_success() {
+                return Err(format!("{status}: {}", String::from_utf8_lossy(&body)).into());
+            }
+            Ok::<Value, Box<dyn std::error::Error>>(serde_json::from_slice(&body)?)
+        }
+    };
+
+    let created = send(
+        "POST",
+        "/rest/v1/airdrop/",
+        Some(json!({
+            "airdrops": [
+                {"address": "AXkcPCWrWYGuayYgKp7y6LhugKzq5f3pqeKnrSod9ufy", "collectionId": "9f46cddbd46f"},
+                {"userId": "c4367732ab0c", "collectionId": "9f46cddbd46f"}
+            ],
+            "sequential": false
+        })),
+    )
+    .await?;
+    let batch_id = created["id"].as_str().ok_or("no batch id")?.to_owned();
+    send("GET", &format!("/rest/v1/airdrop/{batch_id}"), None).await?;
+    send("GET", "/rest/v1/collection/098f868479eb/owners", None).await?;
+
+    handle.flush().await;
+    send("GET", "/v1/usage", None).await
+}
