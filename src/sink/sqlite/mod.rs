@@ -92,20 +92,22 @@
 //! the count in between. Several sinks or processes writing one file each
 //! enforce the cap with their own count, which is only exact at those recounts.
 
+mod read;
 mod rows;
 mod schema;
 mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::sink::{Position, UsagePage, UsageQuery, UsageSink};
+use crate::sink::{UsagePage, UsageQuery, UsageSink};
 use crate::{SinkError, SinkErrorKind, UsageRecord};
+use read::ReadPool;
 use writer::{Command, Retention, Writer};
 
 /// The default busy timeout: how long a connection waits for another process's
@@ -405,70 +407,6 @@ impl SqliteSinkBuilder {
             permits: Arc::new(Semaphore::new(self.options.read_connections)),
         });
         SqliteSink::start(conn, label, self.options, Some(readers))
-    }
-}
-
-/// Read-only connections to a file, opened on demand and kept for reuse; the
-/// semaphore bounds how many are in use.
-struct ReadPool {
-    path: PathBuf,
-    label: String,
-    busy_timeout: Duration,
-    idle: Mutex<Vec<Connection>>,
-    permits: Arc<Semaphore>,
-}
-
-impl ReadPool {
-    async fn select(
-        self: &Arc<Self>,
-        query: UsageQuery,
-        after: Option<Position>,
-    ) -> Result<Vec<UsageRecord>, SinkError> {
-        let unavailable = |what: &str| {
-            SinkError::message(
-                SinkErrorKind::Unavailable,
-                format!("sqlite database {}: {what}", self.label),
-            )
-        };
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| unavailable("queries need a tokio runtime"))?;
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| unavailable("the reader pool is closed"))?;
-        let pool = Arc::clone(self);
-        runtime
-            .spawn_blocking(move || {
-                let _permit = permit;
-                pool.select_blocking(&query, after.as_ref())
-            })
-            .await
-            .map_err(|_| unavailable("the query task panicked or was cancelled"))?
-    }
-
-    fn select_blocking(
-        &self,
-        query: &UsageQuery,
-        after: Option<&Position>,
-    ) -> Result<Vec<UsageRecord>, SinkError> {
-        let taken = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let conn = match taken {
-            Some(conn) => conn,
-            None => schema::open_reader(&self.path, self.busy_timeout)?,
-        };
-        let result = rows::select(&conn, &self.label, query, after);
-        // A connection that failed may be in a bad state: only a good one goes back.
-        if result.is_ok() {
-            self.idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(conn);
-        }
-        result
     }
 }
 
