@@ -91,4 +91,6 @@ pub use layer::UsageLayer;
 pub use record::{CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
 pub use recorder::{RecorderStats, UsageHandle};
 pub use sink::memory::MemorySink;
+#[cfg(feature = "sqlite")]
+pub use sink::sqlite::SqliteSink;
 pub use sink::{UsagePage, UsageQuery, UsageSink};

@@ -1,0 +1,192 @@
+//! Opening a database: pragmas, the schema, its version and its migrations, and
+//! how SQLite's errors become [`SinkError`]s.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+
+use crate::{SinkError, SinkErrorKind};
+
+/// The schema version this crate writes and understands (`PRAGMA user_version`).
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// `PRAGMA application_id` of a tower-usage database: `"TUsg"` in ASCII.
+pub(super) const APPLICATION_ID: i64 = 0x5455_7367;
+
+/// `MIGRATIONS[n]` takes a database from version `n` to version `n + 1`.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    // 0 -> 1: the records table and its two keyset indexes.
+    "CREATE TABLE usage_records (
+        id                  TEXT    NOT NULL UNIQUE,
+        consumer            TEXT,
+        created_at          INTEGER NOT NULL,
+        method              TEXT    NOT NULL,
+        path                TEXT    NOT NULL,
+        route               TEXT,
+        status              INTEGER NOT NULL,
+        duration_us         INTEGER NOT NULL,
+        outcome             TEXT    NOT NULL,
+        query               TEXT    NOT NULL,
+        params              TEXT    NOT NULL,
+        req_headers         TEXT    NOT NULL,
+        resp_headers        TEXT    NOT NULL,
+        req_body            BLOB    NOT NULL,
+        req_body_size       INTEGER NOT NULL,
+        req_body_truncated  INTEGER NOT NULL,
+        resp_body           BLOB    NOT NULL,
+        resp_body_size      INTEGER NOT NULL,
+        resp_body_truncated INTEGER NOT NULL,
+        grpc                TEXT
+    );
+    CREATE INDEX usage_records_consumer_time ON usage_records (consumer, created_at, id);
+    CREATE INDEX usage_records_time ON usage_records (created_at, id);",
+];
+
+/// Maps a SQLite error to a [`SinkError`] of the right kind. Callers add the path.
+pub(super) fn sql_error(err: rusqlite::Error) -> SinkError {
+    match err.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            SinkError::with_kind(SinkErrorKind::Corrupt, err)
+        }
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::OutOfMemory,
+        ) => SinkError::with_kind(SinkErrorKind::Unavailable, err),
+        // Anything else (a constraint, a value too big, a type mismatch) fails the
+        // same way again.
+        _ => SinkError::with_kind(SinkErrorKind::Other, err).permanent(),
+    }
+}
+
+/// The context every error about a database carries: its path.
+pub(super) fn context(label: &str) -> impl Fn(rusqlite::Error) -> SinkError + '_ {
+    move |err| sql_error(err).with_context(format_args!("sqlite database {label}"))
+}
+
+/// Opens (creating if needed) the writer connection of a file and brings its
+/// schema up to date.
+pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, SinkError> {
+    let label = path.display().to_string();
+    let ctx = context(&label);
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(&ctx)?;
+    conn.busy_timeout(busy_timeout).map_err(&ctx)?;
+    // Look before touching: a newer or foreign file is left exactly as it was.
+    let version = check_header(&conn, &label)?;
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(&ctx)? {
+        return Err(SinkError::message(
+            SinkErrorKind::Unavailable,
+            format!("sqlite database {label}: the file is read-only"),
+        )
+        .permanent());
+    }
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(&ctx)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(
+            path = %label,
+            journal_mode = %mode,
+            "sqlite usage sink: WAL mode unavailable; readers and the writer will take turns"
+        );
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(&ctx)?;
+    tune(&conn);
+    if version != SCHEMA_VERSION {
+        migrate(&mut conn, &label)?;
+    }
+    Ok(conn)
+}
+
+/// Opens a private in-memory database with the current schema.
+pub(super) fn open_memory() -> Result<Connection, SinkError> {
+    let label = ":memory:";
+    let mut conn = Connection::open_in_memory().map_err(context(label))?;
+    tune(&conn);
+    migrate(&mut conn, label)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection to a file the writer has opened and migrated.
+pub(super) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, SinkError> {
+    let label = path.display().to_string();
+    let ctx = context(&label);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(&ctx)?;
+    conn.busy_timeout(busy_timeout).map_err(&ctx)?;
+    tune(&conn);
+    Ok(conn)
+}
+
+fn tune(conn: &Connection) {
+    // Room for the insert, the retention deletes and the common query shapes.
+    conn.set_prepared_statement_cache_capacity(32);
+}
+
+/// Fails for a file written by a newer tower-usage, or by another application;
+/// returns the file's schema version.
+fn check_header(conn: &Connection, label: &str) -> Result<i64, SinkError> {
+    let ctx = context(label);
+    let app_id: i64 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(&ctx)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(&ctx)?;
+    if app_id != APPLICATION_ID && (app_id != 0 || version != 0) {
+        return Err(SinkError::message(
+            SinkErrorKind::Corrupt,
+            format!(
+                "sqlite database {label}: not a tower-usage database \
+                 (application_id {app_id:#x}, user_version {version})"
+            ),
+        ));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(SinkError::message(
+            SinkErrorKind::Corrupt,
+            format!(
+                "sqlite database {label}: schema version {version} is newer than this \
+                 tower-usage understands ({SCHEMA_VERSION}); upgrade tower-usage or use another file"
+            ),
+        ));
+    }
+    Ok(version)
+}
+
+/// Applies the missing migrations in one transaction.
+fn migrate(conn: &mut Connection, label: &str) -> Result<(), SinkError> {
+    let ctx = context(label);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&ctx)?;
+    // Again under the write lock: another process may have migrated meanwhile.
+    let version = check_header(&tx, label)?;
+    if version == SCHEMA_VERSION {
+        return Ok(()); // the transaction rolls back: nothing was changed
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.execute_batch(sql).map_err(|err| {
+            sql_error(err).with_context(format_args!(
+                "sqlite database {label}: migrating schema from version {from}"
+            ))
+        })?;
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(&ctx)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(&ctx)?;
+    tx.commit().map_err(&ctx)?;
+    Ok(())
+}
