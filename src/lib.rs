@@ -5,6 +5,9 @@ pub mod consumer;
 mod error;
 pub mod record;
 pub mod sink;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use consumer::{IdentifyConsumer, RequestInfo};
 pub use error::{SinkError, SinkErrorKind};
