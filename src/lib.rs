@@ -83,6 +83,9 @@ pub mod recorder;
 pub mod redact;
 pub mod service;
 pub mod sink;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use consumer::{IdentifyConsumer, RequestInfo};
 pub use handler::UsageService;

@@ -22,7 +22,13 @@
 //! #[async_trait::async_trait]
 //! impl UsageSink for VecSink {
 //!     async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
-//!         self.0.lock().unwrap().extend_from_slice(batch);
+//!         let mut records = self.0.lock().unwrap();
+//!         for r in batch {
+//!             // The writer retries a failed batch: store each id once.
+//!             if !records.iter().any(|s| s.id == r.id) {
+//!                 records.push(r.clone());
+//!             }
+//!         }
 //!         Ok(())
 //!     }
 //!

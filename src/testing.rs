@@ -1,0 +1,296 @@
+//! The sink conformance kit: checks a [`UsageSink`] against the whole contract.
+//!
+//! Enabled by the `testing` feature. Every sink this crate ships passes it, and a
+//! sink of your own should too: the `/usage` endpoint relies on each rule below,
+//! and a sink that breaks one shows a consumer someone else's traffic, or loses or
+//! repeats records while a client pages.
+//!
+//! # Implementing your own sink
+//!
+//! Implement the two methods of [`UsageSink`] (its [module docs](crate::sink)
+//! have a complete example), then hold the implementation to these rules:
+//!
+//! - **Store what was captured.** Bodies byte for byte with their `size` and
+//!   `truncated` flag, the raw query string, route params in order, headers with
+//!   repeats and non-UTF-8 values, every [`Outcome`](crate::Outcome), the
+//!   [`GrpcCall`](crate::GrpcCall), and `created_at` to the millisecond.
+//! - **Retries are harmless.** The writer retries a batch after a temporary
+//!   error; recording an `id` that is already stored must not store it twice.
+//! - **Scope first.** A query for [`ConsumerScope::Consumer`](crate::sink::ConsumerScope)
+//!   returns that consumer's records and nothing else; `Anonymous` only records
+//!   without a consumer; `All` everything.
+//! - **Filter as [`UsageQuery::matches`](crate::UsageQuery::matches) does.**
+//!   `since` is inclusive, `until` exclusive, the method is compared exactly, a
+//!   path prefix is a plain prefix (a `%` or `_` in it is no wildcard), a status
+//!   filter is one code or a class.
+//! - **Sort by `(created_at, id)`** in the query's order, ties on `created_at`
+//!   broken by `id`.
+//! - **Page with keyset cursors.** Decode the cursor with
+//!   [`UsageQuery::position`](crate::UsageQuery::position), which rejects a forged
+//!   cursor and one issued for another consumer or order with
+//!   [`SinkErrorKind::InvalidCursor`](crate::SinkErrorKind::InvalidCursor); fetch
+//!   `limit + 1` records after that position and hand them to
+//!   [`UsagePage::from_sorted`](crate::UsagePage::from_sorted), which makes the
+//!   next cursor.
+//!
+//! # Running the kit
+//!
+//! In a test file of your crate, one `#[tokio::test]` per check:
+//!
+//! ```rust,no_run
+//! # use tower_usage::MemorySink as MySink;
+//! # async fn make_my_sink() -> MySink { MySink::new() }
+//! // tests/conformance.rs
+//! tower_usage::sink_conformance_tests!(async { make_my_sink().await });
+//! # fn main() {}
+//! ```
+//!
+//! or every check in one test with [`run_all`], which reports every failing check
+//! at once:
+//!
+//! ```rust,no_run
+//! use tower_usage::MemorySink;
+//!
+//! #[tokio::test]
+//! async fn my_sink_conforms() {
+//!     tower_usage::testing::run_all(|| async { MemorySink::new() }).await;
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! Your crate needs the `testing` feature of `tower-usage` and `tokio` (features
+//! `macros` and `rt`) as dev-dependencies:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! tower-usage = { version = "0.1", features = ["testing"] }
+//! tokio = { version = "1", features = ["macros", "rt"] }
+//! ```
+//!
+//! # What the kit needs from `make_sink`
+//!
+//! - Every call returns a **fresh, empty** sink: a new file, schema or table for
+//!   a database sink. A check fails at once if the sink already holds records.
+//! - The sink keeps at least **10,000 records** (one check stores a batch that
+//!   large), and keeps records at least as long as a check runs.
+//! - The checks run inside a **tokio runtime**: they spawn tasks (to write
+//!   concurrently, and to report a panicking sink as a failed check).
+//!
+//! Records are made from a fixed seed, so a failure repeats with the same ids.
+//!
+//! # The checks
+//!
+//! | name                 | what it checks |
+//! |----------------------|----------------|
+//! | `empty_sink`         | an empty sink answers every scope and order with an empty page and no cursor |
+//! | `round_trip`         | every field comes back as recorded: empty, JSON, text, binary and truncated bodies; query strings with repeats and escapes; params order; repeated and non-UTF-8 headers; route and consumer `None` and `Some`; every outcome; gRPC details; status; duration; `created_at` to the millisecond |
+//! | `ordering`           | both orders sort by `(created_at, id)` with many equal timestamps, in one page and across pages, whatever order records arrived in |
+//! | `cursor_paging`      | no gap and no duplicate while newer records are recorded between pages, both orders, scoped and not |
+//! | `filters`            | since (inclusive), until (exclusive), method, exact and prefix path (with `%` and `_`), exact and class status, and combinations |
+//! | `consumer_isolation` | a consumer's query never returns another consumer's or anonymous records (including look-alike names); `Anonymous` and `All` likewise |
+//! | `limits`             | limit 1, a few, and 1000 with exactly 1000 (`next_cursor` `None`) and 1001 (`Some`) records |
+//! | `large_batch`        | a batch of 10,000 records in one `record` call is all readable |
+//! | `concurrent_writers` | 8 tasks writing 500 records each, with readers paging meanwhile: all stored, none twice |
+//! | `idempotent_record`  | recording the same batch again, or an overlapping one, stores each id once |
+//! | `invalid_cursor`     | a cursor issued for another consumer or order, and forged cursors, fail with `InvalidCursor` |
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::UsageSink;
+
+mod checks;
+mod support;
+
+/// The name of every check, in the order [`run_all`] runs them. Any of them can be
+/// given to [`run_check`].
+pub const CHECKS: &[&str] = crate::__tower_usage_checks!(@with_checks @names);
+
+/// Runs every check against fresh sinks from `make_sink`, one sink per check.
+///
+/// Panics after the last check if any failed, with a message naming each failed
+/// check and what was wrong. Must run inside a tokio runtime (a
+/// `#[tokio::test]` is enough). See the [module docs](self).
+///
+/// ```rust,no_run
+/// use tower_usage::MemorySink;
+///
+/// #[tokio::test]
+/// async fn memory_sink_conforms() {
+///     tower_usage::testing::run_all(|| async { MemorySink::with_capacity(20_000) }).await;
+/// }
+/// # fn main() {}
+/// ```
+pub async fn run_all<S, F, Fut>(mut make_sink: F)
+where
+    S: UsageSink,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let mut failures = Vec::new();
+    for name in CHECKS {
+        if let Err(msg) = run_check(name, &mut make_sink).await {
+            failures.push(format!("check `{name}` failed: {msg}"));
+        }
+    }
+    if !failures.is_empty() {
+        panic!(
+            "{} of {} sink conformance checks failed:\n\n{}",
+            failures.len(),
+            CHECKS.len(),
+            failures.join("\n\n")
+        );
+    }
+}
+
+/// Runs the check called `name` (one of [`CHECKS`]) against a fresh sink from
+/// `make_sink`.
+///
+/// Returns `Err` describing what was wrong, also when the sink panicked or
+/// `name` is no check. Must run inside a tokio runtime.
+///
+/// ```rust,no_run
+/// use tower_usage::MemorySink;
+///
+/// #[tokio::test]
+/// async fn memory_sink_keeps_consumers_apart() {
+///     let result = tower_usage::testing::run_check("consumer_isolation", || async {
+///         MemorySink::new()
+///     })
+///     .await;
+///     assert_eq!(result, Ok(()));
+/// }
+/// # fn main() {}
+/// ```
+pub async fn run_check<S, F, Fut>(name: &str, mut make_sink: F) -> Result<(), String>
+where
+    S: UsageSink,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let Some(&name) = CHECKS.iter().find(|c| **c == name) else {
+        return Err(format!(
+            "there is no conformance check called {name:?}; the checks are: {}",
+            CHECKS.join(", ")
+        ));
+    };
+    let sink = Arc::new(make_sink().await);
+    // On its own task, so that a panicking sink is a failed check, not a
+    // panicking caller.
+    match tokio::spawn(checks::run(name, sink)).await {
+        Ok(result) => result,
+        Err(e) => Err(format!("the check did not finish: {}", join_error(e))),
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    format!("it panicked: {msg}")
+}
+
+/// Expands to one `#[tokio::test]` per [conformance check](crate::testing::CHECKS),
+/// in a module called `sink_conformance` (or the name given after `mod`).
+///
+/// The argument is an expression evaluated once per check, to a future of a
+/// fresh, empty sink. A failing check panics with what was wrong. The tests need
+/// `tokio` (features `macros` and `rt`) among the calling crate's
+/// dev-dependencies, and the `testing` feature of this crate; see the
+/// [`testing`](crate::testing) module docs.
+///
+/// ```rust,no_run
+/// // tests/conformance.rs
+/// use tower_usage::MemorySink;
+///
+/// tower_usage::sink_conformance_tests!(async { MemorySink::new() });
+///
+/// // Several sinks in one file: name the modules.
+/// tower_usage::sink_conformance_tests!(mod big_memory, async {
+///     MemorySink::with_capacity(50_000)
+/// });
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! sink_conformance_tests {
+    (mod $module:ident, $make_sink:expr $(,)?) => {
+        $crate::__tower_usage_checks!(@with_checks @tests $module ($make_sink));
+    };
+    ($make_sink:expr $(,)?) => {
+        $crate::sink_conformance_tests!(mod sink_conformance, $make_sink);
+    };
+}
+
+/// The one list of check names, handed to a macro arm; not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tower_usage_checks {
+    (@with_checks $($then:tt)*) => {
+        $crate::__tower_usage_checks! {
+            $($then)* [
+                empty_sink
+                round_trip
+                ordering
+                cursor_paging
+                filters
+                consumer_isolation
+                limits
+                large_batch
+                concurrent_writers
+                idempotent_record
+                invalid_cursor
+            ]
+        }
+    };
+    (@names [$($check:ident)*]) => {
+        &[$(::core::stringify!($check)),*]
+    };
+    (@tests $module:ident ($make_sink:expr) [$($check:ident)*]) => {
+        #[allow(unused_imports)]
+        mod $module {
+            use super::*;
+            $(
+                #[::tokio::test]
+                async fn $check() {
+                    let name = ::core::stringify!($check);
+                    if let ::core::result::Result::Err(msg) =
+                        $crate::testing::run_check(name, || $make_sink).await
+                    {
+                        ::core::panic!("sink conformance check `{}` failed: {}", name, msg);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_names_are_unique() {
+        let mut names = CHECKS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CHECKS.len());
+        assert_eq!(CHECKS.len(), 11);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_check_is_an_error() {
+        let err = run_check("no_such_check", || async { crate::MemorySink::new() })
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("no_such_check") && err.contains("round_trip"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,322 @@
+//! The conformance kit catches broken sinks: each sink here breaks one rule of
+//! the `UsageSink` contract, and the matching check must fail, saying what is
+//! wrong.
+#![cfg(feature = "testing")]
+
+use std::sync::{Arc, Mutex};
+
+use tower_usage::sink::{ConsumerScope, Order};
+use tower_usage::testing::{run_all, run_check};
+use tower_usage::{MemorySink, SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
+
+/// The one thing a [`Broken`] sink gets wrong.
+#[derive(Debug, Clone, Copy)]
+enum Flaw {
+    /// Answers every query as if it were for all consumers.
+    IgnoresScope,
+    /// Always answers the first page.
+    IgnoresCursor,
+    /// Breaks ties on `created_at` by id the wrong way round.
+    ReversedTies,
+    /// Sorts by id alone.
+    SortsByIdOnly,
+    /// Treats `until` as inclusive.
+    InclusiveUntil,
+    /// Stores header values as lossy UTF-8 and forgets the gRPC details.
+    Lossy,
+    /// Says more may follow whenever a page is full, without looking.
+    FullPageHasCursor,
+    /// Unwraps the cursor.
+    PanicsOnBadCursor,
+    /// Stores at most 5,000 records of a batch.
+    TruncatesBatches,
+}
+
+/// A `MemorySink` with one flaw.
+#[derive(Debug, Clone)]
+struct Broken {
+    inner: MemorySink,
+    flaw: Flaw,
+}
+
+fn broken(flaw: Flaw) -> impl FnMut() -> std::future::Ready<Broken> {
+    move || {
+        std::future::ready(Broken {
+            inner: MemorySink::new(),
+            flaw,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl UsageSink for Broken {
+    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
+        match self.flaw {
+            Flaw::Lossy => {
+                let lossy: Vec<UsageRecord> = batch
+                    .iter()
+                    .cloned()
+                    .map(|mut r| {
+                        for v in r.request.headers.values_mut() {
+                            let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                            *v = http::HeaderValue::from_str(&text).unwrap();
+                        }
+                        r.grpc = None;
+                        r
+                    })
+                    .collect();
+                self.inner.record(&lossy).await
+            }
+            Flaw::TruncatesBatches => self.inner.record(&batch[..batch.len().min(5_000)]).await,
+            _ => self.inner.record(batch).await,
+        }
+    }
+
+    async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
+        let mut q = query.clone();
+        match self.flaw {
+            Flaw::IgnoresScope => q.consumer = ConsumerScope::All,
+            Flaw::IgnoresCursor => q.cursor = None,
+            Flaw::InclusiveUntil => q.until = q.until.map(|u| u + time::Duration::milliseconds(1)),
+            Flaw::PanicsOnBadCursor => {
+                query.position().expect("a valid cursor");
+            }
+            _ => {}
+        }
+        let mut page = self.inner.query(&q).await?;
+        let key = |r: &UsageRecord| r.created_at.unix_timestamp_nanos() / 1_000_000;
+        match (self.flaw, query.order) {
+            (Flaw::ReversedTies, Order::Asc) => page
+                .records
+                .sort_by(|a, b| key(a).cmp(&key(b)).then(b.id.cmp(&a.id))),
+            (Flaw::ReversedTies, Order::Desc) => page
+                .records
+                .sort_by(|a, b| key(b).cmp(&key(a)).then(a.id.cmp(&b.id))),
+            (Flaw::SortsByIdOnly, Order::Asc) => page.records.sort_by(|a, b| a.id.cmp(&b.id)),
+            (Flaw::SortsByIdOnly, Order::Desc) => page.records.sort_by(|a, b| b.id.cmp(&a.id)),
+            (Flaw::FullPageHasCursor, _) if page.records.len() == query.limit => {
+                page.next_cursor = page.records.last().map(|r| query.cursor_after(r));
+            }
+            _ => {}
+        }
+        Ok(page)
+    }
+}
+
+async fn fails(check: &str, flaw: Flaw, phrases: &[&str]) -> String {
+    let err = match run_check(check, broken(flaw)).await {
+        Ok(()) => panic!("check {check} passed a sink that is {flaw:?}"),
+        Err(err) => err,
+    };
+    // Shown with `--nocapture`: what a sink author would read.
+    eprintln!("{check} on a sink that is {flaw:?}:\n  {err}\n");
+    for phrase in phrases {
+        assert!(
+            err.contains(phrase),
+            "the {check} failure for {flaw:?} does not mention {phrase:?}: {err}"
+        );
+    }
+    err
+}
+
+#[tokio::test]
+async fn a_sink_ignoring_the_consumer_scope_fails_isolation() {
+    let err = fails(
+        "consumer_isolation",
+        Flaw::IgnoresScope,
+        &[
+            "query scoped to",
+            "returned a record of consumer",
+            "must never see another consumer's",
+        ],
+    )
+    .await;
+    assert!(!err.contains("query scoped to all consumers"), "{err}");
+    // The kit is specific: what this sink does right still passes.
+    assert_eq!(
+        run_check("round_trip", broken(Flaw::IgnoresScope)).await,
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn a_sink_ignoring_the_cursor_fails_paging_and_cursor_checks() {
+    fails(
+        "cursor_paging",
+        Flaw::IgnoresCursor,
+        &["page 2 repeats", "cursor's position"],
+    )
+    .await;
+    fails(
+        "invalid_cursor",
+        Flaw::IgnoresCursor,
+        &["was answered with a page", "InvalidCursor"],
+    )
+    .await;
+    assert_eq!(
+        run_check("round_trip", broken(Flaw::IgnoresCursor)).await,
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn a_sink_sorting_ties_wrongly_fails_ordering() {
+    fails(
+        "ordering",
+        Flaw::ReversedTies,
+        &["wrong order at position", "ties on created_at"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_sink_sorting_by_id_alone_fails_ordering() {
+    fails(
+        "ordering",
+        Flaw::SortsByIdOnly,
+        &["wrong order at position"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_sink_with_an_inclusive_until_fails_filters() {
+    fails(
+        "filters",
+        Flaw::InclusiveUntil,
+        &["until", "exclusive", "should not be there"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_lossy_sink_fails_round_trip() {
+    fails(
+        "round_trip",
+        Flaw::Lossy,
+        &[
+            "non-UTF-8 header values",
+            "request.headers",
+            "grpc: stored Some",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_sink_guessing_next_cursor_fails_limits() {
+    fails(
+        "limits",
+        Flaw::FullPageHasCursor,
+        &["exactly 1000 matching records", "next_cursor is Some"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_panicking_sink_is_a_failed_check_not_a_panic() {
+    fails(
+        "invalid_cursor",
+        Flaw::PanicsOnBadCursor,
+        &["panicked", "a valid cursor"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_sink_truncating_batches_fails_large_batch() {
+    fails(
+        "large_batch",
+        Flaw::TruncatesBatches,
+        &["10,000", "5000 missing"],
+    )
+    .await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "check `consumer_isolation` failed")]
+async fn run_all_panics_naming_the_failed_check() {
+    run_all(broken(Flaw::IgnoresScope)).await;
+}
+
+/// Stores every record it is given, retries included: the trait docs' shape,
+/// minus the duplicate check.
+#[derive(Debug, Default)]
+struct AppendOnly(Mutex<Vec<UsageRecord>>);
+
+#[async_trait::async_trait]
+impl UsageSink for AppendOnly {
+    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
+        self.0.lock().unwrap().extend_from_slice(batch);
+        Ok(())
+    }
+
+    async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
+        vec_query(&self.0.lock().unwrap(), query)
+    }
+}
+
+fn vec_query(records: &[UsageRecord], query: &UsageQuery) -> Result<UsagePage, SinkError> {
+    let after = query.position()?;
+    let mut hits: Vec<UsageRecord> = records
+        .iter()
+        .filter(|r| query.matches(r) && after.as_ref().is_none_or(|p| p.precedes(r, query.order)))
+        .cloned()
+        .collect();
+    hits.sort_by(|a, b| query.order.compare(a, b));
+    Ok(UsagePage::from_sorted(query, hits))
+}
+
+#[tokio::test]
+async fn a_sink_storing_retries_twice_fails_idempotence() {
+    let err = run_check("idempotent_record", || async { AppendOnly::default() })
+        .await
+        .unwrap_err();
+    assert!(err.contains("is stored 2 times"), "{err}");
+    assert!(
+        err.contains("must not store an id that is already stored"),
+        "{err}"
+    );
+    // Everything else about it is right.
+    assert_eq!(
+        run_check("filters", || async { AppendOnly::default() }).await,
+        Ok(())
+    );
+}
+
+/// Writes by read, yield, write back: concurrent batches overwrite each other.
+#[derive(Debug, Default)]
+struct Racy(Arc<Mutex<Vec<UsageRecord>>>);
+
+#[async_trait::async_trait]
+impl UsageSink for Racy {
+    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
+        let mut copy = self.0.lock().unwrap().clone();
+        tokio::task::yield_now().await;
+        for r in batch {
+            if !copy.iter().any(|s| s.id == r.id) {
+                copy.push(r.clone());
+            }
+        }
+        *self.0.lock().unwrap() = copy;
+        Ok(())
+    }
+
+    async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
+        vec_query(&self.0.lock().unwrap(), query)
+    }
+}
+
+#[tokio::test]
+async fn a_sink_losing_concurrent_writes_fails_concurrent_writers() {
+    let err = run_check("concurrent_writers", || async { Racy::default() })
+        .await
+        .unwrap_err();
+    assert!(err.contains("concurrent tasks"), "{err}");
+    assert!(err.contains("missing"), "{err}");
+    // One writer at a time, it is fine.
+    assert_eq!(
+        run_check("idempotent_record", || async { Racy::default() }).await,
+        Ok(())
+    );
+}
