@@ -67,7 +67,9 @@ async fn create_airdrop(
     {
         return Err((
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": format!("airdrop for collection {} needs an address or a userId", bad.collection_id)})),
+            Json(
+                json!({"error": format!("airdrop for collection {} needs an address or a userId", bad.collection_id)}),
+            ),
         ));
     }
     let _ = req.sequential;
@@ -164,7 +166,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enumerate()
         .find(|(i, a)| *a != "--demo" && *a != "--port" && (*i == 0 || args[i - 1] != "--port"))
     {
-        return Err(format!("unknown argument {:?}; usage: quickstart [--demo] [--port N]", unknown.1).into());
+        return Err(format!(
+            "unknown argument {:?}; usage: quickstart [--demo] [--port N]",
+            unknown.1
+        )
+        .into());
     }
 
     let sink = MemorySink::new();

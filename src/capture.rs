@@ -189,7 +189,10 @@ pub(crate) struct Pending {
     pub(crate) method: Method,
     pub(crate) uri: Uri,
     pub(crate) headers: HeaderMap,
+    /// The consumer; `None` also when it is still to be derived from the
+    /// bearer token (`consumer_from_bearer`).
     pub(crate) consumer: Option<String>,
+    pub(crate) consumer_from_bearer: bool,
     pub(crate) route: Option<String>,
     pub(crate) request_tap: Option<SharedTap>,
     pub(crate) config: Arc<Config>,
@@ -305,9 +308,14 @@ impl Finished {
             response_messages: 0,
         });
 
+        let consumer = if pending.consumer_from_bearer {
+            crate::consumer::bearer_consumer(&pending.headers)
+        } else {
+            pending.consumer
+        };
         UsageRecord {
             id: UsageRecord::new_id(created_at),
-            consumer: pending.consumer,
+            consumer,
             method: pending.method.as_str().to_owned(),
             path,
             route: pending.route,

@@ -92,7 +92,15 @@ type IdentifyFn = dyn Fn(RequestInfo<'_>) -> Option<String> + Send + Sync;
 /// assert_eq!(identify.identify(RequestInfo::from_request(&req)).as_deref(), Some("acct_42"));
 /// ```
 #[derive(Clone)]
-pub struct IdentifyConsumer(Arc<IdentifyFn>);
+pub struct IdentifyConsumer(Identify);
+
+#[derive(Clone)]
+enum Identify {
+    /// The default. The layer defers the hash to its writer: the headers are
+    /// captured anyway, so the request path skips the SHA-256.
+    Bearer,
+    Custom(Arc<IdentifyFn>),
+}
 
 impl IdentifyConsumer {
     /// A custom derivation.
@@ -100,19 +108,33 @@ impl IdentifyConsumer {
     where
         F: Fn(RequestInfo<'_>) -> Option<String> + Send + Sync + 'static,
     {
-        Self(Arc::new(f))
+        Self(Identify::Custom(Arc::new(f)))
     }
 
     /// The default: the [`hash_token`] of the `Authorization: Bearer` token, or
     /// `None` when there is no well-formed bearer token.
     pub fn bearer() -> Self {
-        Self::new(|req| bearer_token(req.headers()).map(hash_token))
+        Self(Identify::Bearer)
     }
 
     /// The consumer of a request.
     pub fn identify(&self, req: RequestInfo<'_>) -> Option<String> {
-        (self.0)(req)
+        match &self.0 {
+            Identify::Bearer => bearer_consumer(req.headers()),
+            Identify::Custom(f) => f(req),
+        }
     }
+
+    /// Whether this is the default, header-only derivation, which can run later
+    /// from the captured headers.
+    pub(crate) fn is_bearer(&self) -> bool {
+        matches!(self.0, Identify::Bearer)
+    }
+}
+
+/// The default consumer of a request with these headers.
+pub(crate) fn bearer_consumer(headers: &HeaderMap) -> Option<String> {
+    bearer_token(headers).map(hash_token)
 }
 
 impl Default for IdentifyConsumer {

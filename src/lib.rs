@@ -88,8 +88,8 @@ pub mod sink;
 pub mod testing;
 
 pub use consumer::{IdentifyConsumer, RequestInfo};
-pub use handler::UsageService;
 pub use error::{SinkError, SinkErrorKind};
+pub use handler::UsageService;
 pub use layer::UsageLayer;
 pub use record::{CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
 pub use recorder::{RecorderStats, UsageHandle};

@@ -283,7 +283,10 @@ impl UsageHandle {
 }
 
 async fn run_writer(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
+    // Both buffers keep their capacity across rounds: a batch of records is
+    // about 100 KB, and allocating one per round costs page faults.
     let mut spare: Vec<Finished> = Vec::new();
+    let mut records: Vec<UsageRecord> = Vec::new();
     let mut failing = false;
     loop {
         let delay = Duration::from_micros(shared.max_delay_us.load(Ordering::Relaxed));
@@ -301,7 +304,6 @@ async fn run_writer(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
             continue;
         }
         let batch_size = shared.batch_size.load(Ordering::Relaxed).max(1);
-        let mut records: Vec<UsageRecord> = Vec::with_capacity(batch_size.min(spare.len()));
         let mut drain = spare.drain(..).peekable();
         while drain.peek().is_some() {
             records.clear();

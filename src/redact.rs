@@ -17,7 +17,6 @@
 
 use std::borrow::Cow;
 
-use aho_corasick::AhoCorasick;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -52,9 +51,6 @@ const REDACTED_JSON: &[u8] = b"\"[REDACTED]\"";
 pub(crate) struct Redaction {
     headers: Vec<HeaderName>,
     fields: Vec<String>,
-    /// Finds any field name, ASCII case-insensitively: bodies without a hit (and
-    /// without escapes) skip the JSON scan.
-    finder: Option<AhoCorasick>,
 }
 
 impl Default for Redaction {
@@ -75,19 +71,7 @@ impl Default for Redaction {
 impl Redaction {
     pub(crate) fn new(headers: Vec<HeaderName>, fields: Vec<String>) -> Self {
         let fields: Vec<String> = fields.into_iter().filter(|f| !f.is_empty()).collect();
-        let finder = if fields.is_empty() {
-            None
-        } else {
-            AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .build(&fields)
-                .ok()
-        };
-        Self {
-            headers,
-            fields,
-            finder,
-        }
+        Self { headers, fields }
     }
 
     pub(crate) fn with_headers(&self, headers: Vec<HeaderName>) -> Self {
@@ -109,6 +93,15 @@ impl Redaction {
                 .iter()
                 .any(|(n, v)| v.is_sensitive() || self.headers.contains(n));
         if !needs_work {
+            return headers;
+        }
+        if headers.keys_len() == headers.len() {
+            // No repeats: redact in place, no new map.
+            for (name, value) in headers.iter_mut() {
+                if value.is_sensitive() || self.headers.contains(name) {
+                    *value = HeaderValue::from_static(REDACTED);
+                }
+            }
             return headers;
         }
         let mut out = HeaderMap::with_capacity(headers.keys_len());
@@ -154,6 +147,35 @@ impl Redaction {
         out
     }
 
+    /// A fast, conservative test for the JSON scan: whether any object key (a
+    /// quoted string right before a `:`) may be a field to redact. Keys with
+    /// escapes cannot be judged here, so any backslash answers yes.
+    fn may_hold_field_key(&self, body: &[u8]) -> bool {
+        if memchr::memchr(b'\\', body).is_some() {
+            return true;
+        }
+        for colon in memchr::memchr_iter(b':', body) {
+            let before = &body[..colon];
+            let Some(close) = before.iter().rposition(|b| !b.is_ascii_whitespace()) else {
+                continue;
+            };
+            if before[close] != b'"' {
+                continue;
+            }
+            // Without escapes, a key `"k"` is exactly `"`, then k, then `"`.
+            let hit = self.fields.iter().any(|f| {
+                let n = f.len();
+                close > n
+                    && before[close - n - 1] == b'"'
+                    && before[close - n..close].eq_ignore_ascii_case(f.as_bytes())
+            });
+            if hit {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Redacts a raw query string (or form body); unchanged when nothing matches.
     pub(crate) fn query<'a>(&self, query: &'a str) -> Cow<'a, str> {
         if self.fields.is_empty()
@@ -178,9 +200,7 @@ impl Redaction {
             return body;
         }
         if crate::record::looks_like_json_container(&body) {
-            let may_match =
-                body.contains(&b'\\') || self.finder.as_ref().is_none_or(|f| f.is_match(&body[..]));
-            if !may_match {
+            if !self.may_hold_field_key(&body) {
                 return body;
             }
             return match mask_json(&body, |key| self.is_field(key)) {
@@ -370,6 +390,15 @@ mod tests {
             ),
             r#"{"user": "a", "password": "[REDACTED]", "n": {"Token": "[REDACTED]"}, "list": [{"secret": "[REDACTED]"}]}"#
         );
+    }
+
+    #[test]
+    fn key_prefilter_finds_keys_and_skips_values() {
+        let r = Redaction::default();
+        assert!(r.may_hold_field_key(br#"{"a": {"PassWord" : 1}}"#));
+        assert!(r.may_hold_field_key(br#"{"k\u0061": 1}"#));
+        assert!(!r.may_hold_field_key(br#"{"note": "password: x", "url": "http://token"}"#));
+        assert!(!r.may_hold_field_key(br#"{"passwords": 1, "my_token": 2}"#));
     }
 
     #[test]

@@ -79,7 +79,14 @@ where
         }
         let started = Instant::now();
         let created = SystemTime::now();
-        let consumer = config.identify.identify(info);
+        // The default derivation only reads headers, which are captured anyway:
+        // the writer derives it, off the request path.
+        let consumer_from_bearer = config.identify.is_bearer();
+        let consumer = if consumer_from_bearer {
+            None
+        } else {
+            config.identify.identify(info)
+        };
         let route = (config.route)(info);
         let (parts, body) = req.into_parts();
         let tap =
@@ -91,6 +98,7 @@ where
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
             consumer,
+            consumer_from_bearer,
             route,
             request_tap: tap.clone(),
             config: config.clone(),
