@@ -10,4 +10,6 @@ pub use consumer::{IdentifyConsumer, RequestInfo};
 pub use error::{SinkError, SinkErrorKind};
 pub use record::{CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
 pub use sink::memory::MemorySink;
+#[cfg(feature = "postgres")]
+pub use sink::postgres::PostgresSink;
 pub use sink::{UsagePage, UsageQuery, UsageSink};

@@ -51,6 +51,8 @@ use crate::{SinkError, UsageRecord};
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) mod codec;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 /// Storage for usage records.
 ///
