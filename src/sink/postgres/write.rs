@@ -1,15 +1,14 @@
-//! Writing a batch: one `INSERT ... SELECT * FROM UNNEST(...)` or a binary `COPY`
-//! into a staging table; both skip ids already stored.
+//! Writing a batch: one `INSERT ... SELECT * FROM UNNEST(...) ON CONFLICT (id) DO
+//! NOTHING`, one array parameter per column.
 
 use std::borrow::Cow;
 
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 
 use super::error;
-use super::names::{Names, COLUMNS};
+use super::names::Names;
 use crate::record::truncate_to_millis;
 use crate::sink::codec::{headers_to_json, params_to_json};
 use crate::{SinkError, UsageRecord};
@@ -53,96 +52,8 @@ fn int8(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// One record as column values, in [`COLUMNS`] order.
-struct Row<'a> {
-    id: Cow<'a, str>,
-    consumer: Option<Cow<'a, str>>,
-    created_at: OffsetDateTime,
-    method: Cow<'a, str>,
-    path: Cow<'a, str>,
-    route: Option<Cow<'a, str>>,
-    status: i32,
-    duration_us: i64,
-    outcome: &'static str,
-    query: Cow<'a, str>,
-    params: Value,
-    req_headers: Value,
-    resp_headers: Value,
-    req_body: &'a [u8],
-    req_body_size: i64,
-    req_body_truncated: bool,
-    resp_body: &'a [u8],
-    resp_body_size: i64,
-    resp_body_truncated: bool,
-    grpc: Option<Value>,
-}
-
-impl<'a> Row<'a> {
-    fn new(r: &'a UsageRecord) -> Result<Self, SinkError> {
-        let grpc = match &r.grpc {
-            Some(g) => Some(json(serde_json::to_value(g).map_err(|e| {
-                SinkError::new(e)
-                    .permanent()
-                    .with_context("encoding the gRPC column")
-            })?)),
-            None => None,
-        };
-        Ok(Self {
-            id: text(&r.id),
-            consumer: r.consumer.as_deref().map(text),
-            created_at: truncate_to_millis(r.created_at),
-            method: text(&r.method),
-            path: text(&r.path),
-            route: r.route.as_deref().map(text),
-            status: i32::from(r.status),
-            duration_us: int8(r.duration_us),
-            outcome: r.outcome.as_str(),
-            query: text(&r.request.query),
-            params: json(params_to_json(&r.request.params)),
-            req_headers: json(headers_to_json(&r.request.headers)),
-            resp_headers: json(headers_to_json(&r.response_headers)),
-            req_body: &r.request.body.bytes,
-            req_body_size: int8(r.request.body.size),
-            req_body_truncated: r.request.body.truncated,
-            resp_body: &r.response.bytes,
-            resp_body_size: int8(r.response.size),
-            resp_body_truncated: r.response.truncated,
-            grpc,
-        })
-    }
-
-    fn values(&self) -> [&(dyn ToSql + Sync); 20] {
-        [
-            &self.id,
-            &self.consumer,
-            &self.created_at,
-            &self.method,
-            &self.path,
-            &self.route,
-            &self.status,
-            &self.duration_us,
-            &self.outcome,
-            &self.query,
-            &self.params,
-            &self.req_headers,
-            &self.resp_headers,
-            &self.req_body,
-            &self.req_body_size,
-            &self.req_body_truncated,
-            &self.resp_body,
-            &self.resp_body_size,
-            &self.resp_body_truncated,
-            &self.grpc,
-        ]
-    }
-}
-
-fn rows(batch: &[UsageRecord]) -> Result<Vec<Row<'_>>, SinkError> {
-    batch.iter().map(Row::new).collect()
-}
-
-/// The batch as one array per column, for `UNNEST`.
-#[derive(Default)]
+/// The batch as one array per column, in [`COLUMNS`](super::names::COLUMNS)
+/// order, for `UNNEST`.
 struct Columns<'a> {
     id: Vec<Cow<'a, str>>,
     consumer: Vec<Option<Cow<'a, str>>>,
@@ -167,31 +78,65 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn new(rows: Vec<Row<'a>>) -> Self {
-        let mut c = Columns::default();
-        for r in rows {
-            c.id.push(r.id);
-            c.consumer.push(r.consumer);
-            c.created_at.push(r.created_at);
-            c.method.push(r.method);
-            c.path.push(r.path);
-            c.route.push(r.route);
-            c.status.push(r.status);
-            c.duration_us.push(r.duration_us);
-            c.outcome.push(r.outcome);
-            c.query.push(r.query);
-            c.params.push(r.params);
-            c.req_headers.push(r.req_headers);
-            c.resp_headers.push(r.resp_headers);
-            c.req_body.push(r.req_body);
-            c.req_body_size.push(r.req_body_size);
-            c.req_body_truncated.push(r.req_body_truncated);
-            c.resp_body.push(r.resp_body);
-            c.resp_body_size.push(r.resp_body_size);
-            c.resp_body_truncated.push(r.resp_body_truncated);
-            c.grpc.push(r.grpc);
+    fn new(batch: &'a [UsageRecord]) -> Result<Self, SinkError> {
+        let mut c = Columns::with_capacity(batch.len());
+        for r in batch {
+            c.id.push(text(&r.id));
+            c.consumer.push(r.consumer.as_deref().map(text));
+            c.created_at.push(truncate_to_millis(r.created_at));
+            c.method.push(text(&r.method));
+            c.path.push(text(&r.path));
+            c.route.push(r.route.as_deref().map(text));
+            c.status.push(i32::from(r.status));
+            c.duration_us.push(int8(r.duration_us));
+            c.outcome.push(r.outcome.as_str());
+            c.query.push(text(&r.request.query));
+            c.params.push(json(params_to_json(&r.request.params)));
+            c.req_headers
+                .push(json(headers_to_json(&r.request.headers)));
+            c.resp_headers
+                .push(json(headers_to_json(&r.response_headers)));
+            c.req_body.push(&r.request.body.bytes);
+            c.req_body_size.push(int8(r.request.body.size));
+            c.req_body_truncated.push(r.request.body.truncated);
+            c.resp_body.push(&r.response.bytes);
+            c.resp_body_size.push(int8(r.response.size));
+            c.resp_body_truncated.push(r.response.truncated);
+            c.grpc.push(match &r.grpc {
+                Some(g) => Some(json(serde_json::to_value(g).map_err(|e| {
+                    SinkError::new(e)
+                        .permanent()
+                        .with_context("encoding the gRPC column")
+                })?)),
+                None => None,
+            });
         }
-        c
+        Ok(c)
+    }
+
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            id: Vec::with_capacity(n),
+            consumer: Vec::with_capacity(n),
+            created_at: Vec::with_capacity(n),
+            method: Vec::with_capacity(n),
+            path: Vec::with_capacity(n),
+            route: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            duration_us: Vec::with_capacity(n),
+            outcome: Vec::with_capacity(n),
+            query: Vec::with_capacity(n),
+            params: Vec::with_capacity(n),
+            req_headers: Vec::with_capacity(n),
+            resp_headers: Vec::with_capacity(n),
+            req_body: Vec::with_capacity(n),
+            req_body_size: Vec::with_capacity(n),
+            req_body_truncated: Vec::with_capacity(n),
+            resp_body: Vec::with_capacity(n),
+            resp_body_size: Vec::with_capacity(n),
+            resp_body_truncated: Vec::with_capacity(n),
+            grpc: Vec::with_capacity(n),
+        }
     }
 
     fn values(&self) -> [&(dyn ToSql + Sync); 20] {
@@ -222,12 +167,12 @@ impl<'a> Columns<'a> {
 
 /// Inserts the batch with one statement; ids already stored are skipped.
 /// Returns how many rows were new.
-pub(super) async fn insert_unnest(
+pub(super) async fn insert(
     client: &deadpool_postgres::Client,
     names: &Names,
     batch: &[UsageRecord],
 ) -> Result<u64, SinkError> {
-    let columns = Columns::new(rows(batch)?);
+    let columns = Columns::new(batch)?;
     let stmt = client
         .prepare_cached(&names.insert_unnest)
         .await
@@ -236,78 +181,4 @@ pub(super) async fn insert_unnest(
         .execute(&stmt, &columns.values())
         .await
         .map_err(error::pg)
-}
-
-/// The column types of a row, for the binary `COPY`.
-const TYPES: [Type; 20] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT4,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::JSONB,
-    Type::JSONB,
-    Type::JSONB,
-    Type::BYTEA,
-    Type::INT8,
-    Type::BOOL,
-    Type::BYTEA,
-    Type::INT8,
-    Type::BOOL,
-    Type::JSONB,
-];
-
-/// The per-connection staging table `COPY` writes into. It has the table's columns
-/// and no constraints; `ON COMMIT DELETE ROWS` empties it after each batch.
-const STAGE: &str = "tower_usage_stage_v1";
-
-/// Copies the batch into a temporary staging table, then moves it into the table
-/// with `INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING` (`COPY` itself cannot
-/// skip duplicates). Returns how many rows were new.
-pub(super) async fn insert_copy(
-    client: &mut deadpool_postgres::Client,
-    names: &Names,
-    batch: &[UsageRecord],
-) -> Result<u64, SinkError> {
-    let rows = rows(batch)?;
-    let tx = client.transaction().await.map_err(error::pg)?;
-    tx.batch_execute(&format!(
-        "CREATE TEMP TABLE IF NOT EXISTS {STAGE} \
-         (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-        names.qualified
-    ))
-    .await
-    .map_err(error::pg)?;
-    let copy = tx
-        .prepare_cached(&format!(
-            "COPY pg_temp.{STAGE} ({COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await
-        .map_err(error::pg)?;
-    let sink = tx.copy_in(&copy).await.map_err(error::pg)?;
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &TYPES));
-    for row in &rows {
-        writer
-            .as_mut()
-            .write(&row.values())
-            .await
-            .map_err(error::pg)?;
-    }
-    writer.finish().await.map_err(error::pg)?;
-    let moved = tx
-        .prepare_cached(&format!(
-            "INSERT INTO {} ({COLUMNS}) SELECT {COLUMNS} FROM pg_temp.{STAGE} \
-             ON CONFLICT (id) DO NOTHING",
-            names.qualified
-        ))
-        .await
-        .map_err(error::pg)?;
-    let n = tx.execute(&moved, &[]).await.map_err(error::pg)?;
-    tx.commit().await.map_err(error::pg)?;
-    Ok(n)
 }
