@@ -74,18 +74,22 @@
 //! skip duplicates, so it needs a temporary staging table and a second
 //! `INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING` in a transaction: five
 //! round trips instead of one, and every row written twice. Both were measured
-//! (PostgreSQL 15 on the same host over TCP, one connection, ~1 KiB of random
-//! request and response body per record, release build, two runs on a busy
-//! 2-core machine):
+//! (PostgreSQL 15 on the same host over TCP, one connection, records with ~1 KiB
+//! of random request body and ~1 KiB of response body, 16,384 records per cell,
+//! release build, on a 2-core machine shared with other work; the two quietest
+//! of three rounds):
 //!
-//! | batch | `UNNEST` (records/s, ms per batch) | `COPY` + `INSERT ... SELECT` |
+//! | batch | `UNNEST`: records/s (ms per batch) | `COPY` + `INSERT ... SELECT` |
 //! |------:|------------------------------------|------------------------------|
-//! |    64 | 7,200–7,600 (8.4–8.8 ms)           | 4,900–5,000 (12.9–13.2 ms)   |
-//! |   512 | 11,300–12,100 (42–45 ms)           | 7,600–9,000 (57–68 ms)       |
-//! |  4096 | 8,600–10,000 (411–477 ms)          | 8,800–9,800 (419–466 ms)     |
+//! |    64 | 17,200–20,300 (3.2–3.7 ms)         | 8,900–10,900 (5.9–7.2 ms)    |
+//! |   512 | 18,900–21,100 (24–27 ms)           | 11,700–14,100 (36–44 ms)     |
+//! |  4096 | 12,600–17,200 (238–324 ms)         | 10,300–15,100 (272–399 ms)   |
 //!
-//! `UNNEST` is faster at the batch sizes a writer uses and level with `COPY` at
-//! 4096, so it is the only one kept.
+//! In rounds disturbed by other processes `COPY` came out 10–17% ahead at 4096
+//! (and once at 512), so at 4096 the two are within the noise of each other;
+//! at 64 `UNNEST` was ahead in every round, by 1.5–2×. `UNNEST` is the faster
+//! one at the batch sizes a writer uses, and the simpler one, so it is the only
+//! one kept.
 //!
 //! # Errors
 //!
