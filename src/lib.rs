@@ -96,4 +96,6 @@ pub use recorder::{RecorderStats, UsageHandle};
 pub use sink::memory::MemorySink;
 #[cfg(feature = "sqlite")]
 pub use sink::sqlite::SqliteSink;
+#[cfg(feature = "postgres")]
+pub use sink::postgres::PostgresSink;
 pub use sink::{UsagePage, UsageQuery, UsageSink};

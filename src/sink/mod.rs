@@ -59,6 +59,8 @@ pub(crate) mod codec;
 pub mod memory;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 /// Storage for usage records.
 ///
