@@ -183,11 +183,12 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// assert_eq!(id, tower_usage::consumer::hash_token("IncYP3edd3blm2ypLGFFOYwQsC5vff3n"));
 /// ```
 pub fn hash_token(token: &str) -> String {
-    use std::fmt::Write as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = sha2::Sha256::digest(token.as_bytes());
     let mut out = String::with_capacity(32);
-    for b in &digest[..16] {
-        let _ = write!(out, "{b:02x}");
+    for &b in &digest[..16] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
 }
