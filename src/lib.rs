@@ -99,3 +99,8 @@ pub use sink::postgres::PostgresSink;
 #[cfg(feature = "sqlite")]
 pub use sink::sqlite::SqliteSink;
 pub use sink::{UsagePage, UsageQuery, UsageSink};
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
