@@ -196,7 +196,9 @@ pub(crate) struct Pending {
     pub(crate) route: Option<String>,
     pub(crate) request_tap: Option<SharedTap>,
     pub(crate) config: Arc<Config>,
-    pub(crate) recorder: Recorder,
+    /// Taken when the capture is handed over, so a queued capture never keeps
+    /// the recorder (and so its own queue) alive.
+    pub(crate) recorder: Option<Recorder>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -218,9 +220,11 @@ pub(crate) struct ResponseCapture {
 
 impl Pending {
     /// Ends the exchange: hands the capture to the writer.
-    pub(crate) fn finish(self, response: ResponseCapture, outcome: Outcome) {
+    pub(crate) fn finish(mut self, response: ResponseCapture, outcome: Outcome) {
         let duration = self.started.elapsed();
-        let recorder = self.recorder.clone();
+        let Some(recorder) = self.recorder.take() else {
+            return;
+        };
         recorder.submit(Finished {
             pending: self,
             response,

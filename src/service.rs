@@ -102,7 +102,7 @@ where
             route,
             request_tap: tap.clone(),
             config: config.clone(),
-            recorder: self.recorder.clone(),
+            recorder: Some(self.recorder.clone()),
         };
         let req = Request::from_parts(parts, RequestBody::new(body, tap));
         ResponseFuture::new(self.inner.call(req), Some(pending))

@@ -202,7 +202,15 @@ impl State {
         self.ids.insert(id);
         let scope = match &record.consumer {
             None => &mut self.anonymous,
-            Some(c) => self.consumers.entry(c.clone()).or_default(),
+            Some(c) => {
+                // Look up before inserting: `entry` would clone the key every time.
+                if !self.consumers.contains_key(c.as_str()) {
+                    self.consumers.insert(c.clone(), Index::new());
+                }
+                self.consumers
+                    .get_mut(c.as_str())
+                    .expect("inserted just above")
+            }
         };
         scope.insert(key.clone(), Arc::clone(&stored));
         self.all.insert(key, stored);
