@@ -8,10 +8,10 @@
 //!
 //! Exactly once per request, at the first of:
 //! * the response body's end: `Ready(None)`, `is_end_stream()` turning true after
-//!   a frame, or a trailers frame ([`Outcome::Complete`](crate::Outcome::Complete));
-//! * an error from the response body ([`Outcome::Error`](crate::Outcome::Error));
+//!   a frame, or a trailers frame ([`Outcome::Complete`]);
+//! * an error from the response body ([`Outcome::Error`]);
 //! * the response body dropped before its end, the client gone
-//!   ([`Outcome::ClientGone`](crate::Outcome::ClientGone)) — unless every byte of
+//!   ([`Outcome::ClientGone`]) — unless every byte of
 //!   a body of known length was already sent, which is complete;
 //! * when the response arrives, for responses without a body to send: `HEAD`
 //!   requests, `1xx`, `204` and `304` statuses, and bodies already at their end;

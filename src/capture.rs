@@ -3,8 +3,8 @@
 //!
 //! On the request path the layer only clones what it must (method, URI, header
 //! map: reference-counted bytes) and keeps body frames as they came, up to the
-//! capture limit ([`Tap`]). Everything else (body concatenation, redaction, query
-//! and param parsing, ids) happens in [`Finished::into_record`], on the writer task.
+//! capture limit. Everything else (body concatenation, redaction, query
+//! and param parsing, ids) happens when the writer turns the capture into a record.
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};

@@ -124,7 +124,7 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 ///
 /// | status | when                                                                                 |
 /// |--------|--------------------------------------------------------------------------------------|
-/// | `200`  | `{"requests": [<record>...], "nextCursor": <string or null>}`; see [`UsageRecord`](crate::UsageRecord) for a record's form |
+/// | `200`  | `{"requests": [<record>...], "nextCursor": <string or null>}`; see [`UsageRecord`] for a record's form |
 /// | `400`  | a bad, empty, repeated or unknown parameter; query not UTF-8; the sink refused the cursor ([`InvalidCursor`](crate::SinkErrorKind::InvalidCursor), `"parameter": "cursor"`) or the query ([`InvalidQuery`](crate::SinkErrorKind::InvalidQuery)) |
 /// | `401`  | no consumer (by default: no well-formed bearer token) and not an admin; with `WWW-Authenticate: Bearer` |
 /// | `403`  | `consumer` given by a caller who is not an admin                                     |
