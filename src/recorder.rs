@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     started: AtomicBool,
     stopped: AtomicBool,
+    /// Set at the first drop of a streak (one warning), cleared by the writer.
+    dropping: AtomicBool,
     sink: Mutex<Option<Arc<dyn UsageSink>>>,
     /// Captures accepted into the queue, ever. Written under the queue lock.
     accepted: AtomicU64,
@@ -131,6 +133,7 @@ impl Recorder {
             closed: AtomicBool::new(false),
             started: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            dropping: AtomicBool::new(false),
             sink: Mutex::new(Some(sink)),
             accepted: AtomicU64::new(0),
             done,
@@ -193,6 +196,13 @@ impl Recorder {
             if queue.len() >= capacity {
                 drop(queue);
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
+                if !shared.dropping.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        target: "tower_usage",
+                        capacity,
+                        "usage queue full: dropping records until the writer catches up (counted in stats().dropped)"
+                    );
+                }
                 return;
             }
             queue.push(finished);
@@ -296,6 +306,7 @@ async fn run_writer(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
             let mut queue = lock(&shared.queue);
             std::mem::swap(&mut *queue, &mut spare);
         }
+        shared.dropping.store(false, Ordering::Relaxed);
         if spare.is_empty() {
             let orphaned = Arc::strong_count(&shared) == 1;
             if shared.closed.load(Ordering::Acquire) || orphaned {
