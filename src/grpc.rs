@@ -6,6 +6,42 @@
 //! `application/grpc`; its record then carries a [`GrpcCall`](crate::GrpcCall)
 //! (`grpcStatus`, `grpcMessage`, `grpcMessages` on the wire).
 //!
+//! # With tonic
+//!
+//! Put the layer on tonic's server, and serve [`UsageService`](crate::UsageService)
+//! as one more route beside the gRPC services: tonic's routes are an axum
+//! router. The usage endpoint is plain HTTP, so let the server accept HTTP/1
+//! too (gRPC clients keep using HTTP/2); calls to it are not recorded.
+//!
+//! ```no_run
+//! use tonic::service::Routes;
+//! use tonic::transport::Server;
+//! use tower_usage::{MemorySink, UsageLayer, UsageService};
+//!
+//! # async fn serve(routes: Routes) -> Result<(), tonic::transport::Error> {
+//! // `routes`: your services, e.g. `Routes::new(GreeterServer::new(MyGreeter))`.
+//! let sink = MemorySink::new();
+//! let routes = routes
+//!     .into_axum_router()
+//!     .route_service("/usage", UsageService::new(sink.clone()));
+//! Server::builder()
+//!     .accept_http1(true) // `curl .../usage` speaks HTTP/1
+//!     .layer(UsageLayer::new(sink))
+//!     .add_routes(routes.into())
+//!     .serve("127.0.0.1:50051".parse().unwrap())
+//!     .await
+//! # }
+//! ```
+//!
+//! Alternatively, serve the usage endpoint on a second listener (an axum
+//! `Router` with `route_service("/usage", UsageService::new(sink.clone()))`
+//! under `axum::serve`), with a clone of the same sink. The `tonic` example
+//! (`examples/tonic/`) runs the first setup with unary and streaming methods.
+//!
+//! Around a plain hyper 1 service, wrap the tower service with the layer
+//! (`ServiceBuilder::new().layer(UsageLayer::new(sink)).service(svc)`) and hand
+//! it to hyper with `hyper_util::service::TowerToHyperService`.
+//!
 //! # Status
 //!
 //! `grpc-status` and `grpc-message` are read from the trailers first (normal and
