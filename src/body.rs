@@ -12,7 +12,10 @@
 //! * an error from the response body ([`Outcome::Error`]);
 //! * the response body dropped before its end, the client gone
 //!   ([`Outcome::ClientGone`]) — unless every byte of
-//!   a body of known length was already sent, which is complete;
+//!   a body of known length was already sent, which is complete; for a gRPC call
+//!   (request `content-type: application/grpc*`) the call was cancelled
+//!   ([`Outcome::Cancelled`], `grpcStatus` `CANCELLED`
+//!   unless the server had already sent a status in its headers);
 //! * when the response arrives, for responses without a body to send: `HEAD`
 //!   requests, `1xx`, `204` and `304` statuses, and bodies already at their end;
 //! * the response future dropped or failing before a response (see
@@ -109,11 +112,27 @@ impl Recording {
         self.pending.finish(self.response, outcome);
     }
 
+    /// Trailers: the gRPC status (trailers win over headers), and the kept
+    /// response headers that the trailers carry.
     fn note_trailers(&mut self, trailers: &HeaderMap) {
-        for name in ["grpc-status", "grpc-message"] {
+        if self.pending.grpc {
+            self.response.note_grpc(trailers);
+        }
+        for name in &self.pending.config.keep_response_headers {
             if let Some(v) = trailers.get(name) {
-                self.response.headers.insert(name, v.clone());
+                self.response.headers.insert(name.clone(), v.clone());
             }
+        }
+    }
+
+    /// The outcome of a response body dropped before its end.
+    fn dropped(&self) -> Outcome {
+        if self.exact_len.is_some_and(|len| self.tap.size() >= len) {
+            Outcome::Complete
+        } else if self.pending.grpc {
+            Outcome::Cancelled
+        } else {
+            Outcome::ClientGone
         }
     }
 }
@@ -130,8 +149,8 @@ pin_project! {
     impl<B> PinnedDrop for ResponseBody<B> {
         fn drop(this: Pin<&mut Self>) {
             if let Some(rec) = this.project().recording.take() {
-                let complete = rec.exact_len.is_some_and(|len| rec.tap.size() >= len);
-                rec.finish(if complete { Outcome::Complete } else { Outcome::ClientGone });
+                let outcome = rec.dropped();
+                rec.finish(outcome);
             }
         }
     }

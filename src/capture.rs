@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use time::OffsetDateTime;
 
 use crate::consumer::IdentifyConsumer;
+use crate::grpc::MessageCounter;
 use crate::params::RouteFn;
 use crate::record::{truncate_to_millis, CapturedBody, Outcome, RecordedRequest, UsageRecord};
 use crate::recorder::Recorder;
@@ -35,6 +36,9 @@ pub const DEFAULT_KEPT_RESPONSE_HEADERS: &[&str] = &[
     "grpc-status",
     "grpc-message",
 ];
+
+/// gRPC's `CANCELLED` status code.
+const GRPC_CANCELLED: u16 = 1;
 
 pub(crate) type SkipFn = Arc<dyn Fn(RequestInfo<'_>) -> bool + Send + Sync>;
 
@@ -114,6 +118,8 @@ pub(crate) struct Tap {
     kept: usize,
     size: u64,
     chunks: Chunks,
+    /// For gRPC bodies: counts the messages, also past the limit.
+    messages: Option<MessageCounter>,
 }
 
 impl Tap {
@@ -123,7 +129,21 @@ impl Tap {
             kept: 0,
             size: 0,
             chunks: Chunks::Empty,
+            messages: None,
         }
+    }
+
+    /// Also counts gRPC messages when `grpc` (see [`crate::grpc`]).
+    pub(crate) fn counting_messages(mut self, grpc: bool) -> Self {
+        if grpc {
+            self.messages = Some(MessageCounter::default());
+        }
+        self
+    }
+
+    /// The gRPC messages seen, when counting.
+    pub(crate) fn messages(&self) -> u64 {
+        self.messages.as_ref().map_or(0, MessageCounter::messages)
     }
 
     pub(crate) fn size(&self) -> u64 {
@@ -135,6 +155,9 @@ impl Tap {
     pub(crate) fn observe<D: Buf + 'static>(&mut self, data: &D) {
         let len = data.remaining();
         self.size += len as u64;
+        if let Some(counter) = &mut self.messages {
+            counter.observe(data);
+        }
         let room = self.limit - self.kept;
         let take = room.min(len);
         if take == 0 {
@@ -194,6 +217,8 @@ pub(crate) struct Pending {
     pub(crate) consumer: Option<String>,
     pub(crate) consumer_from_bearer: bool,
     pub(crate) route: Option<String>,
+    /// A gRPC call (`content-type: application/grpc*`).
+    pub(crate) grpc: bool,
     pub(crate) request_tap: Option<SharedTap>,
     pub(crate) config: Arc<Config>,
     /// Taken when the capture is handed over, so a queued capture never keeps
@@ -216,6 +241,23 @@ pub(crate) struct ResponseCapture {
     pub(crate) status: u16,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Option<Tap>,
+    /// gRPC calls: `grpc-status` and `grpc-message`, from the trailers, else the
+    /// headers.
+    pub(crate) grpc_status: Option<HeaderValue>,
+    pub(crate) grpc_message: Option<HeaderValue>,
+}
+
+impl ResponseCapture {
+    /// Notes `grpc-status` / `grpc-message` from response headers or trailers;
+    /// later calls (trailers) win.
+    pub(crate) fn note_grpc(&mut self, map: &HeaderMap) {
+        if let Some(v) = map.get("grpc-status") {
+            self.grpc_status = Some(v.clone());
+        }
+        if let Some(v) = map.get("grpc-message") {
+            self.grpc_message = Some(v.clone());
+        }
+    }
 }
 
 impl Pending {
@@ -289,27 +331,38 @@ impl Finished {
             .map(|tap| lock_tap(tap).to_body())
             .unwrap_or_default();
         request_body.bytes = redaction.body(request_body.bytes, &pending.headers);
-        let mut response_body = response.body.map(|t| t.to_body()).unwrap_or_default();
+        let mut response_body = response.body.as_ref().map(Tap::to_body).unwrap_or_default();
         response_body.bytes = redaction.body(response_body.bytes, &response.headers);
 
         let params = crate::params::params_for(pending.route.as_deref(), &path, &pending.headers);
-        let grpc = crate::params::is_grpc(&pending.headers).then(|| crate::record::GrpcCall {
-            status: response
-                .headers
-                .get("grpc-status")
+        let grpc = pending.grpc.then(|| {
+            let mut status = response
+                .grpc_status
+                .as_ref()
                 .and_then(|v| v.to_str().ok())
-                .and_then(|s| s.parse().ok()),
-            message: response
-                .headers
-                .get("grpc-message")
-                .and_then(|v| v.to_str().ok())
-                .map(|m| {
-                    percent_encoding::percent_decode_str(m)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                }),
-            request_messages: 0,
-            response_messages: 0,
+                .and_then(|s| s.trim().parse().ok());
+            if status.is_none() && outcome == Outcome::Cancelled {
+                // The call was cancelled before the server sent a status: what
+                // the client sees too.
+                status = Some(GRPC_CANCELLED);
+            }
+            crate::record::GrpcCall {
+                status,
+                message: response
+                    .grpc_message
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .map(|m| {
+                        percent_encoding::percent_decode_str(m)
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    }),
+                request_messages: pending
+                    .request_tap
+                    .as_ref()
+                    .map_or(0, |tap| lock_tap(tap).messages()),
+                response_messages: response.body.as_ref().map_or(0, Tap::messages),
+            }
         });
 
         let consumer = if pending.consumer_from_bearer {

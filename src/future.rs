@@ -92,11 +92,15 @@ fn wrap_response<B: Body>(
         return Response::from_parts(parts, ResponseBody::new(body, None));
     }
     let status = parts.status.as_u16();
-    let capture = ResponseCapture {
+    let mut capture = ResponseCapture {
         status,
         headers: pending.kept_headers(&parts.headers),
-        body: None,
+        ..ResponseCapture::default()
     };
+    if pending.grpc {
+        // A trailers-only response carries the status in its headers.
+        capture.note_grpc(&parts.headers);
+    }
     let bodiless = pending.method == Method::HEAD
         || parts.status.is_informational()
         || status == 204
@@ -116,6 +120,8 @@ fn wrap_response<B: Body>(
         pending.config.response_limit
     };
     let exact_len = body.size_hint().exact();
-    let recording = Recording::new(pending, capture, Tap::new(limit), exact_len);
+    let count_messages = pending.grpc && crate::grpc::is_framed(&pending.headers);
+    let tap = Tap::new(limit).counting_messages(count_messages);
+    let recording = Recording::new(pending, capture, tap, exact_len);
     Response::from_parts(parts, ResponseBody::new(body, Some(recording)))
 }

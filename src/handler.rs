@@ -19,6 +19,8 @@ use tower_service::Service;
 
 use crate::consumer::{IdentifyConsumer, RequestInfo};
 use crate::error::{SinkError, SinkErrorKind};
+use crate::grpc::{GrpcDirection, GrpcMessageJson, GrpcMessageJsonFn};
+use crate::record::RecordView;
 use crate::sink::{ConsumerScope, UsagePage, UsageQuery, UsageSink};
 #[cfg(doc)]
 use crate::sink::{DEFAULT_LIMIT, MAX_LIMIT};
@@ -156,6 +158,7 @@ pub struct UsageService<S> {
     custom_identify: bool,
     admin: Option<Arc<AdminFn>>,
     query_timeout: Duration,
+    grpc_json: Option<GrpcMessageJsonFn>,
 }
 
 impl<S: UsageSink + Clone> UsageService<S> {
@@ -168,6 +171,7 @@ impl<S: UsageSink + Clone> UsageService<S> {
             custom_identify: false,
             admin: None,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            grpc_json: None,
         }
     }
 
@@ -211,6 +215,52 @@ impl<S: UsageSink + Clone> UsageService<S> {
         self
     }
 
+    /// Renders gRPC messages as JSON too: `to_json` gets the method path
+    /// (`/pkg.Service/Method`), the direction, and the bytes of each whole,
+    /// uncompressed message, and returns its JSON, or `None` to leave it as
+    /// base64. The JSON is added beside the base64 `data`, as `"json"`; see
+    /// [`grpc`](crate::grpc#bodies) for the shape of a gRPC body.
+    ///
+    /// Default: none; messages are base64 only. The hook runs when a page is
+    /// served, so records stay raw in every sink. Its output is shown as it is:
+    /// field redaction does not apply to it (nor to the base64 bytes), so leave
+    /// out what must not be shown.
+    ///
+    /// With prost types the service already has (deriving `serde::Serialize`
+    /// next to `prost::Message`):
+    ///
+    /// ```
+    /// use tower_usage::grpc::GrpcDirection;
+    /// use tower_usage::{MemorySink, UsageService};
+    ///
+    /// #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+    /// struct HelloRequest {
+    ///     #[prost(string, tag = "1")]
+    ///     name: String,
+    /// }
+    ///
+    /// let usage = UsageService::new(MemorySink::new()).grpc_message_json(
+    ///     |path: &str, direction: GrpcDirection, bytes: &[u8]| {
+    ///         use prost::Message as _;
+    ///         match (path, direction) {
+    ///             ("/hello.Greeter/SayHello", GrpcDirection::Request) => {
+    ///                 let msg = HelloRequest::decode(bytes).ok()?;
+    ///                 serde_json::to_value(msg).ok()
+    ///             }
+    ///             _ => None,
+    ///         }
+    ///     },
+    /// );
+    /// # let _ = usage;
+    /// ```
+    pub fn grpc_message_json<F>(mut self, to_json: F) -> Self
+    where
+        F: Fn(&str, GrpcDirection, &[u8]) -> Option<serde_json::Value> + Send + Sync + 'static,
+    {
+        self.grpc_json = Some(Arc::new(to_json));
+        self
+    }
+
     /// How long a sink query may take before the service answers `503`.
     ///
     /// Default: 10 seconds. The query is dropped (cancelled) when it runs out.
@@ -230,6 +280,10 @@ impl<S> fmt::Debug for UsageService<S> {
                 &self.admin.as_ref().map(|_| format_args!("Fn(..)")),
             )
             .field("query_timeout", &self.query_timeout)
+            .field(
+                "grpc_message_json",
+                &self.grpc_json.as_ref().map(|_| format_args!("Fn(..)")),
+            )
             .finish()
     }
 }
@@ -254,8 +308,9 @@ where
             Ok(query) => {
                 let sink = self.sink.clone();
                 let timeout = self.query_timeout;
+                let grpc_json = self.grpc_json.clone();
                 ResponseFuture::query(Box::pin(async move {
-                    finish(run_query(sink, query, timeout).await, head)
+                    finish(run_query(sink, query, timeout, grpc_json).await, head)
                 }))
             }
         }
@@ -347,9 +402,10 @@ async fn run_query<S: UsageSink>(
     sink: S,
     query: UsageQuery,
     timeout: Duration,
+    grpc_json: Option<GrpcMessageJsonFn>,
 ) -> Response<UsageResponseBody> {
     match tokio::time::timeout(timeout, sink.query(&query)).await {
-        Ok(Ok(page)) => page_response(&page),
+        Ok(Ok(page)) => page_response(&page, grpc_json.as_deref()),
         Ok(Err(err)) => sink_error_response(&err),
         Err(_elapsed) => {
             tracing::warn!(
@@ -364,14 +420,40 @@ async fn run_query<S: UsageSink>(
 /// The `200` body, borrowing the page.
 #[derive(Serialize)]
 struct PageBody<'a> {
-    requests: &'a [UsageRecord],
+    requests: Records<'a>,
     #[serde(rename = "nextCursor")]
     next_cursor: Option<&'a str>,
 }
 
-fn page_response(page: &UsagePage) -> Response<UsageResponseBody> {
+/// The records, rendered with the gRPC message hook when there is one.
+struct Records<'a> {
+    records: &'a [UsageRecord],
+    grpc_json: Option<&'a GrpcMessageJson>,
+}
+
+impl Serialize for Records<'_> {
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        match self.grpc_json {
+            None => self.records.serialize(serializer),
+            Some(grpc_json) => {
+                serializer.collect_seq(self.records.iter().map(|record| RecordView {
+                    record,
+                    grpc_json: Some(grpc_json),
+                }))
+            }
+        }
+    }
+}
+
+fn page_response(
+    page: &UsagePage,
+    grpc_json: Option<&GrpcMessageJson>,
+) -> Response<UsageResponseBody> {
     let body = PageBody {
-        requests: &page.records,
+        requests: Records {
+            records: &page.records,
+            grpc_json,
+        },
         next_cursor: page.next_cursor.as_deref(),
     };
     let mut buf = Vec::with_capacity(64 + page.records.len() * 1024);

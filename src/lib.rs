@@ -59,6 +59,10 @@
 //!   you give a [`route`](UsageLayer::route) hook (gRPC calls always get their
 //!   method path as the route).
 //!
+//! gRPC needs no other layer: the same `UsageLayer` goes on tonic's
+//! `Server::builder().layer(...)` and records status, messages and counts; see
+//! [`grpc`] (also for serving `/usage` next to a tonic server).
+//!
 //! Put the layer *inside* authentication layers that insert the consumer into the
 //! request extensions (so [`IdentifyConsumer`] can see it), and *outside*
 //! compression if the log should hold uncompressed bodies.
@@ -75,6 +79,7 @@ pub mod capture;
 pub mod consumer;
 mod error;
 pub mod future;
+pub mod grpc;
 pub mod handler;
 mod layer;
 pub mod params;

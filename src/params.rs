@@ -5,11 +5,13 @@
 //! the template against the path, off the request path.
 //!
 //! The default hook ([`UsageLayer::route`](crate::UsageLayer::route) to replace it):
+//! * for gRPC requests (`content-type: application/grpc...`), the path itself
+//!   (`/pkg.Service/Method`), with params `{"service": "pkg.Service", "method": "Method"}`
+//!   (also when tonic's routes sit in an axum router, whose matched path would
+//!   be `/pkg.Service/{*rest}`);
 //! * with the `axum` feature, axum's [`MatchedPath`](axum::extract::MatchedPath)
 //!   when it is in the request extensions (the layer added with `Router::layer`
-//!   or `Router::route_layer`, see the crate docs on placement);
-//! * for gRPC requests (`content-type: application/grpc...`), the path itself
-//!   (`/pkg.Service/Method`), with params `{"service": "pkg.Service", "method": "Method"}`.
+//!   or `Router::route_layer`, see the crate docs on placement).
 //!
 //! Template syntax: axum 0.8's `{name}` and `{*rest}`, and the older `:name` and
 //! `*rest`. A capture may have a literal prefix or suffix inside its segment
@@ -25,12 +27,14 @@ pub(crate) type RouteFn = Arc<dyn Fn(RequestInfo<'_>) -> Option<String> + Send +
 
 pub(crate) fn default_route() -> RouteFn {
     Arc::new(|req: RequestInfo<'_>| {
+        // gRPC first: tonic's routes are an axum router whose matched path is
+        // `/pkg.Service/{*rest}`, less useful than the method path.
+        if is_grpc(req.headers()) {
+            return Some(req.uri().path().to_owned());
+        }
         #[cfg(feature = "axum")]
         if let Some(matched) = req.extensions().get::<axum::extract::MatchedPath>() {
             return Some(matched.as_str().to_owned());
-        }
-        if is_grpc(req.headers()) {
-            return Some(req.uri().path().to_owned());
         }
         None
     })

@@ -17,6 +17,15 @@
 //! `bodyTruncated: true` / `responseTruncated: true` (absent otherwise). A truncated
 //! JSON body is no longer valid JSON, so it renders as a string.
 //!
+//! gRPC calls (a [`GrpcCall`] on the record, request `content-type:
+//! application/grpc...`) render each body as the list of its messages instead:
+//! `[{"compressed": false, "data": "<base64>"}, ...]`, a message cut by the
+//! capture limit with `"size": <its length>, "truncated": true`, and a `"json"`
+//! rendering of each message when [`UsageService::grpc_message_json`](crate::UsageService::grpc_message_json)
+//! is set; see [`grpc`](crate::grpc#bodies). The record's gRPC result is on the
+//! wire as `grpcStatus: {"code": 5, "name": "NOT_FOUND"}`, `grpcMessage` (percent-decoded)
+//! and `grpcMessages: {"request": 1, "response": 0}`.
+//!
 //! Deserializing the wire form gives back an equal record up to rendering: a
 //! rendered JSON body comes back as its compact serialization, and rendering the
 //! result again gives the same JSON.
@@ -30,6 +39,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+
+use crate::grpc::{GrpcDirection, GrpcMessageJson, RenderMessages};
 
 /// One request and its response, as captured by [`UsageLayer`](crate::UsageLayer).
 ///
@@ -200,7 +211,8 @@ pub enum Outcome {
     /// The response body was dropped before its end: the client went away.
     ClientGone,
     /// The response future was dropped before the inner service answered
-    /// (a timeout, or the connection closed).
+    /// (a timeout, or the connection closed); or, for a gRPC call, the response
+    /// stream was dropped before its end (the client cancelled the call).
     Cancelled,
     /// The inner service returned an error, or the response body failed.
     Error,
@@ -330,7 +342,7 @@ struct WireOut<'a> {
     method: &'a str,
     route: &'a Option<String>,
     request: WireRequestOut<'a>,
-    response: RenderBody<'a>,
+    response: BodyOut<'a>,
     response_size: u64,
     #[serde(skip_serializing_if = "is_false")]
     response_truncated: bool,
@@ -350,7 +362,7 @@ struct WireOut<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct WireRequestOut<'a> {
-    body: RenderBody<'a>,
+    body: BodyOut<'a>,
     body_size: u64,
     #[serde(skip_serializing_if = "is_false")]
     body_truncated: bool,
@@ -377,7 +389,40 @@ fn is_false(b: &bool) -> bool {
 
 impl Serialize for UsageRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.wire(None).serialize(serializer)
+    }
+}
+
+/// A record serialized with a gRPC message hook (see
+/// [`UsageService::grpc_message_json`](crate::UsageService::grpc_message_json)).
+pub(crate) struct RecordView<'a> {
+    pub(crate) record: &'a UsageRecord,
+    pub(crate) grpc_json: Option<&'a GrpcMessageJson>,
+}
+
+impl Serialize for RecordView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.record.wire(self.grpc_json).serialize(serializer)
+    }
+}
+
+impl UsageRecord {
+    fn wire<'a>(&'a self, grpc_json: Option<&'a GrpcMessageJson>) -> WireOut<'a> {
         let grpc = self.grpc.as_ref();
+        // gRPC bodies render as their messages (see `crate::grpc`).
+        let framed = grpc.is_some() && crate::grpc::is_framed(&self.request.headers);
+        let body = |bytes: &'a Bytes, direction| {
+            let messages = framed.then(|| crate::grpc::messages(bytes)).flatten();
+            match messages {
+                Some(messages) => BodyOut::Grpc(RenderMessages {
+                    messages,
+                    path: &self.path,
+                    direction,
+                    to_json: grpc_json,
+                }),
+                None => BodyOut::Plain(RenderBody(bytes)),
+            }
+        };
         WireOut {
             id: &self.id,
             consumer: &self.consumer,
@@ -385,14 +430,14 @@ impl Serialize for UsageRecord {
             method: &self.method,
             route: &self.route,
             request: WireRequestOut {
-                body: RenderBody(&self.request.body.bytes),
+                body: body(&self.request.body.bytes, GrpcDirection::Request),
                 body_size: self.request.body.size,
                 body_truncated: self.request.body.truncated,
                 query: RenderQuery(&self.request.query),
                 params: RenderPairs(&self.request.params),
                 headers: RenderHeaders(&self.request.headers),
             },
-            response: RenderBody(&self.response.bytes),
+            response: body(&self.response.bytes, GrpcDirection::Response),
             response_size: self.response.size,
             response_truncated: self.response.truncated,
             response_headers: RenderHeaders(&self.response_headers),
@@ -410,7 +455,21 @@ impl Serialize for UsageRecord {
                 response: g.response_messages,
             }),
         }
-        .serialize(serializer)
+    }
+}
+
+/// A body on the wire: rendered by content, or as gRPC messages.
+enum BodyOut<'a> {
+    Plain(RenderBody<'a>),
+    Grpc(RenderMessages<'a>),
+}
+
+impl Serialize for BodyOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BodyOut::Plain(b) => b.serialize(serializer),
+            BodyOut::Grpc(m) => m.serialize(serializer),
+        }
     }
 }
 
@@ -685,25 +744,35 @@ fn query_from_wire(pairs: Vec<(String, OneOrMany)>) -> String {
 impl<'de> Deserialize<'de> for UsageRecord {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let w = WireIn::deserialize(deserializer)?;
-        let request_bytes = body_from_wire(w.request.body).map_err(de::Error::custom)?;
-        let response_bytes = body_from_wire(w.response).map_err(de::Error::custom)?;
+        let is_grpc =
+            w.grpc_status.is_some() || w.grpc_message.is_some() || w.grpc_messages.is_some();
+        let body = |value: serde_json::Value| match &value {
+            serde_json::Value::Array(items) if is_grpc => {
+                match crate::grpc::frames_from_wire(items) {
+                    Some(frames) => frames,
+                    None => body_from_wire(value),
+                }
+            }
+            _ => body_from_wire(value),
+        };
+        let request_bytes = body(w.request.body).map_err(de::Error::custom)?;
+        let response_bytes = body(w.response).map_err(de::Error::custom)?;
         let created_at = parse_timestamp(&w.created_at)
             .map_err(|e| de::Error::custom(format!("invalid createdAt: {e}")))?;
-        let grpc =
-            if w.grpc_status.is_some() || w.grpc_message.is_some() || w.grpc_messages.is_some() {
-                let counts = w.grpc_messages.unwrap_or(GrpcCountsOut {
-                    request: 0,
-                    response: 0,
-                });
-                Some(GrpcCall {
-                    status: w.grpc_status.map(|s| s.code),
-                    message: w.grpc_message,
-                    request_messages: counts.request,
-                    response_messages: counts.response,
-                })
-            } else {
-                None
-            };
+        let grpc = if is_grpc {
+            let counts = w.grpc_messages.unwrap_or(GrpcCountsOut {
+                request: 0,
+                response: 0,
+            });
+            Some(GrpcCall {
+                status: w.grpc_status.map(|s| s.code),
+                message: w.grpc_message,
+                request_messages: counts.request,
+                response_messages: counts.response,
+            })
+        } else {
+            None
+        };
         Ok(UsageRecord {
             id: w.id,
             consumer: w.consumer,

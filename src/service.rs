@@ -89,8 +89,13 @@ where
         };
         let route = (config.route)(info);
         let (parts, body) = req.into_parts();
-        let tap =
-            (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Tap::new(config.request_limit))));
+        let grpc = crate::params::is_grpc(&parts.headers);
+        let count_messages = grpc && crate::grpc::is_framed(&parts.headers);
+        let tap = (!body.is_end_stream()).then(|| {
+            Arc::new(Mutex::new(
+                Tap::new(config.request_limit).counting_messages(count_messages),
+            ))
+        });
         let pending = Pending {
             started,
             created,
@@ -100,6 +105,7 @@ where
             consumer,
             consumer_from_bearer,
             route,
+            grpc,
             request_tap: tap.clone(),
             config: config.clone(),
             recorder: Some(self.recorder.clone()),
