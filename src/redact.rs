@@ -168,8 +168,37 @@ impl Redaction {
         if memchr::memchr(b'\\', body).is_some() {
             return true;
         }
-        let lower = body.to_ascii_lowercase();
-        self.finders.iter().any(|f| f.find(&lower).is_some())
+        // Lower-case into a stack window, overlapping by the longest name less
+        // one byte, so no name is split between windows and nothing is allocated.
+        const WINDOW: usize = 512;
+        let longest = self
+            .finders
+            .iter()
+            .map(|f| f.needle().len())
+            .max()
+            .unwrap_or(0);
+        if longest == 0 {
+            return false;
+        }
+        if longest >= WINDOW / 2 {
+            let lower = body.to_ascii_lowercase();
+            return self.finders.iter().any(|f| f.find(&lower).is_some());
+        }
+        let mut buf = [0u8; WINDOW];
+        let mut start = 0;
+        loop {
+            let end = (start + WINDOW).min(body.len());
+            let window = &mut buf[..end - start];
+            window.copy_from_slice(&body[start..end]);
+            window.make_ascii_lowercase();
+            if self.finders.iter().any(|f| f.find(window).is_some()) {
+                return true;
+            }
+            if end == body.len() {
+                return false;
+            }
+            start = end - (longest - 1);
+        }
     }
 
     /// Redacts a raw query string (or form body); unchanged when nothing matches.
@@ -396,6 +425,20 @@ mod tests {
         assert!(!r.may_hold_field_key(br#"{"note": "pass word", "url": "http://tok"}"#));
         // A name inside a value or a longer key is a (harmless) false yes.
         assert!(r.may_hold_field_key(br#"{"my_token": 2}"#));
+        // Names across window boundaries are found, at every offset.
+        for pad in 0..600 {
+            let mut body = vec![b' '; pad];
+            body.extend_from_slice(br#"{"Refresh_Token": 1}"#);
+            body.extend(std::iter::repeat_n(b' ', 700));
+            assert!(r.may_hold_field_key(&body), "missed at offset {pad}");
+            let clean = String::from_utf8(body)
+                .unwrap()
+                .replace("Refresh_Token", "refresh_tokem");
+            assert!(
+                !r.may_hold_field_key(clean.as_bytes()),
+                "false hit at offset {pad}"
+            );
+        }
     }
 
     #[test]
