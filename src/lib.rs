@@ -94,8 +94,8 @@ pub use layer::UsageLayer;
 pub use record::{CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
 pub use recorder::{RecorderStats, UsageHandle};
 pub use sink::memory::MemorySink;
-#[cfg(feature = "sqlite")]
-pub use sink::sqlite::SqliteSink;
 #[cfg(feature = "postgres")]
 pub use sink::postgres::PostgresSink;
+#[cfg(feature = "sqlite")]
+pub use sink::sqlite::SqliteSink;
 pub use sink::{UsagePage, UsageQuery, UsageSink};

@@ -57,10 +57,10 @@ use crate::{SinkError, UsageRecord};
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) mod codec;
 pub mod memory;
-#[cfg(feature = "sqlite")]
-pub mod sqlite;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 /// Storage for usage records.
 ///
