@@ -13,7 +13,10 @@
 //!   and reused by later runs: the SQLite file is
 //!   `target/bench-data/sinks-1m.db`, the PostgreSQL table `tu_bench.usage_records`,
 //!   each refilled when it does not hold the expected records. The `MemorySink`
-//!   (capacity 1,000,000) is filled on every run.
+//!   (capacity 1,000,000) is filled on every run. The SQL stores are measured
+//!   twice: as found (the OS may have dropped them from its page cache since they
+//!   were filled: "cold"), then after reading them through once, as a server
+//!   that has been answering queries would have them.
 //!
 //! PostgreSQL is `TOWER_USAGE_POSTGRES_URL`, by default
 //! `postgres://postgres@127.0.0.1:5432/test`. At the end the bench prints records/s
@@ -374,6 +377,34 @@ fn writes(c: &mut Criterion) {
 /// One latency row: `(sink, p50 ms, p99 ms, mean records a page)`.
 type Latency = (String, f64, f64, f64);
 
+/// Brings a filled store into the OS page cache, as a server that has been
+/// answering queries for a while has it.
+type Prewarm<S> = fn(&S, &tokio::runtime::Runtime);
+
+fn prewarm_sqlite(_: &SqliteSink, _: &tokio::runtime::Runtime) {
+    use std::io::Read as _;
+    let path = target_dir().join("bench-data").join("sinks-1m.db");
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    while file.read(&mut buf).unwrap() > 0 {}
+}
+
+fn prewarm_postgres(sink: &PostgresSink, rt: &tokio::runtime::Runtime) {
+    let table = format!("\"{BENCH_SCHEMA}\".usage_records");
+    rt.block_on(async {
+        // The heap, then the consumer index (an index-only scan after VACUUM).
+        pg_exec(sink, &format!("SELECT sum(length(req_body)) FROM {table}")).await;
+        pg_exec(
+            sink,
+            &format!(
+                "SELECT count(*) FROM (SELECT consumer, created_at, id FROM {table} \
+                 ORDER BY consumer, created_at, id) s"
+            ),
+        )
+        .await;
+    });
+}
+
 async fn page_latency<S: UsageSink>(name: &str, sink: &S) -> Latency {
     let consumers = Gen::new(42).consumers;
     let mut rng = fastrand::Rng::with_seed(7);
@@ -441,6 +472,7 @@ fn bench_pages<S, Fut>(
     rt: &tokio::runtime::Runtime,
     name: &str,
     open: impl FnOnce() -> Fut,
+    prewarm: Option<Prewarm<S>>,
 ) where
     S: UsageSink + Clone,
     Fut: std::future::Future<Output = S>,
@@ -455,6 +487,18 @@ fn bench_pages<S, Fut>(
         // Only when the benchmark is selected: filling takes a while.
         let sink = sink.get_or_insert_with(|| {
             let sink = rt.block_on(open.take().expect("opened once")());
+            if let Some(prewarm) = prewarm {
+                // First as found: the OS may have dropped the store from its
+                // page cache since it was filled.
+                let cold = rt.block_on(page_latency(&format!("{name}, cold"), &sink));
+                LATENCY.lock().unwrap().push(cold);
+                let t = Instant::now();
+                prewarm(&sink, rt);
+                eprintln!(
+                    "{name}: read the store into the page cache in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                );
+            }
             let row = rt.block_on(page_latency(name, &sink));
             LATENCY.lock().unwrap().push(row);
             sink
@@ -472,13 +516,14 @@ fn bench_pages<S, Fut>(
 
 fn pages(c: &mut Criterion) {
     let rt = runtime();
-    bench_pages(c, &rt, "sqlite", sqlite_filled);
-    bench_pages(c, &rt, "postgres", postgres_filled);
-    bench_pages(c, &rt, "memory", || async {
+    bench_pages(c, &rt, "sqlite", sqlite_filled, Some(prewarm_sqlite));
+    bench_pages(c, &rt, "postgres", postgres_filled, Some(prewarm_postgres));
+    let fill_memory = || async {
         let memory = MemorySink::with_capacity(STORED);
         fill("memory", &memory).await;
         memory
-    });
+    };
+    bench_pages(c, &rt, "memory", fill_memory, None);
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -537,16 +582,25 @@ fn report(started: std::time::SystemTime, latency: &[Latency]) {
     println!(
         "\n`/usage` page of {PAGE} records for one consumer, {STORED} records over {CONSUMERS} consumers stored, {QUERIES} queries\n"
     );
-    println!("| sink | p50 | p99 |");
-    println!("|---|---:|---:|");
-    for (name, p50, p99, _) in latency {
-        let name = match name.as_str() {
-            "sqlite" => "SqliteSink",
-            "postgres" => "PostgresSink",
-            "memory" => "MemorySink",
-            other => other,
+    println!("| sink | p50 | p99 | p50, cold cache | p99, cold cache |");
+    println!("|---|---:|---:|---:|---:|");
+    let find = |name: &str| latency.iter().find(|row| row.0 == name);
+    for (key, name) in [
+        ("sqlite", "SqliteSink"),
+        ("postgres", "PostgresSink"),
+        ("memory", "MemorySink"),
+    ] {
+        let ms = |row: Option<&Latency>| match row {
+            Some((_, p50, p99, _)) => (format!("{p50:.2} ms"), format!("{p99:.2} ms")),
+            None => ("-".to_owned(), "-".to_owned()),
         };
-        println!("| {name} | {p50:.2} ms | {p99:.2} ms |");
+        let (warm, cold) = (ms(find(key)), ms(find(&format!("{key}, cold"))));
+        if find(key).is_some() {
+            println!(
+                "| {name} | {} | {} | {} | {} |",
+                warm.0, warm.1, cold.0, cold.1
+            );
+        }
     }
 }
 
