@@ -244,7 +244,43 @@ async fn migrate_is_idempotent() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, "1");
+    assert_eq!(version, "2");
+    db.drop_schema().await;
+}
+
+/// A version 1 table (before `toast_tuple_target`) is brought to version 2, and
+/// its records stay readable.
+#[tokio::test]
+async fn a_version_1_table_is_upgraded() {
+    let db = TestDb::new().await;
+    let sink = db.sink().await;
+    sink.record(&[rec(Some("a"), 0)]).await.unwrap();
+    let table = format!("\"{}\".usage_records", db.schema);
+    db.admin
+        .batch_execute(&format!(
+            "ALTER TABLE {table} RESET (toast_tuple_target); \
+             UPDATE \"{}\".usage_records_meta SET value = '1' WHERE name = 'schema_version'",
+            db.schema
+        ))
+        .await
+        .unwrap();
+    sink.migrate().await.unwrap();
+    let row = db
+        .admin
+        .query_one(
+            &format!(
+                "SELECT (SELECT value FROM \"{}\".usage_records_meta WHERE name = 'schema_version'), \
+                 (SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = '{table}'::regclass)",
+                db.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (version, options): (String, Option<String>) = (row.get(0), row.get(1));
+    assert_eq!(version, "2");
+    assert_eq!(options.as_deref(), Some("toast_tuple_target=8160"));
+    assert_eq!(all(&sink, UsageQuery::default()).await.len(), 1);
     db.drop_schema().await;
 }
 
@@ -255,7 +291,7 @@ async fn a_newer_schema_is_refused() {
     db.admin
         .execute(
             &format!(
-                "UPDATE \"{}\".usage_records_meta SET value = '2' WHERE name = 'schema_version'",
+                "UPDATE \"{}\".usage_records_meta SET value = '3' WHERE name = 'schema_version'",
                 db.schema
             ),
             &[],

@@ -103,6 +103,7 @@ pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(&ctx)?;
     tune(&conn);
+    tune_writer(&conn, &ctx)?;
     if version != SCHEMA_VERSION {
         migrate(&mut conn, &label)?;
     }
@@ -114,6 +115,7 @@ pub(super) fn open_memory() -> Result<Connection, SinkError> {
     let label = ":memory:";
     let mut conn = Connection::open_in_memory().map_err(context(label))?;
     tune(&conn);
+    tune_writer(&conn, &context(label))?;
     migrate(&mut conn, label)?;
     Ok(conn)
 }
@@ -127,6 +129,36 @@ pub(super) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connect
     conn.busy_timeout(busy_timeout).map_err(&ctx)?;
     tune(&conn);
     Ok(conn)
+}
+
+/// The writer's page cache, in KiB: room for the hot pages of the indexes, which
+/// every batch touches at random (one consumer's entries are spread over the
+/// whole `(consumer, created_at, id)` index). SQLite's default is 2 MiB.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// Pages of WAL between two automatic checkpoints (SQLite's default is 1000, 4
+/// MiB). A checkpoint copies each page once, however many batches changed it
+/// since the last one, so a larger interval copies the hot index pages less
+/// often; the price is a longer pause every 64 MiB of writes.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16 * 1024;
+
+/// The size the WAL file is cut back to after a checkpoint, in bytes.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// Pragmas for the read-write connection, measured with the `sinks` bench: with
+/// both, batches of 512 records of ~2.7 KiB are written about 1.5 times as fast
+/// as with SQLite's defaults once the table holds a few 100,000 records.
+fn tune_writer(
+    conn: &Connection,
+    ctx: &impl Fn(rusqlite::Error) -> SinkError,
+) -> Result<(), SinkError> {
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+        .map_err(ctx)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+        .map_err(ctx)?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+        .map_err(ctx)?;
+    Ok(())
 }
 
 fn tune(conn: &Connection) {

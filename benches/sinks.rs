@@ -1,0 +1,618 @@
+//! Sink throughput and `/usage` page latency, for `MemorySink`, `SqliteSink` and
+//! `PostgresSink`.
+//!
+//! * `sink_write/<sink>/<batch>`: one `record` call of a batch of 1, 64, 512 or
+//!   4096 records, each new (fresh ids), with ~1 KiB JSON request and response
+//!   bodies, 8 request headers, a route param, and a consumer drawn from 1,000.
+//!   Each sink and batch size writes into a fresh store: a `MemorySink` of
+//!   100,000 records, a SQLite file in a temporary directory, a PostgreSQL schema
+//!   dropped afterwards.
+//! * page latency: 500 `query` calls, each for one random consumer (of 1,000)
+//!   and a random page of 100 records (a keyset cursor at a random instant,
+//!   either order), on a store of 1,000,000 records. The stores are filled once
+//!   and reused by later runs: the SQLite file is
+//!   `target/bench-data/sinks-1m.db`, the PostgreSQL table `tu_bench.usage_records`,
+//!   each refilled when it does not hold the expected records. The `MemorySink`
+//!   (capacity 1,000,000) is filled on every run. The SQL stores are measured
+//!   twice: as found (the OS may have dropped them from its page cache since they
+//!   were filled: "cold"), then after reading them through once, as a server
+//!   that has been answering queries would have them.
+//!
+//! PostgreSQL is `TOWER_USAGE_POSTGRES_URL`, by default
+//! `postgres://postgres@127.0.0.1:5432/test`. At the end the bench prints records/s
+//! per sink and batch size (from criterion's median time per batch) and the page
+//! latencies, as markdown tables:
+//!
+//! ```text
+//! cargo bench --bench sinks --features sqlite,postgres
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
+use http::{HeaderMap, HeaderValue};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tower_usage::sink::{ConsumerScope, Order, UsageQuery};
+use tower_usage::{
+    CapturedBody, MemorySink, Outcome, PostgresSink, RecordedRequest, SqliteSink, UsageRecord,
+    UsageSink,
+};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const BATCHES: [usize; 4] = [1, 64, 512, 4096];
+const CONSUMERS: usize = 1_000;
+const STORED: usize = 1_000_000;
+const QUERIES: usize = 500;
+const PAGE: usize = 100;
+/// The filled stores' records are spread over 30 days from this instant.
+const FILL_START_MS: i64 = 1_700_000_000_000;
+const FILL_SPAN_MS: i64 = 30 * 24 * 3600 * 1000;
+const BENCH_SCHEMA: &str = "tu_bench";
+/// Says what a filled store holds; a store tagged otherwise is filled again.
+const FILL_TAG: &str = "1000000 records over 1000 consumers, 30 days, fill v2";
+
+fn pg_url() -> String {
+    std::env::var("TOWER_USAGE_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+// ---------------------------------------------------------------------------
+// Records
+
+/// Makes realistic records: a pool of varied templates, each new record a
+/// template with a fresh id, timestamp and consumer.
+struct Gen {
+    rng: fastrand::Rng,
+    consumers: Vec<String>,
+    templates: Vec<UsageRecord>,
+    next: usize,
+}
+
+fn random_text(rng: &mut fastrand::Rng, alphabet: &[u8], len: usize) -> String {
+    (0..len)
+        .map(|_| alphabet[rng.usize(..alphabet.len())] as char)
+        .collect()
+}
+
+const B58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+const HEX: &[u8] = b"0123456789abcdef";
+
+impl Gen {
+    /// The same 1,000 consumers whatever the seed; templates and draws by `seed`.
+    fn new(seed: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let consumers = (0..CONSUMERS)
+            .map(|_| random_text(&mut rng, HEX, 32))
+            .collect();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let templates = (0..1024).map(|_| template(&mut rng)).collect();
+        Self {
+            rng,
+            consumers,
+            templates,
+            next: 0,
+        }
+    }
+
+    fn record(&mut self, created_at_ms: i64) -> UsageRecord {
+        let mut r = self.templates[self.next % self.templates.len()].clone();
+        self.next += 1;
+        let created_at = from_ms(created_at_ms);
+        r.id = UsageRecord::new_id(created_at);
+        r.created_at = created_at;
+        r.consumer = Some(self.consumers[self.rng.usize(..CONSUMERS)].clone());
+        r.duration_us = self.rng.u64(200..20_000);
+        r
+    }
+
+    /// `n` records created now.
+    fn batch(&mut self, n: usize) -> Vec<UsageRecord> {
+        let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        (0..n).map(|_| self.record(now as i64)).collect()
+    }
+}
+
+fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap()
+}
+
+/// One request/response pair: `POST /rest/v1/collection/{collectionId}/airdrop`
+/// with ~1 KiB of JSON each way, 8 request headers, 3 response headers.
+fn template(rng: &mut fastrand::Rng) -> UsageRecord {
+    let collection = random_text(rng, HEX, 12);
+    let airdrops: Vec<Value> = (0..9)
+        .map(|_| {
+            json!({
+                "address": random_text(rng, B58, 44),
+                "userId": random_text(rng, HEX, 12),
+                "collectionId": collection,
+                "amount": rng.u32(1..1000),
+            })
+        })
+        .collect();
+    let req_body = serde_json::to_vec(&json!({"airdrops": airdrops, "sequential": false})).unwrap();
+    let succeeded: Vec<Value> = (0..8)
+        .map(|_| {
+            json!({
+                "taskId": random_text(rng, HEX, 32),
+                "address": random_text(rng, B58, 44),
+                "state": "SUCCEEDED",
+            })
+        })
+        .collect();
+    let resp_body = serde_json::to_vec(&json!({
+        "id": random_text(rng, B58, 32),
+        "count": 9,
+        "statuses": {"SUCCEEDED": succeeded},
+    }))
+    .unwrap();
+    let mut headers = HeaderMap::new();
+    let h = |s: String| HeaderValue::from_str(&s).unwrap();
+    headers.insert("host", HeaderValue::from_static("api.example.com"));
+    headers.insert(
+        "user-agent",
+        HeaderValue::from_static("PostmanRuntime/7.29.2"),
+    );
+    headers.insert("accept", HeaderValue::from_static("*/*"));
+    headers.insert(
+        "accept-encoding",
+        HeaderValue::from_static("gzip, deflate, br"),
+    );
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("content-length", h(req_body.len().to_string()));
+    headers.insert("authorization", HeaderValue::from_static("[REDACTED]"));
+    headers.insert("x-request-id", h(format!("{:032x}", rng.u128(..))));
+    let mut response_headers = HeaderMap::new();
+    response_headers.insert("content-type", HeaderValue::from_static("application/json"));
+    response_headers.insert("content-length", h(resp_body.len().to_string()));
+    response_headers.insert("x-request-id", h(format!("{:032x}", rng.u128(..))));
+    UsageRecord {
+        id: String::new(),
+        consumer: None,
+        method: "POST".into(),
+        path: format!("/rest/v1/collection/{collection}/airdrop"),
+        route: Some("/rest/v1/collection/{collectionId}/airdrop".into()),
+        request: RecordedRequest {
+            body: CapturedBody::complete(Bytes::from(req_body)),
+            query: String::new(),
+            params: vec![("collectionId".into(), collection)],
+            headers,
+        },
+        response: CapturedBody::complete(Bytes::from(resp_body)),
+        response_headers,
+        status: 200,
+        created_at: OffsetDateTime::UNIX_EPOCH,
+        duration_us: 0,
+        outcome: Outcome::Complete,
+        grpc: None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stores
+
+/// A PostgreSQL sink on `schema`, which is created if missing.
+async fn pg_sink(schema: &str) -> PostgresSink {
+    let url = pg_url();
+    PostgresSink::builder()
+        .schema(schema)
+        .pool_size(4)
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at {url}: {e}. Start it with `pg_ctlcluster --skip-systemctl-redirect \
+                 $(ls /etc/postgresql) main start`, or set TOWER_USAGE_POSTGRES_URL."
+            )
+        })
+}
+
+async fn pg_exec(sink: &PostgresSink, sql: &str) {
+    let client = sink.pool().get().await.expect("a connection");
+    client.batch_execute(sql).await.expect(sql);
+}
+
+async fn pg_count(sink: &PostgresSink) -> i64 {
+    let client = sink.pool().get().await.expect("a connection");
+    let sql = format!(
+        "SELECT count(*) FROM \"{}\".\"{}\"",
+        sink.schema(),
+        sink.table()
+    );
+    client.query_one(&sql, &[]).await.expect(&sql).get(0)
+}
+
+/// Fills `sink` with [`STORED`] records spread over [`FILL_SPAN_MS`], consumers
+/// drawn uniformly from [`CONSUMERS`], in batches of 4096 with two writers.
+async fn fill<S: UsageSink + Clone>(name: &str, sink: &S) {
+    let started = Instant::now();
+    let chunk = 4096;
+    let step = FILL_SPAN_MS / STORED as i64;
+    let writers = 2;
+    let per_writer = STORED / writers;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let sink = sink.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut gen = Gen::new(42 + w as u64);
+            let mut done = 0;
+            while done < per_writer {
+                let n = chunk.min(per_writer - done);
+                let batch: Vec<UsageRecord> = (0..n)
+                    .map(|i| {
+                        let k = (w * per_writer + done + i) as i64;
+                        gen.record(FILL_START_MS + k * step)
+                    })
+                    .collect();
+                sink.record(&batch).await.expect("filling the store");
+                done += n;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a fill task");
+    }
+    eprintln!(
+        "{name}: filled {STORED} records in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The SQLite file of [`STORED`] records, filled on first use. A marker file
+/// written after the last batch committed says the fill is complete.
+async fn sqlite_filled() -> SqliteSink {
+    let dir = target_dir().join("bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("sinks-1m.db");
+    let marker = dir.join("sinks-1m.db.complete");
+    let expected = FILL_TAG;
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(expected) {
+        eprintln!("sqlite: reusing {}", db.display());
+        return SqliteSink::open(&db).unwrap();
+    }
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+    }
+    let _ = std::fs::remove_file(&marker);
+    let sink = SqliteSink::open(&db).unwrap();
+    fill("sqlite", &sink).await;
+    std::fs::write(&marker, expected).unwrap();
+    sink
+}
+
+/// `tu_bench.usage_records` with [`STORED`] records, filled on first use.
+async fn postgres_filled() -> PostgresSink {
+    let sink = pg_sink(BENCH_SCHEMA).await;
+    let n = pg_count(&sink).await;
+    if n == STORED as i64 {
+        eprintln!("postgres: reusing {BENCH_SCHEMA}.usage_records");
+        return sink;
+    }
+    eprintln!("postgres: {BENCH_SCHEMA}.usage_records holds {n} records; refilling");
+    pg_exec(&sink, &format!("DROP SCHEMA \"{BENCH_SCHEMA}\" CASCADE")).await;
+    sink.migrate().await.unwrap();
+    fill("postgres", &sink).await;
+    pg_exec(
+        &sink,
+        &format!("VACUUM ANALYZE \"{BENCH_SCHEMA}\".usage_records"),
+    )
+    .await;
+    sink
+}
+
+// ---------------------------------------------------------------------------
+// Write throughput (criterion)
+
+fn bench_writes<S, F>(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, mut make: F)
+where
+    S: UsageSink + Clone,
+    F: FnMut(usize) -> S,
+{
+    let mut group = c.benchmark_group(format!("sink_write/{name}"));
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    for batch in BATCHES {
+        let sink = make(batch);
+        let mut gen = Gen::new(batch as u64);
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
+            b.to_async(rt).iter_custom(|iters| {
+                let sink = sink.clone();
+                // Made before timing: only `record` is measured.
+                let batches: Vec<Vec<UsageRecord>> = (0..iters).map(|_| gen.batch(batch)).collect();
+                async move {
+                    let mut total = Duration::ZERO;
+                    for records in batches {
+                        let t = Instant::now();
+                        sink.record(&records).await.expect("record");
+                        total += t.elapsed();
+                    }
+                    total
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+fn writes(c: &mut Criterion) {
+    let rt = runtime();
+    bench_writes(c, &rt, "memory", |_| MemorySink::with_capacity(100_000));
+
+    let dir = tempfile::tempdir().unwrap();
+    bench_writes(c, &rt, "sqlite", |batch| {
+        SqliteSink::open(dir.path().join(format!("write-{batch}.db"))).unwrap()
+    });
+    drop(dir);
+
+    let mut schemas = Vec::new();
+    bench_writes(c, &rt, "postgres", |batch| {
+        let schema = format!("tu_bench_write_{batch}_{:08x}", fastrand::u32(..));
+        schemas.push(schema.clone());
+        rt.block_on(pg_sink(&schema))
+    });
+    rt.block_on(async {
+        let sink = pg_sink(BENCH_SCHEMA).await;
+        for schema in schemas {
+            pg_exec(&sink, &format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Page latency (own loop: percentiles)
+
+/// One latency row: `(sink, p50 ms, p99 ms, mean records a page)`.
+type Latency = (String, f64, f64, f64);
+
+/// Brings a filled store into the OS page cache, as a server that has been
+/// answering queries for a while has it.
+type Prewarm<S> = fn(&S, &tokio::runtime::Runtime);
+
+fn prewarm_sqlite(_: &SqliteSink, _: &tokio::runtime::Runtime) {
+    use std::io::Read as _;
+    let path = target_dir().join("bench-data").join("sinks-1m.db");
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    while file.read(&mut buf).unwrap() > 0 {}
+}
+
+fn prewarm_postgres(sink: &PostgresSink, rt: &tokio::runtime::Runtime) {
+    let table = format!("\"{BENCH_SCHEMA}\".usage_records");
+    rt.block_on(async {
+        // The heap, then the consumer index (an index-only scan after VACUUM).
+        pg_exec(sink, &format!("SELECT sum(length(req_body)) FROM {table}")).await;
+        pg_exec(
+            sink,
+            &format!(
+                "SELECT count(*) FROM (SELECT consumer, created_at, id FROM {table} \
+                 ORDER BY consumer, created_at, id) s"
+            ),
+        )
+        .await;
+    });
+}
+
+async fn page_latency<S: UsageSink>(name: &str, sink: &S) -> Latency {
+    let consumers = Gen::new(42).consumers;
+    let mut rng = fastrand::Rng::with_seed(7);
+    // Warm the caches the way a running service would have them.
+    for _ in 0..50 {
+        sink.query(&random_page(&mut rng, &consumers))
+            .await
+            .unwrap();
+    }
+    let mut times = Vec::with_capacity(QUERIES);
+    let mut records = 0usize;
+    for _ in 0..QUERIES {
+        let q = random_page(&mut rng, &consumers);
+        let t = Instant::now();
+        let page = sink.query(&q).await.expect("query");
+        times.push(t.elapsed());
+        records += page.records.len();
+    }
+    times.sort_unstable();
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
+    let row = (
+        name.to_owned(),
+        pct(0.50),
+        pct(0.99),
+        records as f64 / QUERIES as f64,
+    );
+    eprintln!(
+        "{name}: page of {PAGE} for one consumer of {CONSUMERS}, {STORED} stored: p50 {:.2} ms, p99 {:.2} ms ({:.0} records a page)",
+        row.1, row.2, row.3
+    );
+    row
+}
+
+/// A page of [`PAGE`] records of a random consumer, from a random instant of the
+/// filled span, in a random order: what a client paging with cursors asks.
+fn random_page(rng: &mut fastrand::Rng, consumers: &[String]) -> UsageQuery {
+    let consumer = consumers[rng.usize(..consumers.len())].clone();
+    let order = if rng.bool() { Order::Asc } else { Order::Desc };
+    let q = UsageQuery {
+        consumer: ConsumerScope::Consumer(consumer),
+        order,
+        limit: PAGE,
+        ..UsageQuery::default()
+    };
+    // Keep clear of the ends, so that every page is full.
+    let at = from_ms(FILL_START_MS + rng.i64(FILL_SPAN_MS / 10..FILL_SPAN_MS * 9 / 10));
+    let position = UsageRecord {
+        id: UsageRecord::new_id(at),
+        created_at: at,
+        ..UsageRecord::default()
+    };
+    UsageQuery {
+        cursor: Some(q.cursor_after(&position)),
+        ..q
+    }
+}
+
+/// The latency rows measured so far, for the report.
+static LATENCY: Mutex<Vec<Latency>> = Mutex::new(Vec::new());
+
+/// Criterion's view of a page query (`sink_page/<sink>`), after the percentiles
+/// of [`page_latency`], measured once per sink on its filled store.
+fn bench_pages<S, Fut>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    open: impl FnOnce() -> Fut,
+    prewarm: Option<Prewarm<S>>,
+) where
+    S: UsageSink + Clone,
+    Fut: std::future::Future<Output = S>,
+{
+    let mut open = Some(open);
+    let mut sink = None;
+    let mut group = c.benchmark_group("sink_page");
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function(name, |b| {
+        // Only when the benchmark is selected: filling takes a while.
+        let sink = sink.get_or_insert_with(|| {
+            let sink = rt.block_on(open.take().expect("opened once")());
+            if let Some(prewarm) = prewarm {
+                // First as found: the OS may have dropped the store from its
+                // page cache since it was filled.
+                let cold = rt.block_on(page_latency(&format!("{name}, cold"), &sink));
+                LATENCY.lock().unwrap().push(cold);
+                let t = Instant::now();
+                prewarm(&sink, rt);
+                eprintln!(
+                    "{name}: read the store into the page cache in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            let row = rt.block_on(page_latency(name, &sink));
+            LATENCY.lock().unwrap().push(row);
+            sink
+        });
+        let consumers = Gen::new(42).consumers;
+        let mut rng = fastrand::Rng::with_seed(11);
+        b.to_async(rt).iter(|| {
+            let q = random_page(&mut rng, &consumers);
+            let sink = sink.clone();
+            async move { sink.query(&q).await.expect("query") }
+        });
+    });
+    group.finish();
+}
+
+fn pages(c: &mut Criterion) {
+    let rt = runtime();
+    bench_pages(c, &rt, "sqlite", sqlite_filled, Some(prewarm_sqlite));
+    bench_pages(c, &rt, "postgres", postgres_filled, Some(prewarm_postgres));
+    let fill_memory = || async {
+        let memory = MemorySink::with_capacity(STORED);
+        fill("memory", &memory).await;
+        memory
+    };
+    bench_pages(c, &rt, "memory", fill_memory, None);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+criterion_group!(benches, writes, pages);
+
+fn main() {
+    let started = std::time::SystemTime::now();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    report(started, &LATENCY.lock().unwrap());
+}
+
+/// Prints records/s per sink and batch size, from criterion's median time per
+/// batch measured by this run (`-` for one it did not run), and the page
+/// latencies.
+fn report(started: std::time::SystemTime, latency: &[Latency]) {
+    let dir = target_dir().join("criterion");
+    let median_s = |group: &str, batch: usize| -> Option<f64> {
+        let path = dir
+            .join(group.replace('/', "_"))
+            .join(batch.to_string())
+            .join("new")
+            .join("estimates.json");
+        // Only what this run measured, not an earlier run's estimates.
+        if std::fs::metadata(&path).ok()?.modified().ok()? < started {
+            return None;
+        }
+        let text = std::fs::read_to_string(path).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        Some(v["median"]["point_estimate"].as_f64()? / 1e9)
+    };
+    println!("\nrecords/s (criterion median time per `record` call of one batch)\n");
+    println!("| sink | batch 1 | batch 64 | batch 512 | batch 4096 |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, group) in [
+        ("MemorySink", "sink_write/memory"),
+        ("SqliteSink", "sink_write/sqlite"),
+        ("PostgresSink", "sink_write/postgres"),
+    ] {
+        let cells: Vec<String> = BATCHES
+            .iter()
+            .map(|&b| match median_s(group, b) {
+                Some(s) => format!("{} ({:.2} ms)", thousands(b as f64 / s), s * 1e3),
+                None => "-".to_owned(),
+            })
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    println!(
+        "\n`/usage` page of {PAGE} records for one consumer, {STORED} records over {CONSUMERS} consumers stored, {QUERIES} queries\n"
+    );
+    println!("| sink | p50 | p99 | p50, cold cache | p99, cold cache |");
+    println!("|---|---:|---:|---:|---:|");
+    let find = |name: &str| latency.iter().find(|row| row.0 == name);
+    for (key, name) in [
+        ("sqlite", "SqliteSink"),
+        ("postgres", "PostgresSink"),
+        ("memory", "MemorySink"),
+    ] {
+        let ms = |row: Option<&Latency>| match row {
+            Some((_, p50, p99, _)) => (format!("{p50:.2} ms"), format!("{p99:.2} ms")),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        let (warm, cold) = (ms(find(key)), ms(find(&format!("{key}, cold"))));
+        if find(key).is_some() {
+            println!(
+                "| {name} | {} | {} | {} | {} |",
+                warm.0, warm.1, cold.0, cold.1
+            );
+        }
+    }
+}
+
+fn thousands(n: f64) -> String {
+    let n = n.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}

@@ -1,0 +1,102 @@
+//! The conformance kit against `PostgresSink`: every check on a schema of its
+//! own (`tu_conf_<random>`), dropped when the check is over.
+//!
+//! The server is `TOWER_USAGE_POSTGRES_URL`, by default
+//! `postgres://postgres@127.0.0.1:5432/test`. When it is down these tests fail,
+//! saying how to start it; they never skip.
+#![cfg(all(feature = "postgres", feature = "testing"))]
+
+use tower_usage::testing::{run_check, CHECKS};
+use tower_usage::PostgresSink;
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn url() -> String {
+    std::env::var("TOWER_USAGE_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// A plain connection to the server, to drop the check's schema afterwards.
+async fn admin() -> tokio_postgres::Client {
+    let url = url();
+    let (client, conn) = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        Ok(pair) => pair,
+        Err(e) => panic!(
+            "PostgreSQL is not reachable at {url} ({e}). The conformance tests need a \
+             server: start it with `pg_ctlcluster --skip-systemctl-redirect \
+             $(ls /etc/postgresql) main start`, or point TOWER_USAGE_POSTGRES_URL at one \
+             (default {DEFAULT_URL})."
+        ),
+    };
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Runs the check `name` against a `PostgresSink` on a new schema, drops every
+/// schema the check made (even when it failed), then reports.
+async fn conforms(name: &str) {
+    let admin = admin().await;
+    let mut schemas = Vec::new();
+    let result = run_check(name, || {
+        let schema = format!("tu_conf_{:016x}", fastrand::u64(..));
+        schemas.push(schema.clone());
+        async move {
+            PostgresSink::builder()
+                .schema(schema)
+                .pool_size(4)
+                .connect(&url())
+                .await
+                .expect("connect and migrate")
+        }
+    })
+    .await;
+    for schema in &schemas {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        if let Err(e) = admin.batch_execute(&sql).await {
+            eprintln!("could not drop schema {schema}: {e}");
+        }
+    }
+    if let Err(msg) = result {
+        panic!("sink conformance check `{name}` failed on PostgreSQL: {msg}");
+    }
+}
+
+macro_rules! checks {
+    ($($check:ident)*) => {
+        /// The tests below cover every check of the kit.
+        #[test]
+        fn every_check_has_a_test() {
+            let mine = [$(::core::stringify!($check)),*];
+            assert_eq!(mine.as_slice(), CHECKS, "add a test for each new check");
+        }
+
+        $(
+            #[tokio::test]
+            async fn $check() {
+                conforms(::core::stringify!($check)).await;
+            }
+        )*
+    };
+}
+
+checks! {
+    empty_sink
+    round_trip
+    ordering
+    cursor_paging
+    filters
+    consumer_isolation
+    limits
+    large_batch
+    concurrent_writers
+    idempotent_record
+    invalid_cursor
+}
+
+/// The writers check on a multi-threaded runtime: the pool's connections really
+/// write at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_on_many_threads() {
+    conforms("concurrent_writers").await;
+}
