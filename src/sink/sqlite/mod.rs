@@ -155,9 +155,14 @@ struct Inner {
     /// The path as given, or `:memory:`.
     label: String,
     options: Options,
-    commands: mpsc::Sender<Command>,
     /// `None` for an in-memory database: its queries go to the writer thread.
+    ///
+    /// Declared before `commands` so that it is dropped first: the read-only
+    /// connections close before the writer is told to stop, and the writer's
+    /// connection, the last to close, checkpoints and removes the `-wal` file (a
+    /// read-only connection closing last cannot).
     readers: Option<Arc<ReadPool>>,
+    commands: mpsc::Sender<Command>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
