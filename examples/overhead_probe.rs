@@ -14,44 +14,13 @@
 //! `benches/overhead.rs`: a POST with a 1 KiB JSON body and 8 headers. The writer
 //! runs on the same single-threaded runtime, so its work is counted.
 
-use axum::body::Body;
-use axum::extract::Path;
-use axum::routing::post;
-use axum::{Json, Router};
-use http::{HeaderValue as V, Request};
+#[path = "../benches/common/http_app.rs"]
+mod http_app;
+
+use http_app::{payload, request, router, NullSink};
 use http_body_util::BodyExt;
-use serde_json::{json, Value};
 use tower::ServiceExt;
-use tower_usage::{
-    MemorySink, SinkError, UsageLayer, UsagePage, UsageQuery, UsageRecord, UsageSink,
-};
-
-struct NullSink;
-
-#[async_trait::async_trait]
-impl UsageSink for NullSink {
-    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
-        std::hint::black_box(batch);
-        Ok(())
-    }
-
-    async fn query(&self, _query: &UsageQuery) -> Result<UsagePage, SinkError> {
-        Ok(UsagePage::default())
-    }
-}
-
-fn router() -> Router {
-    Router::new().route(
-        "/v1/items/{id}",
-        post(|Path(id): Path<String>, Json(v): Json<Value>| async move {
-            Json(json!({
-                "id": id,
-                "count": v["items"].as_array().map_or(0, Vec::len),
-                "status": "accepted",
-            }))
-        }),
-    )
-}
+use tower_usage::{MemorySink, UsageLayer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -61,12 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(10_000);
-    let items: Vec<Value> = (0..16)
-        .map(|i| json!({"id": format!("item-{i:04}"), "name": "widget", "qty": i, "tags": ["a", "b"]}))
-        .collect();
-    let body = bytes::Bytes::from(serde_json::to_vec(
-        &json!({"items": items, "note": "benchmark payload"}),
-    )?);
+    let body = bytes::Bytes::from(payload());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -86,22 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown mode {other:?}: bare, null or memory").into()),
         };
         for _ in 0..n {
-            let req = Request::post("/v1/items/abc123")
-                .header("host", V::from_static("api.example.com"))
-                .header("content-type", V::from_static("application/json"))
-                .header("content-length", V::from_static("1004"))
-                .header(
-                    "authorization",
-                    V::from_static("Bearer IncYP3edd3blm2ypLGFFOYwQsC5vff3n"),
-                )
-                .header("user-agent", V::from_static("bench/1.0"))
-                .header("accept", V::from_static("application/json"))
-                .header("accept-encoding", V::from_static("gzip, deflate, br"))
-                .header(
-                    "x-request-id",
-                    V::from_static("5f0c7a8e-4b1d-4a5e-9d61-0e4f3b2a1c9d"),
-                )
-                .body(Body::from(body.clone()))?;
+            let req = request(&body);
             let res = app.clone().oneshot(req).await?;
             std::hint::black_box(res.into_body().collect().await?.to_bytes());
             tokio::task::yield_now().await;
