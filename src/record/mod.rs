@@ -1,0 +1,345 @@
+//! [`UsageRecord`], one captured request and its response, and its serde form: the
+//! `/usage` wire format.
+//!
+//! The record keeps what was captured as it came: bodies are the raw bytes (at most
+//! the capture limit), the query is the raw query string, headers are a
+//! [`HeaderMap`]. Rendering to JSON happens only when a record is serialized:
+//!
+//! | captured body                              | rendered as                                   |
+//! |--------------------------------------------|-----------------------------------------------|
+//! | empty                                      | `{}`                                          |
+//! | a JSON object or array                     | that JSON                                     |
+//! | other UTF-8 text (JSON scalars included)   | a JSON string                                 |
+//! | anything else                              | `{"encoding": "base64", "data": "..."}`       |
+//!
+//! Next to each body the record says how many bytes the body had in all
+//! (`bodySize` / `responseSize`) and, when the copy was cut at the capture limit,
+//! `bodyTruncated: true` / `responseTruncated: true` (absent otherwise). A truncated
+//! JSON body is no longer valid JSON, so it renders as a string.
+//!
+//! gRPC calls (a [`GrpcCall`] on the record, request `content-type:
+//! application/grpc...`) render each body as the list of its messages instead:
+//! `[{"compressed": false, "data": "<base64>"}, ...]`, a message cut by the
+//! capture limit with `"size": <its length>, "truncated": true`, and a `"json"`
+//! rendering of each message when [`UsageService::grpc_message_json`](crate::UsageService::grpc_message_json)
+//! is set; see [`grpc`](crate::grpc#bodies). The record's gRPC result is on the
+//! wire as `grpcStatus: {"code": 5, "name": "NOT_FOUND"}`, `grpcMessage` (percent-decoded)
+//! and `grpcMessages: {"request": 1, "response": 0}`.
+//!
+//! Deserializing the wire form gives back an equal record up to rendering: a
+//! rendered JSON body comes back as its compact serialization, and rendering the
+//! result again gives the same JSON.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// One request and its response, as captured by [`UsageLayer`](crate::UsageLayer).
+///
+/// Its serde form is the `/usage` wire format (camelCase field names, bodies
+/// rendered as described in the [module docs](self)).
+///
+/// # Example
+///
+/// ```
+/// use tower_usage::{UsageRecord, CapturedBody};
+///
+/// let mut record = UsageRecord::default();
+/// record.method = "POST".into();
+/// record.path = "/rest/v1/airdrop/".into();
+/// record.status = 200;
+/// record.request.body = CapturedBody::complete(r#"{"sequential":false}"#);
+/// record.request.query = "a=1&b=2&b=3".into();
+///
+/// let json = serde_json::to_value(&record).unwrap();
+/// assert_eq!(json["request"]["body"]["sequential"], false);
+/// assert_eq!(json["request"]["query"]["b"][1], "3");
+/// assert_eq!(json["response"], serde_json::json!({}));
+///
+/// let back: UsageRecord = serde_json::from_value(json).unwrap();
+/// assert_eq!(back.request.query, "a=1&b=2&b=3");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRecord {
+    /// Unique id: 26 characters of Crockford base32 (a ULID), whose first 10
+    /// encode `created_at` in milliseconds, so ids sort in time order.
+    pub id: String,
+    /// The consumer the request is attributed to; `None` for anonymous requests.
+    pub consumer: Option<String>,
+    /// The request method, upper case as sent (`GET`).
+    pub method: String,
+    /// The request path, without the query string.
+    pub path: String,
+    /// The matched route template (`/rest/v1/airdrop/{batchId}`), where the
+    /// framework knows it.
+    pub route: Option<String>,
+    /// What the client sent.
+    pub request: RecordedRequest,
+    /// The response body.
+    pub response: CapturedBody,
+    /// The response headers worth keeping (see
+    /// [`UsageLayer::keep_response_headers`](crate::UsageLayer::keep_response_headers)).
+    pub response_headers: HeaderMap,
+    /// The HTTP status. `499` when the request was cancelled before the inner
+    /// service answered, `500` when the inner service returned an error; see
+    /// [`outcome`](Self::outcome).
+    pub status: u16,
+    /// When the request arrived: UTC, millisecond precision.
+    pub created_at: OffsetDateTime,
+    /// From the request's arrival to the record's emission (the end of the
+    /// response body), in microseconds.
+    pub duration_us: u64,
+    /// How the exchange ended.
+    pub outcome: Outcome,
+    /// The gRPC call's result, for gRPC requests.
+    pub grpc: Option<GrpcCall>,
+}
+
+impl UsageRecord {
+    /// A fresh id for a record created at `created_at`: a ULID (26 characters of
+    /// Crockford base32) whose first 48 bits are the milliseconds since the Unix
+    /// epoch and whose last 80 are random, so ids sort in time order and two
+    /// processes never collide in practice.
+    ///
+    /// ```
+    /// let t = time::macros::datetime!(2023-01-11 08:07:39.839 UTC);
+    /// let a = tower_usage::UsageRecord::new_id(t);
+    /// let b = tower_usage::UsageRecord::new_id(t + time::Duration::milliseconds(1));
+    /// assert_eq!(a.len(), 26);
+    /// assert!(a < b);
+    /// ```
+    pub fn new_id(created_at: OffsetDateTime) -> String {
+        let ms = u64::try_from(unix_millis(created_at)).unwrap_or(0);
+        let random = fastrand::u128(..) & ((1u128 << 80) - 1);
+        ulid::Ulid::from_parts(ms, random).to_string()
+    }
+}
+
+impl Default for UsageRecord {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            consumer: None,
+            method: String::new(),
+            path: String::new(),
+            route: None,
+            request: RecordedRequest::default(),
+            response: CapturedBody::default(),
+            response_headers: HeaderMap::new(),
+            status: 0,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            duration_us: 0,
+            outcome: Outcome::Complete,
+            grpc: None,
+        }
+    }
+}
+
+/// The request half of a [`UsageRecord`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordedRequest {
+    /// The request body.
+    pub body: CapturedBody,
+    /// The raw query string, without the `?` (percent-encoded as sent, with
+    /// sensitive parameters already redacted). Rendered as an object whose
+    /// repeated keys become arrays.
+    pub query: String,
+    /// Route params, in template order (`[("batchId", "I4WT...")]`), percent-decoded.
+    pub params: Vec<(String, String)>,
+    /// The request headers, with sensitive ones redacted.
+    pub headers: HeaderMap,
+}
+
+/// A captured body: the first bytes of a body, up to the capture limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapturedBody {
+    /// The captured bytes: the whole body, or its first bytes when `truncated`.
+    pub bytes: Bytes,
+    /// How many bytes the body had in all (as far as it was read).
+    pub size: u64,
+    /// `true` when `bytes` is only a prefix of the body.
+    pub truncated: bool,
+}
+
+impl CapturedBody {
+    /// A body captured whole.
+    pub fn complete(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            size: bytes.len() as u64,
+            bytes,
+            truncated: false,
+        }
+    }
+
+    /// A body of which only `bytes` were kept out of `size`.
+    pub fn truncated(bytes: impl Into<Bytes>, size: u64) -> Self {
+        Self {
+            bytes: bytes.into(),
+            size,
+            truncated: true,
+        }
+    }
+
+    /// Whether nothing was captured.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The body as `/usage` renders it (see the [module docs](self)).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(RenderBody(&self.bytes)).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// How an exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The response body was sent to its end.
+    #[default]
+    Complete,
+    /// The response body was dropped before its end: the client went away.
+    ClientGone,
+    /// The response future was dropped before the inner service answered
+    /// (a timeout, or the connection closed); or, for a gRPC call, the response
+    /// stream was dropped before its end (the client cancelled the call).
+    Cancelled,
+    /// The inner service returned an error, or the response body failed.
+    Error,
+}
+
+impl Outcome {
+    /// The wire name: `complete`, `client_gone`, `cancelled` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::ClientGone => "client_gone",
+            Self::Cancelled => "cancelled",
+            Self::Error => "error",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "complete" => Self::Complete,
+            "client_gone" => Self::ClientGone,
+            "cancelled" => Self::Cancelled,
+            "error" => Self::Error,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a gRPC call ended with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcCall {
+    /// The `grpc-status` code, when the server sent one.
+    pub status: Option<u16>,
+    /// The percent-decoded `grpc-message`.
+    pub message: Option<String>,
+    /// How many messages the client sent.
+    pub request_messages: u64,
+    /// How many messages the server sent.
+    pub response_messages: u64,
+}
+
+impl GrpcCall {
+    /// The canonical name of a gRPC status code (`NOT_FOUND` for 5).
+    pub fn status_name(code: u16) -> &'static str {
+        match code {
+            0 => "OK",
+            1 => "CANCELLED",
+            2 => "UNKNOWN",
+            3 => "INVALID_ARGUMENT",
+            4 => "DEADLINE_EXCEEDED",
+            5 => "NOT_FOUND",
+            6 => "ALREADY_EXISTS",
+            7 => "PERMISSION_DENIED",
+            8 => "RESOURCE_EXHAUSTED",
+            9 => "FAILED_PRECONDITION",
+            10 => "ABORTED",
+            11 => "OUT_OF_RANGE",
+            12 => "UNIMPLEMENTED",
+            13 => "INTERNAL",
+            14 => "UNAVAILABLE",
+            15 => "DATA_LOSS",
+            16 => "UNAUTHENTICATED",
+            _ => "UNKNOWN",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Timestamps
+
+const RFC3339_MILLIS: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
+/// Formats a timestamp as the wire does: RFC 3339, UTC, milliseconds, `Z`.
+///
+/// ```
+/// let t = time::macros::datetime!(2023-01-11 08:07:39.839 UTC);
+/// assert_eq!(tower_usage::record::format_timestamp(t), "2023-01-11T08:07:39.839Z");
+/// ```
+pub fn format_timestamp(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(RFC3339_MILLIS)
+        .unwrap_or_else(|_| String::from("invalid-timestamp"))
+}
+
+/// Parses any RFC 3339 timestamp into UTC.
+pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, time::error::Parse> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.to_offset(time::UtcOffset::UTC))
+}
+
+/// Cuts a timestamp to whole milliseconds, in UTC.
+pub fn truncate_to_millis(t: OffsetDateTime) -> OffsetDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let millis = t.millisecond();
+    t.replace_nanosecond(u32::from(millis) * 1_000_000)
+        .unwrap_or(t)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_millis(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The timestamp `ms` milliseconds after the Unix epoch, if representable.
+pub fn from_unix_millis(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
+mod wire;
+
+use wire::RenderBody;
+pub(crate) use wire::{looks_like_json_container, RecordView};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_millis_utc() {
+        let t = time::macros::datetime!(2023-01-11 10:07:39.839_999 +02:00);
+        assert_eq!(format_timestamp(t), "2023-01-11T08:07:39.839Z");
+        let cut = truncate_to_millis(t);
+        assert_eq!(cut.nanosecond(), 839_000_000);
+        assert_eq!(from_unix_millis(unix_millis(cut)), Some(cut));
+    }
+}
