@@ -1,11 +1,17 @@
 //! [`MemorySink`]: a bounded in-memory sink.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::record::unix_millis;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use time::OffsetDateTime;
+
+use crate::record::{unix_millis, CapturedBody, GrpcCall, Outcome, RecordedRequest};
 use crate::sink::{ConsumerScope, Order, Position};
 use crate::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
@@ -26,6 +32,14 @@ pub const DEFAULT_CAPACITY: usize = 10_000;
 /// page for one consumer ranges over that consumer's records from the cursor on,
 /// instead of scanning every stored record. Recording a record whose `id` is
 /// already stored (a writer retrying a batch) keeps the stored one.
+///
+/// Each record is stored encoded in one buffer (its bodies, headers and strings
+/// back to back, a few bytes of framing each), next to its timestamp and status;
+/// ids of up to 30 bytes (a ULID has 26) live inline in the index keys. So a record
+/// costs about its captured bytes plus some 250 bytes of indexes, and storing or
+/// evicting one is a handful of allocations, not one per field. Filters read the
+/// method and path from the buffer in place; only the records a page returns are
+/// decoded back into [`UsageRecord`]s.
 ///
 /// # Example
 ///
@@ -80,20 +94,35 @@ struct Shared {
 }
 
 /// `(created_at in unix milliseconds, id)`: the sort key of a page.
-type Key = (i64, Arc<str>);
-type Index = BTreeMap<Key, Arc<UsageRecord>>;
+type Key = (i64, Id);
+
+/// One stored record: what a filter needs, and the rest encoded in one allocation.
+struct Entry {
+    /// The exact `created_at` (the key holds only its milliseconds).
+    created_at: OffsetDateTime,
+    status: u16,
+    /// Every other field but the id (which is in the key), see [`encode`]. A
+    /// `Vec` so an evicted record's buffer can take the next record.
+    blob: Vec<u8>,
+}
 
 #[derive(Default)]
 struct State {
     /// Every record.
-    all: Index,
-    /// Records without a consumer.
-    anonymous: Index,
-    /// Each consumer's records; an entry goes when its last record is evicted.
-    consumers: HashMap<String, Index>,
+    all: BTreeMap<Key, Entry>,
+    /// The keys of the records without a consumer.
+    anonymous: BTreeSet<Key>,
+    /// The keys of each consumer's records; an entry goes when its last record is
+    /// evicted.
+    consumers: HashMap<String, BTreeSet<Key>>,
     /// The stored ids, so a retried batch is not stored twice.
-    ids: HashSet<Arc<str>>,
+    ids: HashSet<Id>,
     evicted: u64,
+    /// Reused to encode each record before it is copied into its own allocation.
+    scratch: Vec<u8>,
+    /// The buffer of the last evicted record, for the next record of about its
+    /// size: in a full sink each insert evicts, so most records reuse one.
+    spare: Vec<u8>,
 }
 
 impl MemorySink {
@@ -166,76 +195,129 @@ impl MemorySink {
 
     fn page(&self, query: &UsageQuery, after: Option<&Position>) -> Vec<UsageRecord> {
         let state = self.read();
-        let index = match &query.consumer {
-            ConsumerScope::All => Some(&state.all),
-            ConsumerScope::Anonymous => Some(&state.anonymous),
-            ConsumerScope::Consumer(c) => state.consumers.get(c.as_str()),
-        };
-        let Some(index) = index else {
-            return Vec::new();
-        };
         let Some(range) = key_range(query, after) else {
             return Vec::new();
         };
         // One more than the limit, so `UsagePage::from_sorted` can tell whether
         // another page follows.
         let wanted = query.limit.max(1).saturating_add(1);
-        let hits = index
+        let decode = |(key, entry): (&Key, &Entry)| {
+            let record = decode(key, entry);
+            debug_assert!(query.matches(&record));
+            record
+        };
+        let keys = match &query.consumer {
+            ConsumerScope::All => {
+                let hits = state
+                    .all
+                    .range(range)
+                    .filter(|(_, entry)| entry_matches(query, entry));
+                return match query.order {
+                    Order::Asc => hits.take(wanted).map(decode).collect(),
+                    Order::Desc => hits.rev().take(wanted).map(decode).collect(),
+                };
+            }
+            ConsumerScope::Anonymous => &state.anonymous,
+            ConsumerScope::Consumer(c) => match state.consumers.get(c.as_str()) {
+                Some(keys) => keys,
+                None => return Vec::new(),
+            },
+        };
+        let hits = keys
             .range(range)
-            .map(|(_, record)| record)
-            .filter(|record| query.matches(record));
+            .filter_map(|key| {
+                let entry = state.all.get(key)?;
+                Some((key, entry))
+            })
+            .filter(|(_, entry)| entry_matches(query, entry));
         match query.order {
-            Order::Asc => hits.take(wanted).map(|r| (**r).clone()).collect(),
-            Order::Desc => hits.rev().take(wanted).map(|r| (**r).clone()).collect(),
+            Order::Asc => hits.take(wanted).map(decode).collect(),
+            Order::Desc => hits.rev().take(wanted).map(decode).collect(),
         }
     }
 }
 
 impl State {
     fn insert(&mut self, record: &UsageRecord) {
-        if self.ids.contains(record.id.as_str()) {
+        let id = Id::new(&record.id);
+        if self.ids.contains(&id) {
             return;
         }
-        let id: Arc<str> = Arc::from(record.id.as_str());
-        let key: Key = (unix_millis(record.created_at), Arc::clone(&id));
-        let stored = Arc::new(record.clone());
-        self.ids.insert(id);
-        let scope = match &record.consumer {
-            None => &mut self.anonymous,
-            Some(c) => {
-                // Look up before inserting: `entry` would clone the key every time.
-                if !self.consumers.contains_key(c.as_str()) {
-                    self.consumers.insert(c.clone(), Index::new());
-                }
-                self.consumers
-                    .get_mut(c.as_str())
-                    .expect("inserted just above")
-            }
+        let key: Key = (unix_millis(record.created_at), id.clone());
+        self.scratch.clear();
+        encode(&mut self.scratch, record);
+        let len = self.scratch.len();
+        let mut blob = std::mem::take(&mut self.spare);
+        // Reuse the spare only when it wastes at most a quarter.
+        if blob.capacity() < len || blob.capacity() - len > len / 4 {
+            blob = Vec::with_capacity(len);
+        }
+        blob.clear();
+        blob.extend_from_slice(&self.scratch);
+        let entry = Entry {
+            created_at: record.created_at,
+            status: record.status,
+            blob,
         };
-        scope.insert(key.clone(), Arc::clone(&stored));
-        self.all.insert(key, stored);
-    }
-
-    fn evict_oldest(&mut self) {
-        let Some((key, record)) = self.all.pop_first() else {
-            return;
-        };
-        self.ids.remove(&key.1);
         match &record.consumer {
             None => {
-                self.anonymous.remove(&key);
+                self.anonymous.insert(key.clone());
             }
             Some(c) => {
-                if let Some(index) = self.consumers.get_mut(c.as_str()) {
-                    index.remove(&key);
-                    if index.is_empty() {
-                        self.consumers.remove(c.as_str());
+                // Look up before inserting: `entry` would clone the key every time.
+                match self.consumers.get_mut(c.as_str()) {
+                    Some(keys) => {
+                        keys.insert(key.clone());
+                    }
+                    None => {
+                        self.consumers
+                            .insert(c.clone(), BTreeSet::from([key.clone()]));
                     }
                 }
             }
         }
+        self.ids.insert(id);
+        self.all.insert(key, entry);
+    }
+
+    fn evict_oldest(&mut self) {
+        let Some((key, entry)) = self.all.pop_first() else {
+            return;
+        };
+        self.ids.remove(&key.1);
+        match Head::of(&entry.blob).consumer {
+            None => {
+                self.anonymous.remove(&key);
+            }
+            Some(c) => {
+                if let Some(keys) = self.consumers.get_mut(c) {
+                    keys.remove(&key);
+                    if keys.is_empty() {
+                        self.consumers.remove(c);
+                    }
+                }
+            }
+        }
+        self.spare = entry.blob;
         self.evicted += 1;
     }
+}
+
+/// [`UsageQuery::matches`] on a stored entry, without decoding it. The scope is
+/// left out: the index the entry came from is the scope's.
+fn entry_matches(query: &UsageQuery, entry: &Entry) -> bool {
+    if !(query.since.is_none_or(|s| entry.created_at >= s)
+        && query.until.is_none_or(|u| entry.created_at < u)
+        && query.status.is_none_or(|s| s.matches(entry.status)))
+    {
+        return false;
+    }
+    if query.method.is_none() && query.path.is_none() {
+        return true;
+    }
+    let head = Head::of(&entry.blob);
+    query.method.as_deref().is_none_or(|m| head.method == m)
+        && query.path.as_ref().is_none_or(|p| p.matches(head.path))
 }
 
 /// The keys a page may come from: `since`/`until` and the cursor as bounds on
@@ -243,7 +325,7 @@ impl State {
 /// an inverted range). The bounds are a superset of the matches where `since` or
 /// `until` fall inside a millisecond; [`UsageQuery::matches`] decides exactly.
 fn key_range(query: &UsageQuery, after: Option<&Position>) -> Option<(Bound<Key>, Bound<Key>)> {
-    let min_id = || Arc::<str>::from("");
+    let min_id = || Id::new("");
     // created_at >= since implies ms(created_at) >= ms(since).
     let mut lower = match query.since {
         Some(since) => Bound::Included((unix_millis(since), min_id())),
@@ -258,7 +340,7 @@ fn key_range(query: &UsageQuery, after: Option<&Position>) -> Option<(Bound<Key>
         None => Bound::Unbounded,
     };
     if let Some(p) = after {
-        let key: Key = (p.created_at_ms, Arc::from(p.id.as_str()));
+        let key: Key = (p.created_at_ms, Id::new(&p.id));
         match query.order {
             Order::Asc => {
                 let tighter = match &lower {
@@ -287,6 +369,336 @@ fn key_range(query: &UsageQuery, after: Option<&Position>) -> Option<(Bound<Key>
         _ => false,
     };
     (!empty).then_some((lower, upper))
+}
+
+// ---------------------------------------------------------------------------
+// Ids
+
+/// The longest id kept inline; a ULID has 26 bytes.
+const INLINE_ID: usize = 30;
+
+/// A record id, inline when short, so a key costs no allocation of its own.
+/// Compares, orders and hashes as its bytes (which is how `str` orders).
+#[derive(Clone)]
+enum Id {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Heap(Box<str>),
+}
+
+impl Id {
+    fn new(id: &str) -> Self {
+        if id.len() <= INLINE_ID {
+            let mut bytes = [0; INLINE_ID];
+            bytes[..id.len()].copy_from_slice(id.as_bytes());
+            Self::Inline {
+                len: id.len() as u8,
+                bytes,
+            }
+        } else {
+            Self::Heap(id.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(id) => id.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("an id is copied from a str")
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Id {}
+
+impl PartialOrd for Id {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Id {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl Hash for Id {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The encoding of a stored record
+//
+// Everything but the id (in the key) and `created_at` and `status` (in the
+// entry), in this order: a flags byte; `method`, `path` and, when present,
+// `consumer` (first, so filters and eviction read them without decoding the rest);
+// the outcome; `duration_us`; `route`; the request body, query, params and
+// headers; the response body and headers; the gRPC call. Strings and byte strings
+// are a LEB128 length then the bytes; numbers are little-endian; a header map is
+// its entry count then, per value in iteration order, the name, a sensitivity
+// byte and the value; a body is its size, then its bytes.
+
+const HAS_CONSUMER: u8 = 1;
+const HAS_ROUTE: u8 = 1 << 1;
+const HAS_GRPC: u8 = 1 << 2;
+const HAS_GRPC_STATUS: u8 = 1 << 3;
+const HAS_GRPC_MESSAGE: u8 = 1 << 4;
+const REQUEST_TRUNCATED: u8 = 1 << 5;
+const RESPONSE_TRUNCATED: u8 = 1 << 6;
+
+fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
+    let mut flags = 0;
+    let mut set = |bit, on: bool| {
+        if on {
+            flags |= bit;
+        }
+    };
+    set(HAS_CONSUMER, r.consumer.is_some());
+    set(HAS_ROUTE, r.route.is_some());
+    set(HAS_GRPC, r.grpc.is_some());
+    if let Some(g) = &r.grpc {
+        set(HAS_GRPC_STATUS, g.status.is_some());
+        set(HAS_GRPC_MESSAGE, g.message.is_some());
+    }
+    set(REQUEST_TRUNCATED, r.request.body.truncated);
+    set(RESPONSE_TRUNCATED, r.response.truncated);
+    out.push(flags);
+    put_bytes(out, r.method.as_bytes());
+    put_bytes(out, r.path.as_bytes());
+    if let Some(c) = &r.consumer {
+        put_bytes(out, c.as_bytes());
+    }
+    out.push(match r.outcome {
+        Outcome::Complete => 0,
+        Outcome::ClientGone => 1,
+        Outcome::Cancelled => 2,
+        Outcome::Error => 3,
+    });
+    out.extend_from_slice(&r.duration_us.to_le_bytes());
+    if let Some(route) = &r.route {
+        put_bytes(out, route.as_bytes());
+    }
+    put_body(out, &r.request.body);
+    put_bytes(out, r.request.query.as_bytes());
+    put_len(out, r.request.params.len());
+    for (name, value) in &r.request.params {
+        put_bytes(out, name.as_bytes());
+        put_bytes(out, value.as_bytes());
+    }
+    put_headers(out, &r.request.headers);
+    put_body(out, &r.response);
+    put_headers(out, &r.response_headers);
+    if let Some(g) = &r.grpc {
+        if let Some(status) = g.status {
+            out.extend_from_slice(&status.to_le_bytes());
+        }
+        if let Some(message) = &g.message {
+            put_bytes(out, message.as_bytes());
+        }
+        out.extend_from_slice(&g.request_messages.to_le_bytes());
+        out.extend_from_slice(&g.response_messages.to_le_bytes());
+    }
+}
+
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+fn put_body(out: &mut Vec<u8>, body: &CapturedBody) {
+    out.extend_from_slice(&body.size.to_le_bytes());
+    put_bytes(out, &body.bytes);
+}
+
+fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
+    put_len(out, headers.len());
+    for (name, value) in headers {
+        put_bytes(out, name.as_str().as_bytes());
+        out.push(u8::from(value.is_sensitive()));
+        put_bytes(out, value.as_bytes());
+    }
+}
+
+/// The fields at the start of an encoded record.
+struct Head<'a> {
+    flags: u8,
+    method: &'a str,
+    path: &'a str,
+    consumer: Option<&'a str>,
+    /// The rest of the encoding.
+    rest: Reader<'a>,
+}
+
+impl<'a> Head<'a> {
+    fn of(blob: &'a [u8]) -> Self {
+        let mut r = Reader(blob);
+        let flags = r.u8();
+        let method = r.str();
+        let path = r.str();
+        let consumer = (flags & HAS_CONSUMER != 0).then(|| r.str());
+        Self {
+            flags,
+            method,
+            path,
+            consumer,
+            rest: r,
+        }
+    }
+}
+
+/// Reads back what [`encode`] wrote. The encoding never leaves the sink, so a
+/// malformed one is a bug here: the reader panics rather than guess.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        head
+    }
+
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        self.take(N).try_into().expect("took N bytes")
+    }
+
+    fn u8(&mut self) -> u8 {
+        self.take(1)[0]
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.array())
+    }
+
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.array())
+    }
+
+    fn len(&mut self) -> usize {
+        let mut n = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = self.u8();
+            n |= usize::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return n;
+            }
+            shift += 7;
+        }
+    }
+
+    fn bytes(&mut self) -> &'a [u8] {
+        let n = self.len();
+        self.take(n)
+    }
+
+    fn str(&mut self) -> &'a str {
+        std::str::from_utf8(self.bytes()).expect("encoded from a str")
+    }
+
+    fn string(&mut self) -> String {
+        self.str().to_owned()
+    }
+
+    fn body(&mut self, truncated: bool) -> CapturedBody {
+        let size = self.u64();
+        CapturedBody {
+            bytes: Bytes::copy_from_slice(self.bytes()),
+            size,
+            truncated,
+        }
+    }
+
+    fn headers(&mut self) -> HeaderMap {
+        let n = self.len();
+        let mut headers = HeaderMap::with_capacity(n);
+        for _ in 0..n {
+            let name = self.bytes();
+            let sensitive = self.u8() != 0;
+            let value = self.bytes();
+            // Both were taken from a `HeaderMap`, so both parse again.
+            let (Ok(name), Ok(mut value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            else {
+                continue;
+            };
+            value.set_sensitive(sensitive);
+            headers.append(name, value);
+        }
+        headers
+    }
+}
+
+/// The stored record back, whole.
+fn decode(key: &Key, entry: &Entry) -> UsageRecord {
+    let Head {
+        flags,
+        method,
+        path,
+        consumer,
+        rest: mut r,
+    } = Head::of(&entry.blob);
+    let has = |bit| flags & bit != 0;
+    let outcome = match r.u8() {
+        0 => Outcome::Complete,
+        1 => Outcome::ClientGone,
+        2 => Outcome::Cancelled,
+        _ => Outcome::Error,
+    };
+    let duration_us = r.u64();
+    let route = has(HAS_ROUTE).then(|| r.string());
+    let body = r.body(has(REQUEST_TRUNCATED));
+    let query = r.string();
+    let params = (0..r.len())
+        .map(|_| (r.string(), r.string()))
+        .collect::<Vec<_>>();
+    let headers = r.headers();
+    let response = r.body(has(RESPONSE_TRUNCATED));
+    let response_headers = r.headers();
+    let grpc = has(HAS_GRPC).then(|| GrpcCall {
+        status: has(HAS_GRPC_STATUS).then(|| r.u16()),
+        message: has(HAS_GRPC_MESSAGE).then(|| r.string()),
+        request_messages: r.u64(),
+        response_messages: r.u64(),
+    });
+    UsageRecord {
+        id: key.1.as_str().to_owned(),
+        consumer: consumer.map(str::to_owned),
+        method: method.to_owned(),
+        path: path.to_owned(),
+        route,
+        request: RecordedRequest {
+            body,
+            query,
+            params,
+            headers,
+        },
+        response,
+        response_headers,
+        status: entry.status,
+        created_at: entry.created_at,
+        duration_us,
+        outcome,
+        grpc,
+    }
 }
 
 impl Default for MemorySink {
@@ -582,6 +994,49 @@ mod tests {
         };
         let err = sink.query(&forged).await.unwrap_err();
         assert_eq!(err.kind(), SinkErrorKind::InvalidCursor);
+    }
+
+    #[tokio::test]
+    async fn stored_records_come_back_whole() {
+        let sink = MemorySink::new();
+        let mut r = rec(0, Some("a"));
+        r.id = "an-id-longer-than-the-inline-thirty-bytes".into();
+        r.route = Some("/items/{id}".into());
+        r.request.body = CapturedBody::truncated(&b"\xff\x00{"[..], 70_000);
+        r.request.query = "a=1&a=2".into();
+        r.request.params = vec![("id".into(), "7".into()), ("é".into(), String::new())];
+        let mut secret = HeaderValue::from_static("s3cret");
+        secret.set_sensitive(true);
+        r.request.headers.append("authorization", secret);
+        r.request
+            .headers
+            .append("x-many", HeaderValue::from_static("1"));
+        r.request
+            .headers
+            .append("x-many", HeaderValue::from_static("2"));
+        r.request
+            .headers
+            .append("x-legacy", HeaderValue::from_bytes(b"Jos\xe9").unwrap());
+        r.response = CapturedBody::complete("[1]");
+        r.response_headers
+            .append("content-type", HeaderValue::from_static("a/b"));
+        r.status = 503;
+        r.created_at += time::Duration::microseconds(123);
+        r.duration_us = u64::MAX;
+        r.outcome = Outcome::ClientGone;
+        r.grpc = Some(GrpcCall {
+            status: Some(5),
+            message: Some("not found".into()),
+            request_messages: 1,
+            response_messages: 300,
+        });
+        let mut bare = rec(1, None);
+        bare.grpc = Some(GrpcCall::default());
+        sink.record(&[r.clone(), bare.clone()]).await.unwrap();
+        let got = sink.query(&UsageQuery::default()).await.unwrap().records;
+        assert_eq!(got, [r, bare]);
+        assert!(got[0].request.headers["authorization"].is_sensitive());
+        assert!(!got[0].request.headers["x-many"].is_sensitive());
     }
 
     #[tokio::test]
