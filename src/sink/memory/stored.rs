@@ -1,0 +1,341 @@
+//! How [`MemorySink`](super::MemorySink) stores a record: one buffer per record
+//! (a length-prefixed encoding of every field but the id, `created_at` and
+//! status, which live in the index), and ids inline in the index keys.
+
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::record::{CapturedBody, GrpcCall, Outcome, RecordedRequest};
+use crate::UsageRecord;
+
+use super::{Entry, Key};
+
+/// The longest id kept inline; a ULID has 26 bytes.
+const INLINE_ID: usize = 30;
+
+/// A record id, inline when short, so a key costs no allocation of its own.
+/// Compares, orders and hashes as its bytes (which is how `str` orders).
+#[derive(Clone)]
+pub(super) enum Id {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Heap(Box<str>),
+}
+
+impl Id {
+    pub(super) fn new(id: &str) -> Self {
+        if id.len() <= INLINE_ID {
+            let mut bytes = [0; INLINE_ID];
+            bytes[..id.len()].copy_from_slice(id.as_bytes());
+            Self::Inline {
+                len: id.len() as u8,
+                bytes,
+            }
+        } else {
+            Self::Heap(id.into())
+        }
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(id) => id.as_bytes(),
+        }
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("an id is copied from a str")
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Id {}
+
+impl PartialOrd for Id {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Id {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl Hash for Id {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The encoding of a stored record
+//
+// Everything but the id (in the key) and `created_at` and `status` (in the
+// entry), in this order: a flags byte; `method`, `path` and, when present,
+// `consumer` (first, so filters and eviction read them without decoding the rest);
+// the outcome; `duration_us`; `route`; the request body, query, params and
+// headers; the response body and headers; the gRPC call. Strings and byte strings
+// are a LEB128 length then the bytes; numbers are little-endian; a header map is
+// its entry count then, per value in iteration order, the name, a sensitivity
+// byte and the value; a body is its size, then its bytes.
+
+const HAS_CONSUMER: u8 = 1;
+const HAS_ROUTE: u8 = 1 << 1;
+const HAS_GRPC: u8 = 1 << 2;
+const HAS_GRPC_STATUS: u8 = 1 << 3;
+const HAS_GRPC_MESSAGE: u8 = 1 << 4;
+const REQUEST_TRUNCATED: u8 = 1 << 5;
+const RESPONSE_TRUNCATED: u8 = 1 << 6;
+
+pub(super) fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
+    let mut flags = 0;
+    let mut set = |bit, on: bool| {
+        if on {
+            flags |= bit;
+        }
+    };
+    set(HAS_CONSUMER, r.consumer.is_some());
+    set(HAS_ROUTE, r.route.is_some());
+    set(HAS_GRPC, r.grpc.is_some());
+    if let Some(g) = &r.grpc {
+        set(HAS_GRPC_STATUS, g.status.is_some());
+        set(HAS_GRPC_MESSAGE, g.message.is_some());
+    }
+    set(REQUEST_TRUNCATED, r.request.body.truncated);
+    set(RESPONSE_TRUNCATED, r.response.truncated);
+    out.push(flags);
+    put_bytes(out, r.method.as_bytes());
+    put_bytes(out, r.path.as_bytes());
+    if let Some(c) = &r.consumer {
+        put_bytes(out, c.as_bytes());
+    }
+    out.push(match r.outcome {
+        Outcome::Complete => 0,
+        Outcome::ClientGone => 1,
+        Outcome::Cancelled => 2,
+        Outcome::Error => 3,
+    });
+    out.extend_from_slice(&r.duration_us.to_le_bytes());
+    if let Some(route) = &r.route {
+        put_bytes(out, route.as_bytes());
+    }
+    put_body(out, &r.request.body);
+    put_bytes(out, r.request.query.as_bytes());
+    put_len(out, r.request.params.len());
+    for (name, value) in &r.request.params {
+        put_bytes(out, name.as_bytes());
+        put_bytes(out, value.as_bytes());
+    }
+    put_headers(out, &r.request.headers);
+    put_body(out, &r.response);
+    put_headers(out, &r.response_headers);
+    if let Some(g) = &r.grpc {
+        if let Some(status) = g.status {
+            out.extend_from_slice(&status.to_le_bytes());
+        }
+        if let Some(message) = &g.message {
+            put_bytes(out, message.as_bytes());
+        }
+        out.extend_from_slice(&g.request_messages.to_le_bytes());
+        out.extend_from_slice(&g.response_messages.to_le_bytes());
+    }
+}
+
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+fn put_body(out: &mut Vec<u8>, body: &CapturedBody) {
+    out.extend_from_slice(&body.size.to_le_bytes());
+    put_bytes(out, &body.bytes);
+}
+
+fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
+    put_len(out, headers.len());
+    for (name, value) in headers {
+        put_bytes(out, name.as_str().as_bytes());
+        out.push(u8::from(value.is_sensitive()));
+        put_bytes(out, value.as_bytes());
+    }
+}
+
+/// The fields at the start of an encoded record.
+pub(super) struct Head<'a> {
+    flags: u8,
+    pub(super) method: &'a str,
+    pub(super) path: &'a str,
+    pub(super) consumer: Option<&'a str>,
+    /// The rest of the encoding.
+    rest: Reader<'a>,
+}
+
+impl<'a> Head<'a> {
+    pub(super) fn of(blob: &'a [u8]) -> Self {
+        let mut r = Reader(blob);
+        let flags = r.u8();
+        let method = r.str();
+        let path = r.str();
+        let consumer = (flags & HAS_CONSUMER != 0).then(|| r.str());
+        Self {
+            flags,
+            method,
+            path,
+            consumer,
+            rest: r,
+        }
+    }
+}
+
+/// Reads back what [`encode`] wrote. The encoding never leaves the sink, so a
+/// malformed one is a bug here: the reader panics rather than guess.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        head
+    }
+
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        self.take(N).try_into().expect("took N bytes")
+    }
+
+    fn u8(&mut self) -> u8 {
+        self.take(1)[0]
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.array())
+    }
+
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.array())
+    }
+
+    fn len(&mut self) -> usize {
+        let mut n = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = self.u8();
+            n |= usize::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return n;
+            }
+            shift += 7;
+        }
+    }
+
+    fn bytes(&mut self) -> &'a [u8] {
+        let n = self.len();
+        self.take(n)
+    }
+
+    fn str(&mut self) -> &'a str {
+        std::str::from_utf8(self.bytes()).expect("encoded from a str")
+    }
+
+    fn string(&mut self) -> String {
+        self.str().to_owned()
+    }
+
+    fn body(&mut self, truncated: bool) -> CapturedBody {
+        let size = self.u64();
+        CapturedBody {
+            bytes: Bytes::copy_from_slice(self.bytes()),
+            size,
+            truncated,
+        }
+    }
+
+    fn headers(&mut self) -> HeaderMap {
+        let n = self.len();
+        let mut headers = HeaderMap::with_capacity(n);
+        for _ in 0..n {
+            let name = self.bytes();
+            let sensitive = self.u8() != 0;
+            let value = self.bytes();
+            // Both were taken from a `HeaderMap`, so both parse again.
+            let (Ok(name), Ok(mut value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            else {
+                continue;
+            };
+            value.set_sensitive(sensitive);
+            headers.append(name, value);
+        }
+        headers
+    }
+}
+
+/// The stored record back, whole.
+pub(super) fn decode(key: &Key, entry: &Entry) -> UsageRecord {
+    let Head {
+        flags,
+        method,
+        path,
+        consumer,
+        rest: mut r,
+    } = Head::of(&entry.blob);
+    let has = |bit| flags & bit != 0;
+    let outcome = match r.u8() {
+        0 => Outcome::Complete,
+        1 => Outcome::ClientGone,
+        2 => Outcome::Cancelled,
+        _ => Outcome::Error,
+    };
+    let duration_us = r.u64();
+    let route = has(HAS_ROUTE).then(|| r.string());
+    let body = r.body(has(REQUEST_TRUNCATED));
+    let query = r.string();
+    let params = (0..r.len())
+        .map(|_| (r.string(), r.string()))
+        .collect::<Vec<_>>();
+    let headers = r.headers();
+    let response = r.body(has(RESPONSE_TRUNCATED));
+    let response_headers = r.headers();
+    let grpc = has(HAS_GRPC).then(|| GrpcCall {
+        status: has(HAS_GRPC_STATUS).then(|| r.u16()),
+        message: has(HAS_GRPC_MESSAGE).then(|| r.string()),
+        request_messages: r.u64(),
+        response_messages: r.u64(),
+    });
+    UsageRecord {
+        id: key.1.as_str().to_owned(),
+        consumer: consumer.map(str::to_owned),
+        method: method.to_owned(),
+        path: path.to_owned(),
+        route,
+        request: RecordedRequest {
+            body,
+            query,
+            params,
+            headers,
+        },
+        response,
+        response_headers,
+        status: entry.status,
+        created_at: entry.created_at,
+        duration_us,
+        outcome,
+        grpc,
+    }
+}
