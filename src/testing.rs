@@ -248,6 +248,14 @@ macro_rules! __tower_usage_checks {
             ]
         }
     };
+    // Hands the list to the caller's macro: `__tower_usage_checks!(@each my_macro)`
+    // expands to `my_macro! { empty_sink round_trip ... }`.
+    (@each $callback:ident) => {
+        $crate::__tower_usage_checks! { @with_checks @call $callback }
+    };
+    (@call $callback:ident [$($check:ident)*]) => {
+        $callback! { $($check)* }
+    };
     (@names [$($check:ident)*]) => {
         &[$(::core::stringify!($check)),*]
     };
