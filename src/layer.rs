@@ -202,8 +202,9 @@ impl<S> UsageLayer<S> {
         self
     }
 
-    /// The most records per [`UsageSink::record`] call; reaching it in the queue
-    /// also wakes the writer early. Default: 256
+    /// The most records per [`UsageSink::record`] call. The writer takes what is
+    /// queued when it wakes, so batches are smaller under light load; see
+    /// [how records flow](crate::recorder#how-records-flow). Default: 256
     /// ([`DEFAULT_BATCH_SIZE`](crate::recorder::DEFAULT_BATCH_SIZE)).
     pub fn batch_size(self, size: usize) -> Self {
         self.recorder

@@ -6,12 +6,18 @@
 //!
 //! When an exchange ends, the layer pushes its raw capture onto a bounded queue:
 //! a short, uncontended mutex push, never an `.await`. The writer task wakes every
-//! [`max_delay`](crate::UsageLayer::max_delay), or as soon as
-//! [`batch_size`](crate::UsageLayer::batch_size) captures are waiting, takes
-//! everything queued, turns the captures into [`UsageRecord`]s (body
-//! concatenation, redaction, query and route-param parsing, ids: all off the
-//! request path) and hands them to [`UsageSink::record`] in batches of at most
-//! `batch_size`.
+//! [`max_delay`](crate::UsageLayer::max_delay), or as soon as [`WAKE_AT`] (32)
+//! captures are waiting, takes everything queued, turns the captures into
+//! [`UsageRecord`]s (body concatenation, redaction, query and route-param
+//! parsing, ids: all off the request path) and hands them to
+//! [`UsageSink::record`] in batches of at most
+//! [`batch_size`](crate::UsageLayer::batch_size).
+//!
+//! So batches size themselves to the load. While the sink keeps up, the writer
+//! takes a few dozen captures at a time, while their memory is still in the CPU's
+//! caches. While a `record` call is in flight, captures pile up in the queue, and
+//! the next round writes them in batches of up to `batch_size`: a slow sink gets
+//! fewer, larger writes.
 //!
 //! * **Queue full:** the capture is dropped and counted in
 //!   [`RecorderStats::dropped`]; the request never waits.
@@ -54,6 +60,10 @@ use crate::{SinkError, UsageRecord, UsageSink};
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 /// Default [`batch_size`](crate::UsageLayer::batch_size): 256 records.
 pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// How many waiting captures wake the writer before
+/// [`max_delay`](crate::UsageLayer::max_delay) is up (or
+/// [`batch_size`](crate::UsageLayer::batch_size), when that is smaller).
+pub const WAKE_AT: usize = 32;
 /// Default [`max_delay`](crate::UsageLayer::max_delay): 100 ms.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(100);
 /// Default [`max_retries`](crate::UsageLayer::max_retries): 3.
@@ -178,7 +188,7 @@ impl Recorder {
     }
 
     /// Hands a finished capture to the writer. Never blocks on the sink, never
-    /// wakes the writer except at the batch high-water mark.
+    /// wakes the writer except at the high-water mark ([`WAKE_AT`]).
     pub(crate) fn submit(&self, finished: Finished) {
         let shared = &*self.shared;
         shared.captured.fetch_add(1, Ordering::Relaxed);
@@ -190,7 +200,7 @@ impl Recorder {
             return;
         }
         let capacity = shared.queue_capacity.load(Ordering::Relaxed);
-        let batch = shared.batch_size.load(Ordering::Relaxed);
+        let wake_at = shared.batch_size.load(Ordering::Relaxed).min(WAKE_AT);
         let len = {
             let mut queue = lock(&shared.queue);
             if queue.len() >= capacity {
@@ -209,7 +219,7 @@ impl Recorder {
             shared.accepted.fetch_add(1, Ordering::Relaxed);
             queue.len()
         };
-        if len == batch {
+        if len == wake_at {
             shared.wake.notify_one();
         }
     }
