@@ -51,8 +51,57 @@ const REDACTED_JSON: &[u8] = b"\"[REDACTED]\"";
 pub(crate) struct Redaction {
     headers: Vec<HeaderName>,
     fields: Vec<String>,
-    /// The fields, lower-cased, as SIMD searchers, for the body prefilter.
-    finders: Vec<memchr::memmem::Finder<'static>>,
+    /// Finds the fields, lower-cased, in one pass: the body prefilter.
+    keys: KeySearch,
+}
+
+/// A multi-substring search for the lower-cased field names: Teddy (SIMD,
+/// every name in one pass) where the CPU has it, else one `memmem` pass per name.
+#[derive(Debug, Clone)]
+enum KeySearch {
+    Packed {
+        searcher: aho_corasick::packed::Searcher,
+        longest: usize,
+    },
+    Finders(Vec<memchr::memmem::Finder<'static>>),
+}
+
+impl KeySearch {
+    /// `names` lower-cased, without duplicates.
+    fn new(mut names: Vec<String>) -> Self {
+        // A name that contains another is found through the shorter one
+        // (`access_token` through `token`): fewer names, faster search.
+        let all = names.clone();
+        names.retain(|n| !all.iter().any(|m| m != n && n.contains(m.as_str())));
+        let longest = names.iter().map(String::len).max().unwrap_or(0);
+        let packed = aho_corasick::packed::Config::new()
+            .builder()
+            .extend(names.iter())
+            .build();
+        match packed {
+            Some(searcher) if !names.is_empty() => Self::Packed { searcher, longest },
+            _ => Self::Finders(
+                names
+                    .iter()
+                    .map(|n| memchr::memmem::Finder::new(n.as_bytes()).into_owned())
+                    .collect(),
+            ),
+        }
+    }
+
+    fn longest(&self) -> usize {
+        match self {
+            Self::Packed { longest, .. } => *longest,
+            Self::Finders(finders) => finders.iter().map(|f| f.needle().len()).max().unwrap_or(0),
+        }
+    }
+
+    fn is_in(&self, haystack: &[u8]) -> bool {
+        match self {
+            Self::Packed { searcher, .. } => searcher.find(haystack).is_some(),
+            Self::Finders(finders) => finders.iter().any(|f| f.find(haystack).is_some()),
+        }
+    }
 }
 
 impl Default for Redaction {
@@ -76,14 +125,10 @@ impl Redaction {
         let mut lower: Vec<String> = fields.iter().map(|f| f.to_ascii_lowercase()).collect();
         lower.sort_unstable();
         lower.dedup();
-        let finders = lower
-            .iter()
-            .map(|f| memchr::memmem::Finder::new(f.as_bytes()).into_owned())
-            .collect();
         Self {
             headers,
             fields,
-            finders,
+            keys: KeySearch::new(lower),
         }
     }
 
@@ -171,18 +216,13 @@ impl Redaction {
         // Lower-case into a stack window, overlapping by the longest name less
         // one byte, so no name is split between windows and nothing is allocated.
         const WINDOW: usize = 512;
-        let longest = self
-            .finders
-            .iter()
-            .map(|f| f.needle().len())
-            .max()
-            .unwrap_or(0);
+        let longest = self.keys.longest();
         if longest == 0 {
             return false;
         }
         if longest >= WINDOW / 2 {
             let lower = body.to_ascii_lowercase();
-            return self.finders.iter().any(|f| f.find(&lower).is_some());
+            return self.keys.is_in(&lower);
         }
         let mut buf = [0u8; WINDOW];
         let mut start = 0;
@@ -191,7 +231,7 @@ impl Redaction {
             let window = &mut buf[..end - start];
             window.copy_from_slice(&body[start..end]);
             window.make_ascii_lowercase();
-            if self.finders.iter().any(|f| f.find(window).is_some()) {
+            if self.keys.is_in(window) {
                 return true;
             }
             if end == body.len() {
@@ -415,6 +455,45 @@ mod tests {
             ),
             r#"{"user": "a", "password": "[REDACTED]", "n": {"Token": "[REDACTED]"}, "list": [{"secret": "[REDACTED]"}]}"#
         );
+    }
+
+    /// Both searchers, on short and long haystacks, agree with a plain
+    /// substring test; names inside other names are found through them.
+    #[test]
+    fn key_search_agrees_with_a_plain_substring_test() {
+        let names: Vec<String> = ["token", "access_token", "password"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let packed = KeySearch::new(names.clone());
+        assert!(
+            matches!(packed, KeySearch::Packed { .. }),
+            "Teddy on this CPU"
+        );
+        let finders = KeySearch::Finders(
+            names
+                .iter()
+                .map(|n| memchr::memmem::Finder::new(n.as_bytes()).into_owned())
+                .collect(),
+        );
+        let hays = [
+            "",
+            "x",
+            "tok",
+            "token",
+            "a_token_b",
+            "passwor",
+            "{\"password\":1}",
+            "the quick brown fox jumps over the lazy dog, twice over: no names",
+        ];
+        for hay in hays {
+            for pad in [0, 1, 15, 16, 31, 32, 33, 100] {
+                let hay = format!("{}{hay}", " ".repeat(pad));
+                let want = names.iter().any(|n| hay.contains(n.as_str()));
+                assert_eq!(packed.is_in(hay.as_bytes()), want, "{hay:?}");
+                assert_eq!(finders.is_in(hay.as_bytes()), want, "{hay:?}");
+            }
+        }
     }
 
     #[test]
