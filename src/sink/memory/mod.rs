@@ -1,6 +1,6 @@
 //! [`MemorySink`]: a bounded in-memory sink.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -24,9 +24,12 @@ pub const DEFAULT_CAPACITY: usize = 10_000;
 /// Cloning is cheap and every clone shares the same records, so one sink can be
 /// handed both to the layer that writes and to the `/usage` service that reads.
 ///
-/// Records are indexed by `(created_at, id)` and once more per consumer, so a
-/// page for one consumer ranges over that consumer's records from the cursor on,
-/// instead of scanning every stored record. Recording a record whose `id` is
+/// Records are kept sorted by `(created_at, id)`, and their keys once more per
+/// consumer, so a page for one consumer ranges over that consumer's records from
+/// the cursor on, instead of scanning every stored record. Both are ring buffers:
+/// records arrive about in time order, so storing one appends it (or inserts it a
+/// few places from the end) and evicting the oldest pops the front, without
+/// walking a tree. Recording a record whose `id` is
 /// already stored (a writer retrying a batch) keeps the stored one.
 ///
 /// Each record is stored encoded in one buffer (its bodies, headers and strings
@@ -104,13 +107,13 @@ struct Entry {
 
 #[derive(Default)]
 struct State {
-    /// Every record.
-    all: BTreeMap<Key, Entry>,
-    /// The keys of the records without a consumer.
-    anonymous: BTreeSet<Key>,
-    /// The keys of each consumer's records; an entry goes when its last record is
-    /// evicted.
-    consumers: HashMap<String, BTreeSet<Key>>,
+    /// Every record, sorted by key.
+    all: VecDeque<(Key, Entry)>,
+    /// The keys of the records without a consumer, sorted.
+    anonymous: VecDeque<Key>,
+    /// The keys of each consumer's records, sorted; an entry goes when its last
+    /// record is evicted.
+    consumers: HashMap<String, VecDeque<Key>>,
     /// The stored ids, so a retried batch is not stored twice.
     ids: HashSet<Id>,
     evicted: u64,
@@ -206,7 +209,8 @@ impl MemorySink {
             ConsumerScope::All => {
                 let hits = state
                     .all
-                    .range(range)
+                    .range(index_range(&state.all, &range, |(key, _)| key))
+                    .map(|(key, entry)| (key, entry))
                     .filter(|(_, entry)| entry_matches(query, entry));
                 return match query.order {
                     Order::Asc => hits.take(wanted).map(decode).collect(),
@@ -220,9 +224,10 @@ impl MemorySink {
             },
         };
         let hits = keys
-            .range(range)
+            .range(index_range(keys, &range, |key| key))
             .filter_map(|key| {
-                let entry = state.all.get(key)?;
+                let at = state.all.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+                let (key, entry) = &state.all[at];
                 Some((key, entry))
             })
             .filter(|(_, entry)| entry_matches(query, entry));
@@ -236,10 +241,10 @@ impl MemorySink {
 impl State {
     fn insert(&mut self, record: &UsageRecord) {
         let id = Id::new(&record.id);
-        if self.ids.contains(&id) {
+        if !self.ids.insert(id.clone()) {
             return;
         }
-        let key: Key = (unix_millis(record.created_at), id.clone());
+        let key: Key = (unix_millis(record.created_at), id);
         self.scratch.clear();
         encode(&mut self.scratch, record);
         let len = self.scratch.len();
@@ -255,43 +260,37 @@ impl State {
             status: record.status,
             blob,
         };
-        match &record.consumer {
-            None => {
-                self.anonymous.insert(key.clone());
-            }
-            Some(c) => {
-                // Look up before inserting: `entry` would clone the key every time.
-                match self.consumers.get_mut(c.as_str()) {
-                    Some(keys) => {
-                        keys.insert(key.clone());
-                    }
-                    None => {
-                        self.consumers
-                            .insert(c.clone(), BTreeSet::from([key.clone()]));
-                    }
-                }
-            }
-        }
-        self.ids.insert(id);
-        self.all.insert(key, entry);
+        let keys = match &record.consumer {
+            None => &mut self.anonymous,
+            // Look up before inserting: `entry` would clone the name every time.
+            Some(c) => match self.consumers.get_mut(c.as_str()) {
+                Some(keys) => keys,
+                None => self.consumers.entry(c.clone()).or_default(),
+            },
+        };
+        insert_sorted(keys, key.clone(), |key| key);
+        insert_sorted(&mut self.all, (key, entry), |(key, _)| key);
     }
 
     fn evict_oldest(&mut self) {
-        let Some((key, entry)) = self.all.pop_first() else {
+        let Some((key, entry)) = self.all.pop_front() else {
             return;
         };
         self.ids.remove(&key.1);
-        match Head::of(&entry.blob).consumer {
-            None => {
-                self.anonymous.remove(&key);
+        let consumer = Head::of(&entry.blob).consumer;
+        let keys = match consumer {
+            None => Some(&mut self.anonymous),
+            Some(c) => self.consumers.get_mut(c),
+        };
+        if let Some(keys) = keys {
+            // The oldest record of all is the oldest of its consumer.
+            if keys.front() == Some(&key) {
+                keys.pop_front();
+            } else if let Ok(at) = keys.binary_search(&key) {
+                keys.remove(at);
             }
-            Some(c) => {
-                if let Some(keys) = self.consumers.get_mut(c) {
-                    keys.remove(&key);
-                    if keys.is_empty() {
-                        self.consumers.remove(c);
-                    }
-                }
+            if let (Some(c), true) = (consumer, keys.is_empty()) {
+                self.consumers.remove(c);
             }
         }
         self.spare = entry.blob;
@@ -316,10 +315,47 @@ fn entry_matches(query: &UsageQuery, entry: &Entry) -> bool {
         && query.path.as_ref().is_none_or(|p| p.matches(head.path))
 }
 
+/// Inserts `item` into `items`, sorted by `key`: at the end when it is the
+/// newest, else after the last item with a smaller key. Records arrive about
+/// in time order (ids made in the same millisecond do not), so the place is
+/// looked for from the end, a few items back, before a binary search.
+fn insert_sorted<T>(items: &mut VecDeque<T>, item: T, key: impl Fn(&T) -> &Key) {
+    const NEAR_THE_END: usize = 32;
+    let new = key(&item);
+    let mut at = items.len();
+    while at > 0 && key(&items[at - 1]) > new {
+        at -= 1;
+        if items.len() - at == NEAR_THE_END {
+            at = items.partition_point(|t| key(t) < new);
+            break;
+        }
+    }
+    items.insert(at, item);
+}
+
+/// The positions in `items` (sorted by `key`) whose keys are within `bounds`.
+fn index_range<T>(
+    items: &VecDeque<T>,
+    (lower, upper): &(Bound<Key>, Bound<Key>),
+    key: impl Fn(&T) -> &Key,
+) -> std::ops::Range<usize> {
+    let start = match lower {
+        Bound::Unbounded => 0,
+        Bound::Included(k) => items.partition_point(|t| key(t) < k),
+        Bound::Excluded(k) => items.partition_point(|t| key(t) <= k),
+    };
+    let end = match upper {
+        Bound::Unbounded => items.len(),
+        Bound::Included(k) => items.partition_point(|t| key(t) <= k),
+        Bound::Excluded(k) => items.partition_point(|t| key(t) < k),
+    };
+    start..end.max(start)
+}
+
 /// The keys a page may come from: `since`/`until` and the cursor as bounds on
-/// `(created_at ms, id)`. `None` when the range is empty (a `BTreeMap` panics on
-/// an inverted range). The bounds are a superset of the matches where `since` or
-/// `until` fall inside a millisecond; [`UsageQuery::matches`] decides exactly.
+/// `(created_at ms, id)`. `None` when the range is empty. The bounds are a
+/// superset of the matches where `since` or `until` fall inside a millisecond;
+/// [`UsageQuery::matches`] decides exactly.
 fn key_range(query: &UsageQuery, after: Option<&Position>) -> Option<(Bound<Key>, Bound<Key>)> {
     let min_id = || Id::new("");
     // created_at >= since implies ms(created_at) >= ms(since).
@@ -439,6 +475,63 @@ mod tests {
                 Some(c) => q.cursor = Some(c),
                 None => return out,
             }
+        }
+    }
+
+    /// Records arriving in any order, in batches, some twice: every page equals
+    /// the newest `capacity` records by `(created_at, id)`, per scope.
+    #[tokio::test]
+    async fn any_arrival_order_keeps_the_newest_sorted() {
+        for seed in 0..20 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let capacity = rng.usize(1..40);
+            let sink = MemorySink::with_capacity(capacity);
+            let consumers = [None, Some("a"), Some("b")];
+            let mut all: Vec<UsageRecord> = (0..rng.i64(1..120))
+                .map(|i| rec(i / 3, consumers[rng.usize(..3)]))
+                .collect();
+            rng.shuffle(&mut all);
+            for batch in all.chunks(rng.usize(1..8)) {
+                sink.record(batch).await.unwrap();
+                sink.record(&batch[..1]).await.unwrap(); // a retry
+            }
+            let key = |r: &UsageRecord| (r.created_at, r.id.clone());
+            all.sort_by_key(|r| std::cmp::Reverse(key(r)));
+            all.truncate(capacity);
+            for scope in [
+                ConsumerScope::All,
+                ConsumerScope::Anonymous,
+                ConsumerScope::Consumer("a".into()),
+                ConsumerScope::Consumer("b".into()),
+            ] {
+                for order in [Order::Desc, Order::Asc] {
+                    let q = UsageQuery {
+                        consumer: scope.clone(),
+                        order,
+                        limit: 3,
+                        ..UsageQuery::default()
+                    };
+                    let got: Vec<String> = all_pages(&sink, q)
+                        .await
+                        .into_iter()
+                        .map(|r| r.id)
+                        .collect();
+                    let mut want: Vec<String> = all
+                        .iter()
+                        .filter(|r| match &scope {
+                            ConsumerScope::All => true,
+                            ConsumerScope::Anonymous => r.consumer.is_none(),
+                            ConsumerScope::Consumer(c) => r.consumer.as_deref() == Some(c),
+                        })
+                        .map(|r| r.id.clone())
+                        .collect();
+                    if order == Order::Asc {
+                        want.reverse();
+                    }
+                    assert_eq!(got, want, "seed {seed}, {scope:?}, {order:?}");
+                }
+            }
+            assert_eq!(sink.len(), all.len());
         }
     }
 
