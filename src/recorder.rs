@@ -6,7 +6,7 @@
 //!
 //! When an exchange ends, the layer pushes its raw capture onto a bounded queue:
 //! a short, uncontended mutex push, never an `.await`. The writer task wakes every
-//! [`max_delay`](crate::UsageLayer::max_delay), or as soon as [`WAKE_AT`] (32)
+//! [`max_delay`](crate::UsageLayer::max_delay), or as soon as [`WAKE_AT`] (8)
 //! captures are waiting, takes everything queued, turns the captures into
 //! [`UsageRecord`]s (body concatenation, redaction, query and route-param
 //! parsing, ids: all off the request path) and hands them to
@@ -14,8 +14,9 @@
 //! [`batch_size`](crate::UsageLayer::batch_size).
 //!
 //! So batches size themselves to the load. While the sink keeps up, the writer
-//! takes a few dozen captures at a time, while their memory is still in the CPU's
-//! caches. While a `record` call is in flight, captures pile up in the queue, and
+//! takes a handful of captures at a time, while their memory is still in the
+//! CPU's caches and the allocator's per-thread caches can take back what they
+//! free. While a `record` call is in flight, captures pile up in the queue, and
 //! the next round writes them in batches of up to `batch_size`: a slow sink gets
 //! fewer, larger writes.
 //!
@@ -63,7 +64,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 256;
 /// How many waiting captures wake the writer before
 /// [`max_delay`](crate::UsageLayer::max_delay) is up (or
 /// [`batch_size`](crate::UsageLayer::batch_size), when that is smaller).
-pub const WAKE_AT: usize = 32;
+pub const WAKE_AT: usize = 8;
 /// Default [`max_delay`](crate::UsageLayer::max_delay): 100 ms.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(100);
 /// Default [`max_retries`](crate::UsageLayer::max_retries): 3.
@@ -351,6 +352,8 @@ async fn run_writer(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
                     }
                 }
             }
+            // Dropped now, while their memory is still in cache.
+            records.clear();
             shared.done.send_modify(|d| *d += n);
         }
     }
