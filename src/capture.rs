@@ -94,19 +94,12 @@ impl Chunks {
         };
     }
 
-    /// One contiguous copy. Always copies, so that a small slice never keeps a
-    /// large transport buffer alive in a sink.
-    fn concat(&self, len: usize) -> Bytes {
+    /// Appends every frame to `out`.
+    fn copy_into(&self, out: &mut Vec<u8>) {
         match self {
-            Chunks::Empty => Bytes::new(),
-            Chunks::One(b) => Bytes::copy_from_slice(b),
-            Chunks::Many(v) => {
-                let mut out = BytesMut::with_capacity(len);
-                for b in v {
-                    out.extend_from_slice(b);
-                }
-                out.freeze()
-            }
+            Chunks::Empty => {}
+            Chunks::One(b) => out.extend_from_slice(b),
+            Chunks::Many(v) => v.iter().for_each(|b| out.extend_from_slice(b)),
         }
     }
 }
@@ -171,12 +164,80 @@ impl Tap {
         self.chunks.push(bytes);
     }
 
+    /// The body captured so far, copied into one buffer.
+    #[cfg(test)]
     pub(crate) fn to_body(&self) -> CapturedBody {
+        let mut out = Vec::with_capacity(self.kept);
+        self.chunks.copy_into(&mut out);
         CapturedBody {
-            bytes: self.chunks.concat(self.kept),
+            bytes: out.into(),
             size: self.size,
             truncated: self.size > self.kept as u64,
         }
+    }
+}
+
+/// What a tap saw, without its bytes (which are in [`Packed::bytes`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct TapSummary {
+    kept: usize,
+    size: u64,
+    messages: u64,
+}
+
+impl TapSummary {
+    fn of(tap: &Tap) -> Self {
+        Self {
+            kept: tap.kept,
+            size: tap.size,
+            messages: tap.messages(),
+        }
+    }
+
+    fn body(&self, bytes: Bytes) -> CapturedBody {
+        CapturedBody {
+            bytes,
+            size: self.size,
+            truncated: self.size > self.kept as u64,
+        }
+    }
+}
+
+/// Both captured bodies, copied at the end of the exchange into one buffer of
+/// the layer's own: the request body's bytes, then the response body's. So a
+/// queued capture holds a single allocation, and no frame of the app's or the
+/// transport's is kept alive (nor freed later, on the writer, away from the
+/// allocator's per-thread caches).
+#[derive(Debug, Default)]
+struct Packed {
+    bytes: Bytes,
+    request: TapSummary,
+    response: TapSummary,
+}
+
+impl Packed {
+    fn new(request: Option<&Tap>, response: Option<&Tap>) -> Self {
+        let summary = |tap: Option<&Tap>| tap.map(TapSummary::of).unwrap_or_default();
+        let (req, res) = (summary(request), summary(response));
+        let mut out = Vec::with_capacity(req.kept + res.kept);
+        for tap in [request, response].into_iter().flatten() {
+            tap.chunks.copy_into(&mut out);
+        }
+        debug_assert_eq!(out.len(), req.kept + res.kept);
+        Self {
+            bytes: out.into(),
+            request: req,
+            response: res,
+        }
+    }
+
+    /// The two bodies, sharing the buffer.
+    fn bodies(&self) -> (CapturedBody, CapturedBody) {
+        let split = self.request.kept;
+        (
+            self.request.body(self.bytes.slice(..split)),
+            self.response.body(self.bytes.slice(split..)),
+        )
     }
 }
 
@@ -262,14 +323,20 @@ impl ResponseCapture {
 
 impl Pending {
     /// Ends the exchange: hands the capture to the writer.
-    pub(crate) fn finish(mut self, response: ResponseCapture, outcome: Outcome) {
+    pub(crate) fn finish(mut self, mut response: ResponseCapture, outcome: Outcome) {
         let duration = self.started.elapsed();
         let Some(recorder) = self.recorder.take() else {
             return;
         };
+        let request_tap = self.request_tap.take();
+        let bodies = Packed::new(
+            request_tap.as_ref().map(lock_tap).as_deref(),
+            response.body.take().as_ref(),
+        );
         recorder.submit(Finished {
             pending: self,
             response,
+            bodies,
             outcome,
             duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
         });
@@ -303,6 +370,7 @@ impl Pending {
 pub(crate) struct Finished {
     pending: Pending,
     response: ResponseCapture,
+    bodies: Packed,
     outcome: Outcome,
     duration_us: u64,
 }
@@ -313,6 +381,7 @@ impl Finished {
         let Finished {
             pending,
             response,
+            bodies,
             outcome,
             duration_us,
         } = self;
@@ -325,13 +394,8 @@ impl Finished {
             .map(|q| redaction.query(q).into_owned())
             .unwrap_or_default();
 
-        let mut request_body = pending
-            .request_tap
-            .as_ref()
-            .map(|tap| lock_tap(tap).to_body())
-            .unwrap_or_default();
+        let (mut request_body, mut response_body) = bodies.bodies();
         request_body.bytes = redaction.body(request_body.bytes, &pending.headers);
-        let mut response_body = response.body.as_ref().map(Tap::to_body).unwrap_or_default();
         response_body.bytes = redaction.body(response_body.bytes, &response.headers);
 
         let params = crate::params::params_for(pending.route.as_deref(), &path, &pending.headers);
@@ -357,11 +421,8 @@ impl Finished {
                             .decode_utf8_lossy()
                             .into_owned()
                     }),
-                request_messages: pending
-                    .request_tap
-                    .as_ref()
-                    .map_or(0, |tap| lock_tap(tap).messages()),
-                response_messages: response.body.as_ref().map_or(0, Tap::messages),
+                request_messages: bodies.request.messages,
+                response_messages: bodies.response.messages,
             }
         });
 

@@ -177,6 +177,10 @@ pub struct RecordedRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CapturedBody {
     /// The captured bytes: the whole body, or its first bytes when `truncated`.
+    ///
+    /// A copy of the layer's own, made when the exchange ended: it never keeps a
+    /// transport or application buffer alive. The request and response bodies of
+    /// one record share that copy.
     pub bytes: Bytes,
     /// How many bytes the body had in all (as far as it was read).
     pub size: u64,
