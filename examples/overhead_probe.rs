@@ -9,8 +9,9 @@
 //! valgrind --tool=callgrind target/release/examples/overhead_probe null 3000
 //! ```
 //!
-//! Modes: `bare`, `null` (the layer with a sink that stores nothing: capture and
-//! writer only), `memory` (the layer with `MemorySink`). Same request as
+//! Modes: `bare`, `identity` (a layer that does nothing: what layering an axum
+//! `Router` costs by itself), `null` (the layer with a sink that stores nothing:
+//! capture and writer only), `memory` (the layer with `MemorySink`). Same request as
 //! `benches/overhead.rs`: a POST with a 1 KiB JSON body and 8 headers. The writer
 //! runs on the same single-threaded runtime, so its work is counted.
 
@@ -37,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(async move {
         let (app, handle) = match mode.as_str() {
             "bare" => (router(), None),
+            "identity" => (router().layer(tower::layer::util::Identity::new()), None),
             "null" => {
                 let layer = UsageLayer::new(NullSink);
                 let handle = layer.handle();
@@ -47,7 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let handle = layer.handle();
                 (router().layer(layer), Some(handle))
             }
-            other => return Err(format!("unknown mode {other:?}: bare, null or memory").into()),
+            other => {
+                return Err(format!("unknown mode {other:?}: bare, identity, null or memory").into())
+            }
         };
         for _ in 0..n {
             let req = request(&body);
