@@ -543,8 +543,11 @@ async fn two_pools_write_the_same_table_at_once() {
 
 /// Terminates the connections of this test's sink from another connection (only
 /// those: other tests run at the same time), and returns how many there were.
+/// Returns once they are gone: a terminated backend exits a moment later, and
+/// until then it would be counted again by the next call.
 async fn terminate_backends(db: &TestDb) -> i64 {
-    db.admin
+    let terminated = db
+        .admin
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
              WHERE datname = current_database() AND pid <> pg_backend_pid() \
@@ -553,7 +556,24 @@ async fn terminate_backends(db: &TestDb) -> i64 {
         )
         .await
         .unwrap()
-        .get(0)
+        .get(0);
+    for _ in 0..500 {
+        let left: i64 = db
+            .admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name = $1",
+                &[&db.schema],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    terminated
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
