@@ -14,10 +14,15 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use time::OffsetDateTime;
 
+mod packed;
+
+pub(crate) use packed::Packer;
+use packed::{Packed, Part};
+
 use crate::consumer::IdentifyConsumer;
 use crate::grpc::MessageCounter;
 use crate::params::RouteFn;
-use crate::record::{truncate_to_millis, CapturedBody, Outcome, RecordedRequest, UsageRecord};
+use crate::record::{truncate_to_millis, Outcome, RecordedRequest, UsageRecord};
 use crate::recorder::Recorder;
 use crate::redact::Redaction;
 use crate::RequestInfo;
@@ -166,78 +171,14 @@ impl Tap {
 
     /// The body captured so far, copied into one buffer.
     #[cfg(test)]
-    pub(crate) fn to_body(&self) -> CapturedBody {
+    pub(crate) fn to_body(&self) -> crate::record::CapturedBody {
         let mut out = Vec::with_capacity(self.kept);
         self.chunks.copy_into(&mut out);
-        CapturedBody {
+        crate::record::CapturedBody {
             bytes: out.into(),
             size: self.size,
             truncated: self.size > self.kept as u64,
         }
-    }
-}
-
-/// What a tap saw, without its bytes (which are in [`Packed::bytes`]).
-#[derive(Debug, Default, Clone, Copy)]
-struct TapSummary {
-    kept: usize,
-    size: u64,
-    messages: u64,
-}
-
-impl TapSummary {
-    fn of(tap: &Tap) -> Self {
-        Self {
-            kept: tap.kept,
-            size: tap.size,
-            messages: tap.messages(),
-        }
-    }
-
-    fn body(&self, bytes: Bytes) -> CapturedBody {
-        CapturedBody {
-            bytes,
-            size: self.size,
-            truncated: self.size > self.kept as u64,
-        }
-    }
-}
-
-/// Both captured bodies, copied at the end of the exchange into one buffer of
-/// the layer's own: the request body's bytes, then the response body's. So a
-/// queued capture holds a single allocation, and no frame of the app's or the
-/// transport's is kept alive (nor freed later, on the writer, away from the
-/// allocator's per-thread caches).
-#[derive(Debug, Default)]
-struct Packed {
-    bytes: Bytes,
-    request: TapSummary,
-    response: TapSummary,
-}
-
-impl Packed {
-    fn new(request: Option<&Tap>, response: Option<&Tap>) -> Self {
-        let summary = |tap: Option<&Tap>| tap.map(TapSummary::of).unwrap_or_default();
-        let (req, res) = (summary(request), summary(response));
-        let mut out = Vec::with_capacity(req.kept + res.kept);
-        for tap in [request, response].into_iter().flatten() {
-            tap.chunks.copy_into(&mut out);
-        }
-        debug_assert_eq!(out.len(), req.kept + res.kept);
-        Self {
-            bytes: out.into(),
-            request: req,
-            response: res,
-        }
-    }
-
-    /// The two bodies, sharing the buffer.
-    fn bodies(&self) -> (CapturedBody, CapturedBody) {
-        let split = self.request.kept;
-        (
-            self.request.body(self.bytes.slice(..split)),
-            self.response.body(self.bytes.slice(split..)),
-        )
     }
 }
 
@@ -271,13 +212,15 @@ pub(crate) struct Pending {
     pub(crate) started: Instant,
     pub(crate) created: SystemTime,
     pub(crate) method: Method,
-    pub(crate) uri: Uri,
-    pub(crate) headers: HeaderMap,
+    /// The path, query, route and request headers, already packed, with room
+    /// for the rest (see [`Pending::packer`]).
+    pub(crate) packer: Packer,
+    /// A gRPC call framed as `application/grpc` messages.
+    pub(crate) grpc_framed: bool,
     /// The consumer; `None` also when it is still to be derived from the
     /// bearer token (`consumer_from_bearer`).
     pub(crate) consumer: Option<String>,
     pub(crate) consumer_from_bearer: bool,
-    pub(crate) route: Option<String>,
     /// A gRPC call (`content-type: application/grpc*`).
     pub(crate) grpc: bool,
     pub(crate) request_tap: Option<SharedTap>,
@@ -291,7 +234,6 @@ impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pending")
             .field("method", &self.method)
-            .field("uri", &self.uri)
             .finish_non_exhaustive()
     }
 }
@@ -322,21 +264,68 @@ impl ResponseCapture {
 }
 
 impl Pending {
-    /// Ends the exchange: hands the capture to the writer.
+    /// The packer for a request: its path, query, route and headers, in a
+    /// buffer with room for what the exchange adds up to the end (a body of
+    /// `body_hint` bytes, and some room for the response), so that it is
+    /// usually allocated once, here, at the start of the request.
+    pub(crate) fn packer(
+        uri: &Uri,
+        route: Option<&str>,
+        headers: &HeaderMap,
+        body_hint: usize,
+    ) -> Packer {
+        /// Room for the kept response headers and a small response body.
+        const RESPONSE_ROOM: usize = 512;
+        let (path, query) = (uri.path(), uri.query());
+        let mut packer = Packer::with_capacity(
+            path.len()
+                + query.map_or(0, str::len)
+                + route.map_or(0, str::len)
+                + packed::headers_len(headers)
+                + body_hint
+                + RESPONSE_ROOM,
+        );
+        packer.bytes(Part::Path, path.as_bytes());
+        if let Some(query) = query {
+            packer.bytes(Part::Query, query.as_bytes());
+        }
+        if let Some(route) = route {
+            packer.bytes(Part::Route, route.as_bytes());
+        }
+        packer.headers(Part::RequestHeaders, headers);
+        packer
+    }
+
+    /// Ends the exchange: packs what the response added (see [`packed`]), drops
+    /// the rest here, and hands the capture to the writer.
     pub(crate) fn finish(mut self, mut response: ResponseCapture, outcome: Outcome) {
         let duration = self.started.elapsed();
         let Some(recorder) = self.recorder.take() else {
             return;
         };
         let request_tap = self.request_tap.take();
-        let bodies = Packed::new(
-            request_tap.as_ref().map(lock_tap).as_deref(),
-            response.body.take().as_ref(),
-        );
+        let request_tap = request_tap.as_ref().map(lock_tap);
+        let response_tap = response.body.take();
+        let mut packer = self.packer;
+        if let Some(v) = &response.grpc_status {
+            packer.bytes(Part::GrpcStatus, v.as_bytes());
+        }
+        if let Some(v) = &response.grpc_message {
+            packer.bytes(Part::GrpcMessage, v.as_bytes());
+        }
+        packer.headers(Part::ResponseHeaders, &response.headers);
+        packer.body(Part::RequestBody, request_tap.as_deref());
+        packer.body(Part::ResponseBody, response_tap.as_ref());
+        let packed = packer.finish();
         recorder.submit(Finished {
-            pending: self,
-            response,
-            bodies,
+            created: self.created,
+            method: self.method,
+            consumer: self.consumer,
+            consumer_from_bearer: self.consumer_from_bearer,
+            grpc: self.grpc,
+            status: response.status,
+            config: self.config,
+            packed,
             outcome,
             duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
         });
@@ -365,43 +354,66 @@ impl Pending {
     }
 }
 
-/// A finished exchange waiting in the writer's queue.
-#[derive(Debug)]
+/// A finished exchange waiting in the writer's queue: a few fields, and
+/// everything else [packed](packed) into one buffer.
 pub(crate) struct Finished {
-    pending: Pending,
-    response: ResponseCapture,
-    bodies: Packed,
+    created: SystemTime,
+    method: Method,
+    /// `None` also when it is to be derived from the bearer token.
+    consumer: Option<String>,
+    consumer_from_bearer: bool,
+    grpc: bool,
+    status: u16,
+    config: Arc<Config>,
+    packed: Packed,
     outcome: Outcome,
     duration_us: u64,
+}
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finished")
+            .field("method", &self.method)
+            .field("status", &self.status)
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Finished {
     /// Builds the record. Runs on the writer task.
     pub(crate) fn into_record(self) -> UsageRecord {
         let Finished {
-            pending,
-            response,
-            bodies,
+            created,
+            method,
+            consumer,
+            consumer_from_bearer,
+            grpc,
+            status,
+            config,
+            packed,
             outcome,
             duration_us,
         } = self;
-        let redaction = &pending.config.redaction;
-        let created_at = truncate_to_millis(OffsetDateTime::from(pending.created));
-        let path = pending.uri.path().to_owned();
-        let query = pending
-            .uri
-            .query()
+        let redaction = &config.redaction;
+        let created_at = truncate_to_millis(OffsetDateTime::from(created));
+        let path = packed.str(Part::Path).unwrap_or_default().to_owned();
+        let query = packed
+            .str(Part::Query)
             .map(|q| redaction.query(q).into_owned())
             .unwrap_or_default();
+        let route = packed.str(Part::Route).map(str::to_owned);
+        let request_headers = packed.headers(Part::RequestHeaders);
+        let response_headers = packed.headers(Part::ResponseHeaders);
 
-        let (mut request_body, mut response_body) = bodies.bodies();
-        request_body.bytes = redaction.body(request_body.bytes, &pending.headers);
-        response_body.bytes = redaction.body(response_body.bytes, &response.headers);
+        let (mut request_body, mut response_body) = packed.bodies();
+        request_body.bytes = redaction.body(request_body.bytes, &request_headers);
+        response_body.bytes = redaction.body(response_body.bytes, &response_headers);
 
-        let params = crate::params::params_for(pending.route.as_deref(), &path, &pending.headers);
-        let grpc = pending.grpc.then(|| {
-            let mut status = response
-                .grpc_status
+        let params = crate::params::params_for(route.as_deref(), &path, &request_headers);
+        let grpc = grpc.then(|| {
+            let mut status = packed
+                .header_value(Part::GrpcStatus)
                 .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .and_then(|s| s.trim().parse().ok());
@@ -412,8 +424,8 @@ impl Finished {
             }
             crate::record::GrpcCall {
                 status,
-                message: response
-                    .grpc_message
+                message: packed
+                    .header_value(Part::GrpcMessage)
                     .as_ref()
                     .and_then(|v| v.to_str().ok())
                     .map(|m| {
@@ -421,31 +433,31 @@ impl Finished {
                             .decode_utf8_lossy()
                             .into_owned()
                     }),
-                request_messages: bodies.request.messages,
-                response_messages: bodies.response.messages,
+                request_messages: packed.request.messages,
+                response_messages: packed.response.messages,
             }
         });
 
-        let consumer = if pending.consumer_from_bearer {
-            crate::consumer::bearer_consumer(&pending.headers)
+        let consumer = if consumer_from_bearer {
+            crate::consumer::bearer_consumer(&request_headers)
         } else {
-            pending.consumer
+            consumer
         };
         UsageRecord {
             id: UsageRecord::new_id(created_at),
             consumer,
-            method: pending.method.as_str().to_owned(),
+            method: method.as_str().to_owned(),
             path,
-            route: pending.route,
+            route,
             request: RecordedRequest {
                 body: request_body,
                 query,
                 params,
-                headers: redaction.headers(pending.headers),
+                headers: redaction.headers(request_headers),
             },
             response: response_body,
-            response_headers: redaction.headers(response.headers),
-            status: response.status,
+            response_headers: redaction.headers(response_headers),
+            status,
             created_at,
             duration_us,
             outcome,

@@ -120,7 +120,7 @@ fn wrap_response<B: Body>(
         pending.config.response_limit
     };
     let exact_len = body.size_hint().exact();
-    let count_messages = pending.grpc && crate::grpc::is_framed(&pending.headers);
+    let count_messages = pending.grpc_framed;
     let tap = Tap::new(limit).counting_messages(count_messages);
     let recording = Recording::new(pending, capture, tap, exact_len);
     Response::from_parts(parts, ResponseBody::new(body, Some(recording)))

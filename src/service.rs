@@ -96,15 +96,18 @@ where
                 Tap::new(config.request_limit).counting_messages(count_messages),
             ))
         });
+        let body_hint = usize::try_from(body.size_hint().lower())
+            .unwrap_or(usize::MAX)
+            .min(config.request_limit);
+        let packer = Pending::packer(&parts.uri, route.as_deref(), &parts.headers, body_hint);
         let pending = Pending {
             started,
             created,
             method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
+            packer,
+            grpc_framed: count_messages,
             consumer,
             consumer_from_bearer,
-            route,
             grpc,
             request_tap: tap.clone(),
             config: config.clone(),
