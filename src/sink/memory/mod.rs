@@ -117,10 +117,11 @@ struct State {
     /// The stored ids, so a retried batch is not stored twice.
     ids: HashSet<Id>,
     evicted: u64,
-    /// Reused to encode each record before it is copied into its own allocation.
+    /// Until the sink is full: reused to encode each record before it is copied
+    /// into an allocation of its exact size.
     scratch: Vec<u8>,
-    /// The buffer of the last evicted record, for the next record of about its
-    /// size: in a full sink each insert evicts, so most records reuse one.
+    /// The buffer of the last evicted record, which the next record is encoded
+    /// into: in a full sink each insert evicts, so most records reuse one.
     spare: Vec<u8>,
 }
 
@@ -245,16 +246,23 @@ impl State {
             return;
         }
         let key: Key = (unix_millis(record.created_at), id);
-        self.scratch.clear();
-        encode(&mut self.scratch, record);
-        let len = self.scratch.len();
-        let mut blob = std::mem::take(&mut self.spare);
-        // Reuse the spare only when it wastes at most a quarter.
-        if blob.capacity() < len || blob.capacity() - len > len / 4 {
-            blob = Vec::with_capacity(len);
-        }
-        blob.clear();
-        blob.extend_from_slice(&self.scratch);
+        let blob = if self.spare.capacity() == 0 {
+            // Not full yet: encode once into the scratch buffer, to allocate
+            // just what the record takes.
+            self.scratch.clear();
+            encode(&mut self.scratch, record);
+            self.scratch.clone()
+        } else {
+            // Full: encode straight into the evicted record's buffer, kept when
+            // it wastes at most a quarter.
+            let mut blob = std::mem::take(&mut self.spare);
+            blob.clear();
+            encode(&mut blob, record);
+            if blob.capacity() - blob.len() > blob.len() / 4 {
+                blob.shrink_to_fit();
+            }
+            blob
+        };
         let entry = Entry {
             created_at: record.created_at,
             status: record.status,
