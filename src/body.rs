@@ -118,11 +118,7 @@ impl Recording {
         if self.pending.grpc {
             self.response.note_grpc(trailers);
         }
-        for name in &self.pending.config.keep_response_headers {
-            if let Some(v) = trailers.get(name) {
-                self.response.headers.insert(name.clone(), v.clone());
-            }
-        }
+        self.pending.keep_trailers(trailers);
     }
 
     /// The outcome of a response body dropped before its end.

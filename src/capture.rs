@@ -238,11 +238,11 @@ impl std::fmt::Debug for Pending {
     }
 }
 
-/// What the response side adds.
+/// What the response side adds (besides the kept headers, which go straight
+/// into the [`Pending::packer`]).
 #[derive(Debug, Default)]
 pub(crate) struct ResponseCapture {
     pub(crate) status: u16,
-    pub(crate) headers: HeaderMap,
     pub(crate) body: Option<Tap>,
     /// gRPC calls: `grpc-status` and `grpc-message`, from the trailers, else the
     /// headers.
@@ -313,7 +313,6 @@ impl Pending {
         if let Some(v) = &response.grpc_message {
             packer.bytes(Part::GrpcMessage, v.as_bytes());
         }
-        packer.headers(Part::ResponseHeaders, &response.headers);
         packer.body(Part::RequestBody, request_tap.as_deref());
         packer.body(Part::ResponseBody, response_tap.as_ref());
         let packed = packer.finish();
@@ -342,15 +341,22 @@ impl Pending {
         );
     }
 
-    /// The response headers the record keeps.
-    pub(crate) fn kept_headers(&self, headers: &HeaderMap) -> HeaderMap {
-        let mut kept = HeaderMap::new();
-        for name in &self.config.keep_response_headers {
-            for value in headers.get_all(name) {
-                kept.append(name.clone(), value.clone());
-            }
-        }
-        kept
+    /// Packs the response headers the record keeps.
+    pub(crate) fn keep_headers(&mut self, headers: &HeaderMap) {
+        let keep = &self.config.keep_response_headers;
+        self.packer
+            .kept_headers(Part::ResponseHeaders, headers, keep);
+    }
+
+    /// Packs the kept response headers that trailers carry (the first value of
+    /// each); they replace the same headers from the head.
+    pub(crate) fn keep_trailers(&mut self, trailers: &HeaderMap) {
+        let keep = &self.config.keep_response_headers;
+        self.packer.entries_of(
+            Part::ResponseTrailers,
+            keep.iter()
+                .filter_map(|name| Some((name, trailers.get(name)?))),
+        );
     }
 }
 
@@ -404,7 +410,10 @@ impl Finished {
             .unwrap_or_default();
         let route = packed.str(Part::Route).map(str::to_owned);
         let request_headers = packed.headers(Part::RequestHeaders);
-        let response_headers = packed.headers(Part::ResponseHeaders);
+        let mut response_headers = packed.headers(Part::ResponseHeaders);
+        for (name, value) in &packed.headers(Part::ResponseTrailers) {
+            response_headers.insert(name.clone(), value.clone());
+        }
 
         let (mut request_body, mut response_body) = packed.bodies();
         request_body.bytes = redaction.body(request_body.bytes, &request_headers);

@@ -84,7 +84,7 @@ fn wrap_response<B: Body>(
     pending: Option<Pending>,
 ) -> Response<ResponseBody<B>> {
     let (parts, body) = response.into_parts();
-    let Some(pending) = pending else {
+    let Some(mut pending) = pending else {
         return Response::from_parts(parts, ResponseBody::new(body, None));
     };
     if parts.extensions.get::<ServedByUsageService>().is_some() {
@@ -92,9 +92,9 @@ fn wrap_response<B: Body>(
         return Response::from_parts(parts, ResponseBody::new(body, None));
     }
     let status = parts.status.as_u16();
+    pending.keep_headers(&parts.headers);
     let mut capture = ResponseCapture {
         status,
-        headers: pending.kept_headers(&parts.headers),
         ..ResponseCapture::default()
     };
     if pending.grpc {

@@ -173,6 +173,9 @@ async fn an_error_status_in_trailers_reaches_the_client_unchanged_and_is_recorde
     );
     assert_eq!(wire["grpcMessage"], echo::FAIL_MESSAGE, "percent-decoded");
     assert_eq!(wire["grpcMessages"], json!({"request": 1, "response": 1}));
+    // Kept response headers that arrive in the trailers are kept too.
+    assert_eq!(r.response_headers["grpc-status"], "3");
+    assert_eq!(r.response_headers["content-type"], "application/grpc");
 }
 
 #[tokio::test]

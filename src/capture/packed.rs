@@ -29,12 +29,15 @@ pub(super) enum Part {
     GrpcStatus,
     GrpcMessage,
     RequestHeaders,
+    /// The kept response headers.
     ResponseHeaders,
+    /// The kept response headers that the trailers carry (they win).
+    ResponseTrailers,
     RequestBody,
     ResponseBody,
 }
 
-const PARTS: usize = 9;
+const PARTS: usize = 10;
 
 /// What a tap saw, without its bytes (which are in the buffer).
 #[derive(Debug, Default, Clone, Copy)]
@@ -99,15 +102,36 @@ impl Packer {
     /// (1: sensitive), the name's length (`u16`) and name, and the value's
     /// length (`u32`) and value; lengths little-endian.
     pub(super) fn headers(&mut self, part: Part, map: &HeaderMap) {
+        self.entries_of(part, map.iter());
+    }
+
+    /// The values of `map` named in `keep`, as a header map.
+    pub(super) fn kept_headers(&mut self, part: Part, map: &HeaderMap, keep: &[HeaderName]) {
+        self.entries_of(
+            part,
+            keep.iter()
+                .flat_map(|name| map.get_all(name).iter().map(move |v| (name, v))),
+        );
+    }
+
+    pub(super) fn entries_of<'a>(
+        &mut self,
+        part: Part,
+        entries: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    ) {
         self.part(part, |out| {
-            out.extend_from_slice(&(map.len() as u32).to_le_bytes());
-            for (name, value) in map {
+            let count_at = out.len();
+            out.extend_from_slice(&0u32.to_le_bytes());
+            let mut count = 0u32;
+            for (name, value) in entries {
                 out.push(u8::from(value.is_sensitive()));
                 out.extend_from_slice(&(name.as_str().len() as u16).to_le_bytes());
                 out.extend_from_slice(name.as_str().as_bytes());
                 out.extend_from_slice(&(value.len() as u32).to_le_bytes());
                 out.extend_from_slice(value.as_bytes());
+                count += 1;
             }
+            out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
         });
     }
 
