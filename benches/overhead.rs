@@ -19,8 +19,10 @@
 //!   server without / with the layer (client, server and writer on one thread).
 //!
 //! Every iteration yields to the runtime once, so the writer gets its turns.
-//! Before anything is measured, each HTTP variant runs for 2 s, in turn, so all
-//! are measured in the same process state rather than the first in a fresh heap.
+//! Each variant is measured in fresh processes of its own, three rounds of all
+//! variants (see `main`): none is measured in the heap another one left, and the
+//! report takes the median of the three. A full run takes about six minutes;
+//! `TOWER_USAGE_OVERHEAD_RUNS=1` makes it one round.
 //! After the run the bench prints each median and its ratio to `bare` (and to
 //! `grpc_bare`):
 //!
@@ -40,7 +42,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::Router;
-use criterion::{criterion_group, Criterion};
+use criterion::Criterion;
 use http::Request;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -55,128 +57,130 @@ async fn call(app: &Router, body: &bytes::Bytes) {
     tokio::task::yield_now().await;
 }
 
-fn overhead(c: &mut Criterion) {
+/// The variants, in report order; each is measured in a process of its own.
+const VARIANTS: &[&str] = &[
+    "bare",
+    "usage_layer",
+    "usage_null_sink",
+    "trace_layer",
+    "grpc_bare",
+    "grpc_usage_layer",
+    "grpc_usage_null_sink",
+    "grpc_loopback_bare",
+    "grpc_loopback_usage_layer",
+];
+
+/// The environment variable naming the variant a child process measures.
+const VARIANT_ENV: &str = "TOWER_USAGE_OVERHEAD_VARIANT";
+
+/// A layer over `sink` whose writer runs on `rt`, and its handle.
+fn layered<S: tower_usage::UsageSink + 'static>(
+    rt: &tokio::runtime::Runtime,
+    sink: S,
+) -> (UsageLayer<S>, tower_usage::UsageHandle) {
+    rt.block_on(async {
+        let layer = UsageLayer::new(sink);
+        let handle = layer.handle();
+        (layer, handle)
+    })
+}
+
+/// Measures one variant.
+fn overhead(c: &mut Criterion, variant: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let body = bytes::Bytes::from(payload());
+    let frame = grpc_frame();
     let mut group = c.benchmark_group("overhead");
     group.measurement_time(Duration::from_secs(5));
 
-    let bare = router();
-    let (with_usage, handle) = rt.block_on(async {
-        let layer = UsageLayer::new(MemorySink::new());
-        let handle = layer.handle();
-        (router().layer(layer), handle)
-    });
-    let (with_null, null_handle) = rt.block_on(async {
-        let layer = UsageLayer::new(NullSink);
-        let handle = layer.handle();
-        (router().layer(layer), handle)
-    });
-    let subscriber = tracing::Dispatch::new(
-        tracing_subscriber::fmt()
-            .with_writer(std::io::sink)
-            .with_max_level(tracing::Level::INFO)
-            .finish(),
-    );
-    let with_trace = router().layer(
-        tower_http::trace::TraceLayer::new_for_http()
-            .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO))
-            .on_request(tower_http::trace::DefaultOnRequest::new().level(tracing::Level::INFO))
-            .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
-    );
+    // The check that the writer kept up.
+    let kept_up = |handle: tower_usage::UsageHandle| {
+        rt.block_on(handle.flush());
+        let stats = handle.stats();
+        eprintln!("{variant} writer stats: {stats:?}");
+        assert_eq!(
+            stats.dropped, 0,
+            "the writer fell behind: the measurement is not fair"
+        );
+    };
 
-    // Every variant first runs unmeasured, in turn, so that each is measured in
-    // the same process state (glibc's free lists and heap layout after all four
-    // workloads), not the first one alone in a fresh heap: measured after the
-    // others instead of first, the bare router itself is about 15% slower.
-    tracing::dispatcher::with_default(&subscriber, || {
-        rt.block_on(async {
-            for app in [&bare, &with_usage, &with_null, &with_trace] {
-                let until = std::time::Instant::now() + Duration::from_secs(2);
-                while std::time::Instant::now() < until {
-                    call(app, &body).await;
-                }
-            }
-        })
-    });
-
-    group.bench_function("bare", |b| b.to_async(&rt).iter(|| call(&bare, &body)));
-    group.bench_function("usage_layer", |b| {
-        b.to_async(&rt).iter(|| call(&with_usage, &body))
-    });
-    rt.block_on(handle.flush());
-    let stats = handle.stats();
-    eprintln!("usage_layer writer stats: {stats:?}");
-    assert_eq!(
-        stats.dropped, 0,
-        "the writer fell behind: the measurement is not fair"
-    );
-
-    group.bench_function("usage_null_sink", |b| {
-        b.to_async(&rt).iter(|| call(&with_null, &body))
-    });
-    rt.block_on(null_handle.flush());
-    assert_eq!(null_handle.stats().dropped, 0);
-
-    let guard = tracing::dispatcher::set_default(&subscriber);
-    group.bench_function("trace_layer", |b| {
-        b.to_async(&rt).iter(|| call(&with_trace, &body))
-    });
-    drop(guard);
-
-    let frame = grpc_frame();
-    let grpc_bare = tonic::service::Routes::new(echo::EchoServer).prepare();
-    group.bench_function("grpc_bare", |b| {
-        b.to_async(&rt)
-            .iter(|| call_grpc(grpc_bare.clone(), &frame))
-    });
-    let (grpc_layered, grpc_handle) = rt.block_on(async {
-        let layer = UsageLayer::new(MemorySink::new());
-        let handle = layer.handle();
-        let routes = tonic::service::Routes::new(echo::EchoServer).prepare();
-        (tower::Layer::layer(&layer, routes), handle)
-    });
-    group.bench_function("grpc_usage_layer", |b| {
-        b.to_async(&rt)
-            .iter(|| call_grpc(grpc_layered.clone(), &frame))
-    });
-    rt.block_on(grpc_handle.flush());
-    let stats = grpc_handle.stats();
-    eprintln!("grpc_usage_layer writer stats: {stats:?}");
-    assert_eq!(stats.dropped, 0, "the writer fell behind");
-
-    let (grpc_null, grpc_null_handle) = rt.block_on(async {
-        let layer = UsageLayer::new(NullSink);
-        let handle = layer.handle();
-        let routes = tonic::service::Routes::new(echo::EchoServer).prepare();
-        (tower::Layer::layer(&layer, routes), handle)
-    });
-    group.bench_function("grpc_usage_null_sink", |b| {
-        b.to_async(&rt)
-            .iter(|| call_grpc(grpc_null.clone(), &frame))
-    });
-    rt.block_on(grpc_null_handle.flush());
-    assert_eq!(grpc_null_handle.stats().dropped, 0);
-
-    // Over a real HTTP/2 connection on loopback, with tonic's client.
-    let (bare_client, layered_client, loop_handle) = rt.block_on(async {
-        let bare = serve_echo(None).await;
-        let layer = UsageLayer::new(MemorySink::new());
-        let handle = layer.handle();
-        let layered = serve_echo(Some(layer)).await;
-        (bare, layered, handle)
-    });
-    group.bench_function("grpc_loopback_bare", |b| {
-        b.to_async(&rt).iter(|| say(bare_client.clone()))
-    });
-    group.bench_function("grpc_loopback_usage_layer", |b| {
-        b.to_async(&rt).iter(|| say(layered_client.clone()))
-    });
-    rt.block_on(loop_handle.flush());
-    assert_eq!(loop_handle.stats().dropped, 0);
+    match variant {
+        "bare" => {
+            let app = router();
+            group.bench_function(variant, |b| b.to_async(&rt).iter(|| call(&app, &body)));
+        }
+        "usage_layer" => {
+            let (layer, handle) = layered(&rt, MemorySink::new());
+            let app = router().layer(layer);
+            group.bench_function(variant, |b| b.to_async(&rt).iter(|| call(&app, &body)));
+            kept_up(handle);
+        }
+        "usage_null_sink" => {
+            let (layer, handle) = layered(&rt, NullSink);
+            let app = router().layer(layer);
+            group.bench_function(variant, |b| b.to_async(&rt).iter(|| call(&app, &body)));
+            kept_up(handle);
+        }
+        "trace_layer" => {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(std::io::sink)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            let _guard = tracing::subscriber::set_default(subscriber);
+            let app = router().layer(
+                tower_http::trace::TraceLayer::new_for_http()
+                    .make_span_with(
+                        tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+                    )
+                    .on_request(
+                        tower_http::trace::DefaultOnRequest::new().level(tracing::Level::INFO),
+                    )
+                    .on_response(
+                        tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                    ),
+            );
+            group.bench_function(variant, |b| b.to_async(&rt).iter(|| call(&app, &body)));
+        }
+        "grpc_bare" => {
+            let routes = tonic::service::Routes::new(echo::EchoServer).prepare();
+            group.bench_function(variant, |b| {
+                b.to_async(&rt).iter(|| call_grpc(routes.clone(), &frame))
+            });
+        }
+        "grpc_usage_layer" => {
+            let (layer, handle) = layered(&rt, MemorySink::new());
+            let routes = tonic::service::Routes::new(echo::EchoServer).prepare();
+            let svc = tower::Layer::layer(&layer, routes);
+            group.bench_function(variant, |b| {
+                b.to_async(&rt).iter(|| call_grpc(svc.clone(), &frame))
+            });
+            kept_up(handle);
+        }
+        "grpc_usage_null_sink" => {
+            let (layer, handle) = layered(&rt, NullSink);
+            let routes = tonic::service::Routes::new(echo::EchoServer).prepare();
+            let svc = tower::Layer::layer(&layer, routes);
+            group.bench_function(variant, |b| {
+                b.to_async(&rt).iter(|| call_grpc(svc.clone(), &frame))
+            });
+            kept_up(handle);
+        }
+        // Over a real HTTP/2 connection on loopback, with tonic's client.
+        "grpc_loopback_bare" => {
+            let client = rt.block_on(serve_echo(None));
+            group.bench_function(variant, |b| b.to_async(&rt).iter(|| say(client.clone())));
+        }
+        "grpc_loopback_usage_layer" => {
+            let (layer, handle) = layered(&rt, MemorySink::new());
+            let client = rt.block_on(serve_echo(Some(layer)));
+            group.bench_function(variant, |b| b.to_async(&rt).iter(|| say(client.clone())));
+            kept_up(handle);
+        }
+        other => panic!("unknown variant {other:?}"),
+    }
     group.finish();
 }
 
@@ -258,46 +262,88 @@ where
     tokio::task::yield_now().await;
 }
 
-criterion_group!(benches, overhead);
+/// How many fresh processes measure each variant (`TOWER_USAGE_OVERHEAD_RUNS`
+/// overrides it); the report takes the median of their medians.
+const RUNS: usize = 3;
 
+/// Runs each variant in processes of its own (this binary again, told which by
+/// [`VARIANT_ENV`]), [`RUNS`] rounds of all variants, then prints each median
+/// and its ratio.
+///
+/// In one process, each variant would be measured in the heap the earlier ones
+/// left: glibc's free lists and layout after other workloads made the same bare
+/// router up to 15% slower or faster, depending on what ran before. And from one
+/// fresh process to the next (address-space layout, a shared machine) the same
+/// variant varies by up to 7%, hence several rounds, interleaved.
 fn main() {
-    benches();
-    Criterion::default().configure_from_args().final_summary();
-    report(
-        "overhead",
-        &["bare", "usage_layer", "usage_null_sink", "trace_layer"],
-    );
-    report(
-        "overhead",
-        &["grpc_bare", "grpc_usage_layer", "grpc_usage_null_sink"],
-    );
-    report(
-        "overhead",
-        &["grpc_loopback_bare", "grpc_loopback_usage_layer"],
-    );
-}
-
-/// Prints each benchmark's median and its ratio to the first one, from
-/// criterion's estimates of this run.
-fn report(group: &str, names: &[&str]) {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("criterion")
-        .join(group);
-    let median = |name: &str| -> Option<f64> {
-        let text =
-            std::fs::read_to_string(dir.join(name).join("new").join("estimates.json")).ok()?;
-        let v: Value = serde_json::from_str(&text).ok()?;
-        v["median"]["point_estimate"].as_f64()
-    };
-    let Some(base) = median(names[0]) else {
+    if let Ok(variant) = std::env::var(VARIANT_ENV) {
+        let mut c = Criterion::default().configure_from_args();
+        overhead(&mut c, &variant);
+        c.final_summary();
         return;
-    };
-    println!("\n{group}: median per request, ratio to {}", names[0]);
-    for name in names {
-        if let Some(m) = median(name) {
-            println!("  {name:<14} {:>9.2} us   {:.2}x", m / 1000.0, m / base);
+    }
+    let runs = std::env::var("TOWER_USAGE_OVERHEAD_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(RUNS)
+        .max(1);
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let mut medians: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+    for _ in 0..runs {
+        for (variant, found) in VARIANTS.iter().zip(&mut medians) {
+            let started = std::time::SystemTime::now();
+            let status = std::process::Command::new(&exe)
+                .args(std::env::args_os().skip(1))
+                .env(VARIANT_ENV, variant)
+                .status()
+                .expect("run the bench for one variant");
+            assert!(status.success(), "the {variant} bench failed: {status}");
+            // Nothing new when a filter left the variant out.
+            found.extend(median_of(variant, started));
         }
     }
+    let median = |name: &str| {
+        let i = VARIANTS.iter().position(|v| *v == name)?;
+        let mut m = medians[i].clone();
+        m.sort_by(f64::total_cmp);
+        Some((m.get(m.len() / 2).copied()?, medians[i].clone()))
+    };
+    for names in [
+        &["bare", "usage_layer", "usage_null_sink", "trace_layer"][..],
+        &["grpc_bare", "grpc_usage_layer", "grpc_usage_null_sink"],
+        &["grpc_loopback_bare", "grpc_loopback_usage_layer"],
+    ] {
+        let Some((base, _)) = median(names[0]) else {
+            continue;
+        };
+        println!("\noverhead: median per request, ratio to {}", names[0]);
+        for name in names {
+            if let Some((m, all)) = median(name) {
+                let all: Vec<String> = all.iter().map(|v| format!("{:.2}", v / 1000.0)).collect();
+                println!(
+                    "  {name:<26} {:>8.2} us   {:.2}x   (runs: {})",
+                    m / 1000.0,
+                    m / base,
+                    all.join(" ")
+                );
+            }
+        }
+    }
+}
+
+/// The median criterion estimated for `name` in a run that ended after
+/// `since`, in nanoseconds.
+fn median_of(name: &str, since: std::time::SystemTime) -> Option<f64> {
+    let path = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("criterion/overhead")
+        .join(name)
+        .join("new/estimates.json");
+    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if modified < since {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+    v["median"]["point_estimate"].as_f64()
 }

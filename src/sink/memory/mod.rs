@@ -224,10 +224,12 @@ impl MemorySink {
                 None => return Vec::new(),
             },
         };
+        // The keys come in order: each is looked for near the one before.
+        let mut near = None;
         let hits = keys
             .range(index_range(keys, &range, |key| key))
             .filter_map(|key| {
-                let at = state.all.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+                let at = find_near(&state.all, key, &mut near)?;
                 let (key, entry) = &state.all[at];
                 Some((key, entry))
             })
@@ -339,6 +341,56 @@ fn insert_sorted<T>(items: &mut VecDeque<T>, item: T, key: impl Fn(&T) -> &Key) 
         }
     }
     items.insert(at, item);
+}
+
+/// The position of `key` in `all`, searched for from `near` (the position found
+/// last, updated): outwards in doubling steps, then by bisection. A page for one
+/// consumer looks up keys in order, a few hundred records apart in a large sink,
+/// so this touches far fewer cache lines than a binary search over all records.
+fn find_near(all: &VecDeque<(Key, Entry)>, key: &Key, near: &mut Option<usize>) -> Option<usize> {
+    let n = all.len();
+    let (mut lo, mut hi) = (0, n);
+    if let Some(h) = near.filter(|&h| h < n) {
+        match all[h].0.cmp(key) {
+            std::cmp::Ordering::Equal => return Some(h),
+            std::cmp::Ordering::Less => {
+                let mut step = 1;
+                lo = h + 1;
+                loop {
+                    hi = h.saturating_add(1 + step).min(n);
+                    if hi == n || all[hi - 1].0 >= *key {
+                        break;
+                    }
+                    lo = hi;
+                    step *= 2;
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                let mut step = 1;
+                hi = h;
+                loop {
+                    lo = h.saturating_sub(step);
+                    if lo == 0 || all[lo].0 <= *key {
+                        break;
+                    }
+                    hi = lo;
+                    step *= 2;
+                }
+            }
+        }
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match all[mid].0.cmp(key) {
+            std::cmp::Ordering::Equal => {
+                *near = Some(mid);
+                return Some(mid);
+            }
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+        }
+    }
+    None
 }
 
 /// The positions in `items` (sorted by `key`) whose keys are within `bounds`.
@@ -482,6 +534,36 @@ mod tests {
             match page.next_cursor {
                 Some(c) => q.cursor = Some(c),
                 None => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn find_near_agrees_with_a_binary_search_from_any_hint() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for n in [0, 1, 2, 3, 10, 100, 1000] {
+            let all: VecDeque<(Key, Entry)> = (0..n)
+                .map(|i| {
+                    let key = (2 * i as i64, Id::new("x"));
+                    let entry = Entry {
+                        created_at: OffsetDateTime::UNIX_EPOCH,
+                        status: 200,
+                        blob: Vec::new(),
+                    };
+                    (key, entry)
+                })
+                .collect();
+            for _ in 0..200 {
+                // Present (even) and absent (odd) keys, below and past the ends.
+                let key = (rng.i64(-3..2 * n as i64 + 3), Id::new("x"));
+                let mut near = (rng.bool() && n > 0).then(|| rng.usize(..n + 1));
+                let want = all.binary_search_by(|(k, _)| k.cmp(&key)).ok();
+                assert_eq!(
+                    find_near(&all, &key, &mut near),
+                    want,
+                    "n {n}, key {}",
+                    key.0
+                );
             }
         }
     }
