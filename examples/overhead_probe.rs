@@ -50,7 +50,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 (router().layer(layer), Some(handle))
             }
             other => {
-                return Err(format!("unknown mode {other:?}: bare, identity, null or memory").into())
+                return Err(
+                    format!("unknown mode {other:?}: bare, identity, null or memory").into(),
+                )
             }
         };
         for _ in 0..n {

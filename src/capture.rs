@@ -1,10 +1,12 @@
 //! What the layer captures on the request path, and how a capture becomes a
 //! [`UsageRecord`] in the writer.
 //!
-//! On the request path the layer only clones what it must (method, URI, header
-//! map: reference-counted bytes) and keeps body frames as they came, up to the
-//! capture limit. Everything else (body concatenation, redaction, query
-//! and param parsing, ids) happens when the writer turns the capture into a record.
+//! On the request path the layer writes what it must keep (path, query, route,
+//! headers) into one buffer of its own (see `capture::packed`), keeps body frames by
+//! reference as they pass, up to the capture limit, and copies their prefix into
+//! that buffer when the exchange ends. Everything else (redaction, query and
+//! param parsing, the token hash, ids) happens when the writer turns the capture
+//! into a record.
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};

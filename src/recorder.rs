@@ -8,8 +8,8 @@
 //! a short, uncontended mutex push, never an `.await`. The writer task wakes every
 //! [`max_delay`](crate::UsageLayer::max_delay), or as soon as [`WAKE_AT`] (8)
 //! captures are waiting, takes everything queued, turns the captures into
-//! [`UsageRecord`]s (body concatenation, redaction, query and route-param
-//! parsing, ids: all off the request path) and hands them to
+//! [`UsageRecord`]s (redaction, query and route-param parsing, the token hash,
+//! ids: all off the request path) and hands them to
 //! [`UsageSink::record`] in batches of at most
 //! [`batch_size`](crate::UsageLayer::batch_size).
 //!
