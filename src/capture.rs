@@ -309,6 +309,14 @@ impl Pending {
         let request_tap = request_tap.as_ref().map(lock_tap);
         let response_tap = response.body.take();
         let mut packer = self.packer;
+        let kept = |tap: Option<&Tap>| tap.map_or(0, |t| t.kept);
+        // One exact growth, if the room made at the start is too small.
+        packer.reserve(
+            kept(request_tap.as_deref())
+                + kept(response_tap.as_ref())
+                + response.grpc_status.as_ref().map_or(0, HeaderValue::len)
+                + response.grpc_message.as_ref().map_or(0, HeaderValue::len),
+        );
         if let Some(v) = &response.grpc_status {
             packer.bytes(Part::GrpcStatus, v.as_bytes());
         }

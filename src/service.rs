@@ -96,9 +96,13 @@ where
                 Tap::new(config.request_limit).counting_messages(count_messages),
             ))
         });
+        // Room for the request body's prefix, from its announced length, but no
+        // more than 4 KiB before any of it arrived: a client announcing large
+        // bodies it never sends gets no large buffers.
         let body_hint = usize::try_from(body.size_hint().lower())
             .unwrap_or(usize::MAX)
-            .min(config.request_limit);
+            .min(config.request_limit)
+            .min(4096);
         let packer = Pending::packer(&parts.uri, route.as_deref(), &parts.headers, body_hint);
         let pending = Pending {
             started,

@@ -84,6 +84,11 @@ impl Packer {
         }
     }
 
+    /// Makes room for `additional` more bytes, exactly, if there is not enough.
+    pub(super) fn reserve(&mut self, additional: usize) {
+        self.out.reserve_exact(additional);
+    }
+
     fn part(&mut self, part: Part, write: impl FnOnce(&mut Vec<u8>)) {
         let start = self.out.len();
         write(&mut self.out);
