@@ -195,7 +195,10 @@ impl Packed {
             end: range.end,
         };
         let count = reader.u32().unwrap_or(0) as usize;
-        let mut map = HeaderMap::with_capacity(count.min(range.len()));
+        // `count` is of values; a map sized for that many names may be over
+        // `HeaderMap`'s limit (a name repeated 30,000 times is a valid map).
+        let mut map =
+            HeaderMap::try_with_capacity(count.min(range.len() / 8).min(64)).unwrap_or_default();
         for _ in 0..count {
             let Some((flags, name, value)) = reader.entry() else {
                 break;
@@ -204,7 +207,8 @@ impl Packed {
             let value = HeaderValue::from_maybe_shared(self.bytes.slice(value));
             if let (Ok(name), Ok(mut value)) = (name, value) {
                 value.set_sensitive(flags & 1 != 0);
-                map.append(name, value);
+                // Cannot fail for a map that held these values before.
+                let _ = map.try_append(name, value);
             }
         }
         map
@@ -261,6 +265,17 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_repeated_thirty_thousand_times_comes_back() {
+        let mut headers = HeaderMap::new();
+        for i in 0..30_000 {
+            headers.append("x-a", HeaderValue::from(i));
+        }
+        let mut packer = Packer::with_capacity(headers_len(&headers));
+        packer.headers(Part::RequestHeaders, &headers);
+        assert_eq!(packer.finish().headers(Part::RequestHeaders), headers);
+    }
 
     #[test]
     fn every_part_comes_back() {
