@@ -303,7 +303,31 @@ impl UsageHandle {
     }
 }
 
+/// Marks the writer stopped when its task ends, also by a panic (in a sink, say),
+/// so that `flush` and `shutdown` return instead of waiting for it forever.
+/// Holds a `Weak`, so the writer's check for being orphaned still counts the
+/// strong references alone.
+struct StopOnExit(std::sync::Weak<Shared>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        if std::thread::panicking() {
+            tracing::error!(
+                target: "tower_usage",
+                "the usage writer panicked: no more records are written (see stats().queued and dropped)"
+            );
+        }
+        shared.stopped.store(true, Ordering::Release);
+        // Wake any flush waiting on a writer that is gone.
+        shared.done.send_modify(|_| {});
+    }
+}
+
 async fn run_writer(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
+    let _stop = StopOnExit(Arc::downgrade(&shared));
     // Both buffers keep their capacity across rounds: a batch of records is
     // about 100 KB, and allocating one per round costs page faults.
     let mut spare: Vec<Finished> = Vec::new();
@@ -357,9 +381,6 @@ async fn run_writer(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
             shared.done.send_modify(|d| *d += n);
         }
     }
-    shared.stopped.store(true, Ordering::Release);
-    // Wake any flush waiting on a writer that is gone.
-    shared.done.send_modify(|_| {});
 }
 
 async fn write_with_retries(

@@ -518,3 +518,49 @@ fn layer_built_outside_a_runtime_starts_its_writer_lazily() {
     });
     assert_eq!(sink.all().len(), 1);
 }
+
+/// Panics in `record`, as a buggy sink might.
+struct PanickingSink;
+
+#[async_trait::async_trait]
+impl tower_usage::UsageSink for PanickingSink {
+    async fn record(
+        &self,
+        _batch: &[tower_usage::UsageRecord],
+    ) -> Result<(), tower_usage::SinkError> {
+        panic!("a buggy sink");
+    }
+
+    async fn query(
+        &self,
+        _query: &tower_usage::UsageQuery,
+    ) -> Result<tower_usage::UsagePage, tower_usage::SinkError> {
+        Ok(tower_usage::UsagePage::default())
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_sink_stops_the_writer_without_hanging_flush_or_requests() {
+    let layer = UsageLayer::new(PanickingSink).max_delay(Duration::from_millis(5));
+    let handle = layer.handle();
+    let app = Router::new()
+        .route("/ok", get(|| async { "ok" }))
+        .layer(layer);
+    let addr = serve(app).await;
+    let get_ok = || async {
+        let req = Request::get(format!("http://{addr}/ok"))
+            .body(full(""))
+            .unwrap();
+        assert_eq!(send(req).await.0, StatusCode::OK);
+    };
+    get_ok().await;
+    tokio::time::timeout(Duration::from_secs(5), handle.flush())
+        .await
+        .expect("flush returns once the writer is gone");
+    get_ok().await;
+    tokio::time::timeout(Duration::from_secs(5), handle.clone().shutdown())
+        .await
+        .expect("shutdown returns too");
+    let stats = handle.stats();
+    assert_eq!((stats.captured, stats.written), (2, 0), "{stats:?}");
+}
