@@ -1,5 +1,6 @@
 //! [`UsageLayer`]: the tower layer, and its configuration.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -132,7 +133,7 @@ impl<S> UsageLayer<S> {
     where
         F: Fn(RequestInfo<'_>) -> Option<String> + Send + Sync + 'static,
     {
-        self.config().route = Arc::new(route);
+        self.config().route = Arc::new(move |req| route(req).map(Cow::Owned));
         self
     }
 

@@ -17,24 +17,27 @@
 //! `*rest`. A capture may have a literal prefix or suffix inside its segment
 //! (`/files/{name}.json`). Param values are percent-decoded.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::HeaderMap;
 
 use crate::RequestInfo;
 
-pub(crate) type RouteFn = Arc<dyn Fn(RequestInfo<'_>) -> Option<String> + Send + Sync>;
+/// The route hook; the default borrows the template from the request.
+pub(crate) type RouteFn =
+    Arc<dyn for<'a> Fn(RequestInfo<'a>) -> Option<Cow<'a, str>> + Send + Sync>;
 
 pub(crate) fn default_route() -> RouteFn {
     Arc::new(|req: RequestInfo<'_>| {
         // gRPC first: tonic's routes are an axum router whose matched path is
         // `/pkg.Service/{*rest}`, less useful than the method path.
         if is_grpc(req.headers()) {
-            return Some(req.uri().path().to_owned());
+            return Some(Cow::Borrowed(req.uri().path()));
         }
         #[cfg(feature = "axum")]
         if let Some(matched) = req.extensions().get::<axum::extract::MatchedPath>() {
-            return Some(matched.as_str().to_owned());
+            return Some(Cow::Borrowed(matched.as_str()));
         }
         None
     })

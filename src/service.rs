@@ -87,23 +87,26 @@ where
         } else {
             config.identify.identify(info)
         };
+        let grpc = crate::params::is_grpc(req.headers());
+        let count_messages = grpc && crate::grpc::is_framed(req.headers());
+        // Room for the request body's prefix, from its announced length, but no
+        // more than 4 KiB before any of it arrived: a client announcing large
+        // bodies it never sends gets no large buffers.
+        let body_hint = usize::try_from(req.body().size_hint().lower())
+            .unwrap_or(usize::MAX)
+            .min(config.request_limit)
+            .min(4096);
+        // The route borrows from the request (the default hook allocates nothing)
+        // until it is packed.
         let route = (config.route)(info);
+        let packer = Pending::packer(req.uri(), route.as_deref(), req.headers(), body_hint);
+        drop(route);
         let (parts, body) = req.into_parts();
-        let grpc = crate::params::is_grpc(&parts.headers);
-        let count_messages = grpc && crate::grpc::is_framed(&parts.headers);
         let tap = (!body.is_end_stream()).then(|| {
             Arc::new(Mutex::new(
                 Tap::new(config.request_limit).counting_messages(count_messages),
             ))
         });
-        // Room for the request body's prefix, from its announced length, but no
-        // more than 4 KiB before any of it arrived: a client announcing large
-        // bodies it never sends gets no large buffers.
-        let body_hint = usize::try_from(body.size_hint().lower())
-            .unwrap_or(usize::MAX)
-            .min(config.request_limit)
-            .min(4096);
-        let packer = Pending::packer(&parts.uri, route.as_deref(), &parts.headers, body_hint);
         let pending = Pending {
             started,
             created,
