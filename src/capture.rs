@@ -167,7 +167,9 @@ impl Tap {
             Some(b) => b.slice(..take),
             None => copy_prefix(data, take),
         };
-        self.kept += take;
+        // `copy_prefix` may see fewer bytes than `take` (a `Buf` of more than
+        // 64 chunks): count what was kept.
+        self.kept += bytes.len();
         self.chunks.push(bytes);
     }
 
@@ -256,10 +258,12 @@ impl ResponseCapture {
     /// Notes `grpc-status` / `grpc-message` from response headers or trailers;
     /// later calls (trailers) win.
     pub(crate) fn note_grpc(&mut self, map: &HeaderMap) {
-        if let Some(v) = map.get("grpc-status") {
+        const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+        const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+        if let Some(v) = map.get(GRPC_STATUS) {
             self.grpc_status = Some(v.clone());
         }
-        if let Some(v) = map.get("grpc-message") {
+        if let Some(v) = map.get(GRPC_MESSAGE) {
             self.grpc_message = Some(v.clone());
         }
     }
@@ -429,7 +433,7 @@ impl Finished {
         request_body.bytes = redaction.body(request_body.bytes, &request_headers);
         response_body.bytes = redaction.body(response_body.bytes, &response_headers);
 
-        let params = crate::params::params_for(route.as_deref(), &path, &request_headers);
+        let params = crate::params::params_for(route.as_deref(), &path, grpc);
         let grpc = grpc.then(|| {
             let mut status = packed
                 .header_value(Part::GrpcStatus)

@@ -193,6 +193,10 @@ impl<S> UsageLayer<S> {
 
     /// How many finished captures may wait for the writer; past it they are
     /// dropped and counted. Default: 4096
+    ///
+    /// This and the other writer settings (`batch_size`, `max_delay`,
+    /// `max_retries`, `sink_timeout`) belong to the one writer that every clone
+    /// of a layer shares: set on a clone, they apply to all its clones.
     /// ([`DEFAULT_QUEUE_CAPACITY`](crate::recorder::DEFAULT_QUEUE_CAPACITY)).
     /// See [choosing the queue capacity](crate::recorder#choosing-the-queue-capacity).
     pub fn queue_capacity(self, capacity: usize) -> Self {

@@ -51,12 +51,8 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// The params of a request, given its route template.
-pub(crate) fn params_for(
-    route: Option<&str>,
-    path: &str,
-    headers: &HeaderMap,
-) -> Vec<(String, String)> {
-    if is_grpc(headers) {
+pub(crate) fn params_for(route: Option<&str>, path: &str, grpc: bool) -> Vec<(String, String)> {
+    if grpc {
         if let Some((service, method)) = grpc_method(path) {
             return vec![
                 ("service".to_owned(), service.to_owned()),
@@ -174,7 +170,11 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("content-type", "application/grpc+proto".parse().unwrap());
         assert_eq!(
-            params_for(Some("/pkg.Greeter/SayHello"), "/pkg.Greeter/SayHello", &h),
+            params_for(
+                Some("/pkg.Greeter/SayHello"),
+                "/pkg.Greeter/SayHello",
+                is_grpc(&h)
+            ),
             pairs(&[("service", "pkg.Greeter"), ("method", "SayHello")])
         );
     }
