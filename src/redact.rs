@@ -187,11 +187,13 @@ impl Redaction {
                         *existing = HeaderValue::from_static(REDACTED);
                         continue;
                     }
-                    let sep: &[u8] = if name == http::header::SET_COOKIE {
-                        b"\n"
-                    } else {
-                        b", "
-                    };
+                    if name == http::header::SET_COOKIE {
+                        // Cookies cannot be joined into one header value (the
+                        // wire joins them with a newline): keep each.
+                        out.append(name.clone(), value);
+                        continue;
+                    }
+                    let sep: &[u8] = b", ";
                     let mut joined = Vec::with_capacity(existing.len() + sep.len() + value.len());
                     joined.extend_from_slice(existing.as_bytes());
                     joined.extend_from_slice(sep);
@@ -560,6 +562,20 @@ mod tests {
         );
         let out = r.body(Bytes::from_static(b"user=a&password=p%40ss"), &h);
         assert_eq!(&out[..], b"user=a&password=%5BREDACTED%5D");
+    }
+
+    #[test]
+    fn set_cookie_values_are_kept_apart_when_not_redacted() {
+        let r = Redaction::new(vec![], vec![]);
+        let mut h = HeaderMap::new();
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        h.append("vary", HeaderValue::from_static("x"));
+        h.append("vary", HeaderValue::from_static("y"));
+        let out = r.headers(h);
+        let cookies: Vec<_> = out.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(out.get("vary").unwrap(), "x, y");
     }
 
     #[test]

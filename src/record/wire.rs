@@ -400,9 +400,18 @@ fn headers_from_wire(pairs: Vec<(String, String)>) -> Result<HeaderMap, String> 
     for (k, v) in pairs {
         let name = HeaderName::from_bytes(k.as_bytes())
             .map_err(|e| format!("invalid header name {k:?}: {e}"))?;
-        let value = HeaderValue::from_str(&v)
-            .map_err(|e| format!("invalid value for header {k:?}: {e}"))?;
-        map.append(name, value);
+        // Repeated `set-cookie` values are rendered joined by newlines, which
+        // no header value may hold: they come back as separate values.
+        let values = if name == http::header::SET_COOKIE {
+            v.split('\n').collect()
+        } else {
+            vec![v.as_str()]
+        };
+        for v in values {
+            let value = HeaderValue::from_str(v)
+                .map_err(|e| format!("invalid value for header {k:?}: {e}"))?;
+            map.append(name.clone(), value);
+        }
     }
     Ok(map)
 }
@@ -558,6 +567,10 @@ mod tests {
     fn round_trip_is_stable() {
         let mut r = sample();
         r.response = CapturedBody::truncated(vec![0xffu8, 1, 2], 100_000);
+        r.response_headers
+            .append("set-cookie", HeaderValue::from_static("a=1"));
+        r.response_headers
+            .append("set-cookie", HeaderValue::from_static("b=2"));
         r.grpc = Some(GrpcCall {
             status: Some(5),
             message: Some("not here".into()),
@@ -574,6 +587,9 @@ mod tests {
             "text/html, application/json"
         );
         assert_eq!(back.request.headers.get_all("accept").iter().count(), 1);
+        // Except cookies, which no single header value can hold.
+        let cookies: Vec<_> = back.response_headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
         assert_eq!(back.grpc, r.grpc);
         let v2 = serde_json::to_value(&back).unwrap();
         assert_eq!(v1, v2);
