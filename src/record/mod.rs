@@ -349,6 +349,21 @@ pub fn from_unix_millis(ms: i64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
+/// `t` rounded up to a whole millisecond: for timestamps kept to the
+/// millisecond, `created_at >= t` holds exactly when `created_at >=
+/// ceil_millis(t)`, and `created_at < t` when `created_at < ceil_millis(t)`.
+/// So a sink can compare bounds in milliseconds.
+pub(crate) fn ceil_millis(t: OffsetDateTime) -> i64 {
+    let nanos = t.unix_timestamp_nanos();
+    let ms = -((-nanos).div_euclid(1_000_000));
+    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// `t` rounded up to a whole millisecond, as a time (see [`ceil_millis`]).
+pub(crate) fn ceil_to_millis(t: OffsetDateTime) -> OffsetDateTime {
+    from_unix_millis(ceil_millis(t)).unwrap_or(t)
+}
+
 mod wire;
 
 use wire::RenderBody;

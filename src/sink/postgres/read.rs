@@ -50,12 +50,14 @@ pub(super) fn build(names: &Names, query: &UsageQuery) -> Result<Select, SinkErr
         }
         ConsumerScope::Anonymous => s.and("consumer IS NULL"),
     }
+    // Records are kept to the millisecond, timestamptz to the microsecond:
+    // bounds are rounded up to a millisecond, not down to a microsecond.
     if let Some(since) = query.since {
-        let p = s.bind(since);
+        let p = s.bind(crate::record::ceil_to_millis(since));
         s.and(&format!("created_at >= {p}"));
     }
     if let Some(until) = query.until {
-        let p = s.bind(until);
+        let p = s.bind(crate::record::ceil_to_millis(until));
         s.and(&format!("created_at < {p}"));
     }
     if let Some(method) = &query.method {

@@ -7,7 +7,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, Row};
 
 use super::schema::context;
-use crate::record::{from_unix_millis, unix_millis};
+use crate::record::{ceil_millis, from_unix_millis, unix_millis};
 use crate::sink::codec::{headers_from_json, headers_to_json, params_from_json, params_to_json};
 use crate::sink::{ConsumerScope, Order, PathFilter, Position, UsageQuery};
 use crate::{
@@ -101,15 +101,6 @@ pub(super) fn insert(
 
 fn saturating_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// The first millisecond at or after `t`, so that `created_at >= ceil(since)` and
-/// `created_at < ceil(until)` on whole milliseconds agree with
-/// [`UsageQuery::matches`] on exact instants.
-fn ceil_millis(t: time::OffsetDateTime) -> i64 {
-    let nanos = t.unix_timestamp_nanos();
-    let ms = -((-nanos).div_euclid(1_000_000));
-    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// Runs the page query: at most `query.limit + 1` matching records after `after`,

@@ -66,6 +66,18 @@ fn filter_cases() -> Vec<FilterCase> {
             UsageQuery { until: Some(until), ..q() },
             Box::new(move |r| r.created_at < until),
         ),
+        // Records are kept to the millisecond; a bound between two milliseconds
+        // must not be rounded down to the one before.
+        case(
+            format!("since {} + 0.5 µs (a record created at {0} is before it)", ts(since)),
+            UsageQuery { since: Some(since + time::Duration::nanoseconds(500)), ..q() },
+            Box::new(move |r| r.created_at > since),
+        ),
+        case(
+            format!("until {} + 0.5 µs (a record created at {0} is before it)", ts(until)),
+            UsageQuery { until: Some(until + time::Duration::nanoseconds(500)), ..q() },
+            Box::new(move |r| r.created_at <= until),
+        ),
         case(
             format!("since {} and until {}", ts(since), ts(until)),
             UsageQuery { since: Some(since), until: Some(until), ..q() },
