@@ -155,7 +155,6 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 pub struct UsageService<S> {
     sink: S,
     identify: IdentifyConsumer,
-    custom_identify: bool,
     admin: Option<Arc<AdminFn>>,
     query_timeout: Duration,
     grpc_json: Option<GrpcMessageJsonFn>,
@@ -168,7 +167,6 @@ impl<S: UsageSink + Clone> UsageService<S> {
         Self {
             sink,
             identify: IdentifyConsumer::bearer(),
-            custom_identify: false,
             admin: None,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             grpc_json: None,
@@ -182,7 +180,6 @@ impl<S: UsageSink + Clone> UsageService<S> {
     /// answered `401` unless the [admin policy](Self::admin) accepts it.
     pub fn identify_consumer(mut self, identify: IdentifyConsumer) -> Self {
         self.identify = identify;
-        self.custom_identify = true;
         self
     }
 
@@ -382,7 +379,7 @@ impl<S> UsageService<S> {
                 res
             }
             Refusal::Unauthorized => {
-                let message = if self.custom_identify {
+                let message = if !self.identify.is_bearer() {
                     "this request is not attributed to any consumer"
                 } else {
                     "missing or malformed bearer token: send `Authorization: Bearer <token>`"
