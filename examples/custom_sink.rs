@@ -77,10 +77,7 @@ impl UsageSink for BTreeSink {
             Order::Desc => Box::new(in_range.rev().filter(|r| query.matches(r))),
         };
         // One more than the limit tells `from_sorted` whether a next page exists.
-        let hits: Vec<UsageRecord> = matching
-            .take(query.limit.max(1).saturating_add(1))
-            .cloned()
-            .collect();
+        let hits: Vec<UsageRecord> = matching.take(query.fetch_limit()).cloned().collect();
         Ok(UsagePage::from_sorted(query, hits))
     }
 }

@@ -327,6 +327,18 @@ impl Position {
 const CURSOR_VERSION: &str = "1";
 
 impl UsageQuery {
+    /// How many hits a sink should look for: one more than the page (`limit`,
+    /// at least 1), so that [`UsagePage::from_sorted`] can tell whether another
+    /// page follows.
+    ///
+    /// ```
+    /// let query = tower_usage::UsageQuery { limit: 100, ..Default::default() };
+    /// assert_eq!(query.fetch_limit(), 101);
+    /// ```
+    pub fn fetch_limit(&self) -> usize {
+        self.limit.max(1).saturating_add(1)
+    }
+
     /// Whether a record passes the scope and every filter (the cursor aside).
     pub fn matches(&self, record: &UsageRecord) -> bool {
         self.consumer.contains(record.consumer.as_deref())

@@ -200,7 +200,7 @@ impl MemorySink {
         };
         // One more than the limit, so `UsagePage::from_sorted` can tell whether
         // another page follows.
-        let wanted = query.limit.max(1).saturating_add(1);
+        let wanted = query.fetch_limit();
         let decode = |(key, entry): (&Key, &Entry)| {
             let record = decode(key, entry);
             debug_assert!(query.matches(&record));

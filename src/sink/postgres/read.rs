@@ -93,7 +93,7 @@ pub(super) fn build(names: &Names, query: &UsageQuery) -> Result<Select, SinkErr
             "(created_at, id) {cmp} ({t}::timestamptz, {id}::text)"
         ));
     }
-    let limit = i64::try_from(query.limit.max(1).saturating_add(1)).unwrap_or(i64::MAX);
+    let limit = i64::try_from(query.fetch_limit()).unwrap_or(i64::MAX);
     let limit = s.bind(limit);
     s.sql.push_str(&format!(
         " ORDER BY created_at {dir}, id {dir} LIMIT {limit}"

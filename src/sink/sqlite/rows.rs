@@ -170,7 +170,7 @@ pub(super) fn select(
         args.push(Value::Text(pos.id.clone()));
     }
     let _ = write!(sql, " ORDER BY created_at {dir}, id {dir} LIMIT ?");
-    let fetch = query.limit.max(1).saturating_add(1);
+    let fetch = query.fetch_limit();
     args.push(Value::Integer(i64::try_from(fetch).unwrap_or(i64::MAX)));
 
     let mut stmt = conn.prepare_cached(&sql).map_err(&ctx)?;

@@ -187,7 +187,7 @@ pub(super) async fn limits<S: UsageSink>(sink: &S) -> Check {
     if page.next_cursor.is_some() {
         return Err(format!(
             "{what}: next_cursor is Some, but no record follows the page (it must be None \
-             when nothing follows: ask for limit + 1 records, see UsagePage::from_sorted)"
+             when nothing follows: ask for query.fetch_limit() records, see UsagePage::from_sorted)"
         ));
     }
 
