@@ -41,23 +41,24 @@ pub(crate) fn headers_from_json(value: &Value) -> Result<HeaderMap, SinkError> {
             Some([Value::String(n), v]) => (n, v),
             _ => return Err(corrupt("entry is not [name, value]")),
         };
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| corrupt("bad name"))?;
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| corrupt(&format!("bad name {name:?}: {e}")))?;
+        let bad = |why: &dyn std::fmt::Display| corrupt(&format!("bad value of {name:?}: {why}"));
         let value = match v {
-            Value::String(s) => HeaderValue::from_str(s),
+            Value::String(s) => HeaderValue::from_str(s).map_err(|e| bad(&e))?,
             Value::Object(o) => {
                 let b64 = o
                     .get("b64")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| corrupt("bad value"))?;
+                    .ok_or_else(|| bad(&"an object without a `b64` string"))?;
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(b64)
-                    .map_err(|_| corrupt("bad base64 value"))?;
-                HeaderValue::from_bytes(&bytes)
+                    .map_err(|e| bad(&e))?;
+                HeaderValue::from_bytes(&bytes).map_err(|e| bad(&e))?
             }
-            _ => return Err(corrupt("bad value")),
-        }
-        .map_err(|_| corrupt("bad value"))?;
-        map.append(name, value);
+            other => return Err(bad(&format!("neither a string nor an object: {other}"))),
+        };
+        map.append(header, value);
     }
     Ok(map)
 }
