@@ -713,3 +713,26 @@ async fn write_throughput() {
     }
     db.drop_schema().await;
 }
+
+#[tokio::test]
+async fn a_corrupt_row_is_a_corrupt_error_naming_the_record() {
+    let db = TestDb::new().await;
+    let sink = db.sink().await;
+    let r = rec(Some("a"), 1);
+    sink.record(std::slice::from_ref(&r)).await.unwrap();
+    db.admin
+        .execute(
+            &format!(
+                "UPDATE \"{}\".usage_records SET req_headers = '\"not an array\"'::jsonb",
+                db.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = sink.query(&UsageQuery::default()).await.unwrap_err();
+    assert_eq!(err.kind(), SinkErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains(&r.id), "{err}");
+    assert!(err.to_string().contains("not an array"), "{err}");
+    db.drop_schema().await;
+}

@@ -117,7 +117,16 @@ pub(super) async fn page(
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect();
     let rows = client.query(&stmt, &params).await.map_err(error::pg)?;
-    let hits = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+    let hits = rows
+        .iter()
+        .map(|row| {
+            // Which record could not be read, when its id can be.
+            record(row).map_err(|e| match row.try_get::<_, String>(0) {
+                Ok(id) => e.with_context(format_args!("record {id}")),
+                Err(_) => e,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(UsagePage::from_sorted(query, hits))
 }
 
