@@ -326,25 +326,50 @@ pub fn format_timestamp(t: OffsetDateTime) -> String {
 }
 
 /// Parses any RFC 3339 timestamp into UTC.
+///
+/// ```
+/// let t = tower_usage::record::parse_timestamp("2023-01-11T09:07:39.839+01:00").unwrap();
+/// assert_eq!(t, time::macros::datetime!(2023-01-11 08:07:39.839 UTC));
+/// assert!(tower_usage::record::parse_timestamp("yesterday").is_err());
+/// ```
 pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, time::error::Parse> {
     OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map(|t| t.to_offset(time::UtcOffset::UTC))
 }
 
 /// Cuts a timestamp to whole milliseconds, in UTC.
+///
+/// ```
+/// let t = time::macros::datetime!(2023-01-11 08:07:39.839_999 UTC);
+/// let cut = tower_usage::record::truncate_to_millis(t);
+/// assert_eq!(cut, time::macros::datetime!(2023-01-11 08:07:39.839 UTC));
+/// ```
 pub fn truncate_to_millis(t: OffsetDateTime) -> OffsetDateTime {
     let t = t.to_offset(time::UtcOffset::UTC);
-    let millis = t.millisecond();
-    t.replace_nanosecond(u32::from(millis) * 1_000_000)
-        .unwrap_or(t)
+    t.replace_millisecond(t.millisecond()).unwrap_or(t)
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, rounded down (also before 1970).
+///
+/// ```
+/// use tower_usage::record::{from_unix_millis, unix_millis};
+/// let t = time::macros::datetime!(2023-01-11 08:07:39.839 UTC);
+/// assert_eq!(unix_millis(t), 1_673_424_459_839);
+/// assert_eq!(from_unix_millis(unix_millis(t)), Some(t));
+/// assert_eq!(unix_millis(time::macros::datetime!(1969-12-31 23:59:59.9995 UTC)), -1);
+/// ```
 pub fn unix_millis(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
+    let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
+    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// The timestamp `ms` milliseconds after the Unix epoch, if representable.
+///
+/// ```
+/// let t = tower_usage::record::from_unix_millis(0).unwrap();
+/// assert_eq!(t, time::OffsetDateTime::UNIX_EPOCH);
+/// assert_eq!(tower_usage::record::from_unix_millis(i64::MAX), None);
+/// ```
 pub fn from_unix_millis(ms: i64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
