@@ -45,7 +45,6 @@ pub(super) fn pg(err: tokio_postgres::Error) -> SinkError {
     let code = err.code().cloned();
     let closed = err.is_closed();
     let io = err.source().is_some_and(|s| s.is::<std::io::Error>());
-    let from_sql = err.to_string().starts_with("error deserializing");
     let err = PgError(err);
     if let Some(code) = code {
         let class = &code.code()[..2.min(code.code().len())];
@@ -66,12 +65,16 @@ pub(super) fn pg(err: tokio_postgres::Error) -> SinkError {
     }
     if closed || io {
         SinkError::unavailable(err)
-    } else if from_sql {
-        SinkError::with_kind(SinkErrorKind::Corrupt, err)
     } else {
         // Conversion, protocol and configuration errors: retrying will not help.
         SinkError::new(err).permanent()
     }
+}
+
+/// A stored value that cannot be read as its column's type (from `Row::try_get`):
+/// corrupt data, not a failure of the server.
+pub(super) fn column(err: tokio_postgres::Error) -> SinkError {
+    SinkError::with_kind(SinkErrorKind::Corrupt, PgError(err))
 }
 
 /// Classifies a failure to get a connection from the pool.

@@ -95,7 +95,7 @@ pub(super) async fn migrate(client: &mut Client, n: &Names) -> Result<(), SinkEr
     let current: i32 = match row {
         None => 0,
         Some(row) => {
-            let value: String = row.try_get(0).map_err(error::pg)?;
+            let value: String = row.try_get(0).map_err(error::column)?;
             value.trim().parse().map_err(|_| {
                 SinkError::message(
                     SinkErrorKind::Corrupt,

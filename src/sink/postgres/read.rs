@@ -148,7 +148,7 @@ fn body(bytes: Vec<u8>, size: i64, truncated: bool, what: &str) -> Result<Captur
 
 /// A row, in [`COLUMNS`](super::names::COLUMNS) order, back into a record.
 fn record(row: &Row) -> Result<UsageRecord, SinkError> {
-    let get_err = error::pg;
+    let get_err = error::column;
     let status: i32 = row.try_get(6).map_err(get_err)?;
     let outcome: String = row.try_get(8).map_err(get_err)?;
     let params: Value = row.try_get(10).map_err(get_err)?;
