@@ -8,7 +8,17 @@ use std::fmt;
 ///
 /// The writer retries [temporary](SinkError::is_temporary) failures; `GET /usage`
 /// answers `400` for [`InvalidCursor`](SinkErrorKind::InvalidCursor) and
-/// [`InvalidQuery`](SinkErrorKind::InvalidQuery) and `503` for everything else.
+/// [`InvalidQuery`](SinkErrorKind::InvalidQuery) (the client's fault) and `503`
+/// for everything else, [`Config`](SinkErrorKind::Config) included (the
+/// operator's fault, which a client cannot fix).
+///
+/// | kind | temporary by default | `GET /usage` answers |
+/// |---|---|---|
+/// | `Unavailable` | yes | `503` |
+/// | `InvalidCursor`, `InvalidQuery` | no | `400` |
+/// | `Config` | no | `503` |
+/// | `Corrupt` | no | `503` |
+/// | `Other` | yes | `503` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SinkErrorKind {
@@ -19,10 +29,17 @@ pub enum SinkErrorKind {
     InvalidCursor,
     /// The query asks for something the sink cannot answer. Permanent; the client's fault.
     InvalidQuery,
+    /// The sink is set up wrong: an invalid table or schema name, a bad
+    /// connection string, an option out of range. Permanent; the operator's
+    /// fault, never the client's.
+    Config,
     /// The stored data cannot be read: a corrupt file, or a schema newer than this
     /// crate understands. Permanent.
     Corrupt,
-    /// Anything else. Temporary unless marked [`permanent`](SinkError::permanent).
+    /// Anything else: what [`SinkError::new`] makes. **Temporary** unless
+    /// marked [`permanent`](SinkError::permanent): for an error it cannot
+    /// classify, the writer would rather retry (and keep the batch) than drop
+    /// it at once.
     Other,
 }
 
@@ -32,6 +49,7 @@ impl SinkErrorKind {
             Self::Unavailable => "sink unavailable",
             Self::InvalidCursor => "invalid cursor",
             Self::InvalidQuery => "invalid query",
+            Self::Config => "sink misconfigured",
             Self::Corrupt => "corrupt sink data",
             Self::Other => "sink error",
         }
@@ -73,8 +91,14 @@ pub struct SinkError {
 }
 
 impl SinkError {
-    /// Wraps any error as a temporary [`SinkErrorKind::Other`] failure; its
-    /// `Display` becomes the message and the error itself the `source()`.
+    /// Wraps any error as a [`SinkErrorKind::Other`] failure; its `Display`
+    /// becomes the message and the error itself the `source()`.
+    ///
+    /// The error is **temporary**: the writer retries the batch (see
+    /// [`UsageLayer::max_retries`](crate::UsageLayer::max_retries)). Call
+    /// [`permanent`](Self::permanent) when a retry cannot help (a value the
+    /// storage rejects), or use [`with_kind`](Self::with_kind) with a kind
+    /// that says what happened.
     pub fn new<E>(err: E) -> Self
     where
         E: StdError + Send + Sync + 'static,
@@ -116,6 +140,13 @@ impl SinkError {
     /// A [`SinkErrorKind::InvalidCursor`] error; `GET /usage` answers it with `400`.
     pub fn invalid_cursor(message: impl Into<Cow<'static, str>>) -> Self {
         Self::message(SinkErrorKind::InvalidCursor, message)
+    }
+
+    /// A permanent [`SinkErrorKind::Config`] error: the sink is set up wrong
+    /// (an invalid table name, say). `GET /usage` answers it with `503`, not
+    /// `400`: the client cannot fix it.
+    pub fn config(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::message(SinkErrorKind::Config, message)
     }
 
     /// A [`SinkErrorKind::InvalidQuery`] error; `GET /usage` answers it with `400`.
@@ -194,6 +225,8 @@ mod tests {
     fn kinds_decide_temporariness() {
         assert!(SinkError::message(SinkErrorKind::Unavailable, "down").is_temporary());
         assert!(!SinkError::invalid_query("no").is_temporary());
+        assert!(!SinkError::config("bad table name").is_temporary());
+        assert!(SinkError::new(std::fmt::Error).is_temporary());
         assert!(!SinkError::message(SinkErrorKind::Corrupt, "bad").is_temporary());
         let e = SinkError::new(std::fmt::Error).permanent();
         assert!(!e.is_temporary());

@@ -337,13 +337,13 @@ async fn invalid_identifiers_are_rejected() {
             .connect(&url())
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), SinkErrorKind::InvalidQuery, "table {bad:?}");
+        assert_eq!(err.kind(), SinkErrorKind::Config, "table {bad:?}");
         assert!(err.to_string().contains("table name"), "{err}");
         let err = PostgresSink::builder()
             .schema(bad)
             .from_pool(pool.clone())
             .unwrap_err();
-        assert_eq!(err.kind(), SinkErrorKind::InvalidQuery, "schema {bad:?}");
+        assert_eq!(err.kind(), SinkErrorKind::Config, "schema {bad:?}");
     }
     // Quoting keeps names case-sensitive and accepts the full 63 bytes.
     let db = TestDb::new().await;

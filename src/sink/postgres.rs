@@ -464,7 +464,7 @@ impl UsageSink for PostgresSink {
 ///
 /// Names are checked when the sink is built: a schema or table name must match
 /// `^[A-Za-z_][A-Za-z0-9_]{0,62}$`, or building fails with
-/// [`InvalidQuery`](crate::SinkErrorKind::InvalidQuery). Names are always quoted,
+/// [`Config`](crate::SinkErrorKind::Config). Names are always quoted,
 /// so they are case-sensitive.
 #[derive(Debug, Clone)]
 pub struct PostgresSinkBuilder {

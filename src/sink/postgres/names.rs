@@ -20,7 +20,7 @@ pub(super) fn validate_ident(what: &str, name: &str) -> Result<(), SinkError> {
     if ok {
         Ok(())
     } else {
-        Err(SinkError::invalid_query(format!(
+        Err(SinkError::config(format!(
             "invalid PostgreSQL {what} name {name:?}: expected 1 to 63 ASCII letters, \
              digits or underscores, not starting with a digit"
         )))
@@ -127,7 +127,7 @@ mod tests {
             &"x".repeat(64),
         ] {
             let err = validate_ident("table", bad).unwrap_err();
-            assert_eq!(err.kind(), crate::SinkErrorKind::InvalidQuery, "{bad:?}");
+            assert_eq!(err.kind(), crate::SinkErrorKind::Config, "{bad:?}");
         }
     }
 
