@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 
 use crate::body::{Recording, ResponseBody};
 use crate::capture::{Pending, ResponseCapture, Tap};
-use crate::handler::ServedByUsageService;
+use crate::marker::ServedByUsageService;
 use crate::record::Outcome;
 
 /// Status recorded when the response future is dropped before the inner service

@@ -19,6 +19,7 @@ use tower_service::Service;
 
 use crate::consumer::{IdentifyConsumer, RequestInfo};
 use crate::error::{SinkError, SinkErrorKind};
+use crate::marker::ServedByUsageService;
 use crate::grpc::{GrpcDirection, GrpcMessageJson, GrpcMessageJsonFn};
 use crate::record::RecordView;
 use crate::sink::{ConsumerScope, UsagePage, UsageQuery, UsageSink};
@@ -31,10 +32,6 @@ mod params;
 /// The body of every [`UsageService`] response: the whole JSON document at once.
 pub type UsageResponseBody = http_body_util::Full<Bytes>;
 
-/// Marks a response as served by [`UsageService`], so that the capture layer
-/// does not record calls to the usage endpoint.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ServedByUsageService;
 
 /// The default of [`UsageService::query_timeout`].
 const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -81,6 +81,7 @@ pub mod future;
 pub mod grpc;
 pub mod handler;
 mod layer;
+mod marker;
 pub mod params;
 pub mod record;
 pub mod recorder;
