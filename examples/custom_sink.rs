@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
-use tower_usage::record::unix_millis;
 use tower_usage::sink::Order;
 use tower_usage::testing::{run_all, CHECKS};
 use tower_usage::{SinkError, SinkErrorKind, UsagePage, UsageQuery, UsageRecord, UsageSink};
@@ -46,7 +45,7 @@ impl UsageSink for BTreeSink {
         let mut state = self.lock()?;
         for record in batch {
             if state.ids.insert(record.id.clone()) {
-                let key = (unix_millis(record.created_at), record.id.clone());
+                let key = (record.created_at_ms(), record.id.clone());
                 state.records.insert(key, record.clone());
             }
         }

@@ -17,21 +17,20 @@ use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use tower_service::Service;
 
-use crate::consumer::{IdentifyConsumer, RequestInfo};
 use crate::error::{SinkError, SinkErrorKind};
 use crate::marker::ServedByUsageService;
-use crate::grpc::{GrpcDirection, GrpcMessageJson, GrpcMessageJsonFn};
 use crate::record::RecordView;
+use crate::record::{GrpcDirection, GrpcMessageJson, GrpcMessageJsonFn};
 use crate::sink::{ConsumerScope, UsagePage, UsageQuery, UsageSink};
 #[cfg(doc)]
 use crate::sink::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::UsageRecord;
+use crate::{IdentifyConsumer, RequestInfo};
 
 mod params;
 
 /// The body of every [`UsageService`] response: the whole JSON document at once.
 pub type UsageResponseBody = http_body_util::Full<Bytes>;
-
 
 /// The default of [`UsageService::query_timeout`].
 const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -213,7 +212,7 @@ impl<S: UsageSink + Clone> UsageService<S> {
     /// (`/pkg.Service/Method`), the direction, and the bytes of each whole,
     /// uncompressed message, and returns its JSON, or `None` to leave it as
     /// base64. The JSON is added beside the base64 `data`, as `"json"`; see
-    /// [`grpc`](crate::grpc#bodies) for the shape of a gRPC body.
+    /// the crate docs on [gRPC](crate#grpc) for the shape of a gRPC body.
     ///
     /// Default: none; messages are base64 only. The hook runs when a page is
     /// served, so records stay raw in every sink. Its output is shown as it is:
@@ -224,7 +223,7 @@ impl<S: UsageSink + Clone> UsageService<S> {
     /// next to `prost::Message`):
     ///
     /// ```
-    /// use tower_usage::grpc::GrpcDirection;
+    /// use tower_usage::GrpcDirection;
     /// use tower_usage::{MemorySink, UsageService};
     ///
     /// #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]

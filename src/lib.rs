@@ -33,9 +33,9 @@
 //! |---|---|
 //! | `consumer` | [`IdentifyConsumer`]: by default a hash of the bearer token (the token is never stored) |
 //! | `method`, `path` | the request line; `path` without the query string |
-//! | `route`, `request.params` | the route template ([`params`]) and the params matched from it |
+//! | `route`, `request.params` | the route template ([`default_route`]) and the params matched from it |
 //! | `request.query` | the query string, parsed; repeated keys become arrays |
-//! | `request.headers` | every header, names lower-case, repeats joined, secrets [redacted](redact) |
+//! | `request.headers` | every header, names lower-case, repeats joined, secrets [redacted](middleware#redaction) |
 //! | `request.body`, `response` | the first [`max_body_bytes`](UsageLayer::max_body_bytes) of each body, with its size and a `truncated` flag |
 //! | `responseHeaders` | [`keep_response_headers`](UsageLayer::keep_response_headers) |
 //! | `status`, `outcome` | the response status; how the exchange ended ([`Outcome`]) |
@@ -43,7 +43,8 @@
 //!
 //! Bodies are teed, never buffered: frames pass through as they come, and the
 //! copy stops at the limit. All parsing, rendering and redaction happens in the
-//! background writer ([`recorder`]), not on the request path.
+//! background writer ([how records flow](middleware#how-records-flow)), not on
+//! the request path.
 //!
 //! # Where to put the layer
 //!
@@ -61,7 +62,7 @@
 //!
 //! gRPC needs no other layer: the same `UsageLayer` goes on tonic's
 //! `Server::builder().layer(...)` and records status, messages and counts; see
-//! [`grpc`] (also for serving `/usage` next to a tonic server).
+//! [gRPC](#grpc) below (also for serving `/usage` next to a tonic server).
 //!
 //! Put the layer *inside* authentication layers that insert the consumer into the
 //! request extensions (so [`IdentifyConsumer`] can see it), and *outside*
@@ -69,41 +70,63 @@
 //!
 //! # When a record is emitted
 //!
-//! Exactly once per request; see [`body`](crate::body#when-the-record-is-emitted).
-//! Calls to [`UsageService`] are not recorded.
+//! Exactly once per request; see
+//! [`middleware`](crate::middleware#when-the-record-is-emitted). Calls to
+//! [`UsageService`] are not recorded.
+//!
+//! # The map
+//!
+//! The source follows one request, folder by folder, from the layer to a row and
+//! back out of `/usage`; dependencies point one way, down this list's arrows:
+//!
+//! | where | what |
+//! |---|---|
+//! | `hooks.rs` | [`RequestInfo`], [`IdentifyConsumer`], the route and skip hooks; the request's protocol, decided once |
+//! | `middleware/` | [`UsageLayer`] → [`middleware::Usage`] → its future and bodies: tees the exchange, packs it, hands it to the queue |
+//! | `captured.rs` | the queued form of one exchange: one buffer (a leaf between the middleware and the writer) |
+//! | `writer/` | the bounded queue, the worker (batches, retries, timeouts; [`UsageLayer::pair`]), [`UsageHandle`]; assembles each record |
+//! | `record/` | [`UsageRecord`] and its parts; redaction, route params, gRPC framing, time, the wire form (`wire/`): pure functions over the data |
+//! | `codec/` | the header-map encodings the sinks share |
+//! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/` |
+//! | `endpoint/` | [`UsageService`]: `GET /usage`, parameters straight into a [`UsageQuery`], responses |
+//! | `marker.rs` | how the endpoint tells the middleware "do not record me" |
+//! | `testing/` | the sink conformance kit (feature `testing`) |
+//!
+//! `middleware → captured, writer (queue), record, hooks, marker`;
+//! `writer → captured, record, sink`; `endpoint → sink, record, hooks, marker`;
+//! `sink → record, codec`; `record → hooks`. No module imports one above it.
+//!
+#![doc = include_str!("docs/grpc.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod body;
-pub mod capture;
-pub mod consumer;
+mod captured;
+
 mod error;
-pub mod future;
-pub mod grpc;
 pub mod handler;
-mod layer;
+mod hooks;
 mod marker;
-pub mod params;
-pub mod record;
-pub mod recorder;
-pub mod redact;
-pub mod service;
+pub mod middleware;
+mod record;
 pub mod sink;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+mod writer;
 
-pub use consumer::{IdentifyConsumer, RequestInfo};
 pub use error::{SinkError, SinkErrorKind};
 pub use handler::UsageService;
-pub use layer::UsageLayer;
-pub use record::{CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
-pub use recorder::{RecorderStats, UsageHandle};
+pub use hooks::{bearer_token, default_route, hash_token, IdentifyConsumer, RequestInfo};
+pub use middleware::UsageLayer;
+pub use record::{
+    CapturedBody, GrpcCall, GrpcDirection, GrpcMessage, Outcome, RecordedRequest, UsageRecord,
+};
 pub use sink::memory::MemorySink;
 #[cfg(feature = "postgres")]
 pub use sink::postgres::PostgresSink;
 #[cfg(feature = "sqlite")]
 pub use sink::sqlite::SqliteSink;
 pub use sink::{UsagePage, UsageQuery, UsageSink};
+pub use writer::{RecorderStats, UsageHandle, UsageWorker};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

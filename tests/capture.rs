@@ -76,7 +76,7 @@ async fn records_a_json_request_with_route_params_and_redaction() {
     assert_eq!(records.len(), 2, "one record per request");
     let post = records.iter().find(|r| r.method == "POST").unwrap();
     let get = records.iter().find(|r| r.method == "GET").unwrap();
-    let consumer = tower_usage::consumer::hash_token(TOKEN);
+    let consumer = tower_usage::hash_token(TOKEN);
     assert_eq!(post.consumer.as_deref(), Some(consumer.as_str()));
     assert_eq!(post.path, "/rest/v1/airdrop/");
     assert_eq!(post.route.as_deref(), Some("/rest/v1/airdrop/"));

@@ -114,7 +114,7 @@ async fn a_unary_call_is_recorded_with_route_params_status_and_messages() {
     assert_eq!(r.route.as_deref(), Some("/demo.Echo/Say"));
     assert_eq!(
         r.consumer.as_deref(),
-        Some(tower_usage::consumer::hash_token(TOKEN).as_str())
+        Some(tower_usage::hash_token(TOKEN).as_str())
     );
     let grpc = r.grpc.clone().unwrap();
     assert_eq!(grpc.status, Some(0));
@@ -399,7 +399,7 @@ async fn a_plain_hyper_service_speaking_grpc_is_recorded() {
     let layer = UsageLayer::new(sink.clone());
     let handle = layer.handle();
     let echo_frames = tower::service_fn(
-        |req: Request<tower_usage::body::RequestBody<Incoming>>| async move {
+        |req: Request<tower_usage::middleware::RequestBody<Incoming>>| async move {
             let frames = req.into_body().collect().await?.to_bytes();
             let mut trailers = http::HeaderMap::new();
             trailers.insert("grpc-status", http::HeaderValue::from_static("0"));

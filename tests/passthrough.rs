@@ -116,7 +116,7 @@ proptest! {
             let res_chunks2 = res_chunks.clone();
             let trailers2 = trailers.clone();
             let req_sizes: Vec<usize> = req_chunks.iter().map(Vec::len).collect();
-            let inner = tower::service_fn(move |req: Request<tower_usage::body::RequestBody<Frames>>| {
+            let inner = tower::service_fn(move |req: Request<tower_usage::middleware::RequestBody<Frames>>| {
                 let res_chunks = res_chunks2.clone();
                 let trailers = trailers2.clone();
                 let req_sizes = req_sizes.clone();
@@ -164,7 +164,7 @@ async fn end_of_stream_is_recorded_once_even_if_polled_again() {
     let layer = UsageLayer::new(sink.clone());
     let handle = layer.handle();
     let inner = tower::service_fn(
-        |_req: Request<tower_usage::body::RequestBody<Frames>>| async {
+        |_req: Request<tower_usage::middleware::RequestBody<Frames>>| async {
             Ok::<_, Infallible>(Response::new(Frames::new(
                 &[b"a".to_vec(), b"b".to_vec()],
                 None,

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use time::OffsetDateTime;
-use tower_usage::record::from_unix_millis;
 use tower_usage::sink::postgres::deadpool_postgres;
 use tower_usage::sink::{ConsumerScope, Order, PathFilter, StatusFilter, UsageQuery};
 use tower_usage::{
@@ -85,7 +84,8 @@ impl TestDb {
 }
 
 fn at(ms: i64) -> OffsetDateTime {
-    from_unix_millis(1_700_000_000_000 + ms).unwrap()
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(1_700_000_000_000 + ms) * 1_000_000)
+        .unwrap()
 }
 
 fn rec(consumer: Option<&str>, ms: i64) -> UsageRecord {

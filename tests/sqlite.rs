@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use time::OffsetDateTime;
-use tower_usage::record::{from_unix_millis, unix_millis};
 use tower_usage::sink::{ConsumerScope, Order, PathFilter, StatusFilter};
 use tower_usage::{
     CapturedBody, GrpcCall, Outcome, RecordedRequest, SinkErrorKind, SqliteSink, UsagePage,
@@ -15,7 +14,7 @@ use tower_usage::{
 };
 
 fn at(ms: i64) -> OffsetDateTime {
-    from_unix_millis(ms).expect("valid millis")
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).expect("valid millis")
 }
 
 fn simple(id: &str, consumer: Option<&str>, ms: i64) -> UsageRecord {
@@ -153,7 +152,7 @@ async fn every_field_round_trips_and_survives_reopening() {
         let anon = &got[1];
         assert_eq!(anon.id, anonymous.id);
         assert_eq!(anon.consumer, None);
-        assert_eq!(unix_millis(anon.created_at), 1_700_000_000_123);
+        assert_eq!(anon.created_at_ms(), 1_700_000_000_123);
         assert_eq!(
             UsageRecord {
                 created_at: anonymous.created_at,
@@ -434,7 +433,7 @@ async fn retention_keeps_at_most_max_rows_newest_records() {
 async fn retention_removes_records_older_than_max_age() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("usage.db");
-    let now = unix_millis(OffsetDateTime::now_utc());
+    let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let hour = 3_600_000;
     let old: Vec<UsageRecord> = (0..1_200)
         .map(|i| simple(&format!("01OLD{i:05}"), Some("c"), now - 2 * hour - i))

@@ -14,8 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use time::macros::datetime;
 use time::OffsetDateTime;
-use tower_usage::consumer::hash_token;
-use tower_usage::record::format_timestamp;
+use tower_usage::hash_token;
 use tower_usage::{
     CapturedBody, RequestInfo, SinkError, SinkErrorKind, UsagePage, UsageQuery, UsageRecord,
     UsageService, UsageSink,
@@ -270,7 +269,9 @@ fn expected_a(records: &[UsageRecord], keep: impl Fn(&UsageRecord) -> bool) -> V
 }
 
 fn ts(seconds: i64) -> String {
-    format_timestamp(BASE + time::Duration::seconds(seconds))
+    (BASE + time::Duration::seconds(seconds))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("an RFC 3339 timestamp")
 }
 
 fn admin_service(sink: VecSink) -> UsageService<VecSink> {

@@ -125,8 +125,8 @@ fn public_types_are_send_and_sync() {
     assert_send_sync::<tower_usage::UsageHandle>();
     assert_send_sync::<MemorySink>();
     assert_send_sync::<tower_usage::UsageRecord>();
-    assert_send_sync::<tower_usage::service::UsageCapture<Router>>();
-    assert_send::<tower_usage::body::ResponseBody<axum::body::Body>>();
-    assert_send::<tower_usage::body::RequestBody<axum::body::Body>>();
-    assert_send::<tower_usage::future::ResponseFuture<std::future::Ready<()>>>();
+    assert_send_sync::<tower_usage::middleware::Usage<Router>>();
+    assert_send::<tower_usage::middleware::ResponseBody<axum::body::Body>>();
+    assert_send::<tower_usage::middleware::RequestBody<axum::body::Body>>();
+    assert_send::<tower_usage::middleware::ResponseFuture<std::future::Ready<()>>>();
 }

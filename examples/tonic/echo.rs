@@ -31,7 +31,7 @@ use tonic::server::NamedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
-use tower_usage::grpc::GrpcDirection;
+use tower_usage::GrpcDirection;
 
 /// The service name, as in the method paths.
 pub const SERVICE: &str = "demo.Echo";

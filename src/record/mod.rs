@@ -1,34 +1,7 @@
-//! [`UsageRecord`], one captured request and its response, and its serde form: the
-//! `/usage` wire format.
-//!
-//! The record keeps what was captured as it came: bodies are the raw bytes (at most
-//! the capture limit), the query is the raw query string, headers are a
-//! [`HeaderMap`]. Rendering to JSON happens only when a record is serialized:
-//!
-//! | captured body                              | rendered as                                   |
-//! |--------------------------------------------|-----------------------------------------------|
-//! | empty                                      | `{}`                                          |
-//! | a JSON object or array                     | that JSON                                     |
-//! | other UTF-8 text (JSON scalars included)   | a JSON string                                 |
-//! | anything else                              | `{"encoding": "base64", "data": "..."}`       |
-//!
-//! Next to each body the record says how many bytes the body had in all
-//! (`bodySize` / `responseSize`) and, when the copy was cut at the capture limit,
-//! `bodyTruncated: true` / `responseTruncated: true` (absent otherwise). A truncated
-//! JSON body is no longer valid JSON, so it renders as a string.
-//!
-//! gRPC calls (a [`GrpcCall`] on the record, request `content-type:
-//! application/grpc...`) render each body as the list of its messages instead:
-//! `[{"compressed": false, "data": "<base64>"}, ...]`, a message cut by the
-//! capture limit with `"size": <its length>, "truncated": true`, and a `"json"`
-//! rendering of each message when [`UsageService::grpc_message_json`](crate::UsageService::grpc_message_json)
-//! is set; see [`grpc`](crate::grpc#bodies). The record's gRPC result is on the
-//! wire as `grpcStatus: {"code": 5, "name": "NOT_FOUND"}`, `grpcMessage` (percent-decoded)
-//! and `grpcMessages: {"request": 1, "response": 0}`.
-//!
-//! Deserializing the wire form gives back an equal record up to rendering: a
-//! rendered JSON body comes back as its compact serialization, and rendering the
-//! result again gives the same JSON.
+//! The record: [`UsageRecord`] and its parts, the data model every other
+//! module shares, and the pure functions over it (redaction, route params, gRPC
+//! framing, time, the wire form). A leaf below the middleware, the writer, the
+//! sinks and the endpoint: it imports none of them.
 
 use std::fmt;
 
@@ -40,7 +13,38 @@ use time::OffsetDateTime;
 /// One request and its response, as captured by [`UsageLayer`](crate::UsageLayer).
 ///
 /// Its serde form is the `/usage` wire format (camelCase field names, bodies
-/// rendered as described in the [module docs](self)).
+/// rendered as described below).
+///
+/// # Wire format
+///
+/// The record keeps what was captured as it came: bodies are the raw bytes (at most
+/// the capture limit), the query is the raw query string, headers are a
+/// [`HeaderMap`]. Rendering to JSON happens only when a record is serialized:
+///
+/// | captured body                              | rendered as                                   |
+/// |--------------------------------------------|-----------------------------------------------|
+/// | empty                                      | `{}`                                          |
+/// | a JSON object or array                     | that JSON                                     |
+/// | other UTF-8 text (JSON scalars included)   | a JSON string                                 |
+/// | anything else                              | `{"encoding": "base64", "data": "..."}`       |
+///
+/// Next to each body the record says how many bytes the body had in all
+/// (`bodySize` / `responseSize`) and, when the copy was cut at the capture limit,
+/// `bodyTruncated: true` / `responseTruncated: true` (absent otherwise). A truncated
+/// JSON body is no longer valid JSON, so it renders as a string.
+///
+/// gRPC calls (a [`GrpcCall`] on the record, request `content-type:
+/// application/grpc...`) render each body as the list of its messages instead:
+/// `[{"compressed": false, "data": "<base64>"}, ...]`, a message cut by the
+/// capture limit with `"size": <its length>, "truncated": true`, and a `"json"`
+/// rendering of each message when [`UsageService::grpc_message_json`](crate::UsageService::grpc_message_json)
+/// is set; see the crate docs on [gRPC](crate#grpc). The record's gRPC result is on the
+/// wire as `grpcStatus: {"code": 5, "name": "NOT_FOUND"}`, `grpcMessage` (percent-decoded)
+/// and `grpcMessages: {"request": 1, "response": 0}`.
+///
+/// Deserializing the wire form gives back an equal record up to rendering: a
+/// rendered JSON body comes back as its compact serialization, and rendering the
+/// result again gives the same JSON.
 ///
 /// # Example
 ///
@@ -99,6 +103,19 @@ pub struct UsageRecord {
 }
 
 impl UsageRecord {
+    /// [`created_at`](Self::created_at) in milliseconds since the Unix epoch
+    /// (rounded down, also before 1970): the key sinks sort and page by,
+    /// with [`id`](Self::id) to break ties.
+    ///
+    /// ```
+    /// let mut record = tower_usage::UsageRecord::default();
+    /// record.created_at = time::macros::datetime!(2023-01-11 08:07:39.839 UTC);
+    /// assert_eq!(record.created_at_ms(), 1_673_424_459_839);
+    /// ```
+    pub fn created_at_ms(&self) -> i64 {
+        unix_millis(self.created_at)
+    }
+
     /// A fresh id for a record created at `created_at`: a ULID (26 characters of
     /// Crockford base32) whose first 48 bits are the milliseconds since the Unix
     /// epoch and whose last 80 are random, so ids sort in time order and two
@@ -213,7 +230,28 @@ impl CapturedBody {
         self.bytes.is_empty()
     }
 
-    /// The body as `/usage` renders it (see the [module docs](self)).
+    /// The messages of a gRPC body (see the crate docs on [gRPC](crate#grpc)):
+    /// each with its compressed flag, the captured bytes and the length its
+    /// prefix announced; `None` when the bytes are not gRPC frames (a flag byte
+    /// other than 0 or 1). The last message may be cut short
+    /// ([`GrpcMessage::is_truncated`]); an incomplete 5-byte prefix at the very
+    /// end is dropped.
+    ///
+    /// ```
+    /// use tower_usage::CapturedBody;
+    ///
+    /// let body = CapturedBody::complete(vec![0, 0, 0, 0, 2, b'h', b'i', 1, 0, 0, 0, 9, b'x']);
+    /// let found = body.grpc_messages().unwrap();
+    /// assert_eq!(found.len(), 2);
+    /// assert_eq!(found[0].data, b"hi");
+    /// assert!(found[1].compressed && found[1].is_truncated());
+    /// assert!(CapturedBody::complete("{\"not\": \"grpc\"}").grpc_messages().is_none());
+    /// ```
+    pub fn grpc_messages(&self) -> Option<Vec<GrpcMessage<'_>>> {
+        grpc::messages(&self.bytes)
+    }
+
+    /// The body as `/usage` renders it (see [`UsageRecord`]).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(RenderBody(&self.bytes)).unwrap_or(serde_json::Value::Null)
     }
@@ -306,104 +344,21 @@ impl GrpcCall {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Timestamps
-
-const RFC3339_MILLIS: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
-    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-);
-
-/// Formats a timestamp as the wire does: RFC 3339, UTC, milliseconds, `Z`.
-///
-/// ```
-/// let t = time::macros::datetime!(2023-01-11 08:07:39.839 UTC);
-/// assert_eq!(tower_usage::record::format_timestamp(t), "2023-01-11T08:07:39.839Z");
-/// ```
-pub fn format_timestamp(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(RFC3339_MILLIS)
-        .unwrap_or_else(|_| String::from("invalid-timestamp"))
-}
-
-/// Parses any RFC 3339 timestamp into UTC.
-///
-/// ```
-/// let t = tower_usage::record::parse_timestamp("2023-01-11T09:07:39.839+01:00").unwrap();
-/// assert_eq!(t, time::macros::datetime!(2023-01-11 08:07:39.839 UTC));
-/// assert!(tower_usage::record::parse_timestamp("yesterday").is_err());
-/// ```
-pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, time::error::Parse> {
-    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.to_offset(time::UtcOffset::UTC))
-}
-
-/// Cuts a timestamp to whole milliseconds, in UTC.
-///
-/// ```
-/// let t = time::macros::datetime!(2023-01-11 08:07:39.839_999 UTC);
-/// let cut = tower_usage::record::truncate_to_millis(t);
-/// assert_eq!(cut, time::macros::datetime!(2023-01-11 08:07:39.839 UTC));
-/// ```
-pub fn truncate_to_millis(t: OffsetDateTime) -> OffsetDateTime {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    t.replace_millisecond(t.millisecond()).unwrap_or(t)
-}
-
-/// Milliseconds since the Unix epoch, rounded down (also before 1970).
-///
-/// ```
-/// use tower_usage::record::{from_unix_millis, unix_millis};
-/// let t = time::macros::datetime!(2023-01-11 08:07:39.839 UTC);
-/// assert_eq!(unix_millis(t), 1_673_424_459_839);
-/// assert_eq!(from_unix_millis(unix_millis(t)), Some(t));
-/// assert_eq!(unix_millis(time::macros::datetime!(1969-12-31 23:59:59.9995 UTC)), -1);
-/// ```
-pub fn unix_millis(t: OffsetDateTime) -> i64 {
-    let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
-    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
-}
-
-/// The timestamp `ms` milliseconds after the Unix epoch, if representable.
-///
-/// ```
-/// let t = tower_usage::record::from_unix_millis(0).unwrap();
-/// assert_eq!(t, time::OffsetDateTime::UNIX_EPOCH);
-/// assert_eq!(tower_usage::record::from_unix_millis(i64::MAX), None);
-/// ```
-pub fn from_unix_millis(ms: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-}
-
-/// `t` rounded up to a whole millisecond: for timestamps kept to the
-/// millisecond, `created_at >= t` holds exactly when `created_at >=
-/// ceil_millis(t)`, and `created_at < t` when `created_at < ceil_millis(t)`.
-/// So a sink can compare bounds in milliseconds.
-pub(crate) fn ceil_millis(t: OffsetDateTime) -> i64 {
-    let nanos = t.unix_timestamp_nanos();
-    let ms = -((-nanos).div_euclid(1_000_000));
-    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
-}
-
-/// `t` rounded up to a whole millisecond, as a time (see [`ceil_millis`]).
-pub(crate) fn ceil_to_millis(t: OffsetDateTime) -> OffsetDateTime {
-    from_unix_millis(ceil_millis(t)).unwrap_or(t)
-}
-
+mod grpc;
+mod redact;
+mod route_params;
+mod timestamp;
 mod wire;
 
+pub use grpc::{GrpcDirection, GrpcMessage};
+pub(crate) use grpc::{GrpcMessageJson, GrpcMessageJsonFn, MessageCounter, GRPC_CANCELLED};
+pub(crate) use redact::Redaction;
+pub use redact::{DEFAULT_REDACTED_FIELDS, DEFAULT_REDACTED_HEADERS, REDACTED};
+pub(crate) use route_params::params_for;
+#[allow(unused_imports)]
+pub(crate) use timestamp::{
+    ceil_millis, ceil_to_millis, format_timestamp, from_unix_millis, parse_timestamp,
+    truncate_to_millis, unix_millis,
+};
 use wire::RenderBody;
 pub(crate) use wire::{looks_like_json_container, RecordView};
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_millis_utc() {
-        let t = time::macros::datetime!(2023-01-11 10:07:39.839_999 +02:00);
-        assert_eq!(format_timestamp(t), "2023-01-11T08:07:39.839Z");
-        let cut = truncate_to_millis(t);
-        assert_eq!(cut.nanosecond(), 839_000_000);
-        assert_eq!(from_unix_millis(unix_millis(cut)), Some(cut));
-    }
-}

@@ -8,8 +8,9 @@ use http::{Method, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 
-use crate::body::{Recording, ResponseBody};
-use crate::capture::{Pending, ResponseCapture, Tap};
+use super::body::{Recording, ResponseBody};
+use super::pending::{Pending, ResponseCapture};
+use super::tap::Tap;
 use crate::marker::ServedByUsageService;
 use crate::record::Outcome;
 
@@ -20,7 +21,7 @@ pub(crate) const STATUS_CANCELLED: u16 = 499;
 pub(crate) const STATUS_ERROR: u16 = 500;
 
 pin_project! {
-    /// Response future of [`UsageCapture`](crate::service::UsageCapture).
+    /// Response future of [`Usage`](super::Usage).
     ///
     /// If it is dropped before the inner service answers (a timeout above this
     /// layer, or the connection closed), the request is recorded with
@@ -97,7 +98,7 @@ fn wrap_response<B: Body>(
         status,
         ..ResponseCapture::default()
     };
-    if pending.grpc {
+    if pending.protocol.is_grpc() {
         // A trailers-only response carries the status in its headers.
         capture.note_grpc(&parts.headers);
     }
@@ -120,7 +121,7 @@ fn wrap_response<B: Body>(
         pending.config.response_limit
     };
     let exact_len = body.size_hint().exact();
-    let count_messages = pending.grpc_framed;
+    let count_messages = pending.protocol.is_framed();
     let tap = Tap::new(limit).counting_messages(count_messages);
     let recording = Recording::new(pending, capture, tap, exact_len);
     Response::from_parts(parts, ResponseBody::new(body, Some(recording)))

@@ -1,25 +1,5 @@
-//! The body wrappers: [`RequestBody`] and [`ResponseBody`].
-//!
-//! Both are transparent: every frame passes through unchanged, `Data` and `Error`
-//! are the inner body's, and `size_hint()` / `is_end_stream()` forward. On the way
-//! they keep a bounded copy of the data (see [`UsageLayer::max_body_bytes`](crate::UsageLayer::max_body_bytes)).
-//!
-//! # When the record is emitted
-//!
-//! Exactly once per request, at the first of:
-//! * the response body's end: `Ready(None)`, `is_end_stream()` turning true after
-//!   a frame, or a trailers frame ([`Outcome::Complete`]);
-//! * an error from the response body ([`Outcome::Error`]);
-//! * the response body dropped before its end, the client gone
-//!   ([`Outcome::ClientGone`]) — unless every byte of
-//!   a body of known length was already sent, which is complete; for a gRPC call
-//!   (request `content-type: application/grpc*`) the call was cancelled
-//!   ([`Outcome::Cancelled`], `grpcStatus` `CANCELLED`
-//!   unless the server had already sent a status in its headers);
-//! * when the response arrives, for responses without a body to send: `HEAD`
-//!   requests, `1xx`, `204` and `304` statuses, and bodies already at their end;
-//! * the response future dropped or failing before a response (see
-//!   [`ResponseFuture`](crate::future::ResponseFuture)).
+//! The body wrappers: [`RequestBody`] and [`ResponseBody`], transparent tees.
+//! When the record is emitted is documented on the [module](super).
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -28,7 +8,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::capture::{lock_tap, Pending, ResponseCapture, SharedTap, Tap};
+use super::pending::{Pending, ResponseCapture};
+use super::tap::{lock_tap, SharedTap, Tap};
 use crate::record::Outcome;
 
 pin_project! {
@@ -115,7 +96,7 @@ impl Recording {
     /// Trailers: the gRPC status (trailers win over headers), and the kept
     /// response headers that the trailers carry.
     fn note_trailers(&mut self, trailers: &HeaderMap) {
-        if self.pending.grpc {
+        if self.pending.protocol.is_grpc() {
             self.response.note_grpc(trailers);
         }
         self.pending.keep_trailers(trailers);
@@ -125,7 +106,7 @@ impl Recording {
     fn dropped(&self) -> Outcome {
         if self.exact_len.is_some_and(|len| self.tap.size() >= len) {
             Outcome::Complete
-        } else if self.pending.grpc {
+        } else if self.pending.protocol.is_grpc() {
             Outcome::Cancelled
         } else {
             Outcome::ClientGone

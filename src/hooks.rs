@@ -1,4 +1,9 @@
-//! Who is the consumer: [`IdentifyConsumer`], shared by the layer and the service.
+//! The hooks a user gives the layer and the endpoint, and the view of a request
+//! they are handed: [`RequestInfo`], [`IdentifyConsumer`], the route hook
+//! ([`default_route`]) and the skip hook. A leaf: it depends on no other module
+//! of the crate.
+//!
+//! # Who is the consumer
 //!
 //! By default the consumer is a stable hash of the `Authorization: Bearer <token>`
 //! token ([`hash_token`]); the token itself is never stored. Requests without a
@@ -6,12 +11,56 @@
 //! put in the request extensions, say) is a closure over [`RequestInfo`]; give the
 //! same one to [`UsageLayer`](crate::UsageLayer) and
 //! [`UsageService`](crate::UsageService).
+//!
+//! # Route templates
+//!
+//! The layer asks the route hook for the route template of each request (on the
+//! request path: one extension lookup); the writer derives the params by matching
+//! the template against the path, off the request path. See [`default_route`].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use http::{Extensions, HeaderMap, Method, Uri};
 use sha2::Digest as _;
+
+/// How a request's body is framed, decided once from its `content-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Protocol {
+    /// Anything that is not gRPC.
+    Http,
+    /// gRPC or gRPC-Web (`application/grpc`, `application/grpc-web`, with any
+    /// `+proto` / `+json` suffix): the bodies are length-prefixed messages.
+    GrpcFramed,
+    /// gRPC-Web text (`application/grpc-web-text`): the frames are base64, so
+    /// they are not followed.
+    GrpcText,
+}
+
+impl Protocol {
+    /// The protocol of a request with these headers.
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        match headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes())
+        {
+            Some(ct) if ct.starts_with(b"application/grpc-web-text") => Self::GrpcText,
+            Some(ct) if ct.starts_with(b"application/grpc") => Self::GrpcFramed,
+            _ => Self::Http,
+        }
+    }
+
+    /// Whether this is a gRPC call of any kind.
+    pub(crate) fn is_grpc(self) -> bool {
+        self != Self::Http
+    }
+
+    /// Whether the bodies are gRPC frames the layer can follow.
+    pub(crate) fn is_framed(self) -> bool {
+        self == Self::GrpcFramed
+    }
+}
 
 /// A borrowed view of a request's head, handed to the crate's hooks.
 ///
@@ -21,6 +70,7 @@ use sha2::Digest as _;
 /// let req = http::Request::get("/v1/usage?limit=5").body(()).unwrap();
 /// let info = RequestInfo::from_request(&req);
 /// assert_eq!(info.uri().path(), "/v1/usage");
+/// assert!(!info.is_grpc());
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct RequestInfo<'a> {
@@ -28,6 +78,7 @@ pub struct RequestInfo<'a> {
     uri: &'a Uri,
     headers: &'a HeaderMap,
     extensions: &'a Extensions,
+    protocol: Protocol,
 }
 
 impl<'a> RequestInfo<'a> {
@@ -43,6 +94,7 @@ impl<'a> RequestInfo<'a> {
             uri,
             headers,
             extensions,
+            protocol: Protocol::of(headers),
         }
     }
 
@@ -70,6 +122,70 @@ impl<'a> RequestInfo<'a> {
     pub fn extensions(&self) -> &'a Extensions {
         self.extensions
     }
+
+    /// Whether the request is a gRPC call: its `content-type` starts with
+    /// `application/grpc` (gRPC, gRPC-Web and gRPC-Web text).
+    pub fn is_grpc(&self) -> bool {
+        self.protocol.is_grpc()
+    }
+
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+}
+
+/// The route hook of a layer; the default borrows the template from the request.
+pub(crate) type RouteFn =
+    Arc<dyn for<'a> Fn(RequestInfo<'a>) -> Option<Cow<'a, str>> + Send + Sync>;
+
+/// The skip hook of a layer.
+pub(crate) type SkipFn = Arc<dyn Fn(RequestInfo<'_>) -> bool + Send + Sync>;
+
+/// The default route hook: the route template of a request, where it is known.
+///
+/// * For gRPC requests ([`RequestInfo::is_grpc`]), the path itself
+///   (`/pkg.Service/Method`), whose route params are `{"service":
+///   "pkg.Service", "method": "Method"}` (also when tonic's routes sit in an
+///   axum router, whose matched path would be `/pkg.Service/{*rest}`).
+/// * With the `axum` feature, axum's `MatchedPath` when it is in the request
+///   extensions (the layer added with `Router::layer` or `Router::route_layer`;
+///   see the crate docs on placement).
+/// * Otherwise `None`: the record has no `route` and no params.
+///
+/// Template syntax: axum 0.8's `{name}` and `{*rest}`, and the older `:name`
+/// and `*rest`. A capture may have a literal prefix or suffix inside its segment
+/// (`/files/{name}.json`). Param values are percent-decoded.
+///
+/// A custom hook ([`UsageLayer::route`](crate::UsageLayer::route)) can fall
+/// back to it:
+///
+/// ```
+/// use tower_usage::{default_route, MemorySink, RequestInfo, UsageLayer};
+///
+/// let layer = UsageLayer::new(MemorySink::new()).route(|req: RequestInfo<'_>| {
+///     if req.uri().path().starts_with("/static/") {
+///         return Some("/static/{*file}".to_owned());
+///     }
+///     default_route(req).map(str::to_owned)
+/// });
+/// # let _ = layer;
+/// ```
+pub fn default_route<'a>(req: RequestInfo<'a>) -> Option<&'a str> {
+    // gRPC first: tonic's routes are an axum router whose matched path is
+    // `/pkg.Service/{*rest}`, less useful than the method path.
+    if req.is_grpc() {
+        return Some(req.uri().path());
+    }
+    #[cfg(feature = "axum")]
+    if let Some(matched) = req.extensions().get::<axum::extract::MatchedPath>() {
+        return Some(matched.as_str());
+    }
+    None
+}
+
+/// [`default_route`] as a [`RouteFn`].
+pub(crate) fn default_route_fn() -> RouteFn {
+    Arc::new(|req: RequestInfo<'_>| default_route(req).map(Cow::Borrowed))
 }
 
 type IdentifyFn = dyn Fn(RequestInfo<'_>) -> Option<String> + Send + Sync;
@@ -157,9 +273,9 @@ impl fmt::Debug for IdentifyConsumer {
 /// ```
 /// let mut h = http::HeaderMap::new();
 /// h.insert("authorization", "bearer abc.DEF-1".parse().unwrap());
-/// assert_eq!(tower_usage::consumer::bearer_token(&h), Some("abc.DEF-1"));
+/// assert_eq!(tower_usage::bearer_token(&h), Some("abc.DEF-1"));
 /// h.insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
-/// assert_eq!(tower_usage::consumer::bearer_token(&h), None);
+/// assert_eq!(tower_usage::bearer_token(&h), None);
 /// ```
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -178,9 +294,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// as 32 lower-case hex digits. The token cannot be recovered from it.
 ///
 /// ```
-/// let id = tower_usage::consumer::hash_token("IncYP3edd3blm2ypLGFFOYwQsC5vff3n");
+/// let id = tower_usage::hash_token("IncYP3edd3blm2ypLGFFOYwQsC5vff3n");
 /// assert_eq!(id.len(), 32);
-/// assert_eq!(id, tower_usage::consumer::hash_token("IncYP3edd3blm2ypLGFFOYwQsC5vff3n"));
+/// assert_eq!(id, tower_usage::hash_token("IncYP3edd3blm2ypLGFFOYwQsC5vff3n"));
 /// ```
 pub fn hash_token(token: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";

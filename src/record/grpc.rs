@@ -1,101 +1,18 @@
-//! gRPC calls: how the layer sees them, and how their bodies are rendered.
-//!
-//! The same [`UsageLayer`](crate::UsageLayer) records gRPC calls (tonic's
-//! `Server::builder().layer(...)`, or any hyper service speaking gRPC): no separate
-//! layer is needed. A request is a gRPC call when its `content-type` starts with
-//! `application/grpc`; its record then carries a [`GrpcCall`](crate::GrpcCall)
-//! (`grpcStatus`, `grpcMessage`, `grpcMessages` on the wire).
-//!
-//! # With tonic
-//!
-//! Put the layer on tonic's server, and serve [`UsageService`](crate::UsageService)
-//! as one more route beside the gRPC services: tonic's routes are an axum
-//! router. The usage endpoint is plain HTTP, so let the server accept HTTP/1
-//! too (gRPC clients keep using HTTP/2); calls to it are not recorded.
-//!
-//! ```no_run
-//! use tonic::service::Routes;
-//! use tonic::transport::Server;
-//! use tower_usage::{MemorySink, UsageLayer, UsageService};
-//!
-//! # async fn serve(routes: Routes) -> Result<(), tonic::transport::Error> {
-//! // `routes`: your services, e.g. `Routes::new(GreeterServer::new(MyGreeter))`.
-//! let sink = MemorySink::new();
-//! let routes = routes
-//!     .into_axum_router()
-//!     .route_service("/usage", UsageService::new(sink.clone()));
-//! Server::builder()
-//!     .accept_http1(true) // `curl .../usage` speaks HTTP/1
-//!     .layer(UsageLayer::new(sink))
-//!     .add_routes(routes.into())
-//!     .serve("127.0.0.1:50051".parse().unwrap())
-//!     .await
-//! # }
-//! ```
-//!
-//! Alternatively, serve the usage endpoint on a second listener (an axum
-//! `Router` with `route_service("/usage", UsageService::new(sink.clone()))`
-//! under `axum::serve`), with a clone of the same sink. The `tonic` example
-//! (`examples/tonic/`) runs the first setup with unary and streaming methods.
-//!
-//! Around a plain hyper 1 service, wrap the tower service with the layer
-//! (`ServiceBuilder::new().layer(UsageLayer::new(sink)).service(svc)`) and hand
-//! it to hyper with `hyper_util::service::TowerToHyperService`.
-//!
-//! # Status
-//!
-//! `grpc-status` and `grpc-message` are read from the trailers first (normal and
-//! streaming calls), then from the response headers (trailers-only errors). The
-//! message is percent-decoded. A call whose response body is dropped before its
-//! end (the client cancelled it, or went away) is recorded with
-//! [`Outcome::Cancelled`](crate::Outcome::Cancelled) and, when the server had sent
-//! no status, `grpcStatus` `CANCELLED` (1). Trailers pass through to the client
-//! unchanged.
-//!
-//! # Message counts
-//!
-//! gRPC messages travel as length-prefixed frames (a compressed flag byte and a
-//! 4-byte big-endian length, then the message). On the request path the layer
-//! follows those prefixes through each body as the data goes by (no buffering,
-//! constant work per message), so `grpcMessages.request` / `.response` count
-//! every message of client-, server- and bidi-streaming calls, also past the
-//! capture limit. gRPC-Web trailer frames (flag `0x80`) are not counted;
-//! `application/grpc-web-text` (base64) bodies are not counted.
-//!
-//! # Bodies
-//!
-//! The record keeps the captured bytes as they came. When a gRPC record is
-//! serialized, each body renders as the list of its messages (messages split
-//! over several frames are whole again, frames holding several messages are
-//! split), see [`messages`]:
-//!
-//! ```json
-//! [
-//!   {"compressed": false, "data": "CgVoZWxsbw=="},
-//!   {"compressed": false, "data": "CgV3b3Js", "size": 70000, "truncated": true}
-//! ]
-//! ```
-//!
-//! * `data`: the message bytes, base64 (standard alphabet, padded);
-//! * `compressed`: the frame's compressed flag (the message is then in the
-//!   call's `grpc-encoding`);
-//! * `size` and `truncated: true`: only on a message cut short, by the capture
-//!   limit or because the stream ended early; `size` is the length its prefix
-//!   announced, `data` the part that was captured;
-//! * `json`: only when [`UsageService::grpc_message_json`](crate::UsageService::grpc_message_json)
-//!   is set and turned that (uncompressed, whole) message into JSON.
-//!
-//! An empty gRPC body renders as `[]`. Bytes that are not gRPC frames (gRPC-Web
-//! bodies with in-body trailers, or `grpc-web-text`) render like any other body.
+//! gRPC framing: the length-prefixed messages of gRPC and gRPC-Web bodies,
+//! followed as they pass ([`MessageCounter`], on the request path) and split
+//! when a record is rendered ([`messages`]). The user-facing guide is the
+//! crate docs' gRPC section (`src/docs/grpc.md`).
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
-use http::HeaderMap;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::Serialize;
 use serde_json::Value;
+
+/// gRPC's `CANCELLED` status code.
+pub(crate) const GRPC_CANCELLED: u16 = 1;
 
 /// Which way a gRPC message travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,11 +26,12 @@ pub enum GrpcDirection {
 /// The hook of [`UsageService::grpc_message_json`](crate::UsageService::grpc_message_json):
 /// the method path (`/pkg.Service/Method`), the direction, and the bytes of one
 /// whole, uncompressed message; `None` leaves the message as base64 only.
-pub type GrpcMessageJson = dyn Fn(&str, GrpcDirection, &[u8]) -> Option<Value> + Send + Sync;
+pub(crate) type GrpcMessageJson = dyn Fn(&str, GrpcDirection, &[u8]) -> Option<Value> + Send + Sync;
 
 pub(crate) type GrpcMessageJsonFn = Arc<GrpcMessageJson>;
 
-/// One message of a gRPC body, as [`messages`] finds it.
+/// One message of a gRPC body, as
+/// [`CapturedBody::grpc_messages`](crate::CapturedBody::grpc_messages) finds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GrpcMessage<'a> {
     /// The frame's compressed flag.
@@ -132,22 +50,10 @@ impl GrpcMessage<'_> {
 }
 
 /// Splits captured gRPC body bytes into messages; `None` when they are not gRPC
-/// frames (a flag byte other than 0 or 1).
-///
-/// The last message may be cut short ([`GrpcMessage::is_truncated`]); an
-/// incomplete 5-byte prefix at the very end is dropped.
-///
-/// ```
-/// use tower_usage::grpc::messages;
-///
-/// let body = [0, 0, 0, 0, 2, b'h', b'i', 1, 0, 0, 0, 9, b'x'];
-/// let found = messages(&body).unwrap();
-/// assert_eq!(found.len(), 2);
-/// assert_eq!(found[0].data, b"hi");
-/// assert!(found[1].compressed && found[1].is_truncated());
-/// assert!(messages(b"{\"not\": \"grpc\"}").is_none());
-/// ```
-pub fn messages(bytes: &[u8]) -> Option<Vec<GrpcMessage<'_>>> {
+/// frames (a flag byte other than 0 or 1). The last message may be cut short
+/// ([`GrpcMessage::is_truncated`]); an incomplete 5-byte prefix at the very end
+/// is dropped. Public as [`CapturedBody::grpc_messages`](crate::CapturedBody::grpc_messages).
+pub(crate) fn messages(bytes: &[u8]) -> Option<Vec<GrpcMessage<'_>>> {
     let mut out = Vec::new();
     let mut rest = bytes;
     while rest.len() >= 5 {
@@ -170,17 +76,6 @@ pub fn messages(bytes: &[u8]) -> Option<Vec<GrpcMessage<'_>>> {
         return None;
     }
     Some(out)
-}
-
-/// Whether a request's body is gRPC frames, by its content type: gRPC and
-/// gRPC-Web, but not `grpc-web-text`.
-pub(crate) fn is_framed(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| v.as_bytes())
-        .is_some_and(|ct| {
-            ct.starts_with(b"application/grpc") && !ct.starts_with(b"application/grpc-web-text")
-        })
 }
 
 /// Counts gRPC messages as a body goes by: follows the 5-byte prefixes, skips

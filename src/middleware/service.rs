@@ -1,4 +1,5 @@
-//! [`UsageCapture`], the middleware service made by [`UsageLayer`](crate::UsageLayer).
+//! [`Usage`], the middleware service made by [`UsageLayer`](crate::UsageLayer):
+//! decides protocol, consumer and route once per request, wraps both bodies.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -8,35 +9,39 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use crate::body::{RequestBody, ResponseBody};
-use crate::capture::{Config, Pending, Tap};
-use crate::future::ResponseFuture;
-use crate::recorder::Recorder;
+use super::body::{RequestBody, ResponseBody};
+use super::future::ResponseFuture;
+use super::layer::CaptureConfig;
+use super::pack::Packer;
+use super::pending::Pending;
+use super::tap::Tap;
+use crate::writer::Queue;
 use crate::RequestInfo;
 
 /// The middleware service: records every request through it. Made by
-/// [`UsageLayer`](crate::UsageLayer); see the crate docs.
+/// [`UsageLayer`](crate::UsageLayer) (tower-http's naming: `XLayer` makes `X`);
+/// see the [module docs](crate::middleware).
 #[derive(Clone)]
-pub struct UsageCapture<S> {
+pub struct Usage<S> {
     inner: S,
-    config: Arc<Config>,
-    recorder: Recorder,
+    config: Arc<CaptureConfig>,
+    queue: Queue,
 }
 
-impl<S: std::fmt::Debug> std::fmt::Debug for UsageCapture<S> {
+impl<S: std::fmt::Debug> std::fmt::Debug for Usage<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UsageCapture")
+        f.debug_struct("Usage")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
     }
 }
 
-impl<S> UsageCapture<S> {
-    pub(crate) fn new(inner: S, config: Arc<Config>, recorder: Recorder) -> Self {
+impl<S> Usage<S> {
+    pub(crate) fn new(inner: S, config: Arc<CaptureConfig>, queue: Queue) -> Self {
         Self {
             inner,
             config,
-            recorder,
+            queue,
         }
     }
 
@@ -56,7 +61,7 @@ impl<S> UsageCapture<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for UsageCapture<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Usage<S>
 where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
     ReqBody: Body,
@@ -87,8 +92,8 @@ where
         } else {
             config.identify.identify(info)
         };
-        let grpc = crate::params::is_grpc(req.headers());
-        let count_messages = grpc && crate::grpc::is_framed(req.headers());
+        let protocol = info.protocol();
+        let count_messages = protocol.is_framed();
         // Room for the request body's prefix, from its announced length, but no
         // more than 4 KiB before any of it arrived: a client announcing large
         // bodies it never sends gets no large buffers.
@@ -99,7 +104,7 @@ where
         // The route borrows from the request (the default hook allocates nothing)
         // until it is packed.
         let route = (config.route)(info);
-        let packer = Pending::packer(req.uri(), route.as_deref(), req.headers(), body_hint);
+        let packer = Packer::for_request(req.uri(), route.as_deref(), req.headers(), body_hint);
         drop(route);
         let (parts, body) = req.into_parts();
         let tap = (!body.is_end_stream()).then(|| {
@@ -112,13 +117,12 @@ where
             created,
             method: parts.method.clone(),
             packer,
-            grpc_framed: count_messages,
             consumer,
             consumer_from_bearer,
-            grpc,
+            protocol,
             request_tap: tap.clone(),
             config: config.clone(),
-            recorder: Some(self.recorder.clone()),
+            queue: Some(self.queue.clone()),
         };
         let req = Request::from_parts(parts, RequestBody::new(body, tap));
         ResponseFuture::new(self.inner.call(req), Some(pending))

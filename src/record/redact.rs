@@ -1,19 +1,7 @@
-//! Redaction, applied by the writer before a record reaches any sink.
-//!
-//! * **Headers** named in the list ([`DEFAULT_REDACTED_HEADERS`]) and headers
-//!   marked [sensitive](http::HeaderValue::set_sensitive) have their value
-//!   replaced by `[REDACTED]`. Repeated headers are joined into one value (`, `,
-//!   or a newline for `set-cookie`), as the wire renders them.
-//! * **Query parameters and body fields** whose name is in the field list
-//!   ([`DEFAULT_REDACTED_FIELDS`], compared ASCII case-insensitively) have their
-//!   whole value replaced by `[REDACTED]`: in the query string, in
-//!   `application/x-www-form-urlencoded` bodies, and at any depth in JSON bodies
-//!   (any body whose first non-blank byte is `{` or `[`). The JSON masking is a
-//!   tolerant scan, not a parse: it also masks inside a body cut at the capture
-//!   limit, where a value cut short is masked up to the cut. Key escapes
-//!   (`"pass\u0077ord"`) are decoded before comparing.
-//!
-//! Other bodies (multipart, binary, plain text) are stored as captured.
+//! Redaction, applied by the writer before a record reaches any sink: headers,
+//! query parameters and body fields, by name. What is redacted, and how, is
+//! documented for users on the middleware module (`src/middleware/mod.rs`,
+//! "Redaction").
 
 use std::borrow::Cow;
 
@@ -144,67 +132,25 @@ impl Redaction {
         self.fields.iter().any(|f| f.eq_ignore_ascii_case(name))
     }
 
-    /// Redacts and joins headers: one value per name.
+    /// Redacts headers: every value of a name in the list, or of a name with
+    /// any value marked sensitive, is replaced by one `[REDACTED]`. Other
+    /// repeated headers are kept as they came; only the wire form joins them.
     pub(crate) fn headers(&self, mut headers: HeaderMap) -> HeaderMap {
-        let needs_work = headers.keys_len() != headers.len()
-            || headers
-                .iter()
-                .any(|(n, v)| v.is_sensitive() || self.headers.contains(n));
-        if !needs_work {
+        let is_redacted = |name: &HeaderName, map: &HeaderMap| {
+            self.headers.contains(name) || map.get_all(name).iter().any(HeaderValue::is_sensitive)
+        };
+        if !headers.keys().any(|name| is_redacted(name, &headers)) {
             return headers;
         }
-        if headers.keys_len() == headers.len() {
-            // No repeats: redact in place, no new map.
-            for (name, value) in headers.iter_mut() {
-                if value.is_sensitive() || self.headers.contains(name) {
-                    *value = HeaderValue::from_static(REDACTED);
-                }
-            }
-            return headers;
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| is_redacted(name, &headers))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.insert(name, HeaderValue::from_static(REDACTED));
         }
-        let mut out = HeaderMap::with_capacity(headers.keys_len());
-        let mut current: Option<HeaderName> = None;
-        for (name, value) in headers.drain() {
-            // `drain` yields the name only for the first value of each name.
-            if let Some(name) = name {
-                current = Some(name);
-            }
-            let Some(name) = current.as_ref() else {
-                continue;
-            };
-            let redact = value.is_sensitive() || self.headers.contains(name);
-            let value = if redact {
-                HeaderValue::from_static(REDACTED)
-            } else {
-                value
-            };
-            match out.get_mut(name) {
-                None => {
-                    out.insert(name.clone(), value);
-                }
-                Some(existing) => {
-                    if redact || existing.as_bytes() == REDACTED.as_bytes() {
-                        *existing = HeaderValue::from_static(REDACTED);
-                        continue;
-                    }
-                    if name == http::header::SET_COOKIE {
-                        // Cookies cannot be joined into one header value (the
-                        // wire joins them with a newline): keep each.
-                        out.append(name.clone(), value);
-                        continue;
-                    }
-                    let sep: &[u8] = b", ";
-                    let mut joined = Vec::with_capacity(existing.len() + sep.len() + value.len());
-                    joined.extend_from_slice(existing.as_bytes());
-                    joined.extend_from_slice(sep);
-                    joined.extend_from_slice(value.as_bytes());
-                    if let Ok(v) = HeaderValue::from_bytes(&joined) {
-                        *existing = v;
-                    }
-                }
-            }
-        }
-        out
+        headers
     }
 
     /// A fast, conservative test for the JSON scan: whether any field name
@@ -266,7 +212,7 @@ impl Redaction {
         if body.is_empty() || self.fields.is_empty() {
             return body;
         }
-        if crate::record::looks_like_json_container(&body) {
+        if super::looks_like_json_container(&body) {
             if !self.may_hold_field_key(&body) {
                 return body;
             }
@@ -575,11 +521,13 @@ mod tests {
         let out = r.headers(h);
         let cookies: Vec<_> = out.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
-        assert_eq!(out.get("vary").unwrap(), "x, y");
+        // Redaction never joins: the wire form does (see `record::wire`).
+        let vary: Vec<_> = out.get_all("vary").iter().collect();
+        assert_eq!(vary, ["x", "y"]);
     }
 
     #[test]
-    fn headers_are_redacted_and_joined() {
+    fn headers_are_redacted_not_joined() {
         let r = Redaction::default();
         let mut h = HeaderMap::new();
         h.insert("authorization", HeaderValue::from_static("Bearer abc"));
@@ -594,7 +542,15 @@ mod tests {
         assert_eq!(out.get("authorization").unwrap(), REDACTED);
         assert_eq!(out.get("cookie").unwrap(), REDACTED);
         assert_eq!(out.get_all("cookie").iter().count(), 1);
-        assert_eq!(out.get("accept").unwrap(), "a, b");
+        let accept: Vec<_> = out.get_all("accept").iter().collect();
+        assert_eq!(accept, ["a", "b"]);
         assert_eq!(out.get("x-custom").unwrap(), REDACTED);
+        let record = crate::UsageRecord {
+            response_headers: out,
+            ..crate::UsageRecord::default()
+        };
+        let wire = serde_json::to_value(&record).unwrap();
+        assert_eq!(wire["responseHeaders"]["accept"], "a, b");
+        assert_eq!(wire["responseHeaders"]["cookie"], REDACTED);
     }
 }

@@ -1,54 +1,9 @@
-//! Route templates and route params.
-//!
-//! The layer asks a small hook for the route template of each request (on the
-//! request path: one extension lookup); the writer derives the params by matching
-//! the template against the path, off the request path.
-//!
-//! The default hook ([`UsageLayer::route`](crate::UsageLayer::route) to replace it):
-//! * for gRPC requests (`content-type: application/grpc...`), the path itself
-//!   (`/pkg.Service/Method`), with params `{"service": "pkg.Service", "method": "Method"}`
-//!   (also when tonic's routes sit in an axum router, whose matched path would
-//!   be `/pkg.Service/{*rest}`);
-//! * with the `axum` feature, axum's [`MatchedPath`](axum::extract::MatchedPath)
-//!   when it is in the request extensions (the layer added with `Router::layer`
-//!   or `Router::route_layer`, see the crate docs on placement).
+//! Route params: the route template matched against the path, in the writer.
 //!
 //! Template syntax: axum 0.8's `{name}` and `{*rest}`, and the older `:name` and
 //! `*rest`. A capture may have a literal prefix or suffix inside its segment
-//! (`/files/{name}.json`). Param values are percent-decoded.
-
-use std::borrow::Cow;
-use std::sync::Arc;
-
-use http::HeaderMap;
-
-use crate::RequestInfo;
-
-/// The route hook; the default borrows the template from the request.
-pub(crate) type RouteFn =
-    Arc<dyn for<'a> Fn(RequestInfo<'a>) -> Option<Cow<'a, str>> + Send + Sync>;
-
-pub(crate) fn default_route() -> RouteFn {
-    Arc::new(|req: RequestInfo<'_>| {
-        // gRPC first: tonic's routes are an axum router whose matched path is
-        // `/pkg.Service/{*rest}`, less useful than the method path.
-        if is_grpc(req.headers()) {
-            return Some(Cow::Borrowed(req.uri().path()));
-        }
-        #[cfg(feature = "axum")]
-        if let Some(matched) = req.extensions().get::<axum::extract::MatchedPath>() {
-            return Some(Cow::Borrowed(matched.as_str()));
-        }
-        None
-    })
-}
-
-/// Whether the request is a gRPC call, by its content type.
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
+//! (`/files/{name}.json`). Param values are percent-decoded. A gRPC call's
+//! params are its service and method, from the path.
 
 /// The params of a request, given its route template.
 pub(crate) fn params_for(route: Option<&str>, path: &str, grpc: bool) -> Vec<(String, String)> {
@@ -125,6 +80,8 @@ fn decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hooks::Protocol;
+    use http::HeaderMap;
 
     fn p(template: &str, path: &str) -> Vec<(String, String)> {
         match_template(template, path)
@@ -173,7 +130,7 @@ mod tests {
             params_for(
                 Some("/pkg.Greeter/SayHello"),
                 "/pkg.Greeter/SayHello",
-                is_grpc(&h)
+                Protocol::of(&h).is_grpc()
             ),
             pairs(&[("service", "pkg.Greeter"), ("method", "SayHello")])
         );

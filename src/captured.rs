@@ -1,0 +1,240 @@
+//! The queued form of one exchange: [`Captured`], a few fields and one
+//! [`Packed`] buffer. A leaf of the data path: the middleware fills it (see
+//! `middleware/pack.rs`), the writer turns it into a record (see
+//! `writer/assemble.rs`); it knows neither.
+//!
+//! When an exchange ends, everything the record needs from the request and the
+//! response (path and query, route, both header maps, both captured bodies, the
+//! gRPC status) is copied into one allocation, and the capture's header maps,
+//! URI, taps and frames are dropped right there, on the request path. So a
+//! queued capture holds a single buffer: no frame or header value of the app's or
+//! the transport's is kept alive while it waits, and what the request path
+//! allocated is freed where it was allocated, in the allocator's per-thread
+//! caches, instead of in bursts on the writer.
+//!
+//! The writer turns the buffer back into a [`UsageRecord`](crate::UsageRecord):
+//! header values and bodies become slices of it, without another copy.
+//!
+//! # Layout
+//!
+//! Parts are laid end to end; [`Packed`] keeps the `(start, end)` of each. A
+//! header map is its entry count (`u32`), then per value a flags byte (1:
+//! sensitive), the name's length (`u16`) and name, and the value's length
+//! (`u32`) and value; lengths little-endian.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::hooks::Protocol;
+use crate::record::{CapturedBody, Outcome, Redaction};
+
+/// A finished exchange waiting in the writer's queue: a few fields, and
+/// everything else [packed](Packed) into one buffer.
+pub(crate) struct Captured {
+    pub(crate) created: SystemTime,
+    pub(crate) method: Method,
+    /// `None` also when it is to be derived from the bearer token.
+    pub(crate) consumer: Option<String>,
+    pub(crate) consumer_from_bearer: bool,
+    pub(crate) protocol: Protocol,
+    pub(crate) status: u16,
+    /// The layer's redaction rules, applied by the writer.
+    pub(crate) redaction: Arc<Redaction>,
+    pub(crate) packed: Packed,
+    pub(crate) outcome: Outcome,
+    pub(crate) duration_us: u64,
+}
+
+impl std::fmt::Debug for Captured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Captured")
+            .field("method", &self.method)
+            .field("status", &self.status)
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of a [`Packed`] buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Part {
+    Path,
+    Query,
+    Route,
+    GrpcStatus,
+    GrpcMessage,
+    RequestHeaders,
+    /// The kept response headers.
+    ResponseHeaders,
+    /// The kept response headers that the trailers carry (they win).
+    ResponseTrailers,
+    RequestBody,
+    ResponseBody,
+}
+
+pub(crate) const PARTS: usize = 10;
+
+/// What a tap saw, without its bytes (which are in the buffer).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TapSummary {
+    pub(crate) kept: usize,
+    pub(crate) size: u64,
+    pub(crate) messages: u64,
+}
+
+/// One buffer holding every part of a capture; see the [module docs](self).
+#[derive(Debug, Default)]
+pub(crate) struct Packed {
+    bytes: Bytes,
+    /// Where each part is in `bytes`, by [`Part`]; `None` when absent.
+    parts: [Option<(u32, u32)>; PARTS],
+    pub(crate) request: TapSummary,
+    pub(crate) response: TapSummary,
+}
+
+impl Packed {
+    /// The buffer's length in bytes.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// A buffer and where its parts are, as the packer wrote them.
+    pub(crate) fn new(
+        bytes: Bytes,
+        parts: [Option<(u32, u32)>; PARTS],
+        request: TapSummary,
+        response: TapSummary,
+    ) -> Self {
+        Self {
+            bytes,
+            parts,
+            request,
+            response,
+        }
+    }
+
+    fn range(&self, part: Part) -> Option<Range<usize>> {
+        let (start, end) = self.parts[part as usize]?;
+        Some(start as usize..end as usize)
+    }
+
+    /// A part as text; `None` when absent (or, which cannot happen for what the
+    /// packer wrote, not UTF-8).
+    pub(crate) fn str(&self, part: Part) -> Option<&str> {
+        std::str::from_utf8(&self.bytes[self.range(part)?]).ok()
+    }
+
+    /// A part that was a header value.
+    pub(crate) fn header_value(&self, part: Part) -> Option<HeaderValue> {
+        HeaderValue::from_maybe_shared(self.bytes.slice(self.range(part)?)).ok()
+    }
+
+    /// A header map, its values slices of the buffer.
+    pub(crate) fn headers(&self, part: Part) -> HeaderMap {
+        let Some(range) = self.range(part) else {
+            return HeaderMap::new();
+        };
+        let mut reader = Reader {
+            bytes: &self.bytes,
+            at: range.start,
+            end: range.end,
+        };
+        let count = reader.u32().unwrap_or(0) as usize;
+        // `count` is of values; a map sized for that many names may be over
+        // `HeaderMap`'s limit (a name repeated 30,000 times is a valid map).
+        let mut map =
+            HeaderMap::try_with_capacity(count.min(range.len() / 8).min(64)).unwrap_or_default();
+        for _ in 0..count {
+            let Some((flags, name, value)) = reader.entry() else {
+                break;
+            };
+            let name = HeaderName::from_bytes(&self.bytes[name]);
+            let value = HeaderValue::from_maybe_shared(self.bytes.slice(value));
+            if let (Ok(name), Ok(mut value)) = (name, value) {
+                value.set_sensitive(flags & 1 != 0);
+                // Cannot fail for a map that held these values before.
+                let _ = map.try_append(name, value);
+            }
+        }
+        map
+    }
+
+    /// The two bodies, slices of the buffer.
+    pub(crate) fn bodies(&self) -> (CapturedBody, CapturedBody) {
+        let body = |part: Part, tap: &TapSummary| CapturedBody {
+            bytes: self
+                .range(part)
+                .map(|r| self.bytes.slice(r))
+                .unwrap_or_default(),
+            size: tap.size,
+            truncated: tap.size > tap.kept as u64,
+        };
+        (
+            body(Part::RequestBody, &self.request),
+            body(Part::ResponseBody, &self.response),
+        )
+    }
+}
+
+/// Appends a header map in the buffer's layout (see the [module docs](self)).
+pub(crate) fn write_headers<'a>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) {
+    let count_at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut count = 0u32;
+    for (name, value) in entries {
+        out.push(u8::from(value.is_sensitive()));
+        out.extend_from_slice(&(name.as_str().len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value.as_bytes());
+        count += 1;
+    }
+    out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+}
+
+/// Bytes one header map takes in the buffer (see [`write_headers`]).
+pub(crate) fn headers_len(map: &HeaderMap) -> usize {
+    4 + map
+        .iter()
+        .map(|(n, v)| 7 + n.as_str().len() + v.len())
+        .sum::<usize>()
+}
+
+/// Reads a header map back; `None` past its end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    end: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<Range<usize>> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.end)?;
+        let range = self.at..end;
+        self.at = end;
+        Some(range)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        let r = self.take(4)?;
+        Some(u32::from_le_bytes(self.bytes[r].try_into().ok()?))
+    }
+
+    fn entry(&mut self) -> Option<(u8, Range<usize>, Range<usize>)> {
+        let flags = self.bytes[self.take(1)?.start];
+        let r = self.take(2)?;
+        let name_len = u16::from_le_bytes(self.bytes[r].try_into().ok()?);
+        let name = self.take(usize::from(name_len))?;
+        let value_len = self.u32()?;
+        let value = self.take(value_len as usize)?;
+        Some((flags, name, value))
+    }
+}

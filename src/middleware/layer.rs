@@ -1,0 +1,363 @@
+//! [`UsageLayer`]: the tower layer, and its configuration (capture settings and
+//! writer settings, both plain values).
+
+use std::borrow::Cow;
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::HeaderName;
+use tower_layer::Layer;
+
+use super::service::Usage;
+use crate::hooks::{default_route_fn, RouteFn, SkipFn};
+use crate::record::Redaction;
+use crate::writer::{Queue, UsageHandle, UsageWorker, WriterConfig};
+use crate::{IdentifyConsumer, RequestInfo, UsageSink};
+
+/// Default [`max_body_bytes`](crate::UsageLayer::max_body_bytes) for each side: 64 KiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Response headers kept by default: `content-type`, `content-encoding`,
+/// `content-length`, `location`, and gRPC's `grpc-status` and `grpc-message`
+/// (which a trailers frame also provides).
+pub const DEFAULT_KEPT_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "location",
+    "grpc-status",
+    "grpc-message",
+];
+
+/// The layer's capture settings, shared by every request of a service.
+#[derive(Clone)]
+pub(crate) struct CaptureConfig {
+    pub(crate) request_limit: usize,
+    pub(crate) response_limit: usize,
+    pub(crate) capture_event_streams: bool,
+    pub(crate) identify: IdentifyConsumer,
+    pub(crate) route: RouteFn,
+    pub(crate) skip: Option<SkipFn>,
+    pub(crate) keep_response_headers: Vec<HeaderName>,
+    pub(crate) redaction: Arc<Redaction>,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            request_limit: DEFAULT_MAX_BODY_BYTES,
+            response_limit: DEFAULT_MAX_BODY_BYTES,
+            capture_event_streams: false,
+            identify: IdentifyConsumer::bearer(),
+            route: default_route_fn(),
+            skip: None,
+            keep_response_headers: DEFAULT_KEPT_RESPONSE_HEADERS
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect(),
+            redaction: Arc::new(Redaction::default()),
+        }
+    }
+}
+
+/// Records every request through the wrapped service into a [`UsageSink`].
+///
+/// See the [crate docs](crate) for what is captured and where to put the layer,
+/// and the [middleware docs](crate::middleware) for when records are emitted and
+/// how they reach the sink. Every builder method documents its default.
+///
+/// # Settings and clones
+///
+/// Every setting belongs to the layer value it is set on, like any builder by
+/// value: a clone made before a call keeps its own settings. The background
+/// writer is made from the settings the first time the layer wraps a service
+/// ([`Layer::layer`]) or hands out a [`handle`](Self::handle) or its worker
+/// ([`pair`](Self::pair)); every clone made after that shares that one writer.
+/// So set everything first, then use the layer. Changing a writer setting
+/// (`queue_capacity`, `batch_size`, `max_delay`, `max_retries`,
+/// `sink_timeout`) on a layer whose writer is already made gives that value a
+/// writer of its own (and logs a warning): handles taken before do not control
+/// it.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_usage::{MemorySink, UsageLayer, RequestInfo};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let sink = MemorySink::new();
+/// let layer = UsageLayer::new(sink.clone())
+///     .max_body_bytes(16 * 1024)
+///     .skip_if(|req: RequestInfo<'_>| req.uri().path() == "/health")
+///     .max_delay(Duration::from_millis(50));
+/// let handle = layer.handle();
+/// # let _ = (layer, handle);
+/// # }
+/// ```
+pub struct UsageLayer<S> {
+    capture: Arc<CaptureConfig>,
+    writer: WriterConfig,
+    sink: Arc<dyn UsageSink>,
+    /// The writer of this value and of its clones, made on first use.
+    queue: Arc<OnceLock<Queue>>,
+    _sink: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for UsageLayer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            capture: self.capture.clone(),
+            writer: self.writer,
+            sink: self.sink.clone(),
+            queue: self.queue.clone(),
+            _sink: PhantomData,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for UsageLayer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageLayer")
+            .field("sink", &std::any::type_name::<S>())
+            .field("max_request_body_bytes", &self.capture.request_limit)
+            .field("max_response_body_bytes", &self.capture.response_limit)
+            .field("writer", &self.writer)
+            .field("started", &self.queue.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: UsageSink> UsageLayer<S> {
+    /// A layer recording into `sink`, with every default.
+    ///
+    /// The background writer is made, and spawned on the current tokio
+    /// runtime, when the layer is first used (see [settings and
+    /// clones](Self#settings-and-clones)); outside a runtime, it starts the
+    /// first time the layer records or flushes from inside one (see
+    /// [runtime](crate::middleware#runtime)), unless you run it yourself
+    /// ([`pair`](Self::pair)).
+    pub fn new(sink: S) -> Self {
+        Self {
+            capture: Arc::new(CaptureConfig::default()),
+            writer: WriterConfig::default(),
+            sink: Arc::new(sink),
+            queue: Arc::new(OnceLock::new()),
+            _sink: PhantomData,
+        }
+    }
+}
+
+impl<S> UsageLayer<S> {
+    fn config(&mut self) -> &mut CaptureConfig {
+        Arc::make_mut(&mut self.capture)
+    }
+
+    /// Changes a writer setting: the writer is made from the settings, so a
+    /// value whose writer already exists gets a new one.
+    fn writer_config(mut self, change: impl FnOnce(&mut WriterConfig)) -> Self {
+        change(&mut self.writer);
+        if self.queue.get().is_some() {
+            tracing::warn!(
+                target: "tower_usage",
+                "a writer setting of UsageLayer changed after its writer was made: \
+                 this layer value gets a writer of its own (set everything before using the layer)"
+            );
+            self.queue = Arc::new(OnceLock::new());
+        }
+        self
+    }
+
+    /// This value's writer queue, made (and its worker spawned on the current
+    /// runtime, when there is one) on first use.
+    fn queue(&self) -> &Queue {
+        self.queue.get_or_init(|| {
+            let queue = Queue::new(self.sink.clone(), self.writer);
+            queue.start();
+            queue
+        })
+    }
+
+    /// A handle to flush the writer, read its counters, and shut it down.
+    pub fn handle(&self) -> UsageHandle {
+        UsageHandle::new(self.queue().clone())
+    }
+
+    /// The layer and its writer, as a future that you run on an executor of
+    /// your choice, as tower's `Buffer::pair` does; the layer does not spawn
+    /// anything itself then. For a runtime other than the ambient tokio one (a
+    /// dedicated thread for the writer, say), or to supervise the writer.
+    ///
+    /// ```
+    /// use tower_usage::{MemorySink, UsageLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (layer, worker) = UsageLayer::new(MemorySink::new()).pair();
+    /// let writer = tokio::spawn(worker);
+    /// // ... serve requests through `layer` ...
+    /// layer.handle().shutdown().await;
+    /// writer.await.unwrap();
+    /// # }
+    /// ```
+    pub fn pair(mut self) -> (Self, UsageWorker) {
+        if self.queue.get().is_some() {
+            self.queue = Arc::new(OnceLock::new());
+        }
+        let queue = Queue::new(self.sink.clone(), self.writer);
+        let worker = queue
+            .worker()
+            .expect("a new queue hands out its worker once");
+        let _ = self.queue.set(queue);
+        (self, worker)
+    }
+
+    /// The most bytes of each body (request and response) kept in a record.
+    /// Default: 64 KiB ([`DEFAULT_MAX_BODY_BYTES`](crate::middleware::DEFAULT_MAX_BODY_BYTES)).
+    ///
+    /// Bodies still pass through whole; past the limit the copy stops and the
+    /// record says `truncated`, with the body's full size.
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        let c = self.config();
+        c.request_limit = limit;
+        c.response_limit = limit;
+        self
+    }
+
+    /// The most request-body bytes kept. Default: 64 KiB.
+    pub fn max_request_body_bytes(mut self, limit: usize) -> Self {
+        self.config().request_limit = limit;
+        self
+    }
+
+    /// The most response-body bytes kept. Default: 64 KiB.
+    pub fn max_response_body_bytes(mut self, limit: usize) -> Self {
+        self.config().response_limit = limit;
+        self
+    }
+
+    /// Whether to keep a copy of `text/event-stream` response bodies. Default:
+    /// `false`: such responses are recorded with status and headers, and their
+    /// size, but no body.
+    pub fn capture_event_streams(mut self, capture: bool) -> Self {
+        self.config().capture_event_streams = capture;
+        self
+    }
+
+    /// How the consumer of a request is derived. Default:
+    /// [`IdentifyConsumer::bearer`]. Give [`UsageService`](crate::UsageService)
+    /// the same one.
+    pub fn identify_consumer(mut self, identify: IdentifyConsumer) -> Self {
+        self.config().identify = identify;
+        self
+    }
+
+    /// How the route template of a request is found. Default: axum's
+    /// `MatchedPath` (feature `axum`), or the path of a gRPC call; see
+    /// [`default_route`](crate::default_route). Route params are derived from the template.
+    pub fn route<F>(mut self, route: F) -> Self
+    where
+        F: Fn(RequestInfo<'_>) -> Option<String> + Send + Sync + 'static,
+    {
+        self.config().route = Arc::new(move |req| route(req).map(Cow::Owned));
+        self
+    }
+
+    /// Requests for which `skip` returns `true` are not recorded (nor teed).
+    /// Default: none are skipped. Calls to [`UsageService`](crate::UsageService)
+    /// are never recorded, whatever this says.
+    pub fn skip_if<F>(mut self, skip: F) -> Self
+    where
+        F: Fn(RequestInfo<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.config().skip = Some(Arc::new(skip));
+        self
+    }
+
+    /// The request and response headers whose values are stored as
+    /// `[REDACTED]`, replacing the list. Default:
+    /// [`DEFAULT_REDACTED_HEADERS`](crate::middleware::DEFAULT_REDACTED_HEADERS)
+    /// (`authorization`, `proxy-authorization`, `cookie`, `set-cookie`, `x-api-key`).
+    /// Values marked [sensitive](http::HeaderValue::set_sensitive) are always redacted.
+    pub fn redact_headers<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = HeaderName>,
+    {
+        let c = self.config();
+        c.redaction = Arc::new(c.redaction.with_headers(names.into_iter().collect()));
+        self
+    }
+
+    /// The query parameter and body field names whose values are stored as
+    /// `[REDACTED]` (ASCII case-insensitive, at any depth of a JSON body),
+    /// replacing the list. Default:
+    /// [`DEFAULT_REDACTED_FIELDS`](crate::middleware::DEFAULT_REDACTED_FIELDS)
+    /// (`password`, `secret`, `token`, `api_key`, `apiKey`, `access_token`,
+    /// `refresh_token`, `authorization`).
+    pub fn redact_fields<I, T>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let c = self.config();
+        c.redaction = Arc::new(
+            c.redaction
+                .with_fields(names.into_iter().map(Into::into).collect()),
+        );
+        self
+    }
+
+    /// The response headers a record keeps, replacing the list. Default:
+    /// [`DEFAULT_KEPT_RESPONSE_HEADERS`](crate::middleware::DEFAULT_KEPT_RESPONSE_HEADERS).
+    pub fn keep_response_headers<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = HeaderName>,
+    {
+        self.config().keep_response_headers = names.into_iter().collect();
+        self
+    }
+
+    /// How many finished captures may wait for the writer; past it they are
+    /// dropped and counted. Default: 4096
+    /// ([`DEFAULT_QUEUE_CAPACITY`](crate::middleware::DEFAULT_QUEUE_CAPACITY)).
+    /// See [choosing the queue capacity](crate::middleware#choosing-the-queue-capacity),
+    /// and [settings and clones](Self#settings-and-clones) for when writer
+    /// settings take effect.
+    pub fn queue_capacity(self, capacity: usize) -> Self {
+        self.writer_config(|w| w.queue_capacity = capacity.max(1))
+    }
+
+    /// The most records per [`UsageSink::record`] call. The writer takes what is
+    /// queued when it wakes, so batches are smaller under light load; see
+    /// [how records flow](crate::middleware#how-records-flow). Default: 256
+    /// ([`DEFAULT_BATCH_SIZE`](crate::middleware::DEFAULT_BATCH_SIZE)).
+    pub fn batch_size(self, size: usize) -> Self {
+        self.writer_config(|w| w.batch_size = size.max(1))
+    }
+
+    /// The longest a capture waits in the queue before the writer takes it.
+    /// Default: 100 ms ([`DEFAULT_MAX_DELAY`](crate::middleware::DEFAULT_MAX_DELAY)).
+    pub fn max_delay(self, delay: Duration) -> Self {
+        self.writer_config(|w| w.max_delay = delay.max(Duration::from_micros(1)))
+    }
+
+    /// How many times a batch that failed with a temporary error is retried
+    /// before it is dropped and counted as failed. Default: 3.
+    pub fn max_retries(self, retries: u32) -> Self {
+        self.writer_config(|w| w.max_retries = retries)
+    }
+
+    /// How long one [`UsageSink::record`] call may take before it counts as a
+    /// temporary failure. Default: 30 s.
+    pub fn sink_timeout(self, timeout: Duration) -> Self {
+        self.writer_config(|w| w.sink_timeout = timeout.max(Duration::from_micros(1)))
+    }
+}
+
+impl<S, Inner> Layer<Inner> for UsageLayer<S> {
+    type Service = Usage<Inner>;
+
+    fn layer(&self, inner: Inner) -> Self::Service {
+        Usage::new(inner, self.capture.clone(), self.queue().clone())
+    }
+}

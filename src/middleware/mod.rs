@@ -1,0 +1,131 @@
+//! The capture middleware, in tower-http's shape: [`UsageLayer`]
+//! makes [`Usage`], whose [`ResponseFuture`] and bodies ([`RequestBody`],
+//! [`ResponseBody`]) are transparent: every frame passes through unchanged,
+//! `Data` and `Error` are the inner body's, `size_hint()` and `is_end_stream()`
+//! forward, trailers pass through. On the way they keep a bounded copy of each
+//! body ([`UsageLayer::max_body_bytes`](crate::UsageLayer::max_body_bytes)).
+//!
+//! On the request path the layer decides the protocol, the consumer and the
+//! route once, packs what it must keep (path, query, route, headers) into one
+//! buffer of its own, keeps body frames by reference as they pass, up to the
+//! capture limit, and copies their prefix into that buffer when the exchange
+//! ends. Everything else (redaction, query and param parsing, the token hash,
+//! ids) happens in the background writer.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_usage::{MemorySink, UsageLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let sink = MemorySink::new();
+//! let layer = UsageLayer::new(sink.clone());
+//! let handle = layer.handle();
+//! let app: Router = Router::new()
+//!     .route("/hello", get(|| async { "hi" }))
+//!     .layer(layer);
+//! # let _ = (app, handle);
+//! # }
+//! ```
+//!
+//! # When the record is emitted
+//!
+//! Exactly once per request, at the first of:
+//! * the response body's end: `Ready(None)`, `is_end_stream()` turning true after
+//!   a frame, or a trailers frame ([`Outcome::Complete`](crate::Outcome::Complete));
+//! * an error from the response body ([`Outcome::Error`](crate::Outcome::Error));
+//! * the response body dropped before its end, the client gone
+//!   ([`Outcome::ClientGone`](crate::Outcome::ClientGone)) — unless every byte of
+//!   a body of known length was already sent, which is complete; for a gRPC call
+//!   (request `content-type: application/grpc*`) the call was cancelled
+//!   ([`Outcome::Cancelled`](crate::Outcome::Cancelled), `grpcStatus` `CANCELLED`
+//!   unless the server had already sent a status in its headers);
+//! * when the response arrives, for responses without a body to send: `HEAD`
+//!   requests, `1xx`, `204` and `304` statuses, and bodies already at their end;
+//! * the response future dropped or failing before a response (see
+//!   [`ResponseFuture`]).
+//!
+//! # Redaction
+//!
+//! * **Headers** named in the list ([`DEFAULT_REDACTED_HEADERS`]) and headers
+//!   marked [sensitive](http::HeaderValue::set_sensitive) have their value
+//!   replaced by `[REDACTED]`. A name redacted in any value is stored as one
+//!   `[REDACTED]`; other repeated headers are kept as they came (the `/usage` wire
+//!   form joins them with `, `, or a newline for `set-cookie`).
+//! * **Query parameters and body fields** whose name is in the field list
+//!   ([`DEFAULT_REDACTED_FIELDS`], compared ASCII case-insensitively) have their
+//!   whole value replaced by `[REDACTED]`: in the query string, in
+//!   `application/x-www-form-urlencoded` bodies, and at any depth in JSON bodies
+//!   (any body whose first non-blank byte is `{` or `[`). The JSON masking is a
+//!   tolerant scan, not a parse: it also masks inside a body cut at the capture
+//!   limit, where a value cut short is masked up to the cut. Key escapes
+//!   (`"pass\u0077ord"`) are decoded before comparing.
+//!
+//! Other bodies (multipart, binary, plain text) are stored as captured.
+//!
+//! # How records flow
+//!
+//! When an exchange ends, the layer pushes its raw capture onto a bounded queue:
+//! a short, uncontended mutex push, never an `.await`. The writer task wakes every
+//! [`max_delay`](crate::UsageLayer::max_delay), or as soon as 8
+//! captures are waiting, takes everything queued, turns the captures into
+//! [`UsageRecord`](crate::UsageRecord)s (redaction, query and route-param parsing, the token hash,
+//! ids: all off the request path) and hands them to
+//! [`UsageSink::record`](crate::UsageSink::record) in batches of at most
+//! [`batch_size`](crate::UsageLayer::batch_size).
+//!
+//! So batches size themselves to the load. While the sink keeps up, the writer
+//! takes a handful of captures at a time, while their memory is still in the
+//! CPU's caches and the allocator's per-thread caches can take back what they
+//! free. While a `record` call is in flight, captures pile up in the queue, and
+//! the next round writes them in batches of up to `batch_size`: a slow sink gets
+//! fewer, larger writes.
+//!
+//! * **Queue full:** the capture is dropped and counted in
+//!   [`RecorderStats::dropped`](crate::RecorderStats::dropped); the request never waits.
+//! * **Sink fails:** a batch whose error [is temporary](crate::SinkError::is_temporary)
+//!   is retried up to [`max_retries`](crate::UsageLayer::max_retries) times with
+//!   exponential backoff (100 ms, doubling, at most 5 s); then it is dropped and
+//!   counted in [`RecorderStats::failed`](crate::RecorderStats::failed). One `tracing` warning is logged per
+//!   failing streak, not one per batch.
+//! * **Sink stalls:** a `record` call that takes longer than
+//!   [`sink_timeout`](crate::UsageLayer::sink_timeout) counts as a temporary failure.
+//!
+//! # Choosing the queue capacity
+//!
+//! The queue absorbs bursts while the sink is slow. Each queued capture holds at
+//! most the two body capture limits plus the request headers, so the worst-case
+//! memory is about `queue_capacity × (max_request_body_bytes +
+//! max_response_body_bytes + headers)`: with the defaults (4096 × 128 KiB) that is
+//! 512 MiB if every request carried maximal bodies, and a few MiB for typical
+//! JSON APIs. Size it as *peak requests per second × the longest sink stall you
+//! want to ride out*, and lower the body limits rather than the capacity when
+//! memory is tight. Watch [`RecorderStats::dropped`](crate::RecorderStats::dropped) in production.
+//!
+//! # Runtime
+//!
+//! [`UsageLayer::new`](crate::UsageLayer::new) spawns the writer on the current
+//! tokio runtime when there is one. Built outside a runtime, the layer starts the
+//! writer lazily the first time it records or flushes from inside one; until then
+//! captures wait in the queue (and are dropped, counted, once it is full). To run
+//! the writer on an executor of your own, take it with
+//! [`UsageLayer::pair`](crate::UsageLayer::pair).
+
+mod body;
+mod future;
+mod layer;
+mod pack;
+mod pending;
+mod service;
+mod tap;
+
+pub use body::{RequestBody, ResponseBody};
+pub use future::ResponseFuture;
+pub use layer::{UsageLayer, DEFAULT_KEPT_RESPONSE_HEADERS, DEFAULT_MAX_BODY_BYTES};
+pub use service::Usage;
+
+pub use crate::record::{DEFAULT_REDACTED_FIELDS, DEFAULT_REDACTED_HEADERS, REDACTED};
+pub use crate::writer::{
+    UsageWorker, DEFAULT_BATCH_SIZE, DEFAULT_MAX_DELAY, DEFAULT_MAX_RETRIES,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_SINK_TIMEOUT,
+};

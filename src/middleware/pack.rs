@@ -1,0 +1,174 @@
+//! Packing a capture on the request path: [`Packer`] fills one buffer in the
+//! layout that [`captured`](crate::captured) defines and reads back.
+
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+
+use super::tap::Tap;
+use crate::captured::{headers_len, write_headers, Packed, Part, TapSummary, PARTS};
+
+/// Fills a [`Packed`] buffer, part by part.
+pub(crate) struct Packer {
+    out: Vec<u8>,
+    parts: [Option<(u32, u32)>; PARTS],
+    request: TapSummary,
+    response: TapSummary,
+}
+
+impl Packer {
+    /// The packer for a request: its path, query, route and headers, in a
+    /// buffer with room for what the exchange adds up to the end (a body of
+    /// `body_hint` bytes, and some room for the response), so that it is
+    /// usually allocated once, here, at the start of the request.
+    pub(crate) fn for_request(
+        uri: &Uri,
+        route: Option<&str>,
+        headers: &HeaderMap,
+        body_hint: usize,
+    ) -> Packer {
+        /// Room for the kept response headers and a small response body.
+        const RESPONSE_ROOM: usize = 512;
+        let (path, query) = (uri.path(), uri.query());
+        let mut packer = Packer::with_capacity(
+            path.len()
+                + query.map_or(0, str::len)
+                + route.map_or(0, str::len)
+                + headers_len(headers)
+                + body_hint
+                + RESPONSE_ROOM,
+        );
+        packer.bytes(Part::Path, path.as_bytes());
+        if let Some(query) = query {
+            packer.bytes(Part::Query, query.as_bytes());
+        }
+        if let Some(route) = route {
+            packer.bytes(Part::Route, route.as_bytes());
+        }
+        packer.headers(Part::RequestHeaders, headers);
+        packer
+    }
+
+    /// `capacity`: the bytes the parts will take, so the buffer is allocated once.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self {
+            out: Vec::with_capacity(capacity),
+            parts: [None; PARTS],
+            request: TapSummary::default(),
+            response: TapSummary::default(),
+        }
+    }
+
+    /// Makes room for `additional` more bytes, exactly, if there is not enough.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.out.reserve_exact(additional);
+    }
+
+    fn part(&mut self, part: Part, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.out.len();
+        write(&mut self.out);
+        // A capture is at most two body limits and two header maps; a part
+        // past 4 GiB is left out rather than misplaced.
+        if let (Ok(start), Ok(end)) = (u32::try_from(start), u32::try_from(self.out.len())) {
+            self.parts[part as usize] = Some((start, end));
+        }
+    }
+
+    pub(crate) fn bytes(&mut self, part: Part, bytes: &[u8]) {
+        self.part(part, |out| out.extend_from_slice(bytes));
+    }
+
+    /// A header map, in the layout of [`captured`](crate::captured).
+    pub(crate) fn headers(&mut self, part: Part, map: &HeaderMap) {
+        self.entries_of(part, map.iter());
+    }
+
+    /// The values of `map` named in `keep`, as a header map.
+    pub(crate) fn kept_headers(&mut self, part: Part, map: &HeaderMap, keep: &[HeaderName]) {
+        self.entries_of(
+            part,
+            keep.iter()
+                .flat_map(|name| map.get_all(name).iter().map(move |v| (name, v))),
+        );
+    }
+
+    pub(crate) fn entries_of<'a>(
+        &mut self,
+        part: Part,
+        entries: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    ) {
+        self.part(part, |out| write_headers(out, entries));
+    }
+
+    /// A body's kept bytes, and what its tap saw.
+    pub(crate) fn body(&mut self, part: Part, tap: Option<&Tap>) {
+        let Some(tap) = tap else {
+            return;
+        };
+        let summary = tap.summary();
+        match part {
+            Part::RequestBody => self.request = summary,
+            _ => self.response = summary,
+        }
+        self.part(part, |out| tap.copy_into(out));
+    }
+
+    pub(crate) fn finish(self) -> Packed {
+        Packed::new(self.out.into(), self.parts, self.request, self.response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_name_repeated_thirty_thousand_times_comes_back() {
+        let mut headers = HeaderMap::new();
+        for i in 0..30_000 {
+            headers.append("x-a", HeaderValue::from(i));
+        }
+        let mut packer = Packer::with_capacity(headers_len(&headers));
+        packer.headers(Part::RequestHeaders, &headers);
+        assert_eq!(packer.finish().headers(Part::RequestHeaders), headers);
+    }
+
+    #[test]
+    fn every_part_comes_back() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-a", HeaderValue::from_static("1"));
+        headers.append("x-a", HeaderValue::from_static("2"));
+        let mut secret = HeaderValue::from_static("s3cret");
+        secret.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, secret);
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        let mut tap = Tap::new(4);
+        tap.observe(&Bytes::from_static(b"abc"));
+        tap.observe(&Bytes::from_static(b"def"));
+
+        let len = headers_len(&headers) + 2 + 4 + 4;
+        let mut packer = Packer::with_capacity(len);
+        packer.bytes(Part::Path, b"/p");
+        packer.headers(Part::RequestHeaders, &headers);
+        packer.headers(Part::ResponseHeaders, &HeaderMap::new());
+        packer.body(Part::RequestBody, Some(&tap));
+        let packed = packer.finish();
+        assert_eq!(packed.len(), len, "the capacity is exact");
+
+        assert_eq!(packed.str(Part::Path), Some("/p"));
+        assert_eq!(packed.str(Part::Query), None);
+        assert_eq!(packed.headers(Part::RequestHeaders), headers);
+        let back = packed.headers(Part::RequestHeaders);
+        assert!(back[http::header::AUTHORIZATION].is_sensitive());
+        assert!(!back["content-type"].is_sensitive());
+        assert!(packed.headers(Part::ResponseHeaders).is_empty());
+        let (request, response) = packed.bodies();
+        assert_eq!(
+            (&request.bytes[..], request.size, request.truncated),
+            (&b"abcd"[..], 6, true)
+        );
+        assert_eq!(
+            (response.bytes.len(), response.size, response.truncated),
+            (0, 0, false)
+        );
+    }
+}

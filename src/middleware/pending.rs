@@ -1,0 +1,145 @@
+//! [`Pending`]: an exchange in flight, from the request's arrival to the record's
+//! emission, and what the response side adds ([`ResponseCapture`]). Finishing it
+//! packs the rest and hands a [`Captured`] to the writer's queue.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use super::layer::CaptureConfig;
+use super::pack::Packer;
+use super::tap::{lock_tap, SharedTap, Tap};
+use crate::captured::{Captured, Part};
+use crate::hooks::Protocol;
+use crate::record::Outcome;
+use crate::writer::Queue;
+
+/// A request in flight: what was captured before the response.
+pub(crate) struct Pending {
+    pub(crate) started: Instant,
+    pub(crate) created: SystemTime,
+    pub(crate) method: Method,
+    /// The path, query, route and request headers, already packed, with room
+    /// for the rest (see [`Packer::for_request`]).
+    pub(crate) packer: Packer,
+    /// The consumer; `None` also when it is still to be derived from the
+    /// bearer token (`consumer_from_bearer`).
+    pub(crate) consumer: Option<String>,
+    pub(crate) consumer_from_bearer: bool,
+    /// Decided once, from the request's `content-type`.
+    pub(crate) protocol: Protocol,
+    pub(crate) request_tap: Option<SharedTap>,
+    pub(crate) config: Arc<CaptureConfig>,
+    /// Taken when the capture is handed over, so a queued capture never keeps
+    /// the queue alive.
+    pub(crate) queue: Option<Queue>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the response side adds (besides the kept headers, which go straight
+/// into the [`Pending::packer`]).
+#[derive(Debug, Default)]
+pub(crate) struct ResponseCapture {
+    pub(crate) status: u16,
+    pub(crate) body: Option<Tap>,
+    /// gRPC calls: `grpc-status` and `grpc-message`, from the trailers, else the
+    /// headers.
+    pub(crate) grpc_status: Option<HeaderValue>,
+    pub(crate) grpc_message: Option<HeaderValue>,
+}
+
+impl ResponseCapture {
+    /// Notes `grpc-status` / `grpc-message` from response headers or trailers;
+    /// later calls (trailers) win.
+    pub(crate) fn note_grpc(&mut self, map: &HeaderMap) {
+        const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+        const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+        if let Some(v) = map.get(GRPC_STATUS) {
+            self.grpc_status = Some(v.clone());
+        }
+        if let Some(v) = map.get(GRPC_MESSAGE) {
+            self.grpc_message = Some(v.clone());
+        }
+    }
+}
+
+impl Pending {
+    /// Ends the exchange: packs what the response added, drops
+    /// the rest here, and hands the capture to the writer.
+    pub(crate) fn finish(mut self, mut response: ResponseCapture, outcome: Outcome) {
+        let duration = self.started.elapsed();
+        let Some(queue) = self.queue.take() else {
+            return;
+        };
+        let request_tap = self.request_tap.take();
+        let request_tap = request_tap.as_ref().map(lock_tap);
+        let response_tap = response.body.take();
+        let mut packer = self.packer;
+        let kept = |tap: Option<&Tap>| tap.map_or(0, Tap::kept);
+        // One exact growth, if the room made at the start is too small.
+        packer.reserve(
+            kept(request_tap.as_deref())
+                + kept(response_tap.as_ref())
+                + response.grpc_status.as_ref().map_or(0, HeaderValue::len)
+                + response.grpc_message.as_ref().map_or(0, HeaderValue::len),
+        );
+        if let Some(v) = &response.grpc_status {
+            packer.bytes(Part::GrpcStatus, v.as_bytes());
+        }
+        if let Some(v) = &response.grpc_message {
+            packer.bytes(Part::GrpcMessage, v.as_bytes());
+        }
+        packer.body(Part::RequestBody, request_tap.as_deref());
+        packer.body(Part::ResponseBody, response_tap.as_ref());
+        let packed = packer.finish();
+        queue.submit(Captured {
+            created: self.created,
+            method: self.method,
+            consumer: self.consumer,
+            consumer_from_bearer: self.consumer_from_bearer,
+            protocol: self.protocol,
+            status: response.status,
+            redaction: self.config.redaction.clone(),
+            packed,
+            outcome,
+            duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+        });
+    }
+
+    /// Ends an exchange that never got a response.
+    pub(crate) fn finish_without_response(self, status: u16, outcome: Outcome) {
+        self.finish(
+            ResponseCapture {
+                status,
+                ..ResponseCapture::default()
+            },
+            outcome,
+        );
+    }
+
+    /// Packs the response headers the record keeps.
+    pub(crate) fn keep_headers(&mut self, headers: &HeaderMap) {
+        let keep = &self.config.keep_response_headers;
+        self.packer
+            .kept_headers(Part::ResponseHeaders, headers, keep);
+    }
+
+    /// Packs the kept response headers that trailers carry (the first value of
+    /// each); they replace the same headers from the head.
+    pub(crate) fn keep_trailers(&mut self, trailers: &HeaderMap) {
+        let keep = &self.config.keep_response_headers;
+        self.packer.entries_of(
+            Part::ResponseTrailers,
+            keep.iter()
+                .filter_map(|name| Some((name, trailers.get(name)?))),
+        );
+    }
+}

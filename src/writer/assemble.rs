@@ -1,0 +1,100 @@
+//! Assembling a record: a [`Captured`] exchange becomes a [`UsageRecord`] (the
+//! redaction, query and route-param parsing, the gRPC result, the token hash and
+//! the id). Runs on the writer, off the request path. It lives in the writer,
+//! not in `record`, so that `record` stays a leaf that knows nothing of the
+//! capture buffer.
+
+use time::OffsetDateTime;
+
+use crate::captured::{Captured, Part};
+use crate::hooks::bearer_consumer;
+use crate::record::{
+    params_for, truncate_to_millis, GrpcCall, Outcome, RecordedRequest, UsageRecord, GRPC_CANCELLED,
+};
+
+/// Builds the record of a captured exchange. Runs on the writer task.
+pub(crate) fn assemble(captured: Captured) -> UsageRecord {
+    let Captured {
+        created,
+        method,
+        consumer,
+        consumer_from_bearer,
+        protocol,
+        status,
+        redaction,
+        packed,
+        outcome,
+        duration_us,
+    } = captured;
+    let created_at = truncate_to_millis(OffsetDateTime::from(created));
+    let path = packed.str(Part::Path).unwrap_or_default().to_owned();
+    let query = packed
+        .str(Part::Query)
+        .map(|q| redaction.query(q).into_owned())
+        .unwrap_or_default();
+    let route = packed.str(Part::Route).map(str::to_owned);
+    let request_headers = packed.headers(Part::RequestHeaders);
+    let mut response_headers = packed.headers(Part::ResponseHeaders);
+    for (name, value) in &packed.headers(Part::ResponseTrailers) {
+        response_headers.insert(name.clone(), value.clone());
+    }
+
+    let (mut request_body, mut response_body) = packed.bodies();
+    request_body.bytes = redaction.body(request_body.bytes, &request_headers);
+    response_body.bytes = redaction.body(response_body.bytes, &response_headers);
+
+    let grpc = protocol.is_grpc();
+    let params = params_for(route.as_deref(), &path, grpc);
+    let grpc = grpc.then(|| {
+        let mut status = packed
+            .header_value(Part::GrpcStatus)
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse().ok());
+        if status.is_none() && outcome == Outcome::Cancelled {
+            // The call was cancelled before the server sent a status: what
+            // the client sees too.
+            status = Some(GRPC_CANCELLED);
+        }
+        GrpcCall {
+            status,
+            message: packed
+                .header_value(Part::GrpcMessage)
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .map(|m| {
+                    percent_encoding::percent_decode_str(m)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                }),
+            request_messages: packed.request.messages,
+            response_messages: packed.response.messages,
+        }
+    });
+
+    let consumer = if consumer_from_bearer {
+        bearer_consumer(&request_headers)
+    } else {
+        consumer
+    };
+    UsageRecord {
+        id: UsageRecord::new_id(created_at),
+        consumer,
+        method: method.as_str().to_owned(),
+        path,
+        route,
+        request: RecordedRequest {
+            body: request_body,
+            query,
+            params,
+            headers: redaction.headers(request_headers),
+        },
+        response: response_body,
+        response_headers: redaction.headers(response_headers),
+        status,
+        created_at,
+        duration_us,
+        outcome,
+        grpc,
+    }
+}

@@ -1,0 +1,56 @@
+//! The background writer, in the shape of tower's `Buffer`: a bounded queue
+//! between the request path and the sink ([`queue`]), a worker future that drains
+//! it in batches ([`worker`]), and [`UsageHandle`] to flush, inspect and stop it
+//! ([`handle`]). Captured exchanges become records here ([`assemble`]), off the
+//! request path.
+//!
+//! The user-facing description (how records flow, choosing the queue capacity,
+//! the runtime) is on the middleware module, next to the layer's settings.
+
+use std::time::Duration;
+
+mod assemble;
+mod handle;
+mod queue;
+mod worker;
+
+pub use handle::{RecorderStats, UsageHandle};
+pub(crate) use queue::Queue;
+pub use worker::UsageWorker;
+
+/// Default [`queue_capacity`](crate::UsageLayer::queue_capacity): 4096 captures.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+/// Default [`batch_size`](crate::UsageLayer::batch_size): 256 records.
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// Default [`max_delay`](crate::UsageLayer::max_delay): 100 ms.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(100);
+/// Default [`max_retries`](crate::UsageLayer::max_retries): 3.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Default [`sink_timeout`](crate::UsageLayer::sink_timeout): 30 s.
+pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many waiting captures wake the writer before `max_delay` is up (or
+/// `batch_size`, when that is smaller).
+pub(crate) const WAKE_AT: usize = 8;
+
+/// The writer's settings: plain values, fixed before the writer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WriterConfig {
+    pub(crate) queue_capacity: usize,
+    pub(crate) batch_size: usize,
+    pub(crate) max_delay: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) sink_timeout: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            batch_size: DEFAULT_BATCH_SIZE,
+            max_delay: DEFAULT_MAX_DELAY,
+            max_retries: DEFAULT_MAX_RETRIES,
+            sink_timeout: DEFAULT_SINK_TIMEOUT,
+        }
+    }
+}
