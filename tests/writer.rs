@@ -1,0 +1,108 @@
+//! The writer's configuration and its worker, through a real axum Router on
+//! 127.0.0.1: settings are plain values fixed before the writer starts, and
+//! `UsageLayer::pair` hands the worker out instead of spawning it.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use common::*;
+use http::{Request, StatusCode};
+use tower_usage::UsageLayer;
+
+fn app<S: tower_usage::UsageSink>(layer: UsageLayer<S>) -> Router {
+    Router::new()
+        .route("/ok", get(|| async { "ok" }))
+        .layer(layer)
+}
+
+async fn get_ok(addr: std::net::SocketAddr, times: usize) {
+    for _ in 0..times {
+        let (status, _, _) = send(
+            Request::get(format!("http://{addr}/ok"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn pair_hands_out_the_worker_and_spawns_nothing() {
+    let sink = CollectSink::default();
+    let (layer, worker) = UsageLayer::new(sink.clone())
+        .max_delay(Duration::from_millis(5))
+        .pair();
+    let handle = layer.handle();
+    let addr = serve(app(layer)).await;
+    get_ok(addr, 3).await;
+
+    // Nobody runs the worker yet: the captures wait in the queue.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(sink.all().len(), 0, "nothing may run the writer but us");
+    let stats = handle.stats();
+    assert_eq!((stats.captured, stats.queued), (3, 3), "{stats:?}");
+
+    // Our own thread and runtime drive it.
+    let writer = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(worker)
+    });
+    eventually("the records written by our worker", || {
+        sink.all().len() == 3
+    })
+    .await;
+    handle.clone().shutdown().await;
+    writer.join().expect("the worker ends after shutdown");
+    assert_eq!(handle.stats().written, 3);
+}
+
+#[tokio::test]
+async fn writer_settings_are_fixed_before_the_writer_starts() {
+    // A queue of 2 behind a sink that never answers: the third capture on is
+    // dropped. The setting is made before the layer is used, so it applies.
+    let layer = UsageLayer::new(StalledSink)
+        .queue_capacity(2)
+        .max_delay(Duration::from_millis(5));
+    let handle = layer.handle();
+    let addr = serve(app(layer)).await;
+    get_ok(addr, 20).await;
+    let stats = handle.stats();
+    assert_eq!(stats.captured, 20);
+    // At most 2 queued and 2 in the worker's hand (it takes the whole queue).
+    assert!(stats.dropped >= 16, "{stats:?}");
+    assert!(stats.queued <= 2, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_setting_changed_after_the_writer_started_gives_that_value_a_writer_of_its_own() {
+    let first = CollectSink::default();
+    let layer = UsageLayer::new(first.clone()).max_delay(Duration::from_millis(5));
+    let first_handle = layer.handle(); // the writer of `layer` is made here
+    let changed = layer.clone().batch_size(1);
+    let changed_handle = changed.handle();
+
+    let addr = serve(app(changed)).await;
+    get_ok(addr, 2).await;
+    changed_handle.flush().await;
+    assert_eq!(changed_handle.stats().written, 2);
+    assert_eq!(
+        first_handle.stats().captured,
+        0,
+        "the old writer saw nothing"
+    );
+    assert_eq!(first.all().len(), 2, "both writers write to the one sink");
+
+    // Clones made after the writer exists share it.
+    let shared = layer.clone();
+    let addr = serve(app(shared)).await;
+    get_ok(addr, 1).await;
+    first_handle.flush().await;
+    assert_eq!(first_handle.stats().written, 1);
+}
