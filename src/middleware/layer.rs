@@ -11,7 +11,7 @@ use tower_layer::Layer;
 
 use super::service::Usage;
 use crate::hooks::{default_route_fn, RouteFn, SkipFn};
-use crate::record::Redaction;
+use crate::record::{NameRules, Redaction};
 use crate::writer::{Queue, UsageHandle, UsageWorker, WriterConfig};
 use crate::{IdentifyConsumer, RequestInfo, UsageSink};
 
@@ -274,36 +274,109 @@ impl<S> UsageLayer<S> {
         self
     }
 
-    /// The request and response headers whose values are stored as
-    /// `[REDACTED]`, replacing the list. Default:
-    /// [`DEFAULT_REDACTED_HEADERS`](crate::middleware::DEFAULT_REDACTED_HEADERS)
-    /// (`authorization`, `proxy-authorization`, `cookie`, `set-cookie`, `x-api-key`).
-    /// Values marked [sensitive](http::HeaderValue::set_sensitive) are always redacted.
-    pub fn redact_headers<I>(mut self, names: I) -> Self
+    /// Also redacts these request and response headers (exact names), on top
+    /// of the rules already set: adding never turns a default off. Default
+    /// rules: the patterns of
+    /// [`DEFAULT_REDACTED_HEADER_PATTERNS`](crate::middleware::DEFAULT_REDACTED_HEADER_PATTERNS)
+    /// (any name containing `auth`, `api-key`, `secret`, `token`, `cookie`,
+    /// `session`, ...). Values marked [sensitive](http::HeaderValue::set_sensitive)
+    /// are always redacted. See [redaction](crate::middleware#redaction).
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_usage::{MemorySink, UsageLayer};
+    ///
+    /// // `authorization` and `cookie` stay redacted.
+    /// let layer = UsageLayer::new(MemorySink::new())
+    ///     .redact_headers([HeaderName::from_static("x-tenant-signature")]);
+    /// # let _ = layer;
+    /// ```
+    pub fn redact_headers<I>(self, names: I) -> Self
     where
         I: IntoIterator<Item = HeaderName>,
     {
+        let names: Vec<HeaderName> = names.into_iter().collect();
+        self.change_headers(|rules| rules.add_exact(names.iter().map(HeaderName::as_str)))
+    }
+
+    /// Also redacts headers whose name contains any of `patterns` (ASCII
+    /// case-insensitive substrings), on top of the rules already set.
+    pub fn redact_header_patterns<I, T>(self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let patterns: Vec<T> = patterns.into_iter().collect();
+        self.change_headers(|rules| rules.add_patterns(patterns.iter().map(AsRef::as_ref)))
+    }
+
+    /// **Replaces** every header redaction rule, the defaults included, with
+    /// these exact names. Only values marked sensitive stay redacted besides.
+    /// With an empty list, every other header is stored as it came, bearer
+    /// tokens and cookies included: a loud name for a dangerous call.
+    pub fn replace_redacted_headers<I>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = HeaderName>,
+    {
+        let names: Vec<HeaderName> = names.into_iter().collect();
+        self.change_headers(|rules| {
+            *rules = NameRules::default();
+            rules.add_exact(names.iter().map(HeaderName::as_str));
+        })
+    }
+
+    /// Also redacts these query parameters and body fields (exact names, ASCII
+    /// case-insensitive, at any depth of a JSON body), on top of the rules
+    /// already set: adding never turns a default off. Default rules: the
+    /// patterns of
+    /// [`DEFAULT_REDACTED_FIELD_PATTERNS`](crate::middleware::DEFAULT_REDACTED_FIELD_PATTERNS)
+    /// (any name containing `password`, `pwd`, `secret`, `token`, `auth`,
+    /// `api_key`, `private_key`, ...).
+    pub fn redact_fields<I, T>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let names: Vec<T> = names.into_iter().collect();
+        self.change_fields(|rules| rules.add_exact(names.iter().map(AsRef::as_ref)))
+    }
+
+    /// Also redacts query parameters and body fields whose name contains any of
+    /// `patterns` (ASCII case-insensitive substrings), on top of the rules
+    /// already set.
+    pub fn redact_field_patterns<I, T>(self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let patterns: Vec<T> = patterns.into_iter().collect();
+        self.change_fields(|rules| rules.add_patterns(patterns.iter().map(AsRef::as_ref)))
+    }
+
+    /// **Replaces** every field redaction rule, the defaults included, with
+    /// these exact names. With an empty list, passwords and tokens in queries
+    /// and bodies are stored as they came: a loud name for a dangerous call.
+    pub fn replace_redacted_fields<I, T>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let names: Vec<T> = names.into_iter().collect();
+        self.change_fields(|rules| {
+            *rules = NameRules::default();
+            rules.add_exact(names.iter().map(AsRef::as_ref));
+        })
+    }
+
+    fn change_headers(mut self, change: impl FnOnce(&mut NameRules)) -> Self {
         let c = self.config();
-        c.redaction = Arc::new(c.redaction.with_headers(names.into_iter().collect()));
+        c.redaction = Arc::new(c.redaction.with_headers(change));
         self
     }
 
-    /// The query parameter and body field names whose values are stored as
-    /// `[REDACTED]` (ASCII case-insensitive, at any depth of a JSON body),
-    /// replacing the list. Default:
-    /// [`DEFAULT_REDACTED_FIELDS`](crate::middleware::DEFAULT_REDACTED_FIELDS)
-    /// (`password`, `secret`, `token`, `api_key`, `apiKey`, `access_token`,
-    /// `refresh_token`, `authorization`).
-    pub fn redact_fields<I, T>(mut self, names: I) -> Self
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<String>,
-    {
+    fn change_fields(mut self, change: impl FnOnce(&mut NameRules)) -> Self {
         let c = self.config();
-        c.redaction = Arc::new(
-            c.redaction
-                .with_fields(names.into_iter().map(Into::into).collect()),
-        );
+        c.redaction = Arc::new(c.redaction.with_fields(change));
         self
     }
 

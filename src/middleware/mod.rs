@@ -47,19 +47,33 @@
 //!
 //! # Redaction
 //!
-//! * **Headers** named in the list ([`DEFAULT_REDACTED_HEADERS`]) and headers
-//!   marked [sensitive](http::HeaderValue::set_sensitive) have their value
-//!   replaced by `[REDACTED]`. A name redacted in any value is stored as one
-//!   `[REDACTED]`; other repeated headers are kept as they came (the `/usage` wire
-//!   form joins them with `, `, or a newline for `set-cookie`).
-//! * **Query parameters and body fields** whose name is in the field list
-//!   ([`DEFAULT_REDACTED_FIELDS`], compared ASCII case-insensitively) have their
-//!   whole value replaced by `[REDACTED]`: in the query string, in
-//!   `application/x-www-form-urlencoded` bodies, and at any depth in JSON bodies
-//!   (any body whose first non-blank byte is `{` or `[`). The JSON masking is a
-//!   tolerant scan, not a parse: it also masks inside a body cut at the capture
-//!   limit, where a value cut short is masked up to the cut. Key escapes
-//!   (`"pass\u0077ord"`) are decoded before comparing.
+//! The writer redacts every record before any sink sees it. Rules are names
+//! (exact, ASCII case-insensitive) and patterns (substrings, ASCII
+//! case-insensitive); the builder methods that *add* rules
+//! ([`redact_headers`](UsageLayer::redact_headers),
+//! [`redact_fields`](UsageLayer::redact_fields), and their `_patterns`
+//! siblings) never turn a default off; only the loudly named
+//! [`replace_redacted_headers`](UsageLayer::replace_redacted_headers) and
+//! [`replace_redacted_fields`](UsageLayer::replace_redacted_fields) do.
+//!
+//! * **Headers** whose name matches a rule (by default any name containing a
+//!   pattern of [`DEFAULT_REDACTED_HEADER_PATTERNS`]: `auth`, `api-key`,
+//!   `secret`, `token`, `cookie`, `session`, ...) and headers marked
+//!   [sensitive](http::HeaderValue::set_sensitive) are stored as one
+//!   `[REDACTED]`. Other repeated headers are kept as they came (the `/usage`
+//!   wire form joins them with `, `, or a newline for `set-cookie`).
+//! * **URLs in header values** (`Referer`, `Location`, ...): query parameters
+//!   whose names match a field rule have their values masked.
+//! * **Query parameters and body fields** whose name matches a field rule (by
+//!   default any name containing a pattern of [`DEFAULT_REDACTED_FIELD_PATTERNS`]:
+//!   `password`, `passwd`, `pwd`, `secret`, `token`, `auth`, `api_key`,
+//!   `private_key`, `credential`, ...) have their whole value replaced by
+//!   `[REDACTED]`: in the query string, in `application/x-www-form-urlencoded`
+//!   bodies, and at any depth in JSON bodies (any body whose first non-blank
+//!   byte is `{` or `[`). The JSON masking is a tolerant scan, not a parse: it
+//!   also masks inside a body cut at the capture limit, where a value cut short
+//!   is masked up to the cut. Key escapes (`"pass\u0077ord"`) are decoded before
+//!   comparing.
 //!
 //! Other bodies (multipart, binary, plain text) are stored as captured.
 //!
@@ -124,7 +138,9 @@ pub use future::ResponseFuture;
 pub use layer::{UsageLayer, DEFAULT_KEPT_RESPONSE_HEADERS, DEFAULT_MAX_BODY_BYTES};
 pub use service::Usage;
 
-pub use crate::record::{DEFAULT_REDACTED_FIELDS, DEFAULT_REDACTED_HEADERS, REDACTED};
+pub use crate::record::{
+    DEFAULT_REDACTED_FIELD_PATTERNS, DEFAULT_REDACTED_HEADER_PATTERNS, REDACTED,
+};
 pub use crate::writer::{
     UsageWorker, DEFAULT_BATCH_SIZE, DEFAULT_MAX_DELAY, DEFAULT_MAX_RETRIES,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_SINK_TIMEOUT,

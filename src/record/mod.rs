@@ -352,8 +352,8 @@ mod wire;
 
 pub use grpc::{GrpcDirection, GrpcMessage};
 pub(crate) use grpc::{GrpcMessageJson, GrpcMessageJsonFn, MessageCounter, GRPC_CANCELLED};
-pub(crate) use redact::Redaction;
-pub use redact::{DEFAULT_REDACTED_FIELDS, DEFAULT_REDACTED_HEADERS, REDACTED};
+pub(crate) use redact::{NameRules, Redaction};
+pub use redact::{DEFAULT_REDACTED_FIELD_PATTERNS, DEFAULT_REDACTED_HEADER_PATTERNS, REDACTED};
 pub(crate) use route_params::params_for;
 #[allow(unused_imports)]
 pub(crate) use timestamp::{

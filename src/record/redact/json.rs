@@ -171,12 +171,15 @@ mod tests {
         );
     }
 
-    /// Both searchers, on short and long haystacks, agree with a plain
-    /// substring test; names inside other names are found through them.
     #[test]
     fn leaves_values_that_only_look_like_keys() {
-        let s = r#"{"note": "password", "passwords": ["x"], "a": ["token"]}"#;
+        let s = r#"{"note": "password", "remarks": ["x"], "a": ["token"]}"#;
         assert_eq!(mask(s), s);
+        // Keys match by pattern: a key containing a secret name is masked.
+        assert_eq!(
+            mask(r#"{"note": "password", "passwords": ["x"]}"#),
+            r#"{"note": "password", "passwords": "[REDACTED]"}"#
+        );
     }
 
     #[test]

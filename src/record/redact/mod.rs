@@ -8,25 +8,41 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// Headers redacted by default.
-pub const DEFAULT_REDACTED_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
+/// Header name patterns redacted by default: a header whose (lower-case) name
+/// contains any of these is stored as `[REDACTED]`. This catches
+/// `authorization`, `proxy-authorization`, `cookie`, `set-cookie`, `x-api-key`,
+/// `x-auth-token`, `x-forwarded-authorization`, `x-session-id` and the like.
+/// The set follows Apitally's default (`auth|api-?key|secret|token|cookie`),
+/// plus `password`, `passwd` and `session`.
+pub const DEFAULT_REDACTED_HEADER_PATTERNS: &[&str] = &[
+    "auth", "api-key", "apikey", "api_key", "secret", "token", "cookie", "password", "passwd",
+    "session",
 ];
 
-/// Query parameter and body field names redacted by default.
-pub const DEFAULT_REDACTED_FIELDS: &[&str] = &[
-    "password",
+/// Query parameter and body field name patterns redacted by default: a field
+/// whose name contains any of these, ASCII case-insensitively, is stored as
+/// `[REDACTED]`. This catches `password`, `new_password`, `passwd`, `pwd`,
+/// `client_secret`, `token`, `id_token`, `access_token`, `apiKey`, `api_key`,
+/// `private_key`, `Authorization` and the like. The set follows Apitally's
+/// default (`auth|api-?key|secret|token|password|pwd`), plus `passwd`,
+/// `private_key` (and its spellings) and `credential`. Being patterns, they
+/// also catch harmless names (`author`, `tokenizer`): replace the set with
+/// [`UsageLayer::replace_redacted_fields`](crate::UsageLayer::replace_redacted_fields)
+/// if that matters more than a secret under an unexpected name.
+pub const DEFAULT_REDACTED_FIELD_PATTERNS: &[&str] = &[
+    "auth",
+    "api-key",
+    "apikey",
+    "api_key",
     "secret",
     "token",
-    "api_key",
-    "apiKey",
-    "access_token",
-    "refresh_token",
-    "authorization",
+    "password",
+    "passwd",
+    "pwd",
+    "private_key",
+    "private-key",
+    "privatekey",
+    "credential",
 ];
 
 /// What replaces a redacted value.
@@ -38,11 +54,71 @@ use json::mask_json;
 
 const REDACTED_JSON: &[u8] = b"\"[REDACTED]\"";
 
+/// Names to redact: exact names and substring patterns, both compared ASCII
+/// case-insensitively (kept lower-cased).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct NameRules {
+    exact: Vec<String>,
+    patterns: Vec<String>,
+}
+
+impl NameRules {
+    fn of_patterns(patterns: &[&str]) -> Self {
+        let mut rules = Self::default();
+        rules.add_patterns(patterns.iter().copied());
+        rules
+    }
+
+    fn push(list: &mut Vec<String>, name: &str) {
+        let name = name.to_ascii_lowercase();
+        if !name.is_empty() && !list.contains(&name) {
+            list.push(name);
+        }
+    }
+
+    pub(crate) fn add_exact<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        names
+            .into_iter()
+            .for_each(|n| Self::push(&mut self.exact, n));
+    }
+
+    pub(crate) fn add_patterns<'a>(&mut self, patterns: impl IntoIterator<Item = &'a str>) {
+        patterns
+            .into_iter()
+            .for_each(|p| Self::push(&mut self.patterns, p));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.patterns.is_empty()
+    }
+
+    /// Whether `name` is one to redact: equal to an exact name, or containing
+    /// a pattern, ASCII case-insensitively. No allocation.
+    fn matches(&self, name: &str) -> bool {
+        let name = name.as_bytes();
+        self.exact
+            .iter()
+            .any(|e| e.as_bytes().eq_ignore_ascii_case(name))
+            || self.patterns.iter().any(|p| {
+                let p = p.as_bytes();
+                name.len() >= p.len() && name.windows(p.len()).any(|w| w.eq_ignore_ascii_case(p))
+            })
+    }
+
+    /// Every name and pattern, lower-cased: what the body prefilter looks for.
+    fn needles(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.exact.iter().chain(&self.patterns).cloned().collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+}
+
 /// The redaction rules of a layer.
 #[derive(Debug, Clone)]
 pub(crate) struct Redaction {
-    headers: Vec<HeaderName>,
-    fields: Vec<String>,
+    headers: NameRules,
+    fields: NameRules,
     /// Finds the fields, lower-cased, in one pass: the body prefilter.
     keys: KeySearch,
 }
@@ -99,62 +175,97 @@ impl KeySearch {
 impl Default for Redaction {
     fn default() -> Self {
         Self::new(
-            DEFAULT_REDACTED_HEADERS
-                .iter()
-                .map(|h| HeaderName::from_static(h))
-                .collect(),
-            DEFAULT_REDACTED_FIELDS
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            NameRules::of_patterns(DEFAULT_REDACTED_HEADER_PATTERNS),
+            NameRules::of_patterns(DEFAULT_REDACTED_FIELD_PATTERNS),
         )
     }
 }
 
 impl Redaction {
-    pub(crate) fn new(headers: Vec<HeaderName>, fields: Vec<String>) -> Self {
-        let fields: Vec<String> = fields.into_iter().filter(|f| !f.is_empty()).collect();
-        let mut lower: Vec<String> = fields.iter().map(|f| f.to_ascii_lowercase()).collect();
-        lower.sort_unstable();
-        lower.dedup();
+    pub(crate) fn new(headers: NameRules, fields: NameRules) -> Self {
         Self {
+            keys: KeySearch::new(fields.needles()),
             headers,
             fields,
-            keys: KeySearch::new(lower),
         }
     }
 
-    pub(crate) fn with_headers(&self, headers: Vec<HeaderName>) -> Self {
+    /// No redaction at all (for tests).
+    #[cfg(test)]
+    pub(crate) fn none() -> Self {
+        Self::new(NameRules::default(), NameRules::default())
+    }
+
+    /// These rules with the header rules changed by `change`.
+    pub(crate) fn with_headers(&self, change: impl FnOnce(&mut NameRules)) -> Self {
+        let mut headers = self.headers.clone();
+        change(&mut headers);
         Self::new(headers, self.fields.clone())
     }
 
-    pub(crate) fn with_fields(&self, fields: Vec<String>) -> Self {
+    /// These rules with the field rules changed by `change`.
+    pub(crate) fn with_fields(&self, change: impl FnOnce(&mut NameRules)) -> Self {
+        let mut fields = self.fields.clone();
+        change(&mut fields);
         Self::new(self.headers.clone(), fields)
     }
 
     fn is_field(&self, name: &str) -> bool {
-        self.fields.iter().any(|f| f.eq_ignore_ascii_case(name))
+        self.fields.matches(name)
     }
 
-    /// Redacts headers: every value of a name in the list, or of a name with
-    /// any value marked sensitive, is replaced by one `[REDACTED]`. Other
-    /// repeated headers are kept as they came; only the wire form joins them.
+    fn is_header(&self, name: &HeaderName) -> bool {
+        self.headers.matches(name.as_str())
+    }
+
+    /// Redacts headers: every value of a name the rules match, or of a name
+    /// with any value marked sensitive, is replaced by one `[REDACTED]`. In the
+    /// other values, a URL's query parameters whose names are secret fields
+    /// (a token in a `Referer`, say) are masked. Repeated headers are kept as
+    /// they came; only the wire form joins them.
     pub(crate) fn headers(&self, mut headers: HeaderMap) -> HeaderMap {
         let is_redacted = |name: &HeaderName, map: &HeaderMap| {
-            self.headers.contains(name) || map.get_all(name).iter().any(HeaderValue::is_sensitive)
+            self.is_header(name) || map.get_all(name).iter().any(HeaderValue::is_sensitive)
         };
-        if !headers.keys().any(|name| is_redacted(name, &headers)) {
-            return headers;
+        if headers.keys().any(|name| is_redacted(name, &headers)) {
+            let names: Vec<HeaderName> = headers
+                .keys()
+                .filter(|name| is_redacted(name, &headers))
+                .cloned()
+                .collect();
+            for name in names {
+                headers.insert(name, HeaderValue::from_static(REDACTED));
+            }
         }
-        let names: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| is_redacted(name, &headers))
-            .cloned()
-            .collect();
-        for name in names {
-            headers.insert(name, HeaderValue::from_static(REDACTED));
+        for (_, value) in headers.iter_mut() {
+            if memchr::memchr(b'?', value.as_bytes()).is_some() {
+                if let Some(masked) = self.url_in_header(value) {
+                    *value = masked;
+                }
+            }
         }
         headers
+    }
+
+    /// A header value holding a URL whose query has secret parameters, masked;
+    /// `None` when there is nothing to mask. A value that is not UTF-8 but
+    /// holds a field name after its `?` is masked whole: when in doubt, mask.
+    fn url_in_header(&self, value: &HeaderValue) -> Option<HeaderValue> {
+        let bytes = value.as_bytes();
+        let q = memchr::memchr(b'?', bytes)?;
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return self
+                .may_hold_field_key(&bytes[q..])
+                .then(|| HeaderValue::from_static(REDACTED));
+        };
+        let end = text[q + 1..].find('#').map_or(text.len(), |i| q + 1 + i);
+        match self.query(&text[q + 1..end]) {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(masked) => {
+                let url = format!("{}{masked}{}", &text[..=q], &text[end..]);
+                Some(HeaderValue::from_str(&url).unwrap_or(HeaderValue::from_static(REDACTED)))
+            }
+        }
     }
 
     /// A fast, conservative test for the JSON scan: whether any field name
@@ -326,7 +437,7 @@ mod tests {
 
     #[test]
     fn set_cookie_values_are_kept_apart_when_not_redacted() {
-        let r = Redaction::new(vec![], vec![]);
+        let r = Redaction::none();
         let mut h = HeaderMap::new();
         h.append("set-cookie", HeaderValue::from_static("a=1"));
         h.append("set-cookie", HeaderValue::from_static("b=2"));
