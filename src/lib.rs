@@ -76,10 +76,10 @@
 pub mod body;
 pub mod capture;
 pub mod consumer;
+pub mod endpoint;
 mod error;
 pub mod future;
 pub mod grpc;
-pub mod handler;
 mod layer;
 mod marker;
 pub mod params;
@@ -93,8 +93,8 @@ pub mod sink;
 pub mod testing;
 
 pub use consumer::{IdentifyConsumer, RequestInfo};
+pub use endpoint::UsageService;
 pub use error::{SinkError, SinkErrorKind};
-pub use handler::UsageService;
 pub use layer::UsageLayer;
 pub use record::{CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
 pub use recorder::{RecorderStats, UsageHandle};

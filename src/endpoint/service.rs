@@ -1,37 +1,26 @@
-//! The `GET /usage` endpoint: [`UsageService`] and its response future.
-//!
-//! The user-facing documentation (parameters, statuses, examples) lives on
-//! [`UsageService`], which is re-exported at the crate root.
+//! [`UsageService`]: its builder, and the tower `Service` that checks a request
+//! and hands the sink query to the [`ResponseFuture`].
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
-use serde::Serialize;
+use http::{Method, Request, Response};
 use tower_service::Service;
 
+use super::future::ResponseFuture;
+use super::params;
+use super::response::Refusal;
+use super::UsageResponseBody;
 use crate::consumer::{IdentifyConsumer, RequestInfo};
-use crate::error::{SinkError, SinkErrorKind};
-use crate::marker::ServedByUsageService;
-use crate::grpc::{GrpcDirection, GrpcMessageJson, GrpcMessageJsonFn};
-use crate::record::RecordView;
-use crate::sink::{ConsumerScope, UsagePage, UsageQuery, UsageSink};
+use crate::grpc::{GrpcDirection, GrpcMessageJsonFn};
+use crate::sink::{ConsumerScope, UsageQuery, UsageSink};
 #[cfg(doc)]
 use crate::sink::{DEFAULT_LIMIT, MAX_LIMIT};
+#[cfg(doc)]
 use crate::UsageRecord;
-
-mod params;
-
-/// The body of every [`UsageService`] response: the whole JSON document at once.
-pub type UsageResponseBody = http_body_util::Full<Bytes>;
-
 
 /// The default of [`UsageService::query_timeout`].
 const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -298,15 +287,14 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let head = req.method() == Method::HEAD;
         match self.prepare(&req) {
-            Err(refusal) => ResponseFuture::ready(finish(self.refusal_response(refusal), head)),
-            Ok(query) => {
-                let sink = self.sink.clone();
-                let timeout = self.query_timeout;
-                let grpc_json = self.grpc_json.clone();
-                ResponseFuture::query(Box::pin(async move {
-                    finish(run_query(sink, query, timeout, grpc_json).await, head)
-                }))
-            }
+            Err(refusal) => ResponseFuture::refused(refusal, head),
+            Ok(query) => ResponseFuture::query(
+                self.sink.clone(),
+                query,
+                self.query_timeout,
+                self.grpc_json.clone(),
+                head,
+            ),
         }
     }
 }
@@ -315,13 +303,6 @@ where
 enum Caller {
     Admin,
     Consumer(String),
-}
-
-/// Why a request is answered without asking the sink.
-enum Refusal {
-    Method,
-    Unauthorized,
-    Param(params::ParamError),
 }
 
 impl<S> UsageService<S> {
@@ -337,7 +318,7 @@ impl<S> UsageService<S> {
         } else {
             match self.identify.identify(info) {
                 Some(consumer) => Caller::Consumer(consumer),
-                None => return Err(Refusal::Unauthorized),
+                None => return Err(Refusal::Unauthorized(self.unauthorized_message())),
             }
         };
         let is_admin = matches!(caller, Caller::Admin);
@@ -363,240 +344,27 @@ impl<S> UsageService<S> {
         })
     }
 
-    fn refusal_response(&self, refusal: Refusal) -> Response<UsageResponseBody> {
-        match refusal {
-            Refusal::Method => {
-                let mut res = error_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "only GET and HEAD are allowed",
-                    None,
-                );
-                res.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                res
-            }
-            Refusal::Unauthorized => {
-                let message = if !self.identify.is_bearer() {
-                    "this request is not attributed to any consumer"
-                } else {
-                    "missing or malformed bearer token: send `Authorization: Bearer <token>`"
-                };
-                let mut res = error_response(StatusCode::UNAUTHORIZED, message, None);
-                res.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                res
-            }
-            Refusal::Param(e) => error_response(e.status, &e.message, e.parameter.as_deref()),
+    /// What a `401` says: how to send a bearer token, unless the consumer is
+    /// derived some other way.
+    fn unauthorized_message(&self) -> &'static str {
+        if self.identify.is_bearer() {
+            "missing or malformed bearer token: send `Authorization: Bearer <token>`"
+        } else {
+            "this request is not attributed to any consumer"
         }
-    }
-}
-
-/// Asks the sink for one page, within `timeout`, and renders the answer.
-async fn run_query<S: UsageSink>(
-    sink: S,
-    query: UsageQuery,
-    timeout: Duration,
-    grpc_json: Option<GrpcMessageJsonFn>,
-) -> Response<UsageResponseBody> {
-    match tokio::time::timeout(timeout, sink.query(&query)).await {
-        Ok(Ok(page)) => page_response(&page, grpc_json.as_deref()),
-        Ok(Err(err)) => sink_error_response(&err),
-        Err(_elapsed) => {
-            tracing::warn!(
-                timeout_ms = timeout.as_millis() as u64,
-                "GET /usage: the sink did not answer in time"
-            );
-            unavailable()
-        }
-    }
-}
-
-/// The `200` body, borrowing the page.
-#[derive(Serialize)]
-struct PageBody<'a> {
-    requests: Records<'a>,
-    #[serde(rename = "nextCursor")]
-    next_cursor: Option<&'a str>,
-}
-
-/// The records, rendered with the gRPC message hook when there is one.
-struct Records<'a> {
-    records: &'a [UsageRecord],
-    grpc_json: Option<&'a GrpcMessageJson>,
-}
-
-impl Serialize for Records<'_> {
-    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
-        match self.grpc_json {
-            None => self.records.serialize(serializer),
-            Some(grpc_json) => {
-                serializer.collect_seq(self.records.iter().map(|record| RecordView {
-                    record,
-                    grpc_json: Some(grpc_json),
-                }))
-            }
-        }
-    }
-}
-
-fn page_response(
-    page: &UsagePage,
-    grpc_json: Option<&GrpcMessageJson>,
-) -> Response<UsageResponseBody> {
-    let body = PageBody {
-        requests: Records {
-            records: &page.records,
-            grpc_json,
-        },
-        next_cursor: page.next_cursor.as_deref(),
-    };
-    let mut buf = Vec::with_capacity(64 + page.records.len() * 1024);
-    match serde_json::to_writer(&mut buf, &body) {
-        Ok(()) => json_response(StatusCode::OK, buf),
-        Err(err) => {
-            tracing::warn!(error = %err, "GET /usage: could not render a page as JSON");
-            error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "usage records could not be rendered",
-                None,
-            )
-        }
-    }
-}
-
-fn sink_error_response(err: &SinkError) -> Response<UsageResponseBody> {
-    match err.kind() {
-        SinkErrorKind::InvalidCursor => error_response(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid cursor: {}", err.message_str()),
-            Some("cursor"),
-        ),
-        SinkErrorKind::InvalidQuery => error_response(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid query: {}", err.message_str()),
-            None,
-        ),
-        kind => {
-            tracing::warn!(error = %err, ?kind, source = ?std::error::Error::source(err), "GET /usage: the sink query failed");
-            unavailable()
-        }
-    }
-}
-
-fn unavailable() -> Response<UsageResponseBody> {
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "usage storage is unavailable",
-        None,
-    )
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameter: Option<&'a str>,
-}
-
-fn error_response(
-    status: StatusCode,
-    message: &str,
-    parameter: Option<&str>,
-) -> Response<UsageResponseBody> {
-    let body = serde_json::to_vec(&ErrorBody {
-        error: message,
-        parameter,
-    })
-    // Serializing two strings cannot fail; keep a valid body regardless.
-    .unwrap_or_else(|_| br#"{"error":"internal error"}"#.to_vec());
-    json_response(status, body)
-}
-
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response<UsageResponseBody> {
-    let mut res = Response::new(UsageResponseBody::new(Bytes::from(body)));
-    *res.status_mut() = status;
-    let headers = res.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
-}
-
-/// Adds what every response carries: `Content-Length`, the marker extension;
-/// and empties the body for `HEAD`.
-fn finish(mut res: Response<UsageResponseBody>, head: bool) -> Response<UsageResponseBody> {
-    let len = http_body::Body::size_hint(res.body()).exact().unwrap_or(0);
-    res.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    res.extensions_mut().insert(ServedByUsageService);
-    if head {
-        *res.body_mut() = UsageResponseBody::default();
-    }
-    res
-}
-
-/// The future of [`UsageService`]'s responses.
-///
-/// A refused request (bad method, caller or parameter) is answered at once; a
-/// valid one holds the sink query in a `Box`ed future (one allocation per
-/// query, which costs little next to the query itself).
-pub struct ResponseFuture {
-    inner: Inner,
-}
-
-type QueryFuture = Pin<Box<dyn Future<Output = Response<UsageResponseBody>> + Send>>;
-
-enum Inner {
-    Ready(Option<Response<UsageResponseBody>>),
-    Query(QueryFuture),
-}
-
-impl ResponseFuture {
-    fn ready(res: Response<UsageResponseBody>) -> Self {
-        Self {
-            inner: Inner::Ready(Some(res)),
-        }
-    }
-
-    fn query(fut: QueryFuture) -> Self {
-        Self {
-            inner: Inner::Query(fut),
-        }
-    }
-}
-
-impl Future for ResponseFuture {
-    type Output = Result<Response<UsageResponseBody>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().inner {
-            Inner::Ready(res) => Poll::Ready(Ok(res
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            Inner::Query(fut) => fut.as_mut().poll(cx).map(Ok),
-        }
-    }
-}
-
-impl fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.inner {
-            Inner::Ready(Some(_)) => "ready",
-            Inner::Ready(None) => "done",
-            Inner::Query(_) => "querying",
-        };
-        f.debug_struct("ResponseFuture")
-            .field("state", &state)
-            .finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use http::StatusCode;
     use http_body_util::BodyExt as _;
+
+    use super::*;
+    use crate::error::SinkError;
+    use crate::marker::ServedByUsageService;
+    use crate::sink::UsagePage;
+    use crate::UsageRecord;
 
     #[derive(Clone)]
     struct NeverCalled;
@@ -696,27 +464,6 @@ mod tests {
         assert_eq!(
             body["error"],
             "this request is not attributed to any consumer"
-        );
-    }
-
-    #[test]
-    fn sink_errors_map_to_statuses() {
-        let status = |e: SinkError| sink_error_response(&e).status();
-        assert_eq!(
-            status(SinkError::invalid_cursor("x")),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            status(SinkError::invalid_query("x")),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            status(SinkError::message(SinkErrorKind::Corrupt, "x")),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            status(SinkError::new(std::fmt::Error)),
-            StatusCode::SERVICE_UNAVAILABLE
         );
     }
 
