@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::Response;
 
 use super::response::{self, Refusal};
-use super::UsageResponseBody;
+use super::UsageBody;
 use crate::grpc::GrpcMessageJsonFn;
 use crate::sink::{UsageQuery, UsageSink};
 
@@ -40,10 +40,10 @@ pub struct ResponseFuture {
     head: bool,
 }
 
-type QueryFuture = Pin<Box<dyn Future<Output = Response<UsageResponseBody>> + Send>>;
+type QueryFuture = Pin<Box<dyn Future<Output = Response<UsageBody>> + Send>>;
 
 enum Inner {
-    Ready(Option<Response<UsageResponseBody>>),
+    Ready(Option<Response<UsageBody>>),
     Query(QueryFuture),
 }
 
@@ -76,7 +76,7 @@ async fn run_query<S: UsageSink>(
     query: UsageQuery,
     timeout: Duration,
     grpc_json: Option<GrpcMessageJsonFn>,
-) -> Response<UsageResponseBody> {
+) -> Response<UsageBody> {
     match tokio::time::timeout(timeout, sink.query(&query)).await {
         Ok(Ok(page)) => response::page(&page, grpc_json.as_deref()),
         Ok(Err(err)) => response::sink_error(&err),
@@ -91,7 +91,7 @@ async fn run_query<S: UsageSink>(
 }
 
 impl Future for ResponseFuture {
-    type Output = Result<Response<UsageResponseBody>, Infallible>;
+    type Output = Result<Response<UsageBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();

@@ -1,5 +1,5 @@
 //! The `GET /usage` endpoint: [`UsageService`], its [`ResponseFuture`] and its
-//! response body.
+//! response body, [`UsageBody`].
 //!
 //! The user-facing documentation (parameters, statuses, who sees what) lives on
 //! [`UsageService`], which is re-exported at the crate root.
@@ -37,15 +37,12 @@
 //! the sink, within the query timeout (`future.rs`); `response.rs` renders
 //! every answer, errors included.
 
+mod body;
 mod future;
 mod params;
 mod response;
 mod service;
 
-use bytes::Bytes;
-
+pub use body::UsageBody;
 pub use future::ResponseFuture;
 pub use service::UsageService;
-
-/// The body of every [`UsageService`] response: the whole JSON document at once.
-pub type UsageResponseBody = http_body_util::Full<Bytes>;

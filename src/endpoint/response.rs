@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use serde::Serialize;
 
 use super::params::ParamError;
-use super::UsageResponseBody;
+use super::UsageBody;
 use crate::error::{SinkError, SinkErrorKind};
 use crate::grpc::GrpcMessageJson;
 use crate::marker::ServedByUsageService;
@@ -27,7 +27,7 @@ pub(super) enum Refusal {
 }
 
 impl Refusal {
-    pub(super) fn into_response(self) -> Response<UsageResponseBody> {
+    pub(super) fn into_response(self) -> Response<UsageBody> {
         match self {
             Self::Method => {
                 let mut res = error(
@@ -79,10 +79,7 @@ impl Serialize for Records<'_> {
 }
 
 /// A page of records: `200`, or `500` if it cannot be rendered as JSON.
-pub(super) fn page(
-    page: &UsagePage,
-    grpc_json: Option<&GrpcMessageJson>,
-) -> Response<UsageResponseBody> {
+pub(super) fn page(page: &UsagePage, grpc_json: Option<&GrpcMessageJson>) -> Response<UsageBody> {
     let body = PageBody {
         requests: Records {
             records: &page.records,
@@ -105,7 +102,7 @@ pub(super) fn page(
 }
 
 /// A failed sink query: `400` for the client's faults, `503` (logged) otherwise.
-pub(super) fn sink_error(err: &SinkError) -> Response<UsageResponseBody> {
+pub(super) fn sink_error(err: &SinkError) -> Response<UsageBody> {
     match err.kind() {
         SinkErrorKind::InvalidCursor => error(
             StatusCode::BAD_REQUEST,
@@ -125,7 +122,7 @@ pub(super) fn sink_error(err: &SinkError) -> Response<UsageResponseBody> {
 }
 
 /// `503` with a fixed message: nothing of the storage's internals reaches the client.
-pub(super) fn unavailable() -> Response<UsageResponseBody> {
+pub(super) fn unavailable() -> Response<UsageBody> {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "usage storage is unavailable",
@@ -141,11 +138,7 @@ struct ErrorBody<'a> {
 }
 
 /// `{"error": message}`, with `"parameter"` when one parameter is to blame.
-fn error(
-    status: StatusCode,
-    message: &str,
-    parameter: Option<&str>,
-) -> Response<UsageResponseBody> {
+fn error(status: StatusCode, message: &str, parameter: Option<&str>) -> Response<UsageBody> {
     let body = serde_json::to_vec(&ErrorBody {
         error: message,
         parameter,
@@ -155,8 +148,8 @@ fn error(
     json(status, body)
 }
 
-fn json(status: StatusCode, body: Vec<u8>) -> Response<UsageResponseBody> {
-    let mut res = Response::new(UsageResponseBody::new(Bytes::from(body)));
+fn json(status: StatusCode, body: Vec<u8>) -> Response<UsageBody> {
+    let mut res = Response::new(UsageBody::new(Bytes::from(body)));
     *res.status_mut() = status;
     let headers = res.headers_mut();
     headers.insert(
@@ -169,16 +162,13 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response<UsageResponseBody> {
 
 /// Adds what every response carries: `Content-Length`, the marker extension;
 /// and empties the body for `HEAD`.
-pub(super) fn finish(
-    mut res: Response<UsageResponseBody>,
-    head: bool,
-) -> Response<UsageResponseBody> {
+pub(super) fn finish(mut res: Response<UsageBody>, head: bool) -> Response<UsageBody> {
     let len = http_body::Body::size_hint(res.body()).exact().unwrap_or(0);
     res.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     res.extensions_mut().insert(ServedByUsageService);
     if head {
-        *res.body_mut() = UsageResponseBody::default();
+        *res.body_mut() = UsageBody::default();
     }
     res
 }

@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::params;
 use super::response::Refusal;
-use super::UsageResponseBody;
+use super::UsageBody;
 use crate::consumer::{IdentifyConsumer, RequestInfo};
 use crate::grpc::{GrpcDirection, GrpcMessageJsonFn};
 use crate::sink::{ConsumerScope, UsageQuery, UsageSink};
@@ -276,7 +276,7 @@ where
     S: UsageSink + Clone,
     B: Send + 'static,
 {
-    type Response = Response<UsageResponseBody>;
+    type Response = Response<UsageBody>;
     type Error = Infallible;
     type Future = ResponseFuture;
 
@@ -386,6 +386,7 @@ mod tests {
     fn public_types_are_send_and_sync() {
         assert_send_sync::<UsageService<NeverCalled>>();
         assert_send::<ResponseFuture>();
+        assert_send_sync::<UsageBody>();
     }
 
     async fn call(
