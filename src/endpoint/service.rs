@@ -11,12 +11,12 @@ use http::{Method, Request, Response};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::params;
+use super::params::{self, Caller};
 use super::response::Refusal;
 use super::UsageBody;
 use crate::consumer::{IdentifyConsumer, RequestInfo};
 use crate::grpc::{GrpcDirection, GrpcMessageJsonFn};
-use crate::sink::{ConsumerScope, UsageQuery, UsageSink};
+use crate::sink::{UsageQuery, UsageSink};
 #[cfg(doc)]
 use crate::sink::{DEFAULT_LIMIT, MAX_LIMIT};
 #[cfg(doc)]
@@ -299,12 +299,6 @@ where
     }
 }
 
-/// Who is asking.
-enum Caller {
-    Admin,
-    Consumer(String),
-}
-
 impl<S> UsageService<S> {
     /// Validates a request and turns it into the sink query, or refuses it.
     fn prepare<B>(&self, req: &Request<B>) -> Result<UsageQuery, Refusal> {
@@ -321,27 +315,7 @@ impl<S> UsageService<S> {
                 None => return Err(Refusal::Unauthorized(self.unauthorized_message())),
             }
         };
-        let is_admin = matches!(caller, Caller::Admin);
-
-        let p = params::parse(req.uri().query(), is_admin).map_err(Refusal::Param)?;
-
-        let consumer = match caller {
-            Caller::Consumer(own) => ConsumerScope::Consumer(own),
-            Caller::Admin => p
-                .consumer
-                .map_or(ConsumerScope::All, ConsumerScope::Consumer),
-        };
-        Ok(UsageQuery {
-            consumer,
-            since: p.since,
-            until: p.until,
-            method: p.method,
-            path: p.path,
-            status: p.status,
-            limit: p.limit,
-            cursor: p.cursor,
-            order: p.order,
-        })
+        params::parse(req.uri().query(), caller).map_err(Refusal::Param)
     }
 
     /// What a `401` says: how to send a bearer token, unless the consumer is
