@@ -101,7 +101,8 @@ pub(super) fn page(page: &UsagePage, grpc_json: Option<&GrpcMessageJson>) -> Res
     }
 }
 
-/// A failed sink query: `400` for the client's faults, `503` (logged) otherwise.
+/// A failed sink query: `400` for the client's faults, `503` with a fixed
+/// message (and a `WARN` log) for everything else, [`Config`](SinkErrorKind::Config) included.
 pub(super) fn sink_error(err: &SinkError) -> Response<UsageBody> {
     match err.kind() {
         SinkErrorKind::InvalidCursor => error(
@@ -114,7 +115,12 @@ pub(super) fn sink_error(err: &SinkError) -> Response<UsageBody> {
             &format!("invalid query: {}", err.message_str()),
             None,
         ),
-        kind => {
+        // The operator's or the storage's fault: nothing the client can fix,
+        // and nothing of it is shown to the client.
+        kind @ (SinkErrorKind::Unavailable
+        | SinkErrorKind::Config
+        | SinkErrorKind::Corrupt
+        | SinkErrorKind::Other) => {
             tracing::warn!(error = %err, ?kind, source = ?std::error::Error::source(err), "GET /usage: the sink query failed");
             unavailable()
         }
@@ -175,6 +181,8 @@ pub(super) fn finish(mut res: Response<UsageBody>, head: bool) -> Response<Usage
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt as _;
+
     use super::*;
 
     #[test]
@@ -195,6 +203,23 @@ mod tests {
         assert_eq!(
             status(SinkError::new(std::fmt::Error)),
             StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(SinkError::message(SinkErrorKind::Config, "x")),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn a_misconfigured_sink_is_unavailable_and_says_nothing_more() {
+        let err = SinkError::message(SinkErrorKind::Config, "invalid table name `usage;drop`");
+        let res = sink_error(&err);
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "usage storage is unavailable"})
         );
     }
 }

@@ -118,7 +118,7 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `403`  | `consumer` given by a caller who is not an admin                                     |
 /// | `405`  | a method other than `GET` or `HEAD`; with `Allow: GET, HEAD`                         |
 /// | `500`  | a page could not be rendered as JSON                                                 |
-/// | `503`  | the sink failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout) |
+/// | `503`  | the sink is set up wrong ([`Config`](crate::SinkErrorKind::Config): the operator's fault, not the client's), failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout); always the message `usage storage is unavailable` |
 ///
 /// `HEAD` answers like `GET` (same status and headers, `Content-Length`
 /// included) with an empty body. Messages of the sink's `InvalidCursor` and
