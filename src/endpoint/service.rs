@@ -107,7 +107,8 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// # Responses
 ///
 /// Every response is JSON (`Content-Type: application/json`) with
-/// `Cache-Control: no-store`. Errors are `{"error": "<message>"}`, with
+/// `Cache-Control: no-store` and a `Content-Length`, in a
+/// [`UsageBody`](crate::endpoint::UsageBody). Errors are `{"error": "<message>"}`, with
 /// `"parameter": "<name>"` added when one parameter is to blame.
 ///
 /// | status | when                                                                                 |
@@ -386,8 +387,10 @@ mod tests {
     #[tokio::test]
     async fn refusals_never_touch_the_sink() {
         let mut svc = UsageService::new(NeverCalled);
-        let authed = |uri: &str| {
-            Request::get(uri)
+        let authed = |method: Method, uri: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
                 .header("authorization", "Bearer t0ken")
                 .body(())
                 .unwrap()
@@ -399,28 +402,20 @@ mod tests {
         assert_eq!(headers["cache-control"], "no-store");
         assert!(body["error"].as_str().unwrap().contains("bearer token"));
 
-        let (status, _, body) = call(&mut svc, authed("/?limit=0")).await;
+        let (status, _, body) = call(&mut svc, authed(Method::GET, "/?limit=0")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["parameter"], "limit");
 
-        let (status, _, body) = call(&mut svc, authed("/?consumer=x")).await;
+        let (status, _, body) = call(&mut svc, authed(Method::GET, "/?consumer=x")).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body["parameter"], "consumer");
 
-        let req = Request::post("/")
-            .header("authorization", "Bearer t0ken")
-            .body(())
-            .unwrap();
-        let (status, headers, body) = call(&mut svc, req).await;
+        let (status, headers, body) = call(&mut svc, authed(Method::POST, "/")).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(headers["allow"], "GET, HEAD");
         assert!(body["error"].is_string());
 
-        let req = Request::head("/?limit=0")
-            .header("authorization", "Bearer t0ken")
-            .body(())
-            .unwrap();
-        let (status, headers, body) = call(&mut svc, req).await;
+        let (status, headers, body) = call(&mut svc, authed(Method::HEAD, "/?limit=0")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_ne!(headers["content-length"], "0");
         assert_eq!(body, serde_json::Value::Null);
