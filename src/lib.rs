@@ -100,9 +100,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod captured;
-
+pub mod endpoint;
 mod error;
-pub mod handler;
 mod hooks;
 mod marker;
 pub mod middleware;
@@ -113,8 +112,8 @@ pub mod sink;
 pub mod testing;
 mod writer;
 
+pub use endpoint::UsageService;
 pub use error::{SinkError, SinkErrorKind};
-pub use handler::UsageService;
 pub use hooks::{bearer_token, default_route, hash_token, IdentifyConsumer, RequestInfo};
 pub use middleware::UsageLayer;
 pub use record::{

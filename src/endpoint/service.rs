@@ -1,36 +1,26 @@
-//! The `GET /usage` endpoint: [`UsageService`] and its response future.
-//!
-//! The user-facing documentation (parameters, statuses, examples) lives on
-//! [`UsageService`], which is re-exported at the crate root.
+//! [`UsageService`]: its builder, and the tower `Service` that checks a request
+//! and hands the sink query to the [`ResponseFuture`].
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
-use serde::Serialize;
+use http::{Method, Request, Response};
 use tower_service::Service;
 
-use crate::error::{SinkError, SinkErrorKind};
-use crate::marker::ServedByUsageService;
-use crate::record::RecordView;
-use crate::record::{GrpcDirection, GrpcMessageJson, GrpcMessageJsonFn};
-use crate::sink::{ConsumerScope, UsagePage, UsageQuery, UsageSink};
+use super::future::ResponseFuture;
+use super::params::{self, Caller};
+use super::response::Refusal;
+use super::UsageBody;
+use crate::record::{GrpcDirection, GrpcMessageJsonFn};
+use crate::sink::{UsageQuery, UsageSink};
 #[cfg(doc)]
 use crate::sink::{DEFAULT_LIMIT, MAX_LIMIT};
+#[cfg(doc)]
 use crate::UsageRecord;
 use crate::{IdentifyConsumer, RequestInfo};
-
-mod params;
-
-/// The body of every [`UsageService`] response: the whole JSON document at once.
-pub type UsageResponseBody = http_body_util::Full<Bytes>;
 
 /// The default of [`UsageService::query_timeout`].
 const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,7 +107,8 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// # Responses
 ///
 /// Every response is JSON (`Content-Type: application/json`) with
-/// `Cache-Control: no-store`. Errors are `{"error": "<message>"}`, with
+/// `Cache-Control: no-store` and a `Content-Length`, in a
+/// [`UsageBody`](crate::endpoint::UsageBody). Errors are `{"error": "<message>"}`, with
 /// `"parameter": "<name>"` added when one parameter is to blame.
 ///
 /// | status | when                                                                                 |
@@ -128,7 +119,7 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `403`  | `consumer` given by a caller who is not an admin                                     |
 /// | `405`  | a method other than `GET` or `HEAD`; with `Allow: GET, HEAD`                         |
 /// | `500`  | a page could not be rendered as JSON                                                 |
-/// | `503`  | the sink failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout) |
+/// | `503`  | the sink is set up wrong ([`Config`](crate::SinkErrorKind::Config): the operator's fault, not the client's), failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout); always the message `usage storage is unavailable` |
 ///
 /// `HEAD` answers like `GET` (same status and headers, `Content-Length`
 /// included) with an empty body. Messages of the sink's `InvalidCursor` and
@@ -286,7 +277,7 @@ where
     S: UsageSink + Clone,
     B: Send + 'static,
 {
-    type Response = Response<UsageResponseBody>;
+    type Response = Response<UsageBody>;
     type Error = Infallible;
     type Future = ResponseFuture;
 
@@ -297,30 +288,16 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let head = req.method() == Method::HEAD;
         match self.prepare(&req) {
-            Err(refusal) => ResponseFuture::ready(finish(self.refusal_response(refusal), head)),
-            Ok(query) => {
-                let sink = self.sink.clone();
-                let timeout = self.query_timeout;
-                let grpc_json = self.grpc_json.clone();
-                ResponseFuture::query(Box::pin(async move {
-                    finish(run_query(sink, query, timeout, grpc_json).await, head)
-                }))
-            }
+            Err(refusal) => ResponseFuture::refused(refusal, head),
+            Ok(query) => ResponseFuture::query(
+                self.sink.clone(),
+                query,
+                self.query_timeout,
+                self.grpc_json.clone(),
+                head,
+            ),
         }
     }
-}
-
-/// Who is asking.
-enum Caller {
-    Admin,
-    Consumer(String),
-}
-
-/// Why a request is answered without asking the sink.
-enum Refusal {
-    Method,
-    Unauthorized,
-    Param(params::ParamError),
 }
 
 impl<S> UsageService<S> {
@@ -336,266 +313,33 @@ impl<S> UsageService<S> {
         } else {
             match self.identify.identify(info) {
                 Some(consumer) => Caller::Consumer(consumer),
-                None => return Err(Refusal::Unauthorized),
+                None => return Err(Refusal::Unauthorized(self.unauthorized_message())),
             }
         };
-        let is_admin = matches!(caller, Caller::Admin);
-
-        let p = params::parse(req.uri().query(), is_admin).map_err(Refusal::Param)?;
-
-        let consumer = match caller {
-            Caller::Consumer(own) => ConsumerScope::Consumer(own),
-            Caller::Admin => p
-                .consumer
-                .map_or(ConsumerScope::All, ConsumerScope::Consumer),
-        };
-        Ok(UsageQuery {
-            consumer,
-            since: p.since,
-            until: p.until,
-            method: p.method,
-            path: p.path,
-            status: p.status,
-            limit: p.limit,
-            cursor: p.cursor,
-            order: p.order,
-        })
+        params::parse(req.uri().query(), caller).map_err(Refusal::Param)
     }
 
-    fn refusal_response(&self, refusal: Refusal) -> Response<UsageResponseBody> {
-        match refusal {
-            Refusal::Method => {
-                let mut res = error_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "only GET and HEAD are allowed",
-                    None,
-                );
-                res.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                res
-            }
-            Refusal::Unauthorized => {
-                let message = if !self.identify.is_bearer() {
-                    "this request is not attributed to any consumer"
-                } else {
-                    "missing or malformed bearer token: send `Authorization: Bearer <token>`"
-                };
-                let mut res = error_response(StatusCode::UNAUTHORIZED, message, None);
-                res.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                res
-            }
-            Refusal::Param(e) => error_response(e.status, &e.message, e.parameter.as_deref()),
+    /// What a `401` says: how to send a bearer token, unless the consumer is
+    /// derived some other way.
+    fn unauthorized_message(&self) -> &'static str {
+        if self.identify.is_bearer() {
+            "missing or malformed bearer token: send `Authorization: Bearer <token>`"
+        } else {
+            "this request is not attributed to any consumer"
         }
-    }
-}
-
-/// Asks the sink for one page, within `timeout`, and renders the answer.
-async fn run_query<S: UsageSink>(
-    sink: S,
-    query: UsageQuery,
-    timeout: Duration,
-    grpc_json: Option<GrpcMessageJsonFn>,
-) -> Response<UsageResponseBody> {
-    match tokio::time::timeout(timeout, sink.query(&query)).await {
-        Ok(Ok(page)) => page_response(&page, grpc_json.as_deref()),
-        Ok(Err(err)) => sink_error_response(&err),
-        Err(_elapsed) => {
-            tracing::warn!(
-                timeout_ms = timeout.as_millis() as u64,
-                "GET /usage: the sink did not answer in time"
-            );
-            unavailable()
-        }
-    }
-}
-
-/// The `200` body, borrowing the page.
-#[derive(Serialize)]
-struct PageBody<'a> {
-    requests: Records<'a>,
-    #[serde(rename = "nextCursor")]
-    next_cursor: Option<&'a str>,
-}
-
-/// The records, rendered with the gRPC message hook when there is one.
-struct Records<'a> {
-    records: &'a [UsageRecord],
-    grpc_json: Option<&'a GrpcMessageJson>,
-}
-
-impl Serialize for Records<'_> {
-    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
-        match self.grpc_json {
-            None => self.records.serialize(serializer),
-            Some(grpc_json) => {
-                serializer.collect_seq(self.records.iter().map(|record| RecordView {
-                    record,
-                    grpc_json: Some(grpc_json),
-                }))
-            }
-        }
-    }
-}
-
-fn page_response(
-    page: &UsagePage,
-    grpc_json: Option<&GrpcMessageJson>,
-) -> Response<UsageResponseBody> {
-    let body = PageBody {
-        requests: Records {
-            records: &page.records,
-            grpc_json,
-        },
-        next_cursor: page.next_cursor.as_deref(),
-    };
-    let mut buf = Vec::with_capacity(64 + page.records.len() * 1024);
-    match serde_json::to_writer(&mut buf, &body) {
-        Ok(()) => json_response(StatusCode::OK, buf),
-        Err(err) => {
-            tracing::warn!(error = %err, "GET /usage: could not render a page as JSON");
-            error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "usage records could not be rendered",
-                None,
-            )
-        }
-    }
-}
-
-fn sink_error_response(err: &SinkError) -> Response<UsageResponseBody> {
-    match err.kind() {
-        SinkErrorKind::InvalidCursor => error_response(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid cursor: {}", err.message_str()),
-            Some("cursor"),
-        ),
-        SinkErrorKind::InvalidQuery => error_response(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid query: {}", err.message_str()),
-            None,
-        ),
-        kind => {
-            tracing::warn!(error = %err, ?kind, source = ?std::error::Error::source(err), "GET /usage: the sink query failed");
-            unavailable()
-        }
-    }
-}
-
-fn unavailable() -> Response<UsageResponseBody> {
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "usage storage is unavailable",
-        None,
-    )
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameter: Option<&'a str>,
-}
-
-fn error_response(
-    status: StatusCode,
-    message: &str,
-    parameter: Option<&str>,
-) -> Response<UsageResponseBody> {
-    let body = serde_json::to_vec(&ErrorBody {
-        error: message,
-        parameter,
-    })
-    // Serializing two strings cannot fail; keep a valid body regardless.
-    .unwrap_or_else(|_| br#"{"error":"internal error"}"#.to_vec());
-    json_response(status, body)
-}
-
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response<UsageResponseBody> {
-    let mut res = Response::new(UsageResponseBody::new(Bytes::from(body)));
-    *res.status_mut() = status;
-    let headers = res.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
-}
-
-/// Adds what every response carries: `Content-Length`, the marker extension;
-/// and empties the body for `HEAD`.
-fn finish(mut res: Response<UsageResponseBody>, head: bool) -> Response<UsageResponseBody> {
-    let len = http_body::Body::size_hint(res.body()).exact().unwrap_or(0);
-    res.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    res.extensions_mut().insert(ServedByUsageService);
-    if head {
-        *res.body_mut() = UsageResponseBody::default();
-    }
-    res
-}
-
-/// The future of [`UsageService`]'s responses.
-///
-/// A refused request (bad method, caller or parameter) is answered at once; a
-/// valid one holds the sink query in a `Box`ed future (one allocation per
-/// query, which costs little next to the query itself).
-pub struct ResponseFuture {
-    inner: Inner,
-}
-
-type QueryFuture = Pin<Box<dyn Future<Output = Response<UsageResponseBody>> + Send>>;
-
-enum Inner {
-    Ready(Option<Response<UsageResponseBody>>),
-    Query(QueryFuture),
-}
-
-impl ResponseFuture {
-    fn ready(res: Response<UsageResponseBody>) -> Self {
-        Self {
-            inner: Inner::Ready(Some(res)),
-        }
-    }
-
-    fn query(fut: QueryFuture) -> Self {
-        Self {
-            inner: Inner::Query(fut),
-        }
-    }
-}
-
-impl Future for ResponseFuture {
-    type Output = Result<Response<UsageResponseBody>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().inner {
-            Inner::Ready(res) => Poll::Ready(Ok(res
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            Inner::Query(fut) => fut.as_mut().poll(cx).map(Ok),
-        }
-    }
-}
-
-impl fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.inner {
-            Inner::Ready(Some(_)) => "ready",
-            Inner::Ready(None) => "done",
-            Inner::Query(_) => "querying",
-        };
-        f.debug_struct("ResponseFuture")
-            .field("state", &state)
-            .finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use http::StatusCode;
     use http_body_util::BodyExt as _;
+
+    use super::*;
+    use crate::error::SinkError;
+    use crate::marker::ServedByUsageService;
+    use crate::sink::UsagePage;
+    use crate::UsageRecord;
 
     #[derive(Clone)]
     struct NeverCalled;
@@ -617,6 +361,7 @@ mod tests {
     fn public_types_are_send_and_sync() {
         assert_send_sync::<UsageService<NeverCalled>>();
         assert_send::<ResponseFuture>();
+        assert_send_sync::<UsageBody>();
     }
 
     async fn call(
@@ -642,8 +387,10 @@ mod tests {
     #[tokio::test]
     async fn refusals_never_touch_the_sink() {
         let mut svc = UsageService::new(NeverCalled);
-        let authed = |uri: &str| {
-            Request::get(uri)
+        let authed = |method: Method, uri: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
                 .header("authorization", "Bearer t0ken")
                 .body(())
                 .unwrap()
@@ -655,28 +402,20 @@ mod tests {
         assert_eq!(headers["cache-control"], "no-store");
         assert!(body["error"].as_str().unwrap().contains("bearer token"));
 
-        let (status, _, body) = call(&mut svc, authed("/?limit=0")).await;
+        let (status, _, body) = call(&mut svc, authed(Method::GET, "/?limit=0")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["parameter"], "limit");
 
-        let (status, _, body) = call(&mut svc, authed("/?consumer=x")).await;
+        let (status, _, body) = call(&mut svc, authed(Method::GET, "/?consumer=x")).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body["parameter"], "consumer");
 
-        let req = Request::post("/")
-            .header("authorization", "Bearer t0ken")
-            .body(())
-            .unwrap();
-        let (status, headers, body) = call(&mut svc, req).await;
+        let (status, headers, body) = call(&mut svc, authed(Method::POST, "/")).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(headers["allow"], "GET, HEAD");
         assert!(body["error"].is_string());
 
-        let req = Request::head("/?limit=0")
-            .header("authorization", "Bearer t0ken")
-            .body(())
-            .unwrap();
-        let (status, headers, body) = call(&mut svc, req).await;
+        let (status, headers, body) = call(&mut svc, authed(Method::HEAD, "/?limit=0")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_ne!(headers["content-length"], "0");
         assert_eq!(body, serde_json::Value::Null);
@@ -695,27 +434,6 @@ mod tests {
         assert_eq!(
             body["error"],
             "this request is not attributed to any consumer"
-        );
-    }
-
-    #[test]
-    fn sink_errors_map_to_statuses() {
-        let status = |e: SinkError| sink_error_response(&e).status();
-        assert_eq!(
-            status(SinkError::invalid_cursor("x")),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            status(SinkError::invalid_query("x")),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            status(SinkError::message(SinkErrorKind::Corrupt, "x")),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            status(SinkError::new(std::fmt::Error)),
-            StatusCode::SERVICE_UNAVAILABLE
         );
     }
 

@@ -1,4 +1,9 @@
-//! The `GET /usage` query string: parsing and validation, before the sink is touched.
+//! The `GET /usage` query string, straight into a [`UsageQuery`]: parsing and
+//! validation, before the sink is touched.
+//!
+//! Every parameter is one entry of [`PARAMS`]: its name, whether only an admin
+//! may give it, and how its value is checked and set. The name lookup, the
+//! duplicate check and the "the parameters are ..." message all come from there.
 
 use std::borrow::Cow;
 
@@ -6,44 +11,23 @@ use http::StatusCode;
 use time::OffsetDateTime;
 
 use crate::record::parse_timestamp;
-use crate::sink::{Order, PathFilter, StatusFilter, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::sink::{ConsumerScope, Order, PathFilter, StatusFilter, UsageQuery, MAX_LIMIT};
 
 /// The longest parameter name echoed back in an "unknown parameter" error.
 const MAX_ECHOED_NAME: usize = 64;
 
-/// The validated query parameters of one request.
+/// Who is asking: decides whose records the query starts from, and whether
+/// the admin-only parameters are allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Params {
-    pub(super) limit: usize,
-    pub(super) cursor: Option<String>,
-    pub(super) since: Option<OffsetDateTime>,
-    pub(super) until: Option<OffsetDateTime>,
-    pub(super) method: Option<String>,
-    pub(super) path: Option<PathFilter>,
-    pub(super) status: Option<StatusFilter>,
-    pub(super) order: Order,
-    /// `consumer=<id>`, only ever set for admin requests.
-    pub(super) consumer: Option<String>,
+pub(super) enum Caller {
+    /// Sees every consumer, and may pick one with `consumer=`.
+    Admin,
+    /// Sees only this consumer's records.
+    Consumer(String),
 }
 
-impl Default for Params {
-    fn default() -> Self {
-        Self {
-            limit: DEFAULT_LIMIT,
-            cursor: None,
-            since: None,
-            until: None,
-            method: None,
-            path: None,
-            status: None,
-            order: Order::Asc,
-            consumer: None,
-        }
-    }
-}
-
-/// Why a query string was refused: `400` (or `403` for `consumer` without admin
-/// access), with the offending parameter's name when there is one.
+/// Why a query string was refused: `400` (or `403` for an admin-only parameter
+/// without admin access), with the offending parameter's name when there is one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ParamError {
     pub(super) status: StatusCode,
@@ -52,75 +36,92 @@ pub(super) struct ParamError {
 }
 
 impl ParamError {
-    fn bad(parameter: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+    /// `400` for `parameter`; the message is "`parameter` " then `what`.
+    fn bad(parameter: &'static str, what: &str) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             parameter: Some(Cow::Borrowed(parameter)),
-            message: message.into(),
+            message: Cow::Owned(format!("`{parameter}` {what}")),
         }
     }
 }
 
-/// The parameters `GET /usage` knows, in the order the docs list them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
-    Limit,
-    Cursor,
-    Since,
-    Until,
-    Method,
-    Path,
-    Status,
-    Order,
-    Consumer,
+/// What a bad value is told it must be, after the parameter's name:
+/// "must be `asc` or `desc`".
+type Must = Cow<'static, str>;
+
+/// One query parameter of `GET /usage`.
+struct Param {
+    name: &'static str,
+    /// Only an admin may give it; anyone else is answered `403`.
+    admin_only: bool,
+    /// Checks a decoded, non-empty value and sets it on the query.
+    set: Setter,
 }
 
-impl Key {
-    fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "limit" => Self::Limit,
-            "cursor" => Self::Cursor,
-            "since" => Self::Since,
-            "until" => Self::Until,
-            "method" => Self::Method,
-            "path" => Self::Path,
-            "status" => Self::Status,
-            "order" => Self::Order,
-            "consumer" => Self::Consumer,
-            _ => return None,
-        })
-    }
+type Setter = fn(&mut UsageQuery, Cow<'_, str>) -> Result<(), Must>;
 
-    fn name(self) -> &'static str {
-        match self {
-            Self::Limit => "limit",
-            Self::Cursor => "cursor",
-            Self::Since => "since",
-            Self::Until => "until",
-            Self::Method => "method",
-            Self::Path => "path",
-            Self::Status => "status",
-            Self::Order => "order",
-            Self::Consumer => "consumer",
+impl Param {
+    /// A parameter anyone may give.
+    const fn anyone(name: &'static str, set: Setter) -> Self {
+        Self {
+            name,
+            admin_only: false,
+            set,
         }
     }
 
-    fn bit(self) -> u16 {
-        1 << (self as u16)
+    /// A parameter only an admin may give.
+    const fn admin_only(name: &'static str, set: Setter) -> Self {
+        Self {
+            name,
+            admin_only: true,
+            set,
+        }
     }
 }
 
-/// Parses and validates a raw (percent-encoded) query string.
+/// The parameters, in the order the docs list them: the one place their names
+/// are written.
+const PARAMS: &[Param] = &[
+    Param::anyone("limit", |q, v| put(&mut q.limit, page_size(&v))),
+    Param::anyone("cursor", |q, v| {
+        put(&mut q.cursor, Ok(Some(v.into_owned())))
+    }),
+    Param::anyone("since", |q, v| put(&mut q.since, timestamp(&v).map(Some))),
+    Param::anyone("until", |q, v| put(&mut q.until, timestamp(&v).map(Some))),
+    Param::anyone("method", |q, v| {
+        put(&mut q.method, http_method(&v).map(Some))
+    }),
+    Param::anyone("path", |q, v| put(&mut q.path, path_filter(&v).map(Some))),
+    Param::anyone("status", |q, v| {
+        put(&mut q.status, status_filter(&v).map(Some))
+    }),
+    Param::anyone("order", |q, v| put(&mut q.order, sort_order(&v))),
+    Param::admin_only("consumer", |q, v| {
+        put(&mut q.consumer, Ok(ConsumerScope::Consumer(v.into_owned())))
+    }),
+];
+
+// `parse` keeps one bit per parameter to find repeats.
+const _: () = assert!(PARAMS.len() <= u32::BITS as usize);
+
+/// Parses and validates a raw (percent-encoded) query string into the query
+/// for `caller`.
 ///
 /// Pairs are checked in the order they appear; the first bad one decides the
-/// error. `admin` says whether `consumer` is allowed.
-pub(super) fn parse(raw: Option<&str>, admin: bool) -> Result<Params, ParamError> {
-    let mut params = Params::default();
-    let mut seen: u16 = 0;
-    for pair in raw.unwrap_or("").split('&') {
-        if pair.is_empty() {
-            continue;
-        }
+/// error. A `since` later than `until` is checked last.
+pub(super) fn parse(raw: Option<&str>, caller: Caller) -> Result<UsageQuery, ParamError> {
+    let admin = caller == Caller::Admin;
+    let mut query = UsageQuery {
+        consumer: match caller {
+            Caller::Admin => ConsumerScope::All,
+            Caller::Consumer(own) => ConsumerScope::Consumer(own),
+        },
+        ..UsageQuery::default()
+    };
+    let mut seen: u32 = 0;
+    for pair in raw.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
         let Some(name) = decode(raw_name) else {
             return Err(ParamError {
@@ -131,127 +132,110 @@ pub(super) fn parse(raw: Option<&str>, admin: bool) -> Result<Params, ParamError
                 ),
             });
         };
-        let Some(key) = Key::from_name(&name) else {
+        let Some((index, param)) = PARAMS.iter().enumerate().find(|(_, p)| p.name == name) else {
             return Err(unknown(&name, admin));
         };
-        if key == Key::Consumer && !admin {
+        if param.admin_only && !admin {
             return Err(ParamError {
                 status: StatusCode::FORBIDDEN,
-                parameter: Some(Cow::Borrowed("consumer")),
-                message: Cow::Borrowed("the consumer parameter needs admin access"),
+                parameter: Some(Cow::Borrowed(param.name)),
+                message: Cow::Owned(format!("the {} parameter needs admin access", param.name)),
             });
         }
-        if seen & key.bit() != 0 {
-            return Err(ParamError::bad(
-                key.name(),
-                format!("`{}` is given more than once", key.name()),
-            ));
+        let bit = 1 << index;
+        if seen & bit != 0 {
+            return Err(ParamError::bad(param.name, "is given more than once"));
         }
-        seen |= key.bit();
+        seen |= bit;
         let Some(value) = decode(raw_value) else {
             return Err(ParamError::bad(
-                key.name(),
-                format!("`{}` is not valid UTF-8 after percent-decoding", key.name()),
+                param.name,
+                "is not valid UTF-8 after percent-decoding",
             ));
         };
         if value.is_empty() {
             return Err(ParamError::bad(
-                key.name(),
-                format!("`{}` is empty; leave it out instead", key.name()),
+                param.name,
+                "is empty; leave it out instead",
             ));
         }
-        apply(&mut params, key, value)?;
+        (param.set)(&mut query, value).map_err(|must| ParamError::bad(param.name, &must))?;
     }
-    if let (Some(since), Some(until)) = (params.since, params.until) {
+    if let (Some(since), Some(until)) = (query.since, query.until) {
         if since > until {
-            return Err(ParamError::bad("since", "`since` is later than `until`"));
+            return Err(ParamError::bad("since", "is later than `until`"));
         }
     }
-    Ok(params)
+    Ok(query)
 }
 
-fn apply(params: &mut Params, key: Key, value: Cow<'_, str>) -> Result<(), ParamError> {
-    match key {
-        Key::Limit => params.limit = parse_limit(&value)?,
-        Key::Cursor => params.cursor = Some(value.into_owned()),
-        Key::Since => params.since = Some(parse_time("since", &value)?),
-        Key::Until => params.until = Some(parse_time("until", &value)?),
-        Key::Method => {
-            if http::Method::from_bytes(value.as_bytes()).is_err() {
-                return Err(ParamError::bad(
-                    "method",
-                    "`method` must be an HTTP method, such as GET or POST",
-                ));
-            }
-            params.method = Some(value.to_ascii_uppercase());
-        }
-        Key::Path => {
-            if !value.starts_with('/') {
-                return Err(ParamError::bad(
-                    "path",
-                    "`path` must start with `/`; a trailing `*` makes it a prefix, as in /rest/*",
-                ));
-            }
-            params.path = Some(PathFilter::parse(&value));
-        }
-        Key::Status => {
-            params.status = Some(StatusFilter::parse(&value).ok_or_else(|| {
-                ParamError::bad(
-                    "status",
-                    "`status` must be a status code (100..=599, such as 404) or a class (1xx..5xx)",
-                )
-            })?);
-        }
-        Key::Order => {
-            params.order = match &*value {
-                "asc" => Order::Asc,
-                "desc" => Order::Desc,
-                _ => return Err(ParamError::bad("order", "`order` must be `asc` or `desc`")),
-            };
-        }
-        Key::Consumer => params.consumer = Some(value.into_owned()),
-    }
+/// Sets `slot` to a good value, or passes on what a bad one must be.
+fn put<T>(slot: &mut T, value: Result<T, Must>) -> Result<(), Must> {
+    *slot = value?;
     Ok(())
 }
 
-fn parse_limit(value: &str) -> Result<usize, ParamError> {
-    let err = || {
-        ParamError::bad(
-            "limit",
-            format!("`limit` must be an integer from 1 to {MAX_LIMIT}"),
-        )
-    };
+fn page_size(value: &str) -> Result<usize, Must> {
+    let must = || Cow::Owned(format!("must be an integer from 1 to {MAX_LIMIT}"));
     if !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(err());
+        return Err(must());
     }
-    let n: usize = value.parse().map_err(|_| err())?;
-    if (1..=MAX_LIMIT).contains(&n) {
-        Ok(n)
-    } else {
-        Err(err())
+    match value.parse() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        _ => Err(must()),
     }
 }
 
-fn parse_time(name: &'static str, value: &str) -> Result<OffsetDateTime, ParamError> {
+fn timestamp(value: &str) -> Result<OffsetDateTime, Must> {
     parse_timestamp(value).map_err(|_| {
-        ParamError::bad(
-            name,
-            format!("`{name}` must be an RFC 3339 timestamp, such as 2023-01-11T08:07:39.839Z"),
-        )
+        Cow::Borrowed("must be an RFC 3339 timestamp, such as 2023-01-11T08:07:39.839Z")
     })
 }
 
+fn http_method(value: &str) -> Result<String, Must> {
+    match http::Method::from_bytes(value.as_bytes()) {
+        Ok(_) => Ok(value.to_ascii_uppercase()),
+        Err(_) => Err(Cow::Borrowed("must be an HTTP method, such as GET or POST")),
+    }
+}
+
+fn path_filter(value: &str) -> Result<PathFilter, Must> {
+    if value.starts_with('/') {
+        Ok(PathFilter::parse(value))
+    } else {
+        Err(Cow::Borrowed(
+            "must start with `/`; a trailing `*` makes it a prefix, as in /rest/*",
+        ))
+    }
+}
+
+fn status_filter(value: &str) -> Result<StatusFilter, Must> {
+    StatusFilter::parse(value).ok_or(Cow::Borrowed(
+        "must be a status code (100..=599, such as 404) or a class (1xx..5xx)",
+    ))
+}
+
+fn sort_order(value: &str) -> Result<Order, Must> {
+    match value {
+        "asc" => Ok(Order::Asc),
+        "desc" => Ok(Order::Desc),
+        _ => Err(Cow::Borrowed("must be `asc` or `desc`")),
+    }
+}
+
+/// `400` for a name not in [`PARAMS`], listing the ones `admin` may give.
 fn unknown(name: &str, admin: bool) -> ParamError {
     let shown: String = name.chars().take(MAX_ECHOED_NAME).collect();
-    let allowed = if admin {
-        "limit, cursor, since, until, method, path, status, order, consumer"
-    } else {
-        "limit, cursor, since, until, method, path, status, order"
-    };
+    let allowed: Vec<&str> = PARAMS
+        .iter()
+        .filter(|p| admin || !p.admin_only)
+        .map(|p| p.name)
+        .collect();
     ParamError {
         status: StatusCode::BAD_REQUEST,
         message: Cow::Owned(format!(
-            "unknown parameter `{shown}`; the parameters are {allowed}"
+            "unknown parameter `{shown}`; the parameters are {}",
+            allowed.join(", ")
         )),
         parameter: Some(Cow::Owned(shown)),
     }
@@ -274,13 +258,28 @@ fn decode(raw: &str) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::DEFAULT_LIMIT;
 
-    fn ok(q: &str) -> Params {
-        parse(Some(q), false).unwrap_or_else(|e| panic!("{q:?} refused: {e:?}"))
+    /// The caller of the non-admin tests.
+    fn me() -> Caller {
+        Caller::Consumer("me".into())
+    }
+
+    /// What a non-admin caller gets without parameters.
+    fn defaults() -> UsageQuery {
+        UsageQuery {
+            consumer: ConsumerScope::Consumer("me".into()),
+            ..UsageQuery::default()
+        }
+    }
+
+    fn ok(q: &str) -> UsageQuery {
+        parse(Some(q), me()).unwrap_or_else(|e| panic!("{q:?} refused: {e:?}"))
     }
 
     fn err(q: &str, admin: bool) -> ParamError {
-        match parse(Some(q), admin) {
+        let caller = if admin { Caller::Admin } else { me() };
+        match parse(Some(q), caller) {
             Ok(p) => panic!("{q:?} accepted: {p:?}"),
             Err(e) => e,
         }
@@ -294,10 +293,13 @@ mod tests {
 
     #[test]
     fn no_query_gives_the_defaults() {
-        assert_eq!(parse(None, false).unwrap(), Params::default());
-        assert_eq!(ok(""), Params::default());
-        assert_eq!(ok("&&"), Params::default());
-        assert_eq!(Params::default().limit, DEFAULT_LIMIT);
+        assert_eq!(parse(None, me()).unwrap(), defaults());
+        assert_eq!(ok(""), defaults());
+        assert_eq!(ok("&&"), defaults());
+        assert_eq!(defaults().limit, DEFAULT_LIMIT);
+        assert_eq!(defaults().order, Order::Asc);
+        let admin = parse(None, Caller::Admin).unwrap();
+        assert_eq!(admin.consumer, ConsumerScope::All);
     }
 
     #[test]
@@ -317,7 +319,7 @@ mod tests {
         assert_eq!(p.path, Some(PathFilter::Prefix("/rest/".into())));
         assert_eq!(p.status, Some(StatusFilter::Class(4)));
         assert_eq!(p.order, Order::Desc);
-        assert_eq!(p.consumer, None);
+        assert_eq!(p.consumer, ConsumerScope::Consumer("me".into()));
 
         assert_eq!(ok("limit=1").limit, 1);
         assert_eq!(ok("order=asc").order, Order::Asc);
@@ -411,8 +413,8 @@ mod tests {
         assert_eq!(e.message, "the consumer parameter needs admin access");
         assert_eq!(err("consumer=", false).status, StatusCode::FORBIDDEN);
 
-        let p = parse(Some("consumer=ab%20c"), true).unwrap();
-        assert_eq!(p.consumer.as_deref(), Some("ab c"));
+        let p = parse(Some("consumer=ab%20c"), Caller::Admin).unwrap();
+        assert_eq!(p.consumer, ConsumerScope::Consumer("ab c".into()));
         assert_eq!(
             err("consumer=a&consumer=b", true).parameter.as_deref(),
             Some("consumer")

@@ -1,0 +1,118 @@
+//! [`ResponseFuture`]: a refusal answered at once, or the sink query within the
+//! query timeout, rendered.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::Response;
+
+use super::response::{self, Refusal};
+use super::UsageBody;
+use crate::record::GrpcMessageJsonFn;
+use crate::sink::{UsageQuery, UsageSink};
+
+/// The future of [`UsageService`](super::UsageService)'s responses.
+///
+/// A refused request (bad method, caller or parameter) is answered at once; a
+/// valid one holds the sink query in a `Box`ed future (one allocation per
+/// query, which costs little next to the query itself).
+///
+/// ```
+/// use tower::Service as _;
+/// use tower_usage::endpoint::ResponseFuture;
+/// use tower_usage::{MemorySink, UsageService};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut usage = UsageService::new(MemorySink::new());
+/// let future: ResponseFuture = usage.call(http::Request::get("/usage").body(()).unwrap());
+/// let res = future.await.unwrap_or_else(|never| match never {});
+/// assert_eq!(res.status(), http::StatusCode::UNAUTHORIZED); // no bearer token
+/// # }
+/// ```
+pub struct ResponseFuture {
+    inner: Inner,
+    /// `HEAD`: answer with the headers of `GET` and an empty body.
+    head: bool,
+}
+
+type QueryFuture = Pin<Box<dyn Future<Output = Response<UsageBody>> + Send>>;
+
+enum Inner {
+    Ready(Option<Response<UsageBody>>),
+    Query(QueryFuture),
+}
+
+impl ResponseFuture {
+    /// Answers a refused request.
+    pub(super) fn refused(refusal: Refusal, head: bool) -> Self {
+        Self {
+            inner: Inner::Ready(Some(refusal.into_response())),
+            head,
+        }
+    }
+
+    /// Asks `sink` for one page, within `timeout`, and renders the answer.
+    pub(super) fn query<S: UsageSink>(
+        sink: S,
+        query: UsageQuery,
+        timeout: Duration,
+        grpc_json: Option<GrpcMessageJsonFn>,
+        head: bool,
+    ) -> Self {
+        Self {
+            inner: Inner::Query(Box::pin(run_query(sink, query, timeout, grpc_json))),
+            head,
+        }
+    }
+}
+
+async fn run_query<S: UsageSink>(
+    sink: S,
+    query: UsageQuery,
+    timeout: Duration,
+    grpc_json: Option<GrpcMessageJsonFn>,
+) -> Response<UsageBody> {
+    match tokio::time::timeout(timeout, sink.query(&query)).await {
+        Ok(Ok(page)) => response::page(&page, grpc_json.as_deref()),
+        Ok(Err(err)) => response::sink_error(&err),
+        Err(_elapsed) => {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "GET /usage: the sink did not answer in time"
+            );
+            response::unavailable()
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<UsageBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let res = match &mut this.inner {
+            Inner::Ready(res) => res.take().expect("ResponseFuture polled after completion"),
+            Inner::Query(fut) => ready!(fut.as_mut().poll(cx)),
+        };
+        Poll::Ready(Ok(response::finish(res, this.head)))
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.inner {
+            Inner::Ready(Some(_)) => "ready",
+            Inner::Ready(None) => "done",
+            Inner::Query(_) => "querying",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("head", &self.head)
+            .finish()
+    }
+}

@@ -1,0 +1,48 @@
+//! The `GET /usage` endpoint: [`UsageService`], its [`ResponseFuture`] and its
+//! response body, [`UsageBody`].
+//!
+//! The user-facing documentation (parameters, statuses, who sees what) lives on
+//! [`UsageService`], which is re-exported at the crate root.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{Request, StatusCode};
+//! use http_body_util::BodyExt as _;
+//! use tower::ServiceExt as _;
+//! use tower_usage::{MemorySink, UsageService};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let usage = UsageService::new(MemorySink::new());
+//!
+//! let req = Request::get("/v1/usage?limit=10&order=desc")
+//!     .header("authorization", "Bearer my-token")
+//!     .body(())
+//!     .unwrap();
+//! let res = usage.oneshot(req).await.unwrap_or_else(|never| match never {});
+//! assert_eq!(res.status(), StatusCode::OK);
+//! assert_eq!(res.headers()["content-type"], "application/json");
+//! assert_eq!(res.headers()["cache-control"], "no-store");
+//!
+//! let body = res.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(&body[..], br#"{"requests":[],"nextCursor":null}"#);
+//! # }
+//! ```
+//!
+//! # How it is laid out
+//!
+//! A request goes through `service.rs` (method and caller checks), `params.rs`
+//! (the query string, straight into a [`UsageQuery`](crate::UsageQuery)), then
+//! the sink, within the query timeout (`future.rs`); `response.rs` renders
+//! every answer, errors included.
+
+mod body;
+mod future;
+mod params;
+mod response;
+mod service;
+
+pub use body::UsageBody;
+pub use future::ResponseFuture;
+pub use service::UsageService;
