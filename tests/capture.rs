@@ -564,3 +564,72 @@ async fn a_panicking_sink_stops_the_writer_without_hanging_flush_or_requests() {
     let stats = handle.stats();
     assert_eq!((stats.captured, stats.written), (2, 0), "{stats:?}");
 }
+
+#[tokio::test]
+async fn a_layer_on_a_nested_router_records_the_path_the_client_sent() {
+    let sink = tower_usage::MemorySink::new();
+    let layer = UsageLayer::new(sink.clone());
+    let handle = layer.handle();
+    let inner = Router::new()
+        .route(
+            "/users/{id}",
+            get(|Path(id): Path<String>| async move { id }),
+        )
+        .layer(layer);
+    let addr = serve(Router::new().nest("/api", inner)).await;
+    let (status, _, body) = send(
+        Request::get(format!("http://{addr}/api/users/42?x=1"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"42"[..]));
+    handle.flush().await;
+
+    use tower_usage::sink::PathFilter;
+    use tower_usage::{UsageQuery, UsageSink};
+    let query = UsageQuery {
+        path: Some(PathFilter::parse("/api/*")),
+        ..UsageQuery::default()
+    };
+    let page = sink.query(&query).await.unwrap();
+    assert_eq!(page.records.len(), 1, "path=/api/* finds it");
+    let record = &page.records[0];
+    assert_eq!(record.path, "/api/users/42");
+    assert_eq!(record.route.as_deref(), Some("/api/users/{id}"));
+    assert_eq!(record.request.params, [("id".to_owned(), "42".to_owned())]);
+    assert_eq!(record.request.query, "x=1");
+}
+
+#[tokio::test]
+async fn the_content_length_the_server_sends_is_recorded() {
+    let sink = CollectSink::default();
+    let layer = UsageLayer::new(sink.clone());
+    let handle = layer.handle();
+    let addr = serve(airdrop_app(layer)).await;
+    let (_, headers, body) = send(
+        Request::get(format!("http://{addr}/rest/v1/airdrop/abc"))
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    let sent = headers["content-length"].to_str().unwrap().to_owned();
+    assert_eq!(sent, body.len().to_string());
+    handle.flush().await;
+    let record = sink.all().pop().unwrap();
+    assert_eq!(record.response_headers["content-length"], sent.as_str());
+    assert_eq!(record.response.size, body.len() as u64);
+    // A 204 has none, as the server sends none.
+    let (_, headers, _) = send(
+        Request::get(format!("http://{addr}/empty"))
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert!(headers.get("content-length").is_none());
+    handle.flush().await;
+    let record = sink.all().pop().unwrap();
+    assert_eq!(record.status, 204);
+    assert!(record.response_headers.get("content-length").is_none());
+}

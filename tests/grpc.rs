@@ -453,3 +453,59 @@ async fn a_plain_hyper_service_speaking_grpc_is_recorded() {
     assert_eq!((grpc.request_messages, grpc.response_messages), (1, 1));
     assert_eq!(r.request.body.bytes, r.response.bytes);
 }
+
+/// A gRPC-Web frame: flag byte, big-endian length, payload.
+fn web_frame(flag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![flag];
+    v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+#[tokio::test]
+async fn a_grpc_web_call_gets_its_status_from_the_trailers_frame() {
+    // A gRPC-Web server (as tonic-web or Envoy make it): the status travels in a
+    // body frame flagged 0x80, not in HTTP trailers.
+    let app = axum::Router::new().route(
+        "/demo.Echo/Say",
+        axum::routing::post(|_request: Bytes| async {
+            let mut body = web_frame(0, b"partial");
+            body.extend(web_frame(
+                0x80,
+                b"grpc-status:7\r\ngrpc-message:caller%20is%20denied\r\n",
+            ));
+            (
+                [(http::header::CONTENT_TYPE, "application/grpc-web+proto")],
+                body,
+            )
+        }),
+    );
+    let sink = CollectSink::default();
+    let layer = UsageLayer::new(sink.clone());
+    let handle = layer.handle();
+    let addr = serve(app.layer(layer)).await;
+    let (status, _, body) = send(
+        Request::post(format!("http://{addr}/demo.Echo/Say"))
+            .header("content-type", "application/grpc-web+proto")
+            .body(full(web_frame(0, b"hi")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.ends_with(b"caller%20is%20denied\r\n"),
+        "passes through"
+    );
+    handle.flush().await;
+    let records = sink.all();
+    assert_eq!(records.len(), 1);
+    let grpc = records[0].grpc.clone().expect("a gRPC-Web call is gRPC");
+    assert_eq!(grpc.status, Some(7));
+    assert_eq!(grpc.message.as_deref(), Some("caller is denied"));
+    assert_eq!((grpc.request_messages, grpc.response_messages), (1, 1));
+    let wire = serde_json::to_value(&records[0]).unwrap();
+    assert_eq!(
+        wire["grpcStatus"],
+        json!({"code": 7, "name": "PERMISSION_DENIED"})
+    );
+}

@@ -89,6 +89,10 @@ impl Recording {
     }
 
     fn finish(mut self, outcome: Outcome) {
+        if let Some(trailers) = self.tap.web_trailers() {
+            // gRPC-Web carries its status in a body frame flagged 0x80.
+            self.response.note_grpc(&trailers);
+        }
         self.response.body = Some(self.tap);
         self.pending.finish(self.response, outcome);
     }

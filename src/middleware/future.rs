@@ -93,7 +93,18 @@ fn wrap_response<B: Body>(
         return Response::from_parts(parts, ResponseBody::new(body, None));
     }
     let status = parts.status.as_u16();
-    pending.keep_headers(&parts.headers);
+    let no_body_by_rule = pending.method == Method::HEAD
+        || parts.status.is_informational()
+        || status == 204
+        || status == 304;
+    // The server (hyper) adds `content-length` after this layer, from the
+    // body's exact size: record the same value it will send.
+    let content_length = (!no_body_by_rule
+        && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        && !parts.headers.contains_key(http::header::TRANSFER_ENCODING))
+    .then(|| body.size_hint().exact())
+    .flatten();
+    pending.keep_headers(&parts.headers, content_length);
     let mut capture = ResponseCapture {
         status,
         ..ResponseCapture::default()
@@ -102,11 +113,7 @@ fn wrap_response<B: Body>(
         // A trailers-only response carries the status in its headers.
         capture.note_grpc(&parts.headers);
     }
-    let bodiless = pending.method == Method::HEAD
-        || parts.status.is_informational()
-        || status == 204
-        || status == 304
-        || body.is_end_stream();
+    let bodiless = no_body_by_rule || body.is_end_stream();
     if bodiless {
         pending.finish(capture, Outcome::Complete);
         return Response::from_parts(parts, ResponseBody::new(body, None));

@@ -81,15 +81,6 @@ impl Packer {
         self.entries_of(part, map.iter());
     }
 
-    /// The values of `map` named in `keep`, as a header map.
-    pub(crate) fn kept_headers(&mut self, part: Part, map: &HeaderMap, keep: &[HeaderName]) {
-        self.entries_of(
-            part,
-            keep.iter()
-                .flat_map(|name| map.get_all(name).iter().map(move |v| (name, v))),
-        );
-    }
-
     pub(crate) fn entries_of<'a>(
         &mut self,
         part: Part,

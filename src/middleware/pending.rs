@@ -126,10 +126,23 @@ impl Pending {
     }
 
     /// Packs the response headers the record keeps.
-    pub(crate) fn keep_headers(&mut self, headers: &HeaderMap) {
+    ///
+    /// `content_length`: the length the server will announce when the
+    /// response has none yet (see `wrap_response`), kept if `content-length`
+    /// is a kept header.
+    pub(crate) fn keep_headers(&mut self, headers: &HeaderMap, content_length: Option<u64>) {
         let keep = &self.config.keep_response_headers;
-        self.packer
-            .kept_headers(Part::ResponseHeaders, headers, keep);
+        let name = http::header::CONTENT_LENGTH;
+        let added = content_length
+            .filter(|_| keep.contains(&name))
+            .map(HeaderValue::from);
+        let kept = keep
+            .iter()
+            .flat_map(|name| headers.get_all(name).iter().map(move |v| (name, v)));
+        self.packer.entries_of(
+            Part::ResponseHeaders,
+            kept.chain(added.as_ref().map(|v| (&name, v))),
+        );
     }
 
     /// Packs the kept response headers that trailers carry (the first value of

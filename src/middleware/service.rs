@@ -104,7 +104,8 @@ where
         // The route borrows from the request (the default hook allocates nothing)
         // until it is packed.
         let route = (config.route)(info);
-        let packer = Packer::for_request(req.uri(), route.as_deref(), req.headers(), body_hint);
+        let packer =
+            Packer::for_request(client_uri(&req), route.as_deref(), req.headers(), body_hint);
         drop(route);
         let (parts, body) = req.into_parts();
         let tap = (!body.is_end_stream()).then(|| {
@@ -127,4 +128,15 @@ where
         let req = Request::from_parts(parts, RequestBody::new(body, tap));
         ResponseFuture::new(self.inner.call(req), Some(pending))
     }
+}
+
+/// The URI the client sent: inside a nested axum router the request's URI has
+/// lost the outer prefix, but axum keeps the original in the extensions (and
+/// `MatchedPath`, so the route template, has the whole path too).
+fn client_uri<B>(req: &Request<B>) -> &http::Uri {
+    #[cfg(feature = "axum")]
+    if let Some(original) = req.extensions().get::<axum::extract::OriginalUri>() {
+        return &original.0;
+    }
+    req.uri()
 }

@@ -72,6 +72,11 @@ impl Tap {
     }
 
     /// The gRPC messages seen, when counting.
+    /// gRPC-Web: the trailers frame the body carried, when counting.
+    pub(crate) fn web_trailers(&self) -> Option<http::HeaderMap> {
+        self.messages.as_ref()?.web_trailers()
+    }
+
     pub(crate) fn messages(&self) -> u64 {
         self.messages.as_ref().map_or(0, MessageCounter::messages)
     }

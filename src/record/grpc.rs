@@ -91,11 +91,37 @@ pub(crate) struct MessageCounter {
     messages: u64,
     /// The data could not be followed (a `Buf` of more than 64 chunks).
     lost: bool,
+    /// gRPC-Web: the bytes of the trailers frame (flag `0x80`), up to
+    /// [`MAX_WEB_TRAILERS`]; `None` until one starts.
+    web_trailers: Option<Vec<u8>>,
 }
+
+/// The most bytes of a gRPC-Web trailers frame kept: enough for `grpc-status`
+/// and a `grpc-message` of a few KiB.
+const MAX_WEB_TRAILERS: usize = 4096;
 
 impl MessageCounter {
     pub(crate) fn messages(&self) -> u64 {
         self.messages
+    }
+
+    /// The `grpc-status` and `grpc-message` of a gRPC-Web trailers frame (flag
+    /// `0x80`, `name:value` lines, as in HTTP/1), when the body carried one.
+    pub(crate) fn web_trailers(&self) -> Option<http::HeaderMap> {
+        let bytes = self.web_trailers.as_deref()?;
+        let mut map = http::HeaderMap::new();
+        for line in bytes.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let name = http::HeaderName::from_bytes(line[..colon].trim_ascii());
+            let value = http::HeaderValue::from_bytes(line[colon + 1..].trim_ascii());
+            if let (Ok(name), Ok(value)) = (name, value) {
+                map.append(name, value);
+            }
+        }
+        Some(map)
     }
 
     /// Notes a data frame.
@@ -122,6 +148,12 @@ impl MessageCounter {
         while !bytes.is_empty() {
             if self.remaining > 0 {
                 let skip = (self.remaining.min(bytes.len() as u64)) as usize;
+                if self.flag & 0x80 != 0 {
+                    if let Some(kept) = &mut self.web_trailers {
+                        let room = MAX_WEB_TRAILERS.saturating_sub(kept.len());
+                        kept.extend_from_slice(&bytes[..skip.min(room)]);
+                    }
+                }
                 self.remaining -= skip as u64;
                 bytes = &bytes[skip..];
                 if self.remaining == 0 {
@@ -139,6 +171,10 @@ impl MessageCounter {
             self.prefix_seen += 1;
             if self.prefix_seen == 5 {
                 self.prefix_seen = 0;
+                if self.flag & 0x80 != 0 {
+                    // The last trailers frame wins.
+                    self.web_trailers = Some(Vec::new());
+                }
                 self.remaining = u64::from(self.len);
                 self.len = 0;
                 if self.remaining == 0 {
@@ -274,6 +310,26 @@ mod tests {
         body.extend(trailers);
         c.observe(&Bytes::from(body));
         assert_eq!(c.messages(), 1);
+    }
+
+    #[test]
+    fn grpc_web_trailer_frames_give_status_and_message_in_any_chunking() {
+        let mut body = frame(false, b"a");
+        let mut trailers = frame(false, b"grpc-status: 7\r\ngrpc-message:denied%20here\r\n");
+        trailers[0] = 0x80;
+        body.extend(trailers);
+        for cut in 0..body.len() {
+            let mut c = MessageCounter::default();
+            c.observe(&Bytes::copy_from_slice(&body[..cut]));
+            c.observe(&Bytes::copy_from_slice(&body[cut..]));
+            let t = c.web_trailers().expect("a trailers frame");
+            assert_eq!(t["grpc-status"], "7", "cut at {cut}");
+            assert_eq!(t["grpc-message"], "denied%20here");
+            assert_eq!(c.messages(), 1);
+        }
+        let mut c = MessageCounter::default();
+        c.observe(&Bytes::from(frame(false, b"only a message")));
+        assert!(c.web_trailers().is_none());
     }
 
     #[test]
