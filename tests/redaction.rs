@@ -187,3 +187,162 @@ async fn secret_query_parameters_in_header_urls_are_masked() {
     assert_eq!(headers["x-return-to"], "/next?api_key=%5BREDACTED%5D");
     assert_eq!(headers["x-plain"], "a?b");
 }
+
+#[tokio::test]
+async fn forms_with_bytes_that_are_not_utf8_are_still_masked() {
+    for body in [
+        b"user=\xff&password=s3cr3t-VALUE".to_vec(),
+        b"city=M\xfcnchen&password=s3cr3t-VALUE".to_vec(),
+        b"user[password]=s3cr3t-VALUE&x=1".to_vec(),
+        b"password[]=s3cr3t-VALUE".to_vec(),
+    ] {
+        let sink = CollectSink::default();
+        let req = Request::post("/login")
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=ISO-8859-1",
+            )
+            .body(full(body.clone()))
+            .unwrap();
+        let (record, wire) = one_record(UsageLayer::new(sink.clone()), &sink, req).await;
+        assert_no_secret(&wire);
+        let stored = &record.request.body.bytes;
+        assert!(memchr::memmem::find(stored, SECRET.as_bytes()).is_none());
+        assert!(
+            memchr::memmem::find(stored, b"%5BREDACTED%5D").is_some(),
+            "{:?}",
+            String::from_utf8_lossy(stored)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_form_cut_inside_a_character_is_masked_and_rendered_as_text() {
+    let mut body = format!("user=u1&password={SECRET}&bio=").into_bytes();
+    if body.len() % 2 == 0 {
+        body.push(b'x');
+    }
+    while body.len() < 64 * 1024 + 10 {
+        body.extend_from_slice("é".as_bytes());
+    }
+    // The 64 KiB cut falls inside a two-byte character.
+    assert!(!std::str::from_utf8(&body[..64 * 1024]).is_ok());
+    let sink = CollectSink::default();
+    let req = Request::post("/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(full(body))
+        .unwrap();
+    let (record, wire) = one_record(UsageLayer::new(sink.clone()), &sink, req).await;
+    assert_no_secret(&wire);
+    assert!(record.request.body.truncated);
+    let rendered = wire["request"]["body"]
+        .as_str()
+        .expect("rendered as text, not base64");
+    assert!(
+        rendered.starts_with("user=u1&password=%5BREDACTED%5D&bio="),
+        "{rendered}"
+    );
+    assert!(rendered.ends_with("éé"), "the partial character is dropped");
+}
+
+#[tokio::test]
+async fn a_json_body_cut_inside_a_character_renders_as_text() {
+    let mut body = br#"{"note":""#.to_vec();
+    while body.len() < 64 * 1024 + 10 {
+        body.extend_from_slice("é".as_bytes());
+    }
+    let sink = CollectSink::default();
+    let req = Request::post("/login")
+        .header("content-type", "application/json")
+        .body(full(body))
+        .unwrap();
+    let (_, wire) = one_record(UsageLayer::new(sink.clone()), &sink, req).await;
+    let rendered = wire["request"]["body"].as_str().expect("text, not base64");
+    // The 64 KiB cut falls inside a two-byte character (9 + 2n bytes).
+    assert!(rendered.starts_with(r#"{"note":"éé"#), "{rendered}");
+}
+
+#[tokio::test]
+async fn a_multipart_password_part_is_masked() {
+    let body = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nu1\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n{SECRET}\r\n--XyZ--\r\n"
+    );
+    let sink = CollectSink::default();
+    let req = Request::post("/login")
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body(full(body))
+        .unwrap();
+    let (_, wire) = one_record(UsageLayer::new(sink.clone()), &sink, req).await;
+    assert_no_secret(&wire);
+    let rendered = wire["request"]["body"].as_str().unwrap();
+    assert!(
+        rendered.contains("name=\"user\"\r\n\r\nu1\r\n"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("name=\"password\"\r\n\r\n[REDACTED]\r\n"),
+        "{rendered}"
+    );
+}
+
+#[tokio::test]
+async fn an_unstructured_body_holding_a_secret_name_is_replaced_by_a_marker() {
+    for (content_type, body) in [
+        ("text/plain", format!("password: {SECRET}")),
+        (
+            "application/xml",
+            format!("<login><password>{SECRET}</password></login>"),
+        ),
+        // JSON behind an XSSI guard is not a JSON container.
+        (
+            "application/json",
+            format!(")]}}',\n{{\"password\":\"{SECRET}\"}}"),
+        ),
+    ] {
+        let sink = CollectSink::default();
+        let req = Request::post("/login")
+            .header("content-type", content_type)
+            .body(full(body))
+            .unwrap();
+        let (record, wire) = one_record(UsageLayer::new(sink.clone()), &sink, req).await;
+        assert_no_secret(&wire);
+        let rendered = wire["request"]["body"].as_str().unwrap();
+        assert!(
+            rendered.starts_with("[REDACTED: "),
+            "{content_type}: {rendered}"
+        );
+        assert!(record.request.body.size > 0);
+    }
+    // Plain text without a secret name is kept.
+    let sink = CollectSink::default();
+    let req = Request::post("/login")
+        .header("content-type", "text/plain")
+        .body(full("hello there"))
+        .unwrap();
+    let (_, wire) = one_record(UsageLayer::new(sink.clone()), &sink, req).await;
+    assert_eq!(wire["request"]["body"], "hello there");
+}
+
+#[tokio::test]
+async fn json_nested_deeper_than_the_limit_renders_as_text() {
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let ok = format!("{}1{}", "[".repeat(64), "]".repeat(64));
+    for (body, as_json) in [(deep, false), (ok, true)] {
+        let sink = CollectSink::default();
+        let req = Request::post("/login")
+            .header("content-type", "application/json")
+            .body(full(body.clone()))
+            .unwrap();
+        let (_, wire) = one_record(UsageLayer::new(sink.clone()), &sink, req).await;
+        // The page parses with serde_json's default recursion limit.
+        let text = wire.to_string();
+        let back: Value = serde_json::from_str(&text).expect("parseable");
+        assert_eq!(
+            back["request"]["body"].is_string(),
+            !as_json,
+            "{}",
+            body.len()
+        );
+    }
+}

@@ -69,13 +69,21 @@
 //!   `password`, `passwd`, `pwd`, `secret`, `token`, `auth`, `api_key`,
 //!   `private_key`, `credential`, ...) have their whole value replaced by
 //!   `[REDACTED]`: in the query string, in `application/x-www-form-urlencoded`
-//!   bodies, and at any depth in JSON bodies (any body whose first non-blank
-//!   byte is `{` or `[`). The JSON masking is a tolerant scan, not a parse: it
-//!   also masks inside a body cut at the capture limit, where a value cut short
-//!   is masked up to the cut. Key escapes (`"pass\u0077ord"`) are decoded before
-//!   comparing.
+//!   bodies (on the raw bytes, so bytes that are not UTF-8 or a cut do not stop
+//!   it; a name's `[...]` segments count, as in `user[password]`), in the parts
+//!   of `multipart/*` bodies, and at any depth in JSON bodies (any body whose
+//!   first non-blank byte is `{` or `[`). The JSON masking is a tolerant scan,
+//!   not a parse: it also masks inside a body cut at the capture limit, where a
+//!   value cut short is masked up to the cut. Key escapes (`"pass\u0077ord"`)
+//!   are decoded before comparing.
+//! * **Any other body** (text, XML, JSON behind a prefix, binary) that holds a
+//!   field name or pattern anywhere is replaced whole by a marker,
+//!   `[REDACTED: this body holds a secret field name and is not JSON, a form or
+//!   multipart]`: when in doubt, mask.
 //!
-//! Other bodies (multipart, binary, plain text) are stored as captured.
+//! Out of scope: gRPC message payloads (stored as they came), secrets under
+//! names that match no rule, and bodies whose `Content-Encoding` (gzip, ...)
+//! hides the names.
 //!
 //! # How records flow
 //!

@@ -28,6 +28,11 @@ use time::OffsetDateTime;
 /// | other UTF-8 text (JSON scalars included)   | a JSON string                                 |
 /// | anything else                              | `{"encoding": "base64", "data": "..."}`       |
 ///
+/// A JSON body nested deeper than [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH)
+/// (64) levels renders as a string, so that a page stays parseable. A body cut
+/// at the capture limit inside a multi-byte character renders as the text
+/// before that character.
+///
 /// Next to each body the record says how many bytes the body had in all
 /// (`bodySize` / `responseSize`) and, when the copy was cut at the capture limit,
 /// `bodyTruncated: true` / `responseTruncated: true` (absent otherwise). A truncated
@@ -253,7 +258,11 @@ impl CapturedBody {
 
     /// The body as `/usage` renders it (see [`UsageRecord`]).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(RenderBody(&self.bytes)).unwrap_or(serde_json::Value::Null)
+        serde_json::to_value(RenderBody {
+            bytes: &self.bytes,
+            truncated: self.truncated,
+        })
+        .unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -361,4 +370,5 @@ pub(crate) use timestamp::{
     truncate_to_millis, unix_millis,
 };
 use wire::RenderBody;
+pub use wire::MAX_JSON_DEPTH;
 pub(crate) use wire::{looks_like_json_container, RecordView};

@@ -48,6 +48,7 @@ pub const DEFAULT_REDACTED_FIELD_PATTERNS: &[&str] = &[
 /// What replaces a redacted value.
 pub const REDACTED: &str = "[REDACTED]";
 
+mod form;
 mod json;
 
 use json::mask_json;
@@ -273,9 +274,12 @@ impl Redaction {
     /// escapes, which could spell a name in another way. A false yes costs only
     /// the exact scan.
     fn may_hold_field_key(&self, body: &[u8]) -> bool {
-        if memchr::memchr(b'\\', body).is_some() {
-            return true;
-        }
+        memchr::memchr(b'\\', body).is_some() || self.holds_field_name(body)
+    }
+
+    /// Whether any field name or pattern occurs in `body`, ASCII
+    /// case-insensitively: one pass of the multi-substring search.
+    fn holds_field_name(&self, body: &[u8]) -> bool {
         // Lower-case into a stack window, overlapping by the longest name less
         // one byte, so no name is split between windows and nothing is allocated.
         const WINDOW: usize = 512;
@@ -304,57 +308,78 @@ impl Redaction {
         }
     }
 
-    /// Redacts a raw query string (or form body); unchanged when nothing matches.
+    /// Whether a form field name is secret: the name, or any `[...]` segment
+    /// of it (Rails and PHP nest fields as `user[password]`, `password[]`).
+    fn is_form_field(&self, name: &str) -> bool {
+        self.is_field(name)
+            || name
+                .split(['[', ']'])
+                .any(|segment| !segment.is_empty() && self.is_field(segment))
+    }
+
+    /// Redacts a raw query string; unchanged when nothing matches. Other
+    /// pairs keep their bytes as they came.
     pub(crate) fn query<'a>(&self, query: &'a str) -> Cow<'a, str> {
-        if self.fields.is_empty()
-            || !form_urlencoded::parse(query.as_bytes()).any(|(k, _)| self.is_field(&k))
-        {
+        if self.fields.is_empty() {
             return Cow::Borrowed(query);
         }
-        let mut ser = form_urlencoded::Serializer::new(String::with_capacity(query.len()));
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            if self.is_field(&k) {
-                ser.append_pair(&k, REDACTED);
-            } else {
-                ser.append_pair(&k, &v);
-            }
+        match form::mask_urlencoded(query.as_bytes(), |k| self.is_form_field(k)) {
+            None => Cow::Borrowed(query),
+            // Only ASCII replaced ASCII: still UTF-8.
+            Some(masked) => Cow::Owned(String::from_utf8_lossy(&masked).into_owned()),
         }
-        Cow::Owned(ser.finish())
     }
 
     /// Redacts a captured body given the headers that describe it.
+    ///
+    /// JSON (any body whose first non-blank byte is `{` or `[`), form and
+    /// multipart bodies are masked field by field, on the raw bytes. Any other
+    /// body (text, XML, a JSON body behind a prefix, binary) that holds a
+    /// secret field name anywhere is replaced whole by a marker: when in doubt,
+    /// mask. gRPC message payloads are out of scope and stored as they came.
     pub(crate) fn body(&self, body: Bytes, headers: &HeaderMap) -> Bytes {
         if body.is_empty() || self.fields.is_empty() {
             return body;
         }
-        if super::looks_like_json_container(&body) {
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if mime.starts_with("application/grpc") {
+            return body;
+        }
+        let masked = if super::looks_like_json_container(&body) {
             if !self.may_hold_field_key(&body) {
                 return body;
             }
-            return match mask_json(&body, |key| self.is_field(key)) {
-                Some(masked) => Bytes::from(masked),
-                None => body,
-            };
-        }
-        let is_form = headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.split(';').next().is_some_and(|m| {
-                    m.trim()
-                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-                })
-            });
-        if is_form {
-            if let Ok(text) = std::str::from_utf8(&body) {
-                if let Cow::Owned(masked) = self.query(text) {
-                    return Bytes::from(masked);
-                }
-            }
-        }
-        body
+            mask_json(&body, |key| self.is_field(key))
+        } else if mime == "application/x-www-form-urlencoded" {
+            form::mask_urlencoded(&body, |k| self.is_form_field(k))
+        } else if let Some(boundary) = mime
+            .starts_with("multipart/")
+            .then(|| form::boundary(&content_type))
+            .flatten()
+        {
+            form::mask_multipart(&body, boundary, |k| self.is_form_field(k))
+        } else if self.holds_field_name(&body) {
+            return Bytes::from_static(UNSTRUCTURED_MARKER.as_bytes());
+        } else {
+            None
+        };
+        masked.map_or(body, Bytes::from)
     }
 }
+
+/// What replaces a body that holds a secret field name but is not JSON, a form
+/// or multipart, so could not be masked field by field.
+pub(crate) const UNSTRUCTURED_MARKER: &str =
+    "[REDACTED: this body holds a secret field name and is not JSON, a form or multipart]";
 
 #[cfg(test)]
 mod tests {

@@ -2,12 +2,11 @@
 //! [parent module](super) for the rendering rules).
 
 use base64::Engine as _;
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
-use super::{format_timestamp, GrpcCall, Outcome, UsageRecord};
+use super::{format_timestamp, CapturedBody, GrpcCall, Outcome, UsageRecord};
 use crate::hooks::Protocol;
 use crate::record::grpc::{GrpcDirection, GrpcMessageJson, RenderMessages};
 
@@ -89,9 +88,9 @@ impl UsageRecord {
         let grpc = self.grpc.as_ref();
         // gRPC bodies render as their messages (see the crate docs on gRPC).
         let framed = grpc.is_some() && Protocol::of(&self.request.headers).is_framed();
-        let body = |bytes: &'a Bytes, direction| {
+        let body = |body: &'a CapturedBody, direction| {
             let messages = framed
-                .then(|| crate::record::grpc::messages(bytes))
+                .then(|| crate::record::grpc::messages(&body.bytes))
                 .flatten();
             match messages {
                 Some(messages) => BodyOut::Grpc(RenderMessages {
@@ -100,7 +99,10 @@ impl UsageRecord {
                     direction,
                     to_json: grpc_json,
                 }),
-                None => BodyOut::Plain(RenderBody(bytes)),
+                None => BodyOut::Plain(RenderBody {
+                    bytes: &body.bytes,
+                    truncated: body.truncated,
+                }),
             }
         };
         WireOut {
@@ -110,14 +112,14 @@ impl UsageRecord {
             method: &self.method,
             route: &self.route,
             request: WireRequestOut {
-                body: body(&self.request.body.bytes, GrpcDirection::Request),
+                body: body(&self.request.body, GrpcDirection::Request),
                 body_size: self.request.body.size,
                 body_truncated: self.request.body.truncated,
                 query: RenderQuery(&self.request.query),
                 params: RenderPairs(&self.request.params),
                 headers: RenderHeaders(&self.request.headers),
             },
-            response: body(&self.response.bytes, GrpcDirection::Response),
+            response: body(&self.response, GrpcDirection::Response),
             response_size: self.response.size,
             response_truncated: self.response.truncated,
             response_headers: RenderHeaders(&self.response_headers),
@@ -154,21 +156,64 @@ impl Serialize for BodyOut<'_> {
 }
 
 /// Renders body bytes per the table in the module docs.
-pub(super) struct RenderBody<'a>(pub(super) &'a [u8]);
+pub(super) struct RenderBody<'a> {
+    pub(super) bytes: &'a [u8],
+    /// The bytes are a prefix of the body, cut at the capture limit.
+    pub(super) truncated: bool,
+}
+
+/// The deepest nesting of a body rendered as JSON; a deeper one renders as
+/// text, so that every `/usage` page stays parseable by common JSON parsers
+/// (`serde_json::Value` stops at 128 levels, Python's `json` near 1,000).
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Whether a JSON text nests no deeper than `max` (strings skipped).
+fn nests_at_most(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
 
 impl Serialize for RenderBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let bytes = self.0;
+        let bytes = self.bytes;
         if bytes.is_empty() {
             return serializer.serialize_map(Some(0))?.end();
         }
-        if looks_like_json_container(bytes) {
+        if looks_like_json_container(bytes) && nests_at_most(bytes, MAX_JSON_DEPTH) {
             if let Ok(raw) = serde_json::from_slice::<&serde_json::value::RawValue>(bytes) {
                 return raw.serialize(serializer);
             }
         }
         match std::str::from_utf8(bytes) {
             Ok(text) => serializer.serialize_str(text),
+            // A body cut at the capture limit inside a character: the text
+            // before it.
+            Err(e) if self.truncated && e.error_len().is_none() => {
+                let text = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+                serializer.serialize_str(text)
+            }
             Err(_) => {
                 let mut map = serializer.serialize_map(Some(2))?;
                 map.serialize_entry("encoding", "base64")?;

@@ -1,0 +1,187 @@
+//! Masking secret fields in form bodies, on the raw bytes: an
+//! `application/x-www-form-urlencoded` body (and a query string), and the parts
+//! of a `multipart/form-data` body. Every byte outside a masked value is kept as
+//! it came, so bytes that are not UTF-8, or a last pair cut by the capture
+//! limit, never stop the masking.
+
+use memchr::memmem;
+
+/// What a masked form value becomes: `[REDACTED]`, percent-encoded.
+const REDACTED_FORM: &[u8] = b"%5BREDACTED%5D";
+
+/// What a masked multipart part's content becomes.
+const REDACTED_PART: &[u8] = b"[REDACTED]";
+
+/// Masks the value of every `name=value` pair whose (percent-decoded) name
+/// `is_secret`. `None` when nothing was masked.
+pub(super) fn mask_urlencoded(input: &[u8], is_secret: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut copied = 0;
+    let mut start = 0;
+    while start <= input.len() {
+        let end = memchr::memchr(b'&', &input[start..]).map_or(input.len(), |i| start + i);
+        let pair = &input[start..end];
+        if let Some(eq) = memchr::memchr(b'=', pair) {
+            let name = decode_name(&pair[..eq]);
+            if is_secret(&name) {
+                out.extend_from_slice(&input[copied..start + eq + 1]);
+                out.extend_from_slice(REDACTED_FORM);
+                copied = end;
+            }
+        }
+        start = end + 1;
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.extend_from_slice(&input[copied..]);
+    Some(out)
+}
+
+/// A form name, `+` as a space and `%XX` decoded; bytes that are not UTF-8
+/// become U+FFFD, which no secret name holds.
+fn decode_name(raw: &[u8]) -> String {
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The `boundary` parameter of a `multipart/*` content type.
+pub(super) fn boundary(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"'))
+            .filter(|b| !b.is_empty())
+    })
+}
+
+/// Masks the content of every part whose `Content-Disposition` name
+/// `is_secret` (a part cut by the capture limit is masked to the end). `None`
+/// when nothing was masked.
+pub(super) fn mask_multipart(
+    input: &[u8],
+    boundary: &str,
+    is_secret: impl Fn(&str) -> bool,
+) -> Option<Vec<u8>> {
+    let delimiter = format!("--{boundary}");
+    let finder = memmem::Finder::new(delimiter.as_bytes());
+    let mut out = Vec::new();
+    let mut copied = 0;
+    let mut at = finder.find(input)?;
+    loop {
+        let part_start = at + delimiter.len();
+        let next = finder.find(&input[part_start..]).map(|i| part_start + i);
+        let part_end = next.unwrap_or(input.len());
+        let part = &input[part_start..part_end];
+        // The part's headers end at the first blank line.
+        let content_at = memmem::find(part, b"\r\n\r\n")
+            .map(|i| i + 4)
+            .or_else(|| memmem::find(part, b"\n\n").map(|i| i + 2));
+        if let Some(content_at) = content_at {
+            let secret = part_name(&part[..content_at]).is_some_and(|name| is_secret(&name));
+            if secret {
+                // The content ends before the CRLF that precedes the next delimiter.
+                let mut content_end = part.len();
+                if next.is_some() {
+                    if part.ends_with(b"\r\n") {
+                        content_end -= 2;
+                    } else if part.ends_with(b"\n") {
+                        content_end -= 1;
+                    }
+                }
+                let content_end = content_end.max(content_at);
+                out.extend_from_slice(&input[copied..part_start + content_at]);
+                out.extend_from_slice(REDACTED_PART);
+                copied = part_start + content_end;
+            }
+        }
+        match next {
+            Some(n) => at = n,
+            None => break,
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.extend_from_slice(&input[copied..]);
+    Some(out)
+}
+
+/// The `name` of a part's `Content-Disposition: form-data; name="..."`.
+fn part_name(headers: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(headers);
+    let line = text
+        .lines()
+        .find(|l| l.len() > 20 && l[..20].eq_ignore_ascii_case("content-disposition:"))?;
+    line.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        (name.trim().eq_ignore_ascii_case("name"))
+            .then(|| value.trim().trim_matches('"').to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(name: &str) -> bool {
+        name.contains("password")
+    }
+
+    fn masked(input: &[u8]) -> Vec<u8> {
+        mask_urlencoded(input, secret).unwrap_or_else(|| input.to_vec())
+    }
+
+    #[test]
+    fn urlencoded_values_are_masked_on_the_raw_bytes() {
+        assert_eq!(
+            masked(b"user=a&password=hunter2"),
+            b"user=a&password=%5BREDACTED%5D"
+        );
+        // Bytes that are not UTF-8 elsewhere do not stop it.
+        assert_eq!(
+            masked(b"user=\xff&password=hunter2&x=\xfc"),
+            b"user=\xff&password=%5BREDACTED%5D&x=\xfc"
+        );
+        // A last pair cut short is masked to the end.
+        assert_eq!(masked(b"a=1&password=hun"), b"a=1&password=%5BREDACTED%5D");
+        // Names are decoded before comparing.
+        assert_eq!(masked(b"pass%77ord=x"), b"pass%77ord=%5BREDACTED%5D");
+        assert_eq!(
+            masked(b"user[password]=x&password[]=y"),
+            b"user[password]=%5BREDACTED%5D&password[]=%5BREDACTED%5D"
+        );
+        // Nothing to mask: `None`, not a copy.
+        assert!(mask_urlencoded(b"a=1&b&=2&&", secret).is_none());
+        assert!(mask_urlencoded(b"", secret).is_none());
+    }
+
+    #[test]
+    fn multipart_parts_are_masked_by_name() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nu1\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nhunter2\r\n--XyZ--\r\n";
+        let out = mask_multipart(body, "XyZ", secret).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("name=\"password\"\r\n\r\n[REDACTED]\r\n--XyZ--"),
+            "{text}"
+        );
+        assert!(text.contains("\r\n\r\nu1\r\n"), "{text}");
+        // Cut inside the secret part: masked to the end.
+        let cut = &body[..body.len() - 14];
+        let out = mask_multipart(cut, "XyZ", secret).unwrap();
+        assert!(!String::from_utf8_lossy(&out).contains("hunt"));
+        assert_eq!(
+            boundary("multipart/form-data; boundary=\"XyZ\""),
+            Some("XyZ")
+        );
+        assert_eq!(boundary("multipart/form-data"), None);
+    }
+}
