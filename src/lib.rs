@@ -75,6 +75,7 @@
 
 pub mod body;
 pub mod capture;
+mod codec;
 pub mod consumer;
 mod error;
 pub mod future;

@@ -48,14 +48,14 @@ use std::sync::Arc;
 
 use crate::{SinkError, UsageRecord};
 
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) mod codec;
 mod cursor;
 pub mod memory;
 mod page;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod query;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

@@ -6,8 +6,9 @@ use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 
+use crate::codec::headers;
 use crate::record::{CapturedBody, GrpcCall, Outcome, RecordedRequest};
 use crate::UsageRecord;
 
@@ -110,8 +111,8 @@ impl Hash for Id {
 // the outcome; `duration_us`; `route`; the request body, query, params and
 // headers; the response body and headers; the gRPC call. Strings and byte strings
 // are a LEB128 length then the bytes; numbers are little-endian; a header map is
-// its entry count then, per value in iteration order, the name, a sensitivity
-// byte and the value; a body is its size, then its bytes.
+// in the binary encoding of `codec::headers` (which keeps each value's
+// sensitivity); a body is its size, then its bytes.
 
 const HAS_CONSUMER: u8 = 1;
 const HAS_ROUTE: u8 = 1 << 1;
@@ -160,9 +161,9 @@ pub(super) fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
         put_bytes(out, name.as_bytes());
         put_bytes(out, value.as_bytes());
     }
-    put_headers(out, &r.request.headers);
+    headers::encode(out, &r.request.headers);
     put_body(out, &r.response);
-    put_headers(out, &r.response_headers);
+    headers::encode(out, &r.response_headers);
     if let Some(g) = &r.grpc {
         if let Some(status) = g.status {
             out.extend_from_slice(&status.to_le_bytes());
@@ -191,15 +192,6 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 fn put_body(out: &mut Vec<u8>, body: &CapturedBody) {
     out.extend_from_slice(&body.size.to_le_bytes());
     put_bytes(out, &body.bytes);
-}
-
-fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
-    put_len(out, headers.len());
-    for (name, value) in headers {
-        put_bytes(out, name.as_str().as_bytes());
-        out.push(u8::from(value.is_sensitive()));
-        put_bytes(out, value.as_bytes());
-    }
 }
 
 /// The fields at the start of an encoded record.
@@ -292,22 +284,9 @@ impl<'a> Reader<'a> {
     }
 
     fn headers(&mut self) -> HeaderMap {
-        let n = self.len();
-        let mut headers = HeaderMap::with_capacity(n);
-        for _ in 0..n {
-            let name = self.bytes();
-            let sensitive = self.u8() != 0;
-            let value = self.bytes();
-            // Both were taken from a `HeaderMap`, so both parse again.
-            let (Ok(name), Ok(mut value)) =
-                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
-            else {
-                continue;
-            };
-            value.set_sensitive(sensitive);
-            headers.append(name, value);
-        }
-        headers
+        let (map, len) = headers::decode(self.0).expect("encoded by `headers::encode`");
+        self.take(len);
+        map
     }
 }
 

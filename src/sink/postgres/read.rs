@@ -9,7 +9,8 @@ use tokio_postgres::Row;
 use super::error;
 use super::names::Names;
 use super::write::text;
-use crate::sink::codec::{headers_from_json, params_from_json};
+use crate::codec::headers;
+use crate::sink::sql::params as route_params;
 use crate::sink::{ConsumerScope, Order, PathFilter, UsagePage, UsageQuery};
 use crate::{record::truncate_to_millis, UsageRecord};
 use crate::{CapturedBody, GrpcCall, Outcome, RecordedRequest, SinkError, SinkErrorKind};
@@ -169,8 +170,8 @@ fn record(row: &Row) -> Result<UsageRecord, SinkError> {
             .ok_or_else(|| corrupt(&format!("unknown outcome {outcome:?}")))?,
         request: RecordedRequest {
             query: row.try_get(9).map_err(get_err)?,
-            params: params_from_json(&params)?,
-            headers: headers_from_json(&req_headers)?,
+            params: route_params::from_json(&params)?,
+            headers: headers::from_json(&req_headers)?,
             body: body(
                 row.try_get(13).map_err(get_err)?,
                 row.try_get(14).map_err(get_err)?,
@@ -184,7 +185,7 @@ fn record(row: &Row) -> Result<UsageRecord, SinkError> {
             row.try_get(18).map_err(get_err)?,
             "response body size",
         )?,
-        response_headers: headers_from_json(&resp_headers)?,
+        response_headers: headers::from_json(&resp_headers)?,
         grpc: grpc
             .map(serde_json::from_value::<GrpcCall>)
             .transpose()

@@ -9,8 +9,9 @@ use tokio_postgres::types::ToSql;
 
 use super::error;
 use super::names::Names;
+use crate::codec::headers;
 use crate::record::truncate_to_millis;
-use crate::sink::codec::{headers_to_json, params_to_json};
+use crate::sink::sql::params;
 use crate::{SinkError, UsageRecord};
 
 /// PostgreSQL cannot store U+0000 in `text` or `jsonb`. A percent-decoded route
@@ -91,11 +92,11 @@ impl<'a> Columns<'a> {
             c.duration_us.push(int8(r.duration_us));
             c.outcome.push(r.outcome.as_str());
             c.query.push(text(&r.request.query));
-            c.params.push(json(params_to_json(&r.request.params)));
+            c.params.push(json(params::to_json(&r.request.params)));
             c.req_headers
-                .push(json(headers_to_json(&r.request.headers)));
+                .push(json(headers::to_json(&r.request.headers)));
             c.resp_headers
-                .push(json(headers_to_json(&r.response_headers)));
+                .push(json(headers::to_json(&r.response_headers)));
             c.req_body.push(&r.request.body.bytes);
             c.req_body_size.push(int8(r.request.body.size));
             c.req_body_truncated.push(r.request.body.truncated);

@@ -7,8 +7,9 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, Row};
 
 use super::schema::context;
+use crate::codec::headers;
 use crate::record::{ceil_millis, from_unix_millis, unix_millis};
-use crate::sink::codec::{headers_from_json, headers_to_json, params_from_json, params_to_json};
+use crate::sink::sql::params;
 use crate::sink::{ConsumerScope, Order, PathFilter, Position, UsageQuery};
 use crate::{
     CapturedBody, GrpcCall, Outcome, RecordedRequest, SinkError, SinkErrorKind, UsageRecord,
@@ -53,11 +54,11 @@ pub(super) fn insert(
                     r.id
                 ))
         };
-        let params_json = serde_json::to_string(&params_to_json(&r.request.params))
+        let params_json = serde_json::to_string(&params::to_json(&r.request.params))
             .map_err(|e| encode_err("params", e))?;
-        let req_headers = serde_json::to_string(&headers_to_json(&r.request.headers))
+        let req_headers = serde_json::to_string(&headers::to_json(&r.request.headers))
             .map_err(|e| encode_err("request headers", e))?;
-        let resp_headers = serde_json::to_string(&headers_to_json(&r.response_headers))
+        let resp_headers = serde_json::to_string(&headers::to_json(&r.response_headers))
             .map_err(|e| encode_err("response headers", e))?;
         let grpc = r
             .grpc
@@ -216,11 +217,11 @@ fn decode(row: &Row<'_>, label: &str) -> Result<UsageRecord, SinkError> {
     let json = |text: &str, what: &str| {
         serde_json::from_str::<serde_json::Value>(text).map_err(|_| with_id(corrupt(what)))
     };
-    let params = params_from_json(&json(&params_text, "params")?)
+    let params = params::from_json(&json(&params_text, "params")?)
         .map_err(|e| with_id(e.with_context(format_args!("sqlite database {label}"))))?;
-    let headers = headers_from_json(&json(&req_headers_text, "req_headers")?)
+    let headers = headers::from_json(&json(&req_headers_text, "req_headers")?)
         .map_err(|e| with_id(e.with_context(format_args!("sqlite database {label}"))))?;
-    let response_headers = headers_from_json(&json(&resp_headers_text, "resp_headers")?)
+    let response_headers = headers::from_json(&json(&resp_headers_text, "resp_headers")?)
         .map_err(|e| with_id(e.with_context(format_args!("sqlite database {label}"))))?;
     let grpc = grpc_text
         .map(|t| serde_json::from_str::<GrpcCall>(&t))

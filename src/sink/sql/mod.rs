@@ -1,0 +1,3 @@
+//! What the SQL sinks share.
+
+pub(crate) mod params;
