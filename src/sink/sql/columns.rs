@@ -11,7 +11,10 @@ use crate::{SinkError, SinkErrorKind, UsageRecord};
 
 /// What a column holds: it decides how each backend stores, binds and reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code, reason = "PostgresSink moves onto the column list next")]
+#[cfg_attr(
+    not(feature = "postgres"),
+    allow(dead_code, reason = "SQLite has one integer type and no array types")
+)]
 pub(crate) enum Kind {
     /// Text; `nullable` columns may be `NULL`.
     Text { nullable: bool },
@@ -54,7 +57,10 @@ macro_rules! columns {
             }
 
             /// What the column holds.
-            #[allow(dead_code, reason = "PostgresSink moves onto the column list next")]
+            #[cfg_attr(
+                not(feature = "postgres"),
+                allow(dead_code, reason = "SQLite has one integer type and no array types")
+            )]
             pub(crate) fn kind(self) -> Kind {
                 match self {
                     $(Col::$col => $kind,)*

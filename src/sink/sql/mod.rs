@@ -10,6 +10,8 @@ mod decode;
 pub(crate) mod params;
 mod select;
 
+#[cfg(feature = "postgres")]
+pub(crate) use columns::Kind;
 pub(crate) use columns::{row, Col, Value, LIST};
 #[cfg(feature = "sqlite")]
 pub(crate) use decode::bad;

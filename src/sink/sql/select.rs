@@ -19,7 +19,6 @@ pub(crate) enum Dialect {
     /// `?N` placeholders; timestamps are integer milliseconds.
     Sqlite,
     /// `$N` placeholders; timestamps are `timestamptz`.
-    #[allow(dead_code, reason = "PostgresSink moves onto the page query next")]
     Postgres,
 }
 
