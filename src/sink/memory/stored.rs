@@ -6,8 +6,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::codec::headers;
-use crate::record::{CapturedBody, GrpcCall, Outcome, RecordedRequest};
-use crate::UsageRecord;
+use crate::{CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
 
 use super::index::{Entry, Key};
 

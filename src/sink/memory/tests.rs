@@ -1,9 +1,10 @@
 //! The sink as a caller sees it: scopes, paging, eviction, round trips.
 
 use super::*;
-use crate::record::{from_unix_millis, CapturedBody, GrpcCall, Outcome};
+use crate::record::from_unix_millis;
 use crate::sink::{ConsumerScope, Order, PathFilter, StatusFilter};
 use crate::SinkErrorKind;
+use crate::{CapturedBody, GrpcCall, Outcome};
 use http::HeaderValue;
 
 const T0: i64 = 1_714_557_000_000;
