@@ -100,6 +100,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod captured;
+mod codec;
 pub mod endpoint;
 mod error;
 mod hooks;

@@ -1,108 +1,16 @@
-//! How [`MemorySink`](super::MemorySink) stores a record: one buffer per record
-//! (a length-prefixed encoding of every field but the id, `created_at` and
-//! status, which live in the index), and ids inline in the index keys.
-
-use std::cmp::Ordering;
-use std::hash::{Hash, Hasher};
+//! How [`MemorySink`](super::MemorySink) stores a record: one buffer per record,
+//! a length-prefixed encoding of every field but the id, `created_at` and
+//! status, which live in the index.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 
-use crate::record::{CapturedBody, GrpcCall, Outcome, RecordedRequest};
-use crate::UsageRecord;
+use crate::codec::headers;
+use crate::{CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
 
-use super::{Entry, Key};
+use super::index::{Entry, Key};
 
-/// The longest id kept inline; a ULID has 26 bytes.
-const INLINE_ID: usize = 32;
-
-/// A record id, inline when short, so a key costs no allocation of its own.
-/// Compares, orders and hashes as its bytes (which is how `str` orders).
-#[derive(Clone)]
-pub(super) enum Id {
-    /// Zero-padded: two inline ids order as their padded bytes, then by length
-    /// (a prefix first), which is how their bytes order.
-    Inline {
-        len: u8,
-        bytes: [u8; INLINE_ID],
-    },
-    Heap(Box<str>),
-}
-
-impl Id {
-    pub(super) fn new(id: &str) -> Self {
-        if id.len() <= INLINE_ID {
-            let mut bytes = [0; INLINE_ID];
-            bytes[..id.len()].copy_from_slice(id.as_bytes());
-            Self::Inline {
-                len: id.len() as u8,
-                bytes,
-            }
-        } else {
-            Self::Heap(id.into())
-        }
-    }
-
-    pub(super) fn as_bytes(&self) -> &[u8] {
-        match self {
-            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Self::Heap(id) => id.as_bytes(),
-        }
-    }
-
-    pub(super) fn as_str(&self) -> &str {
-        std::str::from_utf8(self.as_bytes()).expect("an id is copied from a str")
-    }
-}
-
-impl PartialEq for Id {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::Inline { len: la, bytes: a }, Self::Inline { len: lb, bytes: b }) => {
-                la == lb && a == b
-            }
-            _ => self.as_bytes() == other.as_bytes(),
-        }
-    }
-}
-
-impl Eq for Id {}
-
-impl PartialOrd for Id {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Id {
-    fn cmp(&self, other: &Self) -> Ordering {
-        match (self, other) {
-            // Eight bytes at a time, as big-endian words: the index compares ids
-            // on every insert and every eviction, and ids made in the same
-            // millisecond share their first ten bytes.
-            (Self::Inline { len: la, bytes: a }, Self::Inline { len: lb, bytes: b }) => {
-                for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-                    let x = u64::from_be_bytes(x.try_into().expect("8 bytes"));
-                    let y = u64::from_be_bytes(y.try_into().expect("8 bytes"));
-                    if x != y {
-                        return x.cmp(&y);
-                    }
-                }
-                la.cmp(lb)
-            }
-            _ => self.as_bytes().cmp(other.as_bytes()),
-        }
-    }
-}
-
-impl Hash for Id {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The encoding of a stored record
+// The encoding of a stored record.
 //
 // Everything but the id (in the key) and `created_at` and `status` (in the
 // entry), in this order: a flags byte; `method`, `path` and, when present,
@@ -110,8 +18,8 @@ impl Hash for Id {
 // the outcome; `duration_us`; `route`; the request body, query, params and
 // headers; the response body and headers; the gRPC call. Strings and byte strings
 // are a LEB128 length then the bytes; numbers are little-endian; a header map is
-// its entry count then, per value in iteration order, the name, a sensitivity
-// byte and the value; a body is its size, then its bytes.
+// in the binary encoding of `codec::headers` (which keeps each value's
+// sensitivity); a body is its size, then its bytes.
 
 const HAS_CONSUMER: u8 = 1;
 const HAS_ROUTE: u8 = 1 << 1;
@@ -160,9 +68,9 @@ pub(super) fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
         put_bytes(out, name.as_bytes());
         put_bytes(out, value.as_bytes());
     }
-    put_headers(out, &r.request.headers);
+    headers::encode(out, &r.request.headers);
     put_body(out, &r.response);
-    put_headers(out, &r.response_headers);
+    headers::encode(out, &r.response_headers);
     if let Some(g) = &r.grpc {
         if let Some(status) = g.status {
             out.extend_from_slice(&status.to_le_bytes());
@@ -191,15 +99,6 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 fn put_body(out: &mut Vec<u8>, body: &CapturedBody) {
     out.extend_from_slice(&body.size.to_le_bytes());
     put_bytes(out, &body.bytes);
-}
-
-fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
-    put_len(out, headers.len());
-    for (name, value) in headers {
-        put_bytes(out, name.as_str().as_bytes());
-        out.push(u8::from(value.is_sensitive()));
-        put_bytes(out, value.as_bytes());
-    }
 }
 
 /// The fields at the start of an encoded record.
@@ -292,22 +191,9 @@ impl<'a> Reader<'a> {
     }
 
     fn headers(&mut self) -> HeaderMap {
-        let n = self.len();
-        let mut headers = HeaderMap::with_capacity(n);
-        for _ in 0..n {
-            let name = self.bytes();
-            let sensitive = self.u8() != 0;
-            let value = self.bytes();
-            // Both were taken from a `HeaderMap`, so both parse again.
-            let (Ok(name), Ok(mut value)) =
-                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
-            else {
-                continue;
-            };
-            value.set_sensitive(sensitive);
-            headers.append(name, value);
-        }
-        headers
+        let (map, len) = headers::decode(self.0).expect("encoded by `headers::encode`");
+        self.take(len);
+        map
     }
 }
 
@@ -362,35 +248,5 @@ pub(super) fn decode(key: &Key, entry: &Entry) -> UsageRecord {
         duration_us,
         outcome,
         grpc,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Id;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Inline, heap and mixed: ids order and compare exactly as their strings.
-        #[test]
-        fn ids_order_as_their_strings(
-            a in "[\\x00a-c\u{e9}]{0,40}",
-            b in "[\\x00a-c\u{e9}]{0,40}",
-            prefix in "[0-9A-Z]{0,20}",
-        ) {
-            let (a, b) = (format!("{prefix}{a}"), format!("{prefix}{b}"));
-            let (x, y) = (Id::new(&a), Id::new(&b));
-            prop_assert_eq!(x.cmp(&y), a.cmp(&b));
-            prop_assert_eq!(x == y, a == b);
-            prop_assert_eq!(x.as_str(), a.as_str());
-        }
-    }
-
-    #[test]
-    fn a_prefix_orders_first_even_before_nul_bytes() {
-        assert!(Id::new("a") < Id::new("a\0"));
-        assert!(Id::new("a\0") < Id::new("a\0\0"));
-        assert!(Id::new("a\0b") > Id::new("a\0"));
-        assert!(Id::new(&"z".repeat(32)) < Id::new(&"z".repeat(33)));
     }
 }

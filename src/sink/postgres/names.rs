@@ -40,12 +40,6 @@ fn derived(table: &str, suffix: &str) -> String {
     format!("{}_{suffix}", &table[..keep])
 }
 
-/// The columns, in the order every statement below uses.
-pub(super) const COLUMNS: &str = "id, consumer, created_at, method, path, route, status, \
-     duration_us, outcome, query, params, req_headers, resp_headers, \
-     req_body, req_body_size, req_body_truncated, \
-     resp_body, resp_body_size, resp_body_truncated, grpc";
-
 /// The schema, table, and the statements built from them, computed once.
 #[derive(Debug)]
 pub(super) struct Names {
@@ -62,8 +56,6 @@ pub(super) struct Names {
     pub(super) lock_key: String,
     /// `INSERT ... SELECT * FROM UNNEST(...) ON CONFLICT (id) DO NOTHING`.
     pub(super) insert_unnest: String,
-    /// `SELECT <columns> FROM "schema"."table"`, to which `read` appends the rest.
-    pub(super) select: String,
 }
 
 impl Names {
@@ -82,17 +74,6 @@ impl Names {
     /// Only for validated names.
     fn build(schema: &str, table: &str) -> Self {
         let qualified = format!("{}.{}", quote(schema), quote(table));
-        let insert_unnest = format!(
-            "INSERT INTO {qualified} ({COLUMNS}) \
-             SELECT * FROM UNNEST(\
-             $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], \
-             $7::int4[], $8::int8[], $9::text[], $10::text[], \
-             $11::jsonb[], $12::jsonb[], $13::jsonb[], \
-             $14::bytea[], $15::int8[], $16::bool[], \
-             $17::bytea[], $18::int8[], $19::bool[], $20::jsonb[]) \
-             ON CONFLICT (id) DO NOTHING"
-        );
-        let select = format!("SELECT {COLUMNS} FROM {qualified}");
         Self {
             meta: format!("{}.{}", quote(schema), quote(&derived(table, "meta"))),
             consumer_index: quote(&derived(table, "consumer_created_idx")),
@@ -100,9 +81,8 @@ impl Names {
             lock_key: format!("tower-usage migrate {schema}.{table}"),
             schema: schema.to_owned(),
             table: table.to_owned(),
+            insert_unnest: super::insert::statement(&qualified),
             qualified,
-            insert_unnest,
-            select,
         }
     }
 }

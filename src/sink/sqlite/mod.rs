@@ -101,9 +101,12 @@
 //! the count in between. Several sinks or processes writing one file each
 //! enforce the cap with their own count, which is only exact at those recounts.
 
-mod read;
-mod rows;
+mod error;
+mod insert;
+mod read_pool;
 mod schema;
+mod select;
+mod values;
 mod writer;
 
 use std::fmt;
@@ -116,18 +119,8 @@ use tokio::sync::{oneshot, Semaphore};
 
 use crate::sink::{UsagePage, UsageQuery, UsageSink};
 use crate::{SinkError, SinkErrorKind, UsageRecord};
-use read::ReadPool;
+use read_pool::ReadPool;
 use writer::{Command, Retention, Writer};
-
-/// The default busy timeout: how long a connection waits for another process's
-/// lock on the file.
-const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The default number of read connections.
-const DEFAULT_READ_CONNECTIONS: usize = 4;
-
-/// The default interval between two age sweeps.
-const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A [`UsageSink`] that keeps records in a SQLite database file.
 ///
@@ -171,6 +164,16 @@ struct Options {
     busy_timeout: Duration,
     read_connections: usize,
 }
+
+/// The default busy timeout: how long a connection waits for another process's
+/// lock on the file.
+const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default number of read connections.
+const DEFAULT_READ_CONNECTIONS: usize = 4;
+
+/// The default interval between two age sweeps.
+const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Default for Options {
     fn default() -> Self {

@@ -1,11 +1,11 @@
-//! Opening a database: pragmas, the schema, its version and its migrations, and
-//! how SQLite's errors become [`SinkError`]s.
+//! Opening a database: pragmas, the schema, its version and its migrations.
 
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+use super::error::{context, sql_error};
 use crate::{SinkError, SinkErrorKind};
 
 /// The schema version this crate writes and understands (`PRAGMA user_version`).
@@ -42,34 +42,6 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     CREATE INDEX usage_records_consumer_time ON usage_records (consumer, created_at, id);
     CREATE INDEX usage_records_time ON usage_records (created_at, id);",
 ];
-
-/// Maps a SQLite error to a [`SinkError`] of the right kind. Callers add the path.
-pub(super) fn sql_error(err: rusqlite::Error) -> SinkError {
-    match err.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-            SinkError::with_kind(SinkErrorKind::Corrupt, err)
-        }
-        Some(
-            ErrorCode::DatabaseBusy
-            | ErrorCode::DatabaseLocked
-            | ErrorCode::CannotOpen
-            | ErrorCode::ReadOnly
-            | ErrorCode::PermissionDenied
-            | ErrorCode::DiskFull
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::FileLockingProtocolFailed
-            | ErrorCode::OutOfMemory,
-        ) => SinkError::with_kind(SinkErrorKind::Unavailable, err),
-        // Anything else (a constraint, a value too big, a type mismatch) fails the
-        // same way again.
-        _ => SinkError::with_kind(SinkErrorKind::Other, err).permanent(),
-    }
-}
-
-/// The context every error about a database carries: its path.
-pub(super) fn context(label: &str) -> impl Fn(rusqlite::Error) -> SinkError + '_ {
-    move |err| sql_error(err).with_context(format_args!("sqlite database {label}"))
-}
 
 /// Opens (creating if needed) the writer connection of a file and brings its
 /// schema up to date.

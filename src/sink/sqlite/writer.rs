@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-use super::rows;
-use super::schema::context;
+use super::error::context;
+use super::{insert, select};
 use crate::record::unix_millis;
 use crate::sink::{Position, UsageQuery};
 use crate::{SinkError, UsageRecord};
@@ -131,7 +131,7 @@ impl Writer {
                 after,
                 reply,
             } => {
-                let result = rows::select(&self.conn, &self.label, &query, after.as_ref());
+                let result = select::select(&self.conn, &self.label, &query, after.as_ref());
                 let _ = reply.send(result);
             }
             #[cfg(test)]
@@ -145,7 +145,7 @@ impl Writer {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&ctx)?;
-        let added = rows::insert(&tx, &self.label, batch)?;
+        let added = insert::insert(&tx, &self.label, batch)?;
         tx.commit().map_err(&ctx)?;
         self.rows = self.rows.saturating_add(added);
         Ok(())

@@ -69,49 +69,26 @@
 //! A batch is one statement, `INSERT ... SELECT * FROM UNNEST($1::text[], ...)
 //! ON CONFLICT (id) DO NOTHING`, with one array parameter per column: a record
 //! already stored (the writer retrying a batch) is skipped, never duplicated.
-//!
-//! The other way to load many rows, `COPY ... FROM STDIN (FORMAT binary)`, cannot
-//! skip duplicates, so it needs a temporary staging table and a second
-//! `INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING` in a transaction: five
-//! round trips instead of one, and every row written twice. Both were measured
-//! (PostgreSQL 15 on the same host over TCP, one connection, records with ~1 KiB
-//! of random request body and ~1 KiB of response body, 16,384 records per cell,
-//! release build, on a 2-core machine shared with other work; the two quietest
-//! of three rounds):
-//!
-//! | batch | `UNNEST`: records/s (ms per batch) | `COPY` + `INSERT ... SELECT` |
-//! |------:|------------------------------------|------------------------------|
-//! |    64 | 17,200–20,300 (3.2–3.7 ms)         | 8,900–10,900 (5.9–7.2 ms)    |
-//! |   512 | 18,900–21,100 (24–27 ms)           | 11,700–14,100 (36–44 ms)     |
-//! |  4096 | 12,600–17,200 (238–324 ms)         | 10,300–15,100 (272–399 ms)   |
-//!
-//! In rounds disturbed by other processes `COPY` came out 10–17% ahead at 4096
-//! (and once at 512), so at 4096 the two are within the noise of each other;
-//! at 64 `UNNEST` was ahead in every round, by 1.5–2×. `UNNEST` is the faster
-//! one at the batch sizes a writer uses, and the simpler one, so it is the only
-//! one kept.
-//!
-//! Two things doubled those figures (`cargo bench --bench sinks --features
-//! sqlite,postgres`, same host; see the bench's report for the current ones):
+//! It was measured against `COPY ... FROM STDIN (FORMAT binary)` with a staging
+//! table, and was 1.5–2× as fast at batch 64 and about as fast at 4096 (the
+//! figures are in the source, `src/sink/postgres/insert.rs`).
 //!
 //! - **No compression of rows under 8 KiB.** The table is created with
-//!   `toast_tuple_target = 8160` (schema version 2). At PostgreSQL's default of
-//!   about 2 KiB, a record with ~1 KiB bodies each way is over the target, and
-//!   every insert compressed its bodies and headers with pglz: a third of the
-//!   server's time. Rows are stored as they came, so the table takes more room
-//!   than with compression; larger rows are still compressed and moved to the
-//!   TOAST table as usual. At batch 512: ~15,000 to ~26,000 records/s.
+//!   `toast_tuple_target = 8160` (schema version 2), so a record with ~1 KiB
+//!   bodies each way is stored as it came instead of being compressed with pglz
+//!   on every insert (a third of the server's time at PostgreSQL's default
+//!   target of about 2 KiB). The table takes more room than with compression;
+//!   larger rows are still compressed and moved to the TOAST table as usual.
 //! - **A large batch is written on two connections.** One backend works on one
 //!   CPU core, so a batch of at least 512 records is split into parts of at
 //!   least 256 that are inserted at the same time, each in its own statement and
 //!   transaction (see [`write_connections`](PostgresSinkBuilder::write_connections)).
 //!   A part that fails fails the batch; its retry skips what the other part
-//!   stored. At batch 512: ~26,000 to ~30,000 records/s.
+//!   stored.
 //!
-//! What a batch costs now is mostly the server's: the heap and three B-tree
-//! inserts per record (`id`, `(consumer, created_at, id)`, `(created_at, id)`),
-//! their WAL, parsing the three `jsonb` documents, and materializing the
-//! `UNNEST` rows. `synchronous_commit = off` (for example with
+//! Together these took batch 512 from ~15,000 to ~30,000 records/s on the bench
+//! host (`cargo bench --bench sinks --features sqlite,postgres`).
+//! `synchronous_commit = off` (for example with
 //! `?options=-c%20synchronous_commit%3Doff` in the URL) made no measurable
 //! difference at batch 512, and ~40% at batch 1, where the commit's flush is
 //! most of the cost.
@@ -128,25 +105,23 @@
 //! [`source()`](std::error::Error::source).
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 pub use deadpool_postgres;
-use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::config::Host;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::sink::{UsagePage, UsageQuery, UsageSink};
-use crate::{SinkError, SinkErrorKind, UsageRecord};
+use crate::{SinkError, UsageRecord};
 
 mod error;
-mod migrate;
+mod insert;
 mod names;
-mod read;
-mod write;
+mod pool;
+mod schema;
+mod select;
+mod values;
 
 use names::Names;
 
@@ -155,12 +130,6 @@ pub const DEFAULT_SCHEMA: &str = "public";
 
 /// The default table.
 pub const DEFAULT_TABLE: &str = "usage_records";
-
-const DEFAULT_POOL_SIZE: usize = 8;
-const DEFAULT_WRITE_CONNECTIONS: usize = 2;
-/// A batch is split across connections only into parts at least this large.
-const MIN_PART: usize = 256;
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A [`UsageSink`] that stores records in a PostgreSQL table.
 ///
@@ -196,35 +165,6 @@ struct Inner {
     /// Where the pool connects, for `Debug`; unknown for [`PostgresSink::from_pool`].
     host: Option<String>,
     dbname: Option<String>,
-}
-
-impl Inner {
-    /// A connection from the pool.
-    async fn client(&self) -> Result<Client, SinkError> {
-        match self.pool.get().await {
-            Ok(client) => Ok(client),
-            Err(e) => Err(self.failed(error::pool(e), None)),
-        }
-    }
-
-    /// Passes `err` through. When it says the server is unreachable, first throws
-    /// away `client` and the pool's idle connections: one lost connection usually
-    /// means all were lost (a restart, a failover, an administrator terminating
-    /// backends), and the pool would otherwise hand the retry the next dead one.
-    fn failed(&self, err: SinkError, client: Option<Client>) -> SinkError {
-        if err.kind() == SinkErrorKind::Unavailable {
-            if let Some(client) = client {
-                drop(Client::take(client));
-            }
-            let dropped = self.pool.retain(|_, _| false).removed.len();
-            tracing::debug!(
-                dropped,
-                error = %err,
-                "PostgreSQL unavailable; dropped the idle connections"
-            );
-        }
-        err
-    }
 }
 
 impl PostgresSink {
@@ -333,7 +273,7 @@ impl PostgresSink {
             .client()
             .await
             .map_err(|e| e.with_context(context()))?;
-        match migrate::migrate(&mut client, n).await {
+        match schema::migrate(&mut client, n).await {
             Ok(()) => Ok(()),
             Err(e) => Err(self.inner.failed(e, Some(client)).with_context(context())),
         }
@@ -368,41 +308,6 @@ impl fmt::Debug for PostgresSink {
     }
 }
 
-impl PostgresSink {
-    /// Inserts one part of a batch on a connection of its own.
-    async fn insert(&self, part: &[UsageRecord]) -> Result<u64, SinkError> {
-        let client = self.inner.client().await?;
-        match write::insert(&client, &self.inner.names, part).await {
-            Ok(written) => Ok(written),
-            Err(e) => Err(self.inner.failed(e, Some(client))),
-        }
-    }
-}
-
-/// Runs the futures concurrently and returns their outputs in order.
-async fn join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut futures: Vec<Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(v) => *output = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
-}
-
 #[async_trait::async_trait]
 impl UsageSink for PostgresSink {
     async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
@@ -418,26 +323,10 @@ impl UsageSink for PostgresSink {
                 n.table
             )
         };
-        let parts = self
-            .inner
-            .write_parallelism
-            .min(batch.len().div_ceil(MIN_PART))
-            .max(1);
-        let size = batch.len().div_ceil(parts);
-        let writes = batch.chunks(size).map(|part| self.insert(part));
-        let mut written = 0;
-        let mut first_err = None;
-        for result in join_all(writes).await {
-            match result {
-                Ok(n) => written += n,
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e.with_context(context()));
-        }
+        let written = self
+            .insert_batch(batch)
+            .await
+            .map_err(|e| e.with_context(context()))?;
         if written < batch.len() as u64 {
             tracing::debug!(
                 batch = batch.len(),
@@ -449,14 +338,7 @@ impl UsageSink for PostgresSink {
     }
 
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
-        // Checks the cursor before taking a connection; a bad cursor is the
-        // caller's fault and its message is meant for them, so it gets no context.
-        let select = read::build(&self.inner.names, query)?;
-        let client = self.inner.client().await?;
-        match read::page(&client, select, query).await {
-            Ok(page) => Ok(page),
-            Err(e) => Err(self.inner.failed(e, Some(client))),
-        }
+        self.select_page(query).await
     }
 }
 
@@ -474,6 +356,10 @@ pub struct PostgresSinkBuilder {
     timeout: Duration,
     write_connections: usize,
 }
+
+const DEFAULT_POOL_SIZE: usize = 8;
+const DEFAULT_WRITE_CONNECTIONS: usize = 2;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for PostgresSinkBuilder {
     fn default() -> Self {
@@ -552,7 +438,7 @@ impl PostgresSinkBuilder {
                 .permanent()
                 .with_context("invalid PostgreSQL connection string")
         })?;
-        let host = describe_hosts(&config);
+        let host = pool::describe_hosts(&config);
         let dbname = config.get_dbname().map(str::to_owned);
         let manager = Manager::from_config(
             config,
@@ -597,24 +483,4 @@ impl PostgresSinkBuilder {
             None,
         ))
     }
-}
-
-/// `host:port[,host:port...]`, for `Debug`.
-fn describe_hosts(config: &tokio_postgres::Config) -> Option<String> {
-    let ports = config.get_ports();
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, host)| {
-            let name = match host {
-                Host::Tcp(name) => name.clone(),
-                #[cfg(unix)]
-                Host::Unix(path) => path.display().to_string(),
-            };
-            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-            format!("{name}:{port}")
-        })
-        .collect();
-    (!hosts.is_empty()).then(|| hosts.join(","))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use super::{rows, schema};
+use super::{schema, select};
 use crate::sink::{Position, UsageQuery};
 use crate::{SinkError, SinkErrorKind, UsageRecord};
 
@@ -64,7 +64,7 @@ impl ReadPool {
             Some(conn) => conn,
             None => schema::open_reader(&self.path, self.busy_timeout)?,
         };
-        let result = rows::select(&conn, &self.label, query, after);
+        let result = select::select(&conn, &self.label, query, after);
         // A connection that failed may be in a bad state: only a good one goes back.
         if result.is_ok() {
             self.idle

@@ -1,0 +1,47 @@
+//! Reading a page: the shared page query in PostgreSQL's dialect, its rows read
+//! back through [`ReadColumns`](crate::sink::sql::ReadColumns).
+
+use tokio_postgres::types::ToSql;
+
+use super::{error, PostgresSink};
+use crate::sink::sql::{self, Dialect};
+use crate::sink::{UsagePage, UsageQuery};
+use crate::SinkError;
+
+impl PostgresSink {
+    /// One page: a keyset query whose every value is a bind parameter.
+    pub(super) async fn select_page(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
+        // Checks the cursor before taking a connection; a bad cursor is the
+        // caller's fault and its message is meant for them, so it gets no context.
+        let after = query.position()?;
+        let statement = sql::page(
+            Dialect::Postgres,
+            &self.inner.names.qualified,
+            query,
+            after.as_ref(),
+        );
+        let client = self.inner.client().await?;
+        let rows = async {
+            let stmt = client
+                .prepare_cached(&statement.sql)
+                .await
+                .map_err(error::pg)?;
+            let params: Vec<&(dyn ToSql + Sync)> = statement
+                .values
+                .iter()
+                .map(|v| v as &(dyn ToSql + Sync))
+                .collect();
+            client.query(&stmt, &params).await.map_err(error::pg)
+        }
+        .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.inner.failed(e, Some(client))),
+        };
+        let hits = rows
+            .iter()
+            .map(sql::record)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(UsagePage::from_sorted(query, hits))
+    }
+}

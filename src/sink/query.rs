@@ -1,0 +1,221 @@
+//! [`UsageQuery`]: what `GET /usage` asks a sink for, and its filters.
+
+use std::cmp::Ordering;
+
+use time::OffsetDateTime;
+
+use crate::record::unix_millis;
+use crate::UsageRecord;
+
+/// The largest page `GET /usage` asks a sink for.
+pub const MAX_LIMIT: usize = 1000;
+
+/// The page size when the caller gives none.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// Whose records a query may see.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum ConsumerScope {
+    /// Every consumer's records and the anonymous ones (the admin view).
+    #[default]
+    All,
+    /// Only this consumer's records.
+    Consumer(String),
+    /// Only records without a consumer.
+    Anonymous,
+}
+
+impl ConsumerScope {
+    /// Whether a record's consumer is in this scope.
+    pub fn contains(&self, consumer: Option<&str>) -> bool {
+        match self {
+            Self::All => true,
+            Self::Consumer(c) => consumer == Some(c.as_str()),
+            Self::Anonymous => consumer.is_none(),
+        }
+    }
+}
+
+/// A filter on the request path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PathFilter {
+    /// The path equals this.
+    Exact(String),
+    /// The path starts with this (`?path=/rest/*` on the wire).
+    Prefix(String),
+}
+
+impl PathFilter {
+    /// Parses the wire form: a trailing `*` makes a prefix.
+    pub fn parse(s: &str) -> Self {
+        match s.strip_suffix('*') {
+            Some(prefix) => Self::Prefix(prefix.to_owned()),
+            None => Self::Exact(s.to_owned()),
+        }
+    }
+
+    /// Whether `path` passes.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(p) => path == p,
+            Self::Prefix(p) => path.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// A filter on the response status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusFilter {
+    /// Exactly this status (`404`).
+    Exact(u16),
+    /// A class: `4` for `4xx`, in `1..=5`.
+    Class(u8),
+}
+
+impl StatusFilter {
+    /// Parses `404` (100..=599) or a class such as `4xx` (`1xx`..`5xx`, case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        if b.len() != 3 {
+            return None;
+        }
+        if b[1].eq_ignore_ascii_case(&b'x') && b[2].eq_ignore_ascii_case(&b'x') {
+            return match b[0] {
+                c @ b'1'..=b'5' => Some(Self::Class(c - b'0')),
+                _ => None,
+            };
+        }
+        let code: u16 = s.parse().ok()?;
+        (100..=599).contains(&code).then_some(Self::Exact(code))
+    }
+
+    /// The inclusive range of statuses this filter passes.
+    pub fn range(self) -> (u16, u16) {
+        match self {
+            Self::Exact(c) => (c, c),
+            Self::Class(c) => (u16::from(c) * 100, u16::from(c) * 100 + 99),
+        }
+    }
+
+    /// Whether `status` passes.
+    pub fn matches(self, status: u16) -> bool {
+        let (lo, hi) = self.range();
+        (lo..=hi).contains(&status)
+    }
+}
+
+/// The order of a page, by `(created_at, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Order {
+    /// Oldest first (the default).
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+impl Order {
+    /// Compares two records in this order, by `(created_at, id)`.
+    pub fn compare(self, a: &UsageRecord, b: &UsageRecord) -> Ordering {
+        let ord = (unix_millis(a.created_at), a.id.as_str())
+            .cmp(&(unix_millis(b.created_at), b.id.as_str()));
+        match self {
+            Self::Asc => ord,
+            Self::Desc => ord.reverse(),
+        }
+    }
+}
+
+/// One page request for [`UsageSink::query`](super::UsageSink::query).
+///
+/// `Default` gives everything, oldest first, [`DEFAULT_LIMIT`] records a page.
+///
+/// ```
+/// use tower_usage::sink::{ConsumerScope, StatusFilter, UsageQuery};
+///
+/// let q = UsageQuery {
+///     consumer: ConsumerScope::Consumer("c1".into()),
+///     status: StatusFilter::parse("4xx"),
+///     limit: 10,
+///     ..UsageQuery::default()
+/// };
+/// assert_eq!(q.cursor, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// Whose records. Default: [`ConsumerScope::All`].
+    pub consumer: ConsumerScope,
+    /// Records created at or after this instant.
+    pub since: Option<OffsetDateTime>,
+    /// Records created before this instant.
+    pub until: Option<OffsetDateTime>,
+    /// Only this method (compared exactly; the service upper-cases it).
+    pub method: Option<String>,
+    /// Only these paths.
+    pub path: Option<PathFilter>,
+    /// Only these statuses.
+    pub status: Option<StatusFilter>,
+    /// At most this many records. Default [`DEFAULT_LIMIT`]; the service asks
+    /// for `1..=`[`MAX_LIMIT`].
+    pub limit: usize,
+    /// The opaque cursor from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Oldest or newest first. Default: [`Order::Asc`].
+    pub order: Order,
+}
+
+impl Default for UsageQuery {
+    fn default() -> Self {
+        Self {
+            consumer: ConsumerScope::All,
+            since: None,
+            until: None,
+            method: None,
+            path: None,
+            status: None,
+            limit: DEFAULT_LIMIT,
+            cursor: None,
+            order: Order::Asc,
+        }
+    }
+}
+
+impl UsageQuery {
+    /// How many hits a sink should look for: one more than the page (`limit`,
+    /// at least 1), so that [`UsagePage::from_sorted`](super::UsagePage::from_sorted) can tell whether another
+    /// page follows.
+    ///
+    /// ```
+    /// let query = tower_usage::UsageQuery { limit: 100, ..Default::default() };
+    /// assert_eq!(query.fetch_limit(), 101);
+    /// ```
+    pub fn fetch_limit(&self) -> usize {
+        self.limit.max(1).saturating_add(1)
+    }
+
+    /// Whether a record passes the scope and every filter (the cursor aside).
+    pub fn matches(&self, record: &UsageRecord) -> bool {
+        self.consumer.contains(record.consumer.as_deref())
+            && self.since.is_none_or(|s| record.created_at >= s)
+            && self.until.is_none_or(|u| record.created_at < u)
+            && self.method.as_deref().is_none_or(|m| record.method == m)
+            && self.path.as_ref().is_none_or(|p| p.matches(&record.path))
+            && self.status.is_none_or(|s| s.matches(record.status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_filter_parses() {
+        assert_eq!(StatusFilter::parse("404"), Some(StatusFilter::Exact(404)));
+        assert_eq!(StatusFilter::parse("4XX"), Some(StatusFilter::Class(4)));
+        assert_eq!(StatusFilter::parse("6xx"), None);
+        assert_eq!(StatusFilter::parse("99"), None);
+        assert_eq!(StatusFilter::parse("abc"), None);
+        assert!(StatusFilter::Class(2).matches(204));
+        assert!(!StatusFilter::Class(2).matches(300));
+    }
+}

@@ -1,0 +1,19 @@
+//! What the SQL sinks share: the one column list, the one page query (rendered
+//! in either dialect), and the one way back from a row to a record.
+//!
+//! A backend binds [`Value`]s in its own types, renders [`page`] for its
+//! [`Dialect`], and implements [`ReadColumns`] for its row type; the rest is
+//! here.
+
+mod columns;
+mod decode;
+pub(crate) mod params;
+mod select;
+
+#[cfg(feature = "postgres")]
+pub(crate) use columns::Kind;
+pub(crate) use columns::{row, Col, Value, LIST};
+#[cfg(feature = "sqlite")]
+pub(crate) use decode::bad;
+pub(crate) use decode::{record, ReadColumns};
+pub(crate) use select::{page, Dialect};

@@ -1,0 +1,32 @@
+//! Reading a page: the shared page query in SQLite's dialect, its rows read
+//! back through [`ReadColumns`](crate::sink::sql::ReadColumns).
+
+use rusqlite::{params_from_iter, Connection};
+
+use super::error::context;
+use crate::sink::sql::{self, Dialect};
+use crate::sink::{Position, UsageQuery};
+use crate::{SinkError, UsageRecord};
+
+/// Runs the page query: at most `query.limit + 1` matching records after `after`,
+/// in the query's order, for [`UsagePage::from_sorted`](crate::UsagePage::from_sorted).
+pub(super) fn select(
+    conn: &Connection,
+    label: &str,
+    query: &UsageQuery,
+    after: Option<&Position>,
+) -> Result<Vec<UsageRecord>, SinkError> {
+    let ctx = context(label);
+    let statement = sql::page(Dialect::Sqlite, "usage_records", query, after);
+    let mut stmt = conn.prepare_cached(&statement.sql).map_err(&ctx)?;
+    let mut rows = stmt
+        .query(params_from_iter(&statement.values))
+        .map_err(&ctx)?;
+    let mut out = Vec::with_capacity(query.fetch_limit().min(1024));
+    while let Some(row) = rows.next().map_err(&ctx)? {
+        let record = sql::record(row)
+            .map_err(|e| e.with_context(format_args!("sqlite database {label}")))?;
+        out.push(record);
+    }
+    Ok(out)
+}
