@@ -27,8 +27,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 
+use crate::codec::headers;
 use crate::hooks::Protocol;
 use crate::record::{CapturedBody, Outcome, Redaction};
 
@@ -134,34 +135,16 @@ impl Packed {
         HeaderValue::from_maybe_shared(self.bytes.slice(self.range(part)?)).ok()
     }
 
-    /// A header map, its values slices of the buffer.
+    /// A header map, its values slices of the buffer (see
+    /// [`codec::headers`](crate::codec::headers)).
     pub(crate) fn headers(&self, part: Part) -> HeaderMap {
         let Some(range) = self.range(part) else {
             return HeaderMap::new();
         };
-        let mut reader = Reader {
-            bytes: &self.bytes,
-            at: range.start,
-            end: range.end,
-        };
-        let count = reader.u32().unwrap_or(0) as usize;
-        // `count` is of values; a map sized for that many names may be over
-        // `HeaderMap`'s limit (a name repeated 30,000 times is a valid map).
-        let mut map =
-            HeaderMap::try_with_capacity(count.min(range.len() / 8).min(64)).unwrap_or_default();
-        for _ in 0..count {
-            let Some((flags, name, value)) = reader.entry() else {
-                break;
-            };
-            let name = HeaderName::from_bytes(&self.bytes[name]);
-            let value = HeaderValue::from_maybe_shared(self.bytes.slice(value));
-            if let (Ok(name), Ok(mut value)) = (name, value) {
-                value.set_sensitive(flags & 1 != 0);
-                // Cannot fail for a map that held these values before.
-                let _ = map.try_append(name, value);
-            }
-        }
-        map
+        // Cannot be cut short: the packer wrote the whole map.
+        headers::decode(&self.bytes.slice(range))
+            .map(|(map, _)| map)
+            .unwrap_or_default()
     }
 
     /// The two bodies, slices of the buffer.
@@ -178,63 +161,5 @@ impl Packed {
             body(Part::RequestBody, &self.request),
             body(Part::ResponseBody, &self.response),
         )
-    }
-}
-
-/// Appends a header map in the buffer's layout (see the [module docs](self)).
-pub(crate) fn write_headers<'a>(
-    out: &mut Vec<u8>,
-    entries: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
-) {
-    let count_at = out.len();
-    out.extend_from_slice(&0u32.to_le_bytes());
-    let mut count = 0u32;
-    for (name, value) in entries {
-        out.push(u8::from(value.is_sensitive()));
-        out.extend_from_slice(&(name.as_str().len() as u16).to_le_bytes());
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        out.extend_from_slice(value.as_bytes());
-        count += 1;
-    }
-    out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
-}
-
-/// Bytes one header map takes in the buffer (see [`write_headers`]).
-pub(crate) fn headers_len(map: &HeaderMap) -> usize {
-    4 + map
-        .iter()
-        .map(|(n, v)| 7 + n.as_str().len() + v.len())
-        .sum::<usize>()
-}
-
-/// Reads a header map back; `None` past its end.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    end: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<Range<usize>> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.end)?;
-        let range = self.at..end;
-        self.at = end;
-        Some(range)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        let r = self.take(4)?;
-        Some(u32::from_le_bytes(self.bytes[r].try_into().ok()?))
-    }
-
-    fn entry(&mut self) -> Option<(u8, Range<usize>, Range<usize>)> {
-        let flags = self.bytes[self.take(1)?.start];
-        let r = self.take(2)?;
-        let name_len = u16::from_le_bytes(self.bytes[r].try_into().ok()?);
-        let name = self.take(usize::from(name_len))?;
-        let value_len = self.u32()?;
-        let value = self.take(value_len as usize)?;
-        Some((flags, name, value))
     }
 }

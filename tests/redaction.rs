@@ -44,22 +44,6 @@ fn assert_no_secret(wire: &Value) {
     assert!(!text.contains(SECRET), "secret stored: {text}");
 }
 
-const SECRET_NAMES: &[&str] = &[
-    "password",
-    "new_password",
-    "passwd",
-    "pwd",
-    "client_secret",
-    "token",
-    "id_token",
-    "access_token",
-    "refresh_token",
-    "apiKey",
-    "api_key",
-    "private_key",
-    "Authorization",
-];
-
 #[tokio::test]
 async fn default_patterns_catch_secret_names_in_query_json_and_form() {
     for name in SECRET_NAMES {

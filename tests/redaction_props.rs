@@ -16,7 +16,7 @@ use axum::routing::post;
 use axum::Router;
 use base64::Engine as _;
 use bytes::Bytes;
-use common::CollectSink;
+use common::{CollectSink, SECRET_NAMES};
 use http::Request;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -24,22 +24,6 @@ use tower::ServiceExt as _;
 use tower_usage::{SqliteSink, UsageLayer, UsageSink};
 
 const CASES: u32 = 48;
-
-/// Field names real APIs use for secrets, all caught by the default patterns.
-const NAMES: &[&str] = &[
-    "password",
-    "new_password",
-    "passwd",
-    "pwd",
-    "client_secret",
-    "token",
-    "id_token",
-    "access_token",
-    "apiKey",
-    "api_key",
-    "private_key",
-    "Authorization",
-];
 
 #[derive(Debug, Clone)]
 enum Kind {
@@ -205,7 +189,7 @@ proptest! {
     #[test]
     fn no_secret_value_is_ever_stored_readable(
         kind in kind(),
-        name in proptest::sample::select(NAMES),
+        name in proptest::sample::select(SECRET_NAMES),
         noise in proptest::collection::vec(prop_oneof![Just(0xffu8), Just(0xfc), Just(0xc3), Just(0x80), Just(b'x')], 0..6),
         prefix in prop_oneof![Just(Vec::new()), Just(b"  ".to_vec()), Just(b"\xef\xbb\xbf".to_vec()), Just(b")]}',\n".to_vec())],
         chunks in proptest::collection::vec(1usize..40, 0..6),

@@ -46,13 +46,6 @@ const SENSITIVE: u8 = 1;
 const ENTRY_FRAMING: usize = 1 + 2 + 4;
 
 /// How many bytes [`encode`] writes for `map`.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "for the capture buffer, which sizes its one allocation with it"
-    )
-)]
 pub(crate) fn encoded_len(map: &HeaderMap) -> usize {
     4 + map
         .iter()

@@ -4,7 +4,8 @@
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use super::tap::Tap;
-use crate::captured::{headers_len, write_headers, Packed, Part, TapSummary, PARTS};
+use crate::captured::{Packed, Part, TapSummary, PARTS};
+use crate::codec::headers::{encode_entries, encoded_len};
 
 /// Fills a [`Packed`] buffer, part by part.
 pub(crate) struct Packer {
@@ -32,7 +33,7 @@ impl Packer {
             path.len()
                 + query.map_or(0, str::len)
                 + route.map_or(0, str::len)
-                + headers_len(headers)
+                + encoded_len(headers)
                 + body_hint
                 + RESPONSE_ROOM,
         );
@@ -86,7 +87,7 @@ impl Packer {
         part: Part,
         entries: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     ) {
-        self.part(part, |out| write_headers(out, entries));
+        self.part(part, |out| encode_entries(out, entries));
     }
 
     /// A body's kept bytes, and what its tap saw.
@@ -118,7 +119,7 @@ mod tests {
         for i in 0..30_000 {
             headers.append("x-a", HeaderValue::from(i));
         }
-        let mut packer = Packer::with_capacity(headers_len(&headers));
+        let mut packer = Packer::with_capacity(encoded_len(&headers));
         packer.headers(Part::RequestHeaders, &headers);
         assert_eq!(packer.finish().headers(Part::RequestHeaders), headers);
     }
@@ -136,7 +137,7 @@ mod tests {
         tap.observe(&Bytes::from_static(b"abc"));
         tap.observe(&Bytes::from_static(b"def"));
 
-        let len = headers_len(&headers) + 2 + 4 + 4;
+        let len = encoded_len(&headers) + 2 + 4 + 4;
         let mut packer = Packer::with_capacity(len);
         packer.bytes(Part::Path, b"/p");
         packer.headers(Part::RequestHeaders, &headers);

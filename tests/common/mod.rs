@@ -120,3 +120,20 @@ pub async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// Field names real APIs use for secrets, all caught by the default patterns.
+pub const SECRET_NAMES: &[&str] = &[
+    "password",
+    "new_password",
+    "passwd",
+    "pwd",
+    "client_secret",
+    "token",
+    "id_token",
+    "access_token",
+    "refresh_token",
+    "apiKey",
+    "api_key",
+    "private_key",
+    "Authorization",
+];
