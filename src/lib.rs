@@ -92,9 +92,19 @@
 //! | `marker.rs` | how the endpoint tells the middleware "do not record me" |
 //! | `testing/` | the sink conformance kit (feature `testing`) |
 //!
-//! `middleware → captured, writer (queue), record, hooks, marker`;
-//! `writer → captured, record, sink`; `endpoint → sink, record, hooks, marker`;
-//! `sink → record, codec`; `record → hooks`. No module imports one above it.
+//! The module graph, as `tests/layout.rs` checks it (a module uses only
+//! modules below it; doc links aside):
+//!
+//! ```text
+//! middleware -> writer, captured, sink, codec, record, hooks, marker
+//! endpoint   -> sink, record, hooks, marker, error
+//! writer     -> captured, sink, record, hooks, error
+//! captured   -> codec, record, hooks
+//! sink       -> codec, record, error
+//! codec      -> error
+//! record     -> hooks
+//! hooks, marker, error: leaves
+//! ```
 //!
 #![doc = include_str!("docs/grpc.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]

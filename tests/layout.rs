@@ -1,0 +1,170 @@
+//! The source layout's one rule, checked: dependencies between the top-level
+//! modules of `src/` point one way, down the data path (see the crate docs'
+//! "map"). A module may use one of a lower rank, never one of its own rank or
+//! above. Doc comments do not count: they may link anywhere.
+//!
+//! `cargo test --test layout -- --nocapture` prints the module graph.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The ranks, leaves first.
+const RANKS: &[(&str, u8)] = &[
+    ("error", 0),
+    ("hooks", 0),
+    ("marker", 0),
+    ("record", 1),
+    ("codec", 2),
+    ("captured", 3),
+    ("sink", 3),
+    ("writer", 4),
+    ("endpoint", 4),
+    ("middleware", 5),
+    ("testing", 6),
+];
+
+/// Root re-exports, by the module that defines them.
+const ROOT_ITEMS: &[(&str, &str)] = &[
+    ("SinkError", "error"),
+    ("SinkErrorKind", "error"),
+    ("IdentifyConsumer", "hooks"),
+    ("RequestInfo", "hooks"),
+    ("bearer_token", "hooks"),
+    ("hash_token", "hooks"),
+    ("default_route", "hooks"),
+    ("UsageRecord", "record"),
+    ("RecordedRequest", "record"),
+    ("CapturedBody", "record"),
+    ("GrpcCall", "record"),
+    ("GrpcDirection", "record"),
+    ("GrpcMessage", "record"),
+    ("Outcome", "record"),
+    ("MAX_JSON_DEPTH", "record"),
+    ("UsageSink", "sink"),
+    ("UsageQuery", "sink"),
+    ("UsagePage", "sink"),
+    ("MemorySink", "sink"),
+    ("SqliteSink", "sink"),
+    ("PostgresSink", "sink"),
+    ("UsageHandle", "writer"),
+    ("RecorderStats", "writer"),
+    ("UsageWorker", "writer"),
+    ("UsageService", "endpoint"),
+    ("UsageLayer", "middleware"),
+    // The conformance kit's macros, exported at the root.
+    ("__tower_usage_checks", "testing"),
+    ("sink_conformance_tests", "testing"),
+];
+
+fn rank(module: &str) -> u8 {
+    RANKS
+        .iter()
+        .find(|(m, _)| *m == module)
+        .unwrap_or_else(|| panic!("module `{module}` has no rank in tests/layout.rs"))
+        .1
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The code of a file without its comments (line comments and doc comments).
+fn code(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.find("//") {
+            // A `//` inside a string literal (a URL) is rare in this crate's
+            // code; cutting there only drops references, never adds them.
+            Some(i) => &line[..i],
+            None => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The top-level modules that `code` refers to through `crate::`.
+fn references(code: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut rest = code;
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        let names: Vec<String> = if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            group[..end]
+                .split(',')
+                .map(|item| ident(item.trim()))
+                .collect()
+        } else {
+            vec![ident(rest)]
+        };
+        for name in names.into_iter().filter(|n| !n.is_empty()) {
+            let module = ROOT_ITEMS
+                .iter()
+                .find(|(item, _)| *item == name)
+                .map_or(name.clone(), |(_, m)| (*m).to_owned());
+            found.insert(module);
+        }
+    }
+    found
+}
+
+#[test]
+fn dependencies_point_down_the_data_path() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut wrong = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(&src).unwrap();
+        let top = relative
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_owned();
+        if top == "lib" || top == "docs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for used in references(&code(&text)) {
+            if used == top {
+                continue;
+            }
+            if rank(&used) >= rank(&top) {
+                wrong.push(format!("{} uses crate::{used}", relative.display()));
+            }
+            graph.entry(top.clone()).or_default().insert(used);
+        }
+    }
+    for (module, uses) in &graph {
+        let uses: Vec<&str> = uses.iter().map(String::as_str).collect();
+        println!("{module} -> {}", uses.join(", "));
+    }
+    assert!(
+        wrong.is_empty(),
+        "upward or sideways imports:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_sees_imports_and_ignores_comments() {
+    let text = "use crate::{UsageRecord, sink::UsageQuery};\n/// [x](crate::middleware)\nlet x = crate::codec::headers::encode;";
+    let found = references(&code(text));
+    let found: Vec<&str> = found.iter().map(String::as_str).collect();
+    assert_eq!(found, ["codec", "record", "sink"]);
+}
