@@ -63,6 +63,8 @@ const REDACTED_JSON: &[u8] = b"\"[REDACTED]\"";
 pub(crate) struct Redaction {
     headers: NameRules,
     fields: NameRules,
+    header_matcher: rules::Matcher,
+    field_matcher: rules::Matcher,
     /// Finds the fields, lower-cased, in one pass: the body prefilter.
     keys: KeySearch,
 }
@@ -129,6 +131,8 @@ impl Redaction {
     pub(crate) fn new(headers: NameRules, fields: NameRules) -> Self {
         Self {
             keys: KeySearch::new(fields.needles()),
+            header_matcher: headers.matcher(),
+            field_matcher: fields.matcher(),
             headers,
             fields,
         }
@@ -155,11 +159,11 @@ impl Redaction {
     }
 
     fn is_field(&self, name: &str) -> bool {
-        self.fields.matches(name)
+        self.field_matcher.matches(name)
     }
 
     fn is_header(&self, name: &HeaderName) -> bool {
-        self.headers.matches(name.as_str())
+        self.header_matcher.matches(name.as_str())
     }
 
     /// Redacts headers: every value of a name the rules match, or of a name
@@ -168,18 +172,16 @@ impl Redaction {
     /// (a token in a `Referer`, say) are masked. Repeated headers are kept as
     /// they came; only the wire form joins them.
     pub(crate) fn headers(&self, mut headers: HeaderMap) -> HeaderMap {
-        let is_redacted = |name: &HeaderName, map: &HeaderMap| {
-            self.is_header(name) || map.get_all(name).iter().any(HeaderValue::is_sensitive)
-        };
-        if headers.keys().any(|name| is_redacted(name, &headers)) {
-            let names: Vec<HeaderName> = headers
-                .keys()
-                .filter(|name| is_redacted(name, &headers))
-                .cloned()
-                .collect();
-            for name in names {
-                headers.insert(name, HeaderValue::from_static(REDACTED));
+        // One pass over the names; a list only when something is redacted.
+        let mut redacted: Vec<HeaderName> = Vec::new();
+        for (name, value) in &headers {
+            let redact = value.is_sensitive() || self.is_header(name);
+            if redact && redacted.last() != Some(name) {
+                redacted.push(name.clone());
             }
+        }
+        for name in redacted {
+            headers.insert(name, HeaderValue::from_static(REDACTED));
         }
         for (_, value) in headers.iter_mut() {
             if memchr::memchr(b'?', value.as_bytes()).is_some() {

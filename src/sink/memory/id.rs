@@ -33,6 +33,7 @@ impl Id {
         }
     }
 
+    #[inline]
     pub(super) fn as_bytes(&self) -> &[u8] {
         match self {
             Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
@@ -46,6 +47,7 @@ impl Id {
 }
 
 impl PartialEq for Id {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Inline { len: la, bytes: a }, Self::Inline { len: lb, bytes: b }) => {
@@ -59,12 +61,14 @@ impl PartialEq for Id {
 impl Eq for Id {}
 
 impl PartialOrd for Id {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
 impl Ord for Id {
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
             // Eight bytes at a time, as big-endian words: the index compares ids
