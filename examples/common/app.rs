@@ -159,6 +159,14 @@ impl Args {
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
             let name = arg.strip_prefix("--").unwrap_or("");
+            if name == "help" || arg == "-h" {
+                println!("usage: {usage}");
+                println!(
+                    "  --demo    send the reference requests to itself, print /v1/usage, exit"
+                );
+                println!("  --port N  listen on 127.0.0.1:N (default: $PORT, else 9000)");
+                std::process::exit(0);
+            }
             if name == "demo" {
                 args.demo = true;
                 continue;
@@ -202,7 +210,14 @@ pub(crate) async fn run<S: UsageSink + Clone>(
             .unwrap_or(9000),
     };
     let (router, handle) = app(sink);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on 127.0.0.1:{port}: {e}; \
+                 is another server there? choose a port with --port N (or PORT=N)"
+            )
+        })?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
 

@@ -286,17 +286,17 @@ impl Redaction {
         if body.is_empty() || self.fields.is_empty() {
             return body;
         }
+        // Borrowed, compared ASCII case-insensitively: no allocation per body.
         let content_type = headers
             .get(http::header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let mime = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if mime.starts_with("application/grpc") {
+        let mime = content_type.split(';').next().unwrap_or_default().trim();
+        let starts_with = |prefix: &str| {
+            mime.get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        };
+        if starts_with("application/grpc") {
             return body;
         }
         let masked = if super::looks_like_json_container(&body) {
@@ -304,11 +304,10 @@ impl Redaction {
                 return body;
             }
             mask_json(&body, |key| self.is_field(key))
-        } else if mime == "application/x-www-form-urlencoded" {
+        } else if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
             form::mask_urlencoded(&body, |k| self.is_form_field(k))
-        } else if let Some(boundary) = mime
-            .starts_with("multipart/")
-            .then(|| form::boundary(&content_type))
+        } else if let Some(boundary) = starts_with("multipart/")
+            .then(|| form::boundary(content_type))
             .flatten()
         {
             form::mask_multipart(&body, boundary, |k| self.is_form_field(k))
