@@ -106,3 +106,16 @@ async fn a_setting_changed_after_the_writer_started_gives_that_value_a_writer_of
     first_handle.flush().await;
     assert_eq!(first_handle.stats().written, 1);
 }
+
+#[tokio::test]
+async fn a_clone_given_its_own_settings_before_first_use_gets_its_own_writer() {
+    let a = UsageLayer::new(CollectSink::default()).max_delay(Duration::from_millis(5));
+    let b = a.clone().queue_capacity(1);
+    let a_handle = a.handle(); // `a`'s writer is made here
+    let b_handle = b.handle();
+    let addr = serve(app(b)).await;
+    get_ok(addr, 3).await;
+    b_handle.flush().await;
+    assert_eq!(b_handle.stats().captured, 3);
+    assert_eq!(a_handle.stats().captured, 0, "b has a writer of its own");
+}

@@ -157,15 +157,22 @@ impl<S> UsageLayer<S> {
     /// value whose writer already exists gets a new one.
     fn writer_config(mut self, change: impl FnOnce(&mut WriterConfig)) -> Self {
         change(&mut self.writer);
+        self.detach_writer("a writer setting changed");
+        self
+    }
+
+    /// Gives this value a writer of its own, to be made from its settings on
+    /// first use; warns when the one it leaves had already been made.
+    fn detach_writer(&mut self, why: &str) {
         if self.queue.get().is_some() {
             tracing::warn!(
                 target: "tower_usage",
-                "a writer setting of UsageLayer changed after its writer was made: \
-                 this layer value gets a writer of its own (set everything before using the layer)"
+                "UsageLayer: {why} after its writer was made: this layer value gets a writer \
+                 of its own, which handles taken before do not control (set everything before \
+                 using the layer)"
             );
-            self.queue = Arc::new(OnceLock::new());
         }
-        self
+        self.queue = Arc::new(OnceLock::new());
     }
 
     /// This value's writer queue, made (and its worker spawned on the current
@@ -202,7 +209,7 @@ impl<S> UsageLayer<S> {
     /// ```
     pub fn pair(mut self) -> (Self, UsageWorker) {
         if self.queue.get().is_some() {
-            self.queue = Arc::new(OnceLock::new());
+            self.detach_writer("pair() was called");
         }
         let queue = Queue::new(self.sink.clone(), self.writer);
         let worker = queue

@@ -62,8 +62,9 @@
 //!   [sensitive](http::HeaderValue::set_sensitive) are stored as one
 //!   `[REDACTED]`. Other repeated headers are kept as they came (the `/usage`
 //!   wire form joins them with `, `, or a newline for `set-cookie`).
-//! * **URLs in header values** (`Referer`, `Location`, ...): query parameters
-//!   whose names match a field rule have their values masked.
+//! * **Header values that stay** (`Referer`, `Location`, `Link`, ...): the
+//!   value after a field name used as a key (`name=`, `name:`) is masked: URL
+//!   parameters in the query or the fragment, say.
 //! * **Query parameters and body fields** whose name matches a field rule (by
 //!   default any name containing a pattern of [`DEFAULT_REDACTED_FIELD_PATTERNS`]:
 //!   `password`, `passwd`, `pwd`, `secret`, `token`, `auth`, `api_key`,
@@ -76,14 +77,19 @@
 //!   not a parse: it also masks inside a body cut at the capture limit, where a
 //!   value cut short is masked up to the cut. Key escapes (`"pass\u0077ord"`)
 //!   are decoded before comparing.
-//! * **Any other body** (text, XML, JSON behind a prefix, binary) that holds a
-//!   field name or pattern anywhere is replaced whole by a marker,
-//!   `[REDACTED: this body holds a secret field name and is not JSON, a form or
-//!   multipart]`: when in doubt, mask.
+//! * **Any other body** (text, XML, TOML, logs, JSON cut short or behind a
+//!   prefix), and multipart parts: the value after every field name or pattern
+//!   that stands as a key (`name=value`, `name: value`, `"name": "value"`,
+//!   `<name>value<`) is replaced by `[REDACTED]`, quoted values to their
+//!   closing quote, others to the next delimiter or blank, a value cut short to
+//!   the end: when in doubt, mask. In such text, exact names match as
+//!   substrings too.
 //!
 //! Out of scope: gRPC message payloads (stored as they came), secrets under
-//! names that match no rule, and bodies whose `Content-Encoding` (gzip, ...)
-//! hides the names.
+//! names that match no rule or that stand in no key position, and bodies whose
+//! `Content-Encoding` (gzip, ...) hides the names. Response bodies are told
+//! apart by the kept response headers: keep `content-type` (a default) for
+//! form and multipart responses to be masked field by field.
 //!
 //! # How records flow
 //!
@@ -126,12 +132,12 @@
 //!
 //! # Runtime
 //!
-//! [`UsageLayer::new`](crate::UsageLayer::new) spawns the writer on the current
-//! tokio runtime when there is one. Built outside a runtime, the layer starts the
-//! writer lazily the first time it records or flushes from inside one; until then
-//! captures wait in the queue (and are dropped, counted, once it is full). To run
-//! the writer on an executor of your own, take it with
-//! [`UsageLayer::pair`](crate::UsageLayer::pair).
+//! The writer is made when a layer is first used (it wraps a service, or hands
+//! out a [`handle`](crate::UsageLayer::handle)), and spawned then on the current
+//! tokio runtime when there is one. Outside a runtime, it starts the first time
+//! the layer records or flushes from inside one; until then captures wait in the
+//! queue (and are dropped, counted, once it is full). To run the writer on an
+//! executor of your own, take it with [`UsageLayer::pair`](crate::UsageLayer::pair).
 
 mod body;
 mod future;

@@ -77,7 +77,13 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
-        let info = RequestInfo::from_request(&req);
+        // The hooks see the URI the client sent, as the record does.
+        let info = RequestInfo::new(
+            req.method(),
+            client_uri(&req),
+            req.headers(),
+            req.extensions(),
+        );
         if config.skip.as_ref().is_some_and(|skip| skip(info)) {
             let req = req.map(|body| RequestBody::new(body, None));
             return ResponseFuture::new(self.inner.call(req), None);

@@ -71,12 +71,12 @@ impl Tap {
         self
     }
 
-    /// The gRPC messages seen, when counting.
     /// gRPC-Web: the trailers frame the body carried, when counting.
     pub(crate) fn web_trailers(&self) -> Option<http::HeaderMap> {
         self.messages.as_ref()?.web_trailers()
     }
 
+    /// The gRPC messages seen, when counting.
     pub(crate) fn messages(&self) -> u64 {
         self.messages.as_ref().map_or(0, MessageCounter::messages)
     }

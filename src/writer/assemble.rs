@@ -40,8 +40,8 @@ pub(crate) fn assemble(captured: Captured) -> UsageRecord {
     }
 
     let (mut request_body, mut response_body) = packed.bodies();
-    request_body.bytes = redaction.body(request_body.bytes, &request_headers);
-    response_body.bytes = redaction.body(response_body.bytes, &response_headers);
+    request_body.bytes = redaction.body(request_body.bytes, &request_headers, protocol);
+    response_body.bytes = redaction.body(response_body.bytes, &response_headers, protocol);
 
     let grpc = protocol.is_grpc();
     let params = params_for(route.as_deref(), &path, grpc);

@@ -82,6 +82,7 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
     let mut spare: Vec<Captured> = Vec::new();
     let mut records: Vec<UsageRecord> = Vec::new();
     let mut failing = false;
+    let mut panic_logged = false;
     loop {
         let _ = tokio::time::timeout(shared.config.max_delay, shared.wake.notified()).await;
 
@@ -101,7 +102,20 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
         let mut drain = spare.drain(..).peekable();
         while drain.peek().is_some() {
             records.clear();
-            records.extend(drain.by_ref().take(batch_size).map(assemble));
+            let mut unreadable = 0u64;
+            for captured in drain.by_ref().take(batch_size) {
+                match assemble_caught(captured, &mut panic_logged) {
+                    Some(record) => records.push(record),
+                    None => unreadable += 1,
+                }
+            }
+            if unreadable > 0 {
+                shared.failed.fetch_add(unreadable, Ordering::Relaxed);
+                shared.done.send_modify(|d| *d += unreadable);
+            }
+            if records.is_empty() {
+                continue;
+            }
             let n = records.len() as u64;
             match write_with_retries(&shared, &*sink, &records).await {
                 Ok(()) => {
@@ -127,6 +141,24 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
             // Dropped now, while their memory is still in cache.
             records.clear();
             shared.done.send_modify(|d| *d += n);
+        }
+    }
+}
+
+/// [`assemble`], with a panic (a bug, hit by some input) caught: that one
+/// capture is counted as failed, and the writer goes on. The first panic of a
+/// writer is logged; later ones only counted, so a client cannot flood the log.
+fn assemble_caught(captured: Captured, logged: &mut bool) -> Option<UsageRecord> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| assemble(captured))) {
+        Ok(record) => Some(record),
+        Err(_) => {
+            if !std::mem::replace(logged, true) {
+                tracing::error!(
+                    target: "tower_usage",
+                    "building a usage record panicked; such captures are counted in stats().failed (logged once)"
+                );
+            }
+            None
         }
     }
 }

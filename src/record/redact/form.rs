@@ -80,9 +80,12 @@ pub(super) fn mask_multipart(
         let part_end = next.unwrap_or(input.len());
         let part = &input[part_start..part_end];
         // The part's headers end at the first blank line.
-        let content_at = memmem::find(part, b"\r\n\r\n")
-            .map(|i| i + 4)
-            .or_else(|| memmem::find(part, b"\n\n").map(|i| i + 2));
+        // The earlier blank line ends the headers, CRLF or bare LF.
+        let content_at = match (memmem::find(part, b"\r\n\r\n"), memmem::find(part, b"\n\n")) {
+            (Some(crlf), Some(lf)) if lf + 2 <= crlf + 4 => Some(lf + 2),
+            (Some(crlf), _) => Some(crlf + 4),
+            (None, lf) => lf.map(|i| i + 2),
+        };
         if let Some(content_at) = content_at {
             let secret = part_name(&part[..content_at]).is_some_and(|name| is_secret(&name));
             if secret {
@@ -116,9 +119,11 @@ pub(super) fn mask_multipart(
 /// The `name` of a part's `Content-Disposition: form-data; name="..."`.
 fn part_name(headers: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(headers);
-    let line = text
-        .lines()
-        .find(|l| l.len() > 20 && l[..20].eq_ignore_ascii_case("content-disposition:"))?;
+    let line = text.lines().find(|l| {
+        l.as_bytes()
+            .get(..20)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"content-disposition:"))
+    })?;
     line.split(';').skip(1).find_map(|param| {
         let (name, value) = param.split_once('=')?;
         (name.trim().eq_ignore_ascii_case("name"))
@@ -183,5 +188,14 @@ mod tests {
             Some("XyZ")
         );
         assert_eq!(boundary("multipart/form-data"), None);
+        // A hostile part header: multi-byte characters where the name is sliced.
+        for hostile in [
+            "Content-Dispositionéé: x",
+            "Content-Dispositio\u{FFFD}: x",
+            "Content-Disposition:",
+        ] {
+            let body = format!("--XyZ\r\n{hostile}\r\n\r\nv\r\n--XyZ--");
+            assert!(mask_multipart(body.as_bytes(), "XyZ", secret).is_none());
+        }
     }
 }

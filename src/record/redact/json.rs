@@ -142,11 +142,17 @@ fn decode_key(quoted: &[u8]) -> Option<Cow<'_, str>> {
     }
     let inner = &quoted[1..quoted.len() - 1];
     if !inner.contains(&b'\\') {
-        return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
+        return Some(String::from_utf8_lossy(inner));
     }
-    serde_json::from_slice::<String>(quoted)
-        .ok()
-        .map(Cow::Owned)
+    // When in doubt, compare something: a key that does not decode (a lone
+    // surrogate, a bad escape) is compared without its backslashes.
+    match serde_json::from_slice::<String>(quoted) {
+        Ok(key) => Some(Cow::Owned(key)),
+        Err(_) => {
+            let bare: Vec<u8> = inner.iter().copied().filter(|&b| b != b'\\').collect();
+            Some(Cow::Owned(String::from_utf8_lossy(&bare).into_owned()))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -157,7 +163,11 @@ mod tests {
 
     fn mask(s: &str) -> String {
         let r = Redaction::default();
-        let out = r.body(Bytes::copy_from_slice(s.as_bytes()), &HeaderMap::new());
+        let out = r.body(
+            Bytes::copy_from_slice(s.as_bytes()),
+            &HeaderMap::new(),
+            crate::hooks::Protocol::Http,
+        );
         String::from_utf8(out.to_vec()).unwrap()
     }
 

@@ -8,6 +8,8 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::hooks::Protocol;
+
 /// Header name patterns redacted by default: a header whose (lower-case) name
 /// contains any of these is stored as `[REDACTED]`. This catches
 /// `authorization`, `proxy-authorization`, `cookie`, `set-cookie`, `x-api-key`,
@@ -51,12 +53,16 @@ pub const REDACTED: &str = "[REDACTED]";
 mod form;
 mod json;
 mod rules;
+mod text;
 
 pub(crate) use rules::NameRules;
 
 use json::mask_json;
 
 const REDACTED_JSON: &[u8] = b"\"[REDACTED]\"";
+
+/// `[REDACTED]` percent-encoded, for values inside URLs.
+const REDACTED_FORM: &[u8] = b"%5BREDACTED%5D";
 
 /// The redaction rules of a layer.
 #[derive(Debug, Clone)]
@@ -67,6 +73,8 @@ pub(crate) struct Redaction {
     field_matcher: rules::Matcher,
     /// Finds the fields, lower-cased, in one pass: the body prefilter.
     keys: KeySearch,
+    /// Every field name and pattern, lower-cased, for the key-value net.
+    needles: Vec<String>,
 }
 
 /// A multi-substring search for the lower-cased field names: Teddy (SIMD,
@@ -131,6 +139,7 @@ impl Redaction {
     pub(crate) fn new(headers: NameRules, fields: NameRules) -> Self {
         Self {
             keys: KeySearch::new(fields.needles()),
+            needles: fields.needles(),
             header_matcher: headers.matcher(),
             field_matcher: fields.matcher(),
             headers,
@@ -183,35 +192,19 @@ impl Redaction {
         for name in redacted {
             headers.insert(name, HeaderValue::from_static(REDACTED));
         }
+        // Secret parameters in URLs (query or fragment) and other `name=value`
+        // text in the values that stay.
         for (_, value) in headers.iter_mut() {
-            if memchr::memchr(b'?', value.as_bytes()).is_some() {
-                if let Some(masked) = self.url_in_header(value) {
-                    *value = masked;
+            if self.holds_field_name(value.as_bytes()) {
+                if let Some(masked) =
+                    text::mask_key_values(value.as_bytes(), &self.needles, REDACTED_FORM)
+                {
+                    *value = HeaderValue::from_bytes(&masked)
+                        .unwrap_or(HeaderValue::from_static(REDACTED));
                 }
             }
         }
         headers
-    }
-
-    /// A header value holding a URL whose query has secret parameters, masked;
-    /// `None` when there is nothing to mask. A value that is not UTF-8 but
-    /// holds a field name after its `?` is masked whole: when in doubt, mask.
-    fn url_in_header(&self, value: &HeaderValue) -> Option<HeaderValue> {
-        let bytes = value.as_bytes();
-        let q = memchr::memchr(b'?', bytes)?;
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            return self
-                .may_hold_field_key(&bytes[q..])
-                .then(|| HeaderValue::from_static(REDACTED));
-        };
-        let end = text[q + 1..].find('#').map_or(text.len(), |i| q + 1 + i);
-        match self.query(&text[q + 1..end]) {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(masked) => {
-                let url = format!("{}{masked}{}", &text[..=q], &text[end..]);
-                Some(HeaderValue::from_str(&url).unwrap_or(HeaderValue::from_static(REDACTED)))
-            }
-        }
     }
 
     /// A fast, conservative test for the JSON scan: whether any field name
@@ -275,15 +268,17 @@ impl Redaction {
         }
     }
 
-    /// Redacts a captured body given the headers that describe it.
+    /// Redacts a captured body given the headers that describe it and the
+    /// exchange's protocol.
     ///
-    /// JSON (any body whose first non-blank byte is `{` or `[`), form and
-    /// multipart bodies are masked field by field, on the raw bytes. Any other
-    /// body (text, XML, a JSON body behind a prefix, binary) that holds a
-    /// secret field name anywhere is replaced whole by a marker: when in doubt,
-    /// mask. gRPC message payloads are out of scope and stored as they came.
-    pub(crate) fn body(&self, body: Bytes, headers: &HeaderMap) -> Bytes {
-        if body.is_empty() || self.fields.is_empty() {
+    /// Form and multipart bodies (by content type) and JSON bodies (any body
+    /// whose first non-blank byte is `{` or `[`) are masked field by field, on
+    /// the raw bytes. In anything else, and in multipart parts and JSON that
+    /// does not parse (cut, or not JSON at all), the value after every secret
+    /// name that stands as a key (`name=`, `name:`, `<name>`) is masked too:
+    /// when in doubt, mask. gRPC message payloads are out of scope.
+    pub(crate) fn body(&self, body: Bytes, headers: &HeaderMap, protocol: Protocol) -> Bytes {
+        if body.is_empty() || self.fields.is_empty() || protocol.is_grpc() {
             return body;
         }
         // Borrowed, compared ASCII case-insensitively: no allocation per body.
@@ -292,38 +287,43 @@ impl Redaction {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let mime = content_type.split(';').next().unwrap_or_default().trim();
-        let starts_with = |prefix: &str| {
-            mime.get(..prefix.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
-        };
-        if starts_with("application/grpc") {
-            return body;
-        }
-        let masked = if super::looks_like_json_container(&body) {
-            if !self.may_hold_field_key(&body) {
-                return body;
-            }
-            mask_json(&body, |key| self.is_field(key))
-        } else if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        let is_multipart = mime
+            .get(..10)
+            .is_some_and(|p| p.eq_ignore_ascii_case("multipart/"));
+        let masked = if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
             form::mask_urlencoded(&body, |k| self.is_form_field(k))
-        } else if let Some(boundary) = starts_with("multipart/")
-            .then(|| form::boundary(content_type))
-            .flatten()
-        {
-            form::mask_multipart(&body, boundary, |k| self.is_form_field(k))
-        } else if self.holds_field_name(&body) {
-            return Bytes::from_static(UNSTRUCTURED_MARKER.as_bytes());
-        } else {
+        } else if !self.may_hold_field_key(&body) {
+            // No name of a rule anywhere (nor an escape that could spell one).
             None
+        } else if is_multipart {
+            let parts = form::boundary(content_type)
+                .and_then(|b| form::mask_multipart(&body, b, |k| self.is_form_field(k)));
+            self.mask_text(parts.as_deref().unwrap_or(&body)).or(parts)
+        } else if super::looks_like_json_container(&body) {
+            let fields = mask_json(&body, |key| self.is_field(key));
+            let parses =
+                serde_json::from_slice::<serde::de::IgnoredAny>(fields.as_deref().unwrap_or(&body))
+                    .is_ok();
+            if parses {
+                fields
+            } else {
+                self.mask_text(fields.as_deref().unwrap_or(&body))
+                    .or(fields)
+            }
+        } else {
+            self.mask_text(&body)
         };
         masked.map_or(body, Bytes::from)
     }
-}
 
-/// What replaces a body that holds a secret field name but is not JSON, a form
-/// or multipart, so could not be masked field by field.
-pub(crate) const UNSTRUCTURED_MARKER: &str =
-    "[REDACTED: this body holds a secret field name and is not JSON, a form or multipart]";
+    /// The key-value net over any text (see [`text::mask_key_values`]).
+    fn mask_text(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        if !self.holds_field_name(bytes) {
+            return None;
+        }
+        text::mask_key_values(bytes, &self.needles, REDACTED.as_bytes())
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -400,7 +400,11 @@ mod tests {
             "content-type",
             HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
         );
-        let out = r.body(Bytes::from_static(b"user=a&password=p%40ss"), &h);
+        let out = r.body(
+            Bytes::from_static(b"user=a&password=p%40ss"),
+            &h,
+            Protocol::Http,
+        );
         assert_eq!(&out[..], b"user=a&password=%5BREDACTED%5D");
     }
 

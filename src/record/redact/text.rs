@@ -1,0 +1,159 @@
+//! Masking values that stand after a secret name used as a key, in any text:
+//! `name=value`, `name: value`, `"name": "value"`, `<name>value</`. The net
+//! under the structured maskers: for bodies that are not JSON, a form or
+//! multipart (text, XML, YAML, logs, JSON cut or behind a prefix), and for
+//! header values (URLs with secret parameters in their query or fragment).
+
+use memchr::memmem;
+
+/// Masks the value after every occurrence of a `needle` (lower-case) that
+/// stands as a key, replacing it by `replacement`. `None` when nothing was
+/// masked.
+///
+/// A key is the needle and the name characters around it (`client_secret`
+/// for `secret`), then an optional closing quote and blanks, then `=`, `:`,
+/// or `>` after a tag's name. A value runs to its closing quote when it opens
+/// with one, else to the first delimiter (`&`, `,`, `;`, `#`, `<`, a bracket,
+/// a blank), or to the end of the input: a value cut short is masked to the end.
+pub(super) fn mask_key_values(
+    input: &[u8],
+    needles: &[String],
+    replacement: &[u8],
+) -> Option<Vec<u8>> {
+    let lower = input.to_ascii_lowercase();
+    let mut regions: Vec<(usize, usize)> = Vec::new();
+    for needle in needles {
+        for at in memmem::find_iter(&lower, needle.as_bytes()) {
+            if let Some(region) = value_after_key(input, at, needle.len()) {
+                regions.push(region);
+            }
+        }
+    }
+    if regions.is_empty() {
+        return None;
+    }
+    regions.sort_unstable();
+    let mut out = Vec::with_capacity(input.len());
+    let mut copied = 0;
+    for (start, end) in regions {
+        if start < copied {
+            // Overlaps a region already masked.
+            continue;
+        }
+        out.extend_from_slice(&input[copied..start]);
+        out.extend_from_slice(replacement);
+        copied = end;
+    }
+    out.extend_from_slice(&input[copied..]);
+    Some(out)
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'[' | b']')
+}
+
+/// The value region after the key whose needle stands at `at`, if it is a key.
+fn value_after_key(input: &[u8], at: usize, len: usize) -> Option<(usize, usize)> {
+    let n = input.len();
+    let mut key_start = at;
+    while key_start > 0 && is_name_byte(input[key_start - 1]) {
+        key_start -= 1;
+    }
+    let mut j = at + len;
+    while j < n && is_name_byte(input[j]) {
+        j += 1;
+    }
+    let in_tag = key_start > 0 && input[key_start - 1] == b'<';
+    while j < n && matches!(input[j], b'"' | b'\'') {
+        j += 1;
+    }
+    while j < n && matches!(input[j], b' ' | b'\t') {
+        j += 1;
+    }
+    match input.get(j) {
+        Some(b'=' | b':') => j += 1,
+        Some(b'>') if in_tag => {
+            let end = memchr::memchr(b'<', &input[j + 1..]).map_or(n, |i| j + 1 + i);
+            return (end > j + 1).then_some((j + 1, end));
+        }
+        _ => return None,
+    }
+    while j < n && matches!(input[j], b' ' | b'\t') {
+        j += 1;
+    }
+    if j >= n {
+        return None;
+    }
+    if matches!(input[j], b'"' | b'\'') {
+        let quote = input[j];
+        let mut k = j + 1;
+        while k < n && input[k] != quote {
+            k += if input[k] == b'\\' { 2 } else { 1 };
+        }
+        let end = k.min(n);
+        return (end > j + 1).then_some((j + 1, end));
+    }
+    let end = input[j..]
+        .iter()
+        .position(|&b| {
+            matches!(
+                b,
+                b'&' | b',' | b';' | b'#' | b'<' | b'>' | b'}' | b']' | b')' | b'"' | b'\''
+            ) || b.is_ascii_whitespace()
+        })
+        .map_or(n, |i| j + i);
+    (end > j).then_some((j, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mask(input: &str) -> String {
+        let needles = vec!["password".to_owned(), "token".to_owned(), "auth".to_owned()];
+        mask_key_values(input.as_bytes(), &needles, b"[R]")
+            .map_or_else(|| input.to_owned(), |v| String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn values_after_keys_are_masked_in_any_text() {
+        assert_eq!(
+            mask("[db]\npassword = \"hunter2\"\n"),
+            "[db]\npassword = \"[R]\"\n"
+        );
+        assert_eq!(mask("[INFO] password=hunter2 ok"), "[INFO] password=[R] ok");
+        assert_eq!(mask("{password: x}"), "{password: [R]}");
+        assert_eq!(mask("{'password': 'x y'}"), "{'password': '[R]'}");
+        assert_eq!(
+            mask("<login><password>hunter2</password></login>"),
+            "<login><password>[R]</password></login>"
+        );
+        assert_eq!(
+            mask("https://a/cb?code=1#access_token=abc&x=2"),
+            "https://a/cb?code=1#access_token=[R]&x=2"
+        );
+        assert_eq!(
+            mask("<https://a?x=1>, <https://b?token=2>"),
+            "<https://a?x=1>, <https://b?token=[R]>"
+        );
+        assert_eq!(mask("/next?next=/cb?token=abc"), "/next?next=/cb?token=[R]");
+        assert_eq!(mask("user[password]=x"), "user[password]=[R]");
+        // Cut short: masked to the end.
+        assert_eq!(mask("password=hun"), "password=[R]");
+        assert_eq!(mask("\"password\": \"hun"), "\"password\": \"[R]");
+    }
+
+    #[test]
+    fn names_that_are_not_keys_are_left() {
+        for text in [
+            "forgot my password?",
+            "OAuth 2.0 guide",
+            "the author of the book",
+            "password",
+            "password=",
+            "tokens:",
+        ] {
+            assert_eq!(mask(text), text);
+        }
+    }
+}
