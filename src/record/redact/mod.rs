@@ -195,7 +195,9 @@ impl Redaction {
         // Secret parameters in URLs (query or fragment) and other `name=value`
         // text in the values that stay.
         for (_, value) in headers.iter_mut() {
-            if self.holds_field_name(value.as_bytes()) {
+            // A key needs a `=` or `:` after it: most values have neither.
+            let bytes = value.as_bytes();
+            if memchr::memchr2(b'=', b':', bytes).is_some() && self.holds_field_name(bytes) {
                 if let Some(masked) =
                     text::mask_key_values(value.as_bytes(), &self.needles, REDACTED_FORM)
                 {
