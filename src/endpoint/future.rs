@@ -62,10 +62,17 @@ impl ResponseFuture {
         query: UsageQuery,
         timeout: Duration,
         grpc_json: Option<GrpcMessageJsonFn>,
+        max_page_bytes: usize,
         head: bool,
     ) -> Self {
         Self {
-            inner: Inner::Query(Box::pin(run_query(sink, query, timeout, grpc_json))),
+            inner: Inner::Query(Box::pin(run_query(
+                sink,
+                query,
+                timeout,
+                grpc_json,
+                max_page_bytes,
+            ))),
             head,
         }
     }
@@ -76,9 +83,10 @@ async fn run_query<S: UsageSink>(
     query: UsageQuery,
     timeout: Duration,
     grpc_json: Option<GrpcMessageJsonFn>,
+    max_page_bytes: usize,
 ) -> Response<UsageBody> {
     match tokio::time::timeout(timeout, sink.query(&query)).await {
-        Ok(Ok(page)) => response::page(&page, grpc_json.as_deref()),
+        Ok(Ok(page)) => response::page(&page, &query, grpc_json.as_deref(), max_page_bytes),
         Ok(Err(err)) => response::sink_error(&err),
         Err(_elapsed) => {
             tracing::warn!(

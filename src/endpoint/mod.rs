@@ -45,4 +45,4 @@ mod service;
 
 pub use body::UsageBody;
 pub use future::ResponseFuture;
-pub use service::UsageService;
+pub use service::{UsageService, DEFAULT_MAX_PAGE_BYTES};

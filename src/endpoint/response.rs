@@ -13,8 +13,7 @@ use crate::error::{SinkError, SinkErrorKind};
 use crate::marker::ServedByUsageService;
 use crate::record::GrpcMessageJson;
 use crate::record::RecordView;
-use crate::sink::UsagePage;
-use crate::UsageRecord;
+use crate::sink::{UsagePage, UsageQuery};
 
 /// Why a request is answered without asking the sink.
 pub(super) enum Refusal {
@@ -50,46 +49,19 @@ impl Refusal {
     }
 }
 
-/// The `200` body, borrowing the page.
-#[derive(Serialize)]
-struct PageBody<'a> {
-    requests: Records<'a>,
-    #[serde(rename = "nextCursor")]
-    next_cursor: Option<&'a str>,
-}
-
-/// The records, rendered with the gRPC message hook when there is one.
-struct Records<'a> {
-    records: &'a [UsageRecord],
-    grpc_json: Option<&'a GrpcMessageJson>,
-}
-
-impl Serialize for Records<'_> {
-    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
-        match self.grpc_json {
-            None => self.records.serialize(serializer),
-            Some(grpc_json) => {
-                serializer.collect_seq(self.records.iter().map(|record| RecordView {
-                    record,
-                    grpc_json: Some(grpc_json),
-                }))
-            }
-        }
-    }
-}
-
 /// A page of records: `200`, or `500` if it cannot be rendered as JSON.
-pub(super) fn page(page: &UsagePage, grpc_json: Option<&GrpcMessageJson>) -> Response<UsageBody> {
-    let body = PageBody {
-        requests: Records {
-            records: &page.records,
-            grpc_json,
-        },
-        next_cursor: page.next_cursor.as_deref(),
-    };
-    let mut buf = Vec::with_capacity(64 + page.records.len() * 1024);
-    match serde_json::to_writer(&mut buf, &body) {
-        Ok(()) => json(StatusCode::OK, buf),
+///
+/// Records are rendered one by one into the body; when one would take the body
+/// past `max_bytes`, the page ends before it (after at least one record) with
+/// a cursor to it, so the rest comes on the next page.
+pub(super) fn page(
+    page: &UsagePage,
+    query: &UsageQuery,
+    grpc_json: Option<&GrpcMessageJson>,
+    max_bytes: usize,
+) -> Response<UsageBody> {
+    match render_page(page, query, grpc_json, max_bytes) {
+        Ok(buf) => json(StatusCode::OK, buf),
         Err(err) => {
             tracing::warn!(error = %err, "GET /usage: could not render a page as JSON");
             error(
@@ -99,6 +71,42 @@ pub(super) fn page(page: &UsagePage, grpc_json: Option<&GrpcMessageJson>) -> Res
             )
         }
     }
+}
+
+fn render_page(
+    page: &UsagePage,
+    query: &UsageQuery,
+    grpc_json: Option<&GrpcMessageJson>,
+    max_bytes: usize,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut buf = Vec::with_capacity((64 + page.records.len() * 1024).min(max_bytes));
+    buf.extend_from_slice(b"{\"requests\":[");
+    let mut next_cursor = page.next_cursor.clone();
+    for (i, record) in page.records.iter().enumerate() {
+        let start = buf.len();
+        if i > 0 {
+            buf.push(b',');
+        }
+        match grpc_json {
+            None => serde_json::to_writer(&mut buf, record)?,
+            Some(hook) => serde_json::to_writer(
+                &mut buf,
+                &RecordView {
+                    record,
+                    grpc_json: Some(hook),
+                },
+            )?,
+        }
+        if i > 0 && buf.len() > max_bytes {
+            buf.truncate(start);
+            next_cursor = Some(query.cursor_after(&page.records[i - 1]));
+            break;
+        }
+    }
+    buf.extend_from_slice(b"],\"nextCursor\":");
+    serde_json::to_writer(&mut buf, &next_cursor)?;
+    buf.push(b'}');
+    Ok(buf)
 }
 
 /// A failed sink query: `400` for the client's faults, `503` with a fixed

@@ -25,6 +25,9 @@ use crate::{IdentifyConsumer, RequestInfo};
 /// The default of [`UsageService::query_timeout`].
 const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default of [`UsageService::max_page_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_PAGE_BYTES: usize = 1024 * 1024;
+
 type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 
 /// The `GET /usage` endpoint: a tower [`Service`] answering any request routed to
@@ -102,7 +105,9 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `consumer` | admin only: the consumer id whose records to show                      | all consumers |
 ///
 /// A cursor is bound to the consumer scope and the order it was issued for; the
-/// filters should stay the same from page to page.
+/// filters should stay the same from page to page. A page also ends early when
+/// it would pass [`max_page_bytes`](UsageService::max_page_bytes) (1 MiB by
+/// default); follow `nextCursor` as for any page.
 ///
 /// # Responses
 ///
@@ -144,6 +149,7 @@ pub struct UsageService<S> {
     identify: IdentifyConsumer,
     admin: Option<Arc<AdminFn>>,
     query_timeout: Duration,
+    max_page_bytes: usize,
     grpc_json: Option<GrpcMessageJsonFn>,
 }
 
@@ -156,6 +162,7 @@ impl<S: UsageSink + Clone> UsageService<S> {
             identify: IdentifyConsumer::bearer(),
             admin: None,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             grpc_json: None,
         }
     }
@@ -252,6 +259,18 @@ impl<S: UsageSink + Clone> UsageService<S> {
         self.query_timeout = timeout;
         self
     }
+
+    /// The most bytes of records one page holds. A page that would be larger
+    /// ends early, after the last record that fits (always at least one), with
+    /// a `nextCursor` to the rest: `limit` is the most records a page holds,
+    /// this the most bytes. So one response, held in memory until the client
+    /// has read it, stays small whatever the records hold.
+    ///
+    /// Default: 1 MiB ([`DEFAULT_MAX_PAGE_BYTES`]).
+    pub fn max_page_bytes(mut self, bytes: usize) -> Self {
+        self.max_page_bytes = bytes;
+        self
+    }
 }
 
 impl<S> fmt::Debug for UsageService<S> {
@@ -264,6 +283,7 @@ impl<S> fmt::Debug for UsageService<S> {
                 &self.admin.as_ref().map(|_| format_args!("Fn(..)")),
             )
             .field("query_timeout", &self.query_timeout)
+            .field("max_page_bytes", &self.max_page_bytes)
             .field(
                 "grpc_message_json",
                 &self.grpc_json.as_ref().map(|_| format_args!("Fn(..)")),
@@ -294,6 +314,7 @@ where
                 query,
                 self.query_timeout,
                 self.grpc_json.clone(),
+                self.max_page_bytes,
                 head,
             ),
         }

@@ -1,5 +1,8 @@
-//! The cursor: where the next page starts, encoded so that a caller cannot forge
-//! one, nor replay one issued for another consumer or the other order.
+//! The cursor: where the next page starts, bound to the consumer scope and the
+//! order it was issued for, so that one issued for another consumer or the
+//! other order is refused. It is not signed: a well-formed cursor for one's own
+//! scope can be crafted, which only moves where one's own page starts
+//! (isolation rests on the query's scope, not on the cursor).
 //!
 //! A cursor is `1.<order>.<created_at ms>.<scope tag>.<id>` in URL-safe base64
 //! without padding; the scope tag is the first 6 bytes of a SHA-256 of the scope.
