@@ -30,7 +30,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 
 use crate::codec::headers;
-use crate::hooks::Protocol;
+use crate::hooks::{IdentifyConsumer, Protocol};
 use crate::record::{CapturedBody, Outcome, Redaction};
 
 /// A finished exchange waiting in the writer's queue: a few fields, and
@@ -40,7 +40,9 @@ pub(crate) struct Captured {
     pub(crate) method: Method,
     /// `None` also when it is to be derived from the bearer token.
     pub(crate) consumer: Option<String>,
-    pub(crate) consumer_from_bearer: bool,
+    /// Set when the consumer is still to be derived from the captured headers
+    /// (a bearer derivation, done by the writer).
+    pub(crate) identify_later: Option<IdentifyConsumer>,
     pub(crate) protocol: Protocol,
     pub(crate) status: u16,
     /// The layer's redaction rules, applied by the writer.

@@ -22,8 +22,9 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
+use hmac::Hmac;
 use http::{Extensions, HeaderMap, Method, Uri};
-use sha2::Digest as _;
+use sha2::{Digest as _, Sha256};
 
 /// How a request's body is framed, decided once from its `content-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -215,6 +216,9 @@ enum Identify {
     /// The default. The layer defers the hash to its writer: the headers are
     /// captured anyway, so the request path skips the SHA-256.
     Bearer,
+    /// The bearer token's HMAC-SHA256 under a key; deferred like `Bearer`.
+    /// The MAC state with the key applied, cloned per token.
+    BearerKeyed(Arc<Hmac<Sha256>>),
     Custom(Arc<IdentifyFn>),
 }
 
@@ -229,28 +233,73 @@ impl IdentifyConsumer {
 
     /// The default: the [`hash_token`] of the `Authorization: Bearer` token, or
     /// `None` when there is no well-formed bearer token.
+    ///
+    /// The id is an unsalted SHA-256 prefix: the same token gives the same id in
+    /// every deployment, across restarts and replicas, with no setting to keep.
+    /// The price: anyone holding an id can test guesses of the token against
+    /// it, so a weak token (a short or dictionary word, like `my-token`) can be
+    /// recovered from its id. Where ids are shown to others, or tokens may be
+    /// weak, use [`bearer_keyed`](Self::bearer_keyed).
     pub fn bearer() -> Self {
         Self(Identify::Bearer)
+    }
+
+    /// The bearer token's HMAC-SHA256 under `key` (its first 16 bytes, as 32
+    /// lower-case hex digits), or `None` when there is no well-formed bearer
+    /// token. Without the key, an id says nothing about its token, not even to
+    /// a dictionary.
+    ///
+    /// The same key gives the same ids: give it to every replica, and keep it
+    /// across restarts (from a secret store, say). A new key gives every
+    /// consumer a new id, which cuts it off from the records stored under the
+    /// old one; switching from [`bearer`](Self::bearer) does the same. Give the
+    /// layer and [`UsageService`](crate::UsageService) the same one.
+    ///
+    /// ```
+    /// use tower_usage::{IdentifyConsumer, RequestInfo};
+    ///
+    /// let identify = IdentifyConsumer::bearer_keyed(b"a secret of 32 bytes or more....");
+    /// let req = http::Request::get("/").header("authorization", "Bearer my-token").body(()).unwrap();
+    /// let id = identify.identify(RequestInfo::from_request(&req)).unwrap();
+    /// assert_eq!(id.len(), 32);
+    /// assert_ne!(id, tower_usage::hash_token("my-token"));
+    /// ```
+    pub fn bearer_keyed(key: impl AsRef<[u8]>) -> Self {
+        // HMAC takes keys of any length.
+        let mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(key.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts a key of any length"));
+        Self(Identify::BearerKeyed(Arc::new(mac)))
     }
 
     /// The consumer of a request.
     pub fn identify(&self, req: RequestInfo<'_>) -> Option<String> {
         match &self.0 {
-            Identify::Bearer => bearer_consumer(req.headers()),
             Identify::Custom(f) => f(req),
+            _ => self.of_headers(req.headers()),
         }
     }
 
-    /// Whether this is the default, header-only derivation, which can run later
-    /// from the captured headers.
+    /// Whether this is a bearer derivation (keyed or not), which reads only the
+    /// headers and so can run later, in the writer, from the captured ones.
     pub(crate) fn is_bearer(&self) -> bool {
-        matches!(self.0, Identify::Bearer)
+        !matches!(self.0, Identify::Custom(_))
     }
-}
 
-/// The default consumer of a request with these headers.
-pub(crate) fn bearer_consumer(headers: &HeaderMap) -> Option<String> {
-    bearer_token(headers).map(hash_token)
+    /// The consumer of a request with these headers, for a bearer derivation;
+    /// `None` for a custom one.
+    pub(crate) fn of_headers(&self, headers: &HeaderMap) -> Option<String> {
+        let token = bearer_token(headers)?;
+        match &self.0 {
+            Identify::Bearer => Some(hash_token(token)),
+            Identify::BearerKeyed(mac) => {
+                use hmac::Mac as _;
+                let mut mac = Hmac::clone(mac);
+                mac.update(token.as_bytes());
+                Some(hex16(&mac.finalize().into_bytes()))
+            }
+            Identify::Custom(_) => None,
+        }
+    }
 }
 
 impl Default for IdentifyConsumer {
@@ -261,7 +310,12 @@ impl Default for IdentifyConsumer {
 
 impl fmt::Debug for IdentifyConsumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("IdentifyConsumer(..)")
+        // Never the key.
+        f.write_str(match self.0 {
+            Identify::Bearer => "IdentifyConsumer::bearer()",
+            Identify::BearerKeyed(_) => "IdentifyConsumer::bearer_keyed(..)",
+            Identify::Custom(_) => "IdentifyConsumer::new(..)",
+        })
     }
 }
 
@@ -299,8 +353,12 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// assert_eq!(id, tower_usage::hash_token("IncYP3edd3blm2ypLGFFOYwQsC5vff3n"));
 /// ```
 pub fn hash_token(token: &str) -> String {
+    hex16(&Sha256::digest(token.as_bytes()))
+}
+
+/// The first 16 bytes of a digest as 32 lower-case hex digits.
+fn hex16(digest: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = sha2::Sha256::digest(token.as_bytes());
     let mut out = String::with_capacity(32);
     for &b in &digest[..16] {
         out.push(char::from(HEX[usize::from(b >> 4)]));

@@ -11,7 +11,7 @@ use super::layer::CaptureConfig;
 use super::pack::Packer;
 use super::tap::{lock_tap, SharedTap, Tap};
 use crate::captured::{Captured, Part};
-use crate::hooks::Protocol;
+use crate::hooks::{IdentifyConsumer, Protocol};
 use crate::record::Outcome;
 use crate::writer::Queue;
 
@@ -24,9 +24,9 @@ pub(crate) struct Pending {
     /// for the rest (see [`Packer::for_request`]).
     pub(crate) packer: Packer,
     /// The consumer; `None` also when it is still to be derived from the
-    /// bearer token (`consumer_from_bearer`).
+    /// bearer token (`identify_later`).
     pub(crate) consumer: Option<String>,
-    pub(crate) consumer_from_bearer: bool,
+    pub(crate) identify_later: Option<IdentifyConsumer>,
     /// Decided once, from the request's `content-type`.
     pub(crate) protocol: Protocol,
     pub(crate) request_tap: Option<SharedTap>,
@@ -104,7 +104,7 @@ impl Pending {
             created: self.created,
             method: self.method,
             consumer: self.consumer,
-            consumer_from_bearer: self.consumer_from_bearer,
+            identify_later: self.identify_later,
             protocol: self.protocol,
             status: response.status,
             redaction: self.config.redaction.clone(),

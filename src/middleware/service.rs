@@ -92,11 +92,10 @@ where
         let created = SystemTime::now();
         // The default derivation only reads headers, which are captured anyway:
         // the writer derives it, off the request path.
-        let consumer_from_bearer = config.identify.is_bearer();
-        let consumer = if consumer_from_bearer {
-            None
+        let (consumer, identify_later) = if config.identify.is_bearer() {
+            (None, Some(config.identify.clone()))
         } else {
-            config.identify.identify(info)
+            (config.identify.identify(info), None)
         };
         let protocol = info.protocol();
         let count_messages = protocol.is_framed();
@@ -125,7 +124,7 @@ where
             method: parts.method.clone(),
             packer,
             consumer,
-            consumer_from_bearer,
+            identify_later,
             protocol,
             request_tap: tap.clone(),
             config: config.clone(),

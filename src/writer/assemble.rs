@@ -7,7 +7,6 @@
 use time::OffsetDateTime;
 
 use crate::captured::{Captured, Part};
-use crate::hooks::bearer_consumer;
 use crate::record::{
     params_for, truncate_to_millis, GrpcCall, Outcome, RecordedRequest, UsageRecord, GRPC_CANCELLED,
 };
@@ -18,7 +17,7 @@ pub(crate) fn assemble(captured: Captured) -> UsageRecord {
         created,
         method,
         consumer,
-        consumer_from_bearer,
+        identify_later,
         protocol,
         status,
         redaction,
@@ -72,10 +71,9 @@ pub(crate) fn assemble(captured: Captured) -> UsageRecord {
         }
     });
 
-    let consumer = if consumer_from_bearer {
-        bearer_consumer(&request_headers)
-    } else {
-        consumer
+    let consumer = match identify_later {
+        Some(identify) => identify.of_headers(&request_headers),
+        None => consumer,
     };
     UsageRecord {
         id: UsageRecord::new_id(created_at),
