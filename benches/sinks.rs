@@ -194,6 +194,7 @@ fn template(rng: &mut fastrand::Rng) -> UsageRecord {
         duration_us: 0,
         outcome: Outcome::Complete,
         grpc: None,
+        capture: Default::default(),
     }
 }
 

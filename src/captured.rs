@@ -47,6 +47,10 @@ pub(crate) struct Captured {
     pub(crate) status: u16,
     /// The layer's redaction rules, applied by the writer.
     pub(crate) redaction: Arc<Redaction>,
+    /// Request header bytes not kept (past the layer's `max_header_bytes`).
+    pub(crate) headers_cut: u64,
+    /// The handler did not read the request body to its end.
+    pub(crate) body_unread: bool,
     pub(crate) packed: Packed,
     pub(crate) outcome: Outcome,
     pub(crate) duration_us: u64,

@@ -128,8 +128,8 @@ pub use error::{SinkError, SinkErrorKind};
 pub use hooks::{bearer_token, default_route, hash_token, IdentifyConsumer, RequestInfo};
 pub use middleware::UsageLayer;
 pub use record::{
-    CapturedBody, GrpcCall, GrpcDirection, GrpcMessage, Outcome, RecordedRequest, UsageRecord,
-    MAX_JSON_DEPTH,
+    CaptureNotes, CapturedBody, GrpcCall, GrpcDirection, GrpcMessage, Outcome, RecordedRequest,
+    UsageRecord, MAX_JSON_DEPTH,
 };
 pub use sink::memory::MemorySink;
 #[cfg(feature = "postgres")]

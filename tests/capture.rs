@@ -14,7 +14,7 @@ use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tower_usage::{Outcome, UsageLayer};
+use tower_usage::{hash_token, Outcome, UsageLayer};
 
 const TOKEN: &str = "IncYP3edd3blm2ypLGFFOYwQsC5vff3n";
 
@@ -632,4 +632,88 @@ async fn the_content_length_the_server_sends_is_recorded() {
     let record = sink.all().pop().unwrap();
     assert_eq!(record.status, 204);
     assert!(record.response_headers.get("content-length").is_none());
+}
+
+#[tokio::test]
+async fn huge_request_headers_are_cut_to_the_budget_and_the_cut_is_recorded() {
+    let sink = CollectSink::default();
+    let layer = UsageLayer::new(sink.clone());
+    let handle = layer.handle();
+    let addr = serve(airdrop_app(layer)).await;
+    let big = "a".repeat(200_000);
+    for _ in 0..3 {
+        let (status, _, _) = send(
+            Request::get(format!("http://{addr}/plain"))
+                .header("x-aaa-huge", big.as_str())
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("x-zzz-after", "v")
+                .body(full(""))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    handle.flush().await;
+    let records = sink.all();
+    assert_eq!(records.len(), 3);
+    for record in &records {
+        let kept: usize = record
+            .request
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum();
+        assert!(kept <= 8 * 1024, "{kept} bytes of headers kept");
+        assert!(
+            record.capture.request_headers_cut > 190_000,
+            "{:?}",
+            record.capture
+        );
+        // The consumer comes from the whole request, cut or not.
+        assert_eq!(record.consumer.as_deref(), Some(hash_token(TOKEN).as_str()));
+        let wire = serde_json::to_value(record).unwrap();
+        assert!(wire["capture"]["requestHeadersCut"].as_u64().unwrap() > 190_000);
+    }
+}
+
+#[tokio::test]
+async fn a_body_the_handler_never_read_is_recorded_with_its_announced_size() {
+    let sink = CollectSink::default();
+    let layer = UsageLayer::new(sink.clone());
+    let handle = layer.handle();
+    let app = Router::new()
+        .route(
+            "/reject",
+            post(|| async { StatusCode::UNSUPPORTED_MEDIA_TYPE }),
+        )
+        .route(
+            "/read",
+            post(|body: Bytes| async move { body.len().to_string() }),
+        )
+        .layer(layer);
+    let addr = serve(app).await;
+    for path in ["/reject", "/read"] {
+        send(
+            Request::post(format!("http://{addr}{path}"))
+                .body(full("{\"never\": \"read\", \"x\": 1}"))
+                .unwrap(),
+        )
+        .await;
+    }
+    handle.flush().await;
+    let records = sink.all();
+    let rejected = records.iter().find(|r| r.path == "/reject").unwrap();
+    assert_eq!(rejected.status, 415);
+    assert_eq!(rejected.request.body.size, 25, "the announced length");
+    assert!(rejected.capture.request_body_unread);
+    assert!(rejected.request.body.truncated);
+    let wire = serde_json::to_value(rejected).unwrap();
+    assert_eq!(wire["capture"]["requestBodyUnread"], true);
+    assert_eq!(wire["request"]["bodySize"], 25);
+
+    let read = records.iter().find(|r| r.path == "/read").unwrap();
+    assert!(!read.capture.request_body_unread);
+    assert!(read.capture.is_empty());
+    assert_eq!(read.request.body.size, 25);
+    assert!(serde_json::to_value(read).unwrap().get("capture").is_none());
 }

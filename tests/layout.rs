@@ -42,6 +42,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("UsageRecord", "record"),
     ("RecordedRequest", "record"),
     ("CapturedBody", "record"),
+    ("CaptureNotes", "record"),
     ("GrpcCall", "record"),
     ("GrpcDirection", "record"),
     ("GrpcMessage", "record"),

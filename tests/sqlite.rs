@@ -70,6 +70,7 @@ fn rich() -> UsageRecord {
             request_messages: 3,
             response_messages: 0,
         }),
+        ..UsageRecord::default()
     }
 }
 
@@ -201,6 +202,40 @@ async fn a_schema_from_a_newer_version_is_refused_and_left_alone() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("user_version");
     assert_eq!(version, 99);
+}
+
+#[tokio::test]
+async fn a_version_1_file_is_upgraded_and_keeps_its_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("usage.db");
+    let sink = SqliteSink::open(&path).expect("open");
+    sink.record(&[simple("01A", Some("c"), 1)])
+        .await
+        .expect("record");
+    drop(sink);
+    // What version 1 wrote: no `capture` column.
+    let conn = rusqlite::Connection::open(&path).expect("open with rusqlite");
+    conn.execute_batch("ALTER TABLE usage_records DROP COLUMN capture; PRAGMA user_version = 1;")
+        .expect("make it version 1");
+    drop(conn);
+
+    let sink = SqliteSink::open(&path).expect("upgrade");
+    let mut noted = simple("01B", Some("c"), 2);
+    noted.capture.request_headers_cut = 99;
+    sink.record(&[noted.clone()]).await.expect("record");
+    let page = sink.query(&UsageQuery::default()).await.expect("query");
+    assert_eq!(page.records.len(), 2);
+    assert!(
+        page.records[0].capture.is_empty(),
+        "an old row has no notes"
+    );
+    assert_eq!(page.records[1].capture, noted.capture);
+    drop(sink);
+    let conn = rusqlite::Connection::open(&path).expect("open with rusqlite");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(version, 2);
 }
 
 #[tokio::test]

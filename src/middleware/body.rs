@@ -45,11 +45,21 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if let (Some(Ok(frame)), Some(tap)) = (&frame, this.tap.as_ref()) {
-            if let Some(data) = frame.data_ref() {
-                lock_tap(tap).observe(data);
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if let Some(tap) = this.tap.as_ref() {
+            match &frame {
+                Some(Ok(frame)) => {
+                    let mut tap = lock_tap(tap);
+                    if let Some(data) = frame.data_ref() {
+                        tap.observe(data);
+                    }
+                    if frame.is_trailers() || this.inner.is_end_stream() {
+                        tap.end();
+                    }
+                }
+                None => lock_tap(tap).end(),
+                Some(Err(_)) => {}
             }
         }
         Poll::Ready(frame)

@@ -18,6 +18,9 @@ use crate::{IdentifyConsumer, RequestInfo, UsageSink};
 /// Default [`max_body_bytes`](crate::UsageLayer::max_body_bytes) for each side: 64 KiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Default [`max_header_bytes`](crate::UsageLayer::max_header_bytes): 8 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
+
 /// Response headers kept by default: `content-type`, `content-encoding`,
 /// `content-length`, `location`, and gRPC's `grpc-status` and `grpc-message`
 /// (which a trailers frame also provides).
@@ -34,6 +37,7 @@ pub const DEFAULT_KEPT_RESPONSE_HEADERS: &[&str] = &[
 #[derive(Clone)]
 pub(crate) struct CaptureConfig {
     pub(crate) request_limit: usize,
+    pub(crate) max_header_bytes: usize,
     pub(crate) response_limit: usize,
     pub(crate) capture_event_streams: bool,
     pub(crate) identify: IdentifyConsumer,
@@ -47,6 +51,7 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         Self {
             request_limit: DEFAULT_MAX_BODY_BYTES,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             response_limit: DEFAULT_MAX_BODY_BYTES,
             capture_event_streams: false,
             identify: IdentifyConsumer::bearer(),
@@ -228,6 +233,21 @@ impl<S> UsageLayer<S> {
         let c = self.config();
         c.request_limit = limit;
         c.response_limit = limit;
+        self
+    }
+
+    /// The most bytes of request headers (names and values) a record keeps.
+    /// Default: 8 KiB ([`DEFAULT_MAX_HEADER_BYTES`](crate::middleware::DEFAULT_MAX_HEADER_BYTES)).
+    ///
+    /// Headers are kept in the order they came until the budget is spent; the
+    /// one that crosses it keeps its name and the start of its value, ending in
+    /// `[cut]`; the rest are left out. The record says how many bytes were not
+    /// kept ([`CaptureNotes::request_headers_cut`](crate::CaptureNotes::request_headers_cut)).
+    /// So a client sending huge headers costs the queue and the sink a few KiB
+    /// per request, not what it sent. The consumer is still derived from the
+    /// whole request.
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.config().max_header_bytes = bytes;
         self
     }
 

@@ -149,7 +149,9 @@ mod tap;
 
 pub use body::{RequestBody, ResponseBody};
 pub use future::ResponseFuture;
-pub use layer::{UsageLayer, DEFAULT_KEPT_RESPONSE_HEADERS, DEFAULT_MAX_BODY_BYTES};
+pub use layer::{
+    UsageLayer, DEFAULT_KEPT_RESPONSE_HEADERS, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES,
+};
 pub use service::Usage;
 
 pub use crate::record::{

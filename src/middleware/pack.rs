@@ -7,6 +7,49 @@ use super::tap::Tap;
 use crate::captured::{Packed, Part, TapSummary, PARTS};
 use crate::codec::headers::{encode_entries, encoded_len};
 
+/// What a capped header value ends with.
+const CUT_MARK: &[u8] = b"[cut]";
+
+/// The bytes of names and values of a header map.
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum()
+}
+
+/// The headers that fit in `budget` bytes of names and values, in order, and
+/// how many bytes were not kept. The header that crosses the budget keeps its
+/// name and the start of its value, marked `[cut]`; the ones after it are
+/// left out. Only for maps over the budget: it allocates.
+fn capped_headers(headers: &HeaderMap, budget: usize) -> (Vec<(&HeaderName, HeaderValue)>, u64) {
+    let mut kept = Vec::new();
+    let (mut used, mut cut) = (0usize, 0u64);
+    for (name, value) in headers {
+        let size = name.as_str().len() + value.len();
+        if used + size <= budget {
+            kept.push((name, value.clone()));
+            used += size;
+            continue;
+        }
+        let room = budget.saturating_sub(used + name.as_str().len() + CUT_MARK.len());
+        if used < budget && room > 0 {
+            let mut bytes = value.as_bytes()[..room.min(value.len())].to_vec();
+            bytes.extend_from_slice(CUT_MARK);
+            // A prefix of a valid value is valid, and so is the mark.
+            if let Ok(mut short) = HeaderValue::from_bytes(&bytes) {
+                short.set_sensitive(value.is_sensitive());
+                cut += (value.len() - room.min(value.len())) as u64;
+                used = budget;
+                kept.push((name, short));
+                continue;
+            }
+        }
+        cut += size as u64;
+    }
+    (kept, cut)
+}
+
 /// Fills a [`Packed`] buffer, part by part.
 pub(crate) struct Packer {
     out: Vec<u8>,
@@ -20,20 +63,25 @@ impl Packer {
     /// buffer with room for what the exchange adds up to the end (a body of
     /// `body_hint` bytes, and some room for the response), so that it is
     /// usually allocated once, here, at the start of the request.
+    ///
+    /// The request headers keep at most `max_header_bytes` of names and values
+    /// (see [`capped_headers`]); the second value is how many were not kept.
     pub(crate) fn for_request(
         uri: &Uri,
         route: Option<&str>,
         headers: &HeaderMap,
+        max_header_bytes: usize,
         body_hint: usize,
-    ) -> Packer {
+    ) -> (Packer, u64) {
         /// Room for the kept response headers and a small response body.
         const RESPONSE_ROOM: usize = 512;
         let (path, query) = (uri.path(), uri.query());
+        let header_room = encoded_len(headers).min(max_header_bytes + 4 + 7 * headers.len());
         let mut packer = Packer::with_capacity(
             path.len()
                 + query.map_or(0, str::len)
                 + route.map_or(0, str::len)
-                + encoded_len(headers)
+                + header_room
                 + body_hint
                 + RESPONSE_ROOM,
         );
@@ -44,8 +92,15 @@ impl Packer {
         if let Some(route) = route {
             packer.bytes(Part::Route, route.as_bytes());
         }
-        packer.headers(Part::RequestHeaders, headers);
-        packer
+        let cut = if header_bytes(headers) <= max_header_bytes {
+            packer.headers(Part::RequestHeaders, headers);
+            0
+        } else {
+            let (kept, cut) = capped_headers(headers, max_header_bytes);
+            packer.entries_of(Part::RequestHeaders, kept.iter().map(|(n, v)| (*n, v)));
+            cut
+        };
+        (packer, cut)
     }
 
     /// `capacity`: the bytes the parts will take, so the buffer is allocated once.
@@ -56,6 +111,12 @@ impl Packer {
             request: TapSummary::default(),
             response: TapSummary::default(),
         }
+    }
+
+    /// The request body had at least `size` bytes (what the client announced
+    /// for a body the handler did not read to its end).
+    pub(crate) fn request_size_at_least(&mut self, size: u64) {
+        self.request.size = self.request.size.max(size);
     }
 
     /// Makes room for `additional` more bytes, exactly, if there is not enough.
@@ -162,5 +223,26 @@ mod tests {
             (response.bytes.len(), response.size, response.truncated),
             (0, 0, false)
         );
+    }
+
+    #[test]
+    fn headers_past_the_budget_are_cut_and_counted() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer t"));
+        headers.insert("x-big", HeaderValue::from_bytes(&[b'a'; 1000]).unwrap());
+        headers.insert("x-after", HeaderValue::from_static("v"));
+        let uri: Uri = "/p".parse().unwrap();
+        let (packer, cut) = Packer::for_request(&uri, None, &headers, 100, 0);
+        let back = packer.finish().headers(Part::RequestHeaders);
+        assert_eq!(back["authorization"], "Bearer t");
+        let big = back["x-big"].as_bytes();
+        assert!(big.ends_with(b"[cut]") && big.len() < 100, "{}", big.len());
+        assert!(back.get("x-after").is_none());
+        let kept: usize = back.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+        assert!(kept <= 100, "{kept}");
+        // Every byte is either kept or counted as cut (the mark aside).
+        assert_eq!(cut as usize + kept - b"[cut]".len(), header_bytes(&headers));
+        let (_, none) = Packer::for_request(&uri, None, &headers, 10_000, 0);
+        assert_eq!(none, 0);
     }
 }

@@ -29,6 +29,10 @@ pub(crate) struct Pending {
     pub(crate) identify_later: Option<IdentifyConsumer>,
     /// Decided once, from the request's `content-type`.
     pub(crate) protocol: Protocol,
+    /// Request header bytes not kept (past `max_header_bytes`).
+    pub(crate) headers_cut: u64,
+    /// The request body's length as announced (`Content-Length`), if known.
+    pub(crate) announced_body: Option<u64>,
     pub(crate) request_tap: Option<SharedTap>,
     pub(crate) config: Arc<CaptureConfig>,
     /// Taken when the capture is handed over, so a queued capture never keeps
@@ -98,6 +102,12 @@ impl Pending {
             packer.bytes(Part::GrpcMessage, v.as_bytes());
         }
         packer.body(Part::RequestBody, request_tap.as_deref());
+        // A body the handler did not read to its end: what was read is no
+        // measure of it; the client's announced length is.
+        let body_unread = request_tap.as_deref().is_some_and(|tap| !tap.ended());
+        if body_unread {
+            packer.request_size_at_least(self.announced_body.unwrap_or(0));
+        }
         packer.body(Part::ResponseBody, response_tap.as_ref());
         let packed = packer.finish();
         queue.submit(Captured {
@@ -108,6 +118,8 @@ impl Pending {
             protocol: self.protocol,
             status: response.status,
             redaction: self.config.redaction.clone(),
+            headers_cut: self.headers_cut,
+            body_unread,
             packed,
             outcome,
             duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),

@@ -90,13 +90,6 @@ where
         }
         let started = Instant::now();
         let created = SystemTime::now();
-        // The default derivation only reads headers, which are captured anyway:
-        // the writer derives it, off the request path.
-        let (consumer, identify_later) = if config.identify.is_bearer() {
-            (None, Some(config.identify.clone()))
-        } else {
-            (config.identify.identify(info), None)
-        };
         let protocol = info.protocol();
         let count_messages = protocol.is_framed();
         // Room for the request body's prefix, from its announced length, but no
@@ -109,9 +102,23 @@ where
         // The route borrows from the request (the default hook allocates nothing)
         // until it is packed.
         let route = (config.route)(info);
-        let packer =
-            Packer::for_request(client_uri(&req), route.as_deref(), req.headers(), body_hint);
+        let (packer, headers_cut) = Packer::for_request(
+            info.uri(),
+            route.as_deref(),
+            req.headers(),
+            config.max_header_bytes,
+            body_hint,
+        );
         drop(route);
+        // A bearer derivation only reads headers, which are captured anyway: the
+        // writer does it, off the request path; unless the headers were cut,
+        // and the token with them.
+        let (consumer, identify_later) = if config.identify.is_bearer() && headers_cut == 0 {
+            (None, Some(config.identify.clone()))
+        } else {
+            (config.identify.identify(info), None)
+        };
+        let announced_body = req.body().size_hint().exact();
         let (parts, body) = req.into_parts();
         let tap = (!body.is_end_stream()).then(|| {
             Arc::new(Mutex::new(
@@ -126,6 +133,8 @@ where
             consumer,
             identify_later,
             protocol,
+            headers_cut,
+            announced_body,
             request_tap: tap.clone(),
             config: config.clone(),
             queue: Some(self.queue.clone()),

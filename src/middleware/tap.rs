@@ -47,6 +47,9 @@ pub(crate) struct Tap {
     limit: usize,
     kept: usize,
     size: u64,
+    /// The body's end was seen (`None` from `poll_frame`, or the end of stream
+    /// after a frame).
+    ended: bool,
     chunks: Chunks,
     /// For gRPC bodies: counts the messages, also past the limit.
     messages: Option<MessageCounter>,
@@ -58,6 +61,7 @@ impl Tap {
             limit,
             kept: 0,
             size: 0,
+            ended: false,
             chunks: Chunks::Empty,
             messages: None,
         }
@@ -116,6 +120,16 @@ impl Tap {
             size: self.size,
             messages: self.messages(),
         }
+    }
+
+    /// Notes that the body ended.
+    pub(crate) fn end(&mut self) {
+        self.ended = true;
+    }
+
+    /// Whether the body's end was seen.
+    pub(crate) fn ended(&self) -> bool {
+        self.ended
     }
 
     /// How many bytes the tap kept.

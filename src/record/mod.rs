@@ -105,6 +105,9 @@ pub struct UsageRecord {
     pub outcome: Outcome,
     /// The gRPC call's result, for gRPC requests.
     pub grpc: Option<GrpcCall>,
+    /// What the capture could not keep as it was (headers cut, a body the
+    /// handler did not read). Empty for most records.
+    pub capture: CaptureNotes,
 }
 
 impl UsageRecord {
@@ -176,6 +179,7 @@ impl Default for UsageRecord {
             duration_us: 0,
             outcome: Outcome::Complete,
             grpc: None,
+            capture: CaptureNotes::default(),
         }
     }
 }
@@ -263,6 +267,41 @@ impl CapturedBody {
             truncated: self.truncated,
         })
         .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// What the capture of an exchange could not keep as it was. On the wire:
+/// `"capture": {"requestHeadersCut": 350114, "requestBodyUnread": true}`, each
+/// member only when it says something, and the object only when one does.
+///
+/// ```
+/// let notes = tower_usage::CaptureNotes::default();
+/// assert!(notes.is_empty());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CaptureNotes {
+    /// Bytes of request headers (names and values) not kept, past
+    /// [`max_header_bytes`](crate::UsageLayer::max_header_bytes); 0 when every
+    /// header was kept. A cut value ends in `…[cut]`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub request_headers_cut: u64,
+    /// The handler did not read the request body to its end (a `404`, an early
+    /// reject): the body's `size` is what the client announced in
+    /// `Content-Length`, or what was read when that is more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub request_body_unread: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl CaptureNotes {
+    /// Whether there is nothing to say: everything was kept as it came.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
     }
 }
 

@@ -121,6 +121,7 @@ impl Gen {
             duration_us: 150 + self.rng.u64(..90_000),
             outcome: Outcome::Complete,
             grpc: None,
+            capture: Default::default(),
         }
     }
 }
@@ -409,6 +410,12 @@ pub(super) fn field_differences(stored: &UsageRecord, read: &UsageRecord) -> Vec
         &read.outcome,
     );
     field("grpc", stored.grpc == read.grpc, &stored.grpc, &read.grpc);
+    field(
+        "capture",
+        stored.capture == read.capture,
+        &stored.capture,
+        &read.capture,
+    );
     diffs
 }
 

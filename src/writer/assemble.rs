@@ -8,7 +8,8 @@ use time::OffsetDateTime;
 
 use crate::captured::{Captured, Part};
 use crate::record::{
-    params_for, truncate_to_millis, GrpcCall, Outcome, RecordedRequest, UsageRecord, GRPC_CANCELLED,
+    params_for, truncate_to_millis, CaptureNotes, GrpcCall, Outcome, RecordedRequest, UsageRecord,
+    GRPC_CANCELLED,
 };
 
 /// Builds the record of a captured exchange. Runs on the writer task.
@@ -21,6 +22,8 @@ pub(crate) fn assemble(captured: Captured) -> UsageRecord {
         protocol,
         status,
         redaction,
+        headers_cut,
+        body_unread,
         packed,
         outcome,
         duration_us,
@@ -94,5 +97,10 @@ pub(crate) fn assemble(captured: Captured) -> UsageRecord {
         duration_us,
         outcome,
         grpc,
+        capture: CaptureNotes {
+            request_headers_cut: headers_cut,
+            request_body_unread: body_unread,
+            ..CaptureNotes::default()
+        },
     }
 }

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use super::GrpcCountsOut;
 use crate::record::grpc::frames_from_wire;
 use crate::record::{
-    parse_timestamp, truncate_to_millis, CapturedBody, GrpcCall, Outcome, RecordedRequest,
-    UsageRecord,
+    parse_timestamp, truncate_to_millis, CaptureNotes, CapturedBody, GrpcCall, Outcome,
+    RecordedRequest, UsageRecord,
 };
 
 #[derive(Deserialize)]
@@ -48,6 +48,8 @@ struct WireIn {
     grpc_message: Option<String>,
     #[serde(default)]
     grpc_messages: Option<GrpcCountsOut>,
+    #[serde(default)]
+    capture: CaptureNotes,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +227,7 @@ impl<'de> Deserialize<'de> for UsageRecord {
             duration_us: w.duration_us,
             outcome: w.outcome,
             grpc,
+            capture: w.capture,
         })
     }
 }

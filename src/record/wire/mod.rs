@@ -34,6 +34,8 @@ struct WireOut<'a> {
     grpc_message: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     grpc_messages: Option<GrpcCountsOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capture: Option<&'a crate::record::CaptureNotes>,
 }
 
 #[derive(Serialize)]
@@ -136,6 +138,7 @@ impl UsageRecord {
                 request: g.request_messages,
                 response: g.response_messages,
             }),
+            capture: (!self.capture.is_empty()).then_some(&self.capture),
         }
     }
 }
@@ -352,6 +355,7 @@ mod tests {
             duration_us: 1840,
             outcome: Outcome::Complete,
             grpc: None,
+            capture: Default::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::codec::headers;
-use crate::{CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
+use crate::{CaptureNotes, CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
 
 use super::index::{Entry, Key};
 
@@ -28,6 +28,7 @@ const HAS_GRPC_STATUS: u8 = 1 << 3;
 const HAS_GRPC_MESSAGE: u8 = 1 << 4;
 const REQUEST_TRUNCATED: u8 = 1 << 5;
 const RESPONSE_TRUNCATED: u8 = 1 << 6;
+const HAS_CAPTURE_NOTES: u8 = 1 << 7;
 
 pub(super) fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
     let mut flags = 0;
@@ -45,6 +46,7 @@ pub(super) fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
     }
     set(REQUEST_TRUNCATED, r.request.body.truncated);
     set(RESPONSE_TRUNCATED, r.response.truncated);
+    set(HAS_CAPTURE_NOTES, !r.capture.is_empty());
     out.push(flags);
     put_bytes(out, r.method.as_bytes());
     put_bytes(out, r.path.as_bytes());
@@ -80,6 +82,10 @@ pub(super) fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
         }
         out.extend_from_slice(&g.request_messages.to_le_bytes());
         out.extend_from_slice(&g.response_messages.to_le_bytes());
+    }
+    if !r.capture.is_empty() {
+        out.extend_from_slice(&r.capture.request_headers_cut.to_le_bytes());
+        out.push(u8::from(r.capture.request_body_unread));
     }
 }
 
@@ -229,6 +235,11 @@ pub(super) fn decode(key: &Key, entry: &Entry) -> UsageRecord {
         request_messages: r.u64(),
         response_messages: r.u64(),
     });
+    let mut capture = CaptureNotes::default();
+    if has(HAS_CAPTURE_NOTES) {
+        capture.request_headers_cut = r.u64();
+        capture.request_body_unread = r.u8() != 0;
+    }
     UsageRecord {
         id: key.1.as_str().to_owned(),
         consumer: consumer.map(str::to_owned),
@@ -248,5 +259,6 @@ pub(super) fn decode(key: &Key, entry: &Entry) -> UsageRecord {
         duration_us,
         outcome,
         grpc,
+        capture,
     }
 }

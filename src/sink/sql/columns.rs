@@ -96,6 +96,7 @@ columns! {
     RespBodySize "resp_body_size" Kind::Int8;
     RespBodyTruncated "resp_body_truncated" Kind::Bool;
     Grpc "grpc" NULL_JSON;
+    Capture "capture" NULL_JSON;
 }
 
 impl Col {
@@ -164,6 +165,16 @@ pub(crate) fn value(r: &UsageRecord, col: Col) -> Result<Value<'_>, SinkError> {
                         .with_context(format_args!("encoding grpc of record {}", r.id))
                 })?,
         ),
+        // `NULL` for the usual record with nothing to note.
+        Col::Capture => Value::Json(if r.capture.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_value(&r.capture).map_err(|err| {
+                SinkError::with_kind(SinkErrorKind::Other, err)
+                    .permanent()
+                    .with_context(format_args!("encoding capture of record {}", r.id))
+            })?)
+        }),
     })
 }
 
@@ -187,7 +198,7 @@ mod tests {
             "id, consumer, created_at, method, path, route, status, duration_us, outcome, \
              query, params, req_headers, resp_headers, \
              req_body, req_body_size, req_body_truncated, \
-             resp_body, resp_body_size, resp_body_truncated, grpc"
+             resp_body, resp_body_size, resp_body_truncated, grpc, capture"
         );
         for (i, col) in Col::ALL.iter().enumerate() {
             assert_eq!(col.index(), i);

@@ -9,7 +9,9 @@ use super::columns::Col;
 use super::params;
 use crate::codec::headers;
 use crate::UsageRecord;
-use crate::{CapturedBody, GrpcCall, Outcome, RecordedRequest, SinkError, SinkErrorKind};
+use crate::{
+    CaptureNotes, CapturedBody, GrpcCall, Outcome, RecordedRequest, SinkError, SinkErrorKind,
+};
 
 /// One row of a page query, read column by column in the types of
 /// [`Col::kind`]. A value that is `NULL` where the column is not nullable, or
@@ -96,5 +98,11 @@ fn fields(row: &impl ReadColumns) -> Result<UsageRecord, SinkError> {
             .map(serde_json::from_value::<GrpcCall>)
             .transpose()
             .map_err(|e| bad(Col::Grpc, e))?,
+        capture: row
+            .opt_json(Col::Capture)?
+            .map(serde_json::from_value::<CaptureNotes>)
+            .transpose()
+            .map_err(|e| bad(Col::Capture, e))?
+            .unwrap_or_default(),
     })
 }

@@ -9,7 +9,7 @@ use super::error::{context, sql_error};
 use crate::{SinkError, SinkErrorKind};
 
 /// The schema version this crate writes and understands (`PRAGMA user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a tower-usage database: `"TUsg"` in ASCII.
 pub(super) const APPLICATION_ID: i64 = 0x5455_7367;
@@ -41,6 +41,9 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     );
     CREATE INDEX usage_records_consumer_time ON usage_records (consumer, created_at, id);
     CREATE INDEX usage_records_time ON usage_records (created_at, id);",
+    // 1 -> 2: what the capture could not keep (`CaptureNotes` as JSON; NULL when
+    // nothing).
+    "ALTER TABLE usage_records ADD COLUMN capture TEXT;",
 ];
 
 /// Opens (creating if needed) the writer connection of a file and brings its

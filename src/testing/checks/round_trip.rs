@@ -124,6 +124,13 @@ fn round_trip_records(gen: &mut Gen) -> Vec<(&'static str, UsageRecord)> {
         r.response_headers = headers(&[]);
         r.duration_us = 30_000_000;
     });
+    add("capture notes: headers cut, body unread", 4_250, &|r| {
+        r.method = "POST".into();
+        r.status = 404;
+        r.request.body = crate::CapturedBody::truncated(Vec::new(), 23);
+        r.capture.request_headers_cut = 350_112;
+        r.capture.request_body_unread = true;
+    });
     add("inner service error", 4_500, &|r| {
         r.consumer = None;
         r.status = 500;
