@@ -35,11 +35,12 @@
 //! | `method`, `path` | the request line; `path` without the query string |
 //! | `route`, `request.params` | the route template ([`default_route`]) and the params matched from it |
 //! | `request.query` | the query string, parsed; repeated keys become arrays |
-//! | `request.headers` | every header, names lower-case, repeats joined, secrets [redacted](middleware#redaction) |
+//! | `request.headers` | every header, names lower-case, repeats joined, secrets [redacted](middleware#redaction); at most [`max_header_bytes`](UsageLayer::max_header_bytes) |
 //! | `request.body`, `response` | the first [`max_body_bytes`](UsageLayer::max_body_bytes) of each body, with its size and a `truncated` flag |
 //! | `responseHeaders` | [`keep_response_headers`](UsageLayer::keep_response_headers) |
 //! | `status`, `outcome` | the response status; how the exchange ended ([`Outcome`]) |
 //! | `createdAt`, `durationUs` | arrival time (UTC, ms); arrival to end of the response body |
+//! | `capture` | what could not be kept as it was: headers cut, a body the handler did not read ([`CaptureNotes`]) |
 //!
 //! Bodies are teed, never buffered: frames pass through as they come, and the
 //! copy stops at the limit. All parsing, rendering and redaction happens in the
