@@ -411,3 +411,74 @@ async fn json_nested_deeper_than_the_limit_renders_as_text() {
         );
     }
 }
+
+/// Found by trying the quick start as a hostile client would.
+#[tokio::test]
+async fn what_a_hostile_client_tried_is_masked_too() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // JSON sent with a form's label.
+        (
+            "application/x-www-form-urlencoded; charset=UTF-8",
+            format!(r#"{{"user":{{"password":"{SECRET}"}}}}"#).into_bytes(),
+        ),
+        // A credential written as text, scheme first.
+        ("text/plain", format!("Authorization: Bearer {SECRET}").into_bytes()),
+        // JSON escaped inside a log line, XML namespaces and CDATA, Ruby, YAML.
+        ("text/plain", format!(r#"log {{\"password\":\"{SECRET}\"}}"#).into_bytes()),
+        ("application/xml", format!("<x:password>{SECRET}</x:password>").into_bytes()),
+        (
+            "application/xml",
+            format!("<password><![CDATA[{SECRET}]]></password>").into_bytes(),
+        ),
+        ("text/plain", format!(":password => \"{SECRET}\"").into_bytes()),
+        ("text/plain", format!("password:\n{SECRET}").into_bytes()),
+        // Multipart: a boundary that does not match, an RFC 5987 name, two
+        // Content-Disposition lines.
+        (
+            "multipart/form-data; boundary=WRONG",
+            format!("--XyZ\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n{SECRET}\r\n--XyZ--\r\n").into_bytes(),
+        ),
+        (
+            "multipart/form-data; boundary=XyZ",
+            format!("--XyZ\r\nContent-Disposition: form-data; name*=UTF-8''password\r\n\r\n{SECRET}\r\n--XyZ--\r\n").into_bytes(),
+        ),
+        (
+            "multipart/form-data; boundary=XyZ",
+            format!("--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n{SECRET}\r\n--XyZ--\r\n").into_bytes(),
+        ),
+    ];
+    for (content_type, body) in cases {
+        let sink = CollectSink::default();
+        let req = Request::post("/login")
+            .header("content-type", content_type)
+            .body(full(body.clone()))
+            .unwrap();
+        let (record, wire) = one_record(UsageLayer::new(sink.clone()), &sink, req).await;
+        assert!(
+            memchr::memmem::find(&record.request.body.bytes, SECRET.as_bytes()).is_none(),
+            "{content_type}: {}",
+            String::from_utf8_lossy(&record.request.body.bytes)
+        );
+        assert_no_secret(&wire);
+    }
+    // Percent-encoded secret names in URLs inside header values.
+    let sink = CollectSink::default();
+    let req = Request::post("/login")
+        .header(
+            "referer",
+            format!("https://a.example/cb?user%5Bpassword%5D={SECRET}"),
+        )
+        .header(
+            "x-back",
+            format!("https://a.example/#%70assword={SECRET}&pass%77ord={SECRET}"),
+        )
+        .header("x-original", format!("Authorization: Bearer {SECRET}"))
+        .body(full(""))
+        .unwrap();
+    let (_, wire) = one_record(UsageLayer::new(sink.clone()), &sink, req).await;
+    assert_no_secret(&wire);
+    assert_eq!(
+        wire["request"]["headers"]["referer"],
+        "https://a.example/cb?user[password]=[REDACTED]"
+    );
+}

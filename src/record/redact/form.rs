@@ -61,6 +61,24 @@ pub(super) fn boundary(content_type: &str) -> Option<&str> {
     })
 }
 
+/// The boundary a multipart body uses: its first line, when it starts with
+/// `--`.
+pub(super) fn boundary_in_body(body: &[u8]) -> Option<&str> {
+    let start = memmem::find(body, b"--")?;
+    // Only blank lines may come before the first delimiter.
+    if !body[..start].iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let line = &body[start + 2..];
+    let end = line
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(line.len());
+    std::str::from_utf8(&line[..end])
+        .ok()
+        .filter(|b| !b.is_empty() && b.len() <= 200)
+}
+
 /// Masks the content of every part whose `Content-Disposition` name
 /// `is_secret` (a part cut by the capture limit is masked to the end). `None`
 /// when nothing was masked.
@@ -87,7 +105,9 @@ pub(super) fn mask_multipart(
             (None, lf) => lf.map(|i| i + 2),
         };
         if let Some(content_at) = content_at {
-            let secret = part_name(&part[..content_at]).is_some_and(|name| is_secret(&name));
+            let secret = part_names(&part[..content_at])
+                .iter()
+                .any(|name| is_secret(name));
             if secret {
                 // The content ends before the CRLF that precedes the next delimiter.
                 let mut content_end = part.len();
@@ -116,19 +136,39 @@ pub(super) fn mask_multipart(
     Some(out)
 }
 
-/// The `name` of a part's `Content-Disposition: form-data; name="..."`.
-fn part_name(headers: &[u8]) -> Option<String> {
+/// Every `name` of a part's `Content-Disposition` lines (`name="..."`, and
+/// RFC 5987's `name*=UTF-8''...`, percent-decoded). All of them: a part with
+/// two such lines is checked under both.
+fn part_names(headers: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(headers);
-    let line = text.lines().find(|l| {
-        l.as_bytes()
-            .get(..20)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"content-disposition:"))
-    })?;
-    line.split(';').skip(1).find_map(|param| {
-        let (name, value) = param.split_once('=')?;
-        (name.trim().eq_ignore_ascii_case("name"))
-            .then(|| value.trim().trim_matches('"').to_owned())
-    })
+    text.lines()
+        .filter(|l| {
+            l.as_bytes()
+                .get(..20)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"content-disposition:"))
+        })
+        .flat_map(|line| {
+            line.split(';')
+                .skip(1)
+                .filter_map(|param| {
+                    let (name, value) = param.split_once('=')?;
+                    let value = value.trim().trim_matches('"');
+                    match name.trim().to_ascii_lowercase().as_str() {
+                        "name" => Some(value.to_owned()),
+                        "name*" => {
+                            let encoded = value.rsplit('\'').next().unwrap_or(value);
+                            Some(
+                                percent_encoding::percent_decode_str(encoded)
+                                    .decode_utf8_lossy()
+                                    .into_owned(),
+                            )
+                        }
+                        _ => None,
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 #[cfg(test)]

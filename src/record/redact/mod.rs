@@ -197,12 +197,28 @@ impl Redaction {
         for (_, value) in headers.iter_mut() {
             // A key needs a `=` or `:` after it: most values have neither.
             let bytes = value.as_bytes();
-            if memchr::memchr2(b'=', b':', bytes).is_some() && self.holds_field_name(bytes) {
-                if let Some(masked) =
-                    text::mask_key_values(value.as_bytes(), &self.needles, REDACTED_FORM)
-                {
+            if memchr::memchr2(b'=', b':', bytes).is_none() {
+                continue;
+            }
+            if self.holds_field_name(bytes) {
+                if let Some(masked) = text::mask_key_values(bytes, &self.needles, REDACTED_FORM) {
                     *value = HeaderValue::from_bytes(&masked)
                         .unwrap_or(HeaderValue::from_static(REDACTED));
+                }
+            }
+            // Names may be percent-encoded in a URL (`user%5Bpassword%5D=`):
+            // look again at the decoded text, and keep that, masked, if it
+            // holds a secret.
+            let bytes = value.as_bytes();
+            if memchr::memchr(b'%', bytes).is_some() {
+                let decoded: Vec<u8> = percent_encoding::percent_decode(bytes).collect();
+                if self.holds_field_name(&decoded) {
+                    if let Some(masked) =
+                        text::mask_key_values(&decoded, &self.needles, REDACTED.as_bytes())
+                    {
+                        *value = HeaderValue::from_bytes(&masked)
+                            .unwrap_or(HeaderValue::from_static(REDACTED));
+                    }
                 }
             }
         }
@@ -292,16 +308,17 @@ impl Redaction {
         let is_multipart = mime
             .get(..10)
             .is_some_and(|p| p.eq_ignore_ascii_case("multipart/"));
-        let masked = if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            form::mask_urlencoded(&body, |k| self.is_form_field(k))
-        } else if !self.may_hold_field_key(&body) {
-            // No name of a rule anywhere (nor an escape that could spell one).
-            None
-        } else if is_multipart {
-            let parts = form::boundary(content_type)
-                .and_then(|b| form::mask_multipart(&body, b, |k| self.is_form_field(k)));
-            self.mask_text(parts.as_deref().unwrap_or(&body)).or(parts)
+        let is_form = mime.eq_ignore_ascii_case("application/x-www-form-urlencoded");
+        let masked = if !self.may_hold_field_key(&body) {
+            // No name of a rule anywhere (nor an escape that could spell one):
+            // a form's names may be percent-encoded, so it is always read.
+            if is_form {
+                form::mask_urlencoded(&body, |k| self.is_form_field(k))
+            } else {
+                None
+            }
         } else if super::looks_like_json_container(&body) {
+            // JSON first, whatever the label says (JSON sent as a form is common).
             let fields = mask_json(&body, |key| self.is_field(key));
             let parses =
                 serde_json::from_slice::<serde::de::IgnoredAny>(fields.as_deref().unwrap_or(&body))
@@ -312,6 +329,16 @@ impl Redaction {
                 self.mask_text(fields.as_deref().unwrap_or(&body))
                     .or(fields)
             }
+        } else if is_form {
+            form::mask_urlencoded(&body, |k| self.is_form_field(k))
+        } else if is_multipart {
+            // The boundary the body uses, when the header's is missing or wrong.
+            let boundary = form::boundary(content_type)
+                .filter(|b| memchr::memmem::find(&body, b.as_bytes()).is_some())
+                .or_else(|| form::boundary_in_body(&body));
+            let parts =
+                boundary.and_then(|b| form::mask_multipart(&body, b, |k| self.is_form_field(k)));
+            self.mask_text(parts.as_deref().unwrap_or(&body)).or(parts)
         } else {
             self.mask_text(&body)
         };

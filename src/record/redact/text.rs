@@ -52,11 +52,22 @@ fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'[' | b']')
 }
 
+/// Authorization schemes whose credentials follow them as a second word.
+const SCHEMES: &[&[u8]] = &[
+    b"bearer",
+    b"basic",
+    b"token",
+    b"digest",
+    b"negotiate",
+    b"apikey",
+];
+
 /// The value region after the key whose needle stands at `at`, if it is a key.
 fn value_after_key(input: &[u8], at: usize, len: usize) -> Option<(usize, usize)> {
     let n = input.len();
     let mut key_start = at;
-    while key_start > 0 && is_name_byte(input[key_start - 1]) {
+    // Backwards, a namespace prefix counts too (`<x:password>`).
+    while key_start > 0 && (is_name_byte(input[key_start - 1]) || input[key_start - 1] == b':') {
         key_start -= 1;
     }
     let mut j = at + len;
@@ -64,7 +75,8 @@ fn value_after_key(input: &[u8], at: usize, len: usize) -> Option<(usize, usize)
         j += 1;
     }
     let in_tag = key_start > 0 && input[key_start - 1] == b'<';
-    while j < n && matches!(input[j], b'"' | b'\'') {
+    // A closing quote of the key, escaped or not (`\"password\":` in a log line).
+    while j < n && matches!(input[j], b'"' | b'\'' | b'\\') {
         j += 1;
     }
     while j < n && matches!(input[j], b' ' | b'\t') {
@@ -72,17 +84,30 @@ fn value_after_key(input: &[u8], at: usize, len: usize) -> Option<(usize, usize)
     }
     match input.get(j) {
         Some(b'=' | b':') => j += 1,
-        Some(b'>') if in_tag => {
-            let end = memchr::memchr(b'<', &input[j + 1..]).map_or(n, |i| j + 1 + i);
-            return (end > j + 1).then_some((j + 1, end));
-        }
+        Some(b'>') if in_tag => return tag_content(input, j + 1),
         _ => return None,
     }
-    while j < n && matches!(input[j], b' ' | b'\t') {
+    // `=>` (Ruby, PHP), then blanks, and a value on the next line.
+    if input.get(j) == Some(&b'>') {
+        j += 1;
+    }
+    while j < n && input[j].is_ascii_whitespace() {
         j += 1;
     }
     if j >= n {
         return None;
+    }
+    // Already masked (a second pass over decoded text): nothing to do.
+    let rest = &input[j..];
+    if [&b"[REDACTED]"[..], b"%5BREDACTED%5D", b"\"[REDACTED]\""]
+        .iter()
+        .any(|m| rest.starts_with(m))
+    {
+        return None;
+    }
+    if input[j] == b'\\' && matches!(input.get(j + 1), Some(b'"' | b'\'')) {
+        // An escaped quote opens the value: it runs to the next escaped one.
+        j += 1;
     }
     if matches!(input[j], b'"' | b'\'') {
         let quote = input[j];
@@ -93,16 +118,46 @@ fn value_after_key(input: &[u8], at: usize, len: usize) -> Option<(usize, usize)
         let end = k.min(n);
         return (end > j + 1).then_some((j + 1, end));
     }
-    let end = input[j..]
+    let word_end = |from: usize| {
+        input[from..]
+            .iter()
+            .position(|&b| {
+                matches!(
+                    b,
+                    b'&' | b',' | b';' | b'#' | b'<' | b'>' | b'}' | b']' | b')' | b'"' | b'\''
+                ) || b.is_ascii_whitespace()
+            })
+            .map_or(n, |i| from + i)
+    };
+    let mut end = word_end(j);
+    // `Authorization: Bearer <token>`: the credentials are the next word.
+    if SCHEMES
         .iter()
-        .position(|&b| {
-            matches!(
-                b,
-                b'&' | b',' | b';' | b'#' | b'<' | b'>' | b'}' | b']' | b')' | b'"' | b'\''
-            ) || b.is_ascii_whitespace()
-        })
-        .map_or(n, |i| j + i);
+        .any(|s| input[j..end].eq_ignore_ascii_case(s))
+    {
+        let mut k = end;
+        while k < n && matches!(input[k], b' ' | b'\t') {
+            k += 1;
+        }
+        if k < n && k > end {
+            end = word_end(k);
+        }
+    }
     (end > j).then_some((j, end))
+}
+
+/// The text of a tag from `start` (just past its `>`) to the next tag, or the
+/// contents of a CDATA section that opens there.
+fn tag_content(input: &[u8], start: usize) -> Option<(usize, usize)> {
+    const CDATA: &[u8] = b"<![CDATA[";
+    let n = input.len();
+    if input[start..].starts_with(CDATA) {
+        let from = start + CDATA.len();
+        let end = memmem::find(&input[from..], b"]]>").map_or(n, |i| from + i);
+        return (end > from).then_some((from, end));
+    }
+    let end = memchr::memchr(b'<', &input[start..]).map_or(n, |i| start + i);
+    (end > start).then_some((start, end))
 }
 
 #[cfg(test)]
@@ -141,6 +196,23 @@ mod tests {
         // Cut short: masked to the end.
         assert_eq!(mask("password=hun"), "password=[R]");
         assert_eq!(mask("\"password\": \"hun"), "\"password\": \"[R]");
+        // Found by trying a running server as a hostile client would.
+        assert_eq!(
+            mask("Authorization: Bearer S3KRIT x"),
+            "Authorization: [R] x"
+        );
+        assert_eq!(mask("auth: basic dXNlcg=="), "auth: [R]");
+        assert!(!mask(r#"{\"password\":\"S3KRIT\"}"#).contains("S3KRIT"));
+        assert_eq!(
+            mask("<x:password>S3KRIT</x:password>"),
+            "<x:password>[R]</x:password>"
+        );
+        assert_eq!(
+            mask("<password><![CDATA[S3KRIT]]></password>"),
+            "<password><![CDATA[[R]]]></password>"
+        );
+        assert_eq!(mask(":password => \"S3KRIT\""), ":password => \"[R]\"");
+        assert_eq!(mask("password:\nS3KRIT"), "password:\n[R]");
     }
 
     #[test]
