@@ -51,6 +51,9 @@ pub(crate) struct Captured {
     pub(crate) headers_cut: u64,
     /// The handler did not read the request body to its end.
     pub(crate) body_unread: bool,
+    /// The capture limits (request, response): the most a body in a
+    /// `Content-Encoding` is decoded to.
+    pub(crate) body_limits: (usize, usize),
     pub(crate) packed: Packed,
     pub(crate) outcome: Outcome,
     pub(crate) duration_us: u64,

@@ -482,3 +482,58 @@ async fn what_a_hostile_client_tried_is_masked_too() {
         "https://a.example/cb?user[password]=[REDACTED]"
     );
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_decoded_before_redaction_or_not_kept() {
+    // gzip: decoded, redacted, and the record says so.
+    let sink = CollectSink::default();
+    let compressed = gzip(format!(r#"{{"user":"u1","password":"{SECRET}"}}"#).as_bytes());
+    let req = Request::post("/login")
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(full(compressed.clone()))
+        .unwrap();
+    let (record, wire) = one_record(UsageLayer::new(sink.clone()), &sink, req).await;
+    assert_no_secret(&wire);
+    assert_eq!(wire["request"]["body"]["password"], "[REDACTED]");
+    assert_eq!(wire["request"]["body"]["user"], "u1");
+    assert_eq!(wire["capture"]["requestBodyDecoded"], "gzip");
+    assert_eq!(
+        record.request.body.size,
+        compressed.len() as u64,
+        "the size sent"
+    );
+
+    // An encoding the writer cannot decode: not kept, and said so.
+    let sink = CollectSink::default();
+    let req = Request::post("/login")
+        .header("content-encoding", "br")
+        .body(full(b"\x1b\x03password=s3cr3t-VALUE".to_vec()))
+        .unwrap();
+    let (record, wire) = one_record(UsageLayer::new(sink.clone()), &sink, req).await;
+    assert!(record.request.body.bytes.is_empty());
+    assert_eq!(wire["capture"]["requestBodyWithheld"], "br");
+
+    // A bomb costs no more than the capture limit.
+    let sink = CollectSink::default();
+    let bomb = gzip(&vec![b'a'; 20_000_000]);
+    let req = Request::post("/login")
+        .header("content-encoding", "gzip")
+        .body(full(bomb))
+        .unwrap();
+    let (record, _) = one_record(
+        UsageLayer::new(sink.clone()).max_request_body_bytes(64 * 1024),
+        &sink,
+        req,
+    )
+    .await;
+    assert_eq!(record.request.body.bytes.len(), 64 * 1024);
+    assert!(record.request.body.truncated);
+}

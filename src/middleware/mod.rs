@@ -85,9 +85,13 @@
 //!   the end: when in doubt, mask. In such text, exact names match as
 //!   substrings too.
 //!
-//! Out of scope: gRPC message payloads (stored as they came), secrets under
-//! names that match no rule or that stand in no key position, and bodies whose
-//! `Content-Encoding` (gzip, ...) hides the names. Response bodies are told
+//! A body in a `Content-Encoding` is decoded first (`gzip`, `deflate`, at most
+//! the capture limit), and stored decoded; one in an encoding the writer cannot
+//! decode (`br`, `zstd`, a chain) is not stored. The record says which
+//! ([`CaptureNotes`](crate::CaptureNotes)).
+//!
+//! Out of scope: gRPC message payloads (stored as they came), and secrets
+//! under names that match no rule or that stand in no key position. Response bodies are told
 //! apart by the kept response headers: keep `content-type` (a default) for
 //! form and multipart responses to be masked field by field.
 //!

@@ -120,6 +120,7 @@ impl Pending {
             redaction: self.config.redaction.clone(),
             headers_cut: self.headers_cut,
             body_unread,
+            body_limits: (self.config.request_limit, self.config.response_limit),
             packed,
             outcome,
             duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),

@@ -292,6 +292,22 @@ pub struct CaptureNotes {
     /// `Content-Length`, or what was read when that is more.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub request_body_unread: bool,
+    /// The request body came in this `Content-Encoding` (`gzip`, `deflate`)
+    /// and is stored decoded (at most the capture limit; its `size` stays the
+    /// encoded size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body_decoded: Option<String>,
+    /// The request body came in this `Content-Encoding`, which the writer
+    /// cannot decode (`br`, `zstd`, a chain): it is not stored, since a
+    /// secret inside could not be redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body_withheld: Option<String>,
+    /// As `request_body_decoded`, for the response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body_decoded: Option<String>,
+    /// As `request_body_withheld`, for the response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body_withheld: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -392,6 +408,7 @@ impl GrpcCall {
     }
 }
 
+pub(crate) mod encoding;
 mod grpc;
 mod redact;
 mod route_params;

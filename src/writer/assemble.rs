@@ -7,9 +7,10 @@
 use time::OffsetDateTime;
 
 use crate::captured::{Captured, Part};
+use crate::record::encoding::{self, EncodedBody};
 use crate::record::{
-    params_for, truncate_to_millis, CaptureNotes, GrpcCall, Outcome, RecordedRequest, UsageRecord,
-    GRPC_CANCELLED,
+    params_for, truncate_to_millis, CaptureNotes, CapturedBody, GrpcCall, Outcome, RecordedRequest,
+    UsageRecord, GRPC_CANCELLED,
 };
 
 /// Builds the record of a captured exchange. Runs on the writer task.
@@ -24,6 +25,7 @@ pub(crate) fn assemble(captured: Captured) -> UsageRecord {
         redaction,
         headers_cut,
         body_unread,
+        body_limits,
         packed,
         outcome,
         duration_us,
@@ -42,6 +44,22 @@ pub(crate) fn assemble(captured: Captured) -> UsageRecord {
     }
 
     let (mut request_body, mut response_body) = packed.bodies();
+    let mut capture = CaptureNotes {
+        request_headers_cut: headers_cut,
+        request_body_unread: body_unread,
+        ..CaptureNotes::default()
+    };
+    // A body in a `Content-Encoding` is redacted in its decoded form (gRPC
+    // messages carry their own compression, out of scope like their payloads).
+    if !protocol.is_grpc() {
+        let (decoded, withheld) = decode_body(&mut request_body, &request_headers, body_limits.0);
+        (capture.request_body_decoded, capture.request_body_withheld) = (decoded, withheld);
+        let (decoded, withheld) = decode_body(&mut response_body, &response_headers, body_limits.1);
+        (
+            capture.response_body_decoded,
+            capture.response_body_withheld,
+        ) = (decoded, withheld);
+    }
     request_body.bytes = redaction.body(request_body.bytes, &request_headers, protocol);
     response_body.bytes = redaction.body(response_body.bytes, &response_headers, protocol);
 
@@ -97,10 +115,34 @@ pub(crate) fn assemble(captured: Captured) -> UsageRecord {
         duration_us,
         outcome,
         grpc,
-        capture: CaptureNotes {
-            request_headers_cut: headers_cut,
-            request_body_unread: body_unread,
-            ..CaptureNotes::default()
-        },
+        capture,
+    }
+}
+
+/// Replaces a body in a `Content-Encoding` by its decoded form, or by nothing
+/// when it cannot be decoded; returns the encoding (decoded, withheld).
+fn decode_body(
+    body: &mut CapturedBody,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> (Option<String>, Option<String>) {
+    match encoding::decode(std::mem::take(&mut body.bytes), headers, limit) {
+        EncodedBody::Plain(bytes) => {
+            body.bytes = bytes;
+            (None, None)
+        }
+        EncodedBody::Decoded {
+            bytes,
+            encoding,
+            cut,
+        } => {
+            body.bytes = bytes;
+            body.truncated |= cut;
+            (Some(encoding), None)
+        }
+        EncodedBody::Withheld { encoding } => {
+            body.truncated = body.size > 0;
+            (None, Some(encoding))
+        }
     }
 }

@@ -84,8 +84,9 @@ pub(super) fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
         out.extend_from_slice(&g.response_messages.to_le_bytes());
     }
     if !r.capture.is_empty() {
-        out.extend_from_slice(&r.capture.request_headers_cut.to_le_bytes());
-        out.push(u8::from(r.capture.request_body_unread));
+        // As JSON: notes are rare, and this way a new kind of note needs no
+        // new layout.
+        put_bytes(out, &serde_json::to_vec(&r.capture).unwrap_or_default());
     }
 }
 
@@ -235,11 +236,11 @@ pub(super) fn decode(key: &Key, entry: &Entry) -> UsageRecord {
         request_messages: r.u64(),
         response_messages: r.u64(),
     });
-    let mut capture = CaptureNotes::default();
-    if has(HAS_CAPTURE_NOTES) {
-        capture.request_headers_cut = r.u64();
-        capture.request_body_unread = r.u8() != 0;
-    }
+    let capture = if has(HAS_CAPTURE_NOTES) {
+        serde_json::from_slice::<CaptureNotes>(r.bytes()).unwrap_or_default()
+    } else {
+        CaptureNotes::default()
+    };
     UsageRecord {
         id: key.1.as_str().to_owned(),
         consumer: consumer.map(str::to_owned),

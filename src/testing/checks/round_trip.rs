@@ -130,6 +130,8 @@ fn round_trip_records(gen: &mut Gen) -> Vec<(&'static str, UsageRecord)> {
         r.request.body = crate::CapturedBody::truncated(Vec::new(), 23);
         r.capture.request_headers_cut = 350_112;
         r.capture.request_body_unread = true;
+        r.capture.response_body_decoded = Some("gzip".into());
+        r.capture.request_body_withheld = Some("br".into());
     });
     add("inner service error", 4_500, &|r| {
         r.consumer = None;
