@@ -26,6 +26,9 @@ pub(super) struct Entry {
     pub(super) blob: Vec<u8>,
 }
 
+/// What a record costs besides its buffer: its entries in the indexes and the id set.
+pub(super) const RECORD_OVERHEAD: usize = 160;
+
 #[derive(Default)]
 pub(super) struct State {
     /// Every record, sorted by key.
@@ -38,6 +41,9 @@ pub(super) struct State {
     /// The stored ids, so a retried batch is not stored twice.
     pub(super) ids: HashSet<Id>,
     pub(super) evicted: u64,
+    /// The bytes the records take, as `max_bytes` counts them: each record's
+    /// buffer and [`RECORD_OVERHEAD`].
+    pub(super) bytes: usize,
     /// Until the sink is full: reused to encode each record before it is copied
     /// into an allocation of its exact size.
     pub(super) scratch: Vec<u8>,
@@ -70,6 +76,7 @@ impl State {
             }
             blob
         };
+        self.bytes += blob.capacity() + RECORD_OVERHEAD;
         let entry = Entry {
             created_at: record.created_at,
             status: record.status,
@@ -108,6 +115,9 @@ impl State {
                 self.consumers.remove(c);
             }
         }
+        self.bytes = self
+            .bytes
+            .saturating_sub(entry.blob.capacity() + RECORD_OVERHEAD);
         self.spare = entry.blob;
         self.evicted += 1;
     }

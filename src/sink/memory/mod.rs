@@ -16,10 +16,17 @@ use index::State;
 /// How many records [`MemorySink::new`] keeps before it evicts the oldest.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
+/// How many bytes of records [`MemorySink::new`] keeps before it evicts the
+/// oldest: 64 MiB. With typical JSON APIs (a few KiB a record) the record count
+/// binds first; with large bodies or headers, this does.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
 /// A bounded, in-process [`UsageSink`]: the newest records, in memory.
 ///
-/// It keeps at most [`capacity`](Self::capacity) records. When a new record would
-/// exceed the bound, the oldest records by `(created_at, id)` are evicted and
+/// It keeps at most [`capacity`](Self::capacity) records, and at most
+/// [`max_bytes`](Self::max_bytes) bytes of them (each record's stored form plus
+/// a fixed overhead for its index entries). When a new record would exceed
+/// either bound, the oldest records by `(created_at, id)` are evicted and
 /// counted in [`evicted`](Self::evicted). Nothing survives a restart: use it for
 /// development, tests, or a "last N requests" view.
 ///
@@ -91,6 +98,7 @@ pub struct MemorySink {
 
 struct Shared {
     capacity: usize,
+    max_bytes: usize,
     state: RwLock<State>,
 }
 
@@ -108,12 +116,36 @@ impl MemorySink {
     /// assert_eq!(sink.capacity(), 1);
     /// ```
     pub fn with_capacity(capacity: usize) -> Self {
+        Self::with_limits(capacity, DEFAULT_MAX_BYTES)
+    }
+
+    /// A sink that keeps the newest `capacity` records, and at most `max_bytes`
+    /// bytes of them (the newest record is always kept, whatever its size).
+    ///
+    /// ```
+    /// let sink = tower_usage::MemorySink::with_limits(100_000, 16 * 1024 * 1024);
+    /// assert_eq!((sink.capacity(), sink.max_bytes()), (100_000, 16 * 1024 * 1024));
+    /// ```
+    pub fn with_limits(capacity: usize, max_bytes: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 capacity: capacity.max(1),
+                max_bytes,
                 state: RwLock::new(State::default()),
             }),
         }
+    }
+
+    /// The most bytes of records this sink keeps. Default: 64 MiB
+    /// ([`DEFAULT_MAX_BYTES`]).
+    pub fn max_bytes(&self) -> usize {
+        self.shared.max_bytes
+    }
+
+    /// How many bytes the stored records take now, as [`max_bytes`](Self::max_bytes)
+    /// counts them.
+    pub fn bytes(&self) -> usize {
+        self.read().bytes
     }
 
     /// The most records this sink keeps.
@@ -152,11 +184,11 @@ impl MemorySink {
     }
 
     fn insert_batch(&self, batch: &[UsageRecord]) {
-        let capacity = self.shared.capacity;
+        let (capacity, max_bytes) = (self.shared.capacity, self.shared.max_bytes);
         let mut state = self.write();
         for record in batch {
             state.insert(record);
-            while state.all.len() > capacity {
+            while state.all.len() > capacity || (state.bytes > max_bytes && state.all.len() > 1) {
                 state.evict_oldest();
             }
         }
@@ -174,6 +206,8 @@ impl fmt::Debug for MemorySink {
         let state = self.read();
         f.debug_struct("MemorySink")
             .field("capacity", &self.shared.capacity)
+            .field("max_bytes", &self.shared.max_bytes)
+            .field("bytes", &state.bytes)
             .field("len", &state.all.len())
             .field("consumers", &state.consumers.len())
             .field("evicted", &state.evicted)

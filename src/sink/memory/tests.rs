@@ -381,3 +381,32 @@ async fn a_poisoned_lock_does_not_break_the_sink() {
     let page = sink.query(&UsageQuery::default()).await.unwrap();
     assert_eq!(page.records.len(), 2);
 }
+
+#[tokio::test]
+async fn the_byte_budget_evicts_the_oldest_and_keeps_the_newest() {
+    let sink = MemorySink::with_limits(10_000, 1024 * 1024);
+    let big = |ms: i64| {
+        let mut r = rec(ms, Some("flood"));
+        r.request.body = crate::CapturedBody::complete(vec![b'x'; 100_000]);
+        r
+    };
+    for ms in 0..50 {
+        sink.record(&[big(ms)]).await.unwrap();
+        assert!(sink.bytes() <= 1024 * 1024, "{} bytes", sink.bytes());
+    }
+    // About ten 100 KB records fit in 1 MiB: the newest ones.
+    assert!((9..=10).contains(&sink.len()), "{}", sink.len());
+    assert_eq!(sink.evicted(), 50 - sink.len() as u64);
+    let page = sink.query(&UsageQuery::default()).await.unwrap();
+    assert_eq!(
+        page.records.last().map(|r| r.path.as_str()),
+        Some("/items/49")
+    );
+    // A single record over the budget is still kept.
+    let tiny = MemorySink::with_limits(10, 1_000);
+    tiny.record(&[big(0), big(1)]).await.unwrap();
+    assert_eq!(tiny.len(), 1);
+    let kept = tiny.query(&UsageQuery::default()).await.unwrap().records;
+    assert_eq!(kept[0].path, "/items/1");
+    assert_eq!(MemorySink::new().max_bytes(), DEFAULT_MAX_BYTES);
+}
