@@ -69,20 +69,37 @@ pub(crate) fn encode_entries<'a>(
     out: &mut Vec<u8>,
     entries: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
 ) {
+    encode_raw_entries(
+        out,
+        entries
+            .into_iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes(), value.is_sensitive())),
+    );
+}
+
+/// [`encode_entries`] from the parts of each entry, `(name, value, sensitive)`:
+/// for a value made on the spot without building a `HeaderValue` (which
+/// allocates). `name` must be a valid lower-case header name and `value` a
+/// valid header value.
+pub(crate) fn encode_raw_entries<'a>(
+    out: &mut Vec<u8>,
+    entries: impl IntoIterator<Item = (&'a str, &'a [u8], bool)>,
+) {
     let count_at = out.len();
     out.extend_from_slice(&0u32.to_le_bytes());
     let mut count = 0u32;
-    for (name, value) in entries {
-        if !fits(value) {
+    for (name, value, sensitive) in entries {
+        // A value of 4 GiB or more does not fit its length field.
+        let Ok(value_len) = u32::try_from(value.len()) else {
             continue;
-        }
-        let name = name.as_str().as_bytes();
-        out.push(if value.is_sensitive() { SENSITIVE } else { 0 });
+        };
+        let name = name.as_bytes();
+        out.push(if sensitive { SENSITIVE } else { 0 });
         // A `HeaderName` is at most 65,535 bytes long.
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
         out.extend_from_slice(name);
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(&value_len.to_le_bytes());
+        out.extend_from_slice(value);
         count = count.saturating_add(1);
     }
     out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());

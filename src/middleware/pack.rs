@@ -5,7 +5,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use super::tap::Tap;
 use crate::captured::{Packed, Part, TapSummary, PARTS};
-use crate::codec::headers::{encode_entries, encoded_len};
+use crate::codec::headers::{encode_entries, encode_raw_entries, encoded_len};
 
 /// What a capped header value ends with.
 const CUT_MARK: &[u8] = b"[cut]";
@@ -149,6 +149,15 @@ impl Packer {
         entries: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     ) {
         self.part(part, |out| encode_entries(out, entries));
+    }
+
+    /// A header map from the parts of its entries, `(name, value, sensitive)`.
+    pub(crate) fn raw_entries_of<'a>(
+        &mut self,
+        part: Part,
+        entries: impl Iterator<Item = (&'a str, &'a [u8], bool)>,
+    ) {
+        self.part(part, |out| encode_raw_entries(out, entries));
     }
 
     /// A body's kept bytes, and what its tap saw.

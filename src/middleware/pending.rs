@@ -145,17 +145,25 @@ impl Pending {
     /// is a kept header.
     pub(crate) fn keep_headers(&mut self, headers: &HeaderMap, content_length: Option<u64>) {
         let keep = &self.config.keep_response_headers;
-        let name = http::header::CONTENT_LENGTH;
+        // The digits on the stack: a `HeaderValue` would allocate per response.
+        let mut digits = [0u8; 20];
         let added = content_length
-            .filter(|_| keep.contains(&name))
-            .map(HeaderValue::from);
-        let kept = keep
-            .iter()
-            .flat_map(|name| headers.get_all(name).iter().map(move |v| (name, v)));
-        self.packer.entries_of(
-            Part::ResponseHeaders,
-            kept.chain(added.as_ref().map(|v| (&name, v))),
-        );
+            .filter(|_| keep.contains(&http::header::CONTENT_LENGTH))
+            .map(|len| {
+                let mut cursor = std::io::Cursor::new(&mut digits[..]);
+                // 20 digits hold any u64.
+                let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{len}"));
+                cursor.position() as usize
+            });
+        let kept = keep.iter().flat_map(|name| {
+            headers
+                .get_all(name)
+                .iter()
+                .map(move |v| (name.as_str(), v.as_bytes(), v.is_sensitive()))
+        });
+        let added = added.map(|n| ("content-length", &digits[..n], false));
+        self.packer
+            .raw_entries_of(Part::ResponseHeaders, kept.chain(added));
     }
 
     /// Packs the kept response headers that trailers carry (the first value of

@@ -420,10 +420,12 @@ pub(crate) use grpc::{GrpcMessageJson, GrpcMessageJsonFn, MessageCounter, GRPC_C
 pub(crate) use redact::{NameRules, Redaction};
 pub use redact::{DEFAULT_REDACTED_FIELD_PATTERNS, DEFAULT_REDACTED_HEADER_PATTERNS, REDACTED};
 pub(crate) use route_params::params_for;
-#[allow(unused_imports)]
+#[cfg(feature = "sqlite")]
+pub(crate) use timestamp::ceil_millis;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use timestamp::ceil_to_millis;
 pub(crate) use timestamp::{
-    ceil_millis, ceil_to_millis, format_timestamp, from_unix_millis, parse_timestamp,
-    truncate_to_millis, unix_millis,
+    format_timestamp, from_unix_millis, parse_timestamp, truncate_to_millis, unix_millis,
 };
 use wire::RenderBody;
 pub use wire::MAX_JSON_DEPTH;
