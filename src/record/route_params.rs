@@ -5,6 +5,8 @@
 //! (`/files/{name}.json`). Param values are percent-decoded. A gRPC call's
 //! params are its service and method, from the path.
 
+use std::ops::Range;
+
 /// The params of a request, given its route template.
 pub(crate) fn params_for(route: Option<&str>, path: &str, grpc: bool) -> Vec<(String, String)> {
     if grpc {
@@ -33,9 +35,43 @@ fn grpc_method(path: &str) -> Option<(&str, &str)> {
 /// /files/{*rest}              ~  /files/a/b%20c           =>  rest = a/b c
 /// ```
 pub(crate) fn match_template(template: &str, path: &str) -> Vec<(String, String)> {
+    param_ranges(template, path)
+        .into_iter()
+        .map(|(name, range)| (name.to_owned(), decode(&path[range])))
+        .collect()
+}
+
+/// The path with the raw value of every parameter whose name `is_secret`
+/// replaced by `replacement` (so that the parameters read from it show the
+/// replacement too). `None` when no such parameter matched.
+pub(crate) fn mask_params(
+    template: &str,
+    path: &str,
+    replacement: &str,
+    is_secret: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let mut out = String::new();
+    let mut copied = 0;
+    for (name, range) in param_ranges(template, path) {
+        if is_secret(name) && range.start >= copied {
+            out.push_str(&path[copied..range.start]);
+            out.push_str(replacement);
+            copied = range.end;
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&path[copied..]);
+    Some(out)
+}
+
+/// The name and the byte range in `path` of each parameter of `template`.
+fn param_ranges<'t>(template: &'t str, path: &str) -> Vec<(&'t str, Range<usize>)> {
     let mut params = Vec::new();
-    let mut path_segments = path.strip_prefix('/').unwrap_or(path).split('/');
-    let mut remaining = path.strip_prefix('/').unwrap_or(path);
+    let base = usize::from(path.starts_with('/'));
+    let mut at = base;
+    let mut path_segments = path[base..].split('/');
     for t in template.strip_prefix('/').unwrap_or(template).split('/') {
         // Wildcards take the rest of the path.
         let wildcard = t
@@ -44,26 +80,28 @@ pub(crate) fn match_template(template: &str, path: &str) -> Vec<(String, String)
             .or_else(|| t.strip_prefix('*'));
         if let Some(name) = wildcard {
             if !name.is_empty() {
-                params.push((name.to_owned(), decode(remaining)));
+                params.push((name, at.min(path.len())..path.len()));
             }
             return params;
         }
         let Some(seg) = path_segments.next() else {
             return params;
         };
-        remaining = remaining.get(seg.len() + 1..).unwrap_or("");
+        let seg_start = at;
+        at += seg.len() + 1;
         if let Some(name) = t.strip_prefix(':') {
-            params.push((name.to_owned(), decode(seg)));
+            params.push((name, seg_start..seg_start + seg.len()));
             continue;
         }
         if let (Some(open), Some(close)) = (t.find('{'), t.rfind('}')) {
             if open < close {
                 let (prefix, name, suffix) = (&t[..open], &t[open + 1..close], &t[close + 1..]);
-                if let Some(value) = seg
-                    .strip_prefix(prefix)
-                    .and_then(|s| s.strip_suffix(suffix))
+                if seg.len() >= prefix.len() + suffix.len()
+                    && seg.starts_with(prefix)
+                    && seg.ends_with(suffix)
                 {
-                    params.push((name.to_owned(), decode(value)));
+                    let start = seg_start + prefix.len();
+                    params.push((name, start..seg_start + seg.len() - suffix.len()));
                 }
             }
         }

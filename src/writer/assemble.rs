@@ -31,12 +31,17 @@ pub(crate) fn assemble(captured: Captured) -> UsageRecord {
         duration_us,
     } = captured;
     let created_at = truncate_to_millis(OffsetDateTime::from(created));
-    let path = packed.str(Part::Path).unwrap_or_default().to_owned();
+    let route = packed.str(Part::Route).map(str::to_owned);
+    let mut path = packed.str(Part::Path).unwrap_or_default().to_owned();
+    if !protocol.is_grpc() {
+        if let Some(masked) = redaction.path(&path, route.as_deref()) {
+            path = masked;
+        }
+    }
     let query = packed
         .str(Part::Query)
         .map(|q| redaction.query(q).into_owned())
         .unwrap_or_default();
-    let route = packed.str(Part::Route).map(str::to_owned);
     let request_headers = packed.headers(Part::RequestHeaders);
     let mut response_headers = packed.headers(Part::ResponseHeaders);
     for (name, value) in &packed.headers(Part::ResponseTrailers) {

@@ -13,29 +13,72 @@ const REDACTED_FORM: &[u8] = b"%5BREDACTED%5D";
 const REDACTED_PART: &[u8] = b"[REDACTED]";
 
 /// Masks the value of every `name=value` pair whose (percent-decoded) name
-/// `is_secret`. `None` when nothing was masked.
-pub(super) fn mask_urlencoded(input: &[u8], is_secret: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
+/// `is_secret`. In the other pairs, the decoded name and value each go through
+/// `net` (the key-value and URL net): a value that hides a secret of its own
+/// (`next=https://a/cb?token=...`, `user=u1;password=...`, a name that decodes
+/// to `password=...`) is stored masked, percent-encoded again. `None` when
+/// nothing was masked.
+pub(super) fn mask_urlencoded(
+    input: &[u8],
+    is_secret: impl Fn(&str) -> bool,
+    net: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut copied = 0;
     let mut start = 0;
+    let mut masked = false;
     while start <= input.len() {
         let end = memchr::memchr(b'&', &input[start..]).map_or(input.len(), |i| start + i);
         let pair = &input[start..end];
-        if let Some(eq) = memchr::memchr(b'=', pair) {
-            let name = decode_name(&pair[..eq]);
-            if is_secret(&name) {
-                out.extend_from_slice(&input[copied..start + eq + 1]);
-                out.extend_from_slice(REDACTED_FORM);
+        let eq = memchr::memchr(b'=', pair);
+        let raw_name = &pair[..eq.unwrap_or(pair.len())];
+        if eq.is_some() && is_secret(&decode_name(raw_name)) {
+            let eq = start + eq.unwrap_or_default();
+            out.extend_from_slice(&input[copied..eq + 1]);
+            out.extend_from_slice(REDACTED_FORM);
+            copied = end;
+            masked = true;
+        } else if !pair.is_empty() {
+            let name = net_decoded(raw_name, &net);
+            let value = eq.and_then(|eq| net_decoded(&pair[eq + 1..], &net));
+            if name.is_some() || value.is_some() {
+                out.extend_from_slice(&input[copied..start]);
+                out.extend_from_slice(name.as_deref().unwrap_or(raw_name));
+                if let Some(eq) = eq {
+                    out.push(b'=');
+                    out.extend_from_slice(value.as_deref().unwrap_or(&pair[eq + 1..]));
+                }
                 copied = end;
+                masked = true;
             }
         }
         start = end + 1;
     }
-    if copied == 0 {
+    if !masked {
         return None;
     }
     out.extend_from_slice(&input[copied..]);
     Some(out)
+}
+
+/// A form component decoded (`+` as a space, `%XX`), passed through `net`,
+/// and encoded again when the net masked something.
+fn net_decoded(raw: &[u8], net: impl Fn(&[u8]) -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+    let masked = if memchr::memchr2(b'%', b'+', raw).is_some() {
+        let spaced: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+        net(&decoded)?
+    } else {
+        net(raw)?
+    };
+    Some(
+        form_urlencoded::byte_serialize(&masked)
+            .collect::<String>()
+            .into_bytes(),
+    )
 }
 
 /// A form name, `+` as a space and `%XX` decoded; bytes that are not UTF-8
@@ -180,7 +223,7 @@ mod tests {
     }
 
     fn masked(input: &[u8]) -> Vec<u8> {
-        mask_urlencoded(input, secret).unwrap_or_else(|| input.to_vec())
+        mask_urlencoded(input, secret, |_| None).unwrap_or_else(|| input.to_vec())
     }
 
     #[test]
@@ -203,8 +246,8 @@ mod tests {
             b"user[password]=%5BREDACTED%5D&password[]=%5BREDACTED%5D"
         );
         // Nothing to mask: `None`, not a copy.
-        assert!(mask_urlencoded(b"a=1&b&=2&&", secret).is_none());
-        assert!(mask_urlencoded(b"", secret).is_none());
+        assert!(mask_urlencoded(b"a=1&b&=2&&", secret, |_| None).is_none());
+        assert!(mask_urlencoded(b"", secret, |_| None).is_none());
     }
 
     #[test]

@@ -5,10 +5,16 @@ use std::borrow::Cow;
 
 use super::REDACTED_JSON;
 
-/// Masks, at any depth, the value of every object member whose key `is_secret`.
-/// Returns `None` when nothing was masked. Tolerates invalid and truncated JSON:
-/// it never fails, and a value cut short by the end of input is masked to the end.
-pub(crate) fn mask_json(input: &[u8], is_secret: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
+/// Masks, at any depth, the value of every object member whose key `is_secret`,
+/// and replaces every other string value (with its quotes) by what
+/// `mask_string` gives for it, if anything. Returns `None` when nothing was
+/// masked. Tolerates invalid and truncated JSON: it never fails, and a value
+/// cut short by the end of input is masked to the end.
+pub(crate) fn mask_json(
+    input: &[u8],
+    is_secret: impl Fn(&str) -> bool,
+    mask_string: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
     let n = input.len();
     let mut out: Vec<u8> = Vec::new();
     let mut copied = 0;
@@ -63,6 +69,12 @@ pub(crate) fn mask_json(input: &[u8], is_secret: impl Fn(&str) -> bool) -> Optio
                         i = value_end;
                     }
                 } else {
+                    if let Some(replacement) = mask_string(&input[i..end]) {
+                        out.extend_from_slice(&input[copied..i]);
+                        out.extend_from_slice(&replacement);
+                        copied = end;
+                        masked = true;
+                    }
                     i = end;
                 }
             }
@@ -209,8 +221,30 @@ mod tests {
     }
 
     #[test]
-    fn does_not_touch_strings_with_escaped_quotes() {
-        let s = r#"{"a": "say \"password\": x", "b": 1}"#;
+    fn masks_secrets_written_as_text_inside_string_values() {
+        assert_eq!(
+            mask(r#"{"a": "say \"password\": x", "b": 1}"#),
+            r#"{"a": "say \"password\": [REDACTED]", "b": 1}"#
+        );
+        assert_eq!(
+            mask(r#"{"note": "password=hunter2 ok", "n": ["token: abc"]}"#),
+            r#"{"note": "password=[REDACTED] ok", "n": ["token: [REDACTED]"]}"#
+        );
+        assert_eq!(
+            mask(r#"{"cfg": "{\"password\":\"hunter2\"}"}"#),
+            r#"{"cfg": "{\"password\":\"[REDACTED]\"}"}"#
+        );
+        assert_eq!(
+            mask(r#"{"url": "https://u:hunter2@db.test/x"}"#),
+            r#"{"url": "https://[REDACTED]@db.test/x"}"#
+        );
+        // Cut inside the string by the capture limit.
+        assert_eq!(
+            mask(r#"{"note": "password=hunt"#),
+            r#"{"note": "password=[REDACTED]"#
+        );
+        // Text that only mentions a name is left.
+        let s = r#"{"note": "forgot my password?", "tip": "the token expired"}"#;
         assert_eq!(mask(s), s);
     }
 }

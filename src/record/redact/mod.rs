@@ -192,45 +192,34 @@ impl Redaction {
         for name in redacted {
             headers.insert(name, HeaderValue::from_static(REDACTED));
         }
-        // Secret parameters in URLs (query or fragment) and other `name=value`
-        // text in the values that stay.
+        // Secret parameters in URLs (query or fragment), URL user-info and
+        // other `name=value` text in the values that stay.
         for (_, value) in headers.iter_mut() {
-            // A key needs a `=` or `:` after it: most values have neither.
+            // A key needs a `=` or `:` after it, user-info an `@`, each maybe
+            // percent-encoded: most values have none of these.
             let bytes = value.as_bytes();
-            if memchr::memchr2(b'=', b':', bytes).is_none() {
+            if memchr::memchr3(b'=', b':', b'@', bytes).is_none()
+                && memchr::memchr(b'%', bytes).is_none()
+            {
                 continue;
             }
-            if self.holds_field_name(bytes) {
-                if let Some(masked) = text::mask_key_values(bytes, &self.needles, REDACTED_FORM) {
-                    *value = HeaderValue::from_bytes(&masked)
-                        .unwrap_or(HeaderValue::from_static(REDACTED));
-                }
-            }
-            // Names may be percent-encoded in a URL (`user%5Bpassword%5D=`):
-            // look again at the decoded text, and keep that, masked, if it
-            // holds a secret.
-            let bytes = value.as_bytes();
-            if memchr::memchr(b'%', bytes).is_some() {
-                let decoded: Vec<u8> = percent_encoding::percent_decode(bytes).collect();
-                if self.holds_field_name(&decoded) {
-                    if let Some(masked) =
-                        text::mask_key_values(&decoded, &self.needles, REDACTED.as_bytes())
-                    {
-                        *value = HeaderValue::from_bytes(&masked)
-                            .unwrap_or(HeaderValue::from_static(REDACTED));
-                    }
-                }
+            let masked = self.mask_text_decoding(bytes, REDACTED_FORM);
+            if let Some(masked) = masked {
+                *value =
+                    HeaderValue::from_bytes(&masked).unwrap_or(HeaderValue::from_static(REDACTED));
             }
         }
         headers
     }
 
-    /// A fast, conservative test for the JSON scan: whether any field name
-    /// occurs anywhere in the body (ASCII case-insensitively), or the body has
-    /// escapes, which could spell a name in another way. A false yes costs only
-    /// the exact scan.
+    /// A fast, conservative test for the scans: whether any field name
+    /// occurs anywhere in the body (ASCII case-insensitively), or a URL with
+    /// user-info, or the body has escapes (`\`, `%`), which could spell a
+    /// name in another way. A false yes costs only the exact scan.
     fn may_hold_field_key(&self, body: &[u8]) -> bool {
-        memchr::memchr(b'\\', body).is_some() || self.holds_field_name(body)
+        memchr::memchr2(b'\\', b'%', body).is_some()
+            || self.holds_field_name(body)
+            || text::has_userinfo(body)
     }
 
     /// Whether any field name or pattern occurs in `body`, ASCII
@@ -279,7 +268,7 @@ impl Redaction {
         if self.fields.is_empty() {
             return Cow::Borrowed(query);
         }
-        match form::mask_urlencoded(query.as_bytes(), |k| self.is_form_field(k)) {
+        match self.mask_form(query.as_bytes()) {
             None => Cow::Borrowed(query),
             // Only ASCII replaced ASCII: still UTF-8.
             Some(masked) => Cow::Owned(String::from_utf8_lossy(&masked).into_owned()),
@@ -313,13 +302,17 @@ impl Redaction {
             // No name of a rule anywhere (nor an escape that could spell one):
             // a form's names may be percent-encoded, so it is always read.
             if is_form {
-                form::mask_urlencoded(&body, |k| self.is_form_field(k))
+                self.mask_form(&body)
             } else {
                 None
             }
         } else if super::looks_like_json_container(&body) {
             // JSON first, whatever the label says (JSON sent as a form is common).
-            let fields = mask_json(&body, |key| self.is_field(key));
+            let fields = mask_json(
+                &body,
+                |key| self.is_field(key),
+                |s| self.mask_json_string(s),
+            );
             let parses =
                 serde_json::from_slice::<serde::de::IgnoredAny>(fields.as_deref().unwrap_or(&body))
                     .is_ok();
@@ -330,7 +323,7 @@ impl Redaction {
                     .or(fields)
             }
         } else if is_form {
-            form::mask_urlencoded(&body, |k| self.is_form_field(k))
+            self.mask_form(&body)
         } else if is_multipart {
             // The boundary the body uses, when the header's is missing or wrong.
             let boundary = form::boundary(content_type)
@@ -340,19 +333,133 @@ impl Redaction {
                 boundary.and_then(|b| form::mask_multipart(&body, b, |k| self.is_form_field(k)));
             self.mask_text(parts.as_deref().unwrap_or(&body)).or(parts)
         } else {
-            self.mask_text(&body)
+            self.mask_text_decoding(&body, REDACTED.as_bytes())
         };
         masked.map_or(body, Bytes::from)
     }
 
-    /// The key-value net over any text (see [`text::mask_key_values`]).
+    /// The net over any text: the value after every secret name that stands
+    /// as a key (see [`text::mask_key_values`]) and the user-info of every
+    /// URL (see [`text::mask_userinfo`]), each replaced by `[REDACTED]`.
+    /// `None` when nothing was masked.
     fn mask_text(&self, bytes: &[u8]) -> Option<Vec<u8>> {
-        if !self.holds_field_name(bytes) {
+        self.mask_text_with(bytes, REDACTED.as_bytes())
+    }
+
+    /// [`Self::mask_text`] with another replacement.
+    fn mask_text_with(&self, bytes: &[u8], replacement: &[u8]) -> Option<Vec<u8>> {
+        if self.fields.is_empty() {
             return None;
         }
-        text::mask_key_values(bytes, &self.needles, REDACTED.as_bytes())
+        let keys = if self.holds_field_name(bytes) {
+            text::mask_key_values(bytes, &self.needles, replacement)
+        } else {
+            None
+        };
+        text::mask_userinfo(keys.as_deref().unwrap_or(bytes), replacement).or(keys)
+    }
+
+    /// [`Self::mask_text_with`], then again on the text percent-decoded, up to
+    /// [`DECODE_LAYERS`] times while a `%` is left (a URL inside a parameter
+    /// of a URL, encoded once per level): the first layer that masks anything
+    /// is kept, masked, in its decoded form.
+    fn mask_text_decoding(&self, bytes: &[u8], replacement: &[u8]) -> Option<Vec<u8>> {
+        if let Some(masked) = self.mask_text_with(bytes, replacement) {
+            return Some(masked);
+        }
+        let mut current = Cow::Borrowed(bytes);
+        for _ in 0..DECODE_LAYERS {
+            memchr::memchr(b'%', &current)?;
+            let decoded: Vec<u8> = percent_encoding::percent_decode(&current).collect();
+            if decoded.len() == current.len() {
+                // Nothing decoded (a lone `%`): no deeper layer.
+                return None;
+            }
+            if let Some(masked) = self.mask_text(&decoded) {
+                return Some(masked);
+            }
+            current = Cow::Owned(decoded);
+        }
+        None
+    }
+
+    /// Form-encoded text (a query string, a form body): pairs with a secret
+    /// name masked, and the net over every other decoded name and value.
+    fn mask_form(&self, input: &[u8]) -> Option<Vec<u8>> {
+        form::mask_urlencoded(
+            input,
+            |k| self.is_form_field(k),
+            |t| self.mask_text_decoding(t, REDACTED.as_bytes()),
+        )
+    }
+
+    /// A JSON string value (`quoted`, with its quotes) that hides a secret as
+    /// text (`"password=..."`, `"Authorization: Bearer ..."`, a URL with
+    /// user-info, JSON inside a string), masked and quoted again. `None`
+    /// when nothing was masked.
+    fn mask_json_string(&self, quoted: &[u8]) -> Option<Vec<u8>> {
+        let inner = quoted.get(1..)?;
+        let inner = inner.strip_suffix(b"\"").unwrap_or(inner);
+        let has_escape = memchr::memchr2(b'\\', b'%', inner).is_some();
+        if !has_escape && !self.holds_field_name(inner) && !text::has_userinfo(inner) {
+            return None;
+        }
+        match serde_json::from_slice::<String>(quoted) {
+            Ok(decoded) => {
+                let masked = self.mask_text_decoding(decoded.as_bytes(), REDACTED.as_bytes())?;
+                serde_json::to_vec(&String::from_utf8_lossy(&masked)).ok()
+            }
+            // Cut by the capture limit (or invalid): masked as it came.
+            Err(_) => {
+                let masked = self.mask_text(inner)?;
+                let mut out = Vec::with_capacity(masked.len() + 2);
+                out.push(b'"');
+                out.extend_from_slice(&masked);
+                if quoted.len() > 1 && quoted.ends_with(b"\"") {
+                    out.push(b'"');
+                }
+                Some(out)
+            }
+        }
+    }
+
+    /// The path with secrets it carries masked: the raw value of every route
+    /// parameter whose name is a secret field (`/reset/{token}`), and the
+    /// net over the path's text (matrix parameters such as `;token=...`, in
+    /// raw and percent-decoded form). `None` when nothing was masked.
+    pub(crate) fn path(&self, path: &str, route: Option<&str>) -> Option<String> {
+        if self.fields.is_empty() {
+            return None;
+        }
+        let params = route.and_then(|route| {
+            super::route_params::mask_params(route, path, REDACTED, |name| self.is_field(name))
+        });
+        let current = params.as_deref().unwrap_or(path);
+        if let Some(raw) = self.mask_text(current.as_bytes()) {
+            return Some(String::from_utf8_lossy(&raw).into_owned());
+        }
+        match self.mask_text_decoding(current.as_bytes(), REDACTED.as_bytes()) {
+            // Found in the decoded text: encoded again, so that the path
+            // stays one path.
+            Some(decoded) => {
+                Some(percent_encoding::percent_encode(&decoded, PATH_ENCODE).collect())
+            }
+            None => params,
+        }
     }
 }
+
+/// How many times the net percent-decodes a text that still holds a `%`.
+const DECODE_LAYERS: usize = 3;
+
+/// What a masked path encodes again: controls, blanks, `%`, `?`, `#` and
+/// bytes that are not ASCII.
+const PATH_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'%')
+    .add(b'?')
+    .add(b'#')
+    .add(b'"');
 
 #[cfg(test)]
 mod tests {

@@ -29,15 +29,24 @@ pub(super) fn mask_key_values(
             }
         }
     }
-    if regions.is_empty() {
-        return None;
-    }
     regions.sort_unstable();
+    splice(input, regions, replacement)
+}
+
+/// `input` with each of the sorted `regions` replaced by `replacement` (a
+/// region that overlaps one already replaced is skipped). `None` when there
+/// are no regions.
+fn splice(
+    input: &[u8],
+    regions: impl IntoIterator<Item = (usize, usize)>,
+    replacement: &[u8],
+) -> Option<Vec<u8>> {
+    let mut regions = regions.into_iter().peekable();
+    regions.peek()?;
     let mut out = Vec::with_capacity(input.len());
     let mut copied = 0;
     for (start, end) in regions {
         if start < copied {
-            // Overlaps a region already masked.
             continue;
         }
         out.extend_from_slice(&input[copied..start]);
@@ -46,6 +55,42 @@ pub(super) fn mask_key_values(
     }
     out.extend_from_slice(&input[copied..]);
     Some(out)
+}
+
+/// Masks the user-info of every URL in `input` (`https://user:pass@host`
+/// becomes `https://[REDACTED]@host`): RFC 3986 (3.2.1) deprecates passwords
+/// there, but clients still send them, and a user name alone is often a token
+/// (`https://<token>@github.com`). `None` when no URL has user-info.
+pub(super) fn mask_userinfo(input: &[u8], replacement: &[u8]) -> Option<Vec<u8>> {
+    splice(input, userinfo_regions(input), replacement)
+}
+
+/// Whether `input` holds a URL with user-info (see [`mask_userinfo`]).
+pub(super) fn has_userinfo(input: &[u8]) -> bool {
+    userinfo_regions(input).next().is_some()
+}
+
+/// The user-info of each `scheme://userinfo@host`: from after `://` to the
+/// last `@` of the authority, which ends at a `/`, `?`, `#`, a quote, a
+/// backslash, an angle bracket, `&` or a blank.
+fn userinfo_regions(input: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    memmem::find_iter(input, b"://").filter_map(move |at| {
+        let start = at + 3;
+        let authority_len = input[start..]
+            .iter()
+            .position(|&b| {
+                matches!(
+                    b,
+                    b'/' | b'?' | b'#' | b'"' | b'\'' | b'\\' | b'<' | b'>' | b'&'
+                ) || b.is_ascii_whitespace()
+            })
+            .unwrap_or(input.len() - start);
+        let userinfo_len = memchr::memrchr(b'@', &input[start..start + authority_len])?;
+        // `[REDACTED]@` already: a second pass leaves it.
+        let userinfo = &input[start..start + userinfo_len];
+        (userinfo_len > 0 && userinfo != b"[REDACTED]" && userinfo != b"%5BREDACTED%5D")
+            .then_some((start, start + userinfo_len))
+    })
 }
 
 fn is_name_byte(b: u8) -> bool {
