@@ -114,6 +114,9 @@ mod captured;
 mod codec;
 pub mod endpoint;
 mod error;
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hooks;
 mod marker;
 pub mod middleware;

@@ -280,7 +280,7 @@ async fn secrets_written_as_text_inside_bodies_are_masked() {
         (
             "application/x-www-form-urlencoded",
             format!("user=u1;password={s}"),
-            json!("user=u1%3Bpassword%3D%5BREDACTED%5D"),
+            json!("user=u1;password=%5BREDACTED%5D"),
         ),
         (
             "application/x-www-form-urlencoded",

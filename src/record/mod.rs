@@ -415,6 +415,8 @@ mod route_params;
 mod timestamp;
 mod wire;
 
+#[cfg(any(fuzzing, test))]
+pub(crate) use grpc::messages as grpc_messages;
 pub use grpc::{GrpcDirection, GrpcMessage};
 pub(crate) use grpc::{GrpcMessageJson, GrpcMessageJsonFn, MessageCounter, GRPC_CANCELLED};
 pub(crate) use redact::{NameRules, Redaction};

@@ -21,7 +21,7 @@ const REDACTED_PART: &[u8] = b"[REDACTED]";
 pub(super) fn mask_urlencoded(
     input: &[u8],
     is_secret: impl Fn(&str) -> bool,
-    net: impl Fn(&[u8]) -> Option<Vec<u8>>,
+    nets: &Nets<impl NetFn, impl NetFn>,
 ) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut copied = 0;
@@ -33,14 +33,17 @@ pub(super) fn mask_urlencoded(
         let eq = memchr::memchr(b'=', pair);
         let raw_name = &pair[..eq.unwrap_or(pair.len())];
         if eq.is_some() && is_secret(&decode_name(raw_name)) {
-            let eq = start + eq.unwrap_or_default();
-            out.extend_from_slice(&input[copied..eq + 1]);
+            // The name may hold a secret of its own (`Authorization: Bearer x=`).
+            let name = net_decoded(raw_name, nets);
+            out.extend_from_slice(&input[copied..start]);
+            out.extend_from_slice(name.as_deref().unwrap_or(raw_name));
+            out.push(b'=');
             out.extend_from_slice(REDACTED_FORM);
             copied = end;
             masked = true;
         } else if !pair.is_empty() {
-            let name = net_decoded(raw_name, &net);
-            let value = eq.and_then(|eq| net_decoded(&pair[eq + 1..], &net));
+            let name = net_decoded(raw_name, nets);
+            let value = eq.and_then(|eq| net_decoded(&pair[eq + 1..], nets));
             if name.is_some() || value.is_some() {
                 out.extend_from_slice(&input[copied..start]);
                 out.extend_from_slice(name.as_deref().unwrap_or(raw_name));
@@ -61,24 +64,39 @@ pub(super) fn mask_urlencoded(
     Some(out)
 }
 
-/// A form component decoded (`+` as a space, `%XX`), passed through `net`,
-/// and encoded again when the net masked something.
-fn net_decoded(raw: &[u8], net: impl Fn(&[u8]) -> Option<Vec<u8>>) -> Option<Vec<u8>> {
-    let masked = if memchr::memchr2(b'%', b'+', raw).is_some() {
+/// A form component decoded (`+` as a space, `%XX`), passed through
+/// `nets.decoded` and encoded again when that masked something; else passed
+/// through `nets.raw` as it came (decoding can also hide a name:
+/// `%aAuthorization` decodes to a byte and `uthorization`).
+fn net_decoded(raw: &[u8], nets: &Nets<impl NetFn, impl NetFn>) -> Option<Vec<u8>> {
+    if memchr::memchr2(b'%', b'+', raw).is_some() {
         let spaced: Vec<u8> = raw
             .iter()
             .map(|&b| if b == b'+' { b' ' } else { b })
             .collect();
         let decoded: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
-        net(&decoded)?
-    } else {
-        net(raw)?
-    };
-    Some(
-        form_urlencoded::byte_serialize(&masked)
-            .collect::<String>()
-            .into_bytes(),
-    )
+        if let Some(masked) = (nets.decoded)(&decoded) {
+            return Some(
+                form_urlencoded::byte_serialize(&masked)
+                    .collect::<String>()
+                    .into_bytes(),
+            );
+        }
+    }
+    (nets.raw)(raw)
+}
+
+/// A text net: the masked text, or `None` when nothing was masked.
+pub(super) trait NetFn: Fn(&[u8]) -> Option<Vec<u8>> {}
+impl<F: Fn(&[u8]) -> Option<Vec<u8>>> NetFn for F {}
+
+/// The nets [`mask_urlencoded`] runs over names and values that are not
+/// secret by name: `decoded` over the decoded text (it may decode further and
+/// give decoded text back), `raw` over the text as it came (its output stays
+/// as it came, replacement aside).
+pub(super) struct Nets<D, R> {
+    pub(super) decoded: D,
+    pub(super) raw: R,
 }
 
 /// A form name, `+` as a space and `%XX` decoded; bytes that are not UTF-8
@@ -104,22 +122,54 @@ pub(super) fn boundary(content_type: &str) -> Option<&str> {
     })
 }
 
-/// The boundary a multipart body uses: its first line, when it starts with
-/// `--`.
-pub(super) fn boundary_in_body(body: &[u8]) -> Option<&str> {
-    let start = memmem::find(body, b"--")?;
-    // Only blank lines may come before the first delimiter.
-    if !body[..start].iter().all(u8::is_ascii_whitespace) {
+/// The boundaries a multipart body may use: its first line, when it starts
+/// with `--`, and the `--` line just before its first `Content-Disposition`
+/// line (a part behind a prefix, or in a body labelled as something else).
+/// Each at most once.
+pub(super) fn boundaries_in_body(body: &[u8]) -> Vec<&str> {
+    let first = memmem::find(body, b"--")
+        // Only blank lines may come before the first delimiter.
+        .filter(|&start| body[..start].iter().all(u8::is_ascii_whitespace));
+    let mut found: Vec<&str> = Vec::new();
+    for line_at in [first, delimiter_before_disposition(body)]
+        .into_iter()
+        .flatten()
+    {
+        let line = &body[line_at + 2..];
+        let end = line
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .unwrap_or(line.len());
+        let boundary = std::str::from_utf8(&line[..end])
+            .ok()
+            .filter(|b| !b.is_empty() && b.len() <= 200);
+        if let Some(boundary) = boundary {
+            if !found.contains(&boundary) {
+                found.push(boundary);
+            }
+        }
+    }
+    found
+}
+
+/// Where the line before the first `Content-Disposition:` line starts, if it
+/// is a `--` delimiter line.
+fn delimiter_before_disposition(body: &[u8]) -> Option<usize> {
+    const NAME: &[u8] = b"content-disposition:";
+    let at = memchr::memchr2_iter(b'c', b'C', body).find(|&i| {
+        body.get(i..i + NAME.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(NAME))
+    })?;
+    // Back over the line break that ends the delimiter line.
+    let mut end = at;
+    while end > 0 && matches!(body[end - 1], b'\r' | b'\n') {
+        end -= 1;
+    }
+    if end == at {
         return None;
     }
-    let line = &body[start + 2..];
-    let end = line
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .unwrap_or(line.len());
-    std::str::from_utf8(&line[..end])
-        .ok()
-        .filter(|b| !b.is_empty() && b.len() <= 200)
+    let start = memchr::memrchr(b'\n', &body[..end]).map_or(0, |i| i + 1);
+    body[start..end].starts_with(b"--").then_some(start)
 }
 
 /// Masks the content of every part whose `Content-Disposition` name
@@ -218,12 +268,23 @@ fn part_names(headers: &[u8]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn no_net(_: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    type NoNet = fn(&[u8]) -> Option<Vec<u8>>;
+
+    const NO_NETS: Nets<NoNet, NoNet> = Nets {
+        decoded: no_net,
+        raw: no_net,
+    };
+
     fn secret(name: &str) -> bool {
         name.contains("password")
     }
 
     fn masked(input: &[u8]) -> Vec<u8> {
-        mask_urlencoded(input, secret, |_| None).unwrap_or_else(|| input.to_vec())
+        mask_urlencoded(input, secret, &NO_NETS).unwrap_or_else(|| input.to_vec())
     }
 
     #[test]
@@ -246,8 +307,8 @@ mod tests {
             b"user[password]=%5BREDACTED%5D&password[]=%5BREDACTED%5D"
         );
         // Nothing to mask: `None`, not a copy.
-        assert!(mask_urlencoded(b"a=1&b&=2&&", secret, |_| None).is_none());
-        assert!(mask_urlencoded(b"", secret, |_| None).is_none());
+        assert!(mask_urlencoded(b"a=1&b&=2&&", secret, &NO_NETS).is_none());
+        assert!(mask_urlencoded(b"", secret, &NO_NETS).is_none());
     }
 
     #[test]

@@ -298,44 +298,87 @@ impl Redaction {
             .get(..10)
             .is_some_and(|p| p.eq_ignore_ascii_case("multipart/"));
         let is_form = mime.eq_ignore_ascii_case("application/x-www-form-urlencoded");
-        let masked = if !self.may_hold_field_key(&body) {
+        // Parts first, on the bytes as they came: the other nets' masking
+        // could hide the parts' framing.
+        let (parts, has_parts) = self.mask_parts(&body, content_type, is_multipart);
+        let current = parts.as_deref().unwrap_or(&body);
+        let masked = if !self.may_hold_field_key(current) {
             // No name of a rule anywhere (nor an escape that could spell one):
             // a form's names may be percent-encoded, so it is always read.
             if is_form {
-                self.mask_form(&body)
+                self.mask_form(current)
             } else {
                 None
             }
-        } else if super::looks_like_json_container(&body) {
+        } else if super::looks_like_json_container(current) {
             // JSON first, whatever the label says (JSON sent as a form is common).
             let fields = mask_json(
-                &body,
+                current,
                 |key| self.is_field(key),
                 |s| self.mask_json_string(s),
             );
-            let parses =
-                serde_json::from_slice::<serde::de::IgnoredAny>(fields.as_deref().unwrap_or(&body))
-                    .is_ok();
+            let parses = serde_json::from_slice::<serde::de::IgnoredAny>(
+                fields.as_deref().unwrap_or(current),
+            )
+            .is_ok();
             if parses {
                 fields
             } else {
-                self.mask_text(fields.as_deref().unwrap_or(&body))
-                    .or(fields)
+                // Cut, or not JSON after all: every net as for text.
+                let current = fields.as_deref().unwrap_or(current);
+                self.mask_not_json(current, false, has_parts).or(fields)
             }
-        } else if is_form {
-            self.mask_form(&body)
-        } else if is_multipart {
-            // The boundary the body uses, when the header's is missing or wrong.
-            let boundary = form::boundary(content_type)
-                .filter(|b| memchr::memmem::find(&body, b.as_bytes()).is_some())
-                .or_else(|| form::boundary_in_body(&body));
-            let parts =
-                boundary.and_then(|b| form::mask_multipart(&body, b, |k| self.is_form_field(k)));
-            self.mask_text(parts.as_deref().unwrap_or(&body)).or(parts)
         } else {
-            self.mask_text_decoding(&body, REDACTED.as_bytes())
+            self.mask_not_json(current, is_form, has_parts)
         };
+        let masked = masked.or(parts);
         masked.map_or(body, Bytes::from)
+    }
+
+    /// Multipart parts whose name is secret, masked: by the content type's
+    /// boundary if the body uses it, and by the boundaries the body shows
+    /// (the header's may be missing or wrong, or the body labelled as
+    /// something else). Also whether the body has parts at all.
+    fn mask_parts(
+        &self,
+        body: &[u8],
+        content_type: &str,
+        is_multipart: bool,
+    ) -> (Option<Vec<u8>>, bool) {
+        let mut boundaries: Vec<&str> = is_multipart
+            .then(|| form::boundary(content_type))
+            .flatten()
+            .filter(|b| memchr::memmem::find(body, b.as_bytes()).is_some())
+            .into_iter()
+            .collect();
+        for b in form::boundaries_in_body(body) {
+            if !boundaries.contains(&b) {
+                boundaries.push(b);
+            }
+        }
+        let mut out: Option<Vec<u8>> = None;
+        for boundary in &boundaries {
+            let current = out.as_deref().unwrap_or(body);
+            if let Some(parts) = form::mask_multipart(current, boundary, |k| self.is_form_field(k))
+            {
+                out = Some(parts);
+            }
+        }
+        (out, !boundaries.is_empty())
+    }
+
+    /// A body that is not JSON: a form's pairs (by content type), and the
+    /// text net over the rest, except over a form without parts (its names
+    /// and values were netted one by one).
+    fn mask_not_json(&self, body: &[u8], is_form: bool, has_parts: bool) -> Option<Vec<u8>> {
+        let mut out = if is_form { self.mask_form(body) } else { None };
+        if !is_form || has_parts {
+            let current = out.as_deref().unwrap_or(body);
+            if let Some(text) = self.mask_text_decoding(current, REDACTED.as_bytes()) {
+                out = Some(text);
+            }
+        }
+        out
     }
 
     /// The net over any text: the value after every secret name that stands
@@ -386,11 +429,11 @@ impl Redaction {
     /// Form-encoded text (a query string, a form body): pairs with a secret
     /// name masked, and the net over every other decoded name and value.
     fn mask_form(&self, input: &[u8]) -> Option<Vec<u8>> {
-        form::mask_urlencoded(
-            input,
-            |k| self.is_form_field(k),
-            |t| self.mask_text_decoding(t, REDACTED.as_bytes()),
-        )
+        let nets = form::Nets {
+            decoded: |t: &[u8]| self.mask_text_decoding(t, REDACTED.as_bytes()),
+            raw: |t: &[u8]| self.mask_text_with(t, REDACTED_FORM),
+        };
+        form::mask_urlencoded(input, |k| self.is_form_field(k), &nets)
     }
 
     /// A JSON string value (`quoted`, with its quotes) that hides a secret as
