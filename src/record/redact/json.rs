@@ -108,8 +108,10 @@ fn string_end(input: &[u8], start: usize) -> usize {
     input.len()
 }
 
-/// The index just past the value starting at `start`, or the end of input.
-fn value_end(input: &[u8], start: usize) -> usize {
+/// The index just past the JSON value starting at `start`, or the end of
+/// input: a string to its closing quote, an object or array to its matching
+/// bracket (strings inside skipped), anything else to a `,`, `}`, `]` or blank.
+pub(super) fn value_end(input: &[u8], start: usize) -> usize {
     match input[start] {
         b'"' => string_end(input, start),
         b'{' | b'[' => {

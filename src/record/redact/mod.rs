@@ -324,9 +324,21 @@ impl Redaction {
             if parses {
                 fields
             } else {
-                // Cut, or not JSON after all: every net as for text.
+                // Cut, or not JSON after all: the text nets first, on the
+                // bytes as they came (the JSON scan may mask a string that a
+                // text key stands in), then the JSON scan, then the text nets
+                // over what that left.
+                let text = self.mask_not_json(current, false, has_parts);
+                let current = text.as_deref().unwrap_or(current);
+                let fields = mask_json(
+                    current,
+                    |key| self.is_field(key),
+                    |s| self.mask_json_string(s),
+                );
                 let current = fields.as_deref().unwrap_or(current);
-                self.mask_not_json(current, false, has_parts).or(fields)
+                self.mask_not_json(current, false, has_parts)
+                    .or(fields)
+                    .or(text)
             }
         } else {
             self.mask_not_json(current, is_form, has_parts)

@@ -154,6 +154,11 @@ fn value_after_key(input: &[u8], at: usize, len: usize) -> Option<(usize, usize)
         // An escaped quote opens the value: it runs to the next escaped one.
         j += 1;
     }
+    if matches!(input[j], b'{' | b'[') {
+        // An object or list (JSON, YAML flow, a JavaScript literal): masked
+        // whole, to its matching bracket or to the end.
+        return Some((j, super::json::value_end(input, j)));
+    }
     if matches!(input[j], b'"' | b'\'') {
         let quote = input[j];
         let mut k = j + 1;
@@ -258,6 +263,10 @@ mod tests {
         );
         assert_eq!(mask(":password => \"S3KRIT\""), ":password => \"[R]\"");
         assert_eq!(mask("password:\nS3KRIT"), "password:\n[R]");
+        // Objects and lists, to their matching bracket, or to the end when cut.
+        assert_eq!(mask("token: {a: 1, b: \"x}\"} ok"), "token: [R] ok");
+        assert_eq!(mask("password=[1, [2]], n=3"), "password=[R], n=3");
+        assert_eq!(mask("\"token\": {\"nested\": \"cu"), "\"token\": [R]");
     }
 
     #[test]
