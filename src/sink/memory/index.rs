@@ -38,6 +38,13 @@ pub(super) struct State {
     /// The keys of each consumer's records, sorted; an entry goes when its last
     /// record is evicted.
     pub(super) consumers: HashMap<String, VecDeque<Key>>,
+    /// The bytes of each consumer's records, as `bytes` counts them.
+    pub(super) consumer_bytes: HashMap<String, usize>,
+    /// The bytes of the records without a consumer.
+    pub(super) anonymous_bytes: usize,
+    /// Consumers seen over their fair share (a few at most: a share is a
+    /// quarter); some may have dropped under it since.
+    pub(super) over_share: Vec<Option<String>>,
     /// The stored ids, so a retried batch is not stored twice.
     pub(super) ids: HashSet<Id>,
     pub(super) evicted: u64,
@@ -53,10 +60,11 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn insert(&mut self, record: &UsageRecord) {
+    /// Stores `record`; `false` when its id was stored already.
+    pub(super) fn insert(&mut self, record: &UsageRecord) -> bool {
         let id = Id::new(&record.id);
         if !self.ids.insert(id.clone()) {
-            return;
+            return false;
         }
         let key: Key = (unix_millis(record.created_at), id);
         let blob = if self.spare.capacity() == 0 {
@@ -76,7 +84,17 @@ impl State {
             }
             blob
         };
-        self.bytes += blob.capacity() + RECORD_OVERHEAD;
+        let cost = blob.capacity() + RECORD_OVERHEAD;
+        self.bytes += cost;
+        match &record.consumer {
+            None => self.anonymous_bytes += cost,
+            Some(c) => match self.consumer_bytes.get_mut(c.as_str()) {
+                Some(bytes) => *bytes += cost,
+                None => {
+                    self.consumer_bytes.insert(c.clone(), cost);
+                }
+            },
+        }
         let entry = Entry {
             created_at: record.created_at,
             status: record.status,
@@ -92,17 +110,91 @@ impl State {
         };
         insert_sorted(keys, key.clone(), |key| key);
         insert_sorted(&mut self.all, (key, entry), |(key, _)| key);
+        true
     }
 
+    /// How many records and bytes `consumer` (`None`: the anonymous one) holds.
+    pub(super) fn share_of(&self, consumer: Option<&str>) -> (usize, usize) {
+        match consumer {
+            None => (self.anonymous.len(), self.anonymous_bytes),
+            Some(c) => (
+                self.consumers.get(c).map_or(0, VecDeque::len),
+                self.consumer_bytes.get(c).copied().unwrap_or(0),
+            ),
+        }
+    }
+
+    /// Notes that `consumer` is over its share.
+    pub(super) fn note_over_share(&mut self, consumer: Option<&str>) {
+        if !self.over_share.iter().any(|c| c.as_deref() == consumer) {
+            self.over_share.push(consumer.map(str::to_owned));
+        }
+    }
+
+    /// A consumer still over its share (`over` says, given its records and
+    /// bytes), if any; those no longer over it are forgotten.
+    pub(super) fn over_share_consumer(
+        &mut self,
+        over: impl Fn(usize, usize) -> bool,
+    ) -> Option<Option<String>> {
+        while let Some(last) = self.over_share.last() {
+            let (records, bytes) = self.share_of(last.as_deref());
+            if over(records, bytes) {
+                return Some(last.clone());
+            }
+            self.over_share.pop();
+        }
+        None
+    }
+
+    /// Evicts the oldest record of all.
     pub(super) fn evict_oldest(&mut self) {
-        let Some((key, entry)) = self.all.pop_front() else {
+        if !self.all.is_empty() {
+            self.evict_at(0);
+        }
+    }
+
+    /// Evicts the oldest record of `consumer` (`None`: the anonymous one).
+    pub(super) fn evict_oldest_of(&mut self, consumer: Option<&str>) {
+        let keys = match consumer {
+            None => &self.anonymous,
+            Some(c) => match self.consumers.get(c) {
+                Some(keys) => keys,
+                None => return,
+            },
+        };
+        let Some(key) = keys.front() else {
+            return;
+        };
+        if let Ok(at) = self.all.binary_search_by(|(k, _)| k.cmp(key)) {
+            self.evict_at(at);
+        }
+    }
+
+    /// Evicts the record at `at` in `all` (the front is the cheapest: a pop).
+    fn evict_at(&mut self, at: usize) {
+        let removed = if at == 0 {
+            self.all.pop_front()
+        } else {
+            self.all.remove(at)
+        };
+        let Some((key, entry)) = removed else {
             return;
         };
         self.ids.remove(&key.1);
+        let cost = entry.blob.capacity() + RECORD_OVERHEAD;
         let consumer = Head::of(&entry.blob).consumer;
         let keys = match consumer {
-            None => Some(&mut self.anonymous),
-            Some(c) => self.consumers.get_mut(c),
+            None => {
+                self.anonymous_bytes = self.anonymous_bytes.saturating_sub(cost);
+                Some(&mut self.anonymous)
+            }
+            Some(c) => {
+                if let Some(bytes) = self.consumer_bytes.get_mut(c) {
+                    *bytes = bytes.saturating_sub(cost);
+                }
+                self.consumers.get_mut(c)
+            }
         };
         if let Some(keys) = keys {
             // The oldest record of all is the oldest of its consumer.
@@ -113,11 +205,10 @@ impl State {
             }
             if let (Some(c), true) = (consumer, keys.is_empty()) {
                 self.consumers.remove(c);
+                self.consumer_bytes.remove(c);
             }
         }
-        self.bytes = self
-            .bytes
-            .saturating_sub(entry.blob.capacity() + RECORD_OVERHEAD);
+        self.bytes = self.bytes.saturating_sub(cost);
         self.spare = entry.blob;
         self.evicted += 1;
     }

@@ -1,6 +1,7 @@
 //! [`MemorySink`]: a bounded in-memory sink.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
@@ -21,6 +22,11 @@ pub const DEFAULT_CAPACITY: usize = 10_000;
 /// binds first; with large bodies or headers, this does.
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
+/// What part of a [`MemorySink`] one consumer may hold once it is full: one
+/// `CONSUMER_SHARE`th of its records and of its bytes (a quarter). The
+/// anonymous consumer (requests without an identity) is one consumer.
+pub const CONSUMER_SHARE: usize = 4;
+
 /// A bounded, in-process [`UsageSink`]: the newest records, in memory.
 ///
 /// It keeps at most [`capacity`](Self::capacity) records, and at most
@@ -29,6 +35,20 @@ pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// either bound, the oldest records by `(created_at, id)` are evicted and
 /// counted in [`evicted`](Self::evicted). Nothing survives a restart: use it for
 /// development, tests, or a "last N requests" view.
+///
+/// # Fair share
+///
+/// Once the sink is full, a consumer whose new record finds it holding more
+/// than its share ([`consumer_share`](Self::consumer_share) records, a quarter
+/// of the capacity, or [`consumer_byte_share`](Self::consumer_byte_share)
+/// bytes) makes room by evicting its *own* oldest record, not the oldest of
+/// all. So one client flooding the sink (the anonymous consumer included) can
+/// take its share and the room the others leave free, but cannot push out the
+/// others' history. Until the sink is full, any consumer may use all of it. A
+/// client that mints a new identity per request (a fresh bearer token each
+/// time, when tokens are not checked before the layer) is many consumers:
+/// identify consumers by an authenticated account
+/// ([`IdentifyConsumer`](crate::IdentifyConsumer)) where that matters.
 ///
 /// Cloning is cheap and every clone shares the same records, so one sink can be
 /// handed both to the layer that writes and to the `/usage` service that reads.
@@ -99,6 +119,8 @@ pub struct MemorySink {
 struct Shared {
     capacity: usize,
     max_bytes: usize,
+    /// Whether a full sink evicts by fair share first (see the type's docs).
+    fair_share: AtomicBool,
     state: RwLock<State>,
 }
 
@@ -131,9 +153,28 @@ impl MemorySink {
             shared: Arc::new(Shared {
                 capacity: capacity.max(1),
                 max_bytes,
+                fair_share: AtomicBool::new(true),
                 state: RwLock::new(State::default()),
             }),
         }
+    }
+
+    /// Whether a full sink makes room by fair share first (on by default; see
+    /// [Fair share](Self#fair-share)). Off, it evicts the oldest records of
+    /// all, whoever they belong to. Applies to every clone of this sink.
+    ///
+    /// ```
+    /// let sink = tower_usage::MemorySink::new().fair_share(false);
+    /// assert!(!sink.is_fair_share());
+    /// ```
+    pub fn fair_share(self, on: bool) -> Self {
+        self.shared.fair_share.store(on, Ordering::Relaxed);
+        self
+    }
+
+    /// Whether a full sink makes room by fair share first.
+    pub fn is_fair_share(&self) -> bool {
+        self.shared.fair_share.load(Ordering::Relaxed)
     }
 
     /// The most bytes of records this sink keeps. Default: 64 MiB
@@ -185,13 +226,47 @@ impl MemorySink {
 
     fn insert_batch(&self, batch: &[UsageRecord]) {
         let (capacity, max_bytes) = (self.shared.capacity, self.shared.max_bytes);
+        let (share, byte_share) = (self.consumer_share(), self.consumer_byte_share());
         let mut state = self.write();
+        let fair = self.is_fair_share();
+        let over = |records: usize, bytes: usize| {
+            fair && (records > share || (bytes > byte_share && records > 1))
+        };
         for record in batch {
-            state.insert(record);
+            if !state.insert(record) {
+                continue;
+            }
+            let consumer = record.consumer.as_deref();
+            let (records, bytes) = state.share_of(consumer);
+            if over(records, bytes) {
+                state.note_over_share(consumer);
+            }
             while state.all.len() > capacity || (state.bytes > max_bytes && state.all.len() > 1) {
-                state.evict_oldest();
+                // Full: a consumer over its fair share gives up its own oldest
+                // record (the one that just stored a record first), so that a
+                // flood from one client cannot evict the history of the others.
+                let (records, bytes) = state.share_of(consumer);
+                if over(records, bytes) {
+                    state.evict_oldest_of(consumer);
+                } else if let Some(other) = state.over_share_consumer(over) {
+                    state.evict_oldest_of(other.as_deref());
+                } else {
+                    state.evict_oldest();
+                }
             }
         }
+    }
+
+    /// How many records one consumer may hold once the sink is full: a
+    /// [`CONSUMER_SHARE`] of the capacity (at least one).
+    pub fn consumer_share(&self) -> usize {
+        (self.shared.capacity / CONSUMER_SHARE).max(1)
+    }
+
+    /// How many bytes of records one consumer may hold once the sink is full:
+    /// a [`CONSUMER_SHARE`] of [`max_bytes`](Self::max_bytes).
+    pub fn consumer_byte_share(&self) -> usize {
+        self.shared.max_bytes / CONSUMER_SHARE
     }
 }
 

@@ -45,7 +45,7 @@ async fn any_arrival_order_keeps_the_newest_sorted() {
     for seed in 0..20 {
         let mut rng = fastrand::Rng::with_seed(seed);
         let capacity = rng.usize(1..40);
-        let sink = MemorySink::with_capacity(capacity);
+        let sink = MemorySink::with_capacity(capacity).fair_share(false);
         let consumers = [None, Some("a"), Some("b")];
         let mut all: Vec<UsageRecord> = (0..rng.i64(1..120))
             .map(|i| rec(i / 3, consumers[rng.usize(..3)]))
@@ -409,4 +409,117 @@ async fn the_byte_budget_evicts_the_oldest_and_keeps_the_newest() {
     let kept = tiny.query(&UsageQuery::default()).await.unwrap().records;
     assert_eq!(kept[0].path, "/items/1");
     assert_eq!(MemorySink::new().max_bytes(), DEFAULT_MAX_BYTES);
+}
+
+/// One client flooding a full sink (the anonymous one, or one consumer)
+/// evicts only its own records: the others keep their whole history.
+#[tokio::test]
+async fn a_flood_from_one_consumer_keeps_the_others_history() {
+    for flooder in [None, Some("flood")] {
+        let sink = MemorySink::with_capacity(100);
+        let mut ms = 0;
+        let mut next = |consumer: Option<&str>| {
+            ms += 1;
+            rec(ms, consumer)
+        };
+        let mut others = Vec::new();
+        for _ in 0..20 {
+            others.push(next(Some("alice")));
+            others.push(next(Some("bob")));
+        }
+        sink.record(&others).await.unwrap();
+        let flood: Vec<UsageRecord> = (0..1_000).map(|_| next(flooder)).collect();
+        for batch in flood.chunks(37) {
+            sink.record(batch).await.unwrap();
+        }
+        assert_eq!(sink.len(), 100);
+        for who in ["alice", "bob"] {
+            let q = UsageQuery {
+                consumer: ConsumerScope::Consumer(who.into()),
+                ..UsageQuery::default()
+            };
+            assert_eq!(
+                all_pages(&sink, q).await.len(),
+                20,
+                "{who} after {flooder:?}"
+            );
+        }
+        // The flooder holds the rest: its newest records.
+        let scope = match flooder {
+            None => ConsumerScope::Anonymous,
+            Some(c) => ConsumerScope::Consumer(c.into()),
+        };
+        let q = UsageQuery {
+            consumer: scope,
+            ..UsageQuery::default()
+        };
+        let kept: Vec<String> = all_pages(&sink, q)
+            .await
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let newest: Vec<String> = flood[flood.len() - 60..]
+            .iter()
+            .map(|r| r.id.clone())
+            .collect();
+        assert_eq!(kept, newest);
+
+        // Without fair share, the flood evicts everyone.
+        let sink = MemorySink::with_capacity(100).fair_share(false);
+        sink.record(&others).await.unwrap();
+        sink.record(&flood).await.unwrap();
+        let q = UsageQuery {
+            consumer: ConsumerScope::Consumer("alice".into()),
+            ..UsageQuery::default()
+        };
+        assert!(all_pages(&sink, q).await.is_empty());
+    }
+}
+
+/// A flood that fills the sink before the others arrive gives its room back
+/// to them as they record, down to its share; by bytes as well as by count.
+#[tokio::test]
+async fn a_flooder_gives_room_back_down_to_its_share() {
+    let sink = MemorySink::with_capacity(100);
+    let mut ms = 0;
+    for _ in 0..100 {
+        ms += 1;
+        sink.record(&[rec(ms, None)]).await.unwrap();
+    }
+    for i in 0..200 {
+        ms += 1;
+        let who = ["alice", "bob", "carol"][i % 3];
+        sink.record(&[rec(ms, Some(who))]).await.unwrap();
+        // And the flood goes on.
+        ms += 1;
+        sink.record(&[rec(ms, None)]).await.unwrap();
+    }
+    let anonymous = UsageQuery {
+        consumer: ConsumerScope::Anonymous,
+        ..UsageQuery::default()
+    };
+    assert_eq!(
+        all_pages(&sink, anonymous).await.len(),
+        sink.consumer_share()
+    );
+    assert_eq!(sink.len(), 100);
+
+    // By bytes: big anonymous records cannot take more than their byte share.
+    let big = |ms: i64, consumer: Option<&str>| {
+        let mut r = rec(ms, consumer);
+        r.response.bytes = bytes::Bytes::from(vec![b'x'; 10_000]);
+        r
+    };
+    let sink = MemorySink::with_limits(10_000, 400_000);
+    let alice: Vec<UsageRecord> = (0..20).map(|i| big(i, Some("alice"))).collect();
+    sink.record(&alice).await.unwrap();
+    for i in 0..500 {
+        sink.record(&[big(100 + i, None)]).await.unwrap();
+    }
+    assert!(sink.bytes() <= sink.max_bytes());
+    let q = UsageQuery {
+        consumer: ConsumerScope::Consumer("alice".into()),
+        ..UsageQuery::default()
+    };
+    assert_eq!(all_pages(&sink, q).await.len(), 20);
 }
