@@ -75,6 +75,9 @@ pub(crate) struct Redaction {
     keys: KeySearch,
     /// Every field name and pattern, lower-cased, for the key-value net.
     needles: Vec<String>,
+    /// Whether bearer credentials are masked wherever they stand: when the
+    /// field rules take `authorization` for a secret name (the defaults do).
+    bearer: bool,
 }
 
 /// A multi-substring search for the lower-cased field names: Teddy (SIMD,
@@ -137,11 +140,13 @@ impl Default for Redaction {
 
 impl Redaction {
     pub(crate) fn new(headers: NameRules, fields: NameRules) -> Self {
+        let field_matcher = fields.matcher();
         Self {
             keys: KeySearch::new(fields.needles()),
             needles: fields.needles(),
+            bearer: field_matcher.matches("authorization"),
             header_matcher: headers.matcher(),
-            field_matcher: fields.matcher(),
+            field_matcher,
             headers,
             fields,
         }
@@ -200,6 +205,7 @@ impl Redaction {
             let bytes = value.as_bytes();
             if memchr::memchr3(b'=', b':', b'@', bytes).is_none()
                 && memchr::memchr(b'%', bytes).is_none()
+                && !self.has_bearer(bytes)
             {
                 continue;
             }
@@ -214,12 +220,13 @@ impl Redaction {
 
     /// A fast, conservative test for the scans: whether any field name
     /// occurs anywhere in the body (ASCII case-insensitively), or a URL with
-    /// user-info, or the body has escapes (`\`, `%`), which could spell a
+    /// user-info, or a bearer credential, or the body has escapes (`\`, `%`), which could spell a
     /// name in another way. A false yes costs only the exact scan.
     fn may_hold_field_key(&self, body: &[u8]) -> bool {
         memchr::memchr2(b'\\', b'%', body).is_some()
             || self.holds_field_name(body)
             || text::has_userinfo(body)
+            || self.has_bearer(body)
     }
 
     /// Whether any field name or pattern occurs in `body`, ASCII
@@ -394,8 +401,10 @@ impl Redaction {
     }
 
     /// The net over any text: the value after every secret name that stands
-    /// as a key (see [`text::mask_key_values`]) and the user-info of every
-    /// URL (see [`text::mask_userinfo`]), each replaced by `[REDACTED]`.
+    /// as a key (see [`text::mask_key_values`]), the user-info of every URL
+    /// (see [`text::mask_userinfo`]) and, when the field rules take
+    /// `authorization` for a secret name, every bearer credential (see
+    /// [`text::mask_bearer`]), each replaced by `[REDACTED]`.
     /// `None` when nothing was masked.
     fn mask_text(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         self.mask_text_with(bytes, REDACTED.as_bytes())
@@ -411,7 +420,19 @@ impl Redaction {
         } else {
             None
         };
-        text::mask_userinfo(keys.as_deref().unwrap_or(bytes), replacement).or(keys)
+        let current = keys.as_deref().unwrap_or(bytes);
+        let userinfo = text::mask_userinfo(current, replacement);
+        let current = userinfo.as_deref().unwrap_or(current);
+        self.bearer
+            .then(|| text::mask_bearer(current, replacement))
+            .flatten()
+            .or(userinfo)
+            .or(keys)
+    }
+
+    /// Whether `bytes` holds a bearer credential that the rules mask.
+    fn has_bearer(&self, bytes: &[u8]) -> bool {
+        self.bearer && text::has_bearer(bytes)
     }
 
     /// [`Self::mask_text_with`], then again on the text percent-decoded, up to
@@ -456,7 +477,11 @@ impl Redaction {
         let inner = quoted.get(1..)?;
         let inner = inner.strip_suffix(b"\"").unwrap_or(inner);
         let has_escape = memchr::memchr2(b'\\', b'%', inner).is_some();
-        if !has_escape && !self.holds_field_name(inner) && !text::has_userinfo(inner) {
+        if !has_escape
+            && !self.holds_field_name(inner)
+            && !text::has_userinfo(inner)
+            && !self.has_bearer(inner)
+        {
             return None;
         }
         match serde_json::from_slice::<String>(quoted) {

@@ -65,6 +65,49 @@ pub(super) fn mask_userinfo(input: &[u8], replacement: &[u8]) -> Option<Vec<u8>>
     splice(input, userinfo_regions(input), replacement)
 }
 
+/// Masks the credentials after every `Bearer` (RFC 6750's scheme) that
+/// stands as a word and is followed by blanks and a token, whatever stands
+/// before it: a bearer token is a secret even where no key names it
+/// (`... Bearer eyJ...` in a log line, or after a name that an escape ate).
+/// `None` when there is none.
+pub(super) fn mask_bearer(input: &[u8], replacement: &[u8]) -> Option<Vec<u8>> {
+    splice(input, bearer_regions(input), replacement)
+}
+
+/// Whether `input` holds a bearer credential (see [`mask_bearer`]).
+pub(super) fn has_bearer(input: &[u8]) -> bool {
+    bearer_regions(input).next().is_some()
+}
+
+/// The credentials after each `Bearer` (see [`mask_bearer`]).
+fn bearer_regions(input: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    const WORD: &[u8] = b"bearer";
+    memchr::memchr2_iter(b'b', b'B', input).filter_map(|at| {
+        let word = input.get(at..at + WORD.len())?;
+        if !word.eq_ignore_ascii_case(WORD) || (at > 0 && input[at - 1].is_ascii_alphanumeric()) {
+            return None;
+        }
+        let mut start = at + WORD.len();
+        let blanks = input[start..]
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        if blanks == 0 {
+            return None;
+        }
+        start += blanks;
+        let len = input[start..]
+            .iter()
+            .take_while(|&&b| {
+                !b.is_ascii_whitespace() && !matches!(b, b'"' | b'\'' | b',' | b';' | b'&' | b'<')
+            })
+            .count();
+        let token = &input[start..start + len];
+        (len > 0 && token != b"[REDACTED]" && token != b"%5BREDACTED%5D")
+            .then_some((start, start + len))
+    })
+}
+
 /// Whether `input` holds a URL with user-info (see [`mask_userinfo`]).
 pub(super) fn has_userinfo(input: &[u8]) -> bool {
     userinfo_regions(input).next().is_some()
@@ -266,6 +309,27 @@ mod tests {
         // Objects and lists, to their matching bracket, or to the end when cut.
         assert_eq!(mask("token: {a: 1, b: \"x}\"} ok"), "token: [R] ok");
         assert_eq!(mask("password=[1, [2]], n=3"), "password=[R], n=3");
+        // A bearer credential anywhere, even where no key names it.
+        let bearer = |s: &str| {
+            mask_bearer(s.as_bytes(), b"[R]")
+                .map_or_else(|| s.to_owned(), |v| String::from_utf8(v).unwrap())
+        };
+        assert_eq!(
+            bearer("GET / 401 Bearer eyJabc.def x"),
+            "GET / 401 Bearer [R] x"
+        );
+        assert_eq!(
+            bearer("\u{ea}uthorization: bearer\tabc;"),
+            "\u{ea}uthorization: bearer\t[R];"
+        );
+        for text in [
+            "the forbearer of",
+            "Bearer",
+            "bearer  ",
+            "Bearer [REDACTED]",
+        ] {
+            assert_eq!(bearer(text), text);
+        }
         assert_eq!(mask("\"token\": {\"nested\": \"cu"), "\"token\": [R]");
     }
 
