@@ -464,6 +464,62 @@ async fn retention_keeps_at_most_max_rows_newest_records() {
     assert_eq!(left, records[15..].to_vec());
 }
 
+/// A flood from one client (the anonymous one, or one consumer) past
+/// `max_rows` deletes its own oldest rows first, down to its quarter: the
+/// others keep their history. Without fair share, it deletes everyone's.
+#[tokio::test]
+async fn retention_by_max_rows_keeps_the_others_history_through_a_flood() {
+    for (flooder, fair) in [(None, true), (Some("flood"), true), (None, false)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = SqliteSink::builder(dir.path().join("usage.db"))
+            .max_rows(100)
+            .fair_share(fair)
+            .retention_interval(Duration::from_millis(50))
+            .open()
+            .expect("open");
+        let mut others = Vec::new();
+        for i in 0..20 {
+            others.push(simple(&format!("01A{i:04}"), Some("alice"), 1_000 + 2 * i));
+            others.push(simple(&format!("01B{i:04}"), Some("bob"), 1_001 + 2 * i));
+        }
+        sink.record(&others).await.expect("record");
+        let flood: Vec<UsageRecord> = (0..1_000)
+            .map(|i| simple(&format!("01F{i:05}"), flooder, 5_000 + i))
+            .collect();
+        for chunk in flood.chunks(50) {
+            sink.record(chunk).await.expect("record");
+        }
+        let s = &sink;
+        eventually("100 rows left", || async move { count(s).await <= 100 }).await;
+        let alice = UsageQuery {
+            consumer: ConsumerScope::Consumer("alice".into()),
+            limit: 1000,
+            ..UsageQuery::default()
+        };
+        let kept = all_pages(&sink, &alice).await.len();
+        if fair {
+            assert_eq!(kept, 20, "{flooder:?}");
+            let left = all_pages(
+                &sink,
+                &UsageQuery {
+                    limit: 1000,
+                    ..UsageQuery::default()
+                },
+            )
+            .await;
+            // The flooder's newest rows fill the rest, down to its quarter
+            // at least.
+            let flooded = left
+                .iter()
+                .filter(|r| r.consumer.as_deref() == flooder)
+                .count();
+            assert!((25..=60).contains(&flooded), "{flooded}");
+        } else {
+            assert_eq!(kept, 0);
+        }
+    }
+}
+
 #[tokio::test]
 async fn retention_removes_records_older_than_max_age() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -95,7 +95,9 @@
 //! chunk: the age sweep runs at open and then every
 //! [`retention_interval`](SqliteSinkBuilder::retention_interval) (1 minute by
 //! default), the row cap is applied as soon as a batch goes past it. Deleted
-//! space is reused by new records; the file does not shrink.
+//! space is reused by new records; the file does not shrink. Over the row cap,
+//! a consumer holding more than a quarter of it loses its own oldest rows
+//! first ([`fair_share`](SqliteSinkBuilder::fair_share), on by default).
 //!
 //! The writer counts the rows at open and at every retention interval, and keeps
 //! the count in between. Several sinks or processes writing one file each
@@ -181,6 +183,7 @@ impl Default for Options {
             retention: Retention {
                 max_age: None,
                 max_rows: None,
+                fair_share: true,
                 interval: DEFAULT_RETENTION_INTERVAL,
             },
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
@@ -384,8 +387,23 @@ impl SqliteSinkBuilder {
 
     /// Keeps at most about `max_rows` records, deleting the oldest (see
     /// [Retention](self#retention)). Default: no limit.
+    ///
+    /// Fair share: over the limit, a consumer (the anonymous one included)
+    /// holding more than a quarter of `max_rows` loses its own oldest records
+    /// first, down to that quarter, so that one client's flood cannot delete
+    /// the others' history; then the oldest records of all go. The heaviest
+    /// consumer is looked up at most once per
+    /// [`retention_interval`](Self::retention_interval).
     pub fn max_rows(mut self, max_rows: u64) -> Self {
         self.options.retention.max_rows = Some(max_rows);
+        self
+    }
+
+    /// Whether [`max_rows`](Self::max_rows) deletes by fair share first.
+    /// Default: `true`. Off, it deletes the oldest records of all, whoever
+    /// they belong to.
+    pub fn fair_share(mut self, on: bool) -> Self {
+        self.options.retention.fair_share = on;
         self
     }
 
