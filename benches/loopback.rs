@@ -26,7 +26,7 @@
 //! Not run in CI. Needs `wrk` (Debian: `apt-get install wrk`) and Linux.
 //!
 //! ```text
-//! cargo bench --bench loopback                 # 3 rounds of 10 s per variant, ~12 minutes
+//! cargo bench --bench loopback                 # 3 rounds of 10 s per variant, ~7 minutes
 //! cargo bench --bench loopback -- bare memory  # only these variants
 //! ```
 //!
