@@ -23,7 +23,8 @@ use tower_usage::{MemorySink, UsageHandle, UsageLayer};
 use super::http_app::{router, NullSink};
 
 /// The variants a server can run.
-pub(crate) const VARIANTS: &[&str] = &["bare", "trace", "null", "memory", "sqlite"];
+pub(crate) const VARIANTS: &[&str] =
+    &["bare", "trace", "null", "memory", "memory-thread", "sqlite"];
 
 /// Serves one variant until stdin closes; see the module docs.
 pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -97,6 +98,19 @@ fn app(
         }
         "null" => usage(NullSink),
         "memory" => usage(MemorySink::new()),
+        // The writer on a thread of its own (a current-thread runtime), off the
+        // Tokio workers that serve requests, as `pair()` allows.
+        "memory-thread" => {
+            let (layer, worker) = UsageLayer::new(MemorySink::new()).pair();
+            let handle = layer.handle();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()?;
+            std::thread::Builder::new()
+                .name("usage-writer".into())
+                .spawn(move || rt.block_on(worker))?;
+            (router().layer(layer), Some(handle))
+        }
         "sqlite" => usage(tower_usage::SqliteSink::open(dir.join("usage.db"))?),
         other => return Err(format!("unknown variant {other:?}: one of {VARIANTS:?}").into()),
     })
