@@ -26,6 +26,10 @@ use hmac::Hmac;
 use http::{Extensions, HeaderMap, Method, Uri};
 use sha2::{Digest as _, Sha256};
 
+mod token_cache;
+
+use token_cache::TokenCache;
+
 /// How a request's body is framed, decided once from its `content-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Protocol {
@@ -217,9 +221,23 @@ enum Identify {
     /// captured anyway, so the request path skips the SHA-256.
     Bearer,
     /// The bearer token's HMAC-SHA256 under a key; deferred like `Bearer`.
-    /// The MAC state with the key applied, cloned per token.
-    BearerKeyed(Arc<Hmac<Sha256>>),
+    BearerKeyed(Arc<Keyed>),
     Custom(Arc<IdentifyFn>),
+}
+
+/// A keyed bearer derivation: the MAC state with the key applied (cloned per
+/// token), and its own cache of ids.
+struct Keyed {
+    mac: Hmac<Sha256>,
+    cache: TokenCache,
+}
+
+/// The ids of recently seen tokens for [`IdentifyConsumer::bearer`], whose ids
+/// are the same in every layer and service of the process (an unsalted hash),
+/// so one cache serves them all.
+fn bearer_cache() -> &'static TokenCache {
+    static CACHE: std::sync::OnceLock<TokenCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(TokenCache::new)
 }
 
 impl IdentifyConsumer {
@@ -268,7 +286,10 @@ impl IdentifyConsumer {
         // HMAC takes keys of any length.
         let mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(key.as_ref())
             .unwrap_or_else(|_| unreachable!("HMAC accepts a key of any length"));
-        Self(Identify::BearerKeyed(Arc::new(mac)))
+        Self(Identify::BearerKeyed(Arc::new(Keyed {
+            mac,
+            cache: TokenCache::new(),
+        })))
     }
 
     /// The consumer of a request.
@@ -287,16 +308,20 @@ impl IdentifyConsumer {
 
     /// The consumer of a request with these headers, for a bearer derivation;
     /// `None` for a custom one.
+    ///
+    /// The ids of recently seen tokens are cached (a bounded cache keyed by a
+    /// keyed hash of the token, never the token: see `hooks/token_cache.rs`),
+    /// so a client's next requests skip the SHA-256.
     pub(crate) fn of_headers(&self, headers: &HeaderMap) -> Option<String> {
         let token = bearer_token(headers)?;
         match &self.0 {
-            Identify::Bearer => Some(hash_token(token)),
-            Identify::BearerKeyed(mac) => {
+            Identify::Bearer => Some(bearer_cache().get_or_derive(token, || hash_token(token))),
+            Identify::BearerKeyed(keyed) => Some(keyed.cache.get_or_derive(token, || {
                 use hmac::Mac as _;
-                let mut mac = Hmac::clone(mac);
+                let mut mac = keyed.mac.clone();
                 mac.update(token.as_bytes());
-                Some(hex16(&mac.finalize().into_bytes()))
-            }
+                hex16(&mac.finalize().into_bytes())
+            })),
             Identify::Custom(_) => None,
         }
     }
@@ -332,13 +357,16 @@ impl fmt::Debug for IdentifyConsumer {
 /// assert_eq!(tower_usage::bearer_token(&h), None);
 /// ```
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    // `to_str` lets through visible ASCII, space and tab only: the only
+    // whitespace to look for is ' ' and '\t', byte by byte.
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
+    let blank = |c: char| c == ' ' || c == '\t';
+    let (scheme, token) = value.trim_matches(blank).split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
-    let token = token.trim();
-    if token.is_empty() || token.contains(char::is_whitespace) {
+    let token = token.trim_matches(blank);
+    if token.is_empty() || memchr::memchr2(b' ', b'\t', token.as_bytes()).is_some() {
         return None;
     }
     Some(token)
@@ -365,4 +393,53 @@ fn hex16(digest: &[u8]) -> String {
         out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_as_rfc_6750_says_loosely() {
+        let token = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+            bearer_token(&h).map(str::to_owned)
+        };
+        for (value, expected) in [
+            ("Bearer abc", Some("abc")),
+            ("bEaReR abc.DEF-1~+/=", Some("abc.DEF-1~+/=")),
+            ("  Bearer   abc  ", Some("abc")),
+            ("\tBearer abc\t", Some("abc")),
+            ("Bearer \tabc", Some("abc")),
+            ("Bearer a b", None),
+            ("Bearer a\tb", None),
+            ("Bearer\tabc", None),
+            ("Bearer ", None),
+            ("Bearer", None),
+            ("Basic abc", None),
+            ("Bearerx abc", None),
+        ] {
+            assert_eq!(token(value).as_deref(), expected, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn both_bearer_derivations_give_the_same_id_from_the_cache() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, "Bearer tok-1".parse().unwrap());
+        let plain = IdentifyConsumer::bearer();
+        let keyed = IdentifyConsumer::bearer_keyed(b"k");
+        let first = (plain.of_headers(&h), keyed.of_headers(&h));
+        assert_eq!(first.0.as_deref(), Some(hash_token("tok-1").as_str()));
+        assert_eq!((plain.of_headers(&h), keyed.of_headers(&h)), first);
+        // Another key, another id, though the token was cached under the first.
+        let other = IdentifyConsumer::bearer_keyed(b"k2").of_headers(&h);
+        assert_ne!(other, first.1);
+        assert_eq!(
+            IdentifyConsumer::bearer_keyed(b"k").of_headers(&h),
+            first.1,
+            "a new cache under the same key derives the same id"
+        );
+    }
 }

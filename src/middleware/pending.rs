@@ -145,23 +145,35 @@ impl Pending {
     /// is a kept header.
     pub(crate) fn keep_headers(&mut self, headers: &HeaderMap, content_length: Option<u64>) {
         let keep = &self.config.keep_response_headers;
-        // The digits on the stack: a `HeaderValue` would allocate per response.
+        // The digits on the stack, from the end: a `HeaderValue` would allocate
+        // per response, and `format!` machinery costs more than the digits.
         let mut digits = [0u8; 20];
         let added = content_length
             .filter(|_| keep.contains(&http::header::CONTENT_LENGTH))
-            .map(|len| {
-                let mut cursor = std::io::Cursor::new(&mut digits[..]);
-                // 20 digits hold any u64.
-                let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{len}"));
-                cursor.position() as usize
+            .map(|mut len| {
+                let mut start = digits.len();
+                loop {
+                    start -= 1;
+                    digits[start] = b'0' + (len % 10) as u8;
+                    len /= 10;
+                    if len == 0 {
+                        break start;
+                    }
+                }
             });
-        let kept = keep.iter().flat_map(|name| {
-            headers
-                .get_all(name)
-                .iter()
-                .map(move |v| (name.as_str(), v.as_bytes(), v.is_sensitive()))
-        });
-        let added = added.map(|n| ("content-length", &digits[..n], false));
+        // A response has a few headers: comparing names is cheaper than a
+        // hash lookup per kept name.
+        let few = headers.keys_len() <= 8;
+        let kept = keep
+            .iter()
+            .filter(move |name| !few || headers.keys().any(|k| k == *name))
+            .flat_map(|name| {
+                headers
+                    .get_all(name)
+                    .iter()
+                    .map(move |v| (name.as_str(), v.as_bytes(), v.is_sensitive()))
+            });
+        let added = added.map(|start| ("content-length", &digits[start..], false));
         self.packer
             .raw_entries_of(Part::ResponseHeaders, kept.chain(added));
     }
