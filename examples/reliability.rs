@@ -79,8 +79,8 @@ async fn main() {
         .map(String::from)
         .to_vec();
     }
-    println!("| fault | sent | answered 2xx | stored | lost, counted (failed + dropped) | lost, uncounted | flush |");
-    println!("|---|---:|---:|---:|---:|---:|---|");
+    println!("| fault | sent | answered 2xx | stored | lost, counted (failed + dropped) | still pending | lost, uncounted | flush |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for s in scenarios {
         let (name, secs) = match s.split_once(':') {
             Some((n, x)) => (n.to_owned(), x.parse::<f64>().expect("SECS")),
@@ -114,14 +114,16 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = &self.stats;
         let counted = s.failed + s.dropped;
-        let uncounted = s.captured as i64 - self.stored as i64 - counted as i64;
+        let uncounted =
+            s.captured as i64 - self.stored as i64 - counted as i64 - s.pending() as i64;
         write!(
             f,
-            "{} | {} | {} | {} | {} | {} {}|",
+            "{} | {} | {} | {} | {} | {} | {} {}|",
             self.sent,
             self.ok,
             self.stored,
             counted,
+            s.pending(),
             uncounted,
             self.flush,
             if self.note.is_empty() {

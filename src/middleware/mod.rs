@@ -145,8 +145,10 @@
 //! memory is bounded by [`queue_bytes`](crate::UsageLayer::queue_bytes) (256 MiB
 //! by default), the writer's batch included: a capture counts its packed buffer
 //! (headers and the kept body prefixes, at most the two body limits plus the
-//! request headers) plus about 200 bytes, and the records of the batch in hand
-//! share the captures' buffers. Typical JSON API captures are 1–2 KiB, so the
+//! request headers) plus about 200 bytes. The records of the batch in hand
+//! share the captures' buffers, except bodies that were decoded
+//! (`Content-Encoding`) or rewritten by redaction: at most `batch_size` × the
+//! two body limits more (32 MiB with the defaults). Typical JSON API captures are 1–2 KiB, so the
 //! default count limit (65,536, a minute at 1,000 requests per second) is
 //! usually reached first. Size it as *peak requests per second × the longest
 //! sink outage to ride out*, and watch

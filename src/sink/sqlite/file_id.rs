@@ -1,7 +1,8 @@
 //! [`FileId`]: which file a path names, to notice that a database file was
 //! deleted or replaced under an open connection (a connection keeps the file it
 //! opened, so without this check the sink would go on writing to, and `/usage`
-//! reading from, a file nobody can see any more).
+//! reading from, a file nobody can see any more); and how much room its volume
+//! has left.
 
 use std::path::Path;
 
@@ -25,6 +26,22 @@ impl FileId {
             let _ = meta;
             Some(Self(0, 0))
         }
+    }
+}
+
+/// Bytes free for an unprivileged writer on the volume holding `path` (its
+/// directory); `None` when unknown (not Unix, or the call failed).
+pub(super) fn free_bytes(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+        let st = rustix::fs::statvfs(dir).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 

@@ -65,11 +65,15 @@
 //!   path, so a file moved over a database in use can have that database's
 //!   unwritten WAL frames replayed into it: replace a database only when the
 //!   service is stopped, or idle for a second (see below).
-//! - **The volume fills up.** A write that fails with "database or disk is
-//!   full" is a temporary error (the layer's writer retries it); the sink then
-//!   checkpoints and truncates the WAL (`PRAGMA wal_checkpoint(TRUNCATE)`) and
-//!   keeps the WAL small from then on (SQLite's default of 1000 pages), so the
-//!   space comes back as soon as the volume has room. After a second without
+//! - **The volume fills up.** While the volume has less than 256 MiB free
+//!   (`statvfs` before each batch, on Unix), the WAL is kept small (a
+//!   checkpoint every 1000 pages, cut back to 4 MiB, SQLite's defaults), so
+//!   it cannot fill the volume before a checkpoint copies it into the database
+//!   (then neither could grow, for good). A write that fails with "database or
+//!   disk is full" is a temporary error (the layer's writer retries it); the
+//!   sink then checkpoints and truncates the WAL (`PRAGMA
+//!   wal_checkpoint(TRUNCATE)`) and keeps it small, so writing resumes as soon
+//!   as the volume has room. After a second without
 //!   writes, and at open, the writer checkpoints and truncates the WAL too: an
 //!   idle database holds no WAL, and a restart on a nearly full volume starts
 //!   with the WAL's space free.

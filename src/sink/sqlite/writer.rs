@@ -22,9 +22,17 @@ use crate::{SinkError, SinkErrorKind, UsageRecord};
 /// up gets its space back.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
-/// `wal_autocheckpoint` after a disk-full error: SQLite's default (1000 pages,
-/// 4 MiB), so the WAL stays small on a volume that is nearly full.
+/// `wal_autocheckpoint` on a nearly full volume, and after a disk-full error:
+/// SQLite's default (1000 pages, 4 MiB), so the WAL stays small.
 const SMALL_WAL_PAGES: i64 = 1000;
+
+/// `journal_size_limit` then: 4 MiB.
+const SMALL_WAL_BYTES: i64 = 4 * 1024 * 1024;
+
+/// Below this much free space on its volume the WAL is kept small: the large
+/// WAL (64 MiB between checkpoints) could fill the volume before a checkpoint
+/// copies it into the database, and then neither can grow.
+const LOW_SPACE: u64 = 4 * schema::JOURNAL_SIZE_LIMIT as u64;
 
 /// The file a file database's writer has open, checked before every batch.
 pub(super) struct FileWatch {
@@ -33,6 +41,8 @@ pub(super) struct FileWatch {
     /// The file the connection has open; `None` after it was found gone and
     /// could not be reopened yet.
     id: Option<FileId>,
+    /// The WAL is kept small (little free space, or a disk-full error).
+    small_wal: bool,
 }
 
 impl FileWatch {
@@ -42,6 +52,7 @@ impl FileWatch {
             path,
             busy_timeout,
             id,
+            small_wal: false,
         }
     }
 }
@@ -202,6 +213,7 @@ impl Writer {
 
     fn write(&mut self, batch: &[UsageRecord]) -> Result<(), SinkError> {
         self.check_file()?;
+        self.check_space();
         let result = self.insert(batch);
         match &result {
             Ok(()) => {
@@ -247,26 +259,62 @@ impl Writer {
             == Some(ErrorCode::DiskFull)
             || err.message_str().contains("database or disk is full");
         if full {
-            let _ = self
-                .conn
-                .pragma_update(None, "wal_autocheckpoint", SMALL_WAL_PAGES);
+            self.small_wal(true);
             self.checkpoint();
         }
         full
     }
 
+    /// Keeps the WAL small while the volume has less than [`LOW_SPACE`] free,
+    /// large again once it has twice that. One `statvfs` per batch.
+    fn check_space(&mut self) {
+        let Some(file) = &self.file else {
+            return;
+        };
+        let Some(free) = super::file_id::free_bytes(&file.path) else {
+            return;
+        };
+        if !file.small_wal && free < LOW_SPACE {
+            tracing::info!(path = %self.label, free, "sqlite usage sink: little free space on the volume; keeping the WAL small (4 MiB)");
+            self.small_wal(true);
+        } else if file.small_wal && free > 2 * LOW_SPACE {
+            self.small_wal(false);
+        }
+    }
+
+    fn small_wal(&mut self, small: bool) {
+        let (pages, bytes) = if small {
+            (SMALL_WAL_PAGES, SMALL_WAL_BYTES)
+        } else {
+            (schema::WAL_AUTOCHECKPOINT_PAGES, schema::JOURNAL_SIZE_LIMIT)
+        };
+        let _ = self.conn.pragma_update(None, "wal_autocheckpoint", pages);
+        let _ = self.conn.pragma_update(None, "journal_size_limit", bytes);
+        if let Some(f) = self.file.as_mut() {
+            f.small_wal = small;
+        }
+    }
+
     /// `PRAGMA wal_checkpoint(TRUNCATE)`: copies the WAL into the database and
     /// cuts it to zero bytes. Best effort: a busy reader or a full disk leaves
     /// it for the next time.
+    ///
+    /// A `TRUNCATE` checkpoint waits for readers on older snapshots; it is
+    /// run with no busy timeout, so the writer never waits for a long `/usage`
+    /// query: a busy checkpoint is tried again a second later.
     fn checkpoint(&mut self) {
-        if self.file.is_none() {
+        let Some(file) = &self.file else {
             return;
-        }
-        match self
+        };
+        let busy_timeout = file.busy_timeout;
+        let _ = self.conn.busy_timeout(Duration::ZERO);
+        let result = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
                 row.get::<_, i64>(0)
-            }) {
+            });
+        let _ = self.conn.busy_timeout(busy_timeout);
+        match result {
             Ok(0) => self.dirty = false,
             Ok(_busy) => {}
             Err(err) => {
@@ -317,6 +365,7 @@ impl Writer {
         self.sweeping = false;
         if let Some(f) = self.file.as_mut() {
             f.id = FileId::of(&path);
+            f.small_wal = false;
         }
         Ok(())
     }
