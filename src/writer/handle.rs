@@ -6,6 +6,10 @@ use tokio::time::Instant;
 
 use super::queue::Queue;
 
+/// How long `shutdown_timeout` waits, past its deadline, for the writer to
+/// cancel its `record` call and count its batch.
+const ABORT_GRACE: Duration = Duration::from_millis(100);
+
 /// Counters of the writer, from [`UsageHandle::stats`], all read at one instant.
 ///
 /// Every capture is in exactly one place, so in every snapshot
@@ -185,7 +189,9 @@ impl UsageHandle {
     /// [`shutdown`](Self::shutdown) within `timeout` (a grace period before
     /// SIGKILL, say): what is not written by then (queued, or the batch in the
     /// writer's hands, whose `record` call is cancelled) is abandoned and
-    /// counted in [`RecorderStats::dropped`], and the writer ends.
+    /// counted in [`RecorderStats::dropped`], and the writer ends. Returns
+    /// within `timeout` plus at most 100 ms, in which the writer cancels its
+    /// call (a batch whose call ended first counts as written).
     pub async fn shutdown_timeout(self, timeout: Duration) -> FlushOutcome {
         self.shutdown_inner(Some(Instant::now() + timeout)).await
     }
@@ -195,8 +201,18 @@ impl UsageHandle {
         shared.state().closed = true;
         let outcome = self.wait(deadline).await;
         if !outcome.is_complete() {
-            let lost = shared.state().abandon();
+            // The queue is dropped at once; the writer cancels its `record`
+            // call and counts its batch itself (written, if the call ended
+            // first), unless it does not answer within the grace.
+            let mut lost = shared.state().drop_queued();
             shared.abort.send_replace(true);
+            shared.publish();
+            let mut done = shared.done.subscribe();
+            let grace = Instant::now() + ABORT_GRACE;
+            while shared.state().in_flight > 0 && Instant::now() < grace {
+                let _ = tokio::time::timeout_at(grace, done.changed()).await;
+            }
+            lost += shared.state().abandon();
             shared.publish();
             tracing::warn!(
                 target: "tower_usage",

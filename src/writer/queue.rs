@@ -73,9 +73,9 @@ pub(super) struct State {
 }
 
 impl State {
-    /// The writer finished `n` captures of its batch (`bytes` of them), as
-    /// written or failed. Nothing happens when the batch was abandoned.
-    pub(super) fn finish(&mut self, n: u64, bytes: usize, written: bool) {
+    /// The writer finished `n` captures of its batch (`bytes` of them).
+    /// Nothing happens when the batch was abandoned (counted already).
+    pub(super) fn finish(&mut self, n: u64, bytes: usize, end: End) {
         if self.abandoned {
             return;
         }
@@ -83,10 +83,10 @@ impl State {
         self.in_flight -= n;
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
         self.bytes = self.bytes.saturating_sub(bytes);
-        if written {
-            self.written += n;
-        } else {
-            self.failed += n;
+        match end {
+            End::Written => self.written += n,
+            End::Failed => self.failed += n,
+            End::Dropped => self.dropped += n,
         }
         self.finished += n;
         if self.in_flight == 0 {
@@ -94,13 +94,24 @@ impl State {
         }
     }
 
-    /// Counts everything queued or in flight as dropped, and empties the queue.
-    /// Returns how many that was.
-    pub(super) fn abandon(&mut self) -> u64 {
-        let n = self.queue.len() as u64 + self.in_flight;
+    /// Counts everything queued as dropped, and empties the queue. Returns how
+    /// many that was.
+    pub(super) fn drop_queued(&mut self) -> u64 {
+        let n = self.queue.len() as u64;
         self.queue.clear();
         self.dropped += n;
         self.finished += n;
+        self.bytes = self.in_flight_bytes;
+        n
+    }
+
+    /// Counts everything queued or in flight as dropped, and empties the queue;
+    /// the writer's batch, if it ever ends, is not counted again. Returns how
+    /// many that was.
+    pub(super) fn abandon(&mut self) -> u64 {
+        let n = self.drop_queued() + self.in_flight;
+        self.dropped += self.in_flight;
+        self.finished += self.in_flight;
         self.in_flight = 0;
         self.in_flight_bytes = 0;
         self.in_flight_since = None;
@@ -110,6 +121,15 @@ impl State {
     }
 }
 
+/// How the writer finished with (part of) its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    Written,
+    Failed,
+    /// A shutdown deadline passed: the `record` call was cancelled.
+    Dropped,
+}
+
 /// What the queue, the worker and the handles share.
 pub(super) struct Shared {
     pub(super) config: WriterConfig,
@@ -117,8 +137,6 @@ pub(super) struct Shared {
     pub(super) wake: Notify,
     /// The worker was handed out (spawned, or by `pair`).
     started: AtomicBool,
-    /// The worker has ended (also by a panic), or was never there.
-    pub(super) stopped: AtomicBool,
     /// The current streak of full-queue drops (one warning each).
     pub(super) dropping: Streak,
     /// Taken by the worker when it is made.
@@ -189,7 +207,6 @@ impl Queue {
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
                 started: AtomicBool::new(false),
-                stopped: AtomicBool::new(false),
                 dropping: Streak::new(),
                 sink: Mutex::new(Some(sink)),
                 done: watch::channel(0).0,
@@ -203,13 +220,9 @@ impl Queue {
         if self.shared.started.swap(true, Ordering::AcqRel) {
             return None;
         }
-        match lock(&self.shared.sink).take() {
-            Some(sink) => Some(UsageWorker::new(self.shared.clone(), sink)),
-            None => {
-                self.shared.stopped.store(true, Ordering::Release);
-                None
-            }
-        }
+        lock(&self.shared.sink)
+            .take()
+            .map(|sink| UsageWorker::new(self.shared.clone(), sink))
     }
 
     /// Spawns the worker on the current tokio runtime, once, if there is one.

@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -13,10 +12,13 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use super::assemble::assemble;
-use super::queue::{Entry, Shared};
+use super::queue::{End, Entry, Shared};
 use super::WAKE_AT;
 use crate::captured::Captured;
 use crate::{SinkError, SinkErrorKind, UsageRecord, UsageSink};
+
+/// Queue slots kept allocated once a backlog is written.
+const KEEP_CAPACITY: usize = 4096;
 
 /// The first wait before a retry; it doubles after each failure.
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -60,7 +62,7 @@ impl std::fmt::Debug for UsageWorker {
     }
 }
 
-/// Marks the writer stopped when its task ends, also when its future is dropped
+/// Closes the writer when its task ends, also when its future is dropped
 /// mid-batch (a runtime shutting down), so that `flush` and `shutdown` return
 /// instead of waiting for it forever. What it still held, queued or in hand,
 /// is counted as dropped, and later captures are dropped and counted too.
@@ -89,7 +91,6 @@ impl Drop for StopOnExit {
                 "the usage writer stopped with records in hand: they are counted in stats().dropped, and no more records are written"
             );
         }
-        shared.stopped.store(true, Ordering::Release);
         // Wake any flush waiting on a writer that is gone.
         shared.publish();
     }
@@ -100,7 +101,8 @@ enum Outcome {
     Written,
     Failed(SinkError),
     Panicked,
-    /// A shutdown deadline passed: the batch was counted as dropped.
+    /// A shutdown deadline passed: the call was cancelled, the batch is
+    /// counted as dropped.
     Aborted,
 }
 
@@ -142,6 +144,10 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
             s.in_flight = n as u64;
             s.in_flight_bytes = bytes;
             s.in_flight_since = since;
+            if s.queue.is_empty() && s.queue.capacity() > KEEP_CAPACITY {
+                // After an outage: give back what the backlog grew to.
+                s.queue.shrink_to(KEEP_CAPACITY);
+            }
             if n == 0 {
                 let orphaned = Arc::strong_count(&shared) == 1;
                 if s.closed || orphaned {
@@ -163,7 +169,7 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
             }
         }
         if unreadable > 0 {
-            shared.state().finish(unreadable, 0, false);
+            shared.state().finish(unreadable, 0, End::Failed);
         }
         let n = records.len() as u64;
         let outcome = if records.is_empty() {
@@ -173,13 +179,13 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
         };
         match outcome {
             Outcome::Written => {
-                shared.state().finish(n, bytes, true);
+                shared.state().finish(n, bytes, End::Written);
                 if n > 0 && std::mem::take(&mut failing) {
                     tracing::info!(target: "tower_usage", "usage sink recovered");
                 }
             }
             Outcome::Failed(err) => {
-                shared.state().finish(n, bytes, false);
+                shared.state().finish(n, bytes, End::Failed);
                 if !std::mem::replace(&mut failing, true) {
                     tracing::warn!(
                         target: "tower_usage",
@@ -190,7 +196,7 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
                 }
             }
             Outcome::Panicked => {
-                shared.state().finish(n, bytes, false);
+                shared.state().finish(n, bytes, End::Failed);
                 if !std::mem::replace(&mut failing, true) {
                     tracing::error!(
                         target: "tower_usage",
@@ -200,6 +206,7 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
                 }
             }
             Outcome::Aborted => {
+                shared.state().finish(n, bytes, End::Dropped);
                 records.clear();
                 shared.publish();
                 break;
