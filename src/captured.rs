@@ -107,8 +107,7 @@ pub(crate) struct Packed {
 }
 
 impl Packed {
-    /// The buffer's length in bytes.
-    #[cfg(test)]
+    /// The buffer's length in bytes (what the writer's byte budget counts).
     pub(crate) fn len(&self) -> usize {
         self.bytes.len()
     }

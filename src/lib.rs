@@ -90,6 +90,7 @@
 //! | `codec/` | the header-map encodings the sinks share |
 //! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/` |
 //! | `endpoint/` | [`UsageService`]: `GET /usage`, parameters straight into a [`UsageQuery`], responses |
+//! | `streak.rs` | one log line per failure streak (the writer, `GET /usage`, the SQLite writer) |
 //! | `marker.rs` | how the endpoint tells the middleware "do not record me" |
 //! | `testing/` | the sink conformance kit (feature `testing`) |
 //!
@@ -98,13 +99,13 @@
 //!
 //! ```text
 //! middleware -> writer, captured, sink, codec, record, hooks, marker
-//! endpoint   -> sink, record, hooks, marker, error
-//! writer     -> captured, sink, record, hooks, error
+//! endpoint   -> sink, record, hooks, marker, error, streak
+//! writer     -> captured, sink, record, hooks, error, streak
 //! captured   -> codec, record, hooks
-//! sink       -> codec, record, error
+//! sink       -> codec, record, error, streak
 //! codec      -> error
 //! record     -> hooks
-//! hooks, marker, error: leaves
+//! hooks, marker, error, streak: leaves
 //! ```
 //!
 #![doc = include_str!("docs/grpc.md")]
@@ -122,6 +123,7 @@ mod marker;
 pub mod middleware;
 mod record;
 pub mod sink;
+mod streak;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -141,7 +143,7 @@ pub use sink::postgres::PostgresSink;
 #[cfg(feature = "sqlite")]
 pub use sink::sqlite::SqliteSink;
 pub use sink::{UsagePage, UsageQuery, UsageSink};
-pub use writer::{RecorderStats, UsageHandle, UsageWorker};
+pub use writer::{FlushOutcome, RecorderStats, UsageHandle, UsageWorker};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -21,15 +21,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "writer", "captured", "sink", "codec", "record", "hooks", "marker", "error",
         ],
     ),
-    ("endpoint", &["sink", "record", "hooks", "marker", "error"]),
-    ("writer", &["captured", "sink", "record", "hooks", "error"]),
+    (
+        "endpoint",
+        &["sink", "record", "hooks", "marker", "error", "streak"],
+    ),
+    (
+        "writer",
+        &["captured", "sink", "record", "hooks", "error", "streak"],
+    ),
     ("captured", &["codec", "record", "hooks"]),
-    ("sink", &["codec", "record", "error"]),
+    ("sink", &["codec", "record", "error", "streak"]),
     ("codec", &["error"]),
     ("record", &["hooks"]),
     ("hooks", &[]),
     ("marker", &[]),
     ("error", &[]),
+    ("streak", &[]),
 ];
 
 /// Root re-exports, by the module that defines them.
@@ -58,6 +65,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("PostgresSink", "sink"),
     ("UsageHandle", "writer"),
     ("RecorderStats", "writer"),
+    ("FlushOutcome", "writer"),
     ("UsageWorker", "writer"),
     ("UsageService", "endpoint"),
     ("UsageLayer", "middleware"),

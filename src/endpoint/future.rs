@@ -86,13 +86,20 @@ async fn run_query<S: UsageSink>(
     max_page_bytes: usize,
 ) -> Response<UsageBody> {
     match tokio::time::timeout(timeout, sink.query(&query)).await {
-        Ok(Ok(page)) => response::page(&page, &query, grpc_json.as_deref(), max_page_bytes),
+        Ok(Ok(page)) => {
+            if let Some(failures) = response::FAILURES.succeed() {
+                tracing::info!(failures, "GET /usage: the sink answers again");
+            }
+            response::page(&page, &query, grpc_json.as_deref(), max_page_bytes)
+        }
         Ok(Err(err)) => response::sink_error(&err),
         Err(_elapsed) => {
-            tracing::warn!(
-                timeout_ms = timeout.as_millis() as u64,
-                "GET /usage: the sink did not answer in time"
-            );
+            if response::FAILURES.fail() {
+                tracing::warn!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "GET /usage: the sink did not answer in time (further failures are answered 503 and not logged until a query succeeds)"
+                );
+            }
             response::unavailable()
         }
     }

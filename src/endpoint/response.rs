@@ -14,6 +14,7 @@ use crate::marker::ServedByUsageService;
 use crate::record::GrpcMessageJson;
 use crate::record::RecordView;
 use crate::sink::{UsagePage, UsageQuery};
+use crate::streak::Streak;
 
 /// Why a request is answered without asking the sink.
 pub(super) enum Refusal {
@@ -63,7 +64,9 @@ pub(super) fn page(
     match render_page(page, query, grpc_json, max_bytes) {
         Ok(buf) => json(StatusCode::OK, buf),
         Err(err) => {
-            tracing::warn!(error = %err, "GET /usage: could not render a page as JSON");
+            if FAILURES.fail() {
+                tracing::warn!(error = %err, "GET /usage: could not render a page as JSON (further failures are not logged until a query succeeds)");
+            }
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "usage records could not be rendered",
@@ -109,8 +112,13 @@ fn render_page(
     Ok(buf)
 }
 
+/// The streak of `GET /usage` failures (the sink failed or timed out, a page
+/// did not render), shared by every `UsageService` of the process: one `WARN`
+/// line when it starts, one `INFO` line when a query succeeds again.
+pub(super) static FAILURES: Streak = Streak::new();
+
 /// A failed sink query: `400` for the client's faults, `503` with a fixed
-/// message (and a `WARN` log) for everything else, [`Config`](SinkErrorKind::Config) included.
+/// message (and a `WARN` log, once per [streak](FAILURES)) for everything else, [`Config`](SinkErrorKind::Config) included.
 pub(super) fn sink_error(err: &SinkError) -> Response<UsageBody> {
     match err.kind() {
         SinkErrorKind::InvalidCursor => error(
@@ -129,7 +137,9 @@ pub(super) fn sink_error(err: &SinkError) -> Response<UsageBody> {
         | SinkErrorKind::Config
         | SinkErrorKind::Corrupt
         | SinkErrorKind::Other) => {
-            tracing::warn!(error = %err, ?kind, source = ?std::error::Error::source(err), "GET /usage: the sink query failed");
+            if FAILURES.fail() {
+                tracing::warn!(error = %err, ?kind, source = ?std::error::Error::source(err), "GET /usage: the sink query failed (further failures are answered 503 and not logged until a query succeeds)");
+            }
             unavailable()
         }
     }

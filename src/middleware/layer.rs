@@ -80,8 +80,8 @@ impl Default for CaptureConfig {
 /// ([`Layer::layer`]) or hands out a [`handle`](Self::handle) or its worker
 /// ([`pair`](Self::pair)); every clone made after that shares that one writer.
 /// So set everything first, then use the layer. Changing a writer setting
-/// (`queue_capacity`, `batch_size`, `max_delay`, `max_retries`,
-/// `sink_timeout`) on a layer whose writer is already made gives that value a
+/// (`queue_capacity`, `queue_bytes`, `batch_size`, `max_delay`, `max_retries`,
+/// `max_retry_time`, `sink_timeout`) on a layer whose writer is already made gives that value a
 /// writer of its own (and logs a warning): handles taken before do not control
 /// it.
 ///
@@ -417,14 +417,26 @@ impl<S> UsageLayer<S> {
         self
     }
 
-    /// How many finished captures may wait for the writer; past it they are
-    /// dropped and counted. Default: 4096
-    /// ([`DEFAULT_QUEUE_CAPACITY`](crate::middleware::DEFAULT_QUEUE_CAPACITY)).
+    /// How many captures the writer may hold, queued or in its hands (the batch
+    /// being written or retried); past it a new capture is dropped and counted
+    /// (what is queued keeps its place). Default: 65,536
+    /// ([`DEFAULT_QUEUE_CAPACITY`](crate::middleware::DEFAULT_QUEUE_CAPACITY)),
+    /// a minute at 1,000 requests per second. [`queue_bytes`](Self::queue_bytes)
+    /// bounds the same captures by size.
     /// See [choosing the queue capacity](crate::middleware#choosing-the-queue-capacity),
     /// and [settings and clones](Self#settings-and-clones) for when writer
     /// settings take effect.
     pub fn queue_capacity(self, capacity: usize) -> Self {
         self.writer_config(|w| w.queue_capacity = capacity.max(1))
+    }
+
+    /// How many bytes of captures the writer may hold, queued or in its hands;
+    /// past it a new capture is dropped and counted. A capture costs its packed
+    /// buffer (headers and the kept body prefixes) plus about 200 bytes.
+    /// Default: 256 MiB
+    /// ([`DEFAULT_QUEUE_BYTES`](crate::middleware::DEFAULT_QUEUE_BYTES)).
+    pub fn queue_bytes(self, bytes: usize) -> Self {
+        self.writer_config(|w| w.queue_bytes = bytes.max(1))
     }
 
     /// The most records per [`UsageSink::record`] call. The writer takes what is
@@ -441,8 +453,22 @@ impl<S> UsageLayer<S> {
         self.writer_config(|w| w.max_delay = delay.max(Duration::from_micros(1)))
     }
 
-    /// How many times a batch that failed with a temporary error is retried
-    /// before it is dropped and counted as failed. Default: 3.
+    /// How long the writer retries while the sink fails with a temporary error
+    /// (backoff 100 ms, doubling, at most 2 s): a batch is given up (counted
+    /// in [`RecorderStats::failed`](crate::RecorderStats::failed)) once the sink
+    /// has been failing for this long, and from then on each batch is tried
+    /// once, until a write succeeds. Meanwhile new captures keep queueing (see
+    /// [`queue_capacity`](Self::queue_capacity)). A permanent error fails its
+    /// batch at once. Default: 5 minutes
+    /// ([`DEFAULT_MAX_RETRY_TIME`](crate::middleware::DEFAULT_MAX_RETRY_TIME)).
+    pub fn max_retry_time(self, time: Duration) -> Self {
+        self.writer_config(|w| w.max_retry_time = time)
+    }
+
+    /// The most retries of one batch, on top of
+    /// [`max_retry_time`](Self::max_retry_time). Default: no limit
+    /// ([`DEFAULT_MAX_RETRIES`](crate::middleware::DEFAULT_MAX_RETRIES) is
+    /// `u32::MAX`): retries are bounded by time.
     pub fn max_retries(self, retries: u32) -> Self {
         self.writer_config(|w| w.max_retries = retries)
     }

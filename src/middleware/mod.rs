@@ -100,39 +100,59 @@
 //! When an exchange ends, the layer pushes its raw capture onto a bounded queue:
 //! a short, uncontended mutex push, never an `.await`. The writer task wakes every
 //! [`max_delay`](crate::UsageLayer::max_delay), or as soon as 8
-//! captures are waiting, takes everything queued, turns the captures into
+//! captures are waiting, takes up to [`batch_size`](crate::UsageLayer::batch_size)
+//! of them, turns the captures into
 //! [`UsageRecord`](crate::UsageRecord)s (redaction, query and route-param parsing, the token hash,
 //! ids: all off the request path) and hands them to
-//! [`UsageSink::record`](crate::UsageSink::record) in batches of at most
-//! [`batch_size`](crate::UsageLayer::batch_size).
+//! [`UsageSink::record`](crate::UsageSink::record); then the next batch, at once
+//! while enough are waiting.
 //!
 //! So batches size themselves to the load. While the sink keeps up, the writer
 //! takes a handful of captures at a time, while their memory is still in the
 //! CPU's caches and the allocator's per-thread caches can take back what they
 //! free. While a `record` call is in flight, captures pile up in the queue, and
-//! the next round writes them in batches of up to `batch_size`: a slow sink gets
+//! the next rounds write them in batches of up to `batch_size`: a slow sink gets
 //! fewer, larger writes.
 //!
-//! * **Queue full:** the capture is dropped and counted in
-//!   [`RecorderStats::dropped`](crate::RecorderStats::dropped); the request never waits.
+//! Every capture is in exactly one place, and
+//! [`RecorderStats`](crate::RecorderStats) shows them all at one instant:
+//! `captured = written + failed + dropped + queued + in_flight`.
+//!
+//! * **Queue full:** the writer holds at most
+//!   [`queue_capacity`](crate::UsageLayer::queue_capacity) captures and
+//!   [`queue_bytes`](crate::UsageLayer::queue_bytes) bytes of them, its batch in
+//!   hand included. Past that, the *new* capture is dropped and counted in
+//!   [`RecorderStats::dropped`](crate::RecorderStats::dropped) (what is queued
+//!   keeps its place, so records are stored in order); the request never waits.
 //! * **Sink fails:** a batch whose error [is temporary](crate::SinkError::is_temporary)
-//!   is retried up to [`max_retries`](crate::UsageLayer::max_retries) times with
-//!   exponential backoff (100 ms, doubling, at most 5 s); then it is dropped and
-//!   counted in [`RecorderStats::failed`](crate::RecorderStats::failed). One `tracing` warning is logged per
-//!   failing streak, not one per batch.
+//!   is retried with exponential backoff (100 ms, doubling, at most 2 s) for as
+//!   long as the sink has been failing for less than
+//!   [`max_retry_time`](crate::UsageLayer::max_retry_time) (5 minutes); new
+//!   captures keep queueing meanwhile. Past that, or on a permanent error, the
+//!   batch is counted in [`RecorderStats::failed`](crate::RecorderStats::failed).
+//!   One `tracing` warning is logged per failing streak, and one line when the
+//!   sink recovers.
 //! * **Sink stalls:** a `record` call that takes longer than
 //!   [`sink_timeout`](crate::UsageLayer::sink_timeout) counts as a temporary failure.
+//! * **Sink panics:** the panic is caught; its batch is counted as failed, one
+//!   error is logged per streak, and the writer goes on.
+//! * **Shutdown:** [`UsageHandle::shutdown_timeout`](crate::UsageHandle::shutdown_timeout)
+//!   stops within a deadline and counts what it abandons as dropped.
 //!
 //! # Choosing the queue capacity
 //!
-//! The queue absorbs bursts while the sink is slow. Each queued capture holds at
-//! most the two body capture limits plus the request headers, so the worst-case
-//! memory is about `queue_capacity × (max_request_body_bytes +
-//! max_response_body_bytes + headers)`: with the defaults (4096 × 128 KiB) that is
-//! 512 MiB if every request carried maximal bodies, and a few MiB for typical
-//! JSON APIs. Size it as *peak requests per second × the longest sink stall you
-//! want to ride out*, and lower the body limits rather than the capacity when
-//! memory is tight. Watch [`RecorderStats::dropped`](crate::RecorderStats::dropped) in production.
+//! The queue absorbs bursts and outages while the sink is slow or down. Its
+//! memory is bounded by [`queue_bytes`](crate::UsageLayer::queue_bytes) (256 MiB
+//! by default), the writer's batch included: a capture counts its packed buffer
+//! (headers and the kept body prefixes, at most the two body limits plus the
+//! request headers) plus about 200 bytes. The records of the batch in hand
+//! share the captures' buffers, except bodies that were decoded
+//! (`Content-Encoding`) or rewritten by redaction: at most `batch_size` × the
+//! two body limits more (32 MiB with the defaults). Typical JSON API captures are 1–2 KiB, so the
+//! default count limit (65,536, a minute at 1,000 requests per second) is
+//! usually reached first. Size it as *peak requests per second × the longest
+//! sink outage to ride out*, and watch
+//! [`RecorderStats::dropped`](crate::RecorderStats::dropped) in production.
 //!
 //! # Runtime
 //!
@@ -163,5 +183,5 @@ pub use crate::record::{
 };
 pub use crate::writer::{
     UsageWorker, DEFAULT_BATCH_SIZE, DEFAULT_MAX_DELAY, DEFAULT_MAX_RETRIES,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_SINK_TIMEOUT,
+    DEFAULT_MAX_RETRY_TIME, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_SINK_TIMEOUT,
 };

@@ -1,14 +1,20 @@
 //! [`UsageHandle`]: flush, read the counters ([`RecorderStats`]), shut down.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::queue::{lock, Queue};
+use tokio::time::Instant;
 
-/// Counters of the writer, from [`UsageHandle::stats`].
+use super::queue::Queue;
+
+/// How long `shutdown_timeout` waits, past its deadline, for the writer to
+/// cancel its `record` call and count its batch.
+const ABORT_GRACE: Duration = Duration::from_millis(100);
+
+/// Counters of the writer, from [`UsageHandle::stats`], all read at one instant.
 ///
-/// Every capture ends up in exactly one of `written`, `dropped`, `failed`, or is
-/// still `queued` (or being written).
+/// Every capture is in exactly one place, so in every snapshot
+/// `captured == written + failed + dropped + queued + in_flight`
+/// ([`is_balanced`](Self::is_balanced)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecorderStats {
@@ -16,14 +22,59 @@ pub struct RecorderStats {
     pub captured: u64,
     /// Records the sink stored.
     pub written: u64,
-    /// Captures dropped because the queue was full or the writer was shut down.
+    /// Captures dropped: the queue was full (the new capture is dropped), the
+    /// writer was shut down, or a shutdown deadline passed with them unwritten.
     pub dropped: u64,
-    /// Records dropped after the sink failed on their batch (after retries).
+    /// Records given up on: the sink failed on their batch with a permanent
+    /// error, kept failing for longer than
+    /// [`max_retry_time`](crate::UsageLayer::max_retry_time), or panicked; or
+    /// the capture could not be turned into a record.
     pub failed: u64,
     /// Batch writes that were retried.
     pub retried: u64,
     /// Captures waiting in the queue right now.
     pub queued: u64,
+    /// Captures in the writer's hands right now: the batch being written,
+    /// or waiting for a retry.
+    pub in_flight: u64,
+}
+
+impl RecorderStats {
+    /// Whether every capture is accounted for: `captured == written + failed +
+    /// dropped + queued + in_flight`. True of every value `stats()` returns.
+    pub fn is_balanced(&self) -> bool {
+        self.captured == self.written + self.failed + self.dropped + self.queued + self.in_flight
+    }
+
+    /// Captures not yet written, failed or dropped: `queued + in_flight`.
+    pub fn pending(&self) -> u64 {
+        self.queued + self.in_flight
+    }
+}
+
+/// What a bounded [`flush_timeout`](UsageHandle::flush_timeout) or
+/// [`shutdown_timeout`](UsageHandle::shutdown_timeout) achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlushOutcome {
+    /// Every capture accepted before the call is written, failed or dropped
+    /// (see [`RecorderStats`]).
+    Complete,
+    /// The deadline passed first. `pending` captures accepted before the call
+    /// were still queued or in flight. After `flush_timeout` they stay queued
+    /// (the writer goes on); after `shutdown_timeout` they were abandoned and
+    /// counted in [`RecorderStats::dropped`].
+    TimedOut {
+        /// Captures not finished at the deadline.
+        pending: u64,
+    },
+}
+
+impl FlushOutcome {
+    /// Whether everything was finished in time.
+    pub fn is_complete(&self) -> bool {
+        matches!(self, Self::Complete)
+    }
 }
 
 /// Controls the writer of a [`UsageLayer`](crate::UsageLayer): flush, stats, shutdown.
@@ -31,6 +82,7 @@ pub struct RecorderStats {
 /// Cheap to clone; every clone controls the same writer.
 ///
 /// ```
+/// use std::time::Duration;
 /// use tower_usage::{MemorySink, UsageLayer};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -39,8 +91,13 @@ pub struct RecorderStats {
 /// let handle = layer.handle();
 /// // ... serve requests through `layer` ...
 /// handle.flush().await; // everything captured so far is in the sink
-/// assert_eq!(handle.stats().dropped, 0);
-/// handle.shutdown().await;
+/// let stats = handle.stats();
+/// assert_eq!(stats.dropped, 0);
+/// assert!(stats.is_balanced());
+/// assert_eq!(handle.complete_until(), None); // nothing pending
+/// // Within a grace period: what is not written by then is counted as dropped.
+/// let outcome = handle.shutdown_timeout(Duration::from_secs(10)).await;
+/// assert!(outcome.is_complete());
 /// # }
 /// ```
 #[derive(Clone, Debug)]
@@ -54,36 +111,116 @@ impl UsageHandle {
     }
 
     /// Returns once every capture accepted before the call has been written to
-    /// the sink or accounted as failed. Returns even when the sink keeps
-    /// failing (after the retries) or stalls (after the sink timeout).
+    /// the sink or accounted as failed or dropped: never while one of them is
+    /// still queued or in the writer's hands.
+    ///
+    /// A failing sink is retried for up to
+    /// [`max_retry_time`](crate::UsageLayer::max_retry_time) (5 minutes by
+    /// default), and each call may take up to
+    /// [`sink_timeout`](crate::UsageLayer::sink_timeout), so against a sink
+    /// that is down this can take that long; use
+    /// [`flush_timeout`](Self::flush_timeout) to bound the wait.
     pub async fn flush(&self) {
+        self.wait(None).await;
+    }
+
+    /// [`flush`](Self::flush), waiting at most `timeout`. Captures not finished
+    /// by then stay queued: the writer goes on with them.
+    pub async fn flush_timeout(&self, timeout: Duration) -> FlushOutcome {
+        self.wait(Some(Instant::now() + timeout)).await
+    }
+
+    async fn wait(&self, deadline: Option<Instant>) -> FlushOutcome {
         self.queue.start();
         let shared = &self.queue.shared;
-        let target = {
-            let _queue = lock(&shared.queue);
-            shared.accepted.load(Ordering::Relaxed)
-        };
+        let target = shared.state().accepted;
         let mut done = shared.done.subscribe();
         loop {
-            if *done.borrow_and_update() >= target || shared.stopped.load(Ordering::Acquire) {
-                return;
+            let finished = shared.state().finished;
+            if finished >= target {
+                return FlushOutcome::Complete;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return FlushOutcome::TimedOut {
+                    pending: target - finished,
+                };
             }
             shared.wake.notify_one();
-            // Re-check periodically in case the writer stopped meanwhile.
-            let _ = tokio::time::timeout(Duration::from_millis(50), done.changed()).await;
+            // Re-check periodically, and at the deadline.
+            let mut until = Instant::now() + Duration::from_millis(50);
+            if let Some(d) = deadline {
+                until = until.min(d);
+            }
+            let _ = tokio::time::timeout_at(until, done.changed()).await;
+            done.borrow_and_update();
         }
     }
 
-    /// The writer's counters.
+    /// The writer's counters, read at one instant.
     pub fn stats(&self) -> RecorderStats {
         self.queue.shared.stats()
     }
 
-    /// Flushes, then stops the writer. Captures after this are dropped and counted.
+    /// The arrival time (when the exchange ended and its capture reached the
+    /// writer) of the oldest capture not yet written: queued, in the writer's
+    /// hands, or waiting for a retry. `None` when nothing is pending.
+    ///
+    /// Every exchange that ended before this instant is stored, or counted as
+    /// failed or dropped in [`stats`](Self::stats). Captures reach the queue in
+    /// the order their exchanges end, so this is the arrival of the batch in
+    /// hand or else of the queue's first capture: O(1), one short lock.
+    pub fn complete_until(&self) -> Option<time::OffsetDateTime> {
+        let s = self.queue.shared.state();
+        let since = s
+            .in_flight_since
+            .into_iter()
+            .chain(s.queue.front().map(|e| e.arrival()))
+            .min()?;
+        Some(time::OffsetDateTime::from(since))
+    }
+
+    /// Flushes, then stops the writer. Captures after this are dropped and
+    /// counted. Can take as long as [`flush`](Self::flush);
+    /// [`shutdown_timeout`](Self::shutdown_timeout) bounds it.
     pub async fn shutdown(self) {
+        self.shutdown_inner(None).await;
+    }
+
+    /// [`shutdown`](Self::shutdown) within `timeout` (a grace period before
+    /// SIGKILL, say): what is not written by then (queued, or the batch in the
+    /// writer's hands, whose `record` call is cancelled) is abandoned and
+    /// counted in [`RecorderStats::dropped`], and the writer ends. Returns
+    /// within `timeout` plus at most 100 ms, in which the writer cancels its
+    /// call (a batch whose call ended first counts as written).
+    pub async fn shutdown_timeout(self, timeout: Duration) -> FlushOutcome {
+        self.shutdown_inner(Some(Instant::now() + timeout)).await
+    }
+
+    async fn shutdown_inner(self, deadline: Option<Instant>) -> FlushOutcome {
         let shared = self.queue.shared.clone();
-        shared.closed.store(true, Ordering::Release);
-        self.flush().await;
+        shared.state().closed = true;
+        let outcome = self.wait(deadline).await;
+        if !outcome.is_complete() {
+            // The queue is dropped at once; the writer cancels its `record`
+            // call and counts its batch itself (written, if the call ended
+            // first), unless it does not answer within the grace.
+            let mut lost = shared.state().drop_queued();
+            shared.abort.send_replace(true);
+            shared.publish();
+            let mut done = shared.done.subscribe();
+            let grace = Instant::now() + ABORT_GRACE;
+            while shared.state().in_flight > 0 && Instant::now() < grace {
+                let _ = tokio::time::timeout_at(grace, done.changed()).await;
+            }
+            lost += shared.state().abandon();
+            shared.publish();
+            tracing::warn!(
+                target: "tower_usage",
+                lost,
+                "usage writer shut down at its deadline: unwritten records counted in stats().dropped"
+            );
+        }
         shared.wake.notify_one();
+        outcome
     }
 }

@@ -14,18 +14,27 @@ mod handle;
 mod queue;
 mod worker;
 
-pub use handle::{RecorderStats, UsageHandle};
+pub use handle::{FlushOutcome, RecorderStats, UsageHandle};
 pub(crate) use queue::Queue;
 pub use worker::UsageWorker;
 
-/// Default [`queue_capacity`](crate::UsageLayer::queue_capacity): 4096 captures.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+/// Default [`queue_capacity`](crate::UsageLayer::queue_capacity): 65,536
+/// captures (a minute at 1,000 requests per second), queued and in the
+/// writer's hands together.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+/// Default [`queue_bytes`](crate::UsageLayer::queue_bytes): 256 MiB of
+/// captures, queued and in the writer's hands together.
+pub const DEFAULT_QUEUE_BYTES: usize = 256 * 1024 * 1024;
 /// Default [`batch_size`](crate::UsageLayer::batch_size): 256 records.
 pub const DEFAULT_BATCH_SIZE: usize = 256;
 /// Default [`max_delay`](crate::UsageLayer::max_delay): 100 ms.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(100);
-/// Default [`max_retries`](crate::UsageLayer::max_retries): 3.
-pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Default [`max_retries`](crate::UsageLayer::max_retries): no limit by count
+/// ([`u32::MAX`]); [`max_retry_time`](crate::UsageLayer::max_retry_time)
+/// bounds the retries.
+pub const DEFAULT_MAX_RETRIES: u32 = u32::MAX;
+/// Default [`max_retry_time`](crate::UsageLayer::max_retry_time): 5 minutes.
+pub const DEFAULT_MAX_RETRY_TIME: Duration = Duration::from_secs(5 * 60);
 /// Default [`sink_timeout`](crate::UsageLayer::sink_timeout): 30 s.
 pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -37,9 +46,11 @@ pub(crate) const WAKE_AT: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct WriterConfig {
     pub(crate) queue_capacity: usize,
+    pub(crate) queue_bytes: usize,
     pub(crate) batch_size: usize,
     pub(crate) max_delay: Duration,
     pub(crate) max_retries: u32,
+    pub(crate) max_retry_time: Duration,
     pub(crate) sink_timeout: Duration,
 }
 
@@ -47,9 +58,11 @@ impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             batch_size: DEFAULT_BATCH_SIZE,
             max_delay: DEFAULT_MAX_DELAY,
             max_retries: DEFAULT_MAX_RETRIES,
+            max_retry_time: DEFAULT_MAX_RETRY_TIME,
             sink_timeout: DEFAULT_SINK_TIMEOUT,
         }
     }

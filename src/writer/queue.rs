@@ -1,53 +1,178 @@
 //! The bounded queue between the request path and the worker: [`Queue::submit`]
 //! is a short, uncontended mutex push, never an `.await`; a full queue drops the
-//! capture and counts it.
+//! new capture and counts it.
+//!
+//! The queue and every counter live under one mutex ([`State`]), so that
+//! [`stats`](Shared::stats) reads them all at one instant: `captured = written +
+//! failed + dropped + queued + in_flight` holds in every snapshot, not only
+//! once the writer is idle.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
 
 use super::worker::UsageWorker;
 use super::{RecorderStats, WriterConfig, WAKE_AT};
 use crate::captured::Captured;
+use crate::streak::Streak;
 use crate::UsageSink;
+
+/// One queued capture and what it costs in memory.
+pub(super) struct Entry {
+    pub(super) captured: Captured,
+    pub(super) bytes: usize,
+}
+
+impl Entry {
+    fn new(captured: Captured) -> Self {
+        let bytes = std::mem::size_of::<Entry>()
+            + captured.packed.len()
+            + captured.consumer.as_ref().map_or(0, String::capacity);
+        Self { captured, bytes }
+    }
+
+    /// When the exchange ended and the capture reached the writer.
+    pub(super) fn arrival(&self) -> SystemTime {
+        arrival(&self.captured)
+    }
+}
+
+pub(super) fn arrival(captured: &Captured) -> SystemTime {
+    captured.created + Duration::from_micros(captured.duration_us)
+}
+
+/// The queue and the counters, read and changed together.
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) queue: VecDeque<Entry>,
+    /// Bytes of the queued captures and of the batch in the writer's hands.
+    pub(super) bytes: usize,
+    pub(super) captured: u64,
+    pub(super) written: u64,
+    pub(super) dropped: u64,
+    pub(super) failed: u64,
+    pub(super) retried: u64,
+    /// Captures the writer has taken and not finished (its batch).
+    pub(super) in_flight: u64,
+    /// Bytes of that batch.
+    pub(super) in_flight_bytes: usize,
+    /// The earliest arrival in that batch.
+    pub(super) in_flight_since: Option<SystemTime>,
+    /// Captures accepted into the queue, ever.
+    pub(super) accepted: u64,
+    /// Accepted captures that are written, failed or dropped since.
+    pub(super) finished: u64,
+    /// Set by `shutdown`: captures after it are dropped.
+    pub(super) closed: bool,
+    /// Set when a shutdown deadline passed: the writer's batch was counted as
+    /// dropped, and the writer must not count it again.
+    pub(super) abandoned: bool,
+}
+
+impl State {
+    /// The writer finished `n` captures of its batch (`bytes` of them).
+    /// Nothing happens when the batch was abandoned (counted already).
+    pub(super) fn finish(&mut self, n: u64, bytes: usize, end: End) {
+        if self.abandoned {
+            return;
+        }
+        let n = n.min(self.in_flight);
+        self.in_flight -= n;
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
+        self.bytes = self.bytes.saturating_sub(bytes);
+        match end {
+            End::Written => self.written += n,
+            End::Failed => self.failed += n,
+            End::Dropped => self.dropped += n,
+        }
+        self.finished += n;
+        if self.in_flight == 0 {
+            self.in_flight_since = None;
+        }
+    }
+
+    /// Counts everything queued as dropped, and empties the queue. Returns how
+    /// many that was.
+    pub(super) fn drop_queued(&mut self) -> u64 {
+        let n = self.queue.len() as u64;
+        self.queue.clear();
+        self.dropped += n;
+        self.finished += n;
+        self.bytes = self.in_flight_bytes;
+        n
+    }
+
+    /// Counts everything queued or in flight as dropped, and empties the queue;
+    /// the writer's batch, if it ever ends, is not counted again. Returns how
+    /// many that was.
+    pub(super) fn abandon(&mut self) -> u64 {
+        let n = self.drop_queued() + self.in_flight;
+        self.dropped += self.in_flight;
+        self.finished += self.in_flight;
+        self.in_flight = 0;
+        self.in_flight_bytes = 0;
+        self.in_flight_since = None;
+        self.bytes = 0;
+        self.abandoned = true;
+        n
+    }
+}
+
+/// How the writer finished with (part of) its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    Written,
+    Failed,
+    /// A shutdown deadline passed: the `record` call was cancelled.
+    Dropped,
+}
 
 /// What the queue, the worker and the handles share.
 pub(super) struct Shared {
     pub(super) config: WriterConfig,
-    pub(super) queue: Mutex<Vec<Captured>>,
+    pub(super) state: Mutex<State>,
     pub(super) wake: Notify,
-    /// Set by `shutdown`: captures after it are dropped.
-    pub(super) closed: AtomicBool,
     /// The worker was handed out (spawned, or by `pair`).
     started: AtomicBool,
-    /// The worker has ended (also by a panic), or was never there.
-    pub(super) stopped: AtomicBool,
-    /// Set at the first drop of a streak (one warning), cleared by the writer.
-    pub(super) dropping: AtomicBool,
+    /// The current streak of full-queue drops (one warning each).
+    pub(super) dropping: Streak,
     /// Taken by the worker when it is made.
     sink: Mutex<Option<Arc<dyn UsageSink>>>,
-    /// Captures accepted into the queue, ever. Written under the queue lock.
-    pub(super) accepted: AtomicU64,
-    /// Accepted captures the writer has finished with (written or failed).
+    /// `finished`, published after each change, for `flush` to wait on.
     pub(super) done: watch::Sender<u64>,
-    pub(super) captured: AtomicU64,
-    pub(super) written: AtomicU64,
-    pub(super) dropped: AtomicU64,
-    pub(super) failed: AtomicU64,
-    pub(super) retried: AtomicU64,
+    /// Set when a shutdown deadline passes: the worker drops its batch and ends.
+    pub(super) abort: watch::Sender<bool>,
 }
 
 impl Shared {
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
     pub(super) fn stats(&self) -> RecorderStats {
+        let s = self.state();
         RecorderStats {
-            captured: self.captured.load(Ordering::Relaxed),
-            written: self.written.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-            queued: lock(&self.queue).len() as u64,
+            captured: s.captured,
+            written: s.written,
+            dropped: s.dropped,
+            failed: s.failed,
+            retried: s.retried,
+            queued: s.queue.len() as u64,
+            in_flight: s.in_flight,
         }
+    }
+
+    /// Publishes `finished` to waiting flushes. Call after releasing the lock.
+    pub(super) fn publish(&self) {
+        let finished = self.state().finished;
+        self.done.send_if_modified(|d| {
+            let changed = *d != finished;
+            *d = finished;
+            changed
+        });
     }
 }
 
@@ -72,27 +197,20 @@ impl Queue {
     pub(crate) fn new(sink: Arc<dyn UsageSink>, config: WriterConfig) -> Self {
         let config = WriterConfig {
             queue_capacity: config.queue_capacity.max(1),
+            queue_bytes: config.queue_bytes.max(1),
             batch_size: config.batch_size.max(1),
             ..config
         };
-        let (done, _) = watch::channel(0);
         Self {
             shared: Arc::new(Shared {
                 config,
-                queue: Mutex::new(Vec::new()),
+                state: Mutex::new(State::default()),
                 wake: Notify::new(),
-                closed: AtomicBool::new(false),
                 started: AtomicBool::new(false),
-                stopped: AtomicBool::new(false),
-                dropping: AtomicBool::new(false),
+                dropping: Streak::new(),
                 sink: Mutex::new(Some(sink)),
-                accepted: AtomicU64::new(0),
-                done,
-                captured: AtomicU64::new(0),
-                written: AtomicU64::new(0),
-                dropped: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
-                retried: AtomicU64::new(0),
+                done: watch::channel(0).0,
+                abort: watch::channel(false).0,
             }),
         }
     }
@@ -102,13 +220,9 @@ impl Queue {
         if self.shared.started.swap(true, Ordering::AcqRel) {
             return None;
         }
-        match lock(&self.shared.sink).take() {
-            Some(sink) => Some(UsageWorker::new(self.shared.clone(), sink)),
-            None => {
-                self.shared.stopped.store(true, Ordering::Release);
-                None
-            }
-        }
+        lock(&self.shared.sink)
+            .take()
+            .map(|sink| UsageWorker::new(self.shared.clone(), sink))
     }
 
     /// Spawns the worker on the current tokio runtime, once, if there is one.
@@ -126,35 +240,43 @@ impl Queue {
 
     /// Hands a finished capture to the writer. Never blocks on the sink, never
     /// wakes the writer except at the high-water mark ([`WAKE_AT`]).
+    ///
+    /// Drop policy: when the queue is full (by count or by bytes, the writer's
+    /// batch included), the *new* capture is dropped and counted; what is
+    /// already queued keeps its place, so records are stored in order.
     pub(crate) fn submit(&self, captured: Captured) {
         let shared = &*self.shared;
-        shared.captured.fetch_add(1, Ordering::Relaxed);
         if !shared.started.load(Ordering::Acquire) {
             self.start();
         }
-        if shared.closed.load(Ordering::Acquire) {
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let capacity = shared.config.queue_capacity;
-        let wake_at = shared.config.batch_size.min(WAKE_AT);
+        let config = &shared.config;
+        let wake_at = config.batch_size.min(WAKE_AT);
+        let entry = Entry::new(captured);
         let len = {
-            let mut queue = lock(&shared.queue);
-            if queue.len() >= capacity {
-                drop(queue);
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-                if !shared.dropping.swap(true, Ordering::Relaxed) {
+            let mut s = shared.state();
+            s.captured += 1;
+            if s.closed {
+                s.dropped += 1;
+                return;
+            }
+            let held = s.queue.len() + s.in_flight as usize;
+            if held >= config.queue_capacity || s.bytes + entry.bytes > config.queue_bytes {
+                s.dropped += 1;
+                drop(s);
+                if shared.dropping.fail() {
                     tracing::warn!(
                         target: "tower_usage",
-                        capacity,
-                        "usage queue full: dropping records until the writer catches up (counted in stats().dropped)"
+                        capacity = config.queue_capacity,
+                        bytes = config.queue_bytes,
+                        "usage queue full: dropping new records until the writer catches up (counted in stats().dropped)"
                     );
                 }
                 return;
             }
-            queue.push(captured);
-            shared.accepted.fetch_add(1, Ordering::Relaxed);
-            queue.len()
+            s.bytes += entry.bytes;
+            s.queue.push_back(entry);
+            s.accepted += 1;
+            s.queue.len()
         };
         if len == wake_at {
             shared.wake.notify_one();

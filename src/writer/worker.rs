@@ -1,20 +1,30 @@
 //! The worker: the future that drains the queue in batches, builds the records
-//! and writes them, with retries, backoff and a timeout per call.
+//! and writes them, with retries (bounded by time), backoff, a timeout per call,
+//! and a panic in the sink caught.
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
 
 use super::assemble::assemble;
-use super::queue::{lock, Shared};
+use super::queue::{End, Entry, Shared};
+use super::WAKE_AT;
 use crate::captured::Captured;
 use crate::{SinkError, SinkErrorKind, UsageRecord, UsageSink};
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Queue slots kept allocated once a backlog is written.
+const KEEP_CAPACITY: usize = 4096;
+
+/// The first wait before a retry; it doubles after each failure.
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between retries: a sink that comes back is written to
+/// within 2 s.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The writer of a [`UsageLayer`](crate::UsageLayer), as a future to run on an
 /// executor of your choice; from [`UsageLayer::pair`](crate::UsageLayer::pair),
@@ -52,8 +62,10 @@ impl std::fmt::Debug for UsageWorker {
     }
 }
 
-/// Marks the writer stopped when its task ends, also by a panic (in a sink, say),
-/// so that `flush` and `shutdown` return instead of waiting for it forever.
+/// Closes the writer when its task ends, also when its future is dropped
+/// mid-batch (a runtime shutting down), so that `flush` and `shutdown` return
+/// instead of waiting for it forever. What it still held, queued or in hand,
+/// is counted as dropped, and later captures are dropped and counted too.
 /// Holds a `Weak`, so the writer's check for being orphaned still counts the
 /// strong references alone.
 struct StopOnExit(Weak<Shared>);
@@ -63,85 +75,146 @@ impl Drop for StopOnExit {
         let Some(shared) = self.0.upgrade() else {
             return;
         };
-        if std::thread::panicking() {
+        let lost = {
+            let mut s = shared.state();
+            s.closed = true;
+            if s.queue.is_empty() && s.in_flight == 0 {
+                0
+            } else {
+                s.abandon()
+            }
+        };
+        if std::thread::panicking() || lost > 0 {
             tracing::error!(
                 target: "tower_usage",
-                "the usage writer panicked: no more records are written (see stats().queued and dropped)"
+                lost,
+                "the usage writer stopped with records in hand: they are counted in stats().dropped, and no more records are written"
             );
         }
-        shared.stopped.store(true, Ordering::Release);
         // Wake any flush waiting on a writer that is gone.
-        shared.done.send_modify(|_| {});
+        shared.publish();
     }
+}
+
+/// How one batch ended.
+enum Outcome {
+    Written,
+    Failed(SinkError),
+    Panicked,
+    /// A shutdown deadline passed: the call was cancelled, the batch is
+    /// counted as dropped.
+    Aborted,
 }
 
 async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
     let _stop = StopOnExit(Arc::downgrade(&shared));
+    let mut abort = shared.abort.subscribe();
+    let config = shared.config;
+    let wake_at = config.batch_size.min(WAKE_AT);
     // Both buffers keep their capacity across rounds: a batch of records is
     // about 100 KB, and allocating one per round costs page faults.
-    let mut spare: Vec<Captured> = Vec::new();
+    let mut batch: Vec<Entry> = Vec::new();
     let mut records: Vec<UsageRecord> = Vec::new();
     let mut failing = false;
+    let mut failing_since: Option<Instant> = None;
     let mut panic_logged = false;
     loop {
-        let _ = tokio::time::timeout(shared.config.max_delay, shared.wake.notified()).await;
-
-        {
-            let mut queue = lock(&shared.queue);
-            std::mem::swap(&mut *queue, &mut spare);
+        if shared.state().queue.len() < wake_at {
+            tokio::select! {
+                _ = tokio::time::timeout(config.max_delay, shared.wake.notified()) => {}
+                _ = abort.wait_for(|a| *a) => break,
+            }
         }
-        shared.dropping.store(false, Ordering::Relaxed);
-        if spare.is_empty() {
-            let orphaned = Arc::strong_count(&shared) == 1;
-            if shared.closed.load(Ordering::Acquire) || orphaned {
+        // Take one batch: it leaves the queue and is counted in flight, at once.
+        let bytes = {
+            let mut guard = shared.state();
+            let s = &mut *guard;
+            if s.abandoned {
                 break;
             }
-            continue;
-        }
-        let batch_size = shared.config.batch_size;
-        let mut drain = spare.drain(..).peekable();
-        while drain.peek().is_some() {
-            records.clear();
-            let mut unreadable = 0u64;
-            for captured in drain.by_ref().take(batch_size) {
-                match assemble_caught(captured, &mut panic_logged) {
-                    Some(record) => records.push(record),
-                    None => unreadable += 1,
+            let n = s.queue.len().min(config.batch_size);
+            let mut bytes = 0;
+            let mut since: Option<SystemTime> = None;
+            for entry in s.queue.drain(..n) {
+                bytes += entry.bytes;
+                let arrival = entry.arrival();
+                since = Some(since.map_or(arrival, |t| t.min(arrival)));
+                batch.push(entry);
+            }
+            s.in_flight = n as u64;
+            s.in_flight_bytes = bytes;
+            s.in_flight_since = since;
+            if s.queue.is_empty() && s.queue.capacity() > KEEP_CAPACITY {
+                // After an outage: give back what the backlog grew to.
+                s.queue.shrink_to(KEEP_CAPACITY);
+            }
+            if n == 0 {
+                let orphaned = Arc::strong_count(&shared) == 1;
+                if s.closed || orphaned {
+                    break;
                 }
-            }
-            if unreadable > 0 {
-                shared.failed.fetch_add(unreadable, Ordering::Relaxed);
-                shared.done.send_modify(|d| *d += unreadable);
-            }
-            if records.is_empty() {
                 continue;
             }
-            let n = records.len() as u64;
-            match write_with_retries(&shared, &*sink, &records).await {
-                Ok(()) => {
-                    shared.written.fetch_add(n, Ordering::Relaxed);
-                    if failing {
-                        tracing::info!(target: "tower_usage", "usage sink recovered");
-                        failing = false;
-                    }
-                }
-                Err(err) => {
-                    shared.failed.fetch_add(n, Ordering::Relaxed);
-                    if !failing {
-                        tracing::warn!(
-                            target: "tower_usage",
-                            error = %err,
-                            records = n,
-                            "usage sink failed; dropping records (further failures are counted, not logged)"
-                        );
-                        failing = true;
-                    }
+            bytes
+        };
+        if let Some(dropped) = shared.dropping.succeed() {
+            tracing::info!(target: "tower_usage", dropped, "usage queue has room again");
+        }
+        records.clear();
+        let mut unreadable = 0u64;
+        for entry in batch.drain(..) {
+            match assemble_caught(entry.captured, &mut panic_logged) {
+                Some(record) => records.push(record),
+                None => unreadable += 1,
+            }
+        }
+        if unreadable > 0 {
+            shared.state().finish(unreadable, 0, End::Failed);
+        }
+        let n = records.len() as u64;
+        let outcome = if records.is_empty() {
+            Outcome::Written
+        } else {
+            write(&shared, &*sink, &records, &mut abort, &mut failing_since).await
+        };
+        match outcome {
+            Outcome::Written => {
+                shared.state().finish(n, bytes, End::Written);
+                if n > 0 && std::mem::take(&mut failing) {
+                    tracing::info!(target: "tower_usage", "usage sink recovered");
                 }
             }
-            // Dropped now, while their memory is still in cache.
-            records.clear();
-            shared.done.send_modify(|d| *d += n);
+            Outcome::Failed(err) => {
+                shared.state().finish(n, bytes, End::Failed);
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(
+                        target: "tower_usage",
+                        error = %err,
+                        records = n,
+                        "usage sink failed; records counted in stats().failed (further failures are counted, not logged, until it recovers)"
+                    );
+                }
+            }
+            Outcome::Panicked => {
+                shared.state().finish(n, bytes, End::Failed);
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::error!(
+                        target: "tower_usage",
+                        records = n,
+                        "usage sink panicked in record(); the batch is counted in stats().failed and the writer goes on (further failures are counted, not logged, until it recovers)"
+                    );
+                }
+            }
+            Outcome::Aborted => {
+                shared.state().finish(n, bytes, End::Dropped);
+                records.clear();
+                shared.publish();
+                break;
+            }
         }
+        // Dropped now, while their memory is still in cache.
+        records.clear();
+        shared.publish();
     }
 }
 
@@ -163,36 +236,75 @@ fn assemble_caught(captured: Captured, logged: &mut bool) -> Option<UsageRecord>
     }
 }
 
-async fn write_with_retries(
+/// Writes one batch: retried with backoff while the error is temporary and the
+/// sink has been failing for less than `max_retry_time` (and `max_retries`
+/// allows); a panic in the sink is caught and ends the batch.
+async fn write(
     shared: &Shared,
     sink: &dyn UsageSink,
     records: &[UsageRecord],
-) -> Result<(), SinkError> {
-    let retries = shared.config.max_retries;
-    let timeout = shared.config.sink_timeout;
+    abort: &mut watch::Receiver<bool>,
+    failing_since: &mut Option<Instant>,
+) -> Outcome {
+    let config = &shared.config;
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 0u32;
     loop {
-        let result = match tokio::time::timeout(timeout, sink.record(records)).await {
-            Ok(result) => result,
-            Err(_) => Err(SinkError::message(
-                SinkErrorKind::Unavailable,
-                format!(
-                    "sink did not store a batch of {} within {timeout:?}",
-                    records.len()
-                ),
-            )),
+        let result = tokio::select! {
+            result = call(sink, records, config.sink_timeout) => result,
+            _ = abort.wait_for(|a| *a) => return Outcome::Aborted,
         };
-        match result {
-            Ok(()) => return Ok(()),
-            Err(err) if err.is_temporary() && attempt < retries => {
-                attempt += 1;
-                shared.retried.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(target: "tower_usage", error = %err, attempt, "retrying usage batch");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+        let err = match result {
+            Ok(()) => {
+                *failing_since = None;
+                return Outcome::Written;
             }
-            Err(err) => return Err(err),
+            Err(None) => return Outcome::Panicked,
+            Err(Some(err)) => err,
+        };
+        if !err.is_temporary() {
+            return Outcome::Failed(err);
         }
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if attempt >= config.max_retries || since.elapsed() >= config.max_retry_time {
+            return Outcome::Failed(err);
+        }
+        attempt += 1;
+        shared.state().retried += 1;
+        tracing::debug!(target: "tower_usage", error = %err, attempt, "retrying usage batch");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = abort.wait_for(|a| *a) => return Outcome::Aborted,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One `record` call, bounded by `timeout` (a timeout is a temporary
+/// failure), with a panic caught: `Err(None)`.
+async fn call(
+    sink: &dyn UsageSink,
+    records: &[UsageRecord],
+    timeout: Duration,
+) -> Result<(), Option<SinkError>> {
+    let Ok(mut fut) = catch_unwind(AssertUnwindSafe(|| sink.record(records))) else {
+        return Err(None);
+    };
+    let caught = std::future::poll_fn(move |cx| {
+        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(poll) => poll.map(Some),
+            Err(_) => Poll::Ready(None),
+        }
+    });
+    match tokio::time::timeout(timeout, caught).await {
+        Ok(Some(result)) => result.map_err(Some),
+        Ok(None) => Err(None),
+        Err(_) => Err(Some(SinkError::message(
+            SinkErrorKind::Unavailable,
+            format!(
+                "sink did not store a batch of {} within {timeout:?}",
+                records.len()
+            ),
+        ))),
     }
 }

@@ -49,6 +49,35 @@
 //! an index page once for many batches) and cuts the WAL file back to 64 MiB
 //! after a checkpoint; a batch that triggers a checkpoint takes that much longer.
 //!
+//! # Faults
+//!
+//! - **The file is deleted or replaced** while the sink runs (a connection
+//!   keeps the file it opened, so writes would go on into a file nobody sees).
+//!   Before each batch the writer compares the `(device, inode)` of the path
+//!   with the file it has open (one `stat`, on Unix); when they differ it logs
+//!   one warning, closes the old file and **reopens the path**, creating a new
+//!   file with the schema when there is none: the batch and the later ones go
+//!   into the new file (records written before are in the old one). `/usage`
+//!   never answers from a file that is gone: each read connection is checked
+//!   the same way before a query, and one whose file was replaced is closed;
+//!   while the path names no file (deleted, not yet recreated by a write) a
+//!   query fails, and `/usage` answers `503`. SQLite names the WAL after the
+//!   path, so a file moved over a database in use can have that database's
+//!   unwritten WAL frames replayed into it: replace a database only when the
+//!   service is stopped, or idle for a second (see below).
+//! - **The volume fills up.** While the volume has less than 256 MiB free
+//!   (`statvfs` before each batch, on Unix), the WAL is kept small (a
+//!   checkpoint every 1000 pages, cut back to 4 MiB, SQLite's defaults), so
+//!   it cannot fill the volume before a checkpoint copies it into the database
+//!   (then neither could grow, for good). A write that fails with "database or
+//!   disk is full" is a temporary error (the layer's writer retries it); the
+//!   sink then checkpoints and truncates the WAL (`PRAGMA
+//!   wal_checkpoint(TRUNCATE)`) and keeps it small, so writing resumes as soon
+//!   as the volume has room. After a second without
+//!   writes, and at open, the writer checkpoints and truncates the WAL too: an
+//!   idle database holds no WAL, and a restart on a nearly full volume starts
+//!   with the WAL's space free.
+//!
 //! What a write costs is mostly I/O: a record with ~1 KiB bodies each way is a
 //! ~2.7 KiB row, which takes a 4 KiB page of its own, written to the WAL and
 //! again by the checkpoint, and each record also changes a page of the
@@ -104,6 +133,7 @@
 //! enforce the cap with their own count, which is only exact at those recounts.
 
 mod error;
+mod file_id;
 mod insert;
 mod read_pool;
 mod schema;
@@ -271,7 +301,10 @@ impl SqliteSink {
         readers: Option<Arc<ReadPool>>,
     ) -> Result<Self, SinkError> {
         let (commands, rx) = mpsc::channel();
-        let writer = Writer::new(conn, label.clone(), options.retention);
+        let file = readers
+            .as_ref()
+            .map(|r| writer::FileWatch::new(r.path.clone(), r.busy_timeout));
+        let writer = Writer::new(conn, label.clone(), options.retention, file);
         std::thread::Builder::new()
             .name("tower-usage-sqlite".to_owned())
             .spawn(move || writer.run(rx))

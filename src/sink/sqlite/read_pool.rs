@@ -8,17 +8,21 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
+use super::file_id::FileId;
 use super::{schema, select};
 use crate::sink::{Position, UsageQuery};
 use crate::{SinkError, SinkErrorKind, UsageRecord};
 
 /// Read-only connections to a file, opened on demand and kept for reuse; the
-/// semaphore bounds how many are in use.
+/// semaphore bounds how many are in use. Each remembers the file it opened: one
+/// whose path now names another file (or none: the file was deleted or
+/// replaced) is closed, not used, so `/usage` never answers from a file that is
+/// gone.
 pub(super) struct ReadPool {
     pub(super) path: PathBuf,
     pub(super) label: String,
     pub(super) busy_timeout: Duration,
-    pub(super) idle: Mutex<Vec<Connection>>,
+    pub(super) idle: Mutex<Vec<(Connection, Option<FileId>)>>,
     pub(super) permits: Arc<Semaphore>,
 }
 
@@ -55,14 +59,18 @@ impl ReadPool {
         query: &UsageQuery,
         after: Option<&Position>,
     ) -> Result<Vec<UsageRecord>, SinkError> {
-        let taken = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let conn = match taken {
-            Some(conn) => conn,
-            None => schema::open_reader(&self.path, self.busy_timeout)?,
+        let file = FileId::of(&self.path);
+        let taken = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            idle.retain(|(_, id)| file.is_some() && *id == file);
+            idle.pop()
+        };
+        let (conn, id) = match taken {
+            Some(taken) => taken,
+            None => {
+                let conn = schema::open_reader(&self.path, self.busy_timeout)?;
+                (conn, FileId::of(&self.path))
+            }
         };
         let result = select::select(&conn, &self.label, query, after);
         // A connection that failed may be in a bad state: only a good one goes back.
@@ -70,7 +78,7 @@ impl ReadPool {
             self.idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(conn);
+                .push((conn, id));
         }
         result
     }

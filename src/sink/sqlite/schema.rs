@@ -115,10 +115,10 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// MiB). A checkpoint copies each page once, however many batches changed it
 /// since the last one, so a larger interval copies the hot index pages less
 /// often; the price is a longer pause every 64 MiB of writes.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 16 * 1024;
+pub(super) const WAL_AUTOCHECKPOINT_PAGES: i64 = 16 * 1024;
 
 /// The size the WAL file is cut back to after a checkpoint, in bytes.
-const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+pub(super) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// Pragmas for the read-write connection, measured with the `sinks` bench: with
 /// both, batches of 512 records of ~2.7 KiB are written about 1.5 times as fast

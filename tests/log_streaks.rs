@@ -1,0 +1,133 @@
+//! No log floods: a storage that keeps failing gives one warning per failure
+//! streak, from the writer and from `GET /usage`, and one line when it
+//! recovers. Through a real axum app on 127.0.0.1, with the log captured.
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use common::*;
+use http::{Request, StatusCode};
+use tower_usage::{
+    SinkError, UsageLayer, UsagePage, UsageQuery, UsageRecord, UsageService, UsageSink,
+};
+
+/// Every log line, for the test to count.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn count(&self, level: &str, text: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(level) && l.contains(text))
+            .count()
+    }
+}
+
+/// Fails (temporarily) every call while `down`; stores otherwise.
+#[derive(Clone, Default)]
+struct Switch {
+    down: Arc<AtomicBool>,
+    inner: CollectSink,
+}
+
+#[async_trait::async_trait]
+impl UsageSink for Switch {
+    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(SinkError::unavailable(std::io::Error::other("down")));
+        }
+        self.inner.record(batch).await
+    }
+
+    async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(SinkError::unavailable(std::io::Error::other("down")));
+        }
+        self.inner.query(query).await
+    }
+}
+
+async fn call(addr: std::net::SocketAddr, path: &str) -> StatusCode {
+    send(
+        Request::get(format!("http://{addr}{path}"))
+            .header("authorization", "Bearer streaks")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_warning_per_failure_streak_from_the_writer_and_from_get_usage() {
+    let log = Log::default();
+    let writer = log.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+
+    let sink = Switch::default();
+    sink.down.store(true, Ordering::SeqCst);
+    // Give up at once, so that every batch is a failure of its own.
+    let layer = UsageLayer::new(sink.clone())
+        .max_delay(Duration::from_millis(2))
+        .batch_size(1)
+        .max_retry_time(Duration::ZERO);
+    let handle = layer.handle();
+    let app = Router::new()
+        .route("/ok", get_ok())
+        .layer(layer)
+        .route_service("/usage", UsageService::new(sink.clone()));
+    let addr = serve(app).await;
+
+    for _ in 0..30 {
+        assert_eq!(call(addr, "/ok").await, StatusCode::OK);
+        assert_eq!(call(addr, "/usage").await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    eventually("captured", || handle.stats().captured >= 30).await;
+    handle.flush().await;
+    assert_eq!(handle.stats().failed, 30);
+    assert_eq!(log.count("WARN", "usage sink failed"), 1, "writer warnings");
+    assert_eq!(log.count("WARN", "GET /usage"), 1, "GET /usage warnings");
+
+    // Recovery: one line each; then a new streak warns again.
+    sink.down.store(false, Ordering::SeqCst);
+    assert_eq!(call(addr, "/ok").await, StatusCode::OK);
+    assert_eq!(call(addr, "/usage").await, StatusCode::OK);
+    eventually("captured", || handle.stats().captured >= 31).await;
+    handle.flush().await;
+    assert_eq!(log.count("INFO", "usage sink recovered"), 1);
+    assert_eq!(log.count("INFO", "the sink answers again"), 1);
+    sink.down.store(true, Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(call(addr, "/usage").await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(
+        log.count("WARN", "GET /usage"),
+        2,
+        "a new streak warns once more"
+    );
+}
+
+fn get_ok() -> axum::routing::MethodRouter {
+    get(|| async { "ok" })
+}
