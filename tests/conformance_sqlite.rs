@@ -34,11 +34,7 @@ impl UsageSink for FileSink {
         self.sink.query(query).await
     }
 
-    async fn get(
-        &self,
-        id: &str,
-        scope: &ConsumerScope,
-    ) -> Result<Option<UsageRecord>, SinkError> {
+    async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
         self.sink.get(id, scope).await
     }
 }

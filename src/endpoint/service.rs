@@ -10,12 +10,14 @@ use std::time::Duration;
 use http::{Method, Request, Response};
 use tower_service::Service;
 
+use super::export::{self, Render};
 use super::future::ResponseFuture;
-use super::params::{self, Caller};
-use super::response::Refusal;
-use super::UsageBody;
+use super::params::{self, Caller, ListRequest};
+use super::response::{self, Refusal};
+use super::target::Target;
+use super::{openapi, UsageBody};
 use crate::record::{GrpcDirection, GrpcMessageJsonFn};
-use crate::sink::{UsageQuery, UsageSink};
+use crate::sink::{ConsumerScope, UsageSink};
 #[cfg(doc)]
 use crate::sink::{DEFAULT_LIMIT, MAX_LIMIT};
 #[cfg(doc)]
@@ -309,23 +311,66 @@ where
         let head = req.method() == Method::HEAD;
         match self.prepare(&req) {
             Err(refusal) => ResponseFuture::refused(refusal, head),
-            Ok(query) => ResponseFuture::query(
+            Ok(Action::List(ListRequest { query, answer })) => match answer.format {
+                None => ResponseFuture::query(
+                    self.sink.clone(),
+                    query,
+                    self.query_timeout,
+                    self.grpc_json.clone(),
+                    self.max_page_bytes,
+                    head,
+                ),
+                Some(format) => ResponseFuture::export(
+                    export::fetcher(self.sink.clone(), self.query_timeout),
+                    query,
+                    Render {
+                        format,
+                        bodies: answer.bodies,
+                        grpc_json: self.grpc_json.clone(),
+                    },
+                    head,
+                ),
+            },
+            Ok(Action::Get { id, scope }) => ResponseFuture::get(
                 self.sink.clone(),
-                query,
+                id,
+                scope,
                 self.query_timeout,
                 self.grpc_json.clone(),
-                self.max_page_bytes,
                 head,
             ),
+            Ok(Action::OpenApi { mount }) => {
+                ResponseFuture::ready(response::openapi(openapi::document(&mount)), head)
+            }
         }
     }
 }
 
+/// What a valid request asks for.
+enum Action {
+    List(ListRequest),
+    Get { id: String, scope: ConsumerScope },
+    OpenApi { mount: String },
+}
+
 impl<S> UsageService<S> {
-    /// Validates a request and turns it into the sink query, or refuses it.
-    fn prepare<B>(&self, req: &Request<B>) -> Result<UsageQuery, Refusal> {
+    /// Validates a request and turns it into what to do, or refuses it.
+    ///
+    /// Checks run in this order: method, path, caller (not for the OpenAPI
+    /// document, which holds nothing of anyone's), parameters.
+    fn prepare<B>(&self, req: &Request<B>) -> Result<Action, Refusal> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(Refusal::Method);
+        }
+        let (target, mount) = Target::of(req);
+        match target {
+            Target::NotFound => return Err(Refusal::NotFound),
+            Target::OpenApi => {
+                params::none(req.uri().query()).map_err(Refusal::Param)?;
+                let mount = mount.unwrap_or("").trim_end_matches('/').to_owned();
+                return Ok(Action::OpenApi { mount });
+            }
+            Target::List | Target::Summary | Target::Record(_) => {}
         }
 
         let info = RequestInfo::from_request(req);
@@ -337,7 +382,26 @@ impl<S> UsageService<S> {
                 None => return Err(Refusal::Unauthorized(self.unauthorized_message())),
             }
         };
-        params::parse(req.uri().query(), caller).map_err(Refusal::Param)
+        match target {
+            // The summary's own handler plugs in here.
+            Target::Summary => Err(Refusal::NotImplemented(
+                "GET /usage/summary is not available in this version",
+            )),
+            Target::Record(id) => {
+                params::none(req.uri().query()).map_err(Refusal::Param)?;
+                let scope = match caller {
+                    Caller::Admin => ConsumerScope::All,
+                    Caller::Consumer(own) => ConsumerScope::Consumer(own),
+                };
+                Ok(Action::Get {
+                    id: id.to_owned(),
+                    scope,
+                })
+            }
+            _ => params::parse(req.uri().query(), caller)
+                .map(Action::List)
+                .map_err(Refusal::Param),
+        }
     }
 
     /// What a `401` says: how to send a bearer token, unless the consumer is
@@ -359,7 +423,7 @@ mod tests {
     use super::*;
     use crate::error::SinkError;
     use crate::marker::ServedByUsageService;
-    use crate::sink::UsagePage;
+    use crate::sink::{UsagePage, UsageQuery};
     use crate::UsageRecord;
 
     #[derive(Clone)]
@@ -395,7 +459,7 @@ mod tests {
         let bytes = body
             .collect()
             .await
-            .unwrap_or_else(|e| match e {})
+            .unwrap()
             .to_bytes();
         let json = if bytes.is_empty() {
             serde_json::Value::Null
