@@ -456,11 +456,7 @@ mod tests {
         let res = svc.call(req).await.unwrap_or_else(|e| match e {});
         assert!(res.extensions().get::<ServedByUsageService>().is_some());
         let (parts, body) = res.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes();
+        let bytes = body.collect().await.unwrap().to_bytes();
         let json = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
