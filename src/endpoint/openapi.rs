@@ -155,13 +155,15 @@ mod tests {
     fn the_record_schema_has_the_wire_fields() {
         let doc = doc();
         let schema = &doc["components"]["schemas"]["Record"];
-        let mut record = UsageRecord::default();
-        record.grpc = Some(crate::GrpcCall {
-            status: Some(0),
-            message: Some("m".into()),
-            request_messages: 1,
-            response_messages: 1,
-        });
+        let mut record = UsageRecord {
+            grpc: Some(crate::GrpcCall {
+                status: Some(0),
+                message: Some("m".into()),
+                request_messages: 1,
+                response_messages: 1,
+            }),
+            ..UsageRecord::default()
+        };
         record.capture.request_headers_cut = 1;
         record.request.body.truncated = true;
         record.response.truncated = true;
