@@ -32,12 +32,36 @@ pub const DEFAULT_MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 
-/// The `GET /usage` endpoint: a tower [`Service`] answering any request routed to
-/// it with one page of the caller's usage records, read from a [`UsageSink`].
+/// The `GET /usage` endpoint: a tower [`Service`] answering with the caller's
+/// usage records, read from a [`UsageSink`]: a page of them, one by id, or all
+/// of them as an export.
 ///
 /// It is `Clone`, always ready, and never fails (`Error = Infallible`): every
 /// failure is an HTTP response, so axum's `Router::route_service` (or tonic's
 /// router) mounts it as it is, on any path.
+///
+/// # What it serves below its mount point
+///
+/// Nested with axum's `Router::nest_service(M, ..)`, it answers every path
+/// below its mount point `M`:
+///
+/// | request | answer |
+/// |---|---|
+/// | `GET M` (or `M/`) | one page of records; with `format=ndjson` or `format=csv`, every matching record, streamed (see [exports](#exports)) |
+/// | `GET M/{id}` | the record with this id, `200` with the record object; `404` when there is none *or* it is another consumer's (never `403`, so ids leak nothing); takes no parameters |
+/// | `GET M/summary` | the usage summary (`501` until it is available) |
+/// | `GET M/openapi.json` | an OpenAPI 3.1 document of all of these, paths under `M`; needs no token |
+/// | anything else below `M` | `404` |
+///
+/// Mounted any other way (`route_service(M, ..)`, tonic's router, a plain
+/// hyper service) it serves the list, whatever the path.
+///
+/// ```
+/// use axum::Router;
+/// use tower_usage::{MemorySink, UsageService};
+///
+/// let app: Router = Router::new().nest_service("/v1/usage", UsageService::new(MemorySink::new()));
+/// ```
 ///
 /// # Example
 ///
@@ -105,37 +129,61 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `status`   | a status code (`404`) or a class (`4xx`, `1xx`..`5xx`)                 |               |
 /// | `order`    | `asc` (oldest first) or `desc` (newest first), by `createdAt` then `id` | `asc`        |
 /// | `consumer` | admin only: the consumer id whose records to show                      | all consumers |
+/// | `format`   | `ndjson` or `csv`: export every matching record (see [exports](#exports)) | one page of JSON |
+/// | `bodies`   | with `format=csv` only: `true` adds the bodies as columns, `false` leaves them out | `false` |
 ///
 /// A cursor is bound to the consumer scope and the order it was issued for; the
 /// filters should stay the same from page to page. A page also ends early when
 /// it would pass [`max_page_bytes`](UsageService::max_page_bytes) (1 MiB by
 /// default); follow `nextCursor` as for any page.
 ///
+/// # Exports
+///
+/// `format=ndjson` answers every record that matches the filters (the list's
+/// parameters, `order` included) with one record per line, each exactly as a
+/// page shows it (`Content-Type: application/x-ndjson`); `format=csv` with a
+/// header row and one row per record (`text/csv; charset=utf-8;
+/// header=present`; the columns are listed in the crate's README and the
+/// OpenAPI document). Both come with `Content-Disposition: attachment;
+/// filename="usage-<UTC time>.<ndjson|csv>"` and no `Content-Length`.
+///
+/// There is no paging: `limit` and `cursor` are refused with `400`. The
+/// [`UsageBody`](crate::endpoint::UsageBody) asks the sink for 500 records at
+/// a time (each page within the [query timeout](UsageService::query_timeout)),
+/// the next page only when the one before was sent, so an export holds one
+/// page in memory however many records match. A sink that fails on the first
+/// page is answered like a failed list (`503`); one that fails later ends the
+/// body with the error, which cuts the transfer: the client sees an
+/// incomplete response, never a file that looks complete.
+///
 /// # Responses
 ///
-/// Every response is JSON (`Content-Type: application/json`) with
-/// `Cache-Control: no-store` and a `Content-Length`, in a
+/// Every response but an export is JSON (`Content-Type: application/json`)
+/// with `Cache-Control: no-store` and a `Content-Length`, in a
 /// [`UsageBody`](crate::endpoint::UsageBody). Errors are `{"error": "<message>"}`, with
 /// `"parameter": "<name>"` added when one parameter is to blame.
 ///
 /// | status | when                                                                                 |
 /// |--------|--------------------------------------------------------------------------------------|
 /// | `200`  | `{"requests": [<record>...], "nextCursor": <string or null>}`; see [`UsageRecord`] for a record's form |
-/// | `400`  | a bad, empty, repeated or unknown parameter; query not UTF-8; the sink refused the cursor ([`InvalidCursor`](crate::SinkErrorKind::InvalidCursor), `"parameter": "cursor"`) or the query ([`InvalidQuery`](crate::SinkErrorKind::InvalidQuery)) |
+/// | `400`  | a bad, empty, repeated or unknown parameter (any parameter on `M/{id}` and `M/openapi.json`); `limit` or `cursor` with `format`, `bodies` without `format=csv`; query not UTF-8; the sink refused the cursor ([`InvalidCursor`](crate::SinkErrorKind::InvalidCursor), `"parameter": "cursor"`) or the query ([`InvalidQuery`](crate::SinkErrorKind::InvalidQuery)) |
 /// | `401`  | no consumer (by default: no well-formed bearer token) and not an admin; with `WWW-Authenticate: Bearer` |
 /// | `403`  | `consumer` given by a caller who is not an admin                                     |
+/// | `404`  | `M/{id}` of a record that does not exist or is another consumer's; a path below `M` that is none of the above |
 /// | `405`  | a method other than `GET` or `HEAD`; with `Allow: GET, HEAD`                         |
-/// | `500`  | a page could not be rendered as JSON                                                 |
+/// | `500`  | a page or record could not be rendered as JSON                                       |
+/// | `501`  | `M/summary`, until the summary is available                                          |
 /// | `503`  | the sink is set up wrong ([`Config`](crate::SinkErrorKind::Config): the operator's fault, not the client's), failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout); always the message `usage storage is unavailable` |
 ///
 /// `HEAD` answers like `GET` (same status and headers, `Content-Length`
-/// included) with an empty body. Messages of the sink's `InvalidCursor` and
+/// included; an export reads its first page) with an empty body. Messages of the sink's `InvalidCursor` and
 /// `InvalidQuery` errors are shown to the client; every other sink error is
 /// logged with `tracing` at `WARN` and answered with a fixed message, so nothing
 /// of the storage's internals reaches the client.
 ///
-/// Checks run in this order: method, caller, parameters (the first bad one in
-/// the query string decides the error), then the sink. Nothing touches the sink
+/// Checks run in this order: method, path, caller (not for the OpenAPI
+/// document), parameters (the first bad one in the query string decides the
+/// error), then the sink. Nothing touches the sink
 /// until the request is known to be valid.
 ///
 /// Calls to this service are not recorded by [`UsageLayer`](crate::UsageLayer):
