@@ -429,7 +429,7 @@ impl<S> UsageLayer<S> {
     /// ULID of the request's arrival time, as the writer would make it) and the
     /// writer uses it for the record. The header is added to every response
     /// that is recorded; not to responses of the usage endpoint, nor to
-    /// requests the [`skip`](Self::skip) hook leaves out, nor when the inner
+    /// requests the [`skip_if`](Self::skip_if) hook leaves out, nor when the inner
     /// service fails (no response); an existing header of that name is
     /// replaced.
     ///
