@@ -72,7 +72,9 @@ pub async fn get_by_query<S: UsageSink + ?Sized>(
 /// The milliseconds of a ULID: `None` for anything but 26 characters of
 /// upper-case Crockford base32 that fit in 128 bits.
 pub(crate) fn ulid_millis(id: &str) -> Option<i64> {
+    // 26 characters of 5 bits are 130 bits: the first character holds 3.
     if id.len() != ulid::ULID_LEN
+        || id.as_bytes()[0] > b'7'
         || !id
             .bytes()
             .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())

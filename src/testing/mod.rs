@@ -290,7 +290,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), CHECKS.len());
-        assert_eq!(CHECKS.len(), 11);
+        assert_eq!(CHECKS.len(), 12);
     }
 
     #[tokio::test]
