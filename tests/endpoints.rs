@@ -336,3 +336,31 @@ async fn the_openapi_document_is_served_under_the_mount_point() {
     let reply = call(addr, Method::GET, "/v1/usage/openapi.json?x=1", None).await;
     reply.error(StatusCode::BAD_REQUEST);
 }
+
+/// A router that hands over the whole path (here `route_service` with a
+/// wildcard; tonic's and hyper's do the same): `mount_point` strips it.
+#[tokio::test]
+async fn a_mount_point_serves_below_it_without_nest_service() {
+    let sink = MemorySink::new();
+    let layer = UsageLayer::new(sink.clone()).record_id_header(HeaderName::from_static(ID_HEADER));
+    let handle = layer.handle();
+    let usage = UsageService::new(sink.clone()).mount_point("/v1/usage/");
+    let router = Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .route_service("/v1/usage", usage.clone())
+        .route_service("/v1/usage/{*rest}", usage)
+        .layer(layer);
+    let addr = serve(router).await;
+    let hello = call(addr, Method::GET, "/hello", Some(TOKEN_A)).await;
+    let id = hello.headers[ID_HEADER].to_str().unwrap().to_owned();
+    handle.flush().await;
+    let list = call(addr, Method::GET, "/v1/usage", Some(TOKEN_A)).await;
+    assert_eq!(list.json()["requests"][0]["id"], id.as_str());
+    let one = call(addr, Method::GET, &format!("/v1/usage/{id}"), Some(TOKEN_A)).await;
+    assert_eq!(one.json()["id"], id.as_str());
+    let doc = call(addr, Method::GET, "/v1/usage/openapi.json", None).await;
+    assert!(doc.json()["paths"]["/v1/usage/{id}"].is_object());
+    call(addr, Method::GET, "/v1/usage/a/b", Some(TOKEN_A))
+        .await
+        .error(StatusCode::NOT_FOUND);
+}

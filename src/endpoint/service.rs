@@ -54,7 +54,8 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | anything else below `M` | `404` |
 ///
 /// Mounted any other way (`route_service(M, ..)`, tonic's router, a plain
-/// hyper service) it serves the list, whatever the path.
+/// hyper service) it serves the list, whatever the path, unless it is told
+/// its [`mount_point`](UsageService::mount_point).
 ///
 /// ```
 /// use axum::Router;
@@ -201,6 +202,7 @@ pub struct UsageService<S> {
     query_timeout: Duration,
     max_page_bytes: usize,
     grpc_json: Option<GrpcMessageJsonFn>,
+    mount_point: Option<Arc<str>>,
 }
 
 impl<S: UsageSink + Clone> UsageService<S> {
@@ -214,7 +216,32 @@ impl<S: UsageSink + Clone> UsageService<S> {
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             grpc_json: None,
+            mount_point: None,
         }
+    }
+
+    /// Serves the paths below `path` (`/v1/usage/{id}`, `/v1/usage/summary`,
+    /// ...) where the router hands the service the whole path: tonic's router,
+    /// a plain hyper service, axum's `route_service` with a wildcard. The
+    /// service strips `path` itself; a request path that is not `path` or
+    /// below it is `404`.
+    ///
+    /// Default: none. Not needed with axum's `Router::nest_service`, which
+    /// strips the prefix and tells the service (and with which this setting
+    /// must not be used: the paths it hands over no longer start with
+    /// `path`). Without either, the service answers every path with the list.
+    ///
+    /// ```
+    /// use tower_usage::{MemorySink, UsageService};
+    ///
+    /// // Say, behind a router that sends `/v1/usage` and `/v1/usage/*` here.
+    /// let usage = UsageService::new(MemorySink::new()).mount_point("/v1/usage");
+    /// # let _ = usage;
+    /// ```
+    pub fn mount_point(mut self, path: &str) -> Self {
+        let trimmed = path.trim_end_matches('/');
+        self.mount_point = Some(Arc::from(trimmed));
+        self
     }
 
     /// How the caller's consumer is derived; give the layer the same one.
@@ -334,6 +361,7 @@ impl<S> fmt::Debug for UsageService<S> {
             )
             .field("query_timeout", &self.query_timeout)
             .field("max_page_bytes", &self.max_page_bytes)
+            .field("mount_point", &self.mount_point)
             .field(
                 "grpc_message_json",
                 &self.grpc_json.as_ref().map(|_| format_args!("Fn(..)")),
@@ -410,7 +438,7 @@ impl<S> UsageService<S> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(Refusal::Method);
         }
-        let (target, mount) = Target::of(req);
+        let (target, mount) = Target::of(req, self.mount_point.as_deref());
         match target {
             Target::NotFound => return Err(Refusal::NotFound),
             Target::OpenApi => {

@@ -21,13 +21,25 @@ pub(super) enum Target<'a> {
 impl<'a> Target<'a> {
     /// The target of `req`, and the mount point when it is known.
     ///
-    /// Mounted with axum's `Router::nest_service(M, ..)`, the service sees the
+    /// With a `mount_point` ([`UsageService::mount_point`](super::UsageService::mount_point)),
+    /// the request path must be it or start with it and a `/`; the rest decides
+    /// (any other path is [`NotFound`](Self::NotFound)). Else, mounted with axum's `Router::nest_service(M, ..)`, the service sees the
     /// path below `M` (axum strips the prefix and leaves a `NestedPath`
     /// extension): that path decides. Mounted any other way
     /// (`route_service(M, ..)`, also inside a nested router, tonic's router,
     /// a plain hyper service), the service answers one path only, whatever
     /// it is: the list.
-    pub(super) fn of<B>(req: &'a Request<B>) -> (Self, Option<&'a str>) {
+    pub(super) fn of<B>(
+        req: &'a Request<B>,
+        mount_point: Option<&'a str>,
+    ) -> (Self, Option<&'a str>) {
+        if let Some(mount) = mount_point {
+            let target = match req.uri().path().strip_prefix(mount) {
+                Some(rest) if rest.is_empty() || rest.starts_with('/') => Self::below(rest),
+                _ => Self::NotFound,
+            };
+            return (target, Some(mount));
+        }
         #[cfg(feature = "axum")]
         if let Some(nested) = req.extensions().get::<axum::extract::NestedPath>() {
             // A `route_service` inside a nested router also sees a
@@ -86,6 +98,23 @@ mod tests {
     #[test]
     fn outside_a_nest_every_path_is_the_list() {
         let req = http::Request::get("/v1/usage/summary").body(()).unwrap();
-        assert_eq!(Target::of(&req), (Target::List, None));
+        assert_eq!(Target::of(&req, None), (Target::List, None));
+    }
+
+    #[test]
+    fn a_mount_point_is_stripped_from_the_path() {
+        let m = Some("/v1/usage");
+        for (path, expected) in [
+            ("/v1/usage", Target::List),
+            ("/v1/usage/", Target::List),
+            ("/v1/usage/summary", Target::Summary),
+            ("/v1/usage/01ABC", Target::Record("01ABC")),
+            ("/v1/usage2", Target::NotFound),
+            ("/v1", Target::NotFound),
+            ("/other/v1/usage", Target::NotFound),
+        ] {
+            let req = http::Request::get(path).body(()).unwrap();
+            assert_eq!(Target::of(&req, m), (expected, m), "{path}");
+        }
     }
 }
