@@ -384,3 +384,50 @@ async fn head_of_an_export_reads_one_page_and_sends_no_body() {
         .starts_with("text/csv"));
     assert_eq!(sink.queries.load(Ordering::SeqCst), 1);
 }
+
+/// Large records: a frame ends after about 256 KiB, whatever the page holds,
+/// so the export holds the page in hand and one frame.
+#[tokio::test]
+async fn frames_stay_small_when_records_are_large() {
+    use tower::ServiceExt as _;
+    let sink = MemorySink::with_limits(10_000, 1 << 30);
+    let big = "x".repeat(20 * 1024);
+    let mut all = records();
+    for r in &mut all {
+        r.response = CapturedBody::complete(big.clone());
+    }
+    sink.record(&all).await.unwrap();
+    for (format, per_record) in [("ndjson", 20 * 1024), ("csv&bodies=true", 20 * 1024)] {
+        let req = Request::get(format!("/?format={format}"))
+            .header("authorization", format!("Bearer {TOKEN_A}"))
+            .body(())
+            .unwrap();
+        let res = UsageService::new(sink.clone()).oneshot(req).await.unwrap();
+        let mut body = res.into_body();
+        let (mut frames, mut bytes) = (0, Vec::new());
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            assert!(
+                data.len() <= 256 * 1024 + 2 * per_record,
+                "{format}: a frame of {} bytes",
+                data.len()
+            );
+            frames += 1;
+            bytes.extend_from_slice(&data);
+        }
+        assert!(frames > 90, "{format}: {frames} frames");
+        let records = match format {
+            "ndjson" => ndjson(&bytes).len(),
+            _ => csv::Reader::from_reader(&bytes[..]).records().count(),
+        };
+        assert_eq!(records, RECORDS_A, "{format}");
+    }
+    // Nothing matches: a CSV is its header row.
+    let addr = serve(Router::new().nest_service("/v1/usage", UsageService::new(sink))).await;
+    let got = export(addr, "format=csv&path=/nothing", TOKEN_A).await;
+    let text = String::from_utf8(got.body.to_vec()).unwrap();
+    assert!(
+        text.starts_with("id,createdAt,") && text.lines().count() == 1,
+        "{text}"
+    );
+}

@@ -16,8 +16,8 @@ use crate::SinkError;
 /// A JSON document's length is known up front ([`size_hint`](Body::size_hint)
 /// is exact), so servers send it with a `Content-Length`. An export
 /// (`format=ndjson` or `csv`) asks the sink for one page when the previous
-/// one was sent, so it holds one page at a time whatever the number of
-/// records; its length is unknown (HTTP/1.1 sends it chunked). If the sink
+/// one was sent and sends it in frames of about 256 KiB, so it holds one
+/// page and one frame at a time whatever the number of records; its length is unknown (HTTP/1.1 sends it chunked). If the sink
 /// fails, or does not answer within the query timeout, after the first page,
 /// the body ends with that [`SinkError`] instead of its last frame: the
 /// server then aborts the response, and the client sees a cut transfer, never

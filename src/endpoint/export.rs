@@ -62,6 +62,10 @@ pub(super) const CSV_COLUMNS: &[&str] = &[
 /// The CSV columns `bodies=true` adds.
 pub(super) const CSV_BODY_COLUMNS: &[&str] = &["requestBody", "response"];
 
+/// A frame ends after the record that takes it past this many bytes (256
+/// KiB): with the page in hand, what an export holds at once.
+const FRAME_BYTES: usize = 256 * 1024;
+
 type PageFuture = Pin<Box<dyn Future<Output = Result<UsagePage, SinkError>> + Send>>;
 
 /// Asks the sink for a page, within the query timeout.
@@ -100,8 +104,9 @@ pub(crate) struct Export {
     /// The next page's query (its cursor moves on).
     query: UsageQuery,
     render: Render,
-    /// A page fetched and not yet written.
-    page: Option<UsagePage>,
+    /// The records of the page in hand not yet written (a page is taken in
+    /// when it arrives: its cursor is noted at once).
+    page: std::vec::IntoIter<UsageRecord>,
     /// The fetch of the next page, in flight. In a `Mutex` only so that the
     /// body is `Sync`: it is reached through `&mut self`, never locked.
     fetching: Mutex<Option<PageFuture>>,
@@ -117,20 +122,37 @@ impl Export {
     /// An export whose first page is already fetched (so that a sink that fails
     /// at once is answered with a status, not a cut body).
     pub(super) fn new(fetch: Fetch, query: UsageQuery, render: Render, first: UsagePage) -> Self {
-        Self {
+        let mut export = Self {
             fetch,
             query,
             render,
-            page: Some(first),
+            page: Vec::new().into_iter(),
             fetching: Mutex::new(None),
             header_written: false,
             done: false,
             written: 0,
+        };
+        export.take_in(first);
+        export
+    }
+
+    /// Makes `page` the page in hand, and notes where the next one starts.
+    fn take_in(&mut self, page: UsagePage) {
+        match page.next_cursor {
+            Some(cursor) => self.query.cursor = Some(cursor),
+            None => self.done = true,
         }
+        self.page = page.records.into_iter();
     }
 
     pub(super) fn is_end_stream(&self) -> bool {
-        self.done && self.page.is_none()
+        self.done && self.page.len() == 0 && self.header_written_or_not_needed()
+    }
+
+    /// Whether nothing is left to write before the records: the CSV header
+    /// row is written with the first frame, even when no record matches.
+    fn header_written_or_not_needed(&self) -> bool {
+        self.header_written || self.render.format != Format::Csv
     }
 
     pub(super) fn poll_frame(
@@ -138,12 +160,8 @@ impl Export {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, SinkError>>> {
         loop {
-            if let Some(page) = self.page.take() {
-                match &page.next_cursor {
-                    Some(cursor) => self.query.cursor = Some(cursor.clone()),
-                    None => self.done = true,
-                }
-                match self.write(&page.records) {
+            if self.page.len() > 0 || !self.header_written_or_not_needed() {
+                match self.write() {
                     Ok(bytes) if bytes.is_empty() => continue,
                     Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(Bytes::from(bytes))))),
                     Err(err) => return Poll::Ready(Some(Err(self.fail(err)))),
@@ -160,7 +178,7 @@ impl Export {
             let result = ready!(future.as_mut().poll(cx));
             *fetching = None;
             match result {
-                Ok(page) => self.page = Some(page),
+                Ok(page) => self.take_in(page),
                 Err(err) => return Poll::Ready(Some(Err(self.fail(err)))),
             }
         }
@@ -169,7 +187,7 @@ impl Export {
     /// Ends the body with `err`, logged as the list logs a failed query.
     fn fail(&mut self, err: SinkError) -> SinkError {
         self.done = true;
-        self.page = None;
+        self.page = Vec::new().into_iter();
         tracing::warn!(
             error = %err,
             written = self.written,
@@ -178,12 +196,20 @@ impl Export {
         err
     }
 
-    /// One page's records in the export's format (with the CSV header first).
-    fn write(&mut self, records: &[UsageRecord]) -> Result<Vec<u8>, SinkError> {
-        let mut out = Vec::with_capacity(records.len() * 512);
+    /// The next frame: records of the page in hand in the export's format
+    /// (the CSV header row first), until the frame passes [`FRAME_BYTES`] or
+    /// the page ends.
+    fn write(&mut self) -> Result<Vec<u8>, SinkError> {
+        let mut out = Vec::with_capacity(FRAME_BYTES.min(self.page.len() * 1024) + 256);
+        let mut records = 0u64;
         match self.render.format {
             Format::Ndjson => {
-                for record in records {
+                while out.len() < FRAME_BYTES {
+                    let Some(record) = self.page.next() else {
+                        break;
+                    };
+                    records += 1;
+                    let record = &record;
                     let view = RecordView {
                         record,
                         grpc_json: self.render.grpc_json.as_deref(),
@@ -204,21 +230,28 @@ impl Export {
                     csv.write_record(CSV_COLUMNS.iter().chain(bodies))
                         .map_err(SinkError::new)?;
                 }
-                for record in records {
-                    self.csv_row(&mut csv, record)?;
+                // The writer buffers; count what it took, not what it flushed.
+                let mut taken = 0usize;
+                while taken < FRAME_BYTES {
+                    let Some(record) = self.page.next() else {
+                        break;
+                    };
+                    records += 1;
+                    taken += self.csv_row(&mut csv, &record)?;
                 }
                 csv.flush().map_err(SinkError::new)?;
             }
         }
-        self.written += records.len() as u64;
+        self.written += records;
         Ok(out)
     }
 
+    /// Writes one row; returns about how many bytes it took.
     fn csv_row<W: std::io::Write>(
         &self,
         csv: &mut csv::Writer<W>,
         r: &UsageRecord,
-    ) -> Result<(), SinkError> {
+    ) -> Result<usize, SinkError> {
         let status = r.status.to_string();
         let duration = r.duration_us.to_string();
         let request_size = r.request.body.size.to_string();
@@ -248,8 +281,10 @@ impl Export {
                 "false"
             },
         ];
+        let size: usize = row.iter().map(|field| field.len() + 1).sum();
         if !self.render.bodies {
-            return csv.write_record(row).map_err(SinkError::new);
+            csv.write_record(row).map_err(SinkError::new)?;
+            return Ok(size);
         }
         // The bodies as the list renders them (gRPC messages included).
         let view = RecordView {
@@ -265,7 +300,8 @@ impl Export {
                 .copied()
                 .chain([request_body.as_str(), response_body.as_str()]),
         )
-        .map_err(SinkError::new)
+        .map_err(SinkError::new)?;
+        Ok(size + request_body.len() + response_body.len() + 2)
     }
 }
 

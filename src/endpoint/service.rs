@@ -151,8 +151,9 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// There is no paging: `limit` and `cursor` are refused with `400`. The
 /// [`UsageBody`](crate::endpoint::UsageBody) asks the sink for 500 records at
 /// a time (each page within the [query timeout](UsageService::query_timeout)),
-/// the next page only when the one before was sent, so an export holds one
-/// page in memory however many records match. A sink that fails on the first
+/// the next page only when the one before was sent, and writes frames of
+/// about 256 KiB, so an export holds one page and one frame in memory however
+/// many records match. A sink that fails on the first
 /// page is answered like a failed list (`503`); one that fails later ends the
 /// body with the error, which cuts the transfer: the client sees an
 /// incomplete response, never a file that looks complete.
