@@ -18,6 +18,16 @@
 //!   were filled: "cold"), then after reading them through once, as a server
 //!   that has been answering queries would have them.
 //!
+//! * `sink_export/<sink>`: `GET /usage?format=ndjson` of one consumer's 100,000
+//!   records (the records above, 1 ms apart) through `UsageService` (called as a
+//!   tower service, no network), the body read frame by frame and dropped: what
+//!   an export costs the server. Reported as records/s (criterion's median) and
+//!   the peak memory the export added to the process (its peak resident set,
+//!   reset before the export through `/proc/self/clear_refs`, less the resident
+//!   set before it; Linux only). Each sink is filled afresh: a `MemorySink` of
+//!   100,000 records, a SQLite file in a temporary directory, the PostgreSQL
+//!   schema `tu_bench_export` (dropped afterwards).
+//!
 //! PostgreSQL is `TOWER_USAGE_POSTGRES_URL`, by default
 //! `postgres://postgres@127.0.0.1:5432/test`. At the end the bench prints records/s
 //! per sink and batch size (from criterion's median time per batch) and the page
@@ -25,6 +35,7 @@
 //!
 //! ```text
 //! cargo bench --bench sinks --features sqlite,postgres
+//! cargo bench --bench sinks --features sqlite,postgres -- sink_export   # exports only
 //! ```
 
 use std::path::PathBuf;
@@ -535,13 +546,189 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-criterion_group!(benches, writes, pages);
+// ---------------------------------------------------------------------------
+// Exports
+
+const EXPORTED: usize = 100_000;
+const EXPORT_TOKEN: &str = "bench-export-token";
+
+/// Peak memory an export added, per sink, for the report: (sink, MiB, bytes sent).
+static EXPORT_PEAK: Mutex<Vec<(String, f64, u64)>> = Mutex::new(Vec::new());
+
+/// `VmRSS` or `VmHWM` of this process, in KiB (0 where `/proc` is missing).
+fn proc_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// One consumer's [`EXPORTED`] records, 1 ms apart, into `sink`.
+async fn fill_export<S: UsageSink>(sink: &S) {
+    let consumer = tower_usage::hash_token(EXPORT_TOKEN);
+    let mut gen = Gen::new(5);
+    let start = FILL_START_MS;
+    for chunk in (0..EXPORTED).collect::<Vec<_>>().chunks(4096) {
+        let batch: Vec<UsageRecord> = chunk
+            .iter()
+            .map(|&i| {
+                let mut r = gen.record(start + i as i64);
+                r.consumer = Some(consumer.clone());
+                r
+            })
+            .collect();
+        sink.record(&batch).await.expect("filling the export store");
+    }
+}
+
+/// The export of every record of the bench's consumer as NDJSON, read to the
+/// end: (records, bytes).
+async fn export_all<S: UsageSink + Clone>(sink: &S) -> (usize, u64) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let req = http::Request::get("/?format=ndjson")
+        .header("authorization", format!("Bearer {EXPORT_TOKEN}"))
+        .body(())
+        .unwrap();
+    let res = tower_usage::UsageService::new(sink.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), http::StatusCode::OK);
+    let mut body = res.into_body();
+    let (mut records, mut bytes) = (0, 0);
+    while let Some(frame) = body.frame().await {
+        let data = frame.expect("export frame").into_data().unwrap_or_default();
+        records += data.iter().filter(|b| **b == b'\n').count();
+        bytes += data.len() as u64;
+    }
+    (records, bytes)
+}
+
+fn bench_export<S, Fut>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    open: impl FnOnce() -> Fut,
+) -> Option<S>
+where
+    S: UsageSink + Clone,
+    Fut: std::future::Future<Output = S>,
+{
+    let mut open = Some(open);
+    let mut sink = None;
+    let mut group = c.benchmark_group("sink_export");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .throughput(Throughput::Elements(EXPORTED as u64))
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function(name, |b| {
+        let sink = sink.get_or_insert_with(|| {
+            let sink = rt.block_on(open.take().expect("opened once")());
+            // Once before measuring: the peak memory the export adds.
+            let before = proc_kib("VmRSS:");
+            let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+            let (records, bytes) = rt.block_on(export_all(&sink));
+            assert_eq!(records, EXPORTED, "{name}: exported records");
+            let peak = proc_kib("VmHWM:");
+            let added = if reset { peak.saturating_sub(before) as f64 / 1024.0 } else { f64::NAN };
+            eprintln!(
+                "{name}: export of {records} records ({:.1} MiB of NDJSON) added {added:.1} MiB at its peak",
+                bytes as f64 / 1048576.0
+            );
+            EXPORT_PEAK.lock().unwrap().push((name.to_owned(), added, bytes));
+            sink
+        });
+        b.to_async(rt).iter(|| {
+            let sink = sink.clone();
+            async move { export_all(&sink).await }
+        });
+    });
+    group.finish();
+    sink
+}
+
+fn exports(c: &mut Criterion) {
+    let rt = runtime();
+    bench_export(c, &rt, "memory", || async {
+        let sink = MemorySink::with_limits(EXPORTED, 1 << 30);
+        fill_export(&sink).await;
+        sink
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("export.db");
+    bench_export(c, &rt, "sqlite", || async {
+        let sink = SqliteSink::open(&path).unwrap();
+        fill_export(&sink).await;
+        sink
+    });
+    let schema = "tu_bench_export";
+    let pg = bench_export(c, &rt, "postgres", || async {
+        let sink = pg_sink(schema).await;
+        pg_exec(
+            &sink,
+            &format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"),
+        )
+        .await;
+        sink.migrate().await.unwrap();
+        fill_export(&sink).await;
+        pg_exec(&sink, &format!("VACUUM ANALYZE \"{schema}\".usage_records")).await;
+        sink
+    });
+    if let Some(sink) = pg {
+        rt.block_on(pg_exec(&sink, &format!("DROP SCHEMA \"{schema}\" CASCADE")));
+    }
+}
+
+criterion_group!(benches, writes, pages, exports);
 
 fn main() {
     let started = std::time::SystemTime::now();
     benches();
     Criterion::default().configure_from_args().final_summary();
     report(started, &LATENCY.lock().unwrap());
+    report_exports(started);
+}
+
+/// Records/s of the exports this run measured, and the peak memory each added.
+fn report_exports(started: std::time::SystemTime) {
+    let peaks = EXPORT_PEAK.lock().unwrap();
+    if peaks.is_empty() {
+        return;
+    }
+    let dir = target_dir().join("criterion").join("sink_export");
+    println!("\n`GET /usage?format=ndjson` of one consumer's {EXPORTED} records (criterion median; peak memory added by one export)\n");
+    println!("| sink | records/s | time | NDJSON | peak memory added |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, peak, bytes) in peaks.iter() {
+        let path = dir.join(name).join("new").join("estimates.json");
+        let fresh = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= started);
+        let median = fresh
+            .then(|| std::fs::read_to_string(&path).ok())
+            .flatten()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|v| v["median"]["point_estimate"].as_f64())
+            .map(|ns| ns / 1e9);
+        let (rate, time) = match median {
+            Some(s) => (thousands(EXPORTED as f64 / s), format!("{:.2} s", s)),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        println!(
+            "| {name} | {rate} | {time} | {:.1} MiB | {peak:.1} MiB |",
+            *bytes as f64 / 1048576.0
+        );
+    }
 }
 
 /// Prints records/s per sink and batch size, from criterion's median time per

@@ -36,6 +36,9 @@ use crate::record::{CapturedBody, Outcome, Redaction};
 /// A finished exchange waiting in the writer's queue: a few fields, and
 /// everything else [packed](Packed) into one buffer.
 pub(crate) struct Captured {
+    /// The record id, when the middleware made it (to send it in a header);
+    /// else the writer makes one.
+    pub(crate) id: Option<String>,
     pub(crate) created: SystemTime,
     pub(crate) method: Method,
     /// `None` also when it is to be derived from the bearer token.

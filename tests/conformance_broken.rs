@@ -30,6 +30,8 @@ enum Flaw {
     PanicsOnBadCursor,
     /// Stores at most 5,000 records of a batch.
     TruncatesBatches,
+    /// Looks records up by id in every consumer's records.
+    GetIgnoresScope,
 }
 
 /// A `MemorySink` with one flaw.
@@ -100,6 +102,13 @@ impl UsageSink for Broken {
             _ => {}
         }
         Ok(page)
+    }
+
+    async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
+        match self.flaw {
+            Flaw::GetIgnoresScope => self.inner.get(id, &ConsumerScope::All).await,
+            _ => self.inner.get(id, scope).await,
+        }
     }
 }
 
@@ -317,6 +326,42 @@ async fn a_sink_losing_concurrent_writes_fails_concurrent_writers() {
     // One writer at a time, it is fine.
     assert_eq!(
         run_check("idempotent_record", || async { Racy::default() }).await,
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn a_sink_finding_other_consumers_ids_fails_get_by_id() {
+    fails(
+        "get_by_id",
+        Flaw::GetIgnoresScope,
+        &["outside the scope must be None", "404"],
+    )
+    .await;
+    assert_eq!(
+        run_check("get_by_id", broken(Flaw::IgnoresCursor)).await,
+        Ok(())
+    );
+}
+
+/// A sink with no `get` of its own: the default, on top of `query`, passes.
+#[tokio::test]
+async fn the_default_get_passes_the_kit() {
+    #[derive(Clone, Default)]
+    struct QueryOnly(MemorySink);
+
+    #[async_trait::async_trait]
+    impl UsageSink for QueryOnly {
+        async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
+            self.0.record(batch).await
+        }
+        async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
+            self.0.query(query).await
+        }
+    }
+
+    assert_eq!(
+        run_check("get_by_id", || async { QueryOnly::default() }).await,
         Ok(())
     );
 }

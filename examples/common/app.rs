@@ -128,7 +128,10 @@ async fn collection_owners(Path(_token_definition_id): Path<String>) -> Json<Val
 
 /// The app: the reference endpoints, recorded, and the usage endpoint.
 pub(crate) fn app<S: UsageSink + Clone>(sink: S) -> (Router, UsageHandle) {
-    let layer = UsageLayer::new(sink.clone());
+    // Each recorded response says which record it is (`usage-record-id`), so a
+    // client can read it back at `GET /v1/usage/{id}`.
+    let layer = UsageLayer::new(sink.clone())
+        .record_id_header(http::HeaderName::from_static("usage-record-id"));
     let handle = layer.handle();
     let router = Router::new()
         .route("/rest/v1/airdrop/", post(create_airdrop))
@@ -138,7 +141,9 @@ pub(crate) fn app<S: UsageSink + Clone>(sink: S) -> (Router, UsageHandle) {
             get(collection_owners),
         )
         .with_state(Batches::default())
-        .route_service("/v1/usage", UsageService::new(sink))
+        // `/v1/usage` and everything below it: `/{id}`, `/summary`,
+        // `/openapi.json`, exports with `?format=ndjson|csv`.
+        .nest_service("/v1/usage", UsageService::new(sink))
         .layer(layer);
     (router, handle)
 }
@@ -164,7 +169,9 @@ impl Args {
                 println!(
                     "  --demo    send the reference requests to itself, print /v1/usage, exit"
                 );
-                println!("  --port N  listen on 127.0.0.1:N (default: $PORT, else 9000)");
+                println!(
+                    "  --port N  listen on 127.0.0.1:N (default: $PORT, else 9000; 0: any free port)"
+                );
                 std::process::exit(0);
             }
             if name == "demo" {

@@ -1,6 +1,5 @@
-//! [`UsageBody`]: the body of the endpoint's responses.
+//! [`UsageBody`]: the body of the endpoint's responses, whole or streamed.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,13 +7,25 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-/// The body of every [`UsageService`](super::UsageService) response: the whole
-/// JSON document, sent as one frame.
+use super::export::Export;
+use crate::SinkError;
+
+/// The body of every [`UsageService`](super::UsageService) response: a JSON
+/// document sent as one frame, or an export streamed page by page.
 ///
-/// Its length is known up front ([`size_hint`](Body::size_hint) is exact), so
-/// servers send it with a `Content-Length`. `Default` is the empty body (what
-/// `HEAD` gets). It converts into any framework's body type that takes an
-/// [`http_body::Body`], such as `axum::body::Body::new`.
+/// A JSON document's length is known up front ([`size_hint`](Body::size_hint)
+/// is exact), so servers send it with a `Content-Length`. An export
+/// (`format=ndjson` or `csv`) asks the sink for one page when the previous
+/// one was sent and sends it in frames of about 256 KiB, so it holds one
+/// page and one frame at a time whatever the number of records; its length is unknown (HTTP/1.1 sends it chunked). If the sink
+/// fails, or does not answer within the query timeout, after the first page,
+/// the body ends with that [`SinkError`] instead of its last frame: the
+/// server then aborts the response, and the client sees a cut transfer, never
+/// a complete-looking file that lacks records.
+///
+/// `Default` is the empty body (what `HEAD` gets). It converts into any
+/// framework's body type that takes an [`http_body::Body`], such as
+/// `axum::body::Body::new`.
 ///
 /// ```
 /// use http_body_util::BodyExt as _;
@@ -31,46 +42,80 @@ use http_body::{Body, Frame, SizeHint};
 /// assert!(json.starts_with(br#"{"error":"#)); // 401: no bearer token
 /// # }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct UsageBody {
+    kind: Kind,
+}
+
+enum Kind {
     /// What is left to send; `None` once sent, or when there was nothing.
-    data: Option<Bytes>,
+    Full(Option<Bytes>),
+    Export(Box<Export>),
+}
+
+impl Default for Kind {
+    fn default() -> Self {
+        Self::Full(None)
+    }
 }
 
 impl UsageBody {
     /// A body sending `bytes` in one frame (none when they are empty).
     pub(super) fn new(bytes: Bytes) -> Self {
         Self {
-            data: (!bytes.is_empty()).then_some(bytes),
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+        }
+    }
+
+    /// A body streaming an export.
+    pub(super) fn export(export: Export) -> Self {
+        Self {
+            kind: Kind::Export(Box::new(export)),
         }
     }
 }
 
 impl Body for UsageBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = SinkError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.get_mut().data.take().map(|data| Ok(Frame::data(data))))
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, SinkError>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full(data) => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
+            Kind::Export(export) => export.poll_frame(cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none()
+        match &self.kind {
+            Kind::Full(data) => data.is_none(),
+            Kind::Export(export) => export.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.as_ref().map_or(0, |data| data.len() as u64))
+        match &self.kind {
+            Kind::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64))
+            }
+            Kind::Export(export) if export.is_end_stream() => SizeHint::with_exact(0),
+            Kind::Export(_) => SizeHint::default(),
+        }
     }
 }
 
 impl fmt::Debug for UsageBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UsageBody")
-            .field("remaining", &self.data.as_ref().map_or(0, Bytes::len))
-            .finish()
+        match &self.kind {
+            Kind::Full(data) => f
+                .debug_struct("UsageBody")
+                .field("remaining", &data.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            Kind::Export(export) => f.debug_struct("UsageBody").field("export", export).finish(),
+        }
     }
 }
 

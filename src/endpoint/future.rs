@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use http::Response;
 
+use super::export::{Export, Fetch, Render};
 use super::response::{self, Refusal};
 use super::UsageBody;
 use crate::record::GrpcMessageJsonFn;
-use crate::sink::{UsageQuery, UsageSink};
+use crate::sink::{ConsumerScope, UsageQuery, UsageSink};
 
 /// The future of [`UsageService`](super::UsageService)'s responses.
 ///
@@ -56,6 +57,14 @@ impl ResponseFuture {
         }
     }
 
+    /// Answers at once with `res` (the OpenAPI document).
+    pub(super) fn ready(res: Response<UsageBody>, head: bool) -> Self {
+        Self {
+            inner: Inner::Ready(Some(res)),
+            head,
+        }
+    }
+
     /// Asks `sink` for one page, within `timeout`, and renders the answer.
     pub(super) fn query<S: UsageSink>(
         sink: S,
@@ -65,14 +74,36 @@ impl ResponseFuture {
         max_page_bytes: usize,
         head: bool,
     ) -> Self {
+        Self::running(
+            run_query(sink, query, timeout, grpc_json, max_page_bytes),
+            head,
+        )
+    }
+
+    /// Asks `sink` for the record `id` in `scope`, within `timeout`.
+    pub(super) fn get<S: UsageSink>(
+        sink: S,
+        id: String,
+        scope: ConsumerScope,
+        timeout: Duration,
+        grpc_json: Option<GrpcMessageJsonFn>,
+        head: bool,
+    ) -> Self {
+        Self::running(run_get(sink, id, scope, timeout, grpc_json), head)
+    }
+
+    /// Fetches an export's first page, then answers with a body that fetches
+    /// the others as it is sent.
+    pub(super) fn export(fetch: Fetch, query: UsageQuery, render: Render, head: bool) -> Self {
+        Self::running(run_export(fetch, query, render), head)
+    }
+
+    fn running(
+        future: impl Future<Output = Response<UsageBody>> + Send + 'static,
+        head: bool,
+    ) -> Self {
         Self {
-            inner: Inner::Query(Box::pin(run_query(
-                sink,
-                query,
-                timeout,
-                grpc_json,
-                max_page_bytes,
-            ))),
+            inner: Inner::Query(Box::pin(future)),
             head,
         }
     }
@@ -93,16 +124,47 @@ async fn run_query<S: UsageSink>(
             response::page(&page, &query, grpc_json.as_deref(), max_page_bytes)
         }
         Ok(Err(err)) => response::sink_error(&err),
-        Err(_elapsed) => {
-            if response::FAILURES.fail() {
-                tracing::warn!(
-                    timeout_ms = timeout.as_millis() as u64,
-                    "GET /usage: the sink did not answer in time (further failures are answered 503 and not logged until a query succeeds)"
-                );
-            }
-            response::unavailable()
-        }
+        Err(_elapsed) => timed_out(timeout),
     }
+}
+
+async fn run_get<S: UsageSink>(
+    sink: S,
+    id: String,
+    scope: ConsumerScope,
+    timeout: Duration,
+    grpc_json: Option<GrpcMessageJsonFn>,
+) -> Response<UsageBody> {
+    match tokio::time::timeout(timeout, sink.get(&id, &scope)).await {
+        Ok(Ok(Some(record))) => response::record(&record, grpc_json.as_deref()),
+        // Missing, or another consumer's: the same answer (no oracle).
+        Ok(Ok(None)) => response::not_found("no usage record with this id"),
+        Ok(Err(err)) => response::sink_error(&err),
+        Err(_elapsed) => timed_out(timeout),
+    }
+}
+
+async fn run_export(fetch: Fetch, query: UsageQuery, render: Render) -> Response<UsageBody> {
+    let format = render.format;
+    match fetch(query.clone()).await {
+        Ok(first) => response::export(
+            UsageBody::export(Export::new(fetch, query, render, first)),
+            format,
+        ),
+        Err(err) => response::sink_error(&err),
+    }
+}
+
+/// `503` for a sink that did not answer in `timeout`; one `WARN` per
+/// [streak](response::FAILURES).
+fn timed_out(timeout: Duration) -> Response<UsageBody> {
+    if response::FAILURES.fail() {
+        tracing::warn!(
+            timeout_ms = timeout.as_millis() as u64,
+            "GET /usage: the sink did not answer in time (further failures are answered 503 and not logged until a query succeeds)"
+        );
+    }
+    response::unavailable()
 }
 
 impl Future for ResponseFuture {

@@ -38,10 +38,13 @@
 //! every answer, errors included.
 
 mod body;
+mod export;
 mod future;
+mod openapi;
 mod params;
 mod response;
 mod service;
+mod target;
 
 pub use body::UsageBody;
 pub use future::ResponseFuture;

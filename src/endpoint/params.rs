@@ -55,11 +55,21 @@ struct Param {
     name: &'static str,
     /// Only an admin may give it; anyone else is answered `403`.
     admin_only: bool,
-    /// Checks a decoded, non-empty value and sets it on the query.
-    set: Setter,
+    /// Checks a decoded, non-empty value and sets it.
+    set: Set,
+}
+
+/// Where a parameter's value goes.
+#[derive(Clone, Copy)]
+enum Set {
+    /// A filter or paging field of the sink query.
+    Query(Setter),
+    /// How the list is answered (an export), not asked of the sink.
+    Answer(AnswerSetter),
 }
 
 type Setter = fn(&mut UsageQuery, Cow<'_, str>) -> Result<(), Must>;
+type AnswerSetter = fn(&mut Answer, Cow<'_, str>) -> Result<(), Must>;
 
 impl Param {
     /// A parameter anyone may give.
@@ -67,7 +77,7 @@ impl Param {
         Self {
             name,
             admin_only: false,
-            set,
+            set: Set::Query(set),
         }
     }
 
@@ -76,9 +86,43 @@ impl Param {
         Self {
             name,
             admin_only: true,
-            set,
+            set: Set::Query(set),
         }
     }
+
+    /// A parameter about the answer's form, which anyone may give.
+    const fn answer(name: &'static str, set: AnswerSetter) -> Self {
+        Self {
+            name,
+            admin_only: false,
+            set: Set::Answer(set),
+        }
+    }
+}
+
+/// An export's format: `format=ndjson` or `format=csv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Format {
+    /// One JSON record (the wire form) per line.
+    Ndjson,
+    /// CSV with a header row; see `export.rs` for the columns.
+    Csv,
+}
+
+/// How a list request is answered, beyond the sink query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Answer {
+    /// `None`: one page of JSON; `Some`: every matching record, streamed.
+    pub(super) format: Option<Format>,
+    /// `bodies=true`: CSV rows carry the request and response bodies.
+    pub(super) bodies: bool,
+}
+
+/// A valid list request: the sink query and the form of the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ListRequest {
+    pub(super) query: UsageQuery,
+    pub(super) answer: Answer,
 }
 
 /// The parameters, in the order the docs list them: the one place their names
@@ -101,17 +145,34 @@ const PARAMS: &[Param] = &[
     Param::admin_only("consumer", |q, v| {
         put(&mut q.consumer, Ok(ConsumerScope::Consumer(v.into_owned())))
     }),
+    Param::answer("format", |a, v| {
+        put(&mut a.format, export_format(&v).map(Some))
+    }),
+    Param::answer("bodies", |a, v| put(&mut a.bodies, boolean(&v))),
 ];
+
+/// The page size an export reads the sink with: the records of one page are
+/// the most an export holds in memory at once.
+pub(super) const EXPORT_PAGE: usize = 500;
+
+/// The parameter names of the list, in the order of the table in
+/// [`UsageService`](super::UsageService)'s docs (the OpenAPI document's test
+/// compares them).
+#[cfg(test)]
+pub(super) fn names() -> impl Iterator<Item = &'static str> {
+    PARAMS.iter().map(|p| p.name)
+}
 
 // `parse` keeps one bit per parameter to find repeats.
 const _: () = assert!(PARAMS.len() <= u32::BITS as usize);
 
-/// Parses and validates a raw (percent-encoded) query string into the query
-/// for `caller`.
+/// Parses and validates a raw (percent-encoded) query string into the list
+/// request of `caller`.
 ///
 /// Pairs are checked in the order they appear; the first bad one decides the
-/// error. A `since` later than `until` is checked last.
-pub(super) fn parse(raw: Option<&str>, caller: Caller) -> Result<UsageQuery, ParamError> {
+/// error. A `since` later than `until`, then the export's rules (no `limit` or
+/// `cursor` with `format`, `bodies` only with `format=csv`), are checked last.
+pub(super) fn parse(raw: Option<&str>, caller: Caller) -> Result<ListRequest, ParamError> {
     let admin = caller == Caller::Admin;
     let mut query = UsageQuery {
         consumer: match caller {
@@ -120,6 +181,7 @@ pub(super) fn parse(raw: Option<&str>, caller: Caller) -> Result<UsageQuery, Par
         },
         ..UsageQuery::default()
     };
+    let mut answer = Answer::default();
     let mut seen: u32 = 0;
     for pair in raw.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -159,14 +221,47 @@ pub(super) fn parse(raw: Option<&str>, caller: Caller) -> Result<UsageQuery, Par
                 "is empty; leave it out instead",
             ));
         }
-        (param.set)(&mut query, value).map_err(|must| ParamError::bad(param.name, &must))?;
+        let set = match param.set {
+            Set::Query(set) => set(&mut query, value),
+            Set::Answer(set) => set(&mut answer, value),
+        };
+        set.map_err(|must| ParamError::bad(param.name, &must))?;
     }
     if let (Some(since), Some(until)) = (query.since, query.until) {
         if since > until {
             return Err(ParamError::bad("since", "is later than `until`"));
         }
     }
-    Ok(query)
+    let given = |name: &str| {
+        PARAMS
+            .iter()
+            .position(|p| p.name == name)
+            .is_some_and(|i| seen & (1 << i) != 0)
+    };
+    match answer.format {
+        Some(_) => {
+            for paging in ["limit", "cursor"] {
+                if given(paging) {
+                    return Err(ParamError::bad(
+                        paging,
+                        "does not apply to an export: `format` sends every matching record",
+                    ));
+                }
+            }
+            query.limit = EXPORT_PAGE;
+        }
+        None if given("bodies") => {
+            return Err(ParamError::bad("bodies", "applies only to `format=csv`"));
+        }
+        None => {}
+    }
+    if answer.format == Some(Format::Ndjson) && given("bodies") {
+        return Err(ParamError::bad(
+            "bodies",
+            "applies only to `format=csv` (NDJSON records always hold their bodies)",
+        ));
+    }
+    Ok(ListRequest { query, answer })
 }
 
 /// Sets `slot` to a good value, or passes on what a bad one must be.
@@ -215,12 +310,49 @@ fn status_filter(value: &str) -> Result<StatusFilter, Must> {
     ))
 }
 
+fn export_format(value: &str) -> Result<Format, Must> {
+    match value {
+        "ndjson" => Ok(Format::Ndjson),
+        "csv" => Ok(Format::Csv),
+        _ => Err(Cow::Borrowed("must be `ndjson` or `csv`")),
+    }
+}
+
+fn boolean(value: &str) -> Result<bool, Must> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Cow::Borrowed("must be `true` or `false`")),
+    }
+}
+
 fn sort_order(value: &str) -> Result<Order, Must> {
     match value {
         "asc" => Ok(Order::Asc),
         "desc" => Ok(Order::Desc),
         _ => Err(Cow::Borrowed("must be `asc` or `desc`")),
     }
+}
+
+/// Checks the query string of an endpoint that takes no parameters
+/// (`GET /usage/{id}`, `GET /usage/openapi.json`): any parameter is `400`.
+pub(super) fn none(raw: Option<&str>) -> Result<(), ParamError> {
+    let Some(pair) = raw.unwrap_or("").split('&').find(|pair| !pair.is_empty()) else {
+        return Ok(());
+    };
+    let raw_name = pair.split_once('=').map_or(pair, |(name, _)| name);
+    let shown: String = decode(raw_name)
+        .unwrap_or(Cow::Borrowed(raw_name))
+        .chars()
+        .take(MAX_ECHOED_NAME)
+        .collect();
+    Err(ParamError {
+        status: StatusCode::BAD_REQUEST,
+        message: Cow::Owned(format!(
+            "unknown parameter `{shown}`; this endpoint takes no parameters"
+        )),
+        parameter: Some(Cow::Owned(shown)),
+    })
 }
 
 /// `400` for a name not in [`PARAMS`], listing the ones `admin` may give.
@@ -274,7 +406,9 @@ mod tests {
     }
 
     fn ok(q: &str) -> UsageQuery {
-        parse(Some(q), me()).unwrap_or_else(|e| panic!("{q:?} refused: {e:?}"))
+        parse(Some(q), me())
+            .unwrap_or_else(|e| panic!("{q:?} refused: {e:?}"))
+            .query
     }
 
     fn err(q: &str, admin: bool) -> ParamError {
@@ -293,12 +427,12 @@ mod tests {
 
     #[test]
     fn no_query_gives_the_defaults() {
-        assert_eq!(parse(None, me()).unwrap(), defaults());
+        assert_eq!(parse(None, me()).unwrap().query, defaults());
         assert_eq!(ok(""), defaults());
         assert_eq!(ok("&&"), defaults());
         assert_eq!(defaults().limit, DEFAULT_LIMIT);
         assert_eq!(defaults().order, Order::Asc);
-        let admin = parse(None, Caller::Admin).unwrap();
+        let admin = parse(None, Caller::Admin).unwrap().query;
         assert_eq!(admin.consumer, ConsumerScope::All);
     }
 
@@ -370,7 +504,8 @@ mod tests {
     #[test]
     fn empty_values_are_refused() {
         for name in [
-            "limit", "cursor", "since", "until", "method", "path", "status", "order",
+            "limit", "cursor", "since", "until", "method", "path", "status", "order", "format",
+            "bodies",
         ] {
             assert_eq!(refused(&format!("{name}=")), (400, Some(name.into())));
             assert_eq!(refused(name), (400, Some(name.into())), "bare {name}");
@@ -413,12 +548,62 @@ mod tests {
         assert_eq!(e.message, "the consumer parameter needs admin access");
         assert_eq!(err("consumer=", false).status, StatusCode::FORBIDDEN);
 
-        let p = parse(Some("consumer=ab%20c"), Caller::Admin).unwrap();
+        let p = parse(Some("consumer=ab%20c"), Caller::Admin).unwrap().query;
         assert_eq!(p.consumer, ConsumerScope::Consumer("ab c".into()));
         assert_eq!(
             err("consumer=a&consumer=b", true).parameter.as_deref(),
             Some("consumer")
         );
+    }
+
+    #[test]
+    fn endpoints_without_parameters_refuse_any() {
+        assert_eq!(none(None), Ok(()));
+        assert_eq!(none(Some("")), Ok(()));
+        assert_eq!(none(Some("&&")), Ok(()));
+        for (q, name) in [("limit=5", "limit"), ("x", "x"), ("&a%20b=1", "a b")] {
+            let e = none(Some(q)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert_eq!(e.parameter.as_deref(), Some(name), "{q}");
+            assert!(e.message.contains("takes no parameters"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn export_parameters() {
+        let list = |q: &str| parse(Some(q), me()).unwrap_or_else(|e| panic!("{q:?}: {e:?}"));
+        let r = list("format=ndjson&status=4xx");
+        assert_eq!(r.answer.format, Some(Format::Ndjson));
+        assert_eq!(r.query.limit, EXPORT_PAGE);
+        assert_eq!(r.query.status, Some(StatusFilter::Class(4)));
+        let r = list("format=csv&bodies=true&order=desc");
+        assert_eq!(
+            r.answer,
+            Answer {
+                format: Some(Format::Csv),
+                bodies: true
+            }
+        );
+        assert_eq!(r.query.order, Order::Desc);
+        assert!(!list("format=csv&bodies=false").answer.bodies);
+        assert_eq!(list("").answer, Answer::default());
+        assert_eq!(list("").query.limit, DEFAULT_LIMIT);
+
+        for (q, name) in [
+            ("format=json", "format"),
+            ("format=CSV", "format"),
+            ("format=csv&bodies=yes", "bodies"),
+            ("bodies=true", "bodies"),
+            ("format=ndjson&bodies=true", "bodies"),
+            ("format=ndjson&limit=10", "limit"),
+            ("cursor=abc&format=csv", "cursor"),
+            ("format=csv&format=csv", "format"),
+        ] {
+            assert_eq!(refused(q), (400, Some(name.to_owned())), "{q}");
+        }
+        assert!(err("format=csv&limit=5", false)
+            .message
+            .contains("does not apply to an export"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::params::ParamError;
+use super::params::{Format, ParamError};
 use super::UsageBody;
 use crate::error::{SinkError, SinkErrorKind};
 use crate::marker::ServedByUsageService;
@@ -15,6 +15,7 @@ use crate::record::GrpcMessageJson;
 use crate::record::RecordView;
 use crate::sink::{UsagePage, UsageQuery};
 use crate::streak::Streak;
+use crate::UsageRecord;
 
 /// Why a request is answered without asking the sink.
 pub(super) enum Refusal {
@@ -24,6 +25,10 @@ pub(super) enum Refusal {
     Unauthorized(&'static str),
     /// A bad query string.
     Param(ParamError),
+    /// Nothing is served at this path below the mount point.
+    NotFound,
+    /// `GET /usage/summary`, until the summary lands (see `service.rs`).
+    NotImplemented(&'static str),
 }
 
 impl Refusal {
@@ -46,6 +51,8 @@ impl Refusal {
                 res
             }
             Self::Param(e) => error(e.status, &e.message, e.parameter.as_deref()),
+            Self::NotFound => not_found("nothing is served at this path"),
+            Self::NotImplemented(what) => error(StatusCode::NOT_IMPLEMENTED, what, None),
         }
     }
 }
@@ -116,6 +123,60 @@ fn render_page(
 /// did not render), shared by every `UsageService` of the process: one `WARN`
 /// line when it starts, one `INFO` line when a query succeeds again.
 pub(super) static FAILURES: Streak = Streak::new();
+/// One record: `200` with its wire form, or `500` if it cannot be rendered.
+pub(super) fn record(
+    record: &UsageRecord,
+    grpc_json: Option<&GrpcMessageJson>,
+) -> Response<UsageBody> {
+    match serde_json::to_vec(&RecordView { record, grpc_json }) {
+        Ok(buf) => json(StatusCode::OK, buf),
+        Err(err) => {
+            tracing::warn!(error = %err, "GET /usage/{{id}}: could not render a record as JSON");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "usage records could not be rendered",
+                None,
+            )
+        }
+    }
+}
+
+/// `404` with `message`.
+pub(super) fn not_found(message: &str) -> Response<UsageBody> {
+    error(StatusCode::NOT_FOUND, message, None)
+}
+
+/// The `200` of an export: its media type, and a `Content-Disposition` that
+/// names the file after the format and the time of the request (UTC).
+pub(super) fn export(body: UsageBody, format: Format) -> Response<UsageBody> {
+    let (content_type, extension) = match format {
+        Format::Ndjson => ("application/x-ndjson", "ndjson"),
+        Format::Csv => ("text/csv; charset=utf-8; header=present", "csv"),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let filename = format!(
+        "usage-{:04}{:02}{:02}T{:02}{:02}{:02}Z.{extension}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let mut res = Response::new(body);
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    res
+}
+
+/// The OpenAPI document: `200`, `application/json`.
+pub(super) fn openapi(document: Vec<u8>) -> Response<UsageBody> {
+    json(StatusCode::OK, document)
+}
 
 /// A failed sink query: `400` for the client's faults, `503` with a fixed
 /// message (and a `WARN` log, once per [streak](FAILURES)) for everything else, [`Config`](SinkErrorKind::Config) included.
@@ -184,12 +245,14 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response<UsageBody> {
     res
 }
 
-/// Adds what every response carries: `Content-Length`, the marker extension;
-/// and empties the body for `HEAD`.
+/// Adds what every response carries: `Content-Length` (when the length is
+/// known: not for an export), the marker extension; and empties the body for
+/// `HEAD`.
 pub(super) fn finish(mut res: Response<UsageBody>, head: bool) -> Response<UsageBody> {
-    let len = http_body::Body::size_hint(res.body()).exact().unwrap_or(0);
-    res.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(len) = http_body::Body::size_hint(res.body()).exact() {
+        res.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
     res.extensions_mut().insert(ServedByUsageService);
     if head {
         *res.body_mut() = UsageBody::default();

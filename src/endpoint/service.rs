@@ -10,12 +10,14 @@ use std::time::Duration;
 use http::{Method, Request, Response};
 use tower_service::Service;
 
+use super::export::{self, Render};
 use super::future::ResponseFuture;
-use super::params::{self, Caller};
-use super::response::Refusal;
-use super::UsageBody;
+use super::params::{self, Caller, ListRequest};
+use super::response::{self, Refusal};
+use super::target::Target;
+use super::{openapi, UsageBody};
 use crate::record::{GrpcDirection, GrpcMessageJsonFn};
-use crate::sink::{UsageQuery, UsageSink};
+use crate::sink::{ConsumerScope, UsageSink};
 #[cfg(doc)]
 use crate::sink::{DEFAULT_LIMIT, MAX_LIMIT};
 #[cfg(doc)]
@@ -30,12 +32,37 @@ pub const DEFAULT_MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 
-/// The `GET /usage` endpoint: a tower [`Service`] answering any request routed to
-/// it with one page of the caller's usage records, read from a [`UsageSink`].
+/// The `GET /usage` endpoint: a tower [`Service`] answering with the caller's
+/// usage records, read from a [`UsageSink`]: a page of them, one by id, or all
+/// of them as an export.
 ///
 /// It is `Clone`, always ready, and never fails (`Error = Infallible`): every
 /// failure is an HTTP response, so axum's `Router::route_service` (or tonic's
 /// router) mounts it as it is, on any path.
+///
+/// # What it serves below its mount point
+///
+/// Nested with axum's `Router::nest_service(M, ..)`, it answers every path
+/// below its mount point `M`:
+///
+/// | request | answer |
+/// |---|---|
+/// | `GET M` (or `M/`) | one page of records; with `format=ndjson` or `format=csv`, every matching record, streamed (see [exports](#exports)) |
+/// | `GET M/{id}` | the record with this id, `200` with the record object; `404` when there is none *or* it is another consumer's (never `403`, so ids leak nothing); takes no parameters |
+/// | `GET M/summary` | the usage summary (`501` until it is available) |
+/// | `GET M/openapi.json` | an OpenAPI 3.1 document of all of these, paths under `M`; needs no token |
+/// | anything else below `M` | `404` |
+///
+/// Mounted any other way (`route_service(M, ..)`, tonic's router, a plain
+/// hyper service) it serves the list, whatever the path, unless it is told
+/// its [`mount_point`](UsageService::mount_point).
+///
+/// ```
+/// use axum::Router;
+/// use tower_usage::{MemorySink, UsageService};
+///
+/// let app: Router = Router::new().nest_service("/v1/usage", UsageService::new(MemorySink::new()));
+/// ```
 ///
 /// # Example
 ///
@@ -103,37 +130,62 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `status`   | a status code (`404`) or a class (`4xx`, `1xx`..`5xx`)                 |               |
 /// | `order`    | `asc` (oldest first) or `desc` (newest first), by `createdAt` then `id` | `asc`        |
 /// | `consumer` | admin only: the consumer id whose records to show                      | all consumers |
+/// | `format`   | `ndjson` or `csv`: export every matching record (see [exports](#exports)) | one page of JSON |
+/// | `bodies`   | with `format=csv` only: `true` adds the bodies as columns, `false` leaves them out | `false` |
 ///
 /// A cursor is bound to the consumer scope and the order it was issued for; the
 /// filters should stay the same from page to page. A page also ends early when
 /// it would pass [`max_page_bytes`](UsageService::max_page_bytes) (1 MiB by
 /// default); follow `nextCursor` as for any page.
 ///
+/// # Exports
+///
+/// `format=ndjson` answers every record that matches the filters (the list's
+/// parameters, `order` included) with one record per line, each exactly as a
+/// page shows it (`Content-Type: application/x-ndjson`); `format=csv` with a
+/// header row and one row per record (`text/csv; charset=utf-8;
+/// header=present`; the columns are listed in the crate's README and the
+/// OpenAPI document). Both come with `Content-Disposition: attachment;
+/// filename="usage-<UTC time>.<ndjson|csv>"` and no `Content-Length`.
+///
+/// There is no paging: `limit` and `cursor` are refused with `400`. The
+/// [`UsageBody`](crate::endpoint::UsageBody) asks the sink for 500 records at
+/// a time (each page within the [query timeout](UsageService::query_timeout)),
+/// the next page only when the one before was sent, and writes frames of
+/// about 256 KiB, so an export holds one page and one frame in memory however
+/// many records match. A sink that fails on the first
+/// page is answered like a failed list (`503`); one that fails later ends the
+/// body with the error, which cuts the transfer: the client sees an
+/// incomplete response, never a file that looks complete.
+///
 /// # Responses
 ///
-/// Every response is JSON (`Content-Type: application/json`) with
-/// `Cache-Control: no-store` and a `Content-Length`, in a
+/// Every response but an export is JSON (`Content-Type: application/json`)
+/// with `Cache-Control: no-store` and a `Content-Length`, in a
 /// [`UsageBody`](crate::endpoint::UsageBody). Errors are `{"error": "<message>"}`, with
 /// `"parameter": "<name>"` added when one parameter is to blame.
 ///
 /// | status | when                                                                                 |
 /// |--------|--------------------------------------------------------------------------------------|
 /// | `200`  | `{"requests": [<record>...], "nextCursor": <string or null>}`; see [`UsageRecord`] for a record's form |
-/// | `400`  | a bad, empty, repeated or unknown parameter; query not UTF-8; the sink refused the cursor ([`InvalidCursor`](crate::SinkErrorKind::InvalidCursor), `"parameter": "cursor"`) or the query ([`InvalidQuery`](crate::SinkErrorKind::InvalidQuery)) |
+/// | `400`  | a bad, empty, repeated or unknown parameter (any parameter on `M/{id}` and `M/openapi.json`); `limit` or `cursor` with `format`, `bodies` without `format=csv`; query not UTF-8; the sink refused the cursor ([`InvalidCursor`](crate::SinkErrorKind::InvalidCursor), `"parameter": "cursor"`) or the query ([`InvalidQuery`](crate::SinkErrorKind::InvalidQuery)) |
 /// | `401`  | no consumer (by default: no well-formed bearer token) and not an admin; with `WWW-Authenticate: Bearer` |
 /// | `403`  | `consumer` given by a caller who is not an admin                                     |
+/// | `404`  | `M/{id}` of a record that does not exist or is another consumer's; a path below `M` that is none of the above |
 /// | `405`  | a method other than `GET` or `HEAD`; with `Allow: GET, HEAD`                         |
-/// | `500`  | a page could not be rendered as JSON                                                 |
+/// | `500`  | a page or record could not be rendered as JSON                                       |
+/// | `501`  | `M/summary`, until the summary is available                                          |
 /// | `503`  | the sink is set up wrong ([`Config`](crate::SinkErrorKind::Config): the operator's fault, not the client's), failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout); always the message `usage storage is unavailable` |
 ///
 /// `HEAD` answers like `GET` (same status and headers, `Content-Length`
-/// included) with an empty body. Messages of the sink's `InvalidCursor` and
+/// included; an export reads its first page) with an empty body. Messages of the sink's `InvalidCursor` and
 /// `InvalidQuery` errors are shown to the client; every other sink error is
 /// logged with `tracing` at `WARN` and answered with a fixed message, so nothing
 /// of the storage's internals reaches the client.
 ///
-/// Checks run in this order: method, caller, parameters (the first bad one in
-/// the query string decides the error), then the sink. Nothing touches the sink
+/// Checks run in this order: method, path, caller (not for the OpenAPI
+/// document), parameters (the first bad one in the query string decides the
+/// error), then the sink. Nothing touches the sink
 /// until the request is known to be valid.
 ///
 /// Calls to this service are not recorded by [`UsageLayer`](crate::UsageLayer):
@@ -151,6 +203,7 @@ pub struct UsageService<S> {
     query_timeout: Duration,
     max_page_bytes: usize,
     grpc_json: Option<GrpcMessageJsonFn>,
+    mount_point: Option<Arc<str>>,
 }
 
 impl<S: UsageSink + Clone> UsageService<S> {
@@ -164,7 +217,32 @@ impl<S: UsageSink + Clone> UsageService<S> {
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             grpc_json: None,
+            mount_point: None,
         }
+    }
+
+    /// Serves the paths below `path` (`/v1/usage/{id}`, `/v1/usage/summary`,
+    /// ...) where the router hands the service the whole path: tonic's router,
+    /// a plain hyper service, axum's `route_service` with a wildcard. The
+    /// service strips `path` itself; a request path that is not `path` or
+    /// below it is `404`.
+    ///
+    /// Default: none. Not needed with axum's `Router::nest_service`, which
+    /// strips the prefix and tells the service (and with which this setting
+    /// must not be used: the paths it hands over no longer start with
+    /// `path`). Without either, the service answers every path with the list.
+    ///
+    /// ```
+    /// use tower_usage::{MemorySink, UsageService};
+    ///
+    /// // Say, behind a router that sends `/v1/usage` and `/v1/usage/*` here.
+    /// let usage = UsageService::new(MemorySink::new()).mount_point("/v1/usage");
+    /// # let _ = usage;
+    /// ```
+    pub fn mount_point(mut self, path: &str) -> Self {
+        let trimmed = path.trim_end_matches('/');
+        self.mount_point = Some(Arc::from(trimmed));
+        self
     }
 
     /// How the caller's consumer is derived; give the layer the same one.
@@ -284,6 +362,7 @@ impl<S> fmt::Debug for UsageService<S> {
             )
             .field("query_timeout", &self.query_timeout)
             .field("max_page_bytes", &self.max_page_bytes)
+            .field("mount_point", &self.mount_point)
             .field(
                 "grpc_message_json",
                 &self.grpc_json.as_ref().map(|_| format_args!("Fn(..)")),
@@ -309,23 +388,66 @@ where
         let head = req.method() == Method::HEAD;
         match self.prepare(&req) {
             Err(refusal) => ResponseFuture::refused(refusal, head),
-            Ok(query) => ResponseFuture::query(
+            Ok(Action::List(ListRequest { query, answer })) => match answer.format {
+                None => ResponseFuture::query(
+                    self.sink.clone(),
+                    query,
+                    self.query_timeout,
+                    self.grpc_json.clone(),
+                    self.max_page_bytes,
+                    head,
+                ),
+                Some(format) => ResponseFuture::export(
+                    export::fetcher(self.sink.clone(), self.query_timeout),
+                    query,
+                    Render {
+                        format,
+                        bodies: answer.bodies,
+                        grpc_json: self.grpc_json.clone(),
+                    },
+                    head,
+                ),
+            },
+            Ok(Action::Get { id, scope }) => ResponseFuture::get(
                 self.sink.clone(),
-                query,
+                id,
+                scope,
                 self.query_timeout,
                 self.grpc_json.clone(),
-                self.max_page_bytes,
                 head,
             ),
+            Ok(Action::OpenApi { mount }) => {
+                ResponseFuture::ready(response::openapi(openapi::document(&mount)), head)
+            }
         }
     }
 }
 
+/// What a valid request asks for.
+enum Action {
+    List(ListRequest),
+    Get { id: String, scope: ConsumerScope },
+    OpenApi { mount: String },
+}
+
 impl<S> UsageService<S> {
-    /// Validates a request and turns it into the sink query, or refuses it.
-    fn prepare<B>(&self, req: &Request<B>) -> Result<UsageQuery, Refusal> {
+    /// Validates a request and turns it into what to do, or refuses it.
+    ///
+    /// Checks run in this order: method, path, caller (not for the OpenAPI
+    /// document, which holds nothing of anyone's), parameters.
+    fn prepare<B>(&self, req: &Request<B>) -> Result<Action, Refusal> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(Refusal::Method);
+        }
+        let (target, mount) = Target::of(req, self.mount_point.as_deref());
+        match target {
+            Target::NotFound => return Err(Refusal::NotFound),
+            Target::OpenApi => {
+                params::none(req.uri().query()).map_err(Refusal::Param)?;
+                let mount = mount.unwrap_or("").trim_end_matches('/').to_owned();
+                return Ok(Action::OpenApi { mount });
+            }
+            Target::List | Target::Summary | Target::Record(_) => {}
         }
 
         let info = RequestInfo::from_request(req);
@@ -337,7 +459,26 @@ impl<S> UsageService<S> {
                 None => return Err(Refusal::Unauthorized(self.unauthorized_message())),
             }
         };
-        params::parse(req.uri().query(), caller).map_err(Refusal::Param)
+        match target {
+            // The summary's own handler plugs in here.
+            Target::Summary => Err(Refusal::NotImplemented(
+                "GET /usage/summary is not available in this version",
+            )),
+            Target::Record(id) => {
+                params::none(req.uri().query()).map_err(Refusal::Param)?;
+                let scope = match caller {
+                    Caller::Admin => ConsumerScope::All,
+                    Caller::Consumer(own) => ConsumerScope::Consumer(own),
+                };
+                Ok(Action::Get {
+                    id: id.to_owned(),
+                    scope,
+                })
+            }
+            _ => params::parse(req.uri().query(), caller)
+                .map(Action::List)
+                .map_err(Refusal::Param),
+        }
     }
 
     /// What a `401` says: how to send a bearer token, unless the consumer is
@@ -359,7 +500,7 @@ mod tests {
     use super::*;
     use crate::error::SinkError;
     use crate::marker::ServedByUsageService;
-    use crate::sink::UsagePage;
+    use crate::sink::{UsagePage, UsageQuery};
     use crate::UsageRecord;
 
     #[derive(Clone)]
@@ -392,11 +533,7 @@ mod tests {
         let res = svc.call(req).await.unwrap_or_else(|e| match e {});
         assert!(res.extensions().get::<ServedByUsageService>().is_some());
         let (parts, body) = res.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .unwrap_or_else(|e| match e {})
-            .to_bytes();
+        let bytes = body.collect().await.unwrap().to_bytes();
         let json = if bytes.is_empty() {
             serde_json::Value::Null
         } else {

@@ -12,7 +12,9 @@ use super::body::{Recording, ResponseBody};
 use super::pending::{Pending, ResponseCapture};
 use super::tap::Tap;
 use crate::marker::ServedByUsageService;
-use crate::record::Outcome;
+use crate::record::{truncate_to_millis, Outcome};
+use crate::UsageRecord;
+use time::OffsetDateTime;
 
 /// Status recorded when the response future is dropped before the inner service
 /// answered (nginx's "client closed request").
@@ -84,13 +86,22 @@ fn wrap_response<B: Body>(
     response: Response<B>,
     pending: Option<Pending>,
 ) -> Response<ResponseBody<B>> {
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let Some(mut pending) = pending else {
         return Response::from_parts(parts, ResponseBody::new(body, None));
     };
     if parts.extensions.get::<ServedByUsageService>().is_some() {
         // Calls to the usage endpoint are not recorded.
         return Response::from_parts(parts, ResponseBody::new(body, None));
+    }
+    if let Some(name) = &pending.config.record_id_header {
+        let created_at = truncate_to_millis(OffsetDateTime::from(pending.created));
+        let id = UsageRecord::new_id(created_at);
+        // A ULID is 26 ASCII letters and digits: always a valid header value.
+        if let Ok(value) = http::HeaderValue::from_str(&id) {
+            parts.headers.insert(name.clone(), value);
+        }
+        pending.id = Some(id);
     }
     let status = parts.status.as_u16();
     let no_body_by_rule = pending.method == Method::HEAD

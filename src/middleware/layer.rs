@@ -45,6 +45,8 @@ pub(crate) struct CaptureConfig {
     pub(crate) skip: Option<SkipFn>,
     pub(crate) keep_response_headers: Vec<HeaderName>,
     pub(crate) redaction: Arc<Redaction>,
+    /// The response header that carries the record id, when set.
+    pub(crate) record_id_header: Option<HeaderName>,
 }
 
 impl Default for CaptureConfig {
@@ -62,6 +64,7 @@ impl Default for CaptureConfig {
                 .map(|h| HeaderName::from_static(h))
                 .collect(),
             redaction: Arc::new(Redaction::default()),
+            record_id_header: None,
         }
     }
 }
@@ -414,6 +417,37 @@ impl<S> UsageLayer<S> {
         I: IntoIterator<Item = HeaderName>,
     {
         self.config().keep_response_headers = names.into_iter().collect();
+        self
+    }
+
+    /// Adds a response header carrying the id of the response's record, so a
+    /// client can quote it (in a support ticket, say) and read the record back
+    /// with `GET /usage/{id}` ([`UsageService`](crate::UsageService)).
+    ///
+    /// Default: off; no header is added and no id is made on the request path.
+    /// When on, the id is made when the response head passes the layer (a
+    /// ULID of the request's arrival time, as the writer would make it) and the
+    /// writer uses it for the record. The header is added to every response
+    /// that is recorded; not to responses of the usage endpoint, nor to
+    /// requests the [`skip_if`](Self::skip_if) hook leaves out, nor when the inner
+    /// service fails (no response); an existing header of that name is
+    /// replaced.
+    ///
+    /// `usage-record-id` is a good name: `x-request-id` and `request-id`
+    /// usually belong to tracing middleware (tower-http's `SetRequestId`) with
+    /// ids of its own, and the `X-` prefix is deprecated for new headers
+    /// (RFC 6648).
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_usage::{MemorySink, UsageLayer};
+    ///
+    /// let layer = UsageLayer::new(MemorySink::new())
+    ///     .record_id_header(HeaderName::from_static("usage-record-id"));
+    /// # let _ = layer;
+    /// ```
+    pub fn record_id_header(mut self, name: HeaderName) -> Self {
+        self.config().record_id_header = Some(name);
         self
     }
 

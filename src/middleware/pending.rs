@@ -38,6 +38,10 @@ pub(crate) struct Pending {
     /// Taken when the capture is handed over, so a queued capture never keeps
     /// the queue alive.
     pub(crate) queue: Option<Queue>,
+    /// The record's id when it was made on the request path (for the
+    /// [record id header](crate::UsageLayer::record_id_header)); else the
+    /// writer makes it.
+    pub(crate) id: Option<String>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -111,6 +115,7 @@ impl Pending {
         packer.body(Part::ResponseBody, response_tap.as_ref());
         let packed = packer.finish();
         queue.submit(Captured {
+            id: self.id,
             created: self.created,
             method: self.method,
             consumer: self.consumer,

@@ -138,6 +138,7 @@ where
             request_tap: tap.clone(),
             config: config.clone(),
             queue: Some(self.queue.clone()),
+            id: None,
         };
         let req = Request::from_parts(parts, RequestBody::new(body, tap));
         ResponseFuture::new(self.inner.call(req), Some(pending))

@@ -49,6 +49,7 @@ use std::sync::Arc;
 use crate::{SinkError, UsageRecord};
 
 mod cursor;
+mod get;
 pub mod memory;
 mod page;
 #[cfg(feature = "postgres")]
@@ -60,6 +61,7 @@ mod sql;
 pub mod sqlite;
 
 pub use cursor::Position;
+pub use get::get_by_query;
 pub use page::UsagePage;
 pub use query::{
     ConsumerScope, Order, PathFilter, StatusFilter, UsageQuery, DEFAULT_LIMIT, MAX_LIMIT,
@@ -88,6 +90,22 @@ pub trait UsageSink: Send + Sync + 'static {
     /// `(created_at, id)` in `query.order`; `next_cursor` is `Some` when more may
     /// follow. [`UsagePage::from_sorted`] builds it from `limit + 1` sorted hits.
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError>;
+
+    /// One record by id, for `GET /usage/{id}`: `Ok(None)` when no record has
+    /// this id *or* its consumer is not in `scope` (the endpoint answers both
+    /// with the same `404`, so a caller cannot tell another consumer's id from
+    /// a made-up one).
+    ///
+    /// The default implementation is [`get_by_query`]: ids are ULIDs whose
+    /// first 48 bits are `created_at` in milliseconds (as
+    /// [`UsageRecord::new_id`] makes them), so it asks [`query`](Self::query)
+    /// for that one millisecond in `scope` and picks the id out; an id that is
+    /// not a ULID is `Ok(None)`. Every sink gets it without a line of code; the
+    /// shipped sinks look the id up directly (an index or the primary key).
+    /// Override it if your sink keeps records whose ids are not such ULIDs.
+    async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
+        get_by_query(self, id, scope).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -99,6 +117,10 @@ impl<T: UsageSink + ?Sized> UsageSink for Arc<T> {
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
         (**self).query(query).await
     }
+
+    async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
+        (**self).get(id, scope).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -109,5 +131,9 @@ impl<T: UsageSink + ?Sized> UsageSink for Box<T> {
 
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
         (**self).query(query).await
+    }
+
+    async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
+        (**self).get(id, scope).await
     }
 }

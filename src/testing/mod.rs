@@ -93,6 +93,7 @@
 //! | `concurrent_writers` | 8 tasks writing 500 records each, with readers paging meanwhile: all stored, none twice |
 //! | `idempotent_record`  | recording the same batch again, or an overlapping one, stores each id once |
 //! | `invalid_cursor`     | a cursor issued for another consumer or order, and forged cursors, fail with `InvalidCursor` |
+//! | `get_by_id`          | [`get`](UsageSink::get) finds each record in its consumer's scope and in `All`, field for field, and nothing in another consumer's scope, for a missing id or a malformed one (`Ok(None)`, not an error) |
 
 use std::future::Future;
 use std::sync::Arc;
@@ -245,6 +246,7 @@ macro_rules! __tower_usage_checks {
                 concurrent_writers
                 idempotent_record
                 invalid_cursor
+                get_by_id
             ]
         }
     };
@@ -288,7 +290,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), CHECKS.len());
-        assert_eq!(CHECKS.len(), 11);
+        assert_eq!(CHECKS.len(), 12);
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use crate::record::{
 /// Builds the record of a captured exchange. Runs on the writer task.
 pub(crate) fn assemble(captured: Captured) -> UsageRecord {
     let Captured {
+        id,
         created,
         method,
         consumer,
@@ -102,7 +103,7 @@ pub(crate) fn assemble(captured: Captured) -> UsageRecord {
         None => consumer,
     };
     UsageRecord {
-        id: UsageRecord::new_id(created_at),
+        id: id.unwrap_or_else(|| UsageRecord::new_id(created_at)),
         consumer,
         method: method.as_str().to_owned(),
         path,

@@ -2,7 +2,7 @@
 //! `(created_at, id)`, each consumer's keys once more, and the page queries
 //! that range over them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
 
 use time::OffsetDateTime;
@@ -45,8 +45,10 @@ pub(super) struct State {
     /// Consumers seen over their fair share (a few at most: a share is a
     /// quarter); some may have dropped under it since.
     pub(super) over_share: Vec<Option<String>>,
-    /// The stored ids, so a retried batch is not stored twice.
-    pub(super) ids: HashSet<Id>,
+    /// The stored ids and their `created_at` milliseconds: a retried batch is
+    /// not stored twice, and a record is found by id (`get`) in one lookup and
+    /// one binary search.
+    pub(super) ids: HashMap<Id, i64>,
     pub(super) evicted: u64,
     /// The bytes the records take, as `max_bytes` counts them: each record's
     /// buffer and [`RECORD_OVERHEAD`].
@@ -63,10 +65,14 @@ impl State {
     /// Stores `record`; `false` when its id was stored already.
     pub(super) fn insert(&mut self, record: &UsageRecord) -> bool {
         let id = Id::new(&record.id);
-        if !self.ids.insert(id.clone()) {
-            return false;
+        let ms = unix_millis(record.created_at);
+        match self.ids.entry(id.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => return false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(ms);
+            }
         }
-        let key: Key = (unix_millis(record.created_at), id);
+        let key: Key = (ms, id);
         let blob = if self.spare.capacity() == 0 {
             // Not full yet: encode once into the scratch buffer, to allocate
             // just what the record takes.
@@ -211,6 +217,19 @@ impl State {
         self.bytes = self.bytes.saturating_sub(cost);
         self.spare = entry.blob;
         self.evicted += 1;
+    }
+
+    /// The record with this id, if stored and in `scope`.
+    pub(super) fn get(&self, id: &str, scope: &ConsumerScope) -> Option<UsageRecord> {
+        let id = Id::new(id);
+        let ms = *self.ids.get(&id)?;
+        let key: Key = (ms, id);
+        let at = self.all.binary_search_by(|(k, _)| k.cmp(&key)).ok()?;
+        let (key, entry) = &self.all[at];
+        if !scope.contains(Head::of(&entry.blob).consumer) {
+            return None;
+        }
+        Some(decode(key, entry))
     }
 
     /// The records of a page: at most `query.fetch_limit()` matching records

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::sink::ConsumerScope;
 use crate::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
 mod id;
@@ -301,5 +302,10 @@ impl UsageSink for MemorySink {
         let after = query.position()?;
         let hits = self.read().page(query, after.as_ref());
         Ok(UsagePage::from_sorted(query, hits))
+    }
+
+    /// By id: one hash lookup and one binary search.
+    async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
+        Ok(self.read().get(id, scope))
     }
 }

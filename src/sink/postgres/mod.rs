@@ -112,7 +112,7 @@ pub use deadpool_postgres;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-use crate::sink::{UsagePage, UsageQuery, UsageSink};
+use crate::sink::{ConsumerScope, UsagePage, UsageQuery, UsageSink};
 use crate::{SinkError, UsageRecord};
 
 mod error;
@@ -339,6 +339,11 @@ impl UsageSink for PostgresSink {
 
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
         self.select_page(query).await
+    }
+
+    /// By the primary key.
+    async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
+        self.select_by_id(id, scope).await
     }
 }
 

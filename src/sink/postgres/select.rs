@@ -5,8 +5,8 @@ use tokio_postgres::types::ToSql;
 
 use super::{error, PostgresSink};
 use crate::sink::sql::{self, Dialect};
-use crate::sink::{UsagePage, UsageQuery};
-use crate::SinkError;
+use crate::sink::{ConsumerScope, UsagePage, UsageQuery};
+use crate::{SinkError, UsageRecord};
 
 impl PostgresSink {
     /// One page: a keyset query whose every value is a bind parameter.
@@ -43,5 +43,32 @@ impl PostgresSink {
             .map(sql::record)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(UsagePage::from_sorted(query, hits))
+    }
+
+    /// One record by its primary key, if its consumer is in `scope`.
+    pub(super) async fn select_by_id(
+        &self,
+        id: &str,
+        scope: &ConsumerScope,
+    ) -> Result<Option<UsageRecord>, SinkError> {
+        let statement = sql::by_id(Dialect::Postgres, &self.inner.names.qualified, id, scope);
+        let client = self.inner.client().await?;
+        let row = async {
+            let stmt = client
+                .prepare_cached(&statement.sql)
+                .await
+                .map_err(error::pg)?;
+            let params: Vec<&(dyn ToSql + Sync)> = statement
+                .values
+                .iter()
+                .map(|v| v as &(dyn ToSql + Sync))
+                .collect();
+            client.query_opt(&stmt, &params).await.map_err(error::pg)
+        }
+        .await;
+        match row {
+            Ok(row) => row.as_ref().map(sql::record).transpose(),
+            Err(e) => Err(self.inner.failed(e, Some(client))),
+        }
     }
 }

@@ -16,4 +16,4 @@ pub(crate) use columns::{row, Col, Value, LIST};
 #[cfg(feature = "sqlite")]
 pub(crate) use decode::bad;
 pub(crate) use decode::{record, ReadColumns};
-pub(crate) use select::{page, Dialect};
+pub(crate) use select::{by_id, page, Dialect};

@@ -73,6 +73,52 @@ impl<'q> Builder<'q> {
     fn and(&mut self, condition: String) {
         self.conditions.push(condition);
     }
+
+    /// Only the records of `scope`.
+    fn scope(&mut self, scope: &'q ConsumerScope) {
+        match scope {
+            ConsumerScope::All => {}
+            ConsumerScope::Consumer(c) => {
+                let p = self.bind(Value::Text(Some(c)));
+                self.and(format!("consumer = {p}"));
+            }
+            ConsumerScope::Anonymous => self.and("consumer IS NULL".to_owned()),
+        }
+    }
+
+    /// `SELECT` the record columns from `table` under the conditions so far.
+    fn select(&self, table: &str) -> String {
+        let mut sql = format!("SELECT {} FROM {table}", *LIST);
+        for (i, condition) in self.conditions.iter().enumerate() {
+            sql.push_str(if i == 0 { " WHERE " } else { " AND " });
+            sql.push_str(condition);
+        }
+        sql
+    }
+}
+
+/// The lookup of one record by its id (the primary key, or SQLite's unique
+/// index), if its consumer is in `scope`: at most one row.
+///
+/// `table` must be a validated or fixed identifier: it is spliced into the SQL.
+pub(crate) fn by_id<'q>(
+    dialect: Dialect,
+    table: &str,
+    id: &'q str,
+    scope: &'q ConsumerScope,
+) -> Statement<'q> {
+    let mut b = Builder {
+        dialect,
+        conditions: Vec::new(),
+        values: Vec::new(),
+    };
+    let p = b.bind(Value::Text(Some(id)));
+    b.and(format!("id = {p}"));
+    b.scope(scope);
+    Statement {
+        sql: b.select(table),
+        values: b.values,
+    }
 }
 
 /// The page query on `table`: at most `query.limit + 1` records matching
@@ -92,14 +138,7 @@ pub(crate) fn page<'q>(
         conditions: Vec::new(),
         values: Vec::new(),
     };
-    match &query.consumer {
-        ConsumerScope::All => {}
-        ConsumerScope::Consumer(c) => {
-            let p = b.bind(Value::Text(Some(c)));
-            b.and(format!("consumer = {p}"));
-        }
-        ConsumerScope::Anonymous => b.and("consumer IS NULL".to_owned()),
-    }
+    b.scope(&query.consumer);
     // Records are kept to the millisecond: bounds are rounded up to one, so
     // that `>=` and `<` on milliseconds agree with them on the exact instants.
     if let Some(since) = query.since {
@@ -145,11 +184,7 @@ pub(crate) fn page<'q>(
         i64::try_from(query.fetch_limit()).unwrap_or(i64::MAX),
     ));
 
-    let mut sql = format!("SELECT {} FROM {table}", *LIST);
-    for (i, condition) in b.conditions.iter().enumerate() {
-        sql.push_str(if i == 0 { " WHERE " } else { " AND " });
-        sql.push_str(condition);
-    }
+    let mut sql = b.select(table);
     let _ = write!(sql, " ORDER BY created_at {dir}, id {dir} LIMIT {limit}");
     Statement {
         sql,
@@ -210,6 +245,19 @@ mod tests {
         assert_eq!((&v[5], &v[6]), (&Value::Int4(400), &Value::Int4(499)));
         assert_eq!(v[7], Value::Time(after.created_at()));
         assert_eq!(v[9], Value::Int8(11));
+    }
+
+    #[test]
+    fn by_id_is_the_key_and_the_scope() {
+        let scope = ConsumerScope::Consumer("c".into());
+        let s = by_id(Dialect::Sqlite, "t", "01X", &scope);
+        assert_eq!(
+            s.sql,
+            format!("SELECT {} FROM t WHERE id = ?1 AND consumer = ?2", *LIST)
+        );
+        assert_eq!(s.values, [Value::Text(Some("01X")), Value::Text(Some("c"))]);
+        let s = by_id(Dialect::Postgres, "t", "01X", &ConsumerScope::All);
+        assert!(s.sql.ends_with(" FROM t WHERE id = $1"), "{}", s.sql);
     }
 
     #[test]

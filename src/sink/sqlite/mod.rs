@@ -149,7 +149,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::sink::{UsagePage, UsageQuery, UsageSink};
+use crate::sink::{ConsumerScope, UsagePage, UsageQuery, UsageSink};
 use crate::{SinkError, SinkErrorKind, UsageRecord};
 use read_pool::ReadPool;
 use writer::{Command, Retention, Writer};
@@ -375,6 +375,19 @@ impl UsageSink for SqliteSink {
             }
         };
         Ok(UsagePage::from_sorted(query, hits))
+    }
+
+    /// By id, with the unique index on `id`: on a reader, or on the writer
+    /// thread for an in-memory database.
+    async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
+        let (id, scope) = (id.to_owned(), scope.clone());
+        match &self.inner.readers {
+            Some(pool) => {
+                pool.run(move |conn, label| select::by_id(conn, label, &id, &scope))
+                    .await
+            }
+            None => self.ask(|reply| Command::Get { id, scope, reply }).await,
+        }
     }
 }
 

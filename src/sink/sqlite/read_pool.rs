@@ -32,6 +32,15 @@ impl ReadPool {
         query: UsageQuery,
         after: Option<Position>,
     ) -> Result<Vec<UsageRecord>, SinkError> {
+        self.run(move |conn, label| select::select(conn, label, &query, after.as_ref()))
+            .await
+    }
+
+    /// Runs `read` with a connection of the pool, on tokio's blocking pool.
+    pub(super) async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Connection, &str) -> Result<T, SinkError> + Send + 'static,
+    ) -> Result<T, SinkError> {
         let unavailable = |what: &str| {
             SinkError::message(
                 SinkErrorKind::Unavailable,
@@ -48,17 +57,16 @@ impl ReadPool {
         runtime
             .spawn_blocking(move || {
                 let _permit = permit;
-                pool.select_blocking(&query, after.as_ref())
+                pool.run_blocking(read)
             })
             .await
             .map_err(|_| unavailable("the query task panicked or was cancelled"))?
     }
 
-    fn select_blocking(
+    fn run_blocking<T>(
         &self,
-        query: &UsageQuery,
-        after: Option<&Position>,
-    ) -> Result<Vec<UsageRecord>, SinkError> {
+        read: impl FnOnce(&Connection, &str) -> Result<T, SinkError>,
+    ) -> Result<T, SinkError> {
         let file = FileId::of(&self.path);
         let taken = {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -72,7 +80,7 @@ impl ReadPool {
                 (conn, FileId::of(&self.path))
             }
         };
-        let result = select::select(&conn, &self.label, query, after);
+        let result = read(&conn, &self.label);
         // A connection that failed may be in a bad state: only a good one goes back.
         if result.is_ok() {
             self.idle

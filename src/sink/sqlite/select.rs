@@ -5,7 +5,7 @@ use rusqlite::{params_from_iter, Connection};
 
 use super::error::context;
 use crate::sink::sql::{self, Dialect};
-use crate::sink::{Position, UsageQuery};
+use crate::sink::{ConsumerScope, Position, UsageQuery};
 use crate::{SinkError, UsageRecord};
 
 /// Runs the page query: at most `query.limit + 1` matching records after `after`,
@@ -29,4 +29,25 @@ pub(super) fn select(
         out.push(record);
     }
     Ok(out)
+}
+
+/// One record by id (the unique index), if its consumer is in `scope`.
+pub(super) fn by_id(
+    conn: &Connection,
+    label: &str,
+    id: &str,
+    scope: &ConsumerScope,
+) -> Result<Option<UsageRecord>, SinkError> {
+    let ctx = context(label);
+    let statement = sql::by_id(Dialect::Sqlite, "usage_records", id, scope);
+    let mut stmt = conn.prepare_cached(&statement.sql).map_err(&ctx)?;
+    let mut rows = stmt
+        .query(params_from_iter(&statement.values))
+        .map_err(&ctx)?;
+    match rows.next().map_err(&ctx)? {
+        Some(row) => sql::record(row)
+            .map(Some)
+            .map_err(|e| e.with_context(format_args!("sqlite database {label}"))),
+        None => Ok(None),
+    }
 }

@@ -13,7 +13,7 @@ use super::error::context;
 use super::file_id::FileId;
 use super::{insert, schema, select};
 use crate::record::unix_millis;
-use crate::sink::{Position, UsageQuery};
+use crate::sink::{ConsumerScope, Position, UsageQuery};
 use crate::streak::Streak;
 use crate::{SinkError, SinkErrorKind, UsageRecord};
 
@@ -75,6 +75,12 @@ pub(super) enum Command {
         query: UsageQuery,
         after: Option<Position>,
         reply: oneshot::Sender<Result<Vec<UsageRecord>, SinkError>>,
+    },
+    /// Look a record up by id (in-memory databases only).
+    Get {
+        id: String,
+        scope: ConsumerScope,
+        reply: oneshot::Sender<Result<Option<UsageRecord>, SinkError>>,
     },
     /// Make the thread panic, to test that callers see an error and not a hang.
     #[cfg(test)]
@@ -221,6 +227,9 @@ impl Writer {
             } => {
                 let result = select::select(&self.conn, &self.label, &query, after.as_ref());
                 let _ = reply.send(result);
+            }
+            Command::Get { id, scope, reply } => {
+                let _ = reply.send(select::by_id(&self.conn, &self.label, &id, &scope));
             }
             #[cfg(test)]
             Command::Panic => panic!("writer thread told to panic"),

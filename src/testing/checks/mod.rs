@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 mod filters;
+mod get;
 mod paging;
 mod round_trip;
 mod writes;
 
 use filters::{consumer_isolation, filters};
+use get::get_by_id;
 use paging::{cursor_paging, invalid_cursor, limits, ordering};
 use round_trip::round_trip;
 use writes::{concurrent_writers, idempotent_record, large_batch};
@@ -33,6 +35,7 @@ pub(super) async fn run<S: UsageSink>(name: &'static str, sink: Arc<S>) -> Check
         "concurrent_writers" => concurrent_writers(sink).await,
         "idempotent_record" => idempotent_record(&*sink).await,
         "invalid_cursor" => invalid_cursor(&*sink).await,
+        "get_by_id" => get_by_id(&*sink).await,
         other => Err(format!("no check is called {other:?}")),
     }
 }

@@ -1,0 +1,318 @@
+//! Exports (`GET /usage?format=ndjson|csv`): every matching record, read from
+//! the sink one page at a time while the body is sent.
+//!
+//! # CSV columns
+//!
+//! A header row, then one row per record ([RFC 4180], written by the `csv`
+//! crate: fields with a comma, quote or line break are quoted):
+//!
+//! | column | value |
+//! |---|---|
+//! | `id` | the record id |
+//! | `createdAt` | RFC 3339, UTC, milliseconds |
+//! | `consumer` | the consumer id; empty for anonymous requests |
+//! | `method`, `path` | the request line (`path` without the query string) |
+//! | `route` | the route template; empty when unknown |
+//! | `query` | the raw query string, as recorded (secrets redacted) |
+//! | `status` | the HTTP status |
+//! | `outcome` | `complete`, `client_gone`, `cancelled` or `error` |
+//! | `durationUs` | microseconds |
+//! | `requestBodySize`, `responseSize` | the bodies' full sizes in bytes |
+//! | `requestBodyTruncated`, `responseTruncated` | `true` when the stored copy was cut |
+//! | `requestBody`, `response` | only with `bodies=true`: each body as the JSON the list shows (a JSON value's text) |
+//!
+//! Headers, route params and the gRPC details are not in the CSV; NDJSON holds
+//! every field (each line is a record exactly as the list shows it).
+//!
+//! [RFC 4180]: https://www.rfc-editor.org/rfc/rfc4180
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::Frame;
+
+use super::params::Format;
+use crate::record::{format_timestamp, GrpcMessageJsonFn, RecordView};
+use crate::sink::{UsagePage, UsageQuery, UsageSink};
+use crate::{SinkError, SinkErrorKind, UsageRecord};
+
+/// The CSV columns, in order, without the bodies.
+pub(super) const CSV_COLUMNS: &[&str] = &[
+    "id",
+    "createdAt",
+    "consumer",
+    "method",
+    "path",
+    "route",
+    "query",
+    "status",
+    "outcome",
+    "durationUs",
+    "requestBodySize",
+    "requestBodyTruncated",
+    "responseSize",
+    "responseTruncated",
+];
+
+/// The CSV columns `bodies=true` adds.
+pub(super) const CSV_BODY_COLUMNS: &[&str] = &["requestBody", "response"];
+
+/// A frame ends after the record that takes it past this many bytes (256
+/// KiB): with the page in hand, what an export holds at once.
+const FRAME_BYTES: usize = 256 * 1024;
+
+type PageFuture = Pin<Box<dyn Future<Output = Result<UsagePage, SinkError>> + Send>>;
+
+/// Asks the sink for a page, within the query timeout.
+pub(super) type Fetch = Arc<dyn Fn(UsageQuery) -> PageFuture + Send + Sync>;
+
+/// The page fetcher of `sink`, each page within `timeout`.
+pub(super) fn fetcher<S: UsageSink + Clone>(sink: S, timeout: Duration) -> Fetch {
+    Arc::new(move |query: UsageQuery| {
+        let sink = sink.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, sink.query(&query)).await {
+                Ok(page) => page,
+                Err(_elapsed) => Err(SinkError::message(
+                    SinkErrorKind::Unavailable,
+                    format!(
+                        "the sink did not answer within the query timeout ({} ms)",
+                        timeout.as_millis()
+                    ),
+                )),
+            }
+        })
+    })
+}
+
+/// How records are written.
+pub(super) struct Render {
+    pub(super) format: Format,
+    pub(super) bodies: bool,
+    pub(super) grpc_json: Option<GrpcMessageJsonFn>,
+}
+
+/// The state of an export body: the page in hand, or the query for the next
+/// one and its future.
+pub(crate) struct Export {
+    fetch: Fetch,
+    /// The next page's query (its cursor moves on).
+    query: UsageQuery,
+    render: Render,
+    /// The records of the page in hand not yet written (a page is taken in
+    /// when it arrives: its cursor is noted at once).
+    page: std::vec::IntoIter<UsageRecord>,
+    /// The fetch of the next page, in flight. In a `Mutex` only so that the
+    /// body is `Sync`: it is reached through `&mut self`, never locked.
+    fetching: Mutex<Option<PageFuture>>,
+    /// The CSV header row is written.
+    header_written: bool,
+    /// No more pages, or the body failed.
+    done: bool,
+    /// Records written so far.
+    written: u64,
+}
+
+impl Export {
+    /// An export whose first page is already fetched (so that a sink that fails
+    /// at once is answered with a status, not a cut body).
+    pub(super) fn new(fetch: Fetch, query: UsageQuery, render: Render, first: UsagePage) -> Self {
+        let mut export = Self {
+            fetch,
+            query,
+            render,
+            page: Vec::new().into_iter(),
+            fetching: Mutex::new(None),
+            header_written: false,
+            done: false,
+            written: 0,
+        };
+        export.take_in(first);
+        export
+    }
+
+    /// Makes `page` the page in hand, and notes where the next one starts.
+    fn take_in(&mut self, page: UsagePage) {
+        match page.next_cursor {
+            Some(cursor) => self.query.cursor = Some(cursor),
+            None => self.done = true,
+        }
+        self.page = page.records.into_iter();
+    }
+
+    pub(super) fn is_end_stream(&self) -> bool {
+        self.done && self.page.len() == 0 && self.header_written_or_not_needed()
+    }
+
+    /// Whether nothing is left to write before the records: the CSV header
+    /// row is written with the first frame, even when no record matches.
+    fn header_written_or_not_needed(&self) -> bool {
+        self.header_written || self.render.format != Format::Csv
+    }
+
+    pub(super) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, SinkError>>> {
+        loop {
+            if self.page.len() > 0 || !self.header_written_or_not_needed() {
+                match self.write() {
+                    Ok(bytes) if bytes.is_empty() => continue,
+                    Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(Bytes::from(bytes))))),
+                    Err(err) => return Poll::Ready(Some(Err(self.fail(err)))),
+                }
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let fetching = self
+                .fetching
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            let future = fetching.get_or_insert_with(|| (self.fetch)(self.query.clone()));
+            let result = ready!(future.as_mut().poll(cx));
+            *fetching = None;
+            match result {
+                Ok(page) => self.take_in(page),
+                Err(err) => return Poll::Ready(Some(Err(self.fail(err)))),
+            }
+        }
+    }
+
+    /// Ends the body with `err`, logged as the list logs a failed query.
+    fn fail(&mut self, err: SinkError) -> SinkError {
+        self.done = true;
+        self.page = Vec::new().into_iter();
+        if super::response::FAILURES.fail() {
+            tracing::warn!(
+                error = %err,
+                written = self.written,
+                "GET /usage export: a page could not be read or written; the body ends with an error (further failures are not logged until a query succeeds)"
+            );
+        }
+        err
+    }
+
+    /// The next frame: records of the page in hand in the export's format
+    /// (the CSV header row first), until the frame passes [`FRAME_BYTES`] or
+    /// the page ends.
+    fn write(&mut self) -> Result<Vec<u8>, SinkError> {
+        let mut out = Vec::with_capacity(FRAME_BYTES.min(self.page.len() * 1024) + 256);
+        let mut records = 0u64;
+        match self.render.format {
+            Format::Ndjson => {
+                while out.len() < FRAME_BYTES {
+                    let Some(record) = self.page.next() else {
+                        break;
+                    };
+                    records += 1;
+                    let record = &record;
+                    let view = RecordView {
+                        record,
+                        grpc_json: self.render.grpc_json.as_deref(),
+                    };
+                    serde_json::to_writer(&mut out, &view).map_err(SinkError::new)?;
+                    out.push(b'\n');
+                }
+            }
+            Format::Csv => {
+                let mut csv = csv::Writer::from_writer(&mut out);
+                if !self.header_written {
+                    self.header_written = true;
+                    let bodies = if self.render.bodies {
+                        CSV_BODY_COLUMNS
+                    } else {
+                        &[]
+                    };
+                    csv.write_record(CSV_COLUMNS.iter().chain(bodies))
+                        .map_err(SinkError::new)?;
+                }
+                // The writer buffers; count what it took, not what it flushed.
+                let mut taken = 0usize;
+                while taken < FRAME_BYTES {
+                    let Some(record) = self.page.next() else {
+                        break;
+                    };
+                    records += 1;
+                    taken += self.csv_row(&mut csv, &record)?;
+                }
+                csv.flush().map_err(SinkError::new)?;
+            }
+        }
+        self.written += records;
+        Ok(out)
+    }
+
+    /// Writes one row; returns about how many bytes it took.
+    fn csv_row<W: std::io::Write>(
+        &self,
+        csv: &mut csv::Writer<W>,
+        r: &UsageRecord,
+    ) -> Result<usize, SinkError> {
+        let status = r.status.to_string();
+        let duration = r.duration_us.to_string();
+        let request_size = r.request.body.size.to_string();
+        let response_size = r.response.size.to_string();
+        let created_at = format_timestamp(r.created_at);
+        let row: [&str; 14] = [
+            &r.id,
+            &created_at,
+            r.consumer.as_deref().unwrap_or(""),
+            &r.method,
+            &r.path,
+            r.route.as_deref().unwrap_or(""),
+            &r.request.query,
+            &status,
+            r.outcome.as_str(),
+            &duration,
+            &request_size,
+            if r.request.body.truncated {
+                "true"
+            } else {
+                "false"
+            },
+            &response_size,
+            if r.response.truncated {
+                "true"
+            } else {
+                "false"
+            },
+        ];
+        let size: usize = row.iter().map(|field| field.len() + 1).sum();
+        if !self.render.bodies {
+            csv.write_record(row).map_err(SinkError::new)?;
+            return Ok(size);
+        }
+        // The bodies as the list renders them (gRPC messages included).
+        let view = RecordView {
+            record: r,
+            grpc_json: self.render.grpc_json.as_deref(),
+        };
+        let wire = serde_json::to_value(&view).map_err(SinkError::new)?;
+        let request_body =
+            serde_json::to_string(&wire["request"]["body"]).map_err(SinkError::new)?;
+        let response_body = serde_json::to_string(&wire["response"]).map_err(SinkError::new)?;
+        csv.write_record(
+            row.iter()
+                .copied()
+                .chain([request_body.as_str(), response_body.as_str()]),
+        )
+        .map_err(SinkError::new)?;
+        Ok(size + request_body.len() + response_body.len() + 2)
+    }
+}
+
+impl fmt::Debug for Export {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Export")
+            .field("format", &self.render.format)
+            .field("written", &self.written)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
