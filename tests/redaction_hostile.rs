@@ -120,6 +120,12 @@ async fn secrets_hidden_in_query_strings_and_paths_are_masked() {
             json!({"next": "https://[REDACTED]@x.test/"}),
         ),
         (
+            format!("/login?next=token%3Da1%26u%3Dhttps%253A%252F%252Fu%253A{s}%2540h"),
+            "/login",
+            json!({}),
+            json!({"next": "token=[REDACTED]&u=https://[REDACTED]@h"}),
+        ),
+        (
             format!("/login?q=Authorization:%20Bearer%20{s}"),
             "/login",
             json!({}),
@@ -216,6 +222,12 @@ async fn secrets_hidden_in_header_values_are_masked() {
             "referer",
             format!("https://x.test/?next=https%3A%2F%2Fu%3A{s}%40h.test%2F"),
             "https://x.test/?next=https://[REDACTED]@h.test/",
+        ),
+        // One secret in the text as it came, another one encoding deeper.
+        (
+            "x-next",
+            format!("password=a1&next=https%3A%2F%2Fu%3A{s}%40h.test%2F"),
+            "password=[REDACTED]&next=https://[REDACTED]@h.test/",
         ),
         (
             "x-callback",

@@ -437,26 +437,34 @@ impl Redaction {
 
     /// [`Self::mask_text_with`], then again on the text percent-decoded, up to
     /// [`DECODE_LAYERS`] times while a `%` is left (a URL inside a parameter
-    /// of a URL, encoded once per level): the first layer that masks anything
-    /// is kept, masked, in its decoded form.
+    /// of a URL, encoded once per level), each layer decoded from the one
+    /// above it as masked: the deepest layer that masked anything is kept, in
+    /// its decoded form (or the text as it came, masked, when only that
+    /// layer held a secret).
     fn mask_text_decoding(&self, bytes: &[u8], replacement: &[u8]) -> Option<Vec<u8>> {
-        if let Some(masked) = self.mask_text_with(bytes, replacement) {
-            return Some(masked);
-        }
-        let mut current = Cow::Borrowed(bytes);
+        let mut best = self.mask_text_with(bytes, replacement);
+        let mut current: Cow<'_, [u8]> = match &best {
+            Some(masked) => Cow::Owned(masked.clone()),
+            None => Cow::Borrowed(bytes),
+        };
         for _ in 0..DECODE_LAYERS {
-            memchr::memchr(b'%', &current)?;
+            if memchr::memchr(b'%', &current).is_none() {
+                break;
+            }
             let decoded: Vec<u8> = percent_encoding::percent_decode(&current).collect();
             if decoded.len() == current.len() {
                 // Nothing decoded (a lone `%`): no deeper layer.
-                return None;
+                break;
             }
-            if let Some(masked) = self.mask_text(&decoded) {
-                return Some(masked);
-            }
-            current = Cow::Owned(decoded);
+            current = match self.mask_text(&decoded) {
+                Some(masked) => {
+                    best = Some(masked.clone());
+                    Cow::Owned(masked)
+                }
+                None => Cow::Owned(decoded),
+            };
         }
-        None
+        best
     }
 
     /// Form-encoded text (a query string, a form body): pairs with a secret
