@@ -64,13 +64,15 @@ pub(super) fn mask_urlencoded(
     Some(out)
 }
 
-/// A form component decoded (`+` as a space, `%XX`), passed through
-/// `nets.decoded` and encoded again when that masked something; else passed
-/// through `nets.raw` as it came (decoding can also hide a name:
-/// `%aAuthorization` decodes to a byte and `uthorization`).
+/// A form component passed through `nets.raw` as it came (decoding can hide
+/// a name: `%aAuthorization` decodes to a byte and `uthorization`), then
+/// decoded (`+` as a space, `%XX`) and passed through `nets.decoded`, and
+/// encoded again when that masked something.
 fn net_decoded(raw: &[u8], nets: &Nets<impl NetFn, impl NetFn>) -> Option<Vec<u8>> {
-    if memchr::memchr2(b'%', b'+', raw).is_some() {
-        let spaced: Vec<u8> = raw
+    let masked_raw = (nets.raw)(raw);
+    let current = masked_raw.as_deref().unwrap_or(raw);
+    if memchr::memchr2(b'%', b'+', current).is_some() {
+        let spaced: Vec<u8> = current
             .iter()
             .map(|&b| if b == b'+' { b' ' } else { b })
             .collect();
@@ -83,7 +85,7 @@ fn net_decoded(raw: &[u8], nets: &Nets<impl NetFn, impl NetFn>) -> Option<Vec<u8
             );
         }
     }
-    (nets.raw)(raw)
+    masked_raw
 }
 
 /// A text net: the masked text, or `None` when nothing was masked.
