@@ -47,6 +47,7 @@
 use std::sync::Arc;
 
 use crate::{SinkError, UsageRecord};
+use summary::summarize_by_paging;
 
 mod cursor;
 pub mod memory;
@@ -58,11 +59,16 @@ mod query;
 mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod summary;
 
 pub use cursor::Position;
 pub use page::UsagePage;
 pub use query::{
     ConsumerScope, Order, PathFilter, StatusFilter, UsageQuery, DEFAULT_LIMIT, MAX_LIMIT,
+};
+pub use summary::{
+    DurationStats, GroupBy, GroupKey, GroupKeys, Interval, SummaryBucket, SummaryQuery,
+    SummaryStats, UsageSummary, MAX_BUCKETS,
 };
 
 /// Storage for usage records.
@@ -88,6 +94,26 @@ pub trait UsageSink: Send + Sync + 'static {
     /// `(created_at, id)` in `query.order`; `next_cursor` is `Some` when more may
     /// follow. [`UsagePage::from_sorted`] builds it from `limit + 1` sorted hits.
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError>;
+
+    /// Summarize the records of a range for `GET /usage/summary`: counts,
+    /// errors, bytes and duration percentiles per time bucket and group.
+    ///
+    /// The summary counts exactly the records that [`query`](Self::query) lists
+    /// for [`SummaryQuery::list_query`]; see the [`summary`] module for the
+    /// rules (buckets, order, percentiles). A query whose range holds more than
+    /// [`MAX_BUCKETS`] time buckets, or whose answer would hold more buckets,
+    /// fails with [`InvalidQuery`](crate::SinkErrorKind::InvalidQuery)
+    /// ([`SummaryQuery::check`]).
+    ///
+    /// The default implementation is the **slow path**: it pages through
+    /// `query`, [`MAX_LIMIT`] records at a time, and counts them in memory
+    /// (a bounded histogram per bucket, never the records themselves), so any
+    /// sink answers correctly without more code, in time proportional to the
+    /// records in the range. Override it to count where the records are, as the
+    /// shipped sinks do.
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        summarize_by_paging(self, query).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -99,6 +125,10 @@ impl<T: UsageSink + ?Sized> UsageSink for Arc<T> {
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
         (**self).query(query).await
     }
+
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        (**self).summarize(query).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -109,5 +139,9 @@ impl<T: UsageSink + ?Sized> UsageSink for Box<T> {
 
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
         (**self).query(query).await
+    }
+
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        (**self).summarize(query).await
     }
 }

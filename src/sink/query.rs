@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 use time::OffsetDateTime;
 
 use crate::record::unix_millis;
-use crate::UsageRecord;
+use crate::{Outcome, UsageRecord};
 
 /// The largest page `GET /usage` asks a sink for.
 pub const MAX_LIMIT: usize = 1000;
@@ -155,6 +155,11 @@ pub struct UsageQuery {
     pub path: Option<PathFilter>,
     /// Only these statuses.
     pub status: Option<StatusFilter>,
+    /// Only records whose route template is exactly this (records without a
+    /// route never match).
+    pub route: Option<String>,
+    /// Only records that ended this way.
+    pub outcome: Option<Outcome>,
     /// At most this many records. Default [`DEFAULT_LIMIT`]; the service asks
     /// for `1..=`[`MAX_LIMIT`].
     pub limit: usize,
@@ -173,6 +178,8 @@ impl Default for UsageQuery {
             method: None,
             path: None,
             status: None,
+            route: None,
+            outcome: None,
             limit: DEFAULT_LIMIT,
             cursor: None,
             order: Order::Asc,
@@ -201,6 +208,11 @@ impl UsageQuery {
             && self.method.as_deref().is_none_or(|m| record.method == m)
             && self.path.as_ref().is_none_or(|p| p.matches(&record.path))
             && self.status.is_none_or(|s| s.matches(record.status))
+            && self
+                .route
+                .as_deref()
+                .is_none_or(|r| record.route.as_deref() == Some(r))
+            && self.outcome.is_none_or(|o| record.outcome == o)
     }
 }
 

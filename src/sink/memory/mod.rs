@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::sink::{SummaryQuery, UsageSummary};
 use crate::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
 mod id;
@@ -226,5 +227,13 @@ impl UsageSink for MemorySink {
         let after = query.position()?;
         let hits = self.read().page(query, after.as_ref());
         Ok(UsagePage::from_sorted(query, hits))
+    }
+
+    /// Counts in place, under the read lock, over the scope's index: no record
+    /// is decoded or copied. Percentiles come from the duration histogram (see
+    /// [`summary`](crate::sink::summary#percentiles)).
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        query.check()?;
+        self.read().summarize(query)
     }
 }

@@ -112,7 +112,7 @@ pub use deadpool_postgres;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-use crate::sink::{UsagePage, UsageQuery, UsageSink};
+use crate::sink::{SummaryQuery, UsagePage, UsageQuery, UsageSink, UsageSummary};
 use crate::{SinkError, UsageRecord};
 
 mod error;
@@ -121,6 +121,7 @@ mod names;
 mod pool;
 mod schema;
 mod select;
+mod summary;
 mod values;
 
 use names::Names;
@@ -339,6 +340,12 @@ impl UsageSink for PostgresSink {
 
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
         self.select_page(query).await
+    }
+
+    /// One `GROUP BY GROUPING SETS` statement: the buckets and the total, with
+    /// exact percentiles (`percentile_disc`, nearest rank).
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        self.summarize_sql(query).await
     }
 }
 

@@ -9,6 +9,7 @@ mod columns;
 mod decode;
 pub(crate) mod params;
 mod select;
+mod summary;
 
 #[cfg(feature = "postgres")]
 pub(crate) use columns::Kind;
@@ -17,3 +18,4 @@ pub(crate) use columns::{row, Col, Value, LIST};
 pub(crate) use decode::bad;
 pub(crate) use decode::{record, ReadColumns};
 pub(crate) use select::{page, Dialect};
+pub(crate) use summary::{summary, DURATION_BIN_FUNCTION};

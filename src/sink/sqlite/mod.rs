@@ -106,6 +106,7 @@ mod insert;
 mod read_pool;
 mod schema;
 mod select;
+mod summary;
 mod values;
 mod writer;
 
@@ -117,7 +118,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::sink::{UsagePage, UsageQuery, UsageSink};
+use crate::sink::{SummaryQuery, UsagePage, UsageQuery, UsageSink, UsageSummary};
 use crate::{SinkError, SinkErrorKind, UsageRecord};
 use read_pool::ReadPool;
 use writer::{Command, Retention, Writer};
@@ -339,6 +340,24 @@ impl UsageSink for SqliteSink {
             }
         };
         Ok(UsagePage::from_sorted(query, hits))
+    }
+
+    /// One `GROUP BY` statement on a read connection: rows per bucket, group
+    /// and duration bin, counted into buckets; percentiles from the bins (see
+    /// [`summary`](crate::sink::summary#percentiles)).
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        query.check()?;
+        match &self.inner.readers {
+            Some(pool) => {
+                let query = query.clone();
+                pool.run(move |conn, label| summary::summarize(conn, label, &query))
+                    .await
+            }
+            None => {
+                let query = query.clone();
+                self.ask(|reply| Command::Summarize { query, reply }).await
+            }
+        }
     }
 }
 

@@ -28,6 +28,15 @@ impl ReadPool {
         query: UsageQuery,
         after: Option<Position>,
     ) -> Result<Vec<UsageRecord>, SinkError> {
+        self.run(move |conn, label| select::select(conn, label, &query, after.as_ref()))
+            .await
+    }
+
+    /// Runs `read` with a read-only connection, on tokio's blocking pool.
+    pub(super) async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Connection, &str) -> Result<T, SinkError> + Send + 'static,
+    ) -> Result<T, SinkError> {
         let unavailable = |what: &str| {
             SinkError::message(
                 SinkErrorKind::Unavailable,
@@ -44,17 +53,16 @@ impl ReadPool {
         runtime
             .spawn_blocking(move || {
                 let _permit = permit;
-                pool.select_blocking(&query, after.as_ref())
+                pool.run_blocking(read)
             })
             .await
             .map_err(|_| unavailable("the query task panicked or was cancelled"))?
     }
 
-    fn select_blocking(
+    fn run_blocking<T>(
         &self,
-        query: &UsageQuery,
-        after: Option<&Position>,
-    ) -> Result<Vec<UsageRecord>, SinkError> {
+        read: impl FnOnce(&Connection, &str) -> Result<T, SinkError>,
+    ) -> Result<T, SinkError> {
         let taken = self
             .idle
             .lock()
@@ -64,7 +72,7 @@ impl ReadPool {
             Some(conn) => conn,
             None => schema::open_reader(&self.path, self.busy_timeout)?,
         };
-        let result = select::select(&conn, &self.label, query, after);
+        let result = read(&conn, &self.label);
         // A connection that failed may be in a bad state: only a good one goes back.
         if result.is_ok() {
             self.idle

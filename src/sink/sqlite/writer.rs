@@ -9,9 +9,9 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use super::error::context;
-use super::{insert, select};
+use super::{insert, select, summary};
 use crate::record::unix_millis;
-use crate::sink::{Position, UsageQuery};
+use crate::sink::{Position, SummaryQuery, UsageQuery, UsageSummary};
 use crate::{SinkError, UsageRecord};
 
 /// Rows deleted per retention statement; between two, queued writes go first.
@@ -29,6 +29,11 @@ pub(super) enum Command {
         query: UsageQuery,
         after: Option<Position>,
         reply: oneshot::Sender<Result<Vec<UsageRecord>, SinkError>>,
+    },
+    /// Run a summary (in-memory databases only).
+    Summarize {
+        query: SummaryQuery,
+        reply: oneshot::Sender<Result<UsageSummary, SinkError>>,
     },
     /// Make the thread panic, to test that callers see an error and not a hang.
     #[cfg(test)]
@@ -133,6 +138,9 @@ impl Writer {
             } => {
                 let result = select::select(&self.conn, &self.label, &query, after.as_ref());
                 let _ = reply.send(result);
+            }
+            Command::Summarize { query, reply } => {
+                let _ = reply.send(summary::summarize(&self.conn, &self.label, &query));
             }
             #[cfg(test)]
             Command::Panic => panic!("writer thread told to panic"),

@@ -1,0 +1,122 @@
+//! Summaries in SQL: the shared summary statement, with exact percentiles
+//! (`percentile_disc`) and the total as a second grouping set; only its
+//! aggregate rows come back.
+
+use time::OffsetDateTime;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use super::{error, PostgresSink};
+use crate::sink::sql::{self, Dialect};
+use crate::sink::summary::too_many_buckets;
+use crate::sink::{
+    DurationStats, GroupKey, GroupKeys, SummaryBucket, SummaryQuery, SummaryStats, UsageSummary,
+    MAX_BUCKETS,
+};
+use crate::{Outcome, SinkError, SinkErrorKind};
+
+impl PostgresSink {
+    pub(super) async fn summarize_sql(
+        &self,
+        query: &SummaryQuery,
+    ) -> Result<UsageSummary, SinkError> {
+        query.check()?;
+        let list = query.list_query();
+        let statement = sql::summary(Dialect::Postgres, &self.inner.names.qualified, query, &list);
+        let client = self.inner.client().await?;
+        let rows = async {
+            let stmt = client
+                .prepare_cached(&statement.sql)
+                .await
+                .map_err(error::pg)?;
+            let params: Vec<&(dyn ToSql + Sync)> = statement
+                .values
+                .iter()
+                .map(|v| v as &(dyn ToSql + Sync))
+                .collect();
+            client.query(&stmt, &params).await.map_err(error::pg)
+        }
+        .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.inner.failed(e, Some(client))),
+        };
+        // One row per bucket and the total's: check before reading them all.
+        if rows.len() > MAX_BUCKETS + 1 {
+            return Err(too_many_buckets());
+        }
+        let mut buckets = Vec::with_capacity(rows.len());
+        let mut total = SummaryStats::default();
+        for row in &rows {
+            let (start, keys, stats) = read_row(row, query)?;
+            match start {
+                Some(start) => buckets.push(SummaryBucket { start, keys, stats }),
+                None => total = stats,
+            }
+        }
+        UsageSummary::new(query, buckets, total)
+    }
+}
+
+fn read_row(
+    row: &Row,
+    query: &SummaryQuery,
+) -> Result<(Option<OffsetDateTime>, GroupKeys, SummaryStats), SinkError> {
+    let get_err = |e: tokio_postgres::Error| error::column(e).with_context("summary row");
+    let n = query.group_by.keys().count();
+    let grouping: i32 = row.try_get(n + 9).map_err(get_err)?;
+    let count = |i: usize| -> Result<u64, SinkError> {
+        let v: Option<i64> = row.try_get(i).map_err(get_err)?;
+        Ok(u64::try_from(v.unwrap_or(0)).unwrap_or(0))
+    };
+    let stats = {
+        let i = n + 1;
+        let percentiles: Option<Vec<Option<i64>>> = row.try_get(i + 6).map_err(get_err)?;
+        let p = |k: usize| {
+            percentiles
+                .as_ref()
+                .and_then(|ps| ps.get(k).copied().flatten())
+                .map_or(0, |v| u64::try_from(v).unwrap_or(0))
+        };
+        SummaryStats {
+            requests: count(i)?,
+            client_errors: count(i + 1)?,
+            server_errors: count(i + 2)?,
+            request_bytes: count(i + 3)?,
+            response_bytes: count(i + 4)?,
+            duration_us: DurationStats {
+                p50: p(0),
+                p95: p(1),
+                p99: p(2),
+                max: count(i + 5)?,
+            },
+        }
+    };
+    if grouping != 0 {
+        return Ok((None, GroupKeys::default(), stats));
+    }
+    let start: OffsetDateTime = row.try_get(0).map_err(get_err)?;
+    let mut keys = GroupKeys::default();
+    for (i, key) in query.group_by.keys().enumerate() {
+        let i = i + 1;
+        match key {
+            GroupKey::Route => keys.route = Some(row.try_get(i).map_err(get_err)?),
+            GroupKey::Method => keys.method = Some(row.try_get(i).map_err(get_err)?),
+            GroupKey::Status => {
+                let class: i32 = row.try_get(i).map_err(get_err)?;
+                keys.status = Some(u16::try_from(class).unwrap_or(0));
+            }
+            GroupKey::Outcome => {
+                let name: String = row.try_get(i).map_err(get_err)?;
+                keys.outcome = Some(Outcome::from_name(&name).ok_or_else(|| {
+                    SinkError::message(
+                        SinkErrorKind::Corrupt,
+                        format!("stored record has a bad outcome: {name:?}"),
+                    )
+                })?);
+            }
+            GroupKey::Consumer => keys.consumer = Some(row.try_get(i).map_err(get_err)?),
+        }
+    }
+    Ok((Some(start), keys, stats))
+}
