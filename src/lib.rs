@@ -88,8 +88,8 @@
 //! | `writer/` | the bounded queue, the worker (batches, retries, timeouts; [`UsageLayer::pair`]), [`UsageHandle`]; assembles each record |
 //! | `record/` | [`UsageRecord`] and its parts; redaction, route params, gRPC framing, time, the wire form (`wire/`): pure functions over the data |
 //! | `codec/` | the header-map encodings the sinks share |
-//! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/` |
-//! | `endpoint/` | [`UsageService`]: `GET /usage`, parameters straight into a [`UsageQuery`], responses |
+//! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; `summary/` (what a summary asks and answers, buckets, percentiles); [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/` |
+//! | `endpoint/` | [`UsageService`]: `GET /usage` and `GET /usage/summary`, parameters straight into a [`UsageQuery`] or a [`SummaryQuery`](sink::SummaryQuery), responses |
 //! | `marker.rs` | how the endpoint tells the middleware "do not record me" |
 //! | `testing/` | the sink conformance kit (feature `testing`) |
 //!
@@ -98,7 +98,7 @@
 //!
 //! ```text
 //! middleware -> writer, captured, sink, codec, record, hooks, marker
-//! endpoint   -> sink, record, hooks, marker, error
+//! endpoint   -> writer, sink, record, hooks, marker, error
 //! writer     -> captured, sink, record, hooks, error
 //! captured   -> codec, record, hooks
 //! sink       -> codec, record, error

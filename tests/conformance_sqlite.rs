@@ -3,6 +3,7 @@
 #![cfg(all(feature = "sqlite", feature = "testing"))]
 
 use tempfile::TempDir;
+use tower_usage::sink::{SummaryQuery, UsageSummary};
 use tower_usage::testing::{run_all, run_check};
 use tower_usage::{SinkError, SqliteSink, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
@@ -31,6 +32,10 @@ impl UsageSink for FileSink {
 
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
         self.sink.query(query).await
+    }
+
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        self.sink.summarize(query).await
     }
 }
 

@@ -19,7 +19,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "writer", "captured", "sink", "codec", "record", "hooks", "marker", "error",
         ],
     ),
-    ("endpoint", &["sink", "record", "hooks", "marker", "error"]),
+    // `writer`: the summary's `completeUntil` asks the layer's `UsageHandle`.
+    (
+        "endpoint",
+        &["writer", "sink", "record", "hooks", "marker", "error"],
+    ),
     ("writer", &["captured", "sink", "record", "hooks", "error"]),
     ("captured", &["codec", "record", "hooks"]),
     ("sink", &["codec", "record", "error"]),

@@ -13,7 +13,7 @@ use crate::error::{SinkError, SinkErrorKind};
 use crate::marker::ServedByUsageService;
 use crate::record::GrpcMessageJson;
 use crate::record::RecordView;
-use crate::sink::{UsagePage, UsageQuery};
+use crate::sink::{UsagePage, UsageQuery, UsageSummary};
 
 /// Why a request is answered without asking the sink.
 pub(super) enum Refusal {
@@ -107,6 +107,21 @@ fn render_page(
     serde_json::to_writer(&mut buf, &next_cursor)?;
     buf.push(b'}');
     Ok(buf)
+}
+
+/// A summary: `200`, or `500` if it cannot be rendered as JSON.
+pub(super) fn summary(summary: &UsageSummary) -> Response<UsageBody> {
+    match serde_json::to_vec(summary) {
+        Ok(buf) => json(StatusCode::OK, buf),
+        Err(err) => {
+            tracing::warn!(error = %err, "GET /usage/summary: could not render the summary");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the usage summary could not be rendered",
+                None,
+            )
+        }
+    }
 }
 
 /// A failed sink query: `400` for the client's faults, `503` with a fixed

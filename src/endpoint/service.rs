@@ -15,9 +15,10 @@ use super::params::{self, Caller};
 use super::response::Refusal;
 use super::UsageBody;
 use crate::record::{GrpcDirection, GrpcMessageJsonFn};
-use crate::sink::{UsageQuery, UsageSink};
+use crate::sink::{SummaryQuery, UsageQuery, UsageSink};
 #[cfg(doc)]
 use crate::sink::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::writer::UsageHandle;
 #[cfg(doc)]
 use crate::UsageRecord;
 use crate::{IdentifyConsumer, RequestInfo};
@@ -101,6 +102,8 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `method`   | an HTTP method, case-insensitive (`get` is `GET`)                      |               |
 /// | `path`     | the exact request path, starting with `/`; a trailing `*` makes it a prefix (`/rest/*`) | |
 /// | `status`   | a status code (`404`) or a class (`4xx`, `1xx`..`5xx`)                 |               |
+/// | `route`    | the exact route template (`/items/{id}`)                               |               |
+/// | `outcome`  | how the exchange ended: `complete`, `client_gone`, `cancelled`, `error` |              |
 /// | `order`    | `asc` (oldest first) or `desc` (newest first), by `createdAt` then `id` | `asc`        |
 /// | `consumer` | admin only: the consumer id whose records to show                      | all consumers |
 ///
@@ -108,6 +111,37 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// filters should stay the same from page to page. A page also ends early when
 /// it would pass [`max_page_bytes`](UsageService::max_page_bytes) (1 MiB by
 /// default); follow `nextCursor` as for any page.
+///
+/// # Summary: `GET .../summary`
+///
+/// A request whose path ends in `/summary` gets a [`UsageSummary`](crate::sink::UsageSummary)
+/// of the same records instead of a page: requests, `clientErrors` (4xx),
+/// `serverErrors` (5xx), `requestBytes`, `responseBytes` and `durationUs`
+/// (`p50`, `p95`, `p99`, `max`) per time bucket and group, and in `total`.
+/// Mount the service with `Router::nest_service("/v1/usage", ...)` to serve
+/// both `/v1/usage` and `/v1/usage/summary`.
+///
+/// It takes `since`, `until`, `method`, `path`, `status`, `route`, `outcome`
+/// and (admins) `consumer` as above, and:
+///
+/// | parameter  | value                                                                  | default       |
+/// |------------|------------------------------------------------------------------------|---------------|
+/// | `since`, `until` | as above                                                         | the last 24 hours up to now |
+/// | `interval` | `minute`, `hour`, `day` or `month`: buckets start on UTC boundaries    | `day`         |
+/// | `groupBy`  | comma-separated subset of `route`, `method`, `status` (the class), `outcome`, and `consumer` (admins only, `403` otherwise) | none |
+///
+/// A range touching more than [`MAX_BUCKETS`](crate::sink::MAX_BUCKETS)
+/// (10,000) buckets of the interval is `400` naming `interval`; a summary
+/// that would hold more buckets than that (time buckets times groups) is
+/// `400` as an invalid query. `completeUntil` says up to when the counts are
+/// complete: see [`recorder`](UsageService::recorder).
+///
+/// ```text
+/// $ curl -H 'Authorization: Bearer IncYP3edd3blm2ypLGFFOYwQsC5vff3n' \
+///        'http://127.0.0.1:3000/v1/usage/summary?interval=hour&groupBy=route,status'
+/// {"since":"2026-11-28T12:00:00.000Z","until":"2026-11-29T12:00:00.000Z","interval":"hour",
+///  "groupBy":["route","status"],"completeUntil":"2026-11-29T12:00:00.000Z","buckets":[...],"total":{...}}
+/// ```
 ///
 /// # Responses
 ///
@@ -151,6 +185,7 @@ pub struct UsageService<S> {
     query_timeout: Duration,
     max_page_bytes: usize,
     grpc_json: Option<GrpcMessageJsonFn>,
+    recorder: Option<UsageHandle>,
 }
 
 impl<S: UsageSink + Clone> UsageService<S> {
@@ -164,7 +199,32 @@ impl<S: UsageSink + Clone> UsageService<S> {
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             grpc_json: None,
+            recorder: None,
         }
+    }
+
+    /// The handle of the layer whose records this service reads, for the
+    /// summary's `completeUntil`: the arrival time of the oldest capture the
+    /// writer has not stored yet (everything before it is counted), or the
+    /// time of the read when nothing is pending.
+    ///
+    /// Default: none; `completeUntil` is then the time of the read, which
+    /// knows nothing of the writer's queue: records created shortly before it
+    /// may still be on their way (up to the layer's
+    /// [`max_delay`](crate::UsageLayer::max_delay), more while the sink
+    /// fails and the writer retries).
+    ///
+    /// ```
+    /// use tower_usage::{MemorySink, UsageLayer, UsageService};
+    ///
+    /// let sink = MemorySink::new();
+    /// let layer = UsageLayer::new(sink.clone());
+    /// let usage = UsageService::new(sink).recorder(layer.handle());
+    /// # let _ = usage;
+    /// ```
+    pub fn recorder(mut self, handle: UsageHandle) -> Self {
+        self.recorder = Some(handle);
+        self
     }
 
     /// How the caller's consumer is derived; give the layer the same one.
@@ -288,6 +348,7 @@ impl<S> fmt::Debug for UsageService<S> {
                 "grpc_message_json",
                 &self.grpc_json.as_ref().map(|_| format_args!("Fn(..)")),
             )
+            .field("recorder", &self.recorder.is_some())
             .finish()
     }
 }
@@ -307,6 +368,18 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let head = req.method() == Method::HEAD;
+        if is_summary(req.uri().path()) {
+            return match self.prepare_summary(&req) {
+                Err(refusal) => ResponseFuture::refused(refusal, head),
+                Ok(query) => ResponseFuture::summary(
+                    self.sink.clone(),
+                    query,
+                    self.query_timeout,
+                    self.recorder.clone(),
+                    head,
+                ),
+            };
+        }
         match self.prepare(&req) {
             Err(refusal) => ResponseFuture::refused(refusal, head),
             Ok(query) => ResponseFuture::query(
@@ -321,9 +394,29 @@ where
     }
 }
 
+/// Whether a request is for the summary: its path ends in `/summary`, which
+/// is `/summary` below the mount point under `nest_service`, or the whole path
+/// when the service is mounted on `.../summary` itself.
+fn is_summary(path: &str) -> bool {
+    path.trim_end_matches('/').ends_with("/summary")
+}
+
 impl<S> UsageService<S> {
     /// Validates a request and turns it into the sink query, or refuses it.
     fn prepare<B>(&self, req: &Request<B>) -> Result<UsageQuery, Refusal> {
+        let caller = self.caller(req)?;
+        params::parse(req.uri().query(), caller).map_err(Refusal::Param)
+    }
+
+    /// Validates a summary request and turns it into the sink's summary query.
+    fn prepare_summary<B>(&self, req: &Request<B>) -> Result<SummaryQuery, Refusal> {
+        let caller = self.caller(req)?;
+        params::parse_summary(req.uri().query(), caller, time::OffsetDateTime::now_utc())
+            .map_err(Refusal::Param)
+    }
+
+    /// The method check, then who is asking.
+    fn caller<B>(&self, req: &Request<B>) -> Result<Caller, Refusal> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(Refusal::Method);
         }
@@ -337,7 +430,7 @@ impl<S> UsageService<S> {
                 None => return Err(Refusal::Unauthorized(self.unauthorized_message())),
             }
         };
-        params::parse(req.uri().query(), caller).map_err(Refusal::Param)
+        Ok(caller)
     }
 
     /// What a `401` says: how to send a bearer token, unless the consumer is

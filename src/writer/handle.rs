@@ -74,6 +74,32 @@ impl UsageHandle {
         }
     }
 
+    /// The arrival time of the oldest capture the writer has accepted and not
+    /// yet stored (or given up on): every record created before it is in the
+    /// sink. `None` when nothing is pending.
+    ///
+    /// Provisional: the oldest capture waiting in the queue; while a batch is
+    /// being written (its captures have left the queue, their times are not
+    /// kept), the Unix epoch, which promises nothing. Requests still being
+    /// served are not captures yet and are not seen.
+    pub fn complete_until(&self) -> Option<time::OffsetDateTime> {
+        let shared = &self.queue.shared;
+        let queue = lock(&shared.queue);
+        let accepted = shared.accepted.load(Ordering::Relaxed);
+        let done = *shared.done.borrow();
+        if accepted <= done {
+            return None;
+        }
+        if accepted - done > queue.len() as u64 {
+            return Some(time::OffsetDateTime::UNIX_EPOCH);
+        }
+        queue
+            .iter()
+            .map(|c| c.created)
+            .min()
+            .map(time::OffsetDateTime::from)
+    }
+
     /// The writer's counters.
     pub fn stats(&self) -> RecorderStats {
         self.queue.shared.stats()

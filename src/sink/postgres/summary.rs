@@ -64,7 +64,7 @@ fn read_row(
 ) -> Result<(Option<OffsetDateTime>, GroupKeys, SummaryStats), SinkError> {
     let get_err = |e: tokio_postgres::Error| error::column(e).with_context("summary row");
     let n = query.group_by.keys().count();
-    let grouping: i32 = row.try_get(n + 9).map_err(get_err)?;
+    let grouping: i32 = row.try_get(n + 8).map_err(get_err)?;
     let count = |i: usize| -> Result<u64, SinkError> {
         let v: Option<i64> = row.try_get(i).map_err(get_err)?;
         Ok(u64::try_from(v.unwrap_or(0)).unwrap_or(0))
