@@ -380,7 +380,11 @@ async fn a_sink_ignoring_the_route_filter_fails_route_outcome_filters() {
     fails(
         "route_outcome_filters",
         Flaw::IgnoresRoute,
-        &["query with route", "should not be there", "exact route template"],
+        &[
+            "query with route",
+            "should not be there",
+            "exact route template",
+        ],
     )
     .await;
     // Summaries without a route filter are right.
@@ -433,7 +437,10 @@ async fn coarse_percentiles_fail_summary_percentiles() {
     fails(
         "summary_percentiles",
         Flaw::CoarsePercentiles,
-        &["the exact nearest-rank value is", "more than the 1% allowed"],
+        &[
+            "the exact nearest-rank value is",
+            "more than the 1% allowed",
+        ],
     )
     .await;
 }
