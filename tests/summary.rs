@@ -24,6 +24,7 @@ const TOKEN_B: &str = "b0b-token.with-dots_and-dashes";
 const TOKEN_C: &str = "the-token-with-many-records";
 const ADMIN_KEY: &str = "let-the-admin-in";
 
+#[allow(clippy::too_many_arguments)] // one record per line in the population
 fn rec(
     consumer: Option<&str>,
     at: OffsetDateTime,
