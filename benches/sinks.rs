@@ -18,6 +18,11 @@
 //!   were filled: "cold"), then after reading them through once, as a server
 //!   that has been answering queries would have them.
 //!
+//! * summary latency: 200 `summarize` calls, each for one random consumer, one
+//!   UTC day of the filled span, `interval=hour`, `groupBy=route,status` (the
+//!   common query), on the same stores; and the admin summary of all 30 days,
+//!   `interval=day`, over every consumer (5 calls, the median reported).
+//!
 //! PostgreSQL is `TOWER_USAGE_POSTGRES_URL`, by default
 //! `postgres://postgres@127.0.0.1:5432/test`. At the end the bench prints records/s
 //! per sink and batch size (from criterion's median time per batch) and the page
@@ -36,7 +41,9 @@ use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughpu
 use http::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
-use tower_usage::sink::{ConsumerScope, Order, UsageQuery};
+use tower_usage::sink::{
+    ConsumerScope, GroupBy, GroupKey, Interval, Order, SummaryQuery, UsageQuery,
+};
 use tower_usage::{
     CapturedBody, MemorySink, Outcome, PostgresSink, RecordedRequest, SqliteSink, UsageRecord,
     UsageSink,
@@ -53,7 +60,7 @@ const FILL_START_MS: i64 = 1_700_000_000_000;
 const FILL_SPAN_MS: i64 = 30 * 24 * 3600 * 1000;
 const BENCH_SCHEMA: &str = "tu_bench";
 /// Says what a filled store holds; a store tagged otherwise is filled again.
-const FILL_TAG: &str = "1000000 records over 1000 consumers, 30 days, fill v2";
+const FILL_TAG: &str = "1000000 records over 1000 consumers, 30 days, fill v3";
 
 fn pg_url() -> String {
     std::env::var("TOWER_USAGE_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
@@ -180,7 +187,16 @@ fn template(rng: &mut fastrand::Rng) -> UsageRecord {
         consumer: None,
         method: "POST".into(),
         path: format!("/rest/v1/collection/{collection}/airdrop"),
-        route: Some("/rest/v1/collection/{collectionId}/airdrop".into()),
+        // Four routes, mostly 2xx, some 4xx and 5xx: groups for the summary.
+        route: Some(
+            [
+                "/rest/v1/collection/{collectionId}/airdrop",
+                "/rest/v1/collection/{collectionId}/owners",
+                "/rest/v1/airdrop/{batchId}",
+                "/rest/v1/airdrop/",
+            ][rng.usize(..4)]
+            .into(),
+        ),
         request: RecordedRequest {
             body: CapturedBody::complete(Bytes::from(req_body)),
             query: String::new(),
@@ -189,7 +205,7 @@ fn template(rng: &mut fastrand::Rng) -> UsageRecord {
         },
         response: CapturedBody::complete(Bytes::from(resp_body)),
         response_headers,
-        status: 200,
+        status: [200, 200, 200, 200, 200, 201, 404, 429, 500][rng.usize(..9)],
         created_at: OffsetDateTime::UNIX_EPOCH,
         duration_us: 0,
         outcome: Outcome::Complete,
@@ -527,6 +543,135 @@ fn pages(c: &mut Criterion) {
     bench_pages(c, &rt, "memory", fill_memory, None);
 }
 
+// ---------------------------------------------------------------------------
+// Summary latency
+
+const SUMMARIES: usize = 200;
+
+/// The common summary: one consumer, one UTC day of the filled span, by hour,
+/// grouped by route and status class.
+fn random_summary(rng: &mut fastrand::Rng, consumers: &[String]) -> SummaryQuery {
+    const DAY_MS: i64 = 86_400_000;
+    let first_day = FILL_START_MS - FILL_START_MS.rem_euclid(DAY_MS) + DAY_MS;
+    let since = first_day + rng.i64(0..FILL_SPAN_MS / DAY_MS - 1) * DAY_MS;
+    SummaryQuery {
+        consumer: ConsumerScope::Consumer(consumers[rng.usize(..consumers.len())].clone()),
+        since: from_ms(since),
+        until: from_ms(since + DAY_MS),
+        interval: Interval::Hour,
+        group_by: GroupBy::NONE.with(GroupKey::Route).with(GroupKey::Status),
+        ..SummaryQuery::default()
+    }
+}
+
+/// The admin summary: every consumer, the whole filled span, by day.
+fn month_summary() -> SummaryQuery {
+    SummaryQuery {
+        consumer: ConsumerScope::All,
+        since: from_ms(FILL_START_MS),
+        until: from_ms(FILL_START_MS + FILL_SPAN_MS),
+        interval: Interval::Day,
+        ..SummaryQuery::default()
+    }
+}
+
+/// (sink, p50 ms, p99 ms, buckets a summary, 30-day admin summary median ms)
+type SummaryLatency = (String, f64, f64, f64, f64);
+
+static SUMMARY_LATENCY: Mutex<Vec<SummaryLatency>> = Mutex::new(Vec::new());
+
+async fn summary_latency<S: UsageSink>(name: &str, sink: &S) -> SummaryLatency {
+    let consumers = Gen::new(42).consumers;
+    let mut rng = fastrand::Rng::with_seed(17);
+    for _ in 0..20 {
+        sink.summarize(&random_summary(&mut rng, &consumers))
+            .await
+            .unwrap();
+    }
+    let mut times = Vec::with_capacity(SUMMARIES);
+    let mut buckets = 0usize;
+    for _ in 0..SUMMARIES {
+        let q = random_summary(&mut rng, &consumers);
+        let t = Instant::now();
+        let s = sink.summarize(&q).await.expect("summarize");
+        times.push(t.elapsed());
+        buckets += s.buckets.len();
+    }
+    times.sort_unstable();
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
+    let mut month = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s = sink.summarize(&month_summary()).await.expect("summarize");
+        month.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(
+            s.total.requests, STORED as u64,
+            "the admin summary counts every record"
+        );
+    }
+    month.sort_by(f64::total_cmp);
+    let row = (
+        name.to_owned(),
+        pct(0.50),
+        pct(0.99),
+        buckets as f64 / SUMMARIES as f64,
+        month[2],
+    );
+    eprintln!(
+        "{name}: summary of one consumer, one day, by hour and route,status: p50 {:.2} ms, \
+         p99 {:.2} ms ({:.1} buckets); 30-day admin summary by day: {:.0} ms",
+        row.1, row.2, row.3, row.4
+    );
+    row
+}
+
+/// Criterion's view of the common summary (`sink_summary/<sink>`), after the
+/// percentiles of [`summary_latency`].
+fn bench_summaries<S, Fut>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    open: impl FnOnce() -> Fut,
+) where
+    S: UsageSink + Clone,
+    Fut: std::future::Future<Output = S>,
+{
+    let mut open = Some(open);
+    let mut sink = None;
+    let mut group = c.benchmark_group("sink_summary");
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function(name, |b| {
+        let sink = sink.get_or_insert_with(|| {
+            let sink = rt.block_on(open.take().expect("opened once")());
+            let row = rt.block_on(summary_latency(name, &sink));
+            SUMMARY_LATENCY.lock().unwrap().push(row);
+            sink
+        });
+        let consumers = Gen::new(42).consumers;
+        let mut rng = fastrand::Rng::with_seed(23);
+        b.to_async(rt).iter(|| {
+            let q = random_summary(&mut rng, &consumers);
+            let sink = sink.clone();
+            async move { sink.summarize(&q).await.expect("summarize") }
+        });
+    });
+    group.finish();
+}
+
+fn summaries(c: &mut Criterion) {
+    let rt = runtime();
+    bench_summaries(c, &rt, "sqlite", sqlite_filled);
+    bench_summaries(c, &rt, "postgres", postgres_filled);
+    let fill_memory = || async {
+        let memory = MemorySink::with_capacity(STORED);
+        fill("memory", &memory).await;
+        memory
+    };
+    bench_summaries(c, &rt, "memory", fill_memory);
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -535,13 +680,30 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-criterion_group!(benches, writes, pages);
+criterion_group!(benches, writes, pages, summaries);
 
 fn main() {
     let started = std::time::SystemTime::now();
     benches();
     Criterion::default().configure_from_args().final_summary();
     report(started, &LATENCY.lock().unwrap());
+    report_summaries(&SUMMARY_LATENCY.lock().unwrap());
+}
+
+fn report_summaries(rows: &[SummaryLatency]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!(
+        "\n`/usage/summary`, {STORED} records over {CONSUMERS} consumers and 30 days stored: \
+         one consumer, one day, interval=hour, groupBy=route,status ({SUMMARIES} queries); \
+         and every consumer, 30 days, interval=day\n"
+    );
+    println!("| sink | p50 | p99 | buckets | 30-day admin summary |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, p50, p99, buckets, month) in rows {
+        println!("| {name} | {p50:.2} ms | {p99:.2} ms | {buckets:.1} | {month:.0} ms |");
+    }
 }
 
 /// Prints records/s per sink and batch size, from criterion's median time per
