@@ -202,15 +202,43 @@ impl UsageQuery {
 
     /// Whether a record passes the scope and every filter (the cursor aside).
     pub fn matches(&self, record: &UsageRecord) -> bool {
+        Filters {
+            consumer: &self.consumer,
+            since: self.since,
+            until: self.until,
+            method: self.method.as_deref(),
+            path: self.path.as_ref(),
+            status: self.status,
+            route: self.route.as_deref(),
+            outcome: self.outcome,
+        }
+        .matches(record)
+    }
+}
+
+/// The scope, range and filters a list query and a summary share: the one
+/// definition of which records they select.
+pub(crate) struct Filters<'a> {
+    pub(crate) consumer: &'a ConsumerScope,
+    pub(crate) since: Option<OffsetDateTime>,
+    pub(crate) until: Option<OffsetDateTime>,
+    pub(crate) method: Option<&'a str>,
+    pub(crate) path: Option<&'a PathFilter>,
+    pub(crate) status: Option<StatusFilter>,
+    pub(crate) route: Option<&'a str>,
+    pub(crate) outcome: Option<Outcome>,
+}
+
+impl Filters<'_> {
+    pub(crate) fn matches(&self, record: &UsageRecord) -> bool {
         self.consumer.contains(record.consumer.as_deref())
             && self.since.is_none_or(|s| record.created_at >= s)
             && self.until.is_none_or(|u| record.created_at < u)
-            && self.method.as_deref().is_none_or(|m| record.method == m)
-            && self.path.as_ref().is_none_or(|p| p.matches(&record.path))
+            && self.method.is_none_or(|m| record.method == m)
+            && self.path.is_none_or(|p| p.matches(&record.path))
             && self.status.is_none_or(|s| s.matches(record.status))
             && self
                 .route
-                .as_deref()
                 .is_none_or(|r| record.route.as_deref() == Some(r))
             && self.outcome.is_none_or(|o| record.outcome == o)
     }

@@ -3,17 +3,15 @@
 //! aggregate rows come back.
 
 use time::OffsetDateTime;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{error, PostgresSink};
-use crate::sink::sql::{self, Dialect};
+use crate::sink::sql::{self, Dialect, ReadKeys};
 use crate::sink::summary::too_many_buckets;
 use crate::sink::{
-    DurationStats, GroupKey, GroupKeys, SummaryBucket, SummaryQuery, SummaryStats, UsageSummary,
-    MAX_BUCKETS,
+    DurationStats, GroupKeys, SummaryBucket, SummaryQuery, SummaryStats, UsageSummary, MAX_BUCKETS,
 };
-use crate::{Outcome, SinkError, SinkErrorKind};
+use crate::SinkError;
 
 impl PostgresSink {
     pub(super) async fn summarize_sql(
@@ -23,24 +21,7 @@ impl PostgresSink {
         query.check()?;
         let list = query.list_query();
         let statement = sql::summary(Dialect::Postgres, &self.inner.names.qualified, query, &list);
-        let client = self.inner.client().await?;
-        let rows = async {
-            let stmt = client
-                .prepare_cached(&statement.sql)
-                .await
-                .map_err(error::pg)?;
-            let params: Vec<&(dyn ToSql + Sync)> = statement
-                .values
-                .iter()
-                .map(|v| v as &(dyn ToSql + Sync))
-                .collect();
-            client.query(&stmt, &params).await.map_err(error::pg)
-        }
-        .await;
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(e) => return Err(self.inner.failed(e, Some(client))),
-        };
+        let rows = self.rows(&statement).await?;
         // One row per bucket and the total's: check before reading them all.
         if rows.len() > MAX_BUCKETS + 1 {
             return Err(too_many_buckets());
@@ -96,27 +77,19 @@ fn read_row(
         return Ok((None, GroupKeys::default(), stats));
     }
     let start: OffsetDateTime = row.try_get(0).map_err(get_err)?;
-    let mut keys = GroupKeys::default();
-    for (i, key) in query.group_by.keys().enumerate() {
-        let i = i + 1;
-        match key {
-            GroupKey::Route => keys.route = Some(row.try_get(i).map_err(get_err)?),
-            GroupKey::Method => keys.method = Some(row.try_get(i).map_err(get_err)?),
-            GroupKey::Status => {
-                let class: i32 = row.try_get(i).map_err(get_err)?;
-                keys.status = Some(u16::try_from(class).unwrap_or(0));
-            }
-            GroupKey::Outcome => {
-                let name: String = row.try_get(i).map_err(get_err)?;
-                keys.outcome = Some(Outcome::from_name(&name).ok_or_else(|| {
-                    SinkError::message(
-                        SinkErrorKind::Corrupt,
-                        format!("stored record has a bad outcome: {name:?}"),
-                    )
-                })?);
-            }
-            GroupKey::Consumer => keys.consumer = Some(row.try_get(i).map_err(get_err)?),
-        }
-    }
+    let keys = sql::read_keys(row, query.group_by, 1)?;
     Ok((Some(start), keys, stats))
+}
+
+impl ReadKeys for Row {
+    fn key_text(&self, i: usize) -> Result<Option<String>, SinkError> {
+        self.try_get(i).map_err(error::column)
+    }
+
+    /// The status class: `status / 100` of an `INTEGER`.
+    fn key_int(&self, i: usize) -> Result<i64, SinkError> {
+        self.try_get::<_, i32>(i)
+            .map(i64::from)
+            .map_err(error::column)
+    }
 }

@@ -17,5 +17,9 @@ pub(crate) use columns::{row, Col, Value, LIST};
 #[cfg(feature = "sqlite")]
 pub(crate) use decode::bad;
 pub(crate) use decode::{record, ReadColumns};
+#[cfg(feature = "postgres")]
+pub(crate) use select::Statement;
 pub(crate) use select::{page, Dialect};
-pub(crate) use summary::{summary, DURATION_BIN_FUNCTION};
+#[cfg(feature = "sqlite")]
+pub(crate) use summary::DURATION_BIN_FUNCTION;
+pub(crate) use summary::{read_keys, summary, ReadKeys};

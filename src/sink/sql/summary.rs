@@ -7,7 +7,8 @@
 use std::fmt::Write as _;
 
 use super::select::{filter, Builder, Dialect, Statement};
-use crate::sink::{GroupKey, Interval, SummaryQuery, UsageQuery};
+use crate::sink::{GroupBy, GroupKey, GroupKeys, Interval, SummaryQuery, UsageQuery};
+use crate::{Outcome, SinkError, SinkErrorKind};
 
 /// The SQL function SQLite sinks register: the duration histogram's bin of a
 /// duration in microseconds.
@@ -107,6 +108,52 @@ pub(crate) fn summary<'q>(
         sql,
         values: b.values,
     }
+}
+
+/// The group-key columns of a summary row, as each backend reads them.
+pub(crate) trait ReadKeys {
+    /// A text column, `None` for `NULL`.
+    fn key_text(&self, i: usize) -> Result<Option<String>, SinkError>;
+    /// An integer column.
+    fn key_int(&self, i: usize) -> Result<i64, SinkError>;
+}
+
+/// The group keys of a summary row, whose key columns start at `first`, one
+/// per key of `group_by`, in [`GroupKey::ALL`] order.
+pub(crate) fn read_keys(
+    row: &impl ReadKeys,
+    group_by: GroupBy,
+    first: usize,
+) -> Result<GroupKeys, SinkError> {
+    let bad = |what: String| {
+        SinkError::message(
+            SinkErrorKind::Corrupt,
+            format!("stored record has a bad {what}"),
+        )
+    };
+    let mut keys = GroupKeys::default();
+    for (i, key) in group_by.keys().enumerate() {
+        let i = first + i;
+        match key {
+            GroupKey::Route => keys.route = Some(row.key_text(i)?),
+            GroupKey::Method => {
+                keys.method = Some(row.key_text(i)?.ok_or_else(|| bad("method: NULL".into()))?);
+            }
+            GroupKey::Status => {
+                let class = row.key_int(i)?;
+                keys.status =
+                    Some(u16::try_from(class).map_err(|_| bad(format!("status class {class}")))?);
+            }
+            GroupKey::Outcome => {
+                let name = row.key_text(i)?.unwrap_or_default();
+                keys.outcome = Some(
+                    Outcome::from_name(&name).ok_or_else(|| bad(format!("outcome {name:?}")))?,
+                );
+            }
+            GroupKey::Consumer => keys.consumer = Some(row.key_text(i)?),
+        }
+    }
+    Ok(keys)
 }
 
 #[cfg(test)]

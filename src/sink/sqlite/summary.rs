@@ -6,10 +6,10 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::{params_from_iter, Connection, Row};
 
 use super::error::context;
-use crate::sink::sql::{self, Dialect, DURATION_BIN_FUNCTION};
+use crate::sink::sql::{self, Dialect, ReadKeys, DURATION_BIN_FUNCTION};
 use crate::sink::summary::{duration_bin, Aggregator, BinRow};
-use crate::sink::{GroupKey, GroupKeys, SummaryQuery, UsageSummary};
-use crate::{Outcome, SinkError, SinkErrorKind};
+use crate::sink::{GroupKeys, SummaryQuery, UsageSummary};
+use crate::{SinkError, SinkErrorKind};
 
 /// Registers [`DURATION_BIN_FUNCTION`] on a connection: the bin of the
 /// summary's duration histogram, the very function `MemorySink` uses, so both
@@ -56,29 +56,8 @@ fn read_row(row: &Row<'_>, query: &SummaryQuery) -> Result<(i64, GroupKeys, BinR
         Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
     };
     let start: i64 = row.get(0).map_err(corrupt)?;
-    let mut keys = GroupKeys::default();
-    let mut i = 1;
-    for key in query.group_by.keys() {
-        match key {
-            GroupKey::Route => keys.route = Some(row.get(i).map_err(corrupt)?),
-            GroupKey::Method => keys.method = Some(row.get(i).map_err(corrupt)?),
-            GroupKey::Status => {
-                let class: i64 = row.get(i).map_err(corrupt)?;
-                keys.status = Some(u16::try_from(class).unwrap_or(0));
-            }
-            GroupKey::Outcome => {
-                let name: String = row.get(i).map_err(corrupt)?;
-                keys.outcome = Some(Outcome::from_name(&name).ok_or_else(|| {
-                    SinkError::message(
-                        SinkErrorKind::Corrupt,
-                        format!("stored record has a bad outcome: {name:?}"),
-                    )
-                })?);
-            }
-            GroupKey::Consumer => keys.consumer = Some(row.get(i).map_err(corrupt)?),
-        }
-        i += 1;
-    }
+    let keys = sql::read_keys(row, query.group_by, 1)?;
+    let i = 1 + query.group_by.keys().count();
     let bin = u32::try_from(count(i)?).unwrap_or(u32::MAX);
     let bin_row = BinRow {
         bin,
@@ -90,4 +69,16 @@ fn read_row(row: &Row<'_>, query: &SummaryQuery) -> Result<(i64, GroupKeys, BinR
         max: count(i + 6)?,
     };
     Ok((start, keys, bin_row))
+}
+
+impl ReadKeys for Row<'_> {
+    fn key_text(&self, i: usize) -> Result<Option<String>, SinkError> {
+        self.get(i)
+            .map_err(|e| SinkError::with_kind(SinkErrorKind::Corrupt, e))
+    }
+
+    fn key_int(&self, i: usize) -> Result<i64, SinkError> {
+        self.get(i)
+            .map_err(|e| SinkError::with_kind(SinkErrorKind::Corrupt, e))
+    }
 }

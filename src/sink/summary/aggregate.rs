@@ -147,6 +147,7 @@ impl Aggregator {
 
     /// Counts one grouped row: `start` is the bucket's start in Unix
     /// milliseconds, already on the interval's boundary.
+    #[cfg(feature = "sqlite")]
     pub(crate) fn add_row(
         &mut self,
         start: i64,

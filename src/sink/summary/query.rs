@@ -7,6 +7,7 @@ use time::{Duration, OffsetDateTime, UtcOffset};
 
 use super::MAX_BUCKETS;
 use crate::record::{truncate_to_millis, unix_millis};
+use crate::sink::query::Filters;
 use crate::sink::{ConsumerScope, PathFilter, StatusFilter, UsageQuery, MAX_LIMIT};
 use crate::{Outcome, SinkError, UsageRecord};
 
@@ -353,17 +354,17 @@ impl SummaryQuery {
     /// Whether a record passes the scope, the range and every filter: what the
     /// summary counts.
     pub fn matches(&self, record: &UsageRecord) -> bool {
-        self.consumer.contains(record.consumer.as_deref())
-            && record.created_at >= self.since
-            && record.created_at < self.until
-            && self.method.as_deref().is_none_or(|m| record.method == m)
-            && self.path.as_ref().is_none_or(|p| p.matches(&record.path))
-            && self.status.is_none_or(|s| s.matches(record.status))
-            && self
-                .route
-                .as_deref()
-                .is_none_or(|r| record.route.as_deref() == Some(r))
-            && self.outcome.is_none_or(|o| record.outcome == o)
+        Filters {
+            consumer: &self.consumer,
+            since: Some(self.since),
+            until: Some(self.until),
+            method: self.method.as_deref(),
+            path: self.path.as_ref(),
+            status: self.status,
+            route: self.route.as_deref(),
+            outcome: self.outcome,
+        }
+        .matches(record)
     }
 }
 
