@@ -422,32 +422,48 @@ fn prewarm_postgres(sink: &PostgresSink, rt: &tokio::runtime::Runtime) {
     });
 }
 
-async fn page_latency<S: UsageSink>(name: &str, sink: &S) -> Latency {
-    let consumers = Gen::new(42).consumers;
-    let mut rng = fastrand::Rng::with_seed(7);
-    // Warm the caches the way a running service would have them.
-    for _ in 0..50 {
-        sink.query(&random_page(&mut rng, &consumers))
-            .await
-            .unwrap();
+/// Calls `call` `warm` times unmeasured (to warm the caches the way a running
+/// service has them), then `n` times measured. Returns the p50 and p99 in ms
+/// and the sum of `size` over the measured answers.
+async fn latencies<T, Fut>(
+    warm: usize,
+    n: usize,
+    mut call: impl FnMut() -> Fut,
+    size: impl Fn(&T) -> usize,
+) -> (f64, f64, usize)
+where
+    Fut: std::future::Future<Output = T>,
+{
+    for _ in 0..warm {
+        call().await;
     }
-    let mut times = Vec::with_capacity(QUERIES);
-    let mut records = 0usize;
-    for _ in 0..QUERIES {
-        let q = random_page(&mut rng, &consumers);
+    let mut times = Vec::with_capacity(n);
+    let mut total = 0usize;
+    for _ in 0..n {
         let t = Instant::now();
-        let page = sink.query(&q).await.expect("query");
+        let answer = call().await;
         times.push(t.elapsed());
-        records += page.records.len();
+        total += size(&answer);
     }
     times.sort_unstable();
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
-    let row = (
-        name.to_owned(),
-        pct(0.50),
-        pct(0.99),
-        records as f64 / QUERIES as f64,
-    );
+    (pct(0.50), pct(0.99), total)
+}
+
+async fn page_latency<S: UsageSink>(name: &str, sink: &S) -> Latency {
+    let consumers = Gen::new(42).consumers;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let (p50, p99, records) = latencies(
+        50,
+        QUERIES,
+        || {
+            let q = random_page(&mut rng, &consumers);
+            async move { sink.query(&q).await.expect("query") }
+        },
+        |page| page.records.len(),
+    )
+    .await;
+    let row = (name.to_owned(), p50, p99, records as f64 / QUERIES as f64);
     eprintln!(
         "{name}: page of {PAGE} for one consumer of {CONSUMERS}, {STORED} stored: p50 {:.2} ms, p99 {:.2} ms ({:.0} records a page)",
         row.1, row.2, row.3
@@ -583,22 +599,16 @@ static SUMMARY_LATENCY: Mutex<Vec<SummaryLatency>> = Mutex::new(Vec::new());
 async fn summary_latency<S: UsageSink>(name: &str, sink: &S) -> SummaryLatency {
     let consumers = Gen::new(42).consumers;
     let mut rng = fastrand::Rng::with_seed(17);
-    for _ in 0..20 {
-        sink.summarize(&random_summary(&mut rng, &consumers))
-            .await
-            .unwrap();
-    }
-    let mut times = Vec::with_capacity(SUMMARIES);
-    let mut buckets = 0usize;
-    for _ in 0..SUMMARIES {
-        let q = random_summary(&mut rng, &consumers);
-        let t = Instant::now();
-        let s = sink.summarize(&q).await.expect("summarize");
-        times.push(t.elapsed());
-        buckets += s.buckets.len();
-    }
-    times.sort_unstable();
-    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
+    let (p50, p99, buckets) = latencies(
+        20,
+        SUMMARIES,
+        || {
+            let q = random_summary(&mut rng, &consumers);
+            async move { sink.summarize(&q).await.expect("summarize") }
+        },
+        |s| s.buckets.len(),
+    )
+    .await;
     let mut month = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -612,8 +622,8 @@ async fn summary_latency<S: UsageSink>(name: &str, sink: &S) -> SummaryLatency {
     month.sort_by(f64::total_cmp);
     let row = (
         name.to_owned(),
-        pct(0.50),
-        pct(0.99),
+        p50,
+        p99,
         buckets as f64 / SUMMARIES as f64,
         month[2],
     );
