@@ -3,7 +3,9 @@
 //! [`UsageLayer`] captures every request (method, path, route and route params,
 //! query, headers, body) and its response (status, body, timing) into a pluggable
 //! [`UsageSink`]; [`UsageService`] serves `GET /usage` from any sink, so each API
-//! consumer can read its own request history.
+//! consumer can read its own request history, and `GET /usage/summary`: counts,
+//! errors, bytes and latency percentiles per hour, day or month, per route or
+//! status (see [`UsageService`]).
 //!
 //! # Quick start (axum)
 //!

@@ -655,3 +655,55 @@ async fn recorded_requests_are_summarized() {
     let s = c.get("/v1/usage/summary", Auth::Token(TOKEN_A)).await;
     assert_eq!(s["total"]["requests"], 5, "{s}");
 }
+
+/// With captures waiting in the writer's queue, `completeUntil` is the arrival
+/// of the oldest: the summary does not claim the records it cannot count yet.
+#[tokio::test]
+async fn complete_until_waits_for_the_oldest_queued_capture() {
+    let sink = MemorySink::new();
+    // The writer is not running: captures stay in its queue.
+    let (layer, worker) = UsageLayer::new(sink.clone()).pair();
+    let handle = layer.handle();
+    let usage = UsageService::new(sink).recorder(handle.clone());
+    let app = Router::new()
+        .route("/items/{id}", get(|| async { "an item" }))
+        .nest_service("/v1/usage", usage)
+        .layer(layer);
+    let addr = serve(app).await;
+    assert_eq!(handle.complete_until(), None);
+    let before = OffsetDateTime::now_utc();
+    for i in 0..3 {
+        let req = Request::get(format!("http://{addr}/items/{i}"))
+            .header("authorization", format!("Bearer {TOKEN_A}"))
+            .body(full(""))
+            .unwrap();
+        assert_eq!(send(req).await.0, StatusCode::OK);
+    }
+    let after_first = OffsetDateTime::now_utc();
+    let oldest = handle.complete_until().expect("three captures are queued");
+    assert!(
+        oldest >= before - Duration::milliseconds(1) && oldest <= after_first,
+        "{oldest}"
+    );
+
+    let c = Client {
+        base: format!("http://{addr}"),
+    };
+    let s = c.get("/v1/usage/summary", Auth::Token(TOKEN_A)).await;
+    assert_eq!(s["total"]["requests"], 0, "{s}");
+    let shown = OffsetDateTime::parse(
+        s["completeUntil"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        shown <= oldest && oldest - shown < Duration::milliseconds(1),
+        "{s}"
+    );
+
+    tokio::spawn(worker);
+    handle.flush().await;
+    assert_eq!(handle.complete_until(), None);
+    let s = c.get("/v1/usage/summary", Auth::Token(TOKEN_A)).await;
+    assert_eq!(s["total"]["requests"], 3, "{s}");
+}

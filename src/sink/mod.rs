@@ -12,6 +12,10 @@
 //! rejects a forged one, or one issued for another consumer or order), and
 //! [`UsageQuery::cursor_after`] makes the next one.
 //!
+//! `GET /usage/summary` calls [`summarize`](UsageSink::summarize), whose
+//! default pages through `query`: the sink below answers summaries correctly
+//! as it is. Override it to count where the records are when ranges are large.
+//!
 //! ```
 //! use std::sync::Mutex;
 //! use tower_usage::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};

@@ -231,7 +231,9 @@ impl UsageSink for MemorySink {
 
     /// Counts in place, under the read lock, over the scope's index: no record
     /// is decoded or copied. Percentiles come from the duration histogram (see
-    /// [`summary`](crate::sink::summary#percentiles)).
+    /// [`summary`](crate::sink::summary#percentiles)). Writes wait while it
+    /// counts: a summary over every consumer of a large sink delays the
+    /// writer for as long (the writer, not requests: they never wait on a sink).
     async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
         query.check()?;
         self.read().summarize(query)
