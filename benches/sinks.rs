@@ -251,12 +251,16 @@ async fn pg_count(sink: &PostgresSink) -> i64 {
 }
 
 /// Fills `sink` with [`STORED`] records spread over [`FILL_SPAN_MS`], consumers
-/// drawn uniformly from [`CONSUMERS`], in batches of 4096 with two writers.
-async fn fill<S: UsageSink + Clone>(name: &str, sink: &S) {
+/// drawn uniformly from [`CONSUMERS`], in batches of 4096.
+///
+/// `writers` tasks write at once, each its own half (or whole) of the span:
+/// two for the SQL sinks; one for `MemorySink`, whose index inserts a record
+/// out of time order by moving every newer one (two writers interleaving
+/// halves of the span made its fill quadratic: over 20 minutes).
+async fn fill<S: UsageSink + Clone>(name: &str, sink: &S, writers: usize) {
     let started = Instant::now();
     let chunk = 4096;
     let step = FILL_SPAN_MS / STORED as i64;
-    let writers = 2;
     let per_writer = STORED / writers;
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -303,7 +307,7 @@ async fn sqlite_filled() -> SqliteSink {
     }
     let _ = std::fs::remove_file(&marker);
     let sink = SqliteSink::open(&db).unwrap();
-    fill("sqlite", &sink).await;
+    fill("sqlite", &sink, 2).await;
     std::fs::write(&marker, expected).unwrap();
     sink
 }
@@ -319,7 +323,7 @@ async fn postgres_filled() -> PostgresSink {
     eprintln!("postgres: {BENCH_SCHEMA}.usage_records holds {n} records; refilling");
     pg_exec(&sink, &format!("DROP SCHEMA \"{BENCH_SCHEMA}\" CASCADE")).await;
     sink.migrate().await.unwrap();
-    fill("postgres", &sink).await;
+    fill("postgres", &sink, 2).await;
     pg_exec(
         &sink,
         &format!("VACUUM ANALYZE \"{BENCH_SCHEMA}\".usage_records"),
@@ -555,7 +559,7 @@ fn pages(c: &mut Criterion) {
     bench_pages(c, &rt, "postgres", postgres_filled, Some(prewarm_postgres));
     let fill_memory = || async {
         let memory = MemorySink::with_limits(STORED, usize::MAX);
-        fill("memory", &memory).await;
+        fill("memory", &memory, 1).await;
         memory
     };
     bench_pages(c, &rt, "memory", fill_memory, None);
@@ -678,7 +682,7 @@ fn summaries(c: &mut Criterion) {
     bench_summaries(c, &rt, "postgres", postgres_filled);
     let fill_memory = || async {
         let memory = MemorySink::with_limits(STORED, usize::MAX);
-        fill("memory", &memory).await;
+        fill("memory", &memory, 1).await;
         memory
     };
     bench_summaries(c, &rt, "memory", fill_memory);
