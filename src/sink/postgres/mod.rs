@@ -47,7 +47,9 @@
 //! Headers are kept in order with repeats, and a value that is not UTF-8 as
 //! `{"b64": "..."}`. Indexes: `(consumer, created_at, id)` for a consumer's pages
 //! and `(created_at, id)` for the admin view; every page is one index range scan
-//! (keyset paging, no `OFFSET`).
+//! (keyset paging, no `OFFSET`). A summary is one `GROUP BY GROUPING SETS`
+//! statement over the same range (the buckets and the total at once), with
+//! exact percentiles (`percentile_disc`); only its aggregate rows come back.
 //!
 //! PostgreSQL cannot store the character U+0000 in `TEXT` or `JSONB`. A
 //! percent-decoded route param or a gRPC message may contain one: it is stored as

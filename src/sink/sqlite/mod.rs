@@ -82,6 +82,11 @@
 //!
 //! Indexes on `(consumer, created_at, id)` and `(created_at, id)` make a page of
 //! one consumer's records (or of everyone's) a range scan in either order.
+//! A summary is one `GROUP BY` over the same range scan (by bucket start, group
+//! keys and duration-histogram bin, see
+//! [`summary`](crate::sink::summary#percentiles)); every connection the sink
+//! opens registers the SQL function `tower_usage_duration_bin` for it (the
+//! bundled SQLite has no `ln()`).
 //! Filters are bound parameters; the path prefix filter compares a substring,
 //! so `%` and `_` in it are plain characters.
 //!
