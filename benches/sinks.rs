@@ -16,7 +16,14 @@
 //!   (capacity 1,000,000) is filled on every run. The SQL stores are measured
 //!   twice: as found (the OS may have dropped them from its page cache since they
 //!   were filled: "cold"), then after reading them through once, as a server
-//!   that has been answering queries would have them.
+//!   that has been answering queries would have them. The `MemorySink` keeps
+//!   all 1,000,000 records (`with_limits(STORED, usize::MAX)`: about 3 GB; its
+//!   default 64 MiB byte budget would keep some 20,000).
+//!
+//! * summary latency: 200 `summarize` calls, each for one random consumer, one
+//!   UTC day of the filled span, `interval=hour`, `groupBy=route,status` (the
+//!   common query), on the same stores; and the admin summary of all 30 days,
+//!   `interval=day`, over every consumer (5 calls, the median reported).
 //!
 //! * `sink_export/<sink>`: `GET /usage?format=ndjson` of one consumer's 100,000
 //!   records (the records above, 1 ms apart) through `UsageService` (called as a
@@ -47,7 +54,9 @@ use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughpu
 use http::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
-use tower_usage::sink::{ConsumerScope, Order, UsageQuery};
+use tower_usage::sink::{
+    ConsumerScope, GroupBy, GroupKey, Interval, Order, SummaryQuery, UsageQuery,
+};
 use tower_usage::{
     CapturedBody, MemorySink, Outcome, PostgresSink, RecordedRequest, SqliteSink, UsageRecord,
     UsageSink,
@@ -64,7 +73,7 @@ const FILL_START_MS: i64 = 1_700_000_000_000;
 const FILL_SPAN_MS: i64 = 30 * 24 * 3600 * 1000;
 const BENCH_SCHEMA: &str = "tu_bench";
 /// Says what a filled store holds; a store tagged otherwise is filled again.
-const FILL_TAG: &str = "1000000 records over 1000 consumers, 30 days, fill v2";
+const FILL_TAG: &str = "1000000 records over 1000 consumers, 30 days, fill v3";
 
 fn pg_url() -> String {
     std::env::var("TOWER_USAGE_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
@@ -191,7 +200,16 @@ fn template(rng: &mut fastrand::Rng) -> UsageRecord {
         consumer: None,
         method: "POST".into(),
         path: format!("/rest/v1/collection/{collection}/airdrop"),
-        route: Some("/rest/v1/collection/{collectionId}/airdrop".into()),
+        // Four routes, mostly 2xx, some 4xx and 5xx: groups for the summary.
+        route: Some(
+            [
+                "/rest/v1/collection/{collectionId}/airdrop",
+                "/rest/v1/collection/{collectionId}/owners",
+                "/rest/v1/airdrop/{batchId}",
+                "/rest/v1/airdrop/",
+            ][rng.usize(..4)]
+            .into(),
+        ),
         request: RecordedRequest {
             body: CapturedBody::complete(Bytes::from(req_body)),
             query: String::new(),
@@ -200,7 +218,7 @@ fn template(rng: &mut fastrand::Rng) -> UsageRecord {
         },
         response: CapturedBody::complete(Bytes::from(resp_body)),
         response_headers,
-        status: 200,
+        status: [200, 200, 200, 200, 200, 201, 404, 429, 500][rng.usize(..9)],
         created_at: OffsetDateTime::UNIX_EPOCH,
         duration_us: 0,
         outcome: Outcome::Complete,
@@ -244,12 +262,16 @@ async fn pg_count(sink: &PostgresSink) -> i64 {
 }
 
 /// Fills `sink` with [`STORED`] records spread over [`FILL_SPAN_MS`], consumers
-/// drawn uniformly from [`CONSUMERS`], in batches of 4096 with two writers.
-async fn fill<S: UsageSink + Clone>(name: &str, sink: &S) {
+/// drawn uniformly from [`CONSUMERS`], in batches of 4096.
+///
+/// `writers` tasks write at once, each its own half (or whole) of the span:
+/// two for the SQL sinks; one for `MemorySink`, whose index inserts a record
+/// out of time order by moving every newer one (two writers interleaving
+/// halves of the span made its fill quadratic: over 20 minutes).
+async fn fill<S: UsageSink + Clone>(name: &str, sink: &S, writers: usize) {
     let started = Instant::now();
     let chunk = 4096;
     let step = FILL_SPAN_MS / STORED as i64;
-    let writers = 2;
     let per_writer = STORED / writers;
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -296,7 +318,7 @@ async fn sqlite_filled() -> SqliteSink {
     }
     let _ = std::fs::remove_file(&marker);
     let sink = SqliteSink::open(&db).unwrap();
-    fill("sqlite", &sink).await;
+    fill("sqlite", &sink, 2).await;
     std::fs::write(&marker, expected).unwrap();
     sink
 }
@@ -312,7 +334,7 @@ async fn postgres_filled() -> PostgresSink {
     eprintln!("postgres: {BENCH_SCHEMA}.usage_records holds {n} records; refilling");
     pg_exec(&sink, &format!("DROP SCHEMA \"{BENCH_SCHEMA}\" CASCADE")).await;
     sink.migrate().await.unwrap();
-    fill("postgres", &sink).await;
+    fill("postgres", &sink, 2).await;
     pg_exec(
         &sink,
         &format!("VACUUM ANALYZE \"{BENCH_SCHEMA}\".usage_records"),
@@ -417,32 +439,48 @@ fn prewarm_postgres(sink: &PostgresSink, rt: &tokio::runtime::Runtime) {
     });
 }
 
-async fn page_latency<S: UsageSink>(name: &str, sink: &S) -> Latency {
-    let consumers = Gen::new(42).consumers;
-    let mut rng = fastrand::Rng::with_seed(7);
-    // Warm the caches the way a running service would have them.
-    for _ in 0..50 {
-        sink.query(&random_page(&mut rng, &consumers))
-            .await
-            .unwrap();
+/// Calls `call` `warm` times unmeasured (to warm the caches the way a running
+/// service has them), then `n` times measured. Returns the p50 and p99 in ms
+/// and the sum of `size` over the measured answers.
+async fn latencies<T, Fut>(
+    warm: usize,
+    n: usize,
+    mut call: impl FnMut() -> Fut,
+    size: impl Fn(&T) -> usize,
+) -> (f64, f64, usize)
+where
+    Fut: std::future::Future<Output = T>,
+{
+    for _ in 0..warm {
+        call().await;
     }
-    let mut times = Vec::with_capacity(QUERIES);
-    let mut records = 0usize;
-    for _ in 0..QUERIES {
-        let q = random_page(&mut rng, &consumers);
+    let mut times = Vec::with_capacity(n);
+    let mut total = 0usize;
+    for _ in 0..n {
         let t = Instant::now();
-        let page = sink.query(&q).await.expect("query");
+        let answer = call().await;
         times.push(t.elapsed());
-        records += page.records.len();
+        total += size(&answer);
     }
     times.sort_unstable();
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
-    let row = (
-        name.to_owned(),
-        pct(0.50),
-        pct(0.99),
-        records as f64 / QUERIES as f64,
-    );
+    (pct(0.50), pct(0.99), total)
+}
+
+async fn page_latency<S: UsageSink>(name: &str, sink: &S) -> Latency {
+    let consumers = Gen::new(42).consumers;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let (p50, p99, records) = latencies(
+        50,
+        QUERIES,
+        || {
+            let q = random_page(&mut rng, &consumers);
+            async move { sink.query(&q).await.expect("query") }
+        },
+        |page| page.records.len(),
+    )
+    .await;
+    let row = (name.to_owned(), p50, p99, records as f64 / QUERIES as f64);
     eprintln!(
         "{name}: page of {PAGE} for one consumer of {CONSUMERS}, {STORED} stored: p50 {:.2} ms, p99 {:.2} ms ({:.0} records a page)",
         row.1, row.2, row.3
@@ -531,11 +569,134 @@ fn pages(c: &mut Criterion) {
     bench_pages(c, &rt, "sqlite", sqlite_filled, Some(prewarm_sqlite));
     bench_pages(c, &rt, "postgres", postgres_filled, Some(prewarm_postgres));
     let fill_memory = || async {
-        let memory = MemorySink::with_capacity(STORED);
-        fill("memory", &memory).await;
+        let memory = MemorySink::with_limits(STORED, usize::MAX);
+        fill("memory", &memory, 1).await;
         memory
     };
     bench_pages(c, &rt, "memory", fill_memory, None);
+}
+
+// ---------------------------------------------------------------------------
+// Summary latency
+
+const SUMMARIES: usize = 200;
+
+/// The common summary: one consumer, one UTC day of the filled span, by hour,
+/// grouped by route and status class.
+fn random_summary(rng: &mut fastrand::Rng, consumers: &[String]) -> SummaryQuery {
+    const DAY_MS: i64 = 86_400_000;
+    let first_day = FILL_START_MS - FILL_START_MS.rem_euclid(DAY_MS) + DAY_MS;
+    let since = first_day + rng.i64(0..FILL_SPAN_MS / DAY_MS - 1) * DAY_MS;
+    SummaryQuery {
+        consumer: ConsumerScope::Consumer(consumers[rng.usize(..consumers.len())].clone()),
+        since: from_ms(since),
+        until: from_ms(since + DAY_MS),
+        interval: Interval::Hour,
+        group_by: GroupBy::NONE.with(GroupKey::Route).with(GroupKey::Status),
+        ..SummaryQuery::default()
+    }
+}
+
+/// The admin summary: every consumer, the whole filled span, by day.
+fn month_summary() -> SummaryQuery {
+    SummaryQuery {
+        consumer: ConsumerScope::All,
+        since: from_ms(FILL_START_MS),
+        until: from_ms(FILL_START_MS + FILL_SPAN_MS),
+        interval: Interval::Day,
+        ..SummaryQuery::default()
+    }
+}
+
+/// (sink, p50 ms, p99 ms, buckets a summary, 30-day admin summary median ms)
+type SummaryLatency = (String, f64, f64, f64, f64);
+
+static SUMMARY_LATENCY: Mutex<Vec<SummaryLatency>> = Mutex::new(Vec::new());
+
+async fn summary_latency<S: UsageSink>(name: &str, sink: &S) -> SummaryLatency {
+    let consumers = Gen::new(42).consumers;
+    let mut rng = fastrand::Rng::with_seed(17);
+    let (p50, p99, buckets) = latencies(
+        20,
+        SUMMARIES,
+        || {
+            let q = random_summary(&mut rng, &consumers);
+            async move { sink.summarize(&q).await.expect("summarize") }
+        },
+        |s| s.buckets.len(),
+    )
+    .await;
+    let mut month = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s = sink.summarize(&month_summary()).await.expect("summarize");
+        month.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(
+            s.total.requests, STORED as u64,
+            "the admin summary counts every record"
+        );
+    }
+    month.sort_by(f64::total_cmp);
+    let row = (
+        name.to_owned(),
+        p50,
+        p99,
+        buckets as f64 / SUMMARIES as f64,
+        month[2],
+    );
+    eprintln!(
+        "{name}: summary of one consumer, one day, by hour and route,status: p50 {:.2} ms, \
+         p99 {:.2} ms ({:.1} buckets); 30-day admin summary by day: {:.0} ms",
+        row.1, row.2, row.3, row.4
+    );
+    row
+}
+
+/// Criterion's view of the common summary (`sink_summary/<sink>`), after the
+/// percentiles of [`summary_latency`].
+fn bench_summaries<S, Fut>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    open: impl FnOnce() -> Fut,
+) where
+    S: UsageSink + Clone,
+    Fut: std::future::Future<Output = S>,
+{
+    let mut open = Some(open);
+    let mut sink = None;
+    let mut group = c.benchmark_group("sink_summary");
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function(name, |b| {
+        let sink = sink.get_or_insert_with(|| {
+            let sink = rt.block_on(open.take().expect("opened once")());
+            let row = rt.block_on(summary_latency(name, &sink));
+            SUMMARY_LATENCY.lock().unwrap().push(row);
+            sink
+        });
+        let consumers = Gen::new(42).consumers;
+        let mut rng = fastrand::Rng::with_seed(23);
+        b.to_async(rt).iter(|| {
+            let q = random_summary(&mut rng, &consumers);
+            let sink = sink.clone();
+            async move { sink.summarize(&q).await.expect("summarize") }
+        });
+    });
+    group.finish();
+}
+
+fn summaries(c: &mut Criterion) {
+    let rt = runtime();
+    bench_summaries(c, &rt, "sqlite", sqlite_filled);
+    bench_summaries(c, &rt, "postgres", postgres_filled);
+    let fill_memory = || async {
+        let memory = MemorySink::with_limits(STORED, usize::MAX);
+        fill("memory", &memory, 1).await;
+        memory
+    };
+    bench_summaries(c, &rt, "memory", fill_memory);
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -689,7 +850,7 @@ fn exports(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, writes, pages, exports);
+criterion_group!(benches, writes, pages, exports, summaries);
 
 fn main() {
     let started = std::time::SystemTime::now();
@@ -697,6 +858,7 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
     report(started, &LATENCY.lock().unwrap());
     report_exports(started);
+    report_summaries(&SUMMARY_LATENCY.lock().unwrap());
 }
 
 /// Records/s of the exports this run measured, and the peak memory each added.
@@ -728,6 +890,22 @@ fn report_exports(started: std::time::SystemTime) {
             "| {name} | {rate} | {time} | {:.1} MiB | {peak:.1} MiB |",
             *bytes as f64 / 1048576.0
         );
+    }
+}
+
+fn report_summaries(rows: &[SummaryLatency]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!(
+        "\n`/usage/summary`, {STORED} records over {CONSUMERS} consumers and 30 days stored: \
+         one consumer, one day, interval=hour, groupBy=route,status ({SUMMARIES} queries); \
+         and every consumer, 30 days, interval=day\n"
+    );
+    println!("| sink | p50 | p99 | buckets | 30-day admin summary |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, p50, p99, buckets, month) in rows {
+        println!("| {name} | {p50:.2} ms | {p99:.2} ms | {buckets:.1} | {month:.0} ms |");
     }
 }
 

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --example quickstart                # serve on 127.0.0.1:9000
 //! cargo run --example quickstart -- --port 8080 # another port
-//! cargo run --example quickstart -- --demo      # send the reference requests, print /v1/usage, exit
+//! cargo run --example quickstart -- --demo      # send the reference requests, print /v1/usage and its summary, exit
 //! ```
 //!
 //! The app itself is in `common/app.rs`, shared with the `sqlite` and `postgres`

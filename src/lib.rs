@@ -3,7 +3,9 @@
 //! [`UsageLayer`] captures every request (method, path, route and route params,
 //! query, headers, body) and its response (status, body, timing) into a pluggable
 //! [`UsageSink`]; [`UsageService`] serves `GET /usage` from any sink, so each API
-//! consumer can read its own request history.
+//! consumer can read its own request history, and `GET /usage/summary`: counts,
+//! errors, bytes and latency percentiles per hour, day or month, per route or
+//! status (see [`UsageService`]).
 //!
 //! # Quick start (axum)
 //!
@@ -88,8 +90,8 @@
 //! | `writer/` | the bounded queue, the worker (batches, retries, timeouts; [`UsageLayer::pair`]), [`UsageHandle`]; assembles each record |
 //! | `record/` | [`UsageRecord`] and its parts; redaction, route params, gRPC framing, time, the wire form (`wire/`): pure functions over the data |
 //! | `codec/` | the header-map encodings the sinks share |
-//! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/` |
-//! | `endpoint/` | [`UsageService`]: `GET /usage`, parameters straight into a [`UsageQuery`], responses |
+//! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; `summary/` (what a summary asks and answers, buckets, percentiles); [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/` |
+//! | `endpoint/` | [`UsageService`]: `GET /usage`, one record, exports, the summary and the OpenAPI document below it; parameters straight into a [`UsageQuery`] or a [`SummaryQuery`](sink::SummaryQuery), responses |
 //! | `streak.rs` | one log line per failure streak (the writer, `GET /usage`, the SQLite writer) |
 //! | `marker.rs` | how the endpoint tells the middleware "do not record me" |
 //! | `testing/` | the sink conformance kit (feature `testing`) |
@@ -99,7 +101,7 @@
 //!
 //! ```text
 //! middleware -> writer, captured, sink, codec, record, hooks, marker
-//! endpoint   -> sink, record, hooks, marker, error, streak
+//! endpoint   -> writer, sink, record, hooks, marker, error, streak
 //! writer     -> captured, sink, record, hooks, error, streak
 //! captured   -> codec, record, hooks
 //! sink       -> codec, record, error, streak

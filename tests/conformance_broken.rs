@@ -5,7 +5,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use tower_usage::sink::{ConsumerScope, Order};
+use tower_usage::sink::{
+    ConsumerScope, GroupKeys, Order, SummaryBucket, SummaryQuery, SummaryStats, UsageSummary,
+};
 use tower_usage::testing::{run_all, run_check};
 use tower_usage::{MemorySink, SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
@@ -30,6 +32,18 @@ enum Flaw {
     PanicsOnBadCursor,
     /// Stores at most 5,000 records of a batch.
     TruncatesBatches,
+    /// Ignores the route filter, on the list and the summary.
+    IgnoresRoute,
+    /// Counts one request too few in the summary's total.
+    SummaryMissesOne,
+    /// Starts buckets an hour late (days and months at midnight in UTC+1).
+    SummaryLocalTime,
+    /// Sums bytes in 32 bits.
+    SummaryBytes32,
+    /// Rounds percentiles up to a power of two.
+    CoarsePercentiles,
+    /// Shows a bucket with zero requests when nothing matched.
+    SummaryZeroFill,
     /// Looks records up by id in every consumer's records.
     GetIgnoresScope,
 }
@@ -83,6 +97,7 @@ impl UsageSink for Broken {
             Flaw::PanicsOnBadCursor => {
                 query.position().expect("a valid cursor");
             }
+            Flaw::IgnoresRoute => q.route = None,
             _ => {}
         }
         let mut page = self.inner.query(&q).await?;
@@ -109,6 +124,45 @@ impl UsageSink for Broken {
             Flaw::GetIgnoresScope => self.inner.get(id, &ConsumerScope::All).await,
             _ => self.inner.get(id, scope).await,
         }
+    }
+
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        let mut q = query.clone();
+        if let Flaw::IgnoresRoute = self.flaw {
+            q.route = None;
+        }
+        let mut s = self.inner.summarize(&q).await?;
+        let mut each = |f: &dyn Fn(&mut SummaryStats)| {
+            for b in &mut s.buckets {
+                f(&mut b.stats);
+            }
+            f(&mut s.total);
+        };
+        match self.flaw {
+            Flaw::SummaryMissesOne => s.total.requests = s.total.requests.saturating_sub(1),
+            Flaw::SummaryLocalTime => {
+                for b in &mut s.buckets {
+                    b.start += time::Duration::hours(1);
+                }
+            }
+            Flaw::SummaryBytes32 => each(&|t| {
+                t.request_bytes = u64::from(t.request_bytes as u32);
+                t.response_bytes = u64::from(t.response_bytes as u32);
+            }),
+            Flaw::CoarsePercentiles => each(&|t| {
+                let d = &mut t.duration_us;
+                for p in [&mut d.p50, &mut d.p95, &mut d.p99] {
+                    *p = p.next_power_of_two().min(d.max);
+                }
+            }),
+            Flaw::SummaryZeroFill if s.buckets.is_empty() => s.buckets.push(SummaryBucket {
+                start: query.interval.floor(query.since),
+                keys: GroupKeys::default(),
+                stats: SummaryStats::default(),
+            }),
+            _ => {}
+        }
+        Ok(s)
     }
 }
 
@@ -328,6 +382,115 @@ async fn a_sink_losing_concurrent_writes_fails_concurrent_writers() {
         run_check("idempotent_record", || async { Racy::default() }).await,
         Ok(())
     );
+}
+
+#[tokio::test]
+async fn a_sink_ignoring_the_route_filter_fails_route_outcome_filters() {
+    fails(
+        "route_outcome_filters",
+        Flaw::IgnoresRoute,
+        &[
+            "query with route",
+            "should not be there",
+            "exact route template",
+        ],
+    )
+    .await;
+    // Summaries without a route filter are right.
+    assert_eq!(
+        run_check("summary_buckets", broken(Flaw::IgnoresRoute)).await,
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn a_summary_missing_a_request_fails_summary_totals() {
+    fails(
+        "summary_totals",
+        Flaw::SummaryMissesOne,
+        &["total.requests is", "query() lists"],
+    )
+    .await;
+    assert_eq!(
+        run_check("summary_empty", broken(Flaw::SummaryMissesOne)).await,
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn buckets_in_local_time_fail_summary_buckets() {
+    fails(
+        "summary_buckets",
+        Flaw::SummaryLocalTime,
+        &["by minute", "holds no stored record"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bytes_summed_in_32_bits_fail_summary_bytes() {
+    fails(
+        "summary_bytes",
+        Flaw::SummaryBytes32,
+        &["(requestBytes, responseBytes) is", "exact sums"],
+    )
+    .await;
+    assert_eq!(
+        run_check("summary_totals", broken(Flaw::SummaryBytes32)).await,
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn coarse_percentiles_fail_summary_percentiles() {
+    fails(
+        "summary_percentiles",
+        Flaw::CoarsePercentiles,
+        &[
+            "the exact nearest-rank value is",
+            "more than the 1% allowed",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn zero_filled_buckets_fail_summary_empty() {
+    fails(
+        "summary_empty",
+        Flaw::SummaryZeroFill,
+        &["returned 1 buckets", "left out"],
+    )
+    .await;
+}
+
+/// The trait docs' sink: `record` and `query` only. Its summaries come from
+/// the default `summarize`, over `query`.
+#[derive(Debug, Default)]
+struct QueryOnly(Mutex<Vec<UsageRecord>>);
+
+#[async_trait::async_trait]
+impl UsageSink for QueryOnly {
+    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
+        let mut records = self.0.lock().unwrap();
+        for r in batch {
+            if !records.iter().any(|s| s.id == r.id) {
+                records.push(r.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
+        vec_query(&self.0.lock().unwrap(), query)
+    }
+}
+
+/// A custom sink passes every check, summaries included, without a line of
+/// summary code: the default `summarize` pages through `query`.
+#[tokio::test]
+async fn the_default_summarize_passes_the_kit() {
+    run_all(|| async { QueryOnly::default() }).await;
 }
 
 #[tokio::test]

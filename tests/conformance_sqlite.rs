@@ -3,7 +3,7 @@
 #![cfg(all(feature = "sqlite", feature = "testing"))]
 
 use tempfile::TempDir;
-use tower_usage::sink::ConsumerScope;
+use tower_usage::sink::{ConsumerScope, SummaryQuery, UsageSummary};
 use tower_usage::testing::{run_all, run_check};
 use tower_usage::{SinkError, SqliteSink, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
@@ -36,6 +36,10 @@ impl UsageSink for FileSink {
 
     async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
         self.sink.get(id, scope).await
+    }
+
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        self.sink.summarize(query).await
     }
 }
 

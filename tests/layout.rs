@@ -21,9 +21,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "writer", "captured", "sink", "codec", "record", "hooks", "marker", "error",
         ],
     ),
+    // `writer`: the summary's `completeUntil` asks the layer's `UsageHandle`.
     (
         "endpoint",
-        &["sink", "record", "hooks", "marker", "error", "streak"],
+        &[
+            "writer", "sink", "record", "hooks", "marker", "error", "streak",
+        ],
     ),
     (
         "writer",

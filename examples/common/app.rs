@@ -142,8 +142,12 @@ pub(crate) fn app<S: UsageSink + Clone>(sink: S) -> (Router, UsageHandle) {
         )
         .with_state(Batches::default())
         // `/v1/usage` and everything below it: `/{id}`, `/summary`,
-        // `/openapi.json`, exports with `?format=ndjson|csv`.
-        .nest_service("/v1/usage", UsageService::new(sink))
+        // `/openapi.json`, exports with `?format=ndjson|csv`; the handle
+        // tells the summary how far the writer has got.
+        .nest_service(
+            "/v1/usage",
+            UsageService::new(sink).recorder(handle.clone()),
+        )
         .layer(layer);
     (router, handle)
 }
@@ -235,27 +239,36 @@ pub(crate) async fn run<S: UsageSink + Clone>(
              -H 'Content-Type: application/json' -d '{{\"airdrops\":[{{\"userId\":\"c4367732ab0c\",\"collectionId\":\"9f46cddbd46f\"}}]}}'"
         );
         println!("then: curl -s http://{addr}/v1/usage -H 'Authorization: Bearer {DEMO_TOKEN}'");
+        println!(
+            "and:  curl -s 'http://{addr}/v1/usage/summary?interval=hour&groupBy=route,status' \
+             -H 'Authorization: Bearer {DEMO_TOKEN}'"
+        );
         server.await??;
         return Ok(());
     }
 
-    let usage = run_demo(addr, &handle).await?;
+    let (usage, summary) = run_demo(addr, &handle).await?;
     println!("{}", serde_json::to_string_pretty(&usage)?);
     let n = usage["requests"].as_array().map_or(0, Vec::len);
     if n != 3 {
         return Err(format!("expected 3 recorded requests, /v1/usage returned {n}").into());
+    }
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if summary["total"]["requests"] != 3 {
+        return Err(format!("expected 3 requests in /v1/usage/summary: {summary}").into());
     }
     eprintln!("demo ok: 3 requests recorded, stats {:?}", handle.stats());
     server.abort();
     Ok(())
 }
 
-/// Sends the reference page's three requests, then reads `/v1/usage` from the
-/// moment the demo started (a database kept from an earlier run holds older ones).
+/// Sends the reference page's three requests, then reads `/v1/usage` and
+/// `/v1/usage/summary` (by hour, per route and status class) from the moment
+/// the demo started (a database kept from an earlier run holds older ones).
 async fn run_demo(
     addr: std::net::SocketAddr,
     handle: &UsageHandle,
-) -> Result<Value, Box<dyn Error>> {
+) -> Result<(Value, Value), Box<dyn Error>> {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
@@ -311,5 +324,12 @@ async fn run_demo(
     send("GET", "/rest/v1/collection/098f868479eb/owners", None).await?;
 
     handle.flush().await;
-    send("GET", &format!("/v1/usage?since={since}"), None).await
+    let list = send("GET", &format!("/v1/usage?since={since}"), None).await?;
+    let summary = send(
+        "GET",
+        &format!("/v1/usage/summary?since={since}&interval=hour&groupBy=route,status"),
+        None,
+    )
+    .await?;
+    Ok((list, summary))
 }

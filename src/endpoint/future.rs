@@ -13,8 +13,9 @@ use http::Response;
 use super::export::{Export, Fetch, Render};
 use super::response::{self, Refusal};
 use super::UsageBody;
-use crate::record::GrpcMessageJsonFn;
-use crate::sink::{ConsumerScope, UsageQuery, UsageSink};
+use crate::record::{truncate_to_millis, GrpcMessageJsonFn};
+use crate::sink::{ConsumerScope, SummaryQuery, UsageQuery, UsageSink};
+use crate::writer::UsageHandle;
 
 /// The future of [`UsageService`](super::UsageService)'s responses.
 ///
@@ -105,6 +106,59 @@ impl ResponseFuture {
         Self {
             inner: Inner::Query(Box::pin(future)),
             head,
+        }
+    }
+}
+
+impl ResponseFuture {
+    /// Asks `sink` for a summary, within `timeout`, and renders it with its
+    /// `completeUntil` (see [`complete_until`]).
+    pub(super) fn summary<S: UsageSink>(
+        sink: S,
+        query: SummaryQuery,
+        timeout: Duration,
+        recorder: Option<UsageHandle>,
+        head: bool,
+    ) -> Self {
+        Self {
+            inner: Inner::Query(Box::pin(run_summary(sink, query, timeout, recorder))),
+            head,
+        }
+    }
+}
+
+/// The summary's `completeUntil`, taken *before* the sink is read: every
+/// record created before it had been written by then, so the read counts it.
+/// With the writer's handle, the arrival time of the oldest capture it has
+/// not written yet, or now when it holds none; without one, now: the writer's
+/// queue is unknown, and records may still arrive up to the layer's
+/// `max_delay` (plus retries) later.
+fn complete_until(recorder: Option<&UsageHandle>) -> time::OffsetDateTime {
+    let now = truncate_to_millis(time::OffsetDateTime::now_utc());
+    recorder
+        .and_then(UsageHandle::complete_until)
+        .map_or(now, |t| truncate_to_millis(t).min(now))
+}
+
+async fn run_summary<S: UsageSink>(
+    sink: S,
+    query: SummaryQuery,
+    timeout: Duration,
+    recorder: Option<UsageHandle>,
+) -> Response<UsageBody> {
+    let complete_until = complete_until(recorder.as_ref());
+    match tokio::time::timeout(timeout, sink.summarize(&query)).await {
+        Ok(Ok(mut summary)) => {
+            summary.complete_until = Some(complete_until);
+            response::summary(&summary)
+        }
+        Ok(Err(err)) => response::sink_error(&err),
+        Err(_elapsed) => {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "GET /usage/summary: the sink did not answer in time"
+            );
+            response::unavailable()
         }
     }
 }

@@ -32,10 +32,11 @@
 //!
 //! # How it is laid out
 //!
-//! A request goes through `service.rs` (method and caller checks), `params.rs`
-//! (the query string, straight into a [`UsageQuery`](crate::UsageQuery)), then
-//! the sink, within the query timeout (`future.rs`); `response.rs` renders
-//! every answer, errors included.
+//! A request goes through `service.rs` (method and caller checks, and whether
+//! it is for the list or the summary), `params.rs` (the query string, straight
+//! into a [`UsageQuery`](crate::UsageQuery) or a
+//! [`SummaryQuery`](crate::sink::SummaryQuery)), then the sink, within the query
+//! timeout (`future.rs`); `response.rs` renders every answer, errors included.
 
 mod body;
 mod export;

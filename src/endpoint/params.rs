@@ -1,17 +1,24 @@
-//! The `GET /usage` query string, straight into a [`UsageQuery`]: parsing and
-//! validation, before the sink is touched.
+//! The query strings of `GET /usage` and `GET /usage/summary`, straight into a
+//! [`UsageQuery`] or a [`SummaryQuery`]: parsing and validation, before the
+//! sink is touched.
 //!
-//! Every parameter is one entry of [`PARAMS`]: its name, whether only an admin
-//! may give it, and how its value is checked and set. The name lookup, the
-//! duplicate check and the "the parameters are ..." message all come from there.
+//! Every parameter is one entry of [`PARAMS`]: its name, which endpoints take
+//! it, whether only an admin may give it, and how its value is checked and
+//! set. The name lookup, the duplicate check and the "the parameters are ..."
+//! message all come from there.
 
 use std::borrow::Cow;
 
 use http::StatusCode;
 use time::OffsetDateTime;
 
-use crate::record::parse_timestamp;
-use crate::sink::{ConsumerScope, Order, PathFilter, StatusFilter, UsageQuery, MAX_LIMIT};
+use crate::record::{parse_timestamp, truncate_to_millis};
+use crate::sink::summary::DEFAULT_RANGE;
+use crate::sink::{
+    ConsumerScope, GroupBy, GroupKey, Interval, Order, PathFilter, StatusFilter, SummaryQuery,
+    UsageQuery, MAX_BUCKETS, MAX_LIMIT,
+};
+use crate::Outcome;
 
 /// The longest parameter name echoed back in an "unknown parameter" error.
 const MAX_ECHOED_NAME: usize = 64;
@@ -50,54 +57,13 @@ impl ParamError {
 /// "must be `asc` or `desc`".
 type Must = Cow<'static, str>;
 
-/// One query parameter of `GET /usage`.
-struct Param {
-    name: &'static str,
-    /// Only an admin may give it; anyone else is answered `403`.
-    admin_only: bool,
-    /// Checks a decoded, non-empty value and sets it.
-    set: Set,
-}
-
-/// Where a parameter's value goes.
-#[derive(Clone, Copy)]
-enum Set {
-    /// A filter or paging field of the sink query.
-    Query(Setter),
-    /// How the list is answered (an export), not asked of the sink.
-    Answer(AnswerSetter),
-}
-
-type Setter = fn(&mut UsageQuery, Cow<'_, str>) -> Result<(), Must>;
-type AnswerSetter = fn(&mut Answer, Cow<'_, str>) -> Result<(), Must>;
-
-impl Param {
-    /// A parameter anyone may give.
-    const fn anyone(name: &'static str, set: Setter) -> Self {
-        Self {
-            name,
-            admin_only: false,
-            set: Set::Query(set),
-        }
-    }
-
-    /// A parameter only an admin may give.
-    const fn admin_only(name: &'static str, set: Setter) -> Self {
-        Self {
-            name,
-            admin_only: true,
-            set: Set::Query(set),
-        }
-    }
-
-    /// A parameter about the answer's form, which anyone may give.
-    const fn answer(name: &'static str, set: AnswerSetter) -> Self {
-        Self {
-            name,
-            admin_only: false,
-            set: Set::Answer(set),
-        }
-    }
+/// Which endpoint a query string is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Endpoint {
+    /// `GET /usage`: a page of records.
+    List,
+    /// `GET /usage/summary`.
+    Summary,
 }
 
 /// An export's format: `format=ndjson` or `format=csv`.
@@ -125,108 +91,135 @@ pub(super) struct ListRequest {
     pub(super) answer: Answer,
 }
 
+/// What a query string sets: the list's query (scope, range, filters, paging),
+/// how a list is answered (an export), and the summary's own parameters.
+#[derive(Debug, Default)]
+struct Parsed {
+    list: UsageQuery,
+    answer: Answer,
+    interval: Option<Interval>,
+    group_by: Option<GroupBy>,
+}
+
+/// One query parameter.
+struct Param {
+    name: &'static str,
+    /// The endpoints that take it.
+    on: &'static [Endpoint],
+    /// Only an admin may give it; anyone else is answered `403`.
+    admin_only: bool,
+    /// Checks a decoded, non-empty value and sets it.
+    set: Setter,
+}
+
+type Setter = fn(&mut Parsed, Cow<'_, str>) -> Result<(), Must>;
+
+const LIST: &[Endpoint] = &[Endpoint::List];
+const SUMMARY: &[Endpoint] = &[Endpoint::Summary];
+const BOTH: &[Endpoint] = &[Endpoint::List, Endpoint::Summary];
+
+impl Param {
+    /// A parameter anyone may give to the endpoints `on`.
+    const fn anyone(name: &'static str, on: &'static [Endpoint], set: Setter) -> Self {
+        Self {
+            name,
+            on,
+            admin_only: false,
+            set,
+        }
+    }
+
+    /// A parameter only an admin may give.
+    const fn admin_only(name: &'static str, on: &'static [Endpoint], set: Setter) -> Self {
+        Self {
+            name,
+            on,
+            admin_only: true,
+            set,
+        }
+    }
+
+    fn takes(&self, endpoint: Endpoint) -> bool {
+        self.on.contains(&endpoint)
+    }
+}
+
 /// The parameters, in the order the docs list them: the one place their names
 /// are written.
 const PARAMS: &[Param] = &[
-    Param::anyone("limit", |q, v| put(&mut q.limit, page_size(&v))),
-    Param::anyone("cursor", |q, v| {
-        put(&mut q.cursor, Ok(Some(v.into_owned())))
+    Param::anyone("limit", LIST, |p, v| put(&mut p.list.limit, page_size(&v))),
+    Param::anyone("cursor", LIST, |p, v| {
+        put(&mut p.list.cursor, Ok(Some(v.into_owned())))
     }),
-    Param::anyone("since", |q, v| put(&mut q.since, timestamp(&v).map(Some))),
-    Param::anyone("until", |q, v| put(&mut q.until, timestamp(&v).map(Some))),
-    Param::anyone("method", |q, v| {
-        put(&mut q.method, http_method(&v).map(Some))
+    Param::anyone("since", BOTH, |p, v| {
+        put(&mut p.list.since, timestamp(&v).map(Some))
     }),
-    Param::anyone("path", |q, v| put(&mut q.path, path_filter(&v).map(Some))),
-    Param::anyone("status", |q, v| {
-        put(&mut q.status, status_filter(&v).map(Some))
+    Param::anyone("until", BOTH, |p, v| {
+        put(&mut p.list.until, timestamp(&v).map(Some))
     }),
-    Param::anyone("order", |q, v| put(&mut q.order, sort_order(&v))),
-    Param::admin_only("consumer", |q, v| {
-        put(&mut q.consumer, Ok(ConsumerScope::Consumer(v.into_owned())))
+    Param::anyone("method", BOTH, |p, v| {
+        put(&mut p.list.method, http_method(&v).map(Some))
     }),
-    Param::answer("format", |a, v| {
-        put(&mut a.format, export_format(&v).map(Some))
+    Param::anyone("path", BOTH, |p, v| {
+        put(&mut p.list.path, path_filter(&v).map(Some))
     }),
-    Param::answer("bodies", |a, v| put(&mut a.bodies, boolean(&v))),
+    Param::anyone("status", BOTH, |p, v| {
+        put(&mut p.list.status, status_filter(&v).map(Some))
+    }),
+    Param::anyone("route", BOTH, |p, v| {
+        put(&mut p.list.route, Ok(Some(v.into_owned())))
+    }),
+    Param::anyone("outcome", BOTH, |p, v| {
+        put(&mut p.list.outcome, outcome(&v).map(Some))
+    }),
+    Param::anyone("order", LIST, |p, v| put(&mut p.list.order, sort_order(&v))),
+    Param::anyone("interval", SUMMARY, |p, v| {
+        put(&mut p.interval, interval(&v).map(Some))
+    }),
+    Param::anyone("groupBy", SUMMARY, |p, v| {
+        put(&mut p.group_by, group_by(&v).map(Some))
+    }),
+    Param::admin_only("consumer", BOTH, |p, v| {
+        put(
+            &mut p.list.consumer,
+            Ok(ConsumerScope::Consumer(v.into_owned())),
+        )
+    }),
+    Param::anyone("format", LIST, |p, v| {
+        put(&mut p.answer.format, export_format(&v).map(Some))
+    }),
+    Param::anyone("bodies", LIST, |p, v| {
+        put(&mut p.answer.bodies, boolean(&v))
+    }),
 ];
 
 /// The page size an export reads the sink with: the records of one page are
 /// the most an export holds in memory at once.
 pub(super) const EXPORT_PAGE: usize = 500;
 
-/// The parameter names of the list, in the order of the table in
+/// The parameter names of `endpoint`, in the order of the table in
 /// [`UsageService`](super::UsageService)'s docs (the OpenAPI document's test
 /// compares them).
 #[cfg(test)]
-pub(super) fn names() -> impl Iterator<Item = &'static str> {
-    PARAMS.iter().map(|p| p.name)
+pub(super) fn names(endpoint: Endpoint) -> impl Iterator<Item = &'static str> {
+    PARAMS
+        .iter()
+        .filter(move |p| p.takes(endpoint))
+        .map(|p| p.name)
 }
 
 // `parse` keeps one bit per parameter to find repeats.
 const _: () = assert!(PARAMS.len() <= u32::BITS as usize);
 
-/// Parses and validates a raw (percent-encoded) query string into the list
-/// request of `caller`.
+/// Parses and validates a raw (percent-encoded) `GET /usage` query string into
+/// the list request of `caller`.
 ///
 /// Pairs are checked in the order they appear; the first bad one decides the
 /// error. A `since` later than `until`, then the export's rules (no `limit` or
 /// `cursor` with `format`, `bodies` only with `format=csv`), are checked last.
 pub(super) fn parse(raw: Option<&str>, caller: Caller) -> Result<ListRequest, ParamError> {
-    let admin = caller == Caller::Admin;
-    let mut query = UsageQuery {
-        consumer: match caller {
-            Caller::Admin => ConsumerScope::All,
-            Caller::Consumer(own) => ConsumerScope::Consumer(own),
-        },
-        ..UsageQuery::default()
-    };
-    let mut answer = Answer::default();
-    let mut seen: u32 = 0;
-    for pair in raw.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
-        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let Some(name) = decode(raw_name) else {
-            return Err(ParamError {
-                status: StatusCode::BAD_REQUEST,
-                parameter: None,
-                message: Cow::Borrowed(
-                    "a query parameter name is not valid UTF-8 after percent-decoding",
-                ),
-            });
-        };
-        let Some((index, param)) = PARAMS.iter().enumerate().find(|(_, p)| p.name == name) else {
-            return Err(unknown(&name, admin));
-        };
-        if param.admin_only && !admin {
-            return Err(ParamError {
-                status: StatusCode::FORBIDDEN,
-                parameter: Some(Cow::Borrowed(param.name)),
-                message: Cow::Owned(format!("the {} parameter needs admin access", param.name)),
-            });
-        }
-        let bit = 1 << index;
-        if seen & bit != 0 {
-            return Err(ParamError::bad(param.name, "is given more than once"));
-        }
-        seen |= bit;
-        let Some(value) = decode(raw_value) else {
-            return Err(ParamError::bad(
-                param.name,
-                "is not valid UTF-8 after percent-decoding",
-            ));
-        };
-        if value.is_empty() {
-            return Err(ParamError::bad(
-                param.name,
-                "is empty; leave it out instead",
-            ));
-        }
-        let set = match param.set {
-            Set::Query(set) => set(&mut query, value),
-            Set::Answer(set) => set(&mut answer, value),
-        };
-        set.map_err(|must| ParamError::bad(param.name, &must))?;
-    }
+    let (parsed, seen) = parse_for(Endpoint::List, raw, caller)?;
+    let (mut query, answer) = (parsed.list, parsed.answer);
     if let (Some(since), Some(until)) = (query.since, query.until) {
         if since > until {
             return Err(ParamError::bad("since", "is later than `until`"));
@@ -262,6 +255,132 @@ pub(super) fn parse(raw: Option<&str>, caller: Caller) -> Result<ListRequest, Pa
         ));
     }
     Ok(ListRequest { query, answer })
+}
+
+/// Parses and validates a `GET /usage/summary` query string for `caller`.
+///
+/// Without `until`, the range ends at `now`; without `since`, it starts
+/// [`DEFAULT_RANGE`] (24 hours) before its end. Beyond the checks of
+/// [`parse`]: `groupBy=consumer` needs admin access (`403`), and a range
+/// touching more than [`MAX_BUCKETS`] buckets of the interval is refused,
+/// naming `interval`.
+pub(super) fn parse_summary(
+    raw: Option<&str>,
+    caller: Caller,
+    now: OffsetDateTime,
+) -> Result<SummaryQuery, ParamError> {
+    let admin = caller == Caller::Admin;
+    let (parsed, _) = parse_for(Endpoint::Summary, raw, caller)?;
+    let group_by = parsed.group_by.unwrap_or_default();
+    if group_by.contains(GroupKey::Consumer) && !admin {
+        return Err(ParamError {
+            status: StatusCode::FORBIDDEN,
+            parameter: Some(Cow::Borrowed("groupBy")),
+            message: Cow::Borrowed("grouping by consumer needs admin access"),
+        });
+    }
+    let l = parsed.list;
+    let until = l.until.unwrap_or_else(|| truncate_to_millis(now));
+    let since = l.since.unwrap_or(until - DEFAULT_RANGE);
+    if since > until {
+        // Only a given `since` can be later: the default is before `until`.
+        let what = if l.until.is_some() {
+            "is later than `until`"
+        } else {
+            "is later than now (the default `until`)"
+        };
+        return Err(ParamError::bad("since", what));
+    }
+    let query = SummaryQuery {
+        consumer: l.consumer,
+        since,
+        until,
+        method: l.method,
+        path: l.path,
+        status: l.status,
+        route: l.route,
+        outcome: l.outcome,
+        interval: parsed.interval.unwrap_or_default(),
+        group_by,
+    };
+    let buckets = query.bucket_count();
+    if buckets > MAX_BUCKETS as u64 {
+        return Err(ParamError::bad(
+            "interval",
+            &format!(
+                "`{}` makes {buckets} buckets from `since` to `until`, more than {MAX_BUCKETS}: \
+                 choose a longer interval or a shorter range",
+                query.interval
+            ),
+        ));
+    }
+    Ok(query)
+}
+
+/// The parameters `endpoint` takes from `raw`, and which were given (one bit
+/// per entry of [`PARAMS`]).
+fn parse_for(
+    endpoint: Endpoint,
+    raw: Option<&str>,
+    caller: Caller,
+) -> Result<(Parsed, u32), ParamError> {
+    let admin = caller == Caller::Admin;
+    let mut query = Parsed {
+        list: UsageQuery {
+            consumer: match caller {
+                Caller::Admin => ConsumerScope::All,
+                Caller::Consumer(own) => ConsumerScope::Consumer(own),
+            },
+            ..UsageQuery::default()
+        },
+        ..Parsed::default()
+    };
+    let mut seen: u32 = 0;
+    for pair in raw.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(name) = decode(raw_name) else {
+            return Err(ParamError {
+                status: StatusCode::BAD_REQUEST,
+                parameter: None,
+                message: Cow::Borrowed(
+                    "a query parameter name is not valid UTF-8 after percent-decoding",
+                ),
+            });
+        };
+        let Some((index, param)) = PARAMS
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.name == name && p.takes(endpoint))
+        else {
+            return Err(unknown(&name, admin, endpoint));
+        };
+        if param.admin_only && !admin {
+            return Err(ParamError {
+                status: StatusCode::FORBIDDEN,
+                parameter: Some(Cow::Borrowed(param.name)),
+                message: Cow::Owned(format!("the {} parameter needs admin access", param.name)),
+            });
+        }
+        let bit = 1 << index;
+        if seen & bit != 0 {
+            return Err(ParamError::bad(param.name, "is given more than once"));
+        }
+        seen |= bit;
+        let Some(value) = decode(raw_value) else {
+            return Err(ParamError::bad(
+                param.name,
+                "is not valid UTF-8 after percent-decoding",
+            ));
+        };
+        if value.is_empty() {
+            return Err(ParamError::bad(
+                param.name,
+                "is empty; leave it out instead",
+            ));
+        }
+        (param.set)(&mut query, value).map_err(|must| ParamError::bad(param.name, &must))?;
+    }
+    Ok((query, seen))
 }
 
 /// Sets `slot` to a good value, or passes on what a bad one must be.
@@ -310,6 +429,26 @@ fn status_filter(value: &str) -> Result<StatusFilter, Must> {
     ))
 }
 
+fn outcome(value: &str) -> Result<Outcome, Must> {
+    Outcome::from_name(value).ok_or(Cow::Borrowed(
+        "must be `complete`, `client_gone`, `cancelled` or `error`",
+    ))
+}
+
+fn interval(value: &str) -> Result<Interval, Must> {
+    Interval::from_name(value).ok_or(Cow::Borrowed("must be `minute`, `hour`, `day` or `month`"))
+}
+
+fn group_by(value: &str) -> Result<GroupBy, Must> {
+    GroupBy::parse(value).map_err(|bad| {
+        let shown: String = bad.chars().take(MAX_ECHOED_NAME).collect();
+        Cow::Owned(format!(
+            "must be a comma-separated list of route, method, status, outcome and consumer, \
+             each at most once (`{shown}` is not)"
+        ))
+    })
+}
+
 fn export_format(value: &str) -> Result<Format, Must> {
     match value {
         "ndjson" => Ok(Format::Ndjson),
@@ -355,12 +494,13 @@ pub(super) fn none(raw: Option<&str>) -> Result<(), ParamError> {
     })
 }
 
-/// `400` for a name not in [`PARAMS`], listing the ones `admin` may give.
-fn unknown(name: &str, admin: bool) -> ParamError {
+/// `400` for a name not in [`PARAMS`] for `endpoint`, listing the ones
+/// `admin` may give.
+fn unknown(name: &str, admin: bool, endpoint: Endpoint) -> ParamError {
     let shown: String = name.chars().take(MAX_ECHOED_NAME).collect();
     let allowed: Vec<&str> = PARAMS
         .iter()
-        .filter(|p| admin || !p.admin_only)
+        .filter(|p| p.takes(endpoint) && (admin || !p.admin_only))
         .map(|p| p.name)
         .collect();
     ParamError {
@@ -407,8 +547,8 @@ mod tests {
 
     fn ok(q: &str) -> UsageQuery {
         parse(Some(q), me())
+            .map(|r| r.query)
             .unwrap_or_else(|e| panic!("{q:?} refused: {e:?}"))
-            .query
     }
 
     fn err(q: &str, admin: bool) -> ParamError {
@@ -504,8 +644,7 @@ mod tests {
     #[test]
     fn empty_values_are_refused() {
         for name in [
-            "limit", "cursor", "since", "until", "method", "path", "status", "order", "format",
-            "bodies",
+            "limit", "cursor", "since", "until", "method", "path", "status", "order",
         ] {
             assert_eq!(refused(&format!("{name}=")), (400, Some(name.into())));
             assert_eq!(refused(name), (400, Some(name.into())), "bare {name}");
@@ -557,6 +696,143 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_is_refused_not_replaced() {
+        assert_eq!(refused("path=/%FF"), (400, Some("path".into())));
+        assert_eq!(refused("cursor=%C3%28"), (400, Some("cursor".into())));
+        assert_eq!(refused("%FF=1"), (400, None));
+        // A real U+FFFD, sent percent-encoded, is kept.
+        assert_eq!(
+            ok("path=/%EF%BF%BD").path,
+            Some(PathFilter::Exact("/\u{FFFD}".into()))
+        );
+    }
+
+    #[test]
+    fn route_and_outcome_filter_the_list() {
+        let p = ok("route=/items/%7Bid%7D&outcome=client_gone");
+        assert_eq!(p.route.as_deref(), Some("/items/{id}"));
+        assert_eq!(p.outcome, Some(Outcome::ClientGone));
+        for name in ["complete", "cancelled", "error"] {
+            assert!(ok(&format!("outcome={name}")).outcome.is_some());
+        }
+        assert_eq!(refused("outcome=done"), (400, Some("outcome".into())));
+        assert_eq!(refused("outcome=Complete"), (400, Some("outcome".into())));
+        assert_eq!(refused("route="), (400, Some("route".into())));
+        // The summary's own parameters are unknown to the list.
+        assert_eq!(refused("interval=day"), (400, Some("interval".into())));
+        assert_eq!(refused("groupBy=route"), (400, Some("groupBy".into())));
+    }
+
+    const NOW: OffsetDateTime = time::macros::datetime!(2026-11-29 12:34:56.789 UTC);
+
+    fn summary(q: &str, caller: Caller) -> Result<SummaryQuery, ParamError> {
+        parse_summary(Some(q), caller, NOW)
+    }
+
+    fn summary_refused(q: &str) -> (u16, Option<String>) {
+        match summary(q, me()) {
+            Ok(s) => panic!("{q:?} accepted: {s:?}"),
+            Err(e) => (e.status.as_u16(), e.parameter.map(Cow::into_owned)),
+        }
+    }
+
+    #[test]
+    fn the_summary_defaults_to_the_last_day_by_day() {
+        let s = parse_summary(None, me(), NOW).unwrap();
+        assert_eq!(s.until, NOW);
+        assert_eq!(s.since, NOW - time::Duration::hours(24));
+        assert_eq!(s.interval, Interval::Day);
+        assert!(s.group_by.is_empty());
+        assert_eq!(s.consumer, ConsumerScope::Consumer("me".into()));
+        let until = time::macros::datetime!(2026-11-01 00:00 UTC);
+        let s = summary("until=2026-11-01T00:00:00Z", me()).unwrap();
+        assert_eq!(
+            (s.since, s.until),
+            (until - time::Duration::hours(24), until)
+        );
+    }
+
+    #[test]
+    fn every_summary_parameter_parses() {
+        let s = summary(
+            "since=2026-11-28T00:00:00Z&until=2026-11-29T00:00:00Z&interval=hour\
+             &groupBy=status,route&method=get&path=/a*&status=2xx&route=/a/{id}&outcome=error",
+            me(),
+        )
+        .unwrap();
+        assert_eq!(s.interval, Interval::Hour);
+        assert_eq!(
+            s.group_by.keys().collect::<Vec<_>>(),
+            [GroupKey::Route, GroupKey::Status]
+        );
+        assert_eq!(s.method.as_deref(), Some("GET"));
+        assert_eq!(s.path, Some(PathFilter::Prefix("/a".into())));
+        assert_eq!(s.status, Some(StatusFilter::Class(2)));
+        assert_eq!(s.route.as_deref(), Some("/a/{id}"));
+        assert_eq!(s.outcome, Some(Outcome::Error));
+        for i in ["minute", "hour", "day", "month"] {
+            assert_eq!(
+                summary(&format!("interval={i}"), me())
+                    .unwrap()
+                    .interval
+                    .as_str(),
+                i
+            );
+        }
+        let admin = summary("groupBy=consumer&consumer=x", Caller::Admin).unwrap();
+        assert!(admin.group_by.contains(GroupKey::Consumer));
+        assert_eq!(admin.consumer, ConsumerScope::Consumer("x".into()));
+    }
+
+    #[test]
+    fn bad_summary_parameters_name_themselves() {
+        let cases: &[(&str, u16, &str)] = &[
+            ("interval=week", 400, "interval"),
+            ("interval=Hour", 400, "interval"),
+            ("interval=", 400, "interval"),
+            ("groupBy=colour", 400, "groupBy"),
+            ("groupBy=route,route", 400, "groupBy"),
+            ("groupBy=route,", 400, "groupBy"),
+            ("groupBy=consumer", 403, "groupBy"),
+            ("consumer=x", 403, "consumer"),
+            ("limit=5", 400, "limit"),
+            ("cursor=abc", 400, "cursor"),
+            ("order=desc", 400, "order"),
+            ("since=yesterday", 400, "since"),
+            ("since=2026-11-30T00:00:00Z", 400, "since"),
+            (
+                "since=2026-11-29T00:00:00Z&until=2026-11-28T00:00:00Z",
+                400,
+                "since",
+            ),
+            ("outcome=ok", 400, "outcome"),
+            ("status=6xx", 400, "status"),
+            // A week by minute is 10,080 buckets.
+            (
+                "since=2026-11-20T00:00:00Z&until=2026-11-27T00:00:00Z&interval=minute",
+                400,
+                "interval",
+            ),
+            // The default range by minute is fine, 24 hours by minute too.
+            (
+                "interval=minute&since=2026-11-20T00:00:00Z&interval=hour",
+                400,
+                "interval",
+            ),
+        ];
+        for (q, status, name) in cases {
+            assert_eq!(
+                summary_refused(q),
+                (*status, Some((*name).to_owned())),
+                "{q}"
+            );
+        }
+        assert!(summary("interval=minute", me()).is_ok());
+        let e = summary("since=2020-01-01T00:00:00Z&interval=minute", me()).unwrap_err();
+        assert!(e.message.contains("10000"), "{}", e.message);
+    }
+
+    #[test]
     fn endpoints_without_parameters_refuse_any() {
         assert_eq!(none(None), Ok(()));
         assert_eq!(none(Some("")), Ok(()));
@@ -604,18 +880,6 @@ mod tests {
         assert!(err("format=csv&limit=5", false)
             .message
             .contains("does not apply to an export"));
-    }
-
-    #[test]
-    fn invalid_utf8_is_refused_not_replaced() {
-        assert_eq!(refused("path=/%FF"), (400, Some("path".into())));
-        assert_eq!(refused("cursor=%C3%28"), (400, Some("cursor".into())));
-        assert_eq!(refused("%FF=1"), (400, None));
-        // A real U+FFFD, sent percent-encoded, is kept.
-        assert_eq!(
-            ok("path=/%EF%BF%BD").path,
-            Some(PathFilter::Exact("/\u{FFFD}".into()))
-        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::error::{SinkError, SinkErrorKind};
 use crate::marker::ServedByUsageService;
 use crate::record::GrpcMessageJson;
 use crate::record::RecordView;
-use crate::sink::{UsagePage, UsageQuery};
+use crate::sink::{UsagePage, UsageQuery, UsageSummary};
 use crate::streak::Streak;
 use crate::UsageRecord;
 
@@ -27,8 +27,6 @@ pub(super) enum Refusal {
     Param(ParamError),
     /// Nothing is served at this path below the mount point.
     NotFound,
-    /// `GET /usage/summary`, until the summary lands (see `service.rs`).
-    NotImplemented(&'static str),
 }
 
 impl Refusal {
@@ -52,7 +50,6 @@ impl Refusal {
             }
             Self::Param(e) => error(e.status, &e.message, e.parameter.as_deref()),
             Self::NotFound => not_found("nothing is served at this path"),
-            Self::NotImplemented(what) => error(StatusCode::NOT_IMPLEMENTED, what, None),
         }
     }
 }
@@ -258,6 +255,21 @@ pub(super) fn finish(mut res: Response<UsageBody>, head: bool) -> Response<Usage
         *res.body_mut() = UsageBody::default();
     }
     res
+}
+
+/// A summary: `200`, or `500` if it cannot be rendered as JSON.
+pub(super) fn summary(summary: &UsageSummary) -> Response<UsageBody> {
+    match serde_json::to_vec(summary) {
+        Ok(buf) => json(StatusCode::OK, buf),
+        Err(err) => {
+            tracing::warn!(error = %err, "GET /usage/summary: could not render the summary");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the usage summary could not be rendered",
+                None,
+            )
+        }
+    }
 }
 
 #[cfg(test)]

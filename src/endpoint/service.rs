@@ -17,9 +17,10 @@ use super::response::{self, Refusal};
 use super::target::Target;
 use super::{openapi, UsageBody};
 use crate::record::{GrpcDirection, GrpcMessageJsonFn};
-use crate::sink::{ConsumerScope, UsageSink};
+use crate::sink::{ConsumerScope, SummaryQuery, UsageSink};
 #[cfg(doc)]
 use crate::sink::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::writer::UsageHandle;
 #[cfg(doc)]
 use crate::UsageRecord;
 use crate::{IdentifyConsumer, RequestInfo};
@@ -49,7 +50,7 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// |---|---|
 /// | `GET M` (or `M/`) | one page of records; with `format=ndjson` or `format=csv`, every matching record, streamed (see [exports](#exports)) |
 /// | `GET M/{id}` | the record with this id, `200` with the record object; `404` when there is none *or* it is another consumer's (never `403`, so ids leak nothing); takes no parameters |
-/// | `GET M/summary` | the usage summary (`501` until it is available) |
+/// | `GET M/summary` | the usage summary (see [Summary](#summary-get-msummary)) |
 /// | `GET M/openapi.json` | an OpenAPI 3.1 document of all of these, paths under `M`; needs no token |
 /// | anything else below `M` | `404` |
 ///
@@ -128,6 +129,8 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `method`   | an HTTP method, case-insensitive (`get` is `GET`)                      |               |
 /// | `path`     | the exact request path, starting with `/`; a trailing `*` makes it a prefix (`/rest/*`) | |
 /// | `status`   | a status code (`404`) or a class (`4xx`, `1xx`..`5xx`)                 |               |
+/// | `route`    | the exact route template (`/items/{id}`)                               |               |
+/// | `outcome`  | how the exchange ended: `complete`, `client_gone`, `cancelled`, `error` |              |
 /// | `order`    | `asc` (oldest first) or `desc` (newest first), by `createdAt` then `id` | `asc`        |
 /// | `consumer` | admin only: the consumer id whose records to show                      | all consumers |
 /// | `format`   | `ndjson` or `csv`: export every matching record (see [exports](#exports)) | one page of JSON |
@@ -137,6 +140,35 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// filters should stay the same from page to page. A page also ends early when
 /// it would pass [`max_page_bytes`](UsageService::max_page_bytes) (1 MiB by
 /// default); follow `nextCursor` as for any page.
+///
+/// # Summary: `GET M/summary`
+///
+/// The [`UsageSummary`](crate::sink::UsageSummary) of the same records
+/// instead of a page: requests, `clientErrors` (4xx), `serverErrors` (5xx),
+/// `requestBytes`, `responseBytes` and `durationUs` (`p50`, `p95`, `p99`,
+/// `max`) per time bucket and group, and in `total`.
+///
+/// It takes `since`, `until`, `method`, `path`, `status`, `route`, `outcome`
+/// and (admins) `consumer` as above, and:
+///
+/// | parameter  | value                                                                  | default       |
+/// |------------|------------------------------------------------------------------------|---------------|
+/// | `since`, `until` | as above                                                         | the last 24 hours up to now |
+/// | `interval` | `minute`, `hour`, `day` or `month`: buckets start on UTC boundaries    | `day`         |
+/// | `groupBy`  | comma-separated subset of `route`, `method`, `status` (the class), `outcome`, and `consumer` (admins only, `403` otherwise) | none |
+///
+/// A range touching more than [`MAX_BUCKETS`](crate::sink::MAX_BUCKETS)
+/// (10,000) buckets of the interval is `400` naming `interval`; a summary
+/// that would hold more buckets than that (time buckets times groups) is
+/// `400` as an invalid query. `completeUntil` says up to when the counts are
+/// complete: see [`recorder`](UsageService::recorder).
+///
+/// ```text
+/// $ curl -H 'Authorization: Bearer IncYP3edd3blm2ypLGFFOYwQsC5vff3n' \
+///        'http://127.0.0.1:3000/v1/usage/summary?interval=hour&groupBy=route,status'
+/// {"since":"2026-11-28T12:00:00.000Z","until":"2026-11-29T12:00:00.000Z","interval":"hour",
+///  "groupBy":["route","status"],"completeUntil":"2026-11-29T12:00:00.000Z","buckets":[...],"total":{...}}
+/// ```
 ///
 /// # Exports
 ///
@@ -174,7 +206,6 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `404`  | `M/{id}` of a record that does not exist or is another consumer's; a path below `M` that is none of the above |
 /// | `405`  | a method other than `GET` or `HEAD`; with `Allow: GET, HEAD`                         |
 /// | `500`  | a page or record could not be rendered as JSON                                       |
-/// | `501`  | `M/summary`, until the summary is available                                          |
 /// | `503`  | the sink is set up wrong ([`Config`](crate::SinkErrorKind::Config): the operator's fault, not the client's), failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout); always the message `usage storage is unavailable` |
 ///
 /// `HEAD` answers like `GET` (same status and headers, `Content-Length`
@@ -204,6 +235,7 @@ pub struct UsageService<S> {
     max_page_bytes: usize,
     grpc_json: Option<GrpcMessageJsonFn>,
     mount_point: Option<Arc<str>>,
+    recorder: Option<UsageHandle>,
 }
 
 impl<S: UsageSink + Clone> UsageService<S> {
@@ -218,7 +250,32 @@ impl<S: UsageSink + Clone> UsageService<S> {
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             grpc_json: None,
             mount_point: None,
+            recorder: None,
         }
+    }
+
+    /// The handle of the layer whose records this service reads, for the
+    /// summary's `completeUntil`: the arrival time of the oldest capture the
+    /// writer has not stored yet (everything before it is counted), or the
+    /// time of the read when nothing is pending.
+    ///
+    /// Default: none; `completeUntil` is then the time of the read, which
+    /// knows nothing of the writer's queue: records created shortly before it
+    /// may still be on their way (up to the layer's
+    /// [`max_delay`](crate::UsageLayer::max_delay), more while the sink
+    /// fails and the writer retries).
+    ///
+    /// ```
+    /// use tower_usage::{MemorySink, UsageLayer, UsageService};
+    ///
+    /// let sink = MemorySink::new();
+    /// let layer = UsageLayer::new(sink.clone());
+    /// let usage = UsageService::new(sink).recorder(layer.handle());
+    /// # let _ = usage;
+    /// ```
+    pub fn recorder(mut self, handle: UsageHandle) -> Self {
+        self.recorder = Some(handle);
+        self
     }
 
     /// Serves the paths below `path` (`/v1/usage/{id}`, `/v1/usage/summary`,
@@ -367,6 +424,7 @@ impl<S> fmt::Debug for UsageService<S> {
                 "grpc_message_json",
                 &self.grpc_json.as_ref().map(|_| format_args!("Fn(..)")),
             )
+            .field("recorder", &self.recorder.is_some())
             .finish()
     }
 }
@@ -416,6 +474,13 @@ where
                 self.grpc_json.clone(),
                 head,
             ),
+            Ok(Action::Summary(query)) => ResponseFuture::summary(
+                self.sink.clone(),
+                query,
+                self.query_timeout,
+                self.recorder.clone(),
+                head,
+            ),
             Ok(Action::OpenApi { mount }) => {
                 ResponseFuture::ready(response::openapi(openapi::document(&mount)), head)
             }
@@ -426,6 +491,7 @@ where
 /// What a valid request asks for.
 enum Action {
     List(ListRequest),
+    Summary(SummaryQuery),
     Get { id: String, scope: ConsumerScope },
     OpenApi { mount: String },
 }
@@ -460,10 +526,11 @@ impl<S> UsageService<S> {
             }
         };
         match target {
-            // The summary's own handler plugs in here.
-            Target::Summary => Err(Refusal::NotImplemented(
-                "GET /usage/summary is not available in this version",
-            )),
+            Target::Summary => {
+                params::parse_summary(req.uri().query(), caller, time::OffsetDateTime::now_utc())
+                    .map(Action::Summary)
+                    .map_err(Refusal::Param)
+            }
             Target::Record(id) => {
                 params::none(req.uri().query()).map_err(Refusal::Param)?;
                 let scope = match caller {

@@ -27,8 +27,8 @@ impl<'a> Target<'a> {
     /// path below `M` (axum strips the prefix and leaves a `NestedPath`
     /// extension): that path decides. Mounted any other way
     /// (`route_service(M, ..)`, also inside a nested router, tonic's router,
-    /// a plain hyper service), the service answers one path only, whatever
-    /// it is: the list.
+    /// a plain hyper service), the service answers one path only: the
+    /// summary when that path ends in `/summary`, else the list.
     pub(super) fn of<B>(
         req: &'a Request<B>,
         mount_point: Option<&'a str>,
@@ -57,7 +57,11 @@ impl<'a> Target<'a> {
                 return (Self::below(path), Some(nested.as_str()));
             }
         }
-        let _ = req;
+        // Mounted on `.../summary` itself (`route_service("/v1/usage/summary", ..)`):
+        // the summary; on any other path, the list.
+        if req.uri().path().trim_end_matches('/').ends_with("/summary") {
+            return (Self::Summary, None);
+        }
         (Self::List, None)
     }
 
@@ -96,9 +100,16 @@ mod tests {
     }
 
     #[test]
-    fn outside_a_nest_every_path_is_the_list() {
-        let req = http::Request::get("/v1/usage/summary").body(()).unwrap();
-        assert_eq!(Target::of(&req, None), (Target::List, None));
+    fn outside_a_nest_every_path_is_the_list_but_a_summary() {
+        for path in ["/v1/usage", "/v1/usage/01ABC", "/v1/usage/openapi.json", "/"] {
+            let req = http::Request::get(path).body(()).unwrap();
+            assert_eq!(Target::of(&req, None), (Target::List, None), "{path}");
+        }
+        // `route_service("/v1/usage/summary", ..)`: the summary.
+        for path in ["/v1/usage/summary", "/summary/"] {
+            let req = http::Request::get(path).body(()).unwrap();
+            assert_eq!(Target::of(&req, None), (Target::Summary, None), "{path}");
+        }
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! rejects a forged one, or one issued for another consumer or order), and
 //! [`UsageQuery::cursor_after`] makes the next one.
 //!
+//! `GET /usage/summary` calls [`summarize`](UsageSink::summarize), whose
+//! default pages through `query`: the sink below answers summaries correctly
+//! as it is. Override it to count where the records are when ranges are large.
+//!
 //! ```
 //! use std::sync::Mutex;
 //! use tower_usage::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
@@ -47,6 +51,7 @@
 use std::sync::Arc;
 
 use crate::{SinkError, UsageRecord};
+use summary::summarize_by_paging;
 
 mod cursor;
 mod get;
@@ -59,12 +64,17 @@ mod query;
 mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod summary;
 
 pub use cursor::Position;
 pub use get::get_by_query;
 pub use page::UsagePage;
 pub use query::{
     ConsumerScope, Order, PathFilter, StatusFilter, UsageQuery, DEFAULT_LIMIT, MAX_LIMIT,
+};
+pub use summary::{
+    DurationStats, GroupBy, GroupKey, GroupKeys, Interval, SummaryBucket, SummaryQuery,
+    SummaryStats, UsageSummary, MAX_BUCKETS,
 };
 
 /// Storage for usage records.
@@ -106,6 +116,26 @@ pub trait UsageSink: Send + Sync + 'static {
     async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
         get_by_query(self, id, scope).await
     }
+
+    /// Summarize the records of a range for `GET /usage/summary`: counts,
+    /// errors, bytes and duration percentiles per time bucket and group.
+    ///
+    /// The summary counts exactly the records that [`query`](Self::query) lists
+    /// for [`SummaryQuery::list_query`]; see the [`summary`] module for the
+    /// rules (buckets, order, percentiles). A query whose range holds more than
+    /// [`MAX_BUCKETS`] time buckets, or whose answer would hold more buckets,
+    /// fails with [`InvalidQuery`](crate::SinkErrorKind::InvalidQuery)
+    /// ([`SummaryQuery::check`]).
+    ///
+    /// The default implementation is the **slow path**: it pages through
+    /// `query`, [`MAX_LIMIT`] records at a time, and counts them in memory
+    /// (a bounded histogram per bucket, never the records themselves), so any
+    /// sink answers correctly without more code, in time proportional to the
+    /// records in the range. Override it to count where the records are, as the
+    /// shipped sinks do.
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        summarize_by_paging(self, query).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -121,6 +151,10 @@ impl<T: UsageSink + ?Sized> UsageSink for Arc<T> {
     async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
         (**self).get(id, scope).await
     }
+
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        (**self).summarize(query).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -135,5 +169,9 @@ impl<T: UsageSink + ?Sized> UsageSink for Box<T> {
 
     async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
         (**self).get(id, scope).await
+    }
+
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        (**self).summarize(query).await
     }
 }

@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 use time::OffsetDateTime;
 
 use crate::record::unix_millis;
-use crate::UsageRecord;
+use crate::{Outcome, UsageRecord};
 
 /// The largest page `GET /usage` asks a sink for.
 pub const MAX_LIMIT: usize = 1000;
@@ -155,6 +155,11 @@ pub struct UsageQuery {
     pub path: Option<PathFilter>,
     /// Only these statuses.
     pub status: Option<StatusFilter>,
+    /// Only records whose route template is exactly this (records without a
+    /// route never match).
+    pub route: Option<String>,
+    /// Only records that ended this way.
+    pub outcome: Option<Outcome>,
     /// At most this many records. Default [`DEFAULT_LIMIT`]; the service asks
     /// for `1..=`[`MAX_LIMIT`].
     pub limit: usize,
@@ -173,6 +178,8 @@ impl Default for UsageQuery {
             method: None,
             path: None,
             status: None,
+            route: None,
+            outcome: None,
             limit: DEFAULT_LIMIT,
             cursor: None,
             order: Order::Asc,
@@ -195,12 +202,45 @@ impl UsageQuery {
 
     /// Whether a record passes the scope and every filter (the cursor aside).
     pub fn matches(&self, record: &UsageRecord) -> bool {
+        Filters {
+            consumer: &self.consumer,
+            since: self.since,
+            until: self.until,
+            method: self.method.as_deref(),
+            path: self.path.as_ref(),
+            status: self.status,
+            route: self.route.as_deref(),
+            outcome: self.outcome,
+        }
+        .matches(record)
+    }
+}
+
+/// The scope, range and filters a list query and a summary share: the one
+/// definition of which records they select.
+pub(crate) struct Filters<'a> {
+    pub(crate) consumer: &'a ConsumerScope,
+    pub(crate) since: Option<OffsetDateTime>,
+    pub(crate) until: Option<OffsetDateTime>,
+    pub(crate) method: Option<&'a str>,
+    pub(crate) path: Option<&'a PathFilter>,
+    pub(crate) status: Option<StatusFilter>,
+    pub(crate) route: Option<&'a str>,
+    pub(crate) outcome: Option<Outcome>,
+}
+
+impl Filters<'_> {
+    pub(crate) fn matches(&self, record: &UsageRecord) -> bool {
         self.consumer.contains(record.consumer.as_deref())
             && self.since.is_none_or(|s| record.created_at >= s)
             && self.until.is_none_or(|u| record.created_at < u)
-            && self.method.as_deref().is_none_or(|m| record.method == m)
-            && self.path.as_ref().is_none_or(|p| p.matches(&record.path))
+            && self.method.is_none_or(|m| record.method == m)
+            && self.path.is_none_or(|p| p.matches(&record.path))
             && self.status.is_none_or(|s| s.matches(record.status))
+            && self
+                .route
+                .is_none_or(|r| record.route.as_deref() == Some(r))
+            && self.outcome.is_none_or(|o| record.outcome == o)
     }
 }
 

@@ -22,9 +22,16 @@
 //! - **Filter as [`UsageQuery::matches`](crate::UsageQuery::matches) does.**
 //!   `since` is inclusive, `until` exclusive, the method is compared exactly, a
 //!   path prefix is a plain prefix (a `%` or `_` in it is no wildcard), a status
-//!   filter is one code or a class.
+//!   filter is one code or a class, a route filter the exact route template,
+//!   an outcome filter one [`Outcome`](crate::Outcome).
 //! - **Sort by `(created_at, id)`** in the query's order, ties on `created_at`
 //!   broken by `id`.
+//! - **Summaries count what the list shows.** [`UsageSink::summarize`] has a
+//!   default built on `query` that passes every summary check; a sink that
+//!   overrides it must count exactly the records `query` lists for
+//!   [`SummaryQuery::list_query`](crate::sink::SummaryQuery::list_query), per
+//!   bucket starting on a UTC boundary, with bytes summed exactly and
+//!   percentiles within 1% (see [`summary`](crate::sink::summary)).
 //! - **Page with keyset cursors.** Decode the cursor with
 //!   [`UsageQuery::position`](crate::UsageQuery::position), which rejects a forged
 //!   cursor and one issued for another consumer or order with
@@ -94,6 +101,12 @@
 //! | `idempotent_record`  | recording the same batch again, or an overlapping one, stores each id once |
 //! | `invalid_cursor`     | a cursor issued for another consumer or order, and forged cursors, fail with `InvalidCursor` |
 //! | `get_by_id`          | [`get`](UsageSink::get) finds each record in its consumer's scope and in `All`, field for field, and nothing in another consumer's scope, for a missing id or a malformed one (`Ok(None)`, not an error) |
+//! | `route_outcome_filters` | `route` (the exact template) and `outcome` filters, alone and with others, on the list and the summary |
+//! | `summary_totals`     | for random scopes, ranges, filters, intervals and groupings: `total.requests` equals what `query` lists, the buckets add up, each bucket's requests, 4xx, 5xx and max duration are right, buckets are sorted and the query echoed |
+//! | `summary_buckets`    | buckets start on UTC minute, hour, day and month boundaries and hold their interval's records, those on a boundary and a millisecond before it included |
+//! | `summary_bytes`      | request and response bytes summed exactly per bucket and in total, past 32 bits |
+//! | `summary_percentiles`| p50, p95, p99 within 1% of the exact nearest-rank value on a known distribution (0 µs to 20 s); `max` exact |
+//! | `summary_empty`      | a range without records (empty sink, range outside the records, empty range, unknown consumer or route) has no bucket and a zero total |
 
 use std::future::Future;
 use std::sync::Arc;
@@ -247,6 +260,12 @@ macro_rules! __tower_usage_checks {
                 idempotent_record
                 invalid_cursor
                 get_by_id
+                route_outcome_filters
+                summary_totals
+                summary_buckets
+                summary_bytes
+                summary_percentiles
+                summary_empty
             ]
         }
     };
@@ -290,7 +309,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), CHECKS.len());
-        assert_eq!(CHECKS.len(), 12);
+        assert_eq!(CHECKS.len(), 18);
     }
 
     #[tokio::test]

@@ -10,8 +10,9 @@ use time::OffsetDateTime;
 use super::id::Id;
 use super::stored::{decode, encode, Head};
 use crate::record::unix_millis;
-use crate::sink::{ConsumerScope, Order, Position, UsageQuery};
-use crate::UsageRecord;
+use crate::sink::summary::{Aggregator, Fields};
+use crate::sink::{ConsumerScope, Order, Position, SummaryQuery, UsageQuery, UsageSummary};
+use crate::{SinkError, UsageRecord};
 
 /// `(created_at in unix milliseconds, id)`: the sort key of a page.
 pub(super) type Key = (i64, Id);
@@ -281,6 +282,59 @@ impl State {
     }
 }
 
+impl State {
+    /// Counts the records of a summary in place: the scope's index over the
+    /// range, each entry read without decoding the record.
+    pub(super) fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        let list = query.list_query();
+        let mut agg = Aggregator::new(query);
+        let Some(range) = key_range(&list, None) else {
+            return agg.finish(query);
+        };
+        let mut add = |entry: &Entry| -> Result<(), SinkError> {
+            if !entry_matches(&list, entry) {
+                return Ok(());
+            }
+            let head = Head::of(&entry.blob);
+            let tail = head.tail();
+            agg.add(&Fields {
+                created_at: entry.created_at,
+                route: tail.route,
+                method: head.method,
+                status: entry.status,
+                outcome: tail.outcome,
+                consumer: head.consumer,
+                duration_us: tail.duration_us,
+                request_bytes: tail.request_size,
+                response_bytes: tail.response_size,
+            })
+        };
+        let keys = match &list.consumer {
+            ConsumerScope::All => {
+                for (_, entry) in self
+                    .all
+                    .range(index_range(&self.all, &range, |(key, _)| key))
+                {
+                    add(entry)?;
+                }
+                return agg.finish(query);
+            }
+            ConsumerScope::Anonymous => &self.anonymous,
+            ConsumerScope::Consumer(c) => match self.consumers.get(c.as_str()) {
+                Some(keys) => keys,
+                None => return agg.finish(query),
+            },
+        };
+        let mut near = None;
+        for key in keys.range(index_range(keys, &range, |key| key)) {
+            if let Some(at) = find_near(&self.all, key, &mut near) {
+                add(&self.all[at].1)?;
+            }
+        }
+        agg.finish(query)
+    }
+}
+
 /// [`UsageQuery::matches`] on a stored entry, without decoding it. The scope is
 /// left out: the index the entry came from is the scope's.
 fn entry_matches(query: &UsageQuery, entry: &Entry) -> bool {
@@ -290,12 +344,25 @@ fn entry_matches(query: &UsageQuery, entry: &Entry) -> bool {
     {
         return false;
     }
-    if query.method.is_none() && query.path.is_none() {
+    if query.method.is_none()
+        && query.path.is_none()
+        && query.route.is_none()
+        && query.outcome.is_none()
+    {
         return true;
     }
     let head = Head::of(&entry.blob);
-    query.method.as_deref().is_none_or(|m| head.method == m)
-        && query.path.as_ref().is_none_or(|p| p.matches(head.path))
+    if !(query.method.as_deref().is_none_or(|m| head.method == m)
+        && query.path.as_ref().is_none_or(|p| p.matches(head.path)))
+    {
+        return false;
+    }
+    if query.route.is_none() && query.outcome.is_none() {
+        return true;
+    }
+    let tail = head.tail();
+    query.route.as_deref().is_none_or(|r| tail.route == Some(r))
+        && query.outcome.is_none_or(|o| tail.outcome == o)
 }
 
 /// Inserts `item` into `items`, sorted by `key`: at the end when it is the

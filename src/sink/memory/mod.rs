@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::sink::ConsumerScope;
+use crate::sink::{ConsumerScope, SummaryQuery, UsageSummary};
 use crate::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
 mod id;
@@ -307,5 +307,15 @@ impl UsageSink for MemorySink {
     /// By id: one hash lookup and one binary search.
     async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
         Ok(self.read().get(id, scope))
+    }
+
+    /// Counts in place, under the read lock, over the scope's index: no record
+    /// is decoded or copied. Percentiles come from the duration histogram (see
+    /// [`summary`](crate::sink::summary#percentiles)). Writes wait while it
+    /// counts: a summary over every consumer of a large sink delays the
+    /// writer for as long (the writer, not requests: they never wait on a sink).
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        query.check()?;
+        self.read().summarize(query)
     }
 }

@@ -15,11 +15,13 @@ use super::index::{Entry, Key};
 // Everything but the id (in the key) and `created_at` and `status` (in the
 // entry), in this order: a flags byte; `method`, `path` and, when present,
 // `consumer` (first, so filters and eviction read them without decoding the rest);
-// the outcome; `duration_us`; `route`; the request body, query, params and
-// headers; the response body and headers; the gRPC call. Strings and byte strings
+// the outcome; `duration_us`; the sizes of the request and response bodies;
+// `route` (these too before the rest, for the route and outcome filters and the
+// summary, see [`Tail`]); the request body's bytes, query, params and headers;
+// the response body's bytes and headers; the gRPC call. Strings and byte strings
 // are a LEB128 length then the bytes; numbers are little-endian; a header map is
 // in the binary encoding of `codec::headers` (which keeps each value's
-// sensitivity); a body is its size, then its bytes.
+// sensitivity); a body's bytes are a byte string (its size is further up).
 
 const HAS_CONSUMER: u8 = 1;
 const HAS_ROUTE: u8 = 1 << 1;
@@ -60,10 +62,12 @@ pub(super) fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
         Outcome::Error => 3,
     });
     out.extend_from_slice(&r.duration_us.to_le_bytes());
+    out.extend_from_slice(&r.request.body.size.to_le_bytes());
+    out.extend_from_slice(&r.response.size.to_le_bytes());
     if let Some(route) = &r.route {
         put_bytes(out, route.as_bytes());
     }
-    put_body(out, &r.request.body);
+    put_bytes(out, &r.request.body.bytes);
     put_bytes(out, r.request.query.as_bytes());
     put_len(out, r.request.params.len());
     for (name, value) in &r.request.params {
@@ -71,7 +75,7 @@ pub(super) fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
         put_bytes(out, value.as_bytes());
     }
     headers::encode(out, &r.request.headers);
-    put_body(out, &r.response);
+    put_bytes(out, &r.response.bytes);
     headers::encode(out, &r.response_headers);
     if let Some(g) = &r.grpc {
         if let Some(status) = g.status {
@@ -103,11 +107,6 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn put_body(out: &mut Vec<u8>, body: &CapturedBody) {
-    out.extend_from_slice(&body.size.to_le_bytes());
-    put_bytes(out, &body.bytes);
-}
-
 /// The fields at the start of an encoded record.
 pub(super) struct Head<'a> {
     flags: u8,
@@ -132,6 +131,44 @@ impl<'a> Head<'a> {
             consumer,
             rest: r,
         }
+    }
+
+    /// The fields after the head that filters and summaries read.
+    pub(super) fn tail(&self) -> Tail<'a> {
+        let mut r = Reader(self.rest.0);
+        let outcome = outcome(r.u8());
+        let duration_us = r.u64();
+        let request_size = r.u64();
+        let response_size = r.u64();
+        let route = (self.flags & HAS_ROUTE != 0).then(|| r.str());
+        Tail {
+            outcome,
+            duration_us,
+            request_size,
+            response_size,
+            route,
+            rest: r,
+        }
+    }
+}
+
+/// The fields after [`Head`]: how the exchange ended, how long it took, the
+/// body sizes and the route.
+pub(super) struct Tail<'a> {
+    pub(super) outcome: Outcome,
+    pub(super) duration_us: u64,
+    pub(super) request_size: u64,
+    pub(super) response_size: u64,
+    pub(super) route: Option<&'a str>,
+    rest: Reader<'a>,
+}
+
+fn outcome(byte: u8) -> Outcome {
+    match byte {
+        0 => Outcome::Complete,
+        1 => Outcome::ClientGone,
+        2 => Outcome::Cancelled,
+        _ => Outcome::Error,
     }
 }
 
@@ -188,8 +225,7 @@ impl<'a> Reader<'a> {
         self.str().to_owned()
     }
 
-    fn body(&mut self, truncated: bool) -> CapturedBody {
-        let size = self.u64();
+    fn body(&mut self, size: u64, truncated: bool) -> CapturedBody {
         CapturedBody {
             bytes: Bytes::copy_from_slice(self.bytes()),
             size,
@@ -206,29 +242,31 @@ impl<'a> Reader<'a> {
 
 /// The stored record back, whole.
 pub(super) fn decode(key: &Key, entry: &Entry) -> UsageRecord {
+    let head = Head::of(&entry.blob);
+    let Tail {
+        outcome,
+        duration_us,
+        request_size,
+        response_size,
+        route,
+        rest: mut r,
+    } = head.tail();
     let Head {
         flags,
         method,
         path,
         consumer,
-        rest: mut r,
-    } = Head::of(&entry.blob);
+        ..
+    } = head;
     let has = |bit| flags & bit != 0;
-    let outcome = match r.u8() {
-        0 => Outcome::Complete,
-        1 => Outcome::ClientGone,
-        2 => Outcome::Cancelled,
-        _ => Outcome::Error,
-    };
-    let duration_us = r.u64();
-    let route = has(HAS_ROUTE).then(|| r.string());
-    let body = r.body(has(REQUEST_TRUNCATED));
+    let route = route.map(str::to_owned);
+    let body = r.body(request_size, has(REQUEST_TRUNCATED));
     let query = r.string();
     let params = (0..r.len())
         .map(|_| (r.string(), r.string()))
         .collect::<Vec<_>>();
     let headers = r.headers();
-    let response = r.body(has(RESPONSE_TRUNCATED));
+    let response = r.body(response_size, has(RESPONSE_TRUNCATED));
     let response_headers = r.headers();
     let grpc = has(HAS_GRPC).then(|| GrpcCall {
         status: has(HAS_GRPC_STATUS).then(|| r.u16()),

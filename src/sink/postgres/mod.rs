@@ -47,7 +47,9 @@
 //! Headers are kept in order with repeats, and a value that is not UTF-8 as
 //! `{"b64": "..."}`. Indexes: `(consumer, created_at, id)` for a consumer's pages
 //! and `(created_at, id)` for the admin view; every page is one index range scan
-//! (keyset paging, no `OFFSET`).
+//! (keyset paging, no `OFFSET`). A summary is one `GROUP BY GROUPING SETS`
+//! statement over the same range (the buckets and the total at once), with
+//! exact percentiles (`percentile_disc`); only its aggregate rows come back.
 //!
 //! PostgreSQL cannot store the character U+0000 in `TEXT` or `JSONB`. A
 //! percent-decoded route param or a gRPC message may contain one: it is stored as
@@ -112,7 +114,7 @@ pub use deadpool_postgres;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-use crate::sink::{ConsumerScope, UsagePage, UsageQuery, UsageSink};
+use crate::sink::{ConsumerScope, SummaryQuery, UsagePage, UsageQuery, UsageSink, UsageSummary};
 use crate::{SinkError, UsageRecord};
 
 mod error;
@@ -121,6 +123,7 @@ mod names;
 mod pool;
 mod schema;
 mod select;
+mod summary;
 mod values;
 
 use names::Names;
@@ -344,6 +347,12 @@ impl UsageSink for PostgresSink {
     /// By the primary key.
     async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
         self.select_by_id(id, scope).await
+    }
+
+    /// One `GROUP BY GROUPING SETS` statement: the buckets and the total, with
+    /// exact percentiles (`percentile_disc`, nearest rank).
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        self.summarize_sql(query).await
     }
 }
 

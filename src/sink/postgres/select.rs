@@ -2,24 +2,17 @@
 //! back through [`ReadColumns`](crate::sink::sql::ReadColumns).
 
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 use super::{error, PostgresSink};
-use crate::sink::sql::{self, Dialect};
+use crate::sink::sql::{self, Dialect, Statement};
 use crate::sink::{ConsumerScope, UsagePage, UsageQuery};
 use crate::{SinkError, UsageRecord};
 
 impl PostgresSink {
-    /// One page: a keyset query whose every value is a bind parameter.
-    pub(super) async fn select_page(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
-        // Checks the cursor before taking a connection; a bad cursor is the
-        // caller's fault and its message is meant for them, so it gets no context.
-        let after = query.position()?;
-        let statement = sql::page(
-            Dialect::Postgres,
-            &self.inner.names.qualified,
-            query,
-            after.as_ref(),
-        );
+    /// Runs a statement (prepared and cached per connection) on a pooled
+    /// connection; a connection that failed with the server gone is dropped.
+    pub(super) async fn rows(&self, statement: &Statement<'_>) -> Result<Vec<Row>, SinkError> {
         let client = self.inner.client().await?;
         let rows = async {
             let stmt = client
@@ -34,10 +27,24 @@ impl PostgresSink {
             client.query(&stmt, &params).await.map_err(error::pg)
         }
         .await;
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(e) => return Err(self.inner.failed(e, Some(client))),
-        };
+        match rows {
+            Ok(rows) => Ok(rows),
+            Err(e) => Err(self.inner.failed(e, Some(client))),
+        }
+    }
+
+    /// One page: a keyset query whose every value is a bind parameter.
+    pub(super) async fn select_page(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
+        // Checks the cursor before taking a connection; a bad cursor is the
+        // caller's fault and its message is meant for them, so it gets no context.
+        let after = query.position()?;
+        let statement = sql::page(
+            Dialect::Postgres,
+            &self.inner.names.qualified,
+            query,
+            after.as_ref(),
+        );
+        let rows = self.rows(&statement).await?;
         let hits = rows
             .iter()
             .map(sql::record)

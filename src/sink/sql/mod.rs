@@ -9,6 +9,7 @@ mod columns;
 mod decode;
 pub(crate) mod params;
 mod select;
+mod summary;
 
 #[cfg(feature = "postgres")]
 pub(crate) use columns::Kind;
@@ -16,4 +17,9 @@ pub(crate) use columns::{row, Col, Value, LIST};
 #[cfg(feature = "sqlite")]
 pub(crate) use decode::bad;
 pub(crate) use decode::{record, ReadColumns};
+#[cfg(feature = "postgres")]
+pub(crate) use select::Statement;
 pub(crate) use select::{by_id, page, Dialect};
+#[cfg(feature = "sqlite")]
+pub(crate) use summary::DURATION_BIN_FUNCTION;
+pub(crate) use summary::{read_keys, summary, ReadKeys};

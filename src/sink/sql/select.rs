@@ -57,88 +57,46 @@ pub(crate) struct Statement<'q> {
     pub(crate) values: Vec<Value<'q>>,
 }
 
-struct Builder<'q> {
-    dialect: Dialect,
+/// A statement being built: its conditions and bound values.
+pub(crate) struct Builder<'q> {
+    pub(crate) dialect: Dialect,
     conditions: Vec<String>,
-    values: Vec<Value<'q>>,
+    pub(crate) values: Vec<Value<'q>>,
 }
 
 impl<'q> Builder<'q> {
-    /// Binds `value` and returns its placeholder.
-    fn bind(&mut self, value: Value<'q>) -> String {
-        self.values.push(value);
-        self.dialect.placeholder(self.values.len())
-    }
-
-    fn and(&mut self, condition: String) {
-        self.conditions.push(condition);
-    }
-
-    /// Only the records of `scope`.
-    fn scope(&mut self, scope: &'q ConsumerScope) {
-        match scope {
-            ConsumerScope::All => {}
-            ConsumerScope::Consumer(c) => {
-                let p = self.bind(Value::Text(Some(c)));
-                self.and(format!("consumer = {p}"));
-            }
-            ConsumerScope::Anonymous => self.and("consumer IS NULL".to_owned()),
+    pub(crate) fn new(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            conditions: Vec::new(),
+            values: Vec::new(),
         }
     }
 
-    /// `SELECT` the record columns from `table` under the conditions so far.
-    fn select(&self, table: &str) -> String {
-        let mut sql = format!("SELECT {} FROM {table}", *LIST);
+    /// ` WHERE a AND b ...`, or nothing without conditions.
+    pub(crate) fn push_where(&self, sql: &mut String) {
         for (i, condition) in self.conditions.iter().enumerate() {
             sql.push_str(if i == 0 { " WHERE " } else { " AND " });
             sql.push_str(condition);
         }
-        sql
+    }
+
+    /// Binds `value` and returns its placeholder.
+    pub(crate) fn bind(&mut self, value: Value<'q>) -> String {
+        self.values.push(value);
+        self.dialect.placeholder(self.values.len())
+    }
+
+    pub(crate) fn and(&mut self, condition: String) {
+        self.conditions.push(condition);
     }
 }
 
-/// The lookup of one record by its id (the primary key, or SQLite's unique
-/// index), if its consumer is in `scope`: at most one row.
-///
-/// `table` must be a validated or fixed identifier: it is spliced into the SQL.
-pub(crate) fn by_id<'q>(
-    dialect: Dialect,
-    table: &str,
-    id: &'q str,
-    scope: &'q ConsumerScope,
-) -> Statement<'q> {
-    let mut b = Builder {
-        dialect,
-        conditions: Vec::new(),
-        values: Vec::new(),
-    };
-    let p = b.bind(Value::Text(Some(id)));
-    b.and(format!("id = {p}"));
-    b.scope(scope);
-    Statement {
-        sql: b.select(table),
-        values: b.values,
-    }
-}
-
-/// The page query on `table`: at most `query.limit + 1` records matching
-/// `query`, after `after`, in the query's order (one more than the page, so
-/// that [`UsagePage::from_sorted`](crate::UsagePage::from_sorted) can tell
-/// whether another page follows).
-///
-/// `table` must be a validated or fixed identifier: it is spliced into the SQL.
-pub(crate) fn page<'q>(
-    dialect: Dialect,
-    table: &str,
-    query: &'q UsageQuery,
-    after: Option<&'q Position>,
-) -> Statement<'q> {
-    let mut b = Builder {
-        dialect,
-        conditions: Vec::new(),
-        values: Vec::new(),
-    };
-    b.scope(&query.consumer);
+/// The scope and every filter of `query` (its cursor, order and limit aside)
+/// as conditions on `b`: what the page query and the summary query share.
+pub(crate) fn filter<'q>(b: &mut Builder<'q>, query: &'q UsageQuery) {
+    let dialect = b.dialect;
+    scope(b, &query.consumer);
     // Records are kept to the millisecond: bounds are rounded up to one, so
     // that `>=` and `<` on milliseconds agree with them on the exact instants.
     if let Some(since) = query.since {
@@ -170,6 +128,64 @@ pub(crate) fn page<'q>(
         let hi = b.bind(Value::Int4(hi.into()));
         b.and(format!("status BETWEEN {lo} AND {hi}"));
     }
+    if let Some(route) = &query.route {
+        let p = b.bind(Value::Text(Some(route)));
+        b.and(format!("route = {p}"));
+    }
+    if let Some(outcome) = query.outcome {
+        let p = b.bind(Value::Text(Some(outcome.as_str())));
+        b.and(format!("outcome = {p}"));
+    }
+}
+
+/// Only the records of `scope`, as a condition on `b`.
+fn scope<'q>(b: &mut Builder<'q>, scope: &'q ConsumerScope) {
+    match scope {
+        ConsumerScope::All => {}
+        ConsumerScope::Consumer(c) => {
+            let p = b.bind(Value::Text(Some(c)));
+            b.and(format!("consumer = {p}"));
+        }
+        ConsumerScope::Anonymous => b.and("consumer IS NULL".to_owned()),
+    }
+}
+
+/// The lookup of one record by its id (the primary key, or SQLite's unique
+/// index), if its consumer is in `scope`: at most one row.
+///
+/// `table` must be a validated or fixed identifier: it is spliced into the SQL.
+pub(crate) fn by_id<'q>(
+    dialect: Dialect,
+    table: &str,
+    id: &'q str,
+    consumers: &'q ConsumerScope,
+) -> Statement<'q> {
+    let mut b = Builder::new(dialect);
+    let p = b.bind(Value::Text(Some(id)));
+    b.and(format!("id = {p}"));
+    scope(&mut b, consumers);
+    let mut sql = format!("SELECT {} FROM {table}", *LIST);
+    b.push_where(&mut sql);
+    Statement {
+        sql,
+        values: b.values,
+    }
+}
+
+/// The page query on `table`: at most `query.limit + 1` records matching
+/// `query`, after `after`, in the query's order (one more than the page, so
+/// that [`UsagePage::from_sorted`](crate::UsagePage::from_sorted) can tell
+/// whether another page follows).
+///
+/// `table` must be a validated or fixed identifier: it is spliced into the SQL.
+pub(crate) fn page<'q>(
+    dialect: Dialect,
+    table: &str,
+    query: &'q UsageQuery,
+    after: Option<&'q Position>,
+) -> Statement<'q> {
+    let mut b = Builder::new(dialect);
+    filter(&mut b, query);
     let (cmp, dir) = match query.order {
         Order::Asc => (">", "ASC"),
         Order::Desc => ("<", "DESC"),
@@ -184,7 +200,8 @@ pub(crate) fn page<'q>(
         i64::try_from(query.fetch_limit()).unwrap_or(i64::MAX),
     ));
 
-    let mut sql = b.select(table);
+    let mut sql = format!("SELECT {} FROM {table}", *LIST);
+    b.push_where(&mut sql);
     let _ = write!(sql, " ORDER BY created_at {dir}, id {dir} LIMIT {limit}");
     Statement {
         sql,
@@ -205,6 +222,8 @@ mod tests {
             method: Some("GET".into()),
             path: Some(PathFilter::Prefix("/a%_".into())),
             status: Some(StatusFilter::Class(4)),
+            route: Some("/a/{id}".into()),
+            outcome: Some(crate::Outcome::ClientGone),
             limit: 10,
             cursor: None,
             order: Order::Desc,
@@ -221,8 +240,9 @@ mod tests {
         let sqlite = page(Dialect::Sqlite, "usage_records", &q, Some(&after));
         let where_ = " WHERE consumer = ?1 AND created_at >= ?2 AND created_at < ?3 \
              AND method = ?4 AND substr(path, 1, length(?5)) = ?5 \
-             AND status BETWEEN ?6 AND ?7 AND (created_at, id) < (?8, ?9) \
-             ORDER BY created_at DESC, id DESC LIMIT ?10";
+             AND status BETWEEN ?6 AND ?7 AND route = ?8 AND outcome = ?9 \
+             AND (created_at, id) < (?10, ?11) \
+             ORDER BY created_at DESC, id DESC LIMIT ?12";
         assert_eq!(
             sqlite.sql,
             format!("SELECT {} FROM usage_records{where_}", *LIST)
@@ -230,8 +250,9 @@ mod tests {
         let pg = page(Dialect::Postgres, "\"s\".\"t\"", &q, Some(&after));
         assert!(pg.sql.contains(
             "AND starts_with(path, $5) AND status BETWEEN $6 AND $7 \
-             AND (created_at, id) < ($8::timestamptz, $9::text) \
-             ORDER BY created_at DESC, id DESC LIMIT $10"
+             AND route = $8 AND outcome = $9 \
+             AND (created_at, id) < ($10::timestamptz, $11::text) \
+             ORDER BY created_at DESC, id DESC LIMIT $12"
         ));
         assert_eq!(sqlite.values, pg.values);
         let v = &sqlite.values;
@@ -243,8 +264,10 @@ mod tests {
         );
         assert_eq!(v[4], Value::Text(Some("/a%_")));
         assert_eq!((&v[5], &v[6]), (&Value::Int4(400), &Value::Int4(499)));
-        assert_eq!(v[7], Value::Time(after.created_at()));
-        assert_eq!(v[9], Value::Int8(11));
+        assert_eq!(v[7], Value::Text(Some("/a/{id}")));
+        assert_eq!(v[8], Value::Text(Some("client_gone")));
+        assert_eq!(v[9], Value::Time(after.created_at()));
+        assert_eq!(v[11], Value::Int8(11));
     }
 
     #[test]

@@ -111,6 +111,11 @@
 //!
 //! Indexes on `(consumer, created_at, id)` and `(created_at, id)` make a page of
 //! one consumer's records (or of everyone's) a range scan in either order.
+//! A summary is one `GROUP BY` over the same range scan (by bucket start, group
+//! keys and duration-histogram bin, see
+//! [`summary`](crate::sink::summary#percentiles)); every connection the sink
+//! opens registers the SQL function `tower_usage_duration_bin` for it (the
+//! bundled SQLite has no `ln()`).
 //! Filters are bound parameters; the path prefix filter compares a substring,
 //! so `%` and `_` in it are plain characters.
 //!
@@ -138,6 +143,7 @@ mod insert;
 mod read_pool;
 mod schema;
 mod select;
+mod summary;
 mod values;
 mod writer;
 
@@ -149,7 +155,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::sink::{ConsumerScope, UsagePage, UsageQuery, UsageSink};
+use crate::sink::{ConsumerScope, SummaryQuery, UsagePage, UsageQuery, UsageSink, UsageSummary};
 use crate::{SinkError, SinkErrorKind, UsageRecord};
 use read_pool::ReadPool;
 use writer::{Command, Retention, Writer};
@@ -387,6 +393,24 @@ impl UsageSink for SqliteSink {
                     .await
             }
             None => self.ask(|reply| Command::Get { id, scope, reply }).await,
+        }
+    }
+
+    /// One `GROUP BY` statement on a read connection: rows per bucket, group
+    /// and duration bin, counted into buckets; percentiles from the bins (see
+    /// [`summary`](crate::sink::summary#percentiles)).
+    async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        query.check()?;
+        match &self.inner.readers {
+            Some(pool) => {
+                let query = query.clone();
+                pool.run(move |conn, label| summary::summarize(conn, label, &query))
+                    .await
+            }
+            None => {
+                let query = query.clone();
+                self.ask(|reply| Command::Summarize { query, reply }).await
+            }
         }
     }
 }

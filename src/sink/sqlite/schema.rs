@@ -77,7 +77,7 @@ pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(&ctx)?;
-    tune(&conn);
+    tune(&conn).map_err(&ctx)?;
     tune_writer(&conn, &ctx)?;
     if version != SCHEMA_VERSION {
         migrate(&mut conn, &label)?;
@@ -89,7 +89,7 @@ pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
 pub(super) fn open_memory() -> Result<Connection, SinkError> {
     let label = ":memory:";
     let mut conn = Connection::open_in_memory().map_err(context(label))?;
-    tune(&conn);
+    tune(&conn).map_err(context(label))?;
     tune_writer(&conn, &context(label))?;
     migrate(&mut conn, label)?;
     Ok(conn)
@@ -102,7 +102,7 @@ pub(super) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connect
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(&ctx)?;
     conn.busy_timeout(busy_timeout).map_err(&ctx)?;
-    tune(&conn);
+    tune(&conn).map_err(&ctx)?;
     Ok(conn)
 }
 
@@ -136,9 +136,10 @@ fn tune_writer(
     Ok(())
 }
 
-fn tune(conn: &Connection) {
+fn tune(conn: &Connection) -> Result<(), rusqlite::Error> {
     // Room for the insert, the retention deletes and the common query shapes.
     conn.set_prepared_statement_cache_capacity(32);
+    super::summary::register(conn)
 }
 
 /// Fails for a file written by a newer tower-usage, or by another application;

@@ -11,9 +11,9 @@ use tokio::sync::oneshot;
 
 use super::error::context;
 use super::file_id::FileId;
-use super::{insert, schema, select};
+use super::{insert, schema, select, summary};
 use crate::record::unix_millis;
-use crate::sink::{ConsumerScope, Position, UsageQuery};
+use crate::sink::{ConsumerScope, Position, SummaryQuery, UsageQuery, UsageSummary};
 use crate::streak::Streak;
 use crate::{SinkError, SinkErrorKind, UsageRecord};
 
@@ -81,6 +81,11 @@ pub(super) enum Command {
         id: String,
         scope: ConsumerScope,
         reply: oneshot::Sender<Result<Option<UsageRecord>, SinkError>>,
+    },
+    /// Run a summary (in-memory databases only).
+    Summarize {
+        query: SummaryQuery,
+        reply: oneshot::Sender<Result<UsageSummary, SinkError>>,
     },
     /// Make the thread panic, to test that callers see an error and not a hang.
     #[cfg(test)]
@@ -230,6 +235,9 @@ impl Writer {
             }
             Command::Get { id, scope, reply } => {
                 let _ = reply.send(select::by_id(&self.conn, &self.label, &id, &scope));
+            }
+            Command::Summarize { query, reply } => {
+                let _ = reply.send(summary::summarize(&self.conn, &self.label, &query));
             }
             #[cfg(test)]
             Command::Panic => panic!("writer thread told to panic"),

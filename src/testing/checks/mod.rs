@@ -6,12 +6,17 @@ mod filters;
 mod get;
 mod paging;
 mod round_trip;
+mod summary;
 mod writes;
 
 use filters::{consumer_isolation, filters};
 use get::get_by_id;
 use paging::{cursor_paging, invalid_cursor, limits, ordering};
 use round_trip::round_trip;
+use summary::{
+    route_outcome_filters, summary_buckets, summary_bytes, summary_empty, summary_percentiles,
+    summary_totals,
+};
 use writes::{concurrent_writers, idempotent_record, large_batch};
 
 use super::support::{describe, order_name, query, scope_name};
@@ -36,6 +41,12 @@ pub(super) async fn run<S: UsageSink>(name: &'static str, sink: Arc<S>) -> Check
         "idempotent_record" => idempotent_record(&*sink).await,
         "invalid_cursor" => invalid_cursor(&*sink).await,
         "get_by_id" => get_by_id(&*sink).await,
+        "route_outcome_filters" => route_outcome_filters(&*sink).await,
+        "summary_totals" => summary_totals(&*sink).await,
+        "summary_buckets" => summary_buckets(&*sink).await,
+        "summary_bytes" => summary_bytes(&*sink).await,
+        "summary_percentiles" => summary_percentiles(&*sink).await,
+        "summary_empty" => summary_empty(&*sink).await,
         other => Err(format!("no check is called {other:?}")),
     }
 }

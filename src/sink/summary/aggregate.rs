@@ -1,0 +1,211 @@
+//! Counting records into buckets in Rust: the [`Aggregator`] that the default
+//! [`summarize`](crate::UsageSink::summarize), `MemorySink` and the SQLite
+//! sink's grouped rows all feed.
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use super::histogram::Histogram;
+use super::output::{too_many_buckets, GroupKeys, SummaryBucket, SummaryStats, UsageSummary};
+use super::query::{GroupBy, GroupKey, Interval, SummaryQuery};
+use super::MAX_BUCKETS;
+use crate::record::{from_unix_millis, unix_millis};
+use crate::sink::UsageSink;
+use crate::{Outcome, SinkError, UsageRecord};
+
+/// What a summary reads of one record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fields<'a> {
+    pub(crate) created_at: OffsetDateTime,
+    pub(crate) route: Option<&'a str>,
+    pub(crate) method: &'a str,
+    pub(crate) status: u16,
+    pub(crate) outcome: Outcome,
+    pub(crate) consumer: Option<&'a str>,
+    pub(crate) duration_us: u64,
+    pub(crate) request_bytes: u64,
+    pub(crate) response_bytes: u64,
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn of(r: &'a UsageRecord) -> Self {
+        Self {
+            created_at: r.created_at,
+            route: r.route.as_deref(),
+            method: &r.method,
+            status: r.status,
+            outcome: r.outcome,
+            consumer: r.consumer.as_deref(),
+            duration_us: r.duration_us,
+            request_bytes: r.request.body.size,
+            response_bytes: r.response.size,
+        }
+    }
+}
+
+/// The group keys of a record under `group_by`.
+pub(crate) fn keys_of(group_by: GroupBy, f: &Fields<'_>) -> GroupKeys {
+    let on = |k| group_by.contains(k);
+    GroupKeys {
+        route: on(GroupKey::Route).then(|| f.route.map(str::to_owned)),
+        method: on(GroupKey::Method).then(|| f.method.to_owned()),
+        status: on(GroupKey::Status).then_some(f.status / 100),
+        outcome: on(GroupKey::Outcome).then_some(f.outcome),
+        consumer: on(GroupKey::Consumer).then(|| f.consumer.map(str::to_owned)),
+    }
+}
+
+/// The exact figures of some requests and their duration histogram.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Acc {
+    requests: u64,
+    client_errors: u64,
+    server_errors: u64,
+    request_bytes: u64,
+    response_bytes: u64,
+    max: u64,
+    durations: Histogram,
+}
+
+/// One row of a `GROUP BY ..., bin`: the figures of the requests of one
+/// group whose durations fall in one histogram bin.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BinRow {
+    pub(crate) bin: u32,
+    pub(crate) requests: u64,
+    pub(crate) client_errors: u64,
+    pub(crate) server_errors: u64,
+    pub(crate) request_bytes: u64,
+    pub(crate) response_bytes: u64,
+    pub(crate) max: u64,
+}
+
+impl Acc {
+    fn add(&mut self, f: &Fields<'_>) {
+        self.add_row(&BinRow {
+            bin: super::histogram::bin(f.duration_us),
+            requests: 1,
+            client_errors: u64::from((400..500).contains(&f.status)),
+            server_errors: u64::from((500..600).contains(&f.status)),
+            request_bytes: f.request_bytes,
+            response_bytes: f.response_bytes,
+            max: f.duration_us,
+        });
+    }
+
+    fn add_row(&mut self, row: &BinRow) {
+        self.requests = self.requests.saturating_add(row.requests);
+        self.client_errors = self.client_errors.saturating_add(row.client_errors);
+        self.server_errors = self.server_errors.saturating_add(row.server_errors);
+        self.request_bytes = self.request_bytes.saturating_add(row.request_bytes);
+        self.response_bytes = self.response_bytes.saturating_add(row.response_bytes);
+        self.max = self.max.max(row.max);
+        self.durations.add_bin(row.bin, row.requests);
+    }
+
+    fn stats(&self) -> SummaryStats {
+        SummaryStats {
+            requests: self.requests,
+            client_errors: self.client_errors,
+            server_errors: self.server_errors,
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+            duration_us: self.durations.stats(self.max),
+        }
+    }
+}
+
+/// Buckets being counted: by start (in Unix milliseconds) and group.
+#[derive(Debug)]
+pub(crate) struct Aggregator {
+    interval: Interval,
+    group_by: GroupBy,
+    buckets: BTreeMap<(i64, GroupKeys), Acc>,
+    total: Acc,
+}
+
+impl Aggregator {
+    pub(crate) fn new(query: &SummaryQuery) -> Self {
+        Self {
+            interval: query.interval,
+            group_by: query.group_by,
+            buckets: BTreeMap::new(),
+            total: Acc::default(),
+        }
+    }
+
+    /// Counts one record (that the caller has matched against the query).
+    /// Fails once there are more than [`MAX_BUCKETS`] buckets.
+    pub(crate) fn add(&mut self, f: &Fields<'_>) -> Result<(), SinkError> {
+        let start = unix_millis(self.interval.floor(f.created_at));
+        let keys = keys_of(self.group_by, f);
+        self.bucket(start, keys)?.add(f);
+        self.total.add(f);
+        Ok(())
+    }
+
+    /// Counts one grouped row: `start` is the bucket's start in Unix
+    /// milliseconds, already on the interval's boundary.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn add_row(
+        &mut self,
+        start: i64,
+        keys: GroupKeys,
+        row: &BinRow,
+    ) -> Result<(), SinkError> {
+        self.bucket(start, keys)?.add_row(row);
+        self.total.add_row(row);
+        Ok(())
+    }
+
+    fn bucket(&mut self, start: i64, keys: GroupKeys) -> Result<&mut Acc, SinkError> {
+        let full = self.buckets.len() >= MAX_BUCKETS;
+        match self.buckets.entry((start, keys)) {
+            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(_) if full => Err(too_many_buckets()),
+            std::collections::btree_map::Entry::Vacant(e) => Ok(e.insert(Acc::default())),
+        }
+    }
+
+    /// The summary of what was counted.
+    pub(crate) fn finish(self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+        let buckets = self
+            .buckets
+            .into_iter()
+            .map(|((start, keys), acc)| SummaryBucket {
+                start: from_unix_millis(start).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                keys,
+                stats: acc.stats(),
+            })
+            .collect();
+        UsageSummary::new(query, buckets, self.total.stats())
+    }
+}
+
+/// The default [`UsageSink::summarize`]: pages through
+/// [`query`](UsageSink::query) with the summary's scope and filters,
+/// [`MAX_LIMIT`](crate::sink::MAX_LIMIT) records a page, and counts in memory
+/// (a bounded histogram per bucket, never the records).
+pub(crate) async fn summarize_by_paging<S: UsageSink + ?Sized>(
+    sink: &S,
+    query: &SummaryQuery,
+) -> Result<UsageSummary, SinkError> {
+    query.check()?;
+    let mut list = query.list_query();
+    let mut agg = Aggregator::new(query);
+    loop {
+        let page = sink.query(&list).await?;
+        for r in &page.records {
+            // A sink written before a filter existed may not apply it.
+            if query.matches(r) {
+                agg.add(&Fields::of(r))?;
+            }
+        }
+        match page.next_cursor {
+            Some(cursor) if !page.records.is_empty() => list.cursor = Some(cursor),
+            _ => break,
+        }
+    }
+    agg.finish(query)
+}
