@@ -101,7 +101,12 @@ mod tests {
 
     #[test]
     fn outside_a_nest_every_path_is_the_list_but_a_summary() {
-        for path in ["/v1/usage", "/v1/usage/01ABC", "/v1/usage/openapi.json", "/"] {
+        for path in [
+            "/v1/usage",
+            "/v1/usage/01ABC",
+            "/v1/usage/openapi.json",
+            "/",
+        ] {
             let req = http::Request::get(path).body(()).unwrap();
             assert_eq!(Target::of(&req, None), (Target::List, None), "{path}");
         }
