@@ -66,6 +66,18 @@ pub(crate) fn mask_params(
     Some(out)
 }
 
+/// The names of the parameters of `template`, without looking at a path.
+pub(crate) fn param_names(template: &str) -> impl Iterator<Item = &str> {
+    template.split('/').filter_map(|t| {
+        if let Some(name) = t.strip_prefix(':').or_else(|| t.strip_prefix('*')) {
+            return Some(name.strip_prefix('*').unwrap_or(name));
+        }
+        let (open, close) = (t.find('{')?, t.rfind('}')?);
+        let name = t.get(open + 1..close)?;
+        Some(name.strip_prefix('*').unwrap_or(name))
+    })
+}
+
 /// The name and the byte range in `path` of each parameter of `template`.
 fn param_ranges<'t>(template: &'t str, path: &str) -> Vec<(&'t str, Range<usize>)> {
     let mut params = Vec::new();

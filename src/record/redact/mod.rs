@@ -141,10 +141,17 @@ impl Default for Redaction {
 impl Redaction {
     pub(crate) fn new(headers: NameRules, fields: NameRules) -> Self {
         let field_matcher = fields.matcher();
+        let bearer = field_matcher.matches("authorization");
+        // The prefilter also finds `bearer` when bearer credentials are
+        // masked wherever they stand: one pass finds either.
+        let mut searched = fields.needles();
+        if bearer && !searched.is_empty() {
+            searched.push(BEARER.to_owned());
+        }
         Self {
-            keys: KeySearch::new(fields.needles()),
+            keys: KeySearch::new(searched),
             needles: fields.needles(),
-            bearer: field_matcher.matches("authorization"),
+            bearer,
             header_matcher: headers.matcher(),
             field_matcher,
             headers,
@@ -203,9 +210,12 @@ impl Redaction {
             // A key needs a `=` or `:` after it, user-info an `@`, each maybe
             // percent-encoded: most values have none of these.
             let bytes = value.as_bytes();
+            if bytes == REDACTED.as_bytes() {
+                continue;
+            }
             if memchr::memchr3(b'=', b':', b'@', bytes).is_none()
                 && memchr::memchr(b'%', bytes).is_none()
-                && !self.has_bearer(bytes)
+                && !(self.bearer && text::has_bearer(bytes))
             {
                 continue;
             }
@@ -218,15 +228,14 @@ impl Redaction {
         headers
     }
 
-    /// A fast, conservative test for the scans: whether any field name
-    /// occurs anywhere in the body (ASCII case-insensitively), or a URL with
-    /// user-info, or a bearer credential, or the body has escapes (`\`, `%`), which could spell a
+    /// A fast, conservative test for the scans: whether any field name (or
+    /// `bearer`, see `new`) occurs anywhere in the body (ASCII
+    /// case-insensitively), or a URL with user-info, or the body has escapes (`\`, `%`), which could spell a
     /// name in another way. A false yes costs only the exact scan.
     fn may_hold_field_key(&self, body: &[u8]) -> bool {
         memchr::memchr2(b'\\', b'%', body).is_some()
             || self.holds_field_name(body)
             || text::has_userinfo(body)
-            || self.has_bearer(body)
     }
 
     /// Whether any field name or pattern occurs in `body`, ASCII
@@ -307,9 +316,20 @@ impl Redaction {
         let is_form = mime.eq_ignore_ascii_case("application/x-www-form-urlencoded");
         // Parts first, on the bytes as they came: the other nets' masking
         // could hide the parts' framing.
-        let (parts, has_parts) = self.mask_parts(&body, content_type, is_multipart);
+        // A part is masked by its secret name: a body without any field name
+        // (nor an escape that could spell one) has no part to mask.
+        let may_hold = self.may_hold_field_key(&body);
+        let (parts, has_parts) = if is_multipart || may_hold {
+            self.mask_parts(&body, content_type, is_multipart)
+        } else {
+            (None, false)
+        };
         let current = parts.as_deref().unwrap_or(&body);
-        let masked = if !self.may_hold_field_key(current) {
+        let masked = if !(if parts.is_some() {
+            self.may_hold_field_key(current)
+        } else {
+            may_hold
+        }) {
             // No name of a rule anywhere (nor an escape that could spell one):
             // a form's names may be percent-encoded, so it is always read.
             if is_form {
@@ -415,7 +435,9 @@ impl Redaction {
         if self.fields.is_empty() {
             return None;
         }
-        let keys = if self.holds_field_name(bytes) {
+        // One search finds the field names and `bearer` (see `new`).
+        let holds = self.holds_field_name(bytes);
+        let keys = if holds {
             text::mask_key_values(bytes, &self.needles, replacement)
         } else {
             None
@@ -423,16 +445,11 @@ impl Redaction {
         let current = keys.as_deref().unwrap_or(bytes);
         let userinfo = text::mask_userinfo(current, replacement);
         let current = userinfo.as_deref().unwrap_or(current);
-        self.bearer
+        (holds && self.bearer)
             .then(|| text::mask_bearer(current, replacement))
             .flatten()
             .or(userinfo)
             .or(keys)
-    }
-
-    /// Whether `bytes` holds a bearer credential that the rules mask.
-    fn has_bearer(&self, bytes: &[u8]) -> bool {
-        self.bearer && text::has_bearer(bytes)
     }
 
     /// [`Self::mask_text_with`], then again on the text percent-decoded, up to
@@ -485,11 +502,7 @@ impl Redaction {
         let inner = quoted.get(1..)?;
         let inner = inner.strip_suffix(b"\"").unwrap_or(inner);
         let has_escape = memchr::memchr2(b'\\', b'%', inner).is_some();
-        if !has_escape
-            && !self.holds_field_name(inner)
-            && !text::has_userinfo(inner)
-            && !self.has_bearer(inner)
-        {
+        if !has_escape && !self.holds_field_name(inner) && !text::has_userinfo(inner) {
             return None;
         }
         match serde_json::from_slice::<String>(quoted) {
@@ -519,10 +532,19 @@ impl Redaction {
         if self.fields.is_empty() {
             return None;
         }
-        let params = route.and_then(|route| {
-            super::route_params::mask_params(route, path, REDACTED, |name| self.is_field(name))
-        });
+        let params = route
+            .filter(|route| super::route_params::param_names(route).any(|n| self.is_field(n)))
+            .and_then(|route| {
+                super::route_params::mask_params(route, path, REDACTED, |name| self.is_field(name))
+            });
         let current = params.as_deref().unwrap_or(path);
+        // A key needs a `=` or `:`, user-info an `@`, a bearer credential a
+        // blank, each maybe percent-encoded: most paths have none of these.
+        if memchr::memchr3(b'=', b':', b'@', current.as_bytes()).is_none()
+            && memchr::memchr3(b'%', b' ', b'\t', current.as_bytes()).is_none()
+        {
+            return params;
+        }
         if let Some(raw) = self.mask_text(current.as_bytes()) {
             return Some(String::from_utf8_lossy(&raw).into_owned());
         }
@@ -536,6 +558,9 @@ impl Redaction {
         }
     }
 }
+
+/// The authorization scheme whose credentials are masked wherever they stand.
+const BEARER: &str = "bearer";
 
 /// How many times the net percent-decodes a text that still holds a `%`.
 const DECODE_LAYERS: usize = 3;

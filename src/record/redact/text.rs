@@ -4,6 +4,8 @@
 //! multipart (text, XML, YAML, logs, JSON cut or behind a prefix), and for
 //! header values (URLs with secret parameters in their query or fragment).
 
+use std::sync::LazyLock;
+
 use memchr::memmem;
 
 /// Masks the value after every occurrence of a `needle` (lower-case) that
@@ -62,6 +64,9 @@ fn splice(
 /// there, but clients still send them, and a user name alone is often a token
 /// (`https://<token>@github.com`). `None` when no URL has user-info.
 pub(super) fn mask_userinfo(input: &[u8], replacement: &[u8]) -> Option<Vec<u8>> {
+    if !has_userinfo(input) {
+        return None;
+    }
     splice(input, userinfo_regions(input), replacement)
 }
 
@@ -71,20 +76,46 @@ pub(super) fn mask_userinfo(input: &[u8], replacement: &[u8]) -> Option<Vec<u8>>
 /// (`... Bearer eyJ...` in a log line, or after a name that an escape ate).
 /// `None` when there is none.
 pub(super) fn mask_bearer(input: &[u8], replacement: &[u8]) -> Option<Vec<u8>> {
+    if !has_bearer(input) {
+        return None;
+    }
     splice(input, bearer_regions(input), replacement)
 }
 
 /// Whether `input` holds a bearer credential (see [`mask_bearer`]).
 pub(super) fn has_bearer(input: &[u8]) -> bool {
+    // The credentials follow a blank; most header values have none, and most
+    // texts no `earer` at all: cheap searches first, nothing allocated.
+    if memchr::memchr2(b' ', b'\t', input).is_none()
+        || (BEARER_LOWER.find(input).is_none() && BEARER_UPPER.find(input).is_none())
+    {
+        return false;
+    }
     bearer_regions(input).next().is_some()
 }
+
+/// `bearer` after its first letter, lower and upper case (see [`bearer_regions`]).
+/// Built once for the process: building a searcher per call costs more than
+/// searching a typical header value.
+static BEARER_LOWER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"earer"));
+static BEARER_UPPER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"EARER"));
 
 /// The credentials after each `Bearer` (see [`mask_bearer`]).
 fn bearer_regions(input: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     const WORD: &[u8] = b"bearer";
-    memchr::memchr2_iter(b'b', b'B', input).filter_map(|at| {
-        let word = input.get(at..at + WORD.len())?;
-        if !word.eq_ignore_ascii_case(WORD) || (at > 0 && input[at - 1].is_ascii_alphanumeric()) {
+    // `Bearer`, `bearer`, `BEARER` (and `bEARER`): the word after its first
+    // letter in lower or upper case, found with one SIMD search each.
+    let mut starts: Vec<usize> = BEARER_LOWER
+        .find_iter(input)
+        .chain(BEARER_UPPER.find_iter(input))
+        .filter_map(|at| at.checked_sub(1))
+        .filter(|&at| matches!(input[at], b'b' | b'B'))
+        .collect();
+    starts.sort_unstable();
+    starts.into_iter().filter_map(|at| {
+        if at > 0 && input[at - 1].is_ascii_alphanumeric() {
             return None;
         }
         let mut start = at + WORD.len();
@@ -110,14 +141,17 @@ fn bearer_regions(input: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
 
 /// Whether `input` holds a URL with user-info (see [`mask_userinfo`]).
 pub(super) fn has_userinfo(input: &[u8]) -> bool {
-    userinfo_regions(input).next().is_some()
+    // User-info ends at an `@`, which most texts lack.
+    memchr::memchr(b'@', input).is_some() && userinfo_regions(input).next().is_some()
 }
 
 /// The user-info of each `scheme://userinfo@host`: from after `://` to the
 /// last `@` of the authority, which ends at a `/`, `?`, `#`, a quote, a
 /// backslash, an angle bracket, `&` or a blank.
 fn userinfo_regions(input: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    memmem::find_iter(input, b"://").filter_map(move |at| {
+    static SCHEME_END: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"://"));
+    SCHEME_END.find_iter(input).filter_map(move |at| {
         let start = at + 3;
         let authority_len = input[start..]
             .iter()
