@@ -162,17 +162,16 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
         }
         records.clear();
         let mut unreadable = 0u64;
-        for (i, entry) in batch.drain(..).enumerate() {
+        for entry in batch.drain(..) {
             match assemble_caught(entry.captured, &mut panic_logged) {
                 Some(record) => records.push(record),
                 None => unreadable += 1,
             }
-            // A record takes some 10 µs to assemble: a batch of hundreds would
-            // hold this worker thread for milliseconds while requests wait
-            // behind it. Let them run between groups of records.
-            if i % YIELD_EVERY == YIELD_EVERY - 1 {
-                tokio::task::yield_now().await;
-            }
+            // A batch of hundreds of records would hold this worker thread
+            // for milliseconds: each record spends a unit of the task's
+            // cooperative budget, and the runtime takes the thread back for
+            // other tasks (requests) when it is spent, as for any I/O.
+            tokio::task::consume_budget().await;
         }
         if unreadable > 0 {
             shared.state().finish(unreadable, 0, End::Failed);
@@ -223,9 +222,6 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
         shared.publish();
     }
 }
-
-/// How many records the writer assembles between two yields to the runtime.
-const YIELD_EVERY: usize = 32;
 
 /// [`assemble`], with a panic (a bug, hit by some input) caught: that one
 /// capture is counted as failed, and the writer goes on. The first panic of a
