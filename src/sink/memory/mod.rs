@@ -238,11 +238,17 @@ impl MemorySink {
                 continue;
             }
             let consumer = record.consumer.as_deref();
-            let (records, bytes) = state.share_of(consumer);
-            if over(records, bytes) {
-                state.note_over_share(consumer);
+            let full = |state: &State| {
+                state.all.len() > capacity || (state.bytes > max_bytes && state.all.len() > 1)
+            };
+            // Shares matter only once the sink is full: nothing to count before.
+            if fair && full(&state) {
+                let (records, bytes) = state.share_of(consumer);
+                if over(records, bytes) {
+                    state.note_over_share(consumer);
+                }
             }
-            while state.all.len() > capacity || (state.bytes > max_bytes && state.all.len() > 1) {
+            while full(&state) {
                 // Full: a consumer over its fair share gives up its own oldest
                 // record (the one that just stored a record first), so that a
                 // flood from one client cannot evict the history of the others.
