@@ -59,23 +59,8 @@ impl PostgresSink {
         scope: &ConsumerScope,
     ) -> Result<Option<UsageRecord>, SinkError> {
         let statement = sql::by_id(Dialect::Postgres, &self.inner.names.qualified, id, scope);
-        let client = self.inner.client().await?;
-        let row = async {
-            let stmt = client
-                .prepare_cached(&statement.sql)
-                .await
-                .map_err(error::pg)?;
-            let params: Vec<&(dyn ToSql + Sync)> = statement
-                .values
-                .iter()
-                .map(|v| v as &(dyn ToSql + Sync))
-                .collect();
-            client.query_opt(&stmt, &params).await.map_err(error::pg)
-        }
-        .await;
-        match row {
-            Ok(row) => row.as_ref().map(sql::record).transpose(),
-            Err(e) => Err(self.inner.failed(e, Some(client))),
-        }
+        // The primary key: at most one row.
+        let rows = self.rows(&statement).await?;
+        rows.first().map(sql::record).transpose()
     }
 }
