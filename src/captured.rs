@@ -149,13 +149,17 @@ impl Packed {
     /// A header map, its values slices of the buffer (see
     /// [`codec::headers`](crate::codec::headers)).
     pub(crate) fn headers(&self, part: Part) -> HeaderMap {
-        let Some(range) = self.range(part) else {
-            return HeaderMap::new();
-        };
-        // Cannot be cut short: the packer wrote the whole map.
-        headers::decode(&self.bytes.slice(range))
-            .map(|(map, _)| map)
-            .unwrap_or_default()
+        self.headers_into(part, HeaderMap::new())
+    }
+
+    /// [`headers`](Self::headers), decoded into `map` (empty, its allocation
+    /// reused).
+    pub(crate) fn headers_into(&self, part: Part, mut map: HeaderMap) -> HeaderMap {
+        if let Some(range) = self.range(part) {
+            // Cannot be cut short: the packer wrote the whole map.
+            let _ = headers::decode_into(&self.bytes.slice(range), &mut map);
+        }
+        map
     }
 
     /// The two bodies, slices of the buffer.

@@ -159,13 +159,27 @@ impl std::error::Error for Truncated {}
 /// [`encode`] wrote from a `HeaderMap`), as are the values past the most a
 /// `HeaderMap` holds. Fails only when `src` ends inside the map.
 pub(crate) fn decode<S: Source + ?Sized>(src: &S) -> Result<(HeaderMap, usize), Truncated> {
+    let mut map = HeaderMap::new();
+    let len = decode_into(src, &mut map)?;
+    Ok((map, len))
+}
+
+/// [`decode`] into `map`, which should be empty (a map whose allocation is
+/// reused: what it holds is kept, the decoded values appended); returns how
+/// many bytes the map took.
+pub(crate) fn decode_into<S: Source + ?Sized>(
+    src: &S,
+    map: &mut HeaderMap,
+) -> Result<usize, Truncated> {
     let bytes = src.encoded();
     let mut reader = Reader { bytes, at: 0 };
     let count = reader.u32()? as usize;
     // `count` is of values; a map sized for that many names may be over
     // `HeaderMap`'s limit (a name repeated 30,000 times is a valid map).
     let capacity = count.min(bytes.len() / (ENTRY_FRAMING + 1)).min(64);
-    let mut map = HeaderMap::try_with_capacity(capacity).unwrap_or_default();
+    // Room for `capacity` more (none is made when a reused map has it).
+    // Fails only past `HeaderMap`'s limit: the map then grows as it can.
+    let _ = map.try_reserve(capacity);
     for _ in 0..count {
         let flags = reader.u8()?;
         let name_len = reader.u16()?;
@@ -179,7 +193,7 @@ pub(crate) fn decode<S: Source + ?Sized>(src: &S) -> Result<(HeaderMap, usize), 
             let _ = map.try_append(name, value);
         }
     }
-    Ok((map, reader.at))
+    Ok(reader.at)
 }
 
 struct Reader<'a> {

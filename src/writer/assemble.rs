@@ -4,17 +4,61 @@
 //! not in `record`, so that `record` stays a leaf that knows nothing of the
 //! capture buffer.
 
+use http::HeaderMap;
 use time::OffsetDateTime;
 
 use crate::captured::{Captured, Part};
 use crate::record::encoding::{self, EncodedBody};
 use crate::record::{
-    params_for, truncate_to_millis, CaptureNotes, CapturedBody, GrpcCall, Outcome, RecordedRequest,
-    UsageRecord, GRPC_CANCELLED,
+    params_for, truncate_to_millis, CaptureNotes, CapturedBody, GrpcCall, HeaderVerdicts, Outcome,
+    RecordedRequest, UsageRecord, GRPC_CANCELLED,
 };
 
+/// Header maps kept for reuse, at most: two per record of a full batch of the
+/// default size.
+const KEEP_MAPS: usize = 512;
+/// A map that grew past this many entries is not kept: a hostile record's
+/// map should not stay allocated.
+const KEEP_MAP_CAPACITY: usize = 32;
+
+/// Builds records: [`assemble`](Self::assemble), with what one record leaves
+/// for the next kept (the header rules' verdicts on names, and the header
+/// maps of written records, handed back with [`recycle`](Self::recycle)).
+/// Owned by the writer task.
+#[derive(Debug, Default)]
+pub(crate) struct Assembler {
+    verdicts: HeaderVerdicts,
+    maps: Vec<HeaderMap>,
+}
+
+impl Assembler {
+    /// Builds the record of a captured exchange.
+    pub(crate) fn assemble(&mut self, captured: Captured) -> UsageRecord {
+        assemble(captured, self)
+    }
+
+    /// Takes back the header maps of a record that is written (their
+    /// allocations serve the next records), and drops the rest of it.
+    pub(crate) fn recycle(&mut self, mut record: UsageRecord) {
+        for map in [
+            std::mem::take(&mut record.request.headers),
+            std::mem::take(&mut record.response_headers),
+        ] {
+            if self.maps.len() < KEEP_MAPS && (1..=KEEP_MAP_CAPACITY).contains(&map.capacity()) {
+                let mut map = map;
+                map.clear();
+                self.maps.push(map);
+            }
+        }
+    }
+
+    fn map(&mut self) -> HeaderMap {
+        self.maps.pop().unwrap_or_default()
+    }
+}
+
 /// Builds the record of a captured exchange. Runs on the writer task.
-pub(crate) fn assemble(captured: Captured) -> UsageRecord {
+fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
     let Captured {
         id,
         created,
@@ -43,8 +87,8 @@ pub(crate) fn assemble(captured: Captured) -> UsageRecord {
         .str(Part::Query)
         .map(|q| redaction.query(q).into_owned())
         .unwrap_or_default();
-    let request_headers = packed.headers(Part::RequestHeaders);
-    let mut response_headers = packed.headers(Part::ResponseHeaders);
+    let request_headers = packed.headers_into(Part::RequestHeaders, reuse.map());
+    let mut response_headers = packed.headers_into(Part::ResponseHeaders, reuse.map());
     for (name, value) in &packed.headers(Part::ResponseTrailers) {
         response_headers.insert(name.clone(), value.clone());
     }
@@ -112,10 +156,10 @@ pub(crate) fn assemble(captured: Captured) -> UsageRecord {
             body: request_body,
             query,
             params,
-            headers: redaction.headers(request_headers),
+            headers: redaction.headers_cached(request_headers, &mut reuse.verdicts),
         },
         response: response_body,
-        response_headers: redaction.headers(response_headers),
+        response_headers: redaction.headers_cached(response_headers, &mut reuse.verdicts),
         status,
         created_at,
         duration_us,

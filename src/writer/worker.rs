@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
-use super::assemble::assemble;
+use super::assemble::Assembler;
 use super::queue::{End, Entry, Shared};
 use super::WAKE_AT;
 use crate::captured::Captured;
@@ -115,6 +115,7 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
     // about 100 KB, and allocating one per round costs page faults.
     let mut batch: Vec<Entry> = Vec::new();
     let mut records: Vec<UsageRecord> = Vec::new();
+    let mut assembler = Assembler::default();
     let mut failing = false;
     let mut failing_since: Option<Instant> = None;
     let mut panic_logged = false;
@@ -163,7 +164,7 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
         records.clear();
         let mut unreadable = 0u64;
         for entry in batch.drain(..) {
-            match assemble_caught(entry.captured, &mut panic_logged) {
+            match assemble_caught(&mut assembler, entry.captured, &mut panic_logged) {
                 Some(record) => records.push(record),
                 None => unreadable += 1,
             }
@@ -217,17 +218,26 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
                 break;
             }
         }
-        // Dropped now, while their memory is still in cache.
-        records.clear();
+        // Dropped now, while their memory is still in cache; their header
+        // maps serve the next batch.
+        for record in records.drain(..) {
+            assembler.recycle(record);
+        }
         shared.publish();
     }
 }
 
-/// [`assemble`], with a panic (a bug, hit by some input) caught: that one
+/// [`Assembler::assemble`], with a panic (a bug, hit by some input) caught: that one
 /// capture is counted as failed, and the writer goes on. The first panic of a
 /// writer is logged; later ones only counted, so a client cannot flood the log.
-fn assemble_caught(captured: Captured, logged: &mut bool) -> Option<UsageRecord> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| assemble(captured))) {
+fn assemble_caught(
+    assembler: &mut Assembler,
+    captured: Captured,
+    logged: &mut bool,
+) -> Option<UsageRecord> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assembler.assemble(captured)
+    })) {
         Ok(record) => Some(record),
         Err(_) => {
             if !std::mem::replace(logged, true) {

@@ -4,6 +4,7 @@
 //! "Redaction").
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -54,8 +55,10 @@ mod form;
 mod json;
 mod rules;
 mod text;
+mod verdicts;
 
 pub(crate) use rules::NameRules;
+pub(crate) use verdicts::HeaderVerdicts;
 
 use json::mask_json;
 
@@ -183,7 +186,7 @@ impl Redaction {
         self.field_matcher.matches(name)
     }
 
-    fn is_header(&self, name: &HeaderName) -> bool {
+    pub(super) fn is_header(&self, name: &HeaderName) -> bool {
         self.header_matcher.matches(name.as_str())
     }
 
@@ -192,11 +195,30 @@ impl Redaction {
     /// other values, a URL's query parameters whose names are secret fields
     /// (a token in a `Referer`, say) are masked. Repeated headers are kept as
     /// they came; only the wire form joins them.
-    pub(crate) fn headers(&self, mut headers: HeaderMap) -> HeaderMap {
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn headers(&self, headers: HeaderMap) -> HeaderMap {
+        self.headers_with(headers, |name| self.is_header(name))
+    }
+
+    /// [`headers`](Self::headers), with the rules' verdicts on names taken
+    /// from (and kept in) `verdicts`: what the writer calls.
+    pub(crate) fn headers_cached(
+        self: &Arc<Self>,
+        headers: HeaderMap,
+        verdicts: &mut HeaderVerdicts,
+    ) -> HeaderMap {
+        self.headers_with(headers, |name| verdicts.is_secret(self, name))
+    }
+
+    fn headers_with(
+        &self,
+        mut headers: HeaderMap,
+        mut is_secret: impl FnMut(&HeaderName) -> bool,
+    ) -> HeaderMap {
         // One pass over the names; a list only when something is redacted.
         let mut redacted: Vec<HeaderName> = Vec::new();
         for (name, value) in &headers {
-            let redact = value.is_sensitive() || self.is_header(name);
+            let redact = value.is_sensitive() || is_secret(name);
             if redact && redacted.last() != Some(name) {
                 redacted.push(name.clone());
             }
@@ -207,12 +229,12 @@ impl Redaction {
         // Secret parameters in URLs (query or fragment), URL user-info and
         // other `name=value` text in the values that stay.
         for (_, value) in headers.iter_mut() {
-            // A key needs a `=` or `:` after it, user-info an `@`, each maybe
-            // percent-encoded: most values have none of these.
             let bytes = value.as_bytes();
-            if bytes == REDACTED.as_bytes() {
+            if bytes == REDACTED.as_bytes() || !text::may_hold_key(bytes) {
                 continue;
             }
+            // A key needs a `=` or `:` after it, user-info an `@`, each maybe
+            // percent-encoded; bearer credentials a blank before them.
             if memchr::memchr3(b'=', b':', b'@', bytes).is_none()
                 && memchr::memchr(b'%', bytes).is_none()
                 && !(self.bearer && text::has_bearer(bytes))

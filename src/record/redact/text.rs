@@ -82,6 +82,31 @@ pub(super) fn mask_bearer(input: &[u8], replacement: &[u8]) -> Option<Vec<u8>> {
     splice(input, bearer_regions(input), replacement)
 }
 
+/// A quick, conservative test for the text nets on a short value (a header
+/// value, say): `false` when `input` has none of the bytes any net needs (`=`
+/// or `:` after a key, `@` of user-info, `%` of an escape, a blank before
+/// bearer credentials), so that no net can find anything in it. One pass over
+/// a byte table: for a value of a few dozen bytes, cheaper than the SIMD
+/// searches, whose set-up costs more than such a scan; long values go to
+/// `memchr` at once.
+pub(super) fn may_hold_key(input: &[u8]) -> bool {
+    const SHORT: usize = 64;
+    static NEEDED: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut i = 0;
+        let bytes = b"=:@% \t";
+        while i < bytes.len() {
+            table[bytes[i] as usize] = true;
+            i += 1;
+        }
+        table
+    };
+    if input.len() > SHORT {
+        return true;
+    }
+    input.iter().any(|&b| NEEDED[usize::from(b)])
+}
+
 /// Whether `input` holds a bearer credential (see [`mask_bearer`]).
 pub(super) fn has_bearer(input: &[u8]) -> bool {
     // The credentials follow a blank; most header values have none, and most

@@ -2,7 +2,9 @@
 //! `(created_at, id)`, each consumer's keys once more, and the page queries
 //! that range over them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::ops::Bound;
 
 use time::OffsetDateTime;
@@ -173,7 +175,10 @@ impl State {
         let Some(key) = keys.front() else {
             return;
         };
-        if let Ok(at) = self.all.binary_search_by(|(k, _)| k.cmp(key)) {
+        // Most often (always, with one consumer) it is the oldest of all.
+        if self.all.front().is_some_and(|(k, _)| k == key) {
+            self.evict_at(0);
+        } else if let Ok(at) = self.all.binary_search_by(|(k, _)| k.cmp(key)) {
             self.evict_at(at);
         }
     }

@@ -242,18 +242,17 @@ impl MemorySink {
                 state.all.len() > capacity || (state.bytes > max_bytes && state.all.len() > 1)
             };
             // Shares matter only once the sink is full: nothing to count before.
-            if fair && full(&state) {
-                let (records, bytes) = state.share_of(consumer);
-                if over(records, bytes) {
-                    state.note_over_share(consumer);
-                }
-            }
+            let mut first = true;
             while full(&state) {
                 // Full: a consumer over its fair share gives up its own oldest
                 // record (the one that just stored a record first), so that a
                 // flood from one client cannot evict the history of the others.
                 let (records, bytes) = state.share_of(consumer);
-                if over(records, bytes) {
+                let over_share = over(records, bytes);
+                if std::mem::take(&mut first) && over_share {
+                    state.note_over_share(consumer);
+                }
+                if over_share {
                     state.evict_oldest_of(consumer);
                 } else if let Some(other) = state.over_share_consumer(over) {
                     state.evict_oldest_of(other.as_deref());
