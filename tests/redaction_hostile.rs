@@ -151,6 +151,26 @@ async fn secrets_hidden_in_query_strings_and_paths_are_masked() {
             json!({}),
             json!({}),
         ),
+        // A secret as it came and another encoded, in either order: each
+        // layer's secret is masked, not only the first layer that held one.
+        (
+            format!("/x/a%3Fpassword%3D{s};api_key={s}"),
+            "/x/a%3Fpassword=[REDACTED];api_key=[REDACTED]",
+            json!({}),
+            json!({}),
+        ),
+        (
+            format!("/x;token={s}/b%3Fpassword%3D{s}"),
+            "/x;token=[REDACTED]",
+            json!({}),
+            json!({}),
+        ),
+        (
+            format!("/x;token={s}/b%253Fpassword%253D{s}"),
+            "/x;token=[REDACTED]",
+            json!({}),
+            json!({}),
+        ),
         // Route parameters named like secrets: the param and its segment.
         (
             format!("/reset/{s}"),
@@ -386,6 +406,45 @@ proptest::proptest! {
         for wire in &stored {
             let text = wire.to_string();
             proptest::prop_assert!(!text.contains(&secret), "{text}");
+        }
+    }
+}
+
+/// One secret as it came and another percent-encoded (once or twice), in
+/// either order, in every place a text net runs: each layer's secret is
+/// masked, not only the first layer found to hold one.
+#[tokio::test]
+async fn secrets_in_two_layers_of_one_text_are_both_masked() {
+    let s = SECRET;
+    let texts = [
+        format!("a%3Fpassword%3D{s};api_key={s}"),
+        format!("token={s}/b%3Fpassword%3D{s}"),
+        format!("token={s}/b%253Fpassword%253D{s}"),
+        format!("x%3Fclient_secret%3D{s}%26y%3D1 Bearer {s}"),
+        format!("https://u:{s}@h/p?q=%3Ftoken%3D{s}"),
+    ];
+    for text in &texts {
+        let query = text.replace(' ', "%20");
+        let cases = [
+            (format!("/x/{query}"), vec![], String::new()),
+            (format!("/login?note={query}"), vec![], String::new()),
+            (
+                "/login".to_owned(),
+                vec![("referer", query.clone())],
+                String::new(),
+            ),
+            (
+                "/login".to_owned(),
+                vec![],
+                json!({ "note": text }).to_string(),
+            ),
+            ("/login".to_owned(), vec![], format!("note: {text}")),
+        ];
+        for (uri, headers, body) in cases {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let wire = stored(&uri, &headers, &body).await;
+            assert_no_secret(&format!("{uri} {headers:?} {body}"), &wire);
         }
     }
 }

@@ -481,12 +481,22 @@ impl Redaction {
     /// its decoded form (or the text as it came, masked, when only that
     /// layer held a secret).
     fn mask_text_decoding(&self, bytes: &[u8], replacement: &[u8]) -> Option<Vec<u8>> {
-        let mut best = self.mask_text_with(bytes, replacement);
+        self.mask_text_layers(bytes, replacement)
+            .map(|(masked, _)| masked)
+    }
+
+    /// [`Self::mask_text_decoding`], with the layer the text comes from: 0
+    /// when it is the text as it came (masked), else how many times it was
+    /// percent-decoded.
+    fn mask_text_layers(&self, bytes: &[u8], replacement: &[u8]) -> Option<(Vec<u8>, usize)> {
+        let mut best = self
+            .mask_text_with(bytes, replacement)
+            .map(|masked| (masked, 0));
         let mut current: Cow<'_, [u8]> = match &best {
-            Some(masked) => Cow::Owned(masked.clone()),
+            Some((masked, _)) => Cow::Owned(masked.clone()),
             None => Cow::Borrowed(bytes),
         };
-        for _ in 0..DECODE_LAYERS {
+        for layer in 1..=DECODE_LAYERS {
             if memchr::memchr(b'%', &current).is_none() {
                 break;
             }
@@ -497,7 +507,7 @@ impl Redaction {
             }
             current = match self.mask_text(&decoded) {
                 Some(masked) => {
-                    best = Some(masked.clone());
+                    best = Some((masked.clone(), layer));
                     Cow::Owned(masked)
                 }
                 None => Cow::Owned(decoded),
@@ -567,13 +577,13 @@ impl Redaction {
         {
             return params;
         }
-        if let Some(raw) = self.mask_text(current.as_bytes()) {
-            return Some(String::from_utf8_lossy(&raw).into_owned());
-        }
-        match self.mask_text_decoding(current.as_bytes(), REDACTED.as_bytes()) {
-            // Found in the decoded text: encoded again, so that the path
-            // stays one path.
-            Some(decoded) => {
+        match self.mask_text_layers(current.as_bytes(), REDACTED.as_bytes()) {
+            // Only in the path as it came: kept as it came, masked.
+            Some((raw, 0)) => Some(String::from_utf8_lossy(&raw).into_owned()),
+            // Found in the decoded text (maybe in the raw text too, masked
+            // before it was decoded): encoded again, so that the path stays
+            // one path.
+            Some((decoded, _)) => {
                 Some(percent_encoding::percent_encode(&decoded, PATH_ENCODE).collect())
             }
             None => params,
