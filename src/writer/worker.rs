@@ -1,20 +1,23 @@
 //! The worker: the future that drains the queue in batches, builds the records
 //! and writes them, with retries (bounded by time), backoff, a timeout per call,
-//! and a panic in the sink caught.
+//! and a panic in the sink caught; with a disk spool, a batch the sink fails
+//! on goes to the spool instead, and the spool is written back first.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
 use super::assemble::assemble;
-use super::queue::{End, Entry, Shared};
+use super::queue::{lock, End, Entry, Shared};
 use super::WAKE_AT;
 use crate::captured::Captured;
+use crate::spool::{self, Spool};
+use crate::streak::Streak;
 use crate::{SinkError, SinkErrorKind, UsageRecord, UsageSink};
 
 /// Queue slots kept allocated once a backlog is written.
@@ -41,9 +44,13 @@ pub struct UsageWorker {
 }
 
 impl UsageWorker {
-    pub(super) fn new(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) -> Self {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        sink: Arc<dyn UsageSink>,
+        spool: Option<Spool>,
+    ) -> Self {
         Self {
-            inner: Box::pin(run(shared, sink)),
+            inner: Box::pin(run(shared, sink, spool.map(|s| Arc::new(Mutex::new(s))))),
         }
     }
 }
@@ -104,9 +111,11 @@ enum Outcome {
     /// A shutdown deadline passed: the call was cancelled, the batch is
     /// counted as dropped.
     Aborted,
+    /// The batch goes to the disk spool.
+    Spool,
 }
 
-async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
+async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Arc<Mutex<Spool>>>) {
     let _stop = StopOnExit(Arc::downgrade(&shared));
     let mut abort = shared.abort.subscribe();
     let config = shared.config;
@@ -118,21 +127,52 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
     let mut failing = false;
     let mut failing_since: Option<Instant> = None;
     let mut panic_logged = false;
+    let mut spooler = spool.map(Spooler::new);
     loop {
-        if shared.state().queue.len() < wake_at {
+        // With a spool in use, the writer wakes for a full batch (fewer,
+        // larger appends, each synced to disk) or the next probe of the sink.
+        let (wait_for, delay) = match &spooler {
+            Some(sp) if sp.in_use(&shared) => {
+                if sp.due() {
+                    (0, Duration::ZERO)
+                } else {
+                    let probe = sp.next_probe.saturating_duration_since(Instant::now());
+                    (config.batch_size, config.max_delay.min(probe))
+                }
+            }
+            _ => (wake_at, config.max_delay),
+        };
+        if wait_for > 0 && shared.state().queue.len() < wait_for {
             tokio::select! {
-                _ = tokio::time::timeout(config.max_delay, shared.wake.notified()) => {}
+                _ = tokio::time::timeout(delay, shared.wake.notified()) => {}
                 _ = abort.wait_for(|a| *a) => break,
             }
         }
+        if let Some(sp) = spooler.as_mut() {
+            if sp.due() && shared.state().spooled > 0 {
+                if sp.replay(&shared, &*sink, &mut records, &mut abort).await.is_break() {
+                    shared.publish();
+                    break;
+                }
+                shared.publish();
+            }
+        }
         // Take one batch: it leaves the queue and is counted in flight, at once.
-        let bytes = {
+        let (bytes, since) = {
             let mut guard = shared.state();
             let s = &mut *guard;
             if s.abandoned {
                 break;
             }
-            let n = s.queue.len().min(config.batch_size);
+            // While the spool is written back, new captures wait in the
+            // queue (they go after it) unless a whole batch is there: that
+            // one goes to the spool, so the queue does not fill up.
+            let replaying = spooler.as_ref().is_some_and(|sp| !sp.down) && s.spooled > 0;
+            let n = if replaying && s.queue.len() < config.batch_size {
+                0
+            } else {
+                s.queue.len().min(config.batch_size)
+            };
             let mut bytes = 0;
             let mut since: Option<SystemTime> = None;
             for entry in s.queue.drain(..n) {
@@ -150,12 +190,20 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
             }
             if n == 0 {
                 let orphaned = Arc::strong_count(&shared) == 1;
-                if s.closed || orphaned {
+                // A writer left alone writes what it holds while the sink
+                // answers, and leaves the spool to the next writer when it
+                // does not; a writer shut down writes it all (`shutdown`
+                // flushes, `shutdown_timeout` aborts at its deadline).
+                let spooled = spooler.is_some() && s.spooled > 0;
+                let down = spooler.as_ref().is_some_and(|sp| sp.down);
+                if s.queue.is_empty()
+                    && ((orphaned && (!spooled || down)) || (s.closed && !spooled))
+                {
                     break;
                 }
                 continue;
             }
-            bytes
+            (bytes, since)
         };
         if let Some(dropped) = shared.dropping.succeed() {
             tracing::info!(target: "tower_usage", dropped, "usage queue has room again");
@@ -179,6 +227,19 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
         let n = records.len() as u64;
         let outcome = if records.is_empty() {
             Outcome::Written
+        } else if let Some(sp) = spooler.as_mut() {
+            if sp.in_use(&shared) {
+                // Behind what is spooled (order), or the sink is down.
+                Outcome::Spool
+            } else {
+                match once(&*sink, &records, config.sink_timeout, &mut abort).await {
+                    Outcome::Failed(err) if err.is_temporary() => {
+                        sp.sink_failed(&err, n);
+                        Outcome::Spool
+                    }
+                    outcome => outcome,
+                }
+            }
         } else {
             write(&shared, &*sink, &records, &mut abort, &mut failing_since).await
         };
@@ -188,6 +249,10 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
                 if n > 0 && std::mem::take(&mut failing) {
                     tracing::info!(target: "tower_usage", "usage sink recovered");
                 }
+            }
+            Outcome::Spool => {
+                let sp = spooler.as_mut().expect("spool outcome without a spool");
+                records = sp.append(&shared, records, n, bytes, since).await;
             }
             Outcome::Failed(err) => {
                 shared.state().finish(n, bytes, End::Failed);
@@ -220,6 +285,244 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
         // Dropped now, while their memory is still in cache.
         records.clear();
         shared.publish();
+    }
+}
+
+/// The writer's side of the disk spool: when to probe the sink, and the
+/// blocking file work, run on tokio's blocking pool.
+struct Spooler {
+    spool: Arc<Mutex<Spool>>,
+    /// The sink failed with a temporary error, and has not answered since.
+    down: bool,
+    /// When the sink may be tried next (with the oldest spooled records).
+    next_probe: Instant,
+    backoff: Duration,
+    /// The sink's failure streak (one warning), and the spool's own.
+    sink_streak: Streak,
+    spool_streak: Streak,
+}
+
+impl Spooler {
+    fn new(spool: Arc<Mutex<Spool>>) -> Self {
+        Self {
+            spool,
+            down: false,
+            next_probe: Instant::now(),
+            backoff: FIRST_BACKOFF,
+            sink_streak: Streak::new(),
+            spool_streak: Streak::new(),
+        }
+    }
+
+    /// Whether new batches go to the spool: the sink is down, or records wait
+    /// in the spool (to be written before them, in order).
+    fn in_use(&self, shared: &Shared) -> bool {
+        self.down || shared.state().spooled > 0
+    }
+
+    /// Whether the sink may be written (probed) now.
+    fn due(&self) -> bool {
+        !self.down || Instant::now() >= self.next_probe
+    }
+
+    fn sink_failed(&mut self, err: &SinkError, n: u64) {
+        if !self.down {
+            self.backoff = FIRST_BACKOFF;
+        }
+        self.down = true;
+        self.next_probe = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        if self.sink_streak.fail() {
+            tracing::warn!(
+                target: "tower_usage",
+                error = %err,
+                records = n,
+                "usage sink failed; records go to the disk spool until it answers again (counted in stats().spooled; further failures are counted, not logged)"
+            );
+        }
+    }
+
+    fn sink_answered(&mut self) {
+        self.down = false;
+        self.backoff = FIRST_BACKOFF;
+        if let Some(failures) = self.sink_streak.succeed() {
+            tracing::info!(target: "tower_usage", failures, "usage sink answers again; writing the spool back");
+        }
+    }
+
+    /// Runs `f` on the spool, on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Spool) -> T + Send + 'static,
+    ) -> Option<T> {
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&spool)))
+            .await
+            .ok()
+    }
+
+    /// Appends the batch in hand to the spool; hands the (emptied) vector back.
+    async fn append(
+        &mut self,
+        shared: &Shared,
+        records: Vec<UsageRecord>,
+        n: u64,
+        bytes: usize,
+        since: Option<SystemTime>,
+    ) -> Vec<UsageRecord> {
+        let done = self
+            .blocking(move |spool| {
+                let result = spool.append(&records);
+                (records, result)
+            })
+            .await;
+        let (records, result) = match done {
+            Some((records, result)) => (records, result),
+            None => (
+                Vec::new(),
+                Err(std::io::Error::other("the spool's blocking task failed")),
+            ),
+        };
+        match result {
+            Ok(evicted) => {
+                shared.state().spooled(n, bytes, evicted, since);
+                if let Some(failures) = self.spool_streak.succeed() {
+                    tracing::info!(target: "tower_usage", failures, "usage spool writes again");
+                }
+                if evicted > 0 && self.spool_streak.fail() {
+                    // A full spool is a streak of its own kind: logged once.
+                    tracing::warn!(
+                        target: "tower_usage",
+                        evicted,
+                        "usage spool full: its oldest records are evicted (counted in stats().dropped)"
+                    );
+                }
+            }
+            Err(err) => {
+                shared.state().finish(n, bytes, End::Failed);
+                if self.spool_streak.fail() {
+                    tracing::error!(
+                        target: "tower_usage",
+                        error = %err,
+                        records = n,
+                        "usage spool write failed: the batch is counted in stats().failed (further failures are counted, not logged)"
+                    );
+                }
+            }
+        }
+        records
+    }
+
+    /// Writes the oldest spooled records to the sink, once; on success or a
+    /// permanent failure they leave the spool. `Break` when a shutdown
+    /// deadline passed (they stay in the spool).
+    async fn replay(
+        &mut self,
+        shared: &Shared,
+        sink: &dyn UsageSink,
+        records: &mut Vec<UsageRecord>,
+        abort: &mut watch::Receiver<bool>,
+    ) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow::{Break, Continue};
+        let max = shared.config.batch_size;
+        let mut buf = std::mem::take(records);
+        let peeked = self
+            .blocking(move |spool| {
+                let result = spool.peek(max, &mut buf);
+                (buf, result)
+            })
+            .await;
+        let peeked = match peeked {
+            Some((buf, Ok(peeked))) => {
+                *records = buf;
+                peeked
+            }
+            Some((buf, Err(err))) => {
+                *records = buf;
+                // The oldest segment cannot be read: skip it, counted.
+                let skipped = self.blocking(Spool::skip_oldest).await;
+                let skipped = skipped.and_then(Result::ok).unwrap_or(0);
+                shared.state().evicted(skipped);
+                if self.spool_streak.fail() {
+                    tracing::error!(
+                        target: "tower_usage",
+                        error = %err,
+                        skipped,
+                        "usage spool read failed: the oldest segment is skipped (counted in stats().dropped)"
+                    );
+                }
+                return Continue(());
+            }
+            None => return Continue(()),
+        };
+        let frames = peeked.records + peeked.undecodable;
+        if frames == 0 {
+            // The counters say records are spooled, the files hold none (a
+            // spool task that failed after writing): count the difference as
+            // dropped rather than look for them again and again.
+            let left = self.blocking(|spool| spool.records()).await.unwrap_or(0);
+            let mut s = shared.state();
+            let lost = s.spooled.saturating_sub(left);
+            s.evicted(lost);
+            drop(s);
+            tracing::error!(target: "tower_usage", lost, "usage spool holds fewer records than counted: the difference is counted in stats().dropped");
+            return Continue(());
+        }
+        if let Some(first) = records.first() {
+            // The oldest record still in the spool.
+            shared.state().spooled_since = Some(spool::arrival(first));
+        }
+        let end = if records.is_empty() {
+            End::Failed
+        } else {
+            match once(sink, records, shared.config.sink_timeout, abort).await {
+                Outcome::Written => {
+                    self.sink_answered();
+                    End::Written
+                }
+                Outcome::Failed(err) if err.is_temporary() => {
+                    self.sink_failed(&err, peeked.records);
+                    records.clear();
+                    return Continue(());
+                }
+                Outcome::Failed(err) => {
+                    self.sink_answered();
+                    tracing::warn!(
+                        target: "tower_usage",
+                        error = %err,
+                        records = peeked.records,
+                        "usage sink refused spooled records (a permanent error): counted in stats().failed"
+                    );
+                    End::Failed
+                }
+                Outcome::Panicked => {
+                    tracing::error!(
+                        target: "tower_usage",
+                        records = peeked.records,
+                        "usage sink panicked in record() on spooled records: counted in stats().failed"
+                    );
+                    End::Failed
+                }
+                Outcome::Aborted | Outcome::Spool => {
+                    records.clear();
+                    return Break(());
+                }
+            }
+        };
+        records.clear();
+        match self.blocking(Spool::ack).await {
+            Some(Ok(())) => {}
+            Some(Err(err)) => {
+                // Written, but its segment could not be deleted: a restart
+                // would write it again (sinks keep one record per id).
+                tracing::warn!(target: "tower_usage", error = %err, "usage spool: deleting a written segment failed");
+            }
+            None => {}
+        }
+        let mut s = shared.state();
+        s.unspooled(peeked.records, end);
+        s.unspooled(peeked.undecodable, End::Failed);
+        Continue(())
     }
 }
 
@@ -282,6 +585,24 @@ async fn write(
             _ = abort.wait_for(|a| *a) => return Outcome::Aborted,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One `record` call, not retried, cancelled by a shutdown deadline.
+async fn once(
+    sink: &dyn UsageSink,
+    records: &[UsageRecord],
+    timeout: Duration,
+    abort: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let result = tokio::select! {
+        result = call(sink, records, timeout) => result,
+        _ = abort.wait_for(|a| *a) => return Outcome::Aborted,
+    };
+    match result {
+        Ok(()) => Outcome::Written,
+        Err(None) => Outcome::Panicked,
+        Err(Some(err)) => Outcome::Failed(err),
     }
 }
 

@@ -8,7 +8,7 @@ use std::ops::Bound;
 use time::OffsetDateTime;
 
 use super::id::Id;
-use super::stored::{decode, encode, Head};
+use crate::record::binary::{self, encode, Head};
 use crate::record::unix_millis;
 use crate::sink::summary::{Aggregator, Fields};
 use crate::sink::{ConsumerScope, Order, Position, SummaryQuery, UsageQuery, UsageSummary};
@@ -536,4 +536,15 @@ mod tests {
             }
         }
     }
+}
+
+/// The stored record back, whole.
+fn decode(key: &Key, entry: &Entry) -> UsageRecord {
+    binary::decode(
+        &entry.blob,
+        key.1.as_str().to_owned(),
+        entry.created_at,
+        entry.status,
+    )
+    .expect("a buffer written by `binary::encode`")
 }
