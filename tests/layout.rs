@@ -30,7 +30,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "writer",
-        &["captured", "sink", "record", "hooks", "error", "streak", "spool"],
+        &[
+            "captured", "sink", "record", "hooks", "error", "streak", "spool",
+        ],
     ),
     ("captured", &["codec", "record", "hooks"]),
     ("sink", &["codec", "record", "error", "streak"]),

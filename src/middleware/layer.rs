@@ -587,8 +587,8 @@ impl<S> UsageLayer<S> {
     /// spool are counted in [`RecorderStats::spooled`](crate::RecorderStats::spooled),
     /// those found at start in
     /// [`RecorderStats::recovered`](crate::RecorderStats::recovered):
-    /// `captured + recovered = written + failed + dropped + queued + in_flight
-    /// + spooled` at every instant. [`flush`](crate::UsageHandle::flush) waits
+    /// `captured + recovered = written + failed + dropped + queued +
+    /// in_flight + spooled` at every instant. [`flush`](crate::UsageHandle::flush) waits
     /// for the spool to be written too; what
     /// [`shutdown_timeout`](crate::UsageHandle::shutdown_timeout) leaves in it
     /// stays there (counted as spooled, not dropped), for the next start.

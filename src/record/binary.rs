@@ -384,13 +384,15 @@ mod tests {
 
     #[test]
     fn a_whole_record_comes_back_and_damage_is_refused() {
-        let mut record = UsageRecord::default();
-        record.id = "01J0000000000000000000000".into();
-        record.method = "POST".into();
-        record.path = "/orders/7".into();
-        record.route = Some("/orders/{id}".into());
-        record.consumer = Some("key:abc".into());
-        record.status = 201;
+        let mut record = UsageRecord {
+            id: "01J0000000000000000000000".into(),
+            method: "POST".into(),
+            path: "/orders/7".into(),
+            route: Some("/orders/{id}".into()),
+            consumer: Some("key:abc".into()),
+            status: 201,
+            ..UsageRecord::default()
+        };
         record.request.body = CapturedBody {
             bytes: Bytes::from_static(b"{\"a\":1}"),
             size: 7,

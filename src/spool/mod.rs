@@ -418,3 +418,6 @@ pub(crate) fn arrival(record: &UsageRecord) -> std::time::SystemTime {
     std::time::SystemTime::from(record.created_at)
         + std::time::Duration::from_micros(record.duration_us)
 }
+
+#[cfg(test)]
+mod tests;

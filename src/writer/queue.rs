@@ -107,7 +107,13 @@ impl State {
     /// The writer put `n` captures of its batch (`bytes` of them) into the
     /// spool, which evicted `evicted` older records to make room. `since`: the
     /// earliest arrival in the batch.
-    pub(super) fn spooled(&mut self, n: u64, bytes: usize, evicted: u64, since: Option<SystemTime>) {
+    pub(super) fn spooled(
+        &mut self,
+        n: u64,
+        bytes: usize,
+        evicted: u64,
+        since: Option<SystemTime>,
+    ) {
         self.evicted(evicted);
         if self.abandoned {
             return;
@@ -269,15 +275,20 @@ impl Queue {
             ..config
         };
         let mut state = State::default();
-        let spool = spool.map(|OpenSpool { mut spool, recovery }| {
-            // Recovered records count as accepted: `flush` waits for them.
-            state.recovered = recovery.records;
-            state.spooled = recovery.records;
-            state.accepted = recovery.records;
-            state.spool_damaged = recovery.damaged;
-            state.spooled_since = spool.oldest_arrival();
-            spool
-        });
+        let spool = spool.map(
+            |OpenSpool {
+                 mut spool,
+                 recovery,
+             }| {
+                // Recovered records count as accepted: `flush` waits for them.
+                state.recovered = recovery.records;
+                state.spooled = recovery.records;
+                state.accepted = recovery.records;
+                state.spool_damaged = recovery.damaged;
+                state.spooled_since = spool.oldest_arrival();
+                spool
+            },
+        );
         Self {
             shared: Arc::new(Shared {
                 config,

@@ -44,11 +44,7 @@ pub struct UsageWorker {
 }
 
 impl UsageWorker {
-    pub(super) fn new(
-        shared: Arc<Shared>,
-        sink: Arc<dyn UsageSink>,
-        spool: Option<Spool>,
-    ) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Spool>) -> Self {
         Self {
             inner: Box::pin(run(shared, sink, spool.map(|s| Arc::new(Mutex::new(s))))),
         }
@@ -150,7 +146,11 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Arc<Mu
         }
         if let Some(sp) = spooler.as_mut() {
             if sp.due() && shared.state().spooled > 0 {
-                if sp.replay(&shared, &*sink, &mut records, &mut abort).await.is_break() {
+                if sp
+                    .replay(&shared, &*sink, &mut records, &mut abort)
+                    .await
+                    .is_break()
+                {
                     shared.publish();
                     break;
                 }

@@ -503,6 +503,17 @@ fn key_range(query: &UsageQuery, after: Option<&Position>) -> Option<(Bound<Key>
     (!empty).then_some((lower, upper))
 }
 
+/// The stored record back, whole.
+fn decode(key: &Key, entry: &Entry) -> UsageRecord {
+    binary::decode(
+        &entry.blob,
+        key.1.as_str().to_owned(),
+        entry.created_at,
+        entry.status,
+    )
+    .expect("a buffer written by `binary::encode`")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,15 +547,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The stored record back, whole.
-fn decode(key: &Key, entry: &Entry) -> UsageRecord {
-    binary::decode(
-        &entry.blob,
-        key.1.as_str().to_owned(),
-        entry.created_at,
-        entry.status,
-    )
-    .expect("a buffer written by `binary::encode`")
 }
