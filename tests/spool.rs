@@ -271,7 +271,7 @@ async fn a_restart_writes_what_the_last_process_spooled_first() {
     let ns: Vec<u64> = sink.all().iter().map(n_of).collect();
     assert_eq!(ns, (0..60).collect::<Vec<_>>(), "the spool first, in order");
     let left = std::fs::read_dir(&spool).unwrap().count();
-    assert_eq!(left, 1, "only the lock file is left");
+    assert_eq!(left, 2, "only the lock and cursor files are left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,8 @@
 //! and found again by the next process that opens the same directory.
 //!
 //! A directory holds a `lock` file (an exclusive lock, held while a spool is
-//! open, so two processes cannot interleave their segments) and segments named
+//! open, so two processes cannot interleave their segments), a `cursor` file
+//! (how far the oldest segment is written, see [`Cursor`]) and segments named
 //! by a sequence number (`00000000000000000007.seg`), in the format of
 //! [`segment`]. Only the last segment a process made is appended to; segments
 //! found at open are only read, so a torn tail left by a crash is never written
@@ -60,6 +61,21 @@ pub(crate) struct Recovery {
     pub(crate) damaged: u64,
 }
 
+/// What [`Spool::append`] did with a batch.
+#[derive(Debug, Default)]
+pub(crate) struct Appended {
+    /// Records appended and synced (some may have been evicted since, by
+    /// later chunks of the same batch: counted in `evicted`).
+    pub(crate) stored: u64,
+    /// Records evicted to make room (older ones first).
+    pub(crate) evicted: u64,
+    /// Records larger than the whole spool: not stored.
+    pub(crate) refused: u64,
+    /// The error that stopped the append: the records after `stored` and
+    /// `refused` were not stored.
+    pub(crate) error: Option<io::Error>,
+}
+
 /// A batch read by [`Spool::peek`], still in the spool until [`Spool::ack`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Peeked {
@@ -75,6 +91,8 @@ pub(crate) struct Spool {
     dir: PathBuf,
     /// Holds the directory's lock until the spool is dropped.
     _lock: File,
+    /// The `cursor` file: how far the oldest segment is read (see [`Cursor`]).
+    cursor: File,
     max_bytes: u64,
     segment_bytes: u64,
     /// Oldest first.
@@ -124,10 +142,23 @@ impl Spool {
             }
         }
         found.sort();
+        let mut cursor = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dir.join("cursor"))?;
+        let read_to = read_cursor(&mut cursor)?;
         let mut recovery = Recovery::default();
         let mut segments = VecDeque::new();
         let mut payload = Vec::new();
         for (seq, path) in found {
+            if read_to.is_some_and(|c| seq < c.seq) {
+                // Read to its end before the cursor moved on: a crash came
+                // between the cursor's write and this segment's delete.
+                remove(&path)?;
+                continue;
+            }
             let mut r = BufReader::new(File::open(&path)?);
             match segment::read_header(&mut r)? {
                 Header::Current => {}
@@ -151,9 +182,17 @@ impl Spool {
                     continue;
                 }
             }
+            // Where the cursor says this segment was read to, if it is at a
+            // frame boundary of it (a cursor that is not is ignored: its
+            // records are written again rather than lost).
+            let cut = read_to.filter(|c| c.seq == seq).map(|c| c.offset);
             let mut len = segment::HEADER_LEN;
             let mut records = 0;
+            let (mut read_at, mut read) = (segment::HEADER_LEN, 0);
             loop {
+                if cut == Some(len) {
+                    (read_at, read) = (len, records);
+                }
                 match segment::read_frame(&mut r, &mut payload)? {
                     Frame::Whole { len: n } => {
                         len += n;
@@ -166,20 +205,32 @@ impl Spool {
                     }
                 }
             }
-            recovery.records += records;
+            if cut == Some(len) {
+                (read_at, read) = (len, records);
+            }
+            recovery.records += records - read;
             segments.push_back(Segment {
                 seq,
                 path,
                 len,
                 records,
-                read_at: segment::HEADER_LEN,
-                read: 0,
+                read_at,
+                read,
             });
         }
-        let next_seq = segments.back().map_or(0, |s| s.seq + 1);
+        // Sequence numbers never go back, so the cursor never names a
+        // segment made after it.
+        let next_seq = segments
+            .back()
+            .map(|s| s.seq + 1)
+            .into_iter()
+            .chain(read_to.map(|c| c.seq + 1))
+            .max()
+            .unwrap_or(0);
         let spool = Self {
             dir: dir.to_owned(),
             _lock: lock,
+            cursor,
             max_bytes,
             segment_bytes: (max_bytes / 8).clamp(MIN_SEGMENT, MAX_SEGMENT),
             segments,
@@ -211,36 +262,54 @@ impl Spool {
         self.segments.iter().map(|s| s.len).sum()
     }
 
-    /// Appends `records`, then syncs the segment's data to disk
-    /// (`fdatasync`): when this returns `Ok`, they survive a crash. Evicts the
-    /// oldest segments first while the spool would exceed `max_bytes`, and
-    /// returns how many unread records they held. On an error (a full disk,
-    /// a batch larger than the whole spool), nothing of the batch is kept.
-    pub(crate) fn append(&mut self, records: &[UsageRecord]) -> io::Result<u64> {
+    /// Appends `records`, in chunks of at most a segment, syncing each to disk
+    /// (`fdatasync`): a record counted in [`Appended::stored`] survives a
+    /// crash. Before each chunk, evicts the oldest segments while the spool
+    /// would pass `max_bytes` (so a batch larger than the spool keeps its
+    /// newest records). A record larger than the whole spool is refused. On
+    /// an error (a full disk, say), the records of the chunks written before
+    /// it are stored, the rest are not.
+    pub(crate) fn append(&mut self, records: &[UsageRecord]) -> Appended {
+        let mut out = Appended::default();
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        for record in records {
+        let chunk = self
+            .segment_bytes
+            .min(self.max_bytes - segment::HEADER_LEN.min(self.max_bytes));
+        let mut n = 0;
+        for (i, record) in records.iter().enumerate() {
+            let start = scratch.len();
             segment::put_record(&mut scratch, record);
+            if (scratch.len() - start) as u64 + segment::HEADER_LEN > self.max_bytes {
+                scratch.truncate(start);
+                out.refused += 1;
+                continue;
+            }
+            n += 1;
+            if scratch.len() as u64 >= chunk || i + 1 == records.len() {
+                match self.append_bytes(&scratch, n) {
+                    Ok(evicted) => {
+                        out.stored += n;
+                        out.evicted += evicted;
+                    }
+                    Err(e) => {
+                        out.error = Some(e);
+                        break;
+                    }
+                }
+                scratch.clear();
+                n = 0;
+            }
         }
-        let result = self.append_bytes(&scratch, records.len() as u64);
         if scratch.capacity() > MIN_SEGMENT as usize * 256 {
             scratch = Vec::new();
         }
         self.scratch = scratch;
-        result
+        out
     }
 
     fn append_bytes(&mut self, bytes: &[u8], n: u64) -> io::Result<u64> {
         let size = bytes.len() as u64;
-        if size + segment::HEADER_LEN > self.max_bytes {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                format!(
-                    "a batch of {size} bytes does not fit in a usage spool of {} bytes",
-                    self.max_bytes
-                ),
-            ));
-        }
         let mut evicted = 0;
         while self.bytes() + size + segment::HEADER_LEN > self.max_bytes {
             let Some(oldest) = self.segments.pop_front() else {
@@ -361,6 +430,7 @@ impl Spool {
         if let Some(seg) = self.segments.front_mut().filter(|s| s.seq == seq) {
             seg.read_at = at;
             seg.read = (seg.read + frames).min(seg.records);
+            write_cursor(&mut self.cursor, Cursor { seq, offset: at })?;
         }
         self.drop_read_segments()
     }
@@ -395,6 +465,49 @@ impl Spool {
         }
         Ok(())
     }
+}
+
+/// How far the spool is read: every record of the segments before `seq`,
+/// and of segment `seq` those before byte `offset`, are written (or given
+/// up). Kept in the `cursor` file, so that a restart does not write them
+/// again: three little-endian fields, `seq` (u64), `offset` (u64), and a
+/// CRC-32 of the two (u32), rewritten in place after each written batch. It
+/// is not synced: a process that ends keeps it (the page cache does), a machine
+/// that crashes may lose its last update, and then a batch is written twice
+/// (the bundled sinks keep one record per id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    seq: u64,
+    offset: u64,
+}
+
+const CURSOR_LEN: usize = 20;
+
+fn read_cursor(file: &mut File) -> io::Result<Option<Cursor>> {
+    let mut buf = Vec::with_capacity(CURSOR_LEN);
+    file.seek(SeekFrom::Start(0))?;
+    file.take(CURSOR_LEN as u64).read_to_end(&mut buf)?;
+    if buf.len() < CURSOR_LEN {
+        return Ok(None);
+    }
+    let crc = u32::from_le_bytes(buf[16..20].try_into().expect("4 bytes"));
+    if crc32fast::hash(&buf[..16]) != crc {
+        return Ok(None);
+    }
+    Ok(Some(Cursor {
+        seq: u64::from_le_bytes(buf[..8].try_into().expect("8 bytes")),
+        offset: u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes")),
+    }))
+}
+
+fn write_cursor(file: &mut File, cursor: Cursor) -> io::Result<()> {
+    let mut buf = [0u8; CURSOR_LEN];
+    buf[..8].copy_from_slice(&cursor.seq.to_le_bytes());
+    buf[8..16].copy_from_slice(&cursor.offset.to_le_bytes());
+    let crc = crc32fast::hash(&buf[..16]);
+    buf[16..].copy_from_slice(&crc.to_le_bytes());
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&buf)
 }
 
 fn remove(path: &Path) -> io::Result<()> {

@@ -138,6 +138,12 @@ fn some(n: u64, from: u64) -> Vec<UsageRecord> {
         .collect()
 }
 
+/// The evictions of an append that must succeed whole.
+fn ok(a: Appended) -> u64 {
+    assert!(a.error.is_none() && a.refused == 0, "{a:?}");
+    a.evicted
+}
+
 fn read_everything(spool: &mut Spool) -> Vec<UsageRecord> {
     let mut all = Vec::new();
     let mut batch = Vec::new();
@@ -157,17 +163,13 @@ fn records_come_back_in_order_across_segments_and_a_reopen() {
     let (mut spool, recovery) = Spool::open(dir.path(), 128 * 1024).unwrap();
     assert_eq!(recovery, Recovery::default());
     for k in 0..10 {
-        assert_eq!(
-            spool.append(&some(20, k * 20)).unwrap(),
-            0,
-            "nothing evicted"
-        );
+        assert_eq!(ok(spool.append(&some(20, k * 20))), 0, "nothing evicted");
     }
     assert_eq!(spool.records(), 200);
     // A second spool on the directory is refused while this one is open.
     let err = Spool::open(dir.path(), 128 * 1024).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
-    let segments = fs::read_dir(dir.path()).unwrap().count() - 1;
+    let segments = fs::read_dir(dir.path()).unwrap().count() - 2;
     assert!(segments > 1, "rolled into {segments} segments");
 
     // Half read and acknowledged, then the process ends.
@@ -180,27 +182,24 @@ fn records_come_back_in_order_across_segments_and_a_reopen() {
     drop(spool);
 
     let (mut spool, recovery) = Spool::open(dir.path(), 128 * 1024).unwrap();
-    // Acknowledged records of a segment not yet deleted come back: at least
-    // the 100 unread ones, in order, ending with the last appended.
-    assert!(
-        recovery.records >= 100 && recovery.records < 200,
-        "{recovery:?}"
+    // The cursor says where the reading stopped: the 100 unread come back.
+    assert_eq!(
+        recovery,
+        Recovery {
+            records: 100,
+            damaged: 0
+        }
     );
-    assert_eq!(recovery.damaged, 0);
-    spool.append(&some(5, 200)).unwrap();
+    ok(spool.append(&some(5, 200)));
     let all = read_everything(&mut spool);
     let ids: Vec<u64> = all.iter().map(|r| r.id[4..].parse().unwrap()).collect();
-    assert!(
-        ids.windows(2).all(|w| w[1] == w[0] + 1),
-        "in order: {ids:?}"
-    );
-    assert_eq!(*ids.last().unwrap(), 204);
+    assert_eq!(ids, (100..205).collect::<Vec<_>>());
     assert_eq!(all[0], some(1, ids[0])[0], "the record as it was appended");
     assert_eq!(spool.records(), 0);
     assert_eq!(
         fs::read_dir(dir.path()).unwrap().count(),
-        1,
-        "every written segment is deleted; the lock file stays"
+        2,
+        "every written segment is deleted; the lock and cursor files stay"
     );
 }
 
@@ -208,7 +207,7 @@ fn records_come_back_in_order_across_segments_and_a_reopen() {
 fn a_torn_tail_is_skipped_counted_and_never_appended_after() {
     let dir = tempfile::tempdir().unwrap();
     let (mut spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
-    spool.append(&some(10, 0)).unwrap();
+    ok(spool.append(&some(10, 0)));
     drop(spool);
     let seg = fs::read_dir(dir.path())
         .unwrap()
@@ -232,7 +231,7 @@ fn a_torn_tail_is_skipped_counted_and_never_appended_after() {
             damaged: 1
         }
     );
-    spool.append(&some(3, 10)).unwrap();
+    ok(spool.append(&some(3, 10)));
     let ids: Vec<String> = read_everything(&mut spool)
         .into_iter()
         .map(|r| r.id)
@@ -251,7 +250,7 @@ fn a_full_spool_evicts_its_oldest_segments_and_says_how_many_records() {
     let (mut spool, _) = Spool::open(dir.path(), max).unwrap();
     let mut evicted = 0;
     for k in 0..100 {
-        evicted += spool.append(&some(10, k * 10)).unwrap();
+        evicted += ok(spool.append(&some(10, k * 10)));
         assert!(spool.bytes() <= max, "{} > {max}", spool.bytes());
     }
     assert!(evicted > 0);
@@ -264,16 +263,24 @@ fn a_full_spool_evicts_its_oldest_segments_and_says_how_many_records() {
     assert_eq!(ids[0], evicted, "the oldest went first");
     assert_eq!(*ids.last().unwrap(), 999);
 
-    // A batch larger than the whole spool is refused, and nothing is lost.
-    spool.append(&some(5, 1000)).unwrap();
-    let huge: Vec<UsageRecord> = (0..1)
-        .map(|i| record(i, vec![0; 80 * 1024], "/big".into()))
-        .collect();
-    assert_eq!(
-        spool.append(&huge).unwrap_err().kind(),
-        io::ErrorKind::StorageFull
-    );
+    // A record larger than the whole spool is refused; a batch larger than
+    // the spool keeps its newest records.
+    ok(spool.append(&some(5, 1000)));
+    let huge = record(0, vec![0; 80 * 1024], "/big".into());
+    let a = spool.append(&[huge]);
+    assert_eq!((a.stored, a.refused, a.evicted), (0, 1, 0));
     assert_eq!(spool.records(), 5);
+    let a = spool.append(&some(1000, 2000));
+    assert!(a.error.is_none());
+    assert_eq!(a.stored, 1000);
+    assert_eq!(a.evicted + spool.records(), 1005, "{a:?}");
+    assert!(spool.bytes() <= max);
+    let ids: Vec<u64> = read_everything(&mut spool)
+        .iter()
+        .map(|r| r.id[4..].parse().unwrap())
+        .collect();
+    assert_eq!(*ids.last().unwrap(), 2999);
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
 }
 
 #[test]

@@ -188,7 +188,9 @@ impl UsageHandle {
 
     /// The arrival time (when the exchange ended and its capture reached the
     /// writer) of the oldest capture not yet written: queued, in the writer's
-    /// hands, or waiting for a retry. `None` when nothing is pending.
+    /// hands, waiting for a retry, or in the spool (there, as far as a cheap
+    /// read tells: never later than the oldest). `None` when nothing is
+    /// pending.
     ///
     /// Every exchange that ended before this instant is stored, or counted as
     /// failed or dropped in [`stats`](Self::stats). Captures reach the queue in
@@ -237,7 +239,10 @@ impl UsageHandle {
             shared.publish();
             let mut done = shared.done.subscribe();
             let grace = Instant::now() + ABORT_GRACE;
-            while shared.state().in_flight > 0 && Instant::now() < grace {
+            while Instant::now() < grace && {
+                let s = shared.state();
+                s.in_flight > 0 || s.replaying
+            } {
                 let _ = tokio::time::timeout_at(grace, done.changed()).await;
             }
             lost += shared.state().abandon();

@@ -80,6 +80,9 @@ pub(super) struct State {
     pub(super) spool_damaged: u64,
     /// About when the oldest spooled record arrived (never later than it).
     pub(super) spooled_since: Option<SystemTime>,
+    /// The writer holds a batch read from the spool (being written): a
+    /// shutdown deadline waits for it to be counted, as for `in_flight`.
+    pub(super) replaying: bool,
 }
 
 impl State {

@@ -127,21 +127,35 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Arc<Mu
     loop {
         // With a spool in use, the writer wakes for a full batch (fewer,
         // larger appends, each synced to disk) or the next probe of the sink.
-        let (wait_for, delay) = match &spooler {
+        let (wait_for, delay, patient) = match &spooler {
             Some(sp) if sp.in_use(&shared) => {
                 if sp.due() {
-                    (0, Duration::ZERO)
+                    (0, Duration::ZERO, false)
                 } else {
                     let probe = sp.next_probe.saturating_duration_since(Instant::now());
-                    (config.batch_size, config.max_delay.min(probe))
+                    (config.batch_size, config.max_delay.min(probe), true)
                 }
             }
-            _ => (wake_at, config.max_delay),
+            _ => (wake_at, config.max_delay, false),
         };
         if wait_for > 0 && shared.state().queue.len() < wait_for {
-            tokio::select! {
-                _ = tokio::time::timeout(delay, shared.wake.notified()) => {}
-                _ = abort.wait_for(|a| *a) => break,
+            // Without a spool in use, any wake ends the wait (8 waiting, or a
+            // flush); with one, only a full batch or the deadline does.
+            let deadline = tokio::time::Instant::now() + delay;
+            let aborted = loop {
+                tokio::select! {
+                    _ = tokio::time::timeout_at(deadline, shared.wake.notified()) => {}
+                    _ = abort.wait_for(|a| *a) => break true,
+                }
+                if !patient
+                    || tokio::time::Instant::now() >= deadline
+                    || shared.state().queue.len() >= wait_for
+                {
+                    break false;
+                }
+            };
+            if aborted {
+                break;
             }
         }
         if let Some(sp) = spooler.as_mut() {
@@ -297,9 +311,11 @@ struct Spooler {
     /// When the sink may be tried next (with the oldest spooled records).
     next_probe: Instant,
     backoff: Duration,
-    /// The sink's failure streak (one warning), and the spool's own.
+    /// The sink's failure streak (one warning), the spool's evictions and
+    /// the spool's own errors.
     sink_streak: Streak,
-    spool_streak: Streak,
+    full_streak: Streak,
+    error_streak: Streak,
 }
 
 impl Spooler {
@@ -310,7 +326,8 @@ impl Spooler {
             next_probe: Instant::now(),
             backoff: FIRST_BACKOFF,
             sink_streak: Streak::new(),
-            spool_streak: Streak::new(),
+            full_streak: Streak::new(),
+            error_streak: Streak::new(),
         }
     }
 
@@ -376,36 +393,58 @@ impl Spooler {
                 (records, result)
             })
             .await;
-        let (records, result) = match done {
-            Some((records, result)) => (records, result),
+        let (records, appended) = match done {
+            Some((records, appended)) => (records, appended),
             None => (
                 Vec::new(),
-                Err(std::io::Error::other("the spool's blocking task failed")),
+                spool::Appended {
+                    error: Some(std::io::Error::other("the spool's blocking task failed")),
+                    ..spool::Appended::default()
+                },
             ),
         };
-        match result {
-            Ok(evicted) => {
-                shared.state().spooled(n, bytes, evicted, since);
-                if let Some(failures) = self.spool_streak.succeed() {
+        let spool::Appended {
+            stored,
+            evicted,
+            refused,
+            error,
+        } = appended;
+        {
+            let mut s = shared.state();
+            s.spooled(stored, bytes, evicted, since);
+            s.finish(n - stored, 0, End::Failed);
+        }
+        if evicted > 0 {
+            if self.full_streak.fail() {
+                tracing::warn!(
+                    target: "tower_usage",
+                    evicted,
+                    "usage spool full: its oldest records are evicted to make room (counted in stats().dropped; logged once until it has room again)"
+                );
+            }
+        } else if let Some(appends) = self.full_streak.succeed() {
+            tracing::info!(target: "tower_usage", appends, "usage spool has room again");
+        }
+        if refused > 0 {
+            tracing::warn!(
+                target: "tower_usage",
+                refused,
+                "usage spool: records larger than the whole spool are counted in stats().failed"
+            );
+        }
+        match error {
+            None => {
+                if let Some(failures) = self.error_streak.succeed() {
                     tracing::info!(target: "tower_usage", failures, "usage spool writes again");
                 }
-                if evicted > 0 && self.spool_streak.fail() {
-                    // A full spool is a streak of its own kind: logged once.
-                    tracing::warn!(
-                        target: "tower_usage",
-                        evicted,
-                        "usage spool full: its oldest records are evicted (counted in stats().dropped)"
-                    );
-                }
             }
-            Err(err) => {
-                shared.state().finish(n, bytes, End::Failed);
-                if self.spool_streak.fail() {
+            Some(err) => {
+                if self.error_streak.fail() {
                     tracing::error!(
                         target: "tower_usage",
                         error = %err,
-                        records = n,
-                        "usage spool write failed: the batch is counted in stats().failed (further failures are counted, not logged)"
+                        records = n - stored - refused,
+                        "usage spool write failed: those records are counted in stats().failed (further failures are counted, not logged)"
                     );
                 }
             }
@@ -423,7 +462,7 @@ impl Spooler {
         records: &mut Vec<UsageRecord>,
         abort: &mut watch::Receiver<bool>,
     ) -> std::ops::ControlFlow<()> {
-        use std::ops::ControlFlow::{Break, Continue};
+        use std::ops::ControlFlow::Continue;
         let max = shared.config.batch_size;
         let mut buf = std::mem::take(records);
         let peeked = self
@@ -443,7 +482,7 @@ impl Spooler {
                 let skipped = self.blocking(Spool::skip_oldest).await;
                 let skipped = skipped.and_then(Result::ok).unwrap_or(0);
                 shared.state().evicted(skipped);
-                if self.spool_streak.fail() {
+                if self.error_streak.fail() {
                     tracing::error!(
                         target: "tower_usage",
                         error = %err,
@@ -468,10 +507,30 @@ impl Spooler {
             tracing::error!(target: "tower_usage", lost, "usage spool holds fewer records than counted: the difference is counted in stats().dropped");
             return Continue(());
         }
-        if let Some(first) = records.first() {
-            // The oldest record still in the spool.
-            shared.state().spooled_since = Some(spool::arrival(first));
+        {
+            let mut s = shared.state();
+            if let Some(first) = records.first() {
+                // The oldest record still in the spool.
+                s.spooled_since = Some(spool::arrival(first));
+            }
+            s.replaying = true;
         }
+        let flow = self.write_back(shared, sink, records, peeked, abort).await;
+        shared.state().replaying = false;
+        flow
+    }
+
+    /// Writes a batch read from the spool, once, and acknowledges it unless
+    /// the failure is temporary.
+    async fn write_back(
+        &mut self,
+        shared: &Shared,
+        sink: &dyn UsageSink,
+        records: &mut Vec<UsageRecord>,
+        peeked: spool::Peeked,
+        abort: &mut watch::Receiver<bool>,
+    ) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow::{Break, Continue};
         let end = if records.is_empty() {
             End::Failed
         } else {
