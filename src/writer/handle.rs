@@ -33,7 +33,8 @@ pub struct RecorderStats {
     /// the capture could not be turned into a record; or, with a spool, the
     /// spool could not store them (a full disk, say).
     pub failed: u64,
-    /// Batch writes that were retried.
+    /// Batch writes that were retried (with a spool: failed probes of the
+    /// sink with spooled records).
     pub retried: u64,
     /// Captures waiting in the queue right now.
     pub queued: u64,

@@ -540,6 +540,8 @@ impl Spooler {
                     End::Written
                 }
                 Outcome::Failed(err) if err.is_temporary() => {
+                    // The batch is tried again at the next probe.
+                    shared.state().retried += 1;
                     self.sink_failed(&err, peeked.records);
                     records.clear();
                     return Continue(());
