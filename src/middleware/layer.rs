@@ -85,7 +85,7 @@ impl Default for CaptureConfig {
 /// ([`pair`](Self::pair)); every clone made after that shares that one writer.
 /// So set everything first, then use the layer. Changing a writer setting
 /// (`queue_capacity`, `queue_bytes`, `batch_size`, `max_delay`, `max_retries`,
-/// `max_retry_time`, `sink_timeout`) on a layer whose writer is already made gives that value a
+/// `max_retry_time`, `sink_timeout`, `spool`) on a layer whose writer is already made gives that value a
 /// writer of its own (and logs a warning): handles taken before do not control
 /// it.
 ///
@@ -516,6 +516,8 @@ impl<S> UsageLayer<S> {
     /// [`queue_capacity`](Self::queue_capacity)). A permanent error fails its
     /// batch at once. Default: 5 minutes
     /// ([`DEFAULT_MAX_RETRY_TIME`](crate::middleware::DEFAULT_MAX_RETRY_TIME)).
+    /// With a [`spool`](Self::spool), a failing batch goes to disk instead,
+    /// and this does not apply.
     pub fn max_retry_time(self, time: Duration) -> Self {
         self.writer_config(|w| w.max_retry_time = time)
     }
