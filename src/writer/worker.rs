@@ -311,11 +311,14 @@ struct Spooler {
     /// When the sink may be tried next (with the oldest spooled records).
     next_probe: Instant,
     backoff: Duration,
-    /// The sink's failure streak (one warning), the spool's evictions and
-    /// the spool's own errors.
+    /// The sink's failure streak (one warning), its refusals of spooled
+    /// records, the spool's evictions and the spool's own errors.
     sink_streak: Streak,
+    refused_streak: Streak,
     full_streak: Streak,
     error_streak: Streak,
+    /// A record larger than the whole spool was logged.
+    refused_logged: bool,
 }
 
 impl Spooler {
@@ -326,8 +329,10 @@ impl Spooler {
             next_probe: Instant::now(),
             backoff: FIRST_BACKOFF,
             sink_streak: Streak::new(),
+            refused_streak: Streak::new(),
             full_streak: Streak::new(),
             error_streak: Streak::new(),
+            refused_logged: false,
         }
     }
 
@@ -414,22 +419,20 @@ impl Spooler {
             s.spooled(stored, bytes, evicted, since);
             s.finish(n - stored, 0, End::Failed);
         }
-        if evicted > 0 {
-            if self.full_streak.fail() {
-                tracing::warn!(
-                    target: "tower_usage",
-                    evicted,
-                    "usage spool full: its oldest records are evicted to make room (counted in stats().dropped; logged once until it has room again)"
-                );
-            }
-        } else if let Some(appends) = self.full_streak.succeed() {
-            tracing::info!(target: "tower_usage", appends, "usage spool has room again");
+        // A full spool stays full until the sink takes records from it: one
+        // warning for all the evictions until then.
+        if evicted > 0 && self.full_streak.fail() {
+            tracing::warn!(
+                target: "tower_usage",
+                evicted,
+                "usage spool full: its oldest records are evicted to make room (counted in stats().dropped; logged once until the sink takes records again)"
+            );
         }
-        if refused > 0 {
+        if refused > 0 && !std::mem::replace(&mut self.refused_logged, true) {
             tracing::warn!(
                 target: "tower_usage",
                 refused,
-                "usage spool: records larger than the whole spool are counted in stats().failed"
+                "usage spool: records larger than the whole spool are counted in stats().failed (logged once)"
             );
         }
         match error {
@@ -537,6 +540,10 @@ impl Spooler {
             match once(sink, records, shared.config.sink_timeout, abort).await {
                 Outcome::Written => {
                     self.sink_answered();
+                    if let Some(batches) = self.refused_streak.succeed() {
+                        tracing::info!(target: "tower_usage", batches, "usage sink takes spooled records again");
+                    }
+                    let _ = self.full_streak.succeed();
                     End::Written
                 }
                 Outcome::Failed(err) if err.is_temporary() => {
@@ -548,20 +555,24 @@ impl Spooler {
                 }
                 Outcome::Failed(err) => {
                     self.sink_answered();
-                    tracing::warn!(
-                        target: "tower_usage",
-                        error = %err,
-                        records = peeked.records,
-                        "usage sink refused spooled records (a permanent error): counted in stats().failed"
-                    );
+                    if self.refused_streak.fail() {
+                        tracing::warn!(
+                            target: "tower_usage",
+                            error = %err,
+                            records = peeked.records,
+                            "usage sink refused spooled records (a permanent error): counted in stats().failed (further refusals are counted, not logged)"
+                        );
+                    }
                     End::Failed
                 }
                 Outcome::Panicked => {
-                    tracing::error!(
-                        target: "tower_usage",
-                        records = peeked.records,
-                        "usage sink panicked in record() on spooled records: counted in stats().failed"
-                    );
+                    if self.refused_streak.fail() {
+                        tracing::error!(
+                            target: "tower_usage",
+                            records = peeked.records,
+                            "usage sink panicked in record() on spooled records: counted in stats().failed (further failures are counted, not logged)"
+                        );
+                    }
                     End::Failed
                 }
                 Outcome::Aborted | Outcome::Spool => {
@@ -571,14 +582,12 @@ impl Spooler {
             }
         };
         records.clear();
-        match self.blocking(Spool::ack).await {
-            Some(Ok(())) => {}
-            Some(Err(err)) => {
-                // Written, but its segment could not be deleted: a restart
-                // would write it again (sinks keep one record per id).
-                tracing::warn!(target: "tower_usage", error = %err, "usage spool: deleting a written segment failed");
+        if let Some(Err(err)) = self.blocking(Spool::ack).await {
+            // Written, but the cursor or the segment's delete failed: a
+            // restart would write these again (sinks keep one record per id).
+            if self.error_streak.fail() {
+                tracing::warn!(target: "tower_usage", error = %err, "usage spool: recording written records failed; a restart may write them again");
             }
-            None => {}
         }
         let mut s = shared.state();
         s.unspooled(peeked.records, end);
