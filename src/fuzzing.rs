@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 
 use crate::hooks::Protocol;
+use crate::record::binary;
 use crate::record::{grpc_messages, MessageCounter, Redaction};
 use crate::spool::segment;
 
@@ -108,10 +109,16 @@ pub fn grpc_frames(data: &[u8]) {
     assert_eq!(whole.web_trailers(), chunked.web_trailers());
 }
 
-/// Reads `data` as a spool segment (as the spool reads what a crash left):
-/// no panic, whatever the bytes. The records it reads are written into a new
-/// segment and read back equal, intact.
+/// Reads `data` as a spool segment (as the spool reads what a crash left),
+/// and as one record's payload (what a frame whose checksum matches by chance
+/// holds): no panic, whatever the bytes. A record read either way is written
+/// again and read back equal.
 pub fn spool_segment(data: &[u8]) {
+    if let Some(record) = binary::decode_whole(data) {
+        let mut again = Vec::new();
+        binary::encode_whole(&mut again, &record);
+        assert_eq!(binary::decode_whole(&again), Some(record));
+    }
     let read = segment::read_all(data);
     let mut again = segment::header().to_vec();
     for record in &read.records {

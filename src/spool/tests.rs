@@ -305,6 +305,11 @@ fn fuzz_seeds_are_segments_of_this_format() {
         ("seed-whole", whole.clone()),
         ("seed-torn", whole[..ends[1] + 5].to_vec()),
         ("seed-header-only", segment::header().to_vec()),
+        // One record's payload, as a frame holds it.
+        (
+            "seed-payload",
+            whole[segment::HEADER_LEN as usize + 8..ends[0]].to_vec(),
+        ),
     ];
     for (name, bytes) in seeds {
         let path = dir.join(name);
