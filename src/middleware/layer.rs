@@ -596,7 +596,9 @@ impl<S> UsageLayer<S> {
     /// stays there (counted as spooled, not dropped), for the next start.
     ///
     /// The file work (appends and their syncs, reads) runs on tokio's
-    /// blocking pool, never on the request path.
+    /// blocking pool, never on the request path. In memory, the writer holds
+    /// one batch read back from the spool at a time (at most
+    /// [`batch_size`](Self::batch_size) records), besides the queue.
     ///
     /// # Errors
     ///
