@@ -2,7 +2,8 @@
 //! between the request path and the sink ([`queue`]), a worker future that drains
 //! it in batches ([`worker`]), and [`UsageHandle`] to flush, inspect and stop it
 //! ([`handle`]). Captured exchanges become records here ([`assemble`]), off the
-//! request path.
+//! request path. With a disk spool, [`spooler`] decides what goes to it and
+//! writes it back.
 //!
 //! The user-facing description (how records flow, choosing the queue capacity,
 //! the runtime) is on the middleware module, next to the layer's settings.
@@ -12,6 +13,7 @@ use std::time::Duration;
 mod assemble;
 mod handle;
 mod queue;
+mod spooler;
 mod worker;
 
 pub use handle::{FlushOutcome, RecorderStats, UsageHandle};
