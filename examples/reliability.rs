@@ -4,8 +4,13 @@
 //! table of the README's "Reliability" section. Not run in CI.
 //!
 //! ```text
-//! cargo run --release --example reliability --features postgres,sqlite -- [--rate N] [SCENARIO...]
+//! cargo run --release --example reliability --features postgres,sqlite -- \
+//!   [--rate N] [--spool] [--queue N] [SCENARIO...]
 //! ```
+//!
+//! `--spool` gives the PostgreSQL scenarios' layer a disk spool
+//! (`UsageLayer::spool`, 1 GiB, in a temporary directory); `--queue N` sets
+//! their `queue_capacity` (default: the crate's, 65,536).
 //!
 //! Scenarios (all by default): `pg-down:SECS` (PostgreSQL stopped for SECS
 //! seconds, then started), `pg-hang:SECS` (a TCP proxy in front of PostgreSQL
@@ -50,13 +55,18 @@ const AFTER: Duration = Duration::from_secs(3);
 #[tokio::main]
 async fn main() {
     let mut rate = 1000u32;
+    let mut writer = Writer::default();
     let mut scenarios = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--rate" => rate = args.next().and_then(|r| r.parse().ok()).expect("--rate N"),
+            "--spool" => writer.spool = true,
+            "--queue" => {
+                writer.queue = Some(args.next().and_then(|q| q.parse().ok()).expect("--queue N"))
+            }
             "--help" | "-h" => {
-                println!("reliability [--rate N] [pg-down:SECS|pg-hang:SECS|panic-once|sqlite-deleted|sqlite-full]...");
+                println!("reliability [--rate N] [--spool] [--queue N] [pg-down:SECS|pg-hang:SECS|panic-once|sqlite-deleted|sqlite-full]...");
                 return;
             }
             other => scenarios.push(other.to_owned()),
@@ -88,8 +98,8 @@ async fn main() {
         };
         let fault = Duration::from_secs_f64(secs);
         let row = match name.as_str() {
-            "pg-down" => pg_fault(rate, fault, false).await,
-            "pg-hang" => pg_fault(rate, fault, true).await,
+            "pg-down" => pg_fault(rate, fault, false, &writer).await,
+            "pg-hang" => pg_fault(rate, fault, true, &writer).await,
             "panic-once" => panic_once(rate).await,
             "sqlite-deleted" => sqlite_deleted(rate).await,
             "sqlite-full" => sqlite_full(rate).await,
@@ -98,6 +108,13 @@ async fn main() {
         };
         println!("| {s} | {row}");
     }
+}
+
+/// The PostgreSQL scenarios' writer settings.
+#[derive(Default)]
+struct Writer {
+    spool: bool,
+    queue: Option<usize>,
 }
 
 /// What one run gives: the table row after the fault's name.
@@ -222,7 +239,7 @@ async fn cluster() -> Arc<PrivateCluster> {
     )
 }
 
-async fn pg_fault(rate: u32, fault: Duration, hang: bool) -> Outcome {
+async fn pg_fault(rate: u32, fault: Duration, hang: bool, writer: &Writer) -> Outcome {
     let pg = cluster().await;
     let proxy = FreezingProxy::start(SocketAddr::from(([127, 0, 0, 1], pg.port))).await;
     let url = if hang {
@@ -234,8 +251,26 @@ async fn pg_fault(rate: u32, fault: Duration, hang: bool) -> Outcome {
         pg.url()
     };
     let sink = PostgresSink::connect(&url).await.unwrap();
-    let layer = UsageLayer::new(sink);
+    let mut layer = UsageLayer::new(sink);
+    if let Some(queue) = writer.queue {
+        layer = layer.queue_capacity(queue);
+    }
+    let spool_dir = tempfile::tempdir().unwrap();
+    if writer.spool {
+        layer = layer.spool(spool_dir.path(), 1 << 30).unwrap();
+    }
     let handle = layer.handle();
+    // The most records the spool held at once, sampled every 10 ms.
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (handle, peak) = (handle.clone(), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(handle.stats().spooled, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
     let addr = serve(app(layer)).await;
     let faults = {
         let pg = pg.clone();
@@ -267,13 +302,19 @@ async fn pg_fault(rate: u32, fault: Duration, hang: bool) -> Outcome {
     .await;
     faults.await.unwrap();
     let flush = settle(&handle, sent).await;
+    sampler.abort();
+    let peak = peak.load(Ordering::Relaxed);
     Outcome {
         sent,
         ok,
         stored: pg_rows(&pg.url()).await,
         stats: handle.stats(),
         flush,
-        note: String::new(),
+        note: if writer.spool {
+            format!("spool: at most {peak} records on disk")
+        } else {
+            String::new()
+        },
     }
 }
 

@@ -125,6 +125,7 @@ mod marker;
 pub mod middleware;
 mod record;
 pub mod sink;
+mod spool;
 mod streak;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("testing", &["sink", "record", "error"]),
     // The fuzz targets' entry points (`--cfg fuzzing` only).
-    ("fuzzing", &["record", "hooks"]),
+    ("fuzzing", &["record", "hooks", "spool"]),
     (
         "middleware",
         &[
@@ -30,12 +30,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "writer",
-        &["captured", "sink", "record", "hooks", "error", "streak"],
+        &[
+            "captured", "sink", "record", "hooks", "error", "streak", "spool",
+        ],
     ),
     ("captured", &["codec", "record", "hooks"]),
     ("sink", &["codec", "record", "error", "streak"]),
+    // The disk spool: segment files of records (`record::binary`).
+    ("spool", &["record"]),
     ("codec", &["error"]),
-    ("record", &["hooks"]),
+    ("record", &["hooks", "codec"]),
     ("hooks", &[]),
     ("marker", &[]),
     ("error", &[]),

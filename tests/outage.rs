@@ -1,8 +1,9 @@
 //! Storage outages under a paced load, through a real axum app on 127.0.0.1
 //! with the real `PostgresSink`, with default writer settings: PostgreSQL
 //! stopped and started mid-load, and PostgreSQL hung (a TCP proxy that stops
-//! forwarding). Every request is answered, and every record is stored: the
-//! row count is checked exactly.
+//! forwarding); and PostgreSQL stopped longer than a small queue holds, with a
+//! disk spool. Every request is answered, and every record is stored: the row
+//! count is checked exactly.
 //!
 //! Each test runs a PostgreSQL cluster of its own (`initdb` into a temporary
 //! directory, `pg_ctl` on a free port, as the `postgres` OS user when run as
@@ -184,4 +185,58 @@ async fn postgres_hung_mid_load_loses_nothing() {
         "{s:?}"
     );
     assert_eq!(rows(&pg.url()).await, sent as i64, "rows in PostgreSQL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_longer_than_the_queue_holds_loses_nothing_with_a_spool() {
+    let pg = Arc::new(
+        tokio::task::spawn_blocking(PrivateCluster::start)
+            .await
+            .unwrap(),
+    );
+    let url = pg.url();
+    let spool = tempfile::tempdir().unwrap();
+    let sink = PostgresSink::connect(&url).await.unwrap();
+    // 64 captures: a tenth of what the outage holds back.
+    let layer = UsageLayer::new(sink)
+        .queue_capacity(64)
+        .spool(spool.path(), 64 * 1024 * 1024)
+        .unwrap();
+    let handle = layer.handle();
+    let addr = serve(app(layer)).await;
+
+    let faults = {
+        let pg = pg.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let p = pg.clone();
+            tokio::task::spawn_blocking(move || p.stop_server())
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::task::spawn_blocking(move || pg.start_server())
+                .await
+                .unwrap();
+        })
+    };
+    let most_spooled = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut max = 0;
+            for _ in 0..400 {
+                max = max.max(handle.stats().spooled);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            max
+        })
+    };
+    let sent = paced(addr, 300, Duration::from_secs(3)).await;
+    faults.await.unwrap();
+    let most_spooled = most_spooled.await.unwrap();
+    assert!(
+        most_spooled >= 300,
+        "the outage went to the spool: at most {most_spooled} spooled"
+    );
+    everything_stored(&handle, sent, &url).await;
+    assert_eq!(handle.stats().spooled, 0);
 }

@@ -3,7 +3,8 @@
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http::HeaderName;
@@ -12,7 +13,7 @@ use tower_layer::Layer;
 use super::service::Usage;
 use crate::hooks::{default_route_fn, RouteFn, SkipFn};
 use crate::record::{NameRules, Redaction};
-use crate::writer::{Queue, UsageHandle, UsageWorker, WriterConfig};
+use crate::writer::{OpenSpool, Queue, UsageHandle, UsageWorker, WriterConfig};
 use crate::{IdentifyConsumer, RequestInfo, UsageSink};
 
 /// Default [`max_body_bytes`](crate::UsageLayer::max_body_bytes) for each side: 64 KiB.
@@ -84,7 +85,7 @@ impl Default for CaptureConfig {
 /// ([`pair`](Self::pair)); every clone made after that shares that one writer.
 /// So set everything first, then use the layer. Changing a writer setting
 /// (`queue_capacity`, `queue_bytes`, `batch_size`, `max_delay`, `max_retries`,
-/// `max_retry_time`, `sink_timeout`) on a layer whose writer is already made gives that value a
+/// `max_retry_time`, `sink_timeout`, `spool`) on a layer whose writer is already made gives that value a
 /// writer of its own (and logs a warning): handles taken before do not control
 /// it.
 ///
@@ -109,6 +110,8 @@ pub struct UsageLayer<S> {
     sink: Arc<dyn UsageSink>,
     /// The writer of this value and of its clones, made on first use.
     queue: Arc<OnceLock<Queue>>,
+    /// The opened spool, until a writer takes it.
+    spool: Option<Arc<Mutex<Option<OpenSpool>>>>,
     _sink: PhantomData<fn() -> S>,
 }
 
@@ -119,6 +122,7 @@ impl<S> Clone for UsageLayer<S> {
             writer: self.writer,
             sink: self.sink.clone(),
             queue: self.queue.clone(),
+            spool: self.spool.clone(),
             _sink: PhantomData,
         }
     }
@@ -151,6 +155,7 @@ impl<S: UsageSink> UsageLayer<S> {
             writer: WriterConfig::default(),
             sink: Arc::new(sink),
             queue: Arc::new(OnceLock::new()),
+            spool: None,
             _sink: PhantomData,
         }
     }
@@ -187,10 +192,26 @@ impl<S> UsageLayer<S> {
     /// runtime, when there is one) on first use.
     fn queue(&self) -> &Queue {
         self.queue.get_or_init(|| {
-            let queue = Queue::new(self.sink.clone(), self.writer);
+            let queue = Queue::new(self.sink.clone(), self.writer, self.take_spool());
             queue.start();
             queue
         })
+    }
+
+    /// The spool, for the writer being made; a second writer made from the
+    /// same settings (see [settings and clones](Self#settings-and-clones))
+    /// has none, since one spool directory has one writer.
+    fn take_spool(&self) -> Option<OpenSpool> {
+        let slot = self.spool.as_ref()?;
+        let spool = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if spool.is_none() {
+            tracing::warn!(
+                target: "tower_usage",
+                "UsageLayer: a second writer is made from settings whose spool an earlier writer \
+                 took: this one has no spool (set everything before using the layer)"
+            );
+        }
+        spool
     }
 
     /// A handle to flush the writer, read its counters, and shut it down.
@@ -219,7 +240,7 @@ impl<S> UsageLayer<S> {
         if self.queue.get().is_some() {
             self.detach_writer("pair() was called");
         }
-        let queue = Queue::new(self.sink.clone(), self.writer);
+        let queue = Queue::new(self.sink.clone(), self.writer, self.take_spool());
         let worker = queue
             .worker()
             .expect("a new queue hands out its worker once");
@@ -495,6 +516,8 @@ impl<S> UsageLayer<S> {
     /// [`queue_capacity`](Self::queue_capacity)). A permanent error fails its
     /// batch at once. Default: 5 minutes
     /// ([`DEFAULT_MAX_RETRY_TIME`](crate::middleware::DEFAULT_MAX_RETRY_TIME)).
+    /// With a [`spool`](Self::spool), a failing batch goes to disk instead,
+    /// and this does not apply.
     pub fn max_retry_time(self, time: Duration) -> Self {
         self.writer_config(|w| w.max_retry_time = time)
     }
@@ -511,6 +534,97 @@ impl<S> UsageLayer<S> {
     /// temporary failure. Default: 30 s.
     pub fn sink_timeout(self, timeout: Duration) -> Self {
         self.writer_config(|w| w.sink_timeout = timeout.max(Duration::from_micros(1)))
+    }
+
+    /// Keeps records on local disk, in `dir`, while the sink fails, and writes
+    /// them back, in order, when it answers again; at most `max_bytes` of
+    /// them. Default: no spool (a failing sink is retried for
+    /// [`max_retry_time`](Self::max_retry_time) while new captures wait in the
+    /// queue). Opt-in, in the manner of Vector's and Fluent Bit's disk
+    /// buffers.
+    ///
+    /// Opens `dir` now (creating it), takes its lock, and counts what an
+    /// earlier process left in it, which this layer's writer writes first.
+    /// The directory should be on a local disk, one per writer.
+    ///
+    /// # How records flow with a spool
+    ///
+    /// - A batch that the sink fails on with a temporary error (or a timeout)
+    ///   is appended to the spool at once, instead of being retried in
+    ///   memory; so is every later batch while the sink is down, and while
+    ///   older records wait in the spool (so records reach the sink in order).
+    ///   [`max_retry_time`](Self::max_retry_time) and
+    ///   [`max_retries`](Self::max_retries) do not apply: spooled records wait
+    ///   for the sink as long as the spool has room.
+    /// - The writer probes the sink with the oldest spooled batch, backing off
+    ///   from 100 ms to 2 s between tries; once it is written, it writes the
+    ///   rest of the spool, oldest first, then the queue.
+    /// - A permanent error, or a panic in the sink, fails the batch (counted in
+    ///   [`RecorderStats::failed`](crate::RecorderStats::failed)), spooled or
+    ///   not: the spool is for outages, not for records the sink refuses.
+    /// - Only records are spooled: built and redacted, as the sink would get
+    ///   them; never the raw captures (which hold the unredacted headers and
+    ///   bodies).
+    ///
+    /// # On disk
+    ///
+    /// Append-only segment files (`<sequence>.seg`, a new one past an eighth
+    /// of `max_bytes`, within 4 KiB and 64 MiB), each record framed by its
+    /// length and a CRC-32. Each appended batch is synced to disk
+    /// (`fdatasync`) before it counts as spooled, so a spooled record survives
+    /// a crash of the process or the machine. A record torn by a crash, or a
+    /// corrupt one, is detected when the spool is opened: it and what follows
+    /// in its segment are skipped, logged once and counted in
+    /// [`RecorderStats::spool_damaged`](crate::RecorderStats::spool_damaged).
+    /// A segment is deleted once all its records are written. A crash between
+    /// a write to the sink and that delete writes those records again at the
+    /// next start: the bundled sinks store one record per id, so they keep one.
+    ///
+    /// # Bounds and accounting
+    ///
+    /// When an append would take the spool past `max_bytes`, its oldest
+    /// segments are deleted first, and their records counted as dropped
+    /// (logged once per streak). A batch that the spool cannot store (a full
+    /// disk, say) is counted as failed, logged once per streak. Records in the
+    /// spool are counted in [`RecorderStats::spooled`](crate::RecorderStats::spooled),
+    /// those found at start in
+    /// [`RecorderStats::recovered`](crate::RecorderStats::recovered):
+    /// `captured + recovered = written + failed + dropped + queued +
+    /// in_flight + spooled` at every instant. [`flush`](crate::UsageHandle::flush) waits
+    /// for the spool to be written too; what
+    /// [`shutdown_timeout`](crate::UsageHandle::shutdown_timeout) leaves in it
+    /// stays there (counted as spooled, not dropped), for the next start.
+    ///
+    /// The file work (appends and their syncs, reads) runs on tokio's
+    /// blocking pool, never on the request path. In memory, the writer holds
+    /// one batch read back from the spool at a time (at most
+    /// [`batch_size`](Self::batch_size) records), besides the queue.
+    ///
+    /// # Errors
+    ///
+    /// When `dir` cannot be created or read, when another writer (in this
+    /// process or another) holds its lock, or when it holds segments of a
+    /// newer format version.
+    ///
+    /// ```
+    /// use tower_usage::{MemorySink, UsageLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let dir = dir.path().join("usage-spool");
+    /// let layer = UsageLayer::new(MemorySink::new()).spool(&dir, 1024 * 1024 * 1024)?;
+    /// // A second writer on the same directory is refused.
+    /// assert!(UsageLayer::new(MemorySink::new()).spool(&dir, 1 << 20).is_err());
+    /// # let _ = layer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn spool(mut self, dir: impl AsRef<Path>, max_bytes: u64) -> std::io::Result<Self> {
+        let spool = OpenSpool::open(dir.as_ref(), max_bytes)?;
+        self.detach_writer("a spool was set");
+        self.spool = Some(Arc::new(Mutex::new(Some(spool))));
+        Ok(self)
     }
 }
 

@@ -116,7 +116,9 @@
 //!
 //! Every capture is in exactly one place, and
 //! [`RecorderStats`](crate::RecorderStats) shows them all at one instant:
-//! `captured = written + failed + dropped + queued + in_flight`.
+//! `captured = written + failed + dropped + queued + in_flight` (with a disk
+//! spool: `captured + recovered = written + failed + dropped + queued +
+//! in_flight + spooled`).
 //!
 //! * **Queue full:** the writer holds at most
 //!   [`queue_capacity`](crate::UsageLayer::queue_capacity) captures and
@@ -138,6 +140,12 @@
 //!   error is logged per streak, and the writer goes on.
 //! * **Shutdown:** [`UsageHandle::shutdown_timeout`](crate::UsageHandle::shutdown_timeout)
 //!   stops within a deadline and counts what it abandons as dropped.
+//! * **Disk spool (opt-in):** with [`UsageLayer::spool`](crate::UsageLayer::spool),
+//!   a batch the sink fails on with a temporary error goes to segment files on
+//!   local disk instead of being retried in memory, and so do later batches
+//!   until the spool is written back, oldest first, once the sink answers: an
+//!   outage is bounded by the spool's bytes, not the queue, and what is spooled
+//!   survives a restart.
 //!
 //! # Choosing the queue capacity
 //!

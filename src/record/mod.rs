@@ -410,6 +410,7 @@ impl GrpcCall {
     }
 }
 
+pub(crate) mod binary;
 pub(crate) mod encoding;
 mod grpc;
 mod redact;

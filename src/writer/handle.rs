@@ -13,8 +13,9 @@ const ABORT_GRACE: Duration = Duration::from_millis(100);
 /// Counters of the writer, from [`UsageHandle::stats`], all read at one instant.
 ///
 /// Every capture is in exactly one place, so in every snapshot
-/// `captured == written + failed + dropped + queued + in_flight`
-/// ([`is_balanced`](Self::is_balanced)).
+/// `captured + recovered == written + failed + dropped + queued + in_flight +
+/// spooled` ([`is_balanced`](Self::is_balanced)). Without a
+/// [spool](crate::UsageLayer::spool), `recovered` and `spooled` stay 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecorderStats {
@@ -23,32 +24,54 @@ pub struct RecorderStats {
     /// Records the sink stored.
     pub written: u64,
     /// Captures dropped: the queue was full (the new capture is dropped), the
-    /// writer was shut down, or a shutdown deadline passed with them unwritten.
+    /// writer was shut down, or a shutdown deadline passed with them unwritten;
+    /// and records the spool evicted to make room (the oldest first).
     pub dropped: u64,
     /// Records given up on: the sink failed on their batch with a permanent
     /// error, kept failing for longer than
     /// [`max_retry_time`](crate::UsageLayer::max_retry_time), or panicked; or
-    /// the capture could not be turned into a record.
+    /// the capture could not be turned into a record; or, with a spool, the
+    /// spool could not store them (a full disk, say).
     pub failed: u64,
-    /// Batch writes that were retried.
+    /// Batch writes that were retried (with a spool: failed probes of the
+    /// sink with spooled records).
     pub retried: u64,
     /// Captures waiting in the queue right now.
     pub queued: u64,
     /// Captures in the writer's hands right now: the batch being written,
     /// or waiting for a retry.
     pub in_flight: u64,
+    /// Records in the disk [spool](crate::UsageLayer::spool) right now,
+    /// waiting for the sink (those being replayed included). They survive the
+    /// process: a writer that stops leaves them to the next one.
+    pub spooled: u64,
+    /// Records an earlier process left in the spool, found when this layer
+    /// opened it; counted once, then like any capture (written, spooled, ...).
+    pub recovered: u64,
+    /// Spool segments found damaged when the spool was opened (a record torn
+    /// by a crash, or corrupt bytes): what followed the damage in each was
+    /// skipped. Logged once.
+    pub spool_damaged: u64,
 }
 
 impl RecorderStats {
-    /// Whether every capture is accounted for: `captured == written + failed +
-    /// dropped + queued + in_flight`. True of every value `stats()` returns.
+    /// Whether every capture is accounted for: `captured + recovered ==
+    /// written + failed + dropped + queued + in_flight + spooled`. True of
+    /// every value `stats()` returns.
     pub fn is_balanced(&self) -> bool {
-        self.captured == self.written + self.failed + self.dropped + self.queued + self.in_flight
+        self.captured + self.recovered
+            == self.written
+                + self.failed
+                + self.dropped
+                + self.queued
+                + self.in_flight
+                + self.spooled
     }
 
-    /// Captures not yet written, failed or dropped: `queued + in_flight`.
+    /// Records not yet written, failed or dropped: `queued + in_flight +
+    /// spooled`.
     pub fn pending(&self) -> u64 {
-        self.queued + self.in_flight
+        self.queued + self.in_flight + self.spooled
     }
 }
 
@@ -61,9 +84,11 @@ pub enum FlushOutcome {
     /// (see [`RecorderStats`]).
     Complete,
     /// The deadline passed first. `pending` captures accepted before the call
-    /// were still queued or in flight. After `flush_timeout` they stay queued
-    /// (the writer goes on); after `shutdown_timeout` they were abandoned and
-    /// counted in [`RecorderStats::dropped`].
+    /// were still queued, in flight or spooled. After `flush_timeout` they
+    /// stay (the writer goes on); after `shutdown_timeout` the queued and in
+    /// flight ones were abandoned and counted in [`RecorderStats::dropped`],
+    /// while the spooled ones stay in the spool, counted in
+    /// [`RecorderStats::spooled`], for the next process to write.
     TimedOut {
         /// Captures not finished at the deadline.
         pending: u64,
@@ -112,7 +137,8 @@ impl UsageHandle {
 
     /// Returns once every capture accepted before the call has been written to
     /// the sink or accounted as failed or dropped: never while one of them is
-    /// still queued or in the writer's hands.
+    /// still queued, in the writer's hands, or in the spool (records recovered
+    /// from the spool at start included).
     ///
     /// A failing sink is retried for up to
     /// [`max_retry_time`](crate::UsageLayer::max_retry_time) (5 minutes by
@@ -125,7 +151,7 @@ impl UsageHandle {
     }
 
     /// [`flush`](Self::flush), waiting at most `timeout`. Captures not finished
-    /// by then stay queued: the writer goes on with them.
+    /// by then stay queued (or spooled): the writer goes on with them.
     pub async fn flush_timeout(&self, timeout: Duration) -> FlushOutcome {
         self.wait(Some(Instant::now() + timeout)).await
     }
@@ -163,7 +189,9 @@ impl UsageHandle {
 
     /// The arrival time (when the exchange ended and its capture reached the
     /// writer) of the oldest capture not yet written: queued, in the writer's
-    /// hands, or waiting for a retry. `None` when nothing is pending.
+    /// hands, waiting for a retry, or in the spool (there, as far as a cheap
+    /// read tells: never later than the oldest). `None` when nothing is
+    /// pending.
     ///
     /// Every exchange that ended before this instant is stored, or counted as
     /// failed or dropped in [`stats`](Self::stats). Captures reach the queue in
@@ -174,6 +202,7 @@ impl UsageHandle {
         let since = s
             .in_flight_since
             .into_iter()
+            .chain(s.spooled_since)
             .chain(s.queue.front().map(|e| e.arrival()))
             .min()?;
         Some(time::OffsetDateTime::from(since))
@@ -189,7 +218,9 @@ impl UsageHandle {
     /// [`shutdown`](Self::shutdown) within `timeout` (a grace period before
     /// SIGKILL, say): what is not written by then (queued, or the batch in the
     /// writer's hands, whose `record` call is cancelled) is abandoned and
-    /// counted in [`RecorderStats::dropped`], and the writer ends. Returns
+    /// counted in [`RecorderStats::dropped`], and the writer ends. Records in
+    /// the spool stay there (counted in [`RecorderStats::spooled`]): the next
+    /// layer to open the spool writes them. Returns
     /// within `timeout` plus at most 100 ms, in which the writer cancels its
     /// call (a batch whose call ended first counts as written).
     pub async fn shutdown_timeout(self, timeout: Duration) -> FlushOutcome {
@@ -209,7 +240,10 @@ impl UsageHandle {
             shared.publish();
             let mut done = shared.done.subscribe();
             let grace = Instant::now() + ABORT_GRACE;
-            while shared.state().in_flight > 0 && Instant::now() < grace {
+            while Instant::now() < grace && {
+                let s = shared.state();
+                s.in_flight > 0 || s.replaying
+            } {
                 let _ = tokio::time::timeout_at(grace, done.changed()).await;
             }
             lost += shared.state().abandon();

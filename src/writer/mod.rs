@@ -2,7 +2,8 @@
 //! between the request path and the sink ([`queue`]), a worker future that drains
 //! it in batches ([`worker`]), and [`UsageHandle`] to flush, inspect and stop it
 //! ([`handle`]). Captured exchanges become records here ([`assemble`]), off the
-//! request path.
+//! request path. With a disk spool, [`spooler`] decides what goes to it and
+//! writes it back.
 //!
 //! The user-facing description (how records flow, choosing the queue capacity,
 //! the runtime) is on the middleware module, next to the layer's settings.
@@ -12,11 +13,44 @@ use std::time::Duration;
 mod assemble;
 mod handle;
 mod queue;
+mod spooler;
 mod worker;
 
 pub use handle::{FlushOutcome, RecorderStats, UsageHandle};
 pub(crate) use queue::Queue;
 pub use worker::UsageWorker;
+
+/// A spool directory opened (and locked) for a writer, with what was found in
+/// it; see [`UsageLayer::spool`](crate::UsageLayer::spool).
+#[derive(Debug)]
+pub(crate) struct OpenSpool {
+    pub(super) spool: crate::spool::Spool,
+    pub(super) recovery: crate::spool::Recovery,
+}
+
+impl OpenSpool {
+    /// Opens `dir`; logs once what a crash left damaged in it.
+    pub(crate) fn open(dir: &std::path::Path, max_bytes: u64) -> std::io::Result<Self> {
+        let (spool, recovery) = crate::spool::Spool::open(dir, max_bytes)?;
+        if recovery.damaged > 0 {
+            tracing::warn!(
+                target: "tower_usage",
+                dir = %dir.display(),
+                segments = recovery.damaged,
+                records = recovery.records,
+                "usage spool: torn or corrupt records found (a crash while writing?); what followed them is skipped (counted in stats().spool_damaged)"
+            );
+        } else if recovery.records > 0 {
+            tracing::info!(
+                target: "tower_usage",
+                dir = %dir.display(),
+                records = recovery.records,
+                "usage spool: records left by an earlier process will be written first"
+            );
+        }
+        Ok(Self { spool, recovery })
+    }
+}
 
 /// Default [`queue_capacity`](crate::UsageLayer::queue_capacity): 65,536
 /// captures (a minute at 1,000 requests per second), queued and in the

@@ -1,11 +1,12 @@
 //! The worker: the future that drains the queue in batches, builds the records
 //! and writes them, with retries (bounded by time), backoff, a timeout per call,
-//! and a panic in the sink caught.
+//! and a panic in the sink caught; with a disk spool, a batch the sink fails
+//! on goes to the spool instead, and the spool is written back first.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,8 +14,10 @@ use tokio::sync::watch;
 
 use super::assemble::Assembler;
 use super::queue::{End, Entry, Shared};
+use super::spooler::Spooler;
 use super::WAKE_AT;
 use crate::captured::Captured;
+use crate::spool::Spool;
 use crate::{SinkError, SinkErrorKind, UsageRecord, UsageSink};
 
 /// Queue slots kept allocated once a backlog is written.
@@ -41,9 +44,9 @@ pub struct UsageWorker {
 }
 
 impl UsageWorker {
-    pub(super) fn new(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Spool>) -> Self {
         Self {
-            inner: Box::pin(run(shared, sink)),
+            inner: Box::pin(run(shared, sink, spool.map(|s| Arc::new(Mutex::new(s))))),
         }
     }
 }
@@ -97,16 +100,18 @@ impl Drop for StopOnExit {
 }
 
 /// How one batch ended.
-enum Outcome {
+pub(super) enum Outcome {
     Written,
     Failed(SinkError),
     Panicked,
     /// A shutdown deadline passed: the call was cancelled, the batch is
     /// counted as dropped.
     Aborted,
+    /// The batch goes to the disk spool.
+    Spool,
 }
 
-async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
+async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Arc<Mutex<Spool>>>) {
     let _stop = StopOnExit(Arc::downgrade(&shared));
     let mut abort = shared.abort.subscribe();
     let config = shared.config;
@@ -119,21 +124,70 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
     let mut failing = false;
     let mut failing_since: Option<Instant> = None;
     let mut panic_logged = false;
+    let mut spooler = spool.map(Spooler::new);
     loop {
-        if shared.state().queue.len() < wake_at {
-            tokio::select! {
-                _ = tokio::time::timeout(config.max_delay, shared.wake.notified()) => {}
-                _ = abort.wait_for(|a| *a) => break,
+        // With a spool in use, the writer wakes for a full batch (fewer,
+        // larger appends, each synced to disk) or the next probe of the sink.
+        let (wait_for, delay, patient) = match &spooler {
+            Some(sp) if sp.in_use(&shared) => {
+                if sp.due() {
+                    (0, Duration::ZERO, false)
+                } else {
+                    let probe = sp.next_probe.saturating_duration_since(Instant::now());
+                    (config.batch_size, config.max_delay.min(probe), true)
+                }
+            }
+            _ => (wake_at, config.max_delay, false),
+        };
+        if wait_for > 0 && shared.state().queue.len() < wait_for {
+            // Without a spool in use, any wake ends the wait (8 waiting, or a
+            // flush); with one, only a full batch or the deadline does.
+            let deadline = tokio::time::Instant::now() + delay;
+            let aborted = loop {
+                tokio::select! {
+                    _ = tokio::time::timeout_at(deadline, shared.wake.notified()) => {}
+                    _ = abort.wait_for(|a| *a) => break true,
+                }
+                if !patient
+                    || tokio::time::Instant::now() >= deadline
+                    || shared.state().queue.len() >= wait_for
+                {
+                    break false;
+                }
+            };
+            if aborted {
+                break;
+            }
+        }
+        if let Some(sp) = spooler.as_mut() {
+            if sp.due() && shared.state().spooled > 0 {
+                if sp
+                    .replay(&shared, &*sink, &mut records, &mut abort)
+                    .await
+                    .is_break()
+                {
+                    shared.publish();
+                    break;
+                }
+                shared.publish();
             }
         }
         // Take one batch: it leaves the queue and is counted in flight, at once.
-        let bytes = {
+        let (bytes, since) = {
             let mut guard = shared.state();
             let s = &mut *guard;
             if s.abandoned {
                 break;
             }
-            let n = s.queue.len().min(config.batch_size);
+            // While the spool is written back, new captures wait in the
+            // queue (they go after it) unless a whole batch is there: that
+            // one goes to the spool, so the queue does not fill up.
+            let replaying = spooler.as_ref().is_some_and(|sp| !sp.down) && s.spooled > 0;
+            let n = if replaying && s.queue.len() < config.batch_size {
+                0
+            } else {
+                s.queue.len().min(config.batch_size)
+            };
             let mut bytes = 0;
             let mut since: Option<SystemTime> = None;
             for entry in s.queue.drain(..n) {
@@ -151,12 +205,20 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
             }
             if n == 0 {
                 let orphaned = Arc::strong_count(&shared) == 1;
-                if s.closed || orphaned {
+                // A writer left alone writes what it holds while the sink
+                // answers, and leaves the spool to the next writer when it
+                // does not; a writer shut down writes it all (`shutdown`
+                // flushes, `shutdown_timeout` aborts at its deadline).
+                let spooled = spooler.is_some() && s.spooled > 0;
+                let down = spooler.as_ref().is_some_and(|sp| sp.down);
+                if s.queue.is_empty()
+                    && ((orphaned && (!spooled || down)) || (s.closed && !spooled))
+                {
                     break;
                 }
                 continue;
             }
-            bytes
+            (bytes, since)
         };
         if let Some(dropped) = shared.dropping.succeed() {
             tracing::info!(target: "tower_usage", dropped, "usage queue has room again");
@@ -180,6 +242,19 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
         let n = records.len() as u64;
         let outcome = if records.is_empty() {
             Outcome::Written
+        } else if let Some(sp) = spooler.as_mut() {
+            if sp.in_use(&shared) {
+                // Behind what is spooled (order), or the sink is down.
+                Outcome::Spool
+            } else {
+                match once(&*sink, &records, config.sink_timeout, &mut abort).await {
+                    Outcome::Failed(err) if err.is_temporary() => {
+                        sp.sink_failed(&err, n);
+                        Outcome::Spool
+                    }
+                    outcome => outcome,
+                }
+            }
         } else {
             write(&shared, &*sink, &records, &mut abort, &mut failing_since).await
         };
@@ -189,6 +264,10 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
                 if n > 0 && std::mem::take(&mut failing) {
                     tracing::info!(target: "tower_usage", "usage sink recovered");
                 }
+            }
+            Outcome::Spool => {
+                let sp = spooler.as_mut().expect("spool outcome without a spool");
+                records = sp.append(&shared, records, n, bytes, since).await;
             }
             Outcome::Failed(err) => {
                 shared.state().finish(n, bytes, End::Failed);
@@ -292,6 +371,24 @@ async fn write(
             _ = abort.wait_for(|a| *a) => return Outcome::Aborted,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One `record` call, not retried, cancelled by a shutdown deadline.
+pub(super) async fn once(
+    sink: &dyn UsageSink,
+    records: &[UsageRecord],
+    timeout: Duration,
+    abort: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let result = tokio::select! {
+        result = call(sink, records, timeout) => result,
+        _ = abort.wait_for(|a| *a) => return Outcome::Aborted,
+    };
+    match result {
+        Ok(()) => Outcome::Written,
+        Err(None) => Outcome::Panicked,
+        Err(Some(err)) => Outcome::Failed(err),
     }
 }
 

@@ -10,7 +10,7 @@ use std::ops::Bound;
 use time::OffsetDateTime;
 
 use super::id::Id;
-use super::stored::{decode, encode, Head};
+use crate::record::binary::{self, encode, Head};
 use crate::record::unix_millis;
 use crate::sink::summary::{Aggregator, Fields};
 use crate::sink::{ConsumerScope, Order, Position, SummaryQuery, UsageQuery, UsageSummary};
@@ -506,6 +506,17 @@ fn key_range(query: &UsageQuery, after: Option<&Position>) -> Option<(Bound<Key>
         _ => false,
     };
     (!empty).then_some((lower, upper))
+}
+
+/// The stored record back, whole.
+fn decode(key: &Key, entry: &Entry) -> UsageRecord {
+    binary::decode(
+        &entry.blob,
+        key.1.as_str().to_owned(),
+        entry.created_at,
+        entry.status,
+    )
+    .expect("a buffer written by `binary::encode`")
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use crate::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
 mod id;
 mod index;
-mod stored;
 #[cfg(test)]
 mod tests;
 

@@ -263,12 +263,12 @@ pub(super) async fn consumer_isolation<S: UsageSink>(sink: &S) -> Check {
     ];
     let records: Vec<UsageRecord> = (0..100)
         .map(|i: usize| {
-            let path = if i % 4 == 0 {
+            let path = if i.is_multiple_of(4) {
                 "/rest/v1/items/7"
             } else {
                 "/rest/v1/items"
             };
-            let status = if i % 7 == 0 { 404 } else { 200 };
+            let status = if i.is_multiple_of(7) { 404 } else { 200 };
             gen.request(i as i64 / 4, owners[i % owners.len()], "GET", path, status)
         })
         .collect();
