@@ -9,7 +9,8 @@
 //! * a full spool evicts its oldest records, counted as dropped;
 //! * a permanent error is not spooled; a torn record is skipped, counted;
 //! * `stats()` adds up in every snapshot, spooled and recovered included;
-//! * a segment that cannot be read for a while is kept, not dropped.
+//! * a batch larger than the spool counts what it evicts of itself; a
+//!   segment that cannot be read for a while is kept, not dropped.
 
 mod common;
 
@@ -402,6 +403,42 @@ fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
         .collect();
     segments.sort();
     segments
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_the_spool_counts_what_it_evicts_of_itself_as_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, layer) = down_with_spool(dir.path(), 16 * 1024);
+    let (layer, worker) = layer.batch_size(1000).pair();
+    let handle = layer.handle();
+    let addr = serve(app(layer)).await;
+    paced(addr, 0, 300, Duration::from_micros(100)).await;
+    eventually("all queued", || handle.stats().queued == 300).await;
+    // One batch of 300 (far more than 16 KiB) fails and goes to the spool.
+    tokio::spawn(worker);
+    eventually("the batch appended", || {
+        let s = handle.stats();
+        s.queued + s.in_flight == 0
+    })
+    .await;
+    let before = handle.stats();
+    assert!(before.is_balanced(), "{before:?}");
+    assert!(
+        before.dropped > 0,
+        "the batch's oldest records evicted: {before:?}"
+    );
+    assert_eq!(before.spooled + before.dropped, 300, "{before:?}");
+
+    sink.down.store(false, Ordering::SeqCst);
+    handle.flush().await;
+    let after = handle.stats();
+    assert_eq!(
+        (after.written, after.dropped),
+        (before.spooled, before.dropped),
+        "{after:?}"
+    );
+    let ns: Vec<u64> = sink.inner.all().iter().map(n_of).collect();
+    assert_eq!(ns, (before.dropped..300).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,21 +117,22 @@ impl State {
         evicted: u64,
         since: Option<SystemTime>,
     ) {
+        if !self.abandoned {
+            let n = n.min(self.in_flight);
+            self.in_flight -= n;
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
+            self.bytes = self.bytes.saturating_sub(bytes);
+            self.spooled += n;
+            if self.in_flight == 0 {
+                self.in_flight_since = None;
+            }
+            if self.spooled_since.is_none() {
+                self.spooled_since = since;
+            }
+        }
+        // After the stored ones are counted: a batch larger than the spool
+        // evicts some of its own records.
         self.evicted(evicted);
-        if self.abandoned {
-            return;
-        }
-        let n = n.min(self.in_flight);
-        self.in_flight -= n;
-        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
-        self.bytes = self.bytes.saturating_sub(bytes);
-        self.spooled += n;
-        if self.in_flight == 0 {
-            self.in_flight_since = None;
-        }
-        if self.spooled_since.is_none() {
-            self.spooled_since = since;
-        }
     }
 
     /// The spool evicted (or could not read) `n` records: dropped.
