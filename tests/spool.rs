@@ -9,8 +9,10 @@
 //! * a full spool evicts its oldest records, counted as dropped;
 //! * a permanent error is not spooled; a torn record is skipped, counted;
 //! * `stats()` adds up in every snapshot, spooled and recovered included;
-//! * a batch larger than the spool counts what it evicts of itself; a
-//!   segment that cannot be read for a while is kept, not dropped.
+//! * `shutdown()` while the sink is down returns, leaving the spool to the
+//!   next writer; `flush()` returns once the writer is gone; a batch larger
+//!   than the spool counts what it evicts of itself; a segment that cannot
+//!   be read for a while is kept, not dropped.
 
 mod common;
 
@@ -403,6 +405,72 @@ fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
         .collect();
     segments.sort();
     segments
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_while_the_sink_is_down_returns_and_the_next_writer_writes_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sink, handle, addr) = served_down_with_spool(dir.path(), 64 * 1024 * 1024).await;
+    paced(addr, 0, 30, Duration::from_millis(1)).await;
+    // Some may still be queued: shutdown spools them too.
+    eventually("captured", || handle.stats().captured == 30).await;
+    tokio::time::timeout(Duration::from_secs(10), handle.clone().shutdown())
+        .await
+        .expect("shutdown returns while the sink is down");
+    let s = handle.stats();
+    assert_eq!(
+        (s.captured, s.spooled, s.dropped, s.written, s.failed),
+        (30, 30, 0, 0, 0),
+        "left in the spool, not dropped: {s:?}"
+    );
+    assert!(s.is_balanced(), "{s:?}");
+    // The writer is gone: a flush does not wait for it.
+    tokio::time::timeout(Duration::from_secs(1), handle.flush())
+        .await
+        .expect("flush returns once the writer has stopped");
+
+    // The next process, with a working sink: the lock was let go by the time
+    // shutdown returned.
+    let sink = CollectSink::default();
+    let layer = UsageLayer::new(sink.clone())
+        .max_delay(Duration::from_millis(5))
+        .spool(dir.path(), 64 * 1024 * 1024)
+        .expect("the spool's lock is free once shutdown returned");
+    let handle = layer.handle();
+    assert_eq!(handle.stats().recovered, 30);
+    handle.flush().await;
+    let s = handle.stats();
+    assert_eq!((s.written, s.spooled, s.dropped), (30, 0, 0), "{s:?}");
+    let ns: Vec<u64> = sink.all().iter().map(n_of).collect();
+    assert_eq!(ns, (0..30).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_returns_once_the_writer_is_gone_and_the_spool_keeps_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sink, layer) = down_with_spool(dir.path(), 64 * 1024 * 1024);
+    let (layer, worker) = layer.pair();
+    let handle = layer.handle();
+    let writer_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    writer_runtime.spawn(worker);
+    let addr = serve(app(layer)).await;
+    paced(addr, 0, 10, Duration::from_millis(1)).await;
+    eventually("spooled", || handle.stats().spooled == 10).await;
+    // The writer's runtime goes away, and its future with it.
+    writer_runtime.shutdown_background();
+    tokio::time::timeout(Duration::from_secs(5), handle.flush())
+        .await
+        .expect("flush returns once the writer is gone");
+    let s = handle.stats();
+    assert_eq!((s.spooled, s.dropped, s.written), (10, 0, 0), "{s:?}");
+    assert_eq!(
+        handle.flush_timeout(Duration::from_secs(10)).await,
+        tower_usage::FlushOutcome::TimedOut { pending: 10 }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

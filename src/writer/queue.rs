@@ -68,6 +68,9 @@ pub(super) struct State {
     pub(super) finished: u64,
     /// Set by `shutdown`: captures after it are dropped.
     pub(super) closed: bool,
+    /// Set when the writer has ended: nothing pending changes any more (what
+    /// is spooled stays in the spool, for the next writer on its directory).
+    pub(super) stopped: bool,
     /// Set when a shutdown deadline passed: the writer's batch was counted as
     /// dropped, and the writer must not count it again.
     pub(super) abandoned: bool,
