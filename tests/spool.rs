@@ -8,7 +8,11 @@
 //!   directory writes first; a second writer on a directory in use is refused;
 //! * a full spool evicts its oldest records, counted as dropped;
 //! * a permanent error is not spooled; a torn record is skipped, counted;
-//! * `stats()` adds up in every snapshot, spooled and recovered included.
+//! * `stats()` adds up in every snapshot, spooled and recovered included;
+//! * `shutdown()` while the sink is down returns, leaving the spool to the
+//!   next writer; `flush()` returns once the writer is gone; a batch larger
+//!   than the spool counts what it evicts of itself; a segment that cannot
+//!   be read for a while is kept, not dropped.
 
 mod common;
 
@@ -123,6 +127,25 @@ impl Sampler {
         let bad = *self.bad.lock().unwrap();
         assert_eq!(bad, None, "a snapshot that does not add up");
     }
+}
+
+/// A layer with a spool in `dir` (and `max_delay` 5 ms), whose sink is down.
+fn down_with_spool(dir: &Path, max_bytes: u64) -> (Switch, UsageLayer<Switch>) {
+    let sink = Switch::default();
+    sink.down.store(true, Ordering::SeqCst);
+    let layer = UsageLayer::new(sink.clone())
+        .max_delay(Duration::from_millis(5))
+        .spool(dir, max_bytes)
+        .unwrap();
+    (sink, layer)
+}
+
+/// The same, served on 127.0.0.1.
+async fn served_down_with_spool(dir: &Path, max_bytes: u64) -> (Switch, UsageHandle, SocketAddr) {
+    let (sink, layer) = down_with_spool(dir, max_bytes);
+    let handle = layer.handle();
+    let addr = serve(app(layer)).await;
+    (sink, handle, addr)
 }
 
 /// Runs 600 requests at 200/s against a sink down from 0.5 s to 2.5 s, with
@@ -371,4 +394,151 @@ async fn a_record_torn_by_a_crash_is_skipped_and_counted_and_the_rest_written() 
     );
     let ns: Vec<u64> = sink.all().iter().map(n_of).collect();
     assert_eq!(ns, (0..9).collect::<Vec<_>>());
+}
+
+/// The segment files in `dir`, oldest first.
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    segments
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_while_the_sink_is_down_returns_and_the_next_writer_writes_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sink, handle, addr) = served_down_with_spool(dir.path(), 64 * 1024 * 1024).await;
+    paced(addr, 0, 30, Duration::from_millis(1)).await;
+    // Some may still be queued: shutdown spools them too.
+    eventually("captured", || handle.stats().captured == 30).await;
+    tokio::time::timeout(Duration::from_secs(10), handle.clone().shutdown())
+        .await
+        .expect("shutdown returns while the sink is down");
+    let s = handle.stats();
+    assert_eq!(
+        (s.captured, s.spooled, s.dropped, s.written, s.failed),
+        (30, 30, 0, 0, 0),
+        "left in the spool, not dropped: {s:?}"
+    );
+    assert!(s.is_balanced(), "{s:?}");
+    // The writer is gone: a flush does not wait for it.
+    tokio::time::timeout(Duration::from_secs(1), handle.flush())
+        .await
+        .expect("flush returns once the writer has stopped");
+
+    // The next process, with a working sink: the lock was let go by the time
+    // shutdown returned.
+    let sink = CollectSink::default();
+    let layer = UsageLayer::new(sink.clone())
+        .max_delay(Duration::from_millis(5))
+        .spool(dir.path(), 64 * 1024 * 1024)
+        .expect("the spool's lock is free once shutdown returned");
+    let handle = layer.handle();
+    assert_eq!(handle.stats().recovered, 30);
+    handle.flush().await;
+    let s = handle.stats();
+    assert_eq!((s.written, s.spooled, s.dropped), (30, 0, 0), "{s:?}");
+    let ns: Vec<u64> = sink.all().iter().map(n_of).collect();
+    assert_eq!(ns, (0..30).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_returns_once_the_writer_is_gone_and_the_spool_keeps_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sink, layer) = down_with_spool(dir.path(), 64 * 1024 * 1024);
+    let (layer, worker) = layer.pair();
+    let handle = layer.handle();
+    let writer_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    writer_runtime.spawn(worker);
+    let addr = serve(app(layer)).await;
+    paced(addr, 0, 10, Duration::from_millis(1)).await;
+    eventually("spooled", || handle.stats().spooled == 10).await;
+    // The writer's runtime goes away, and its future with it.
+    writer_runtime.shutdown_background();
+    tokio::time::timeout(Duration::from_secs(5), handle.flush())
+        .await
+        .expect("flush returns once the writer is gone");
+    let s = handle.stats();
+    assert_eq!((s.spooled, s.dropped, s.written), (10, 0, 0), "{s:?}");
+    assert_eq!(
+        handle.flush_timeout(Duration::from_secs(10)).await,
+        tower_usage::FlushOutcome::TimedOut { pending: 10 }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_the_spool_counts_what_it_evicts_of_itself_as_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, layer) = down_with_spool(dir.path(), 16 * 1024);
+    let (layer, worker) = layer.batch_size(1000).pair();
+    let handle = layer.handle();
+    let addr = serve(app(layer)).await;
+    paced(addr, 0, 300, Duration::from_micros(100)).await;
+    eventually("all queued", || handle.stats().queued == 300).await;
+    // One batch of 300 (far more than 16 KiB) fails and goes to the spool.
+    tokio::spawn(worker);
+    eventually("the batch appended", || {
+        let s = handle.stats();
+        s.queued + s.in_flight == 0
+    })
+    .await;
+    let before = handle.stats();
+    assert!(before.is_balanced(), "{before:?}");
+    assert!(
+        before.dropped > 0,
+        "the batch's oldest records evicted: {before:?}"
+    );
+    assert_eq!(before.spooled + before.dropped, 300, "{before:?}");
+
+    sink.down.store(false, Ordering::SeqCst);
+    handle.flush().await;
+    let after = handle.stats();
+    assert_eq!(
+        (after.written, after.dropped),
+        (before.spooled, before.dropped),
+        "{after:?}"
+    );
+    let ns: Vec<u64> = sink.inner.all().iter().map(n_of).collect();
+    assert_eq!(ns, (before.dropped..300).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_that_cannot_be_read_for_a_while_is_kept_and_written_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, handle, addr) = served_down_with_spool(dir.path(), 64 * 1024 * 1024).await;
+    paced(addr, 0, 10, Duration::from_millis(1)).await;
+    eventually("spooled", || handle.stats().spooled == 10).await;
+    // A read error that is not damage: the segment's name is a directory for
+    // a while (reading it fails with `EISDIR`, as root too, where a file
+    // without permissions would still be read).
+    let segs = segments(dir.path());
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    let seg = &segs[0];
+    let aside = dir.path().join("aside");
+    std::fs::rename(seg, &aside).unwrap();
+    std::fs::create_dir(seg).unwrap();
+    std::fs::write(seg.join("x"), b"").unwrap();
+    sink.down.store(false, Ordering::SeqCst);
+    // Probes come at most 2 s apart: the writer tries to read it meanwhile.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = handle.stats();
+    assert_eq!((s.spooled, s.dropped, s.written), (10, 0, 0), "kept: {s:?}");
+
+    std::fs::remove_dir_all(seg).unwrap();
+    std::fs::rename(&aside, seg).unwrap();
+    assert!(handle
+        .flush_timeout(Duration::from_secs(10))
+        .await
+        .is_complete());
+    let s = handle.stats();
+    assert_eq!((s.spooled, s.dropped, s.written), (0, 0, 10), "{s:?}");
+    let ns: Vec<u64> = sink.inner.all().iter().map(n_of).collect();
+    assert_eq!(ns, (0..10).collect::<Vec<_>>());
 }

@@ -543,9 +543,13 @@ impl<S> UsageLayer<S> {
     /// queue). Opt-in, in the manner of Vector's and Fluent Bit's disk
     /// buffers.
     ///
-    /// Opens `dir` now (creating it), takes its lock, and counts what an
-    /// earlier process left in it, which this layer's writer writes first.
-    /// The directory should be on a local disk, one per writer.
+    /// Opens `dir` now (creating it, on unix readable by this user alone, as
+    /// are the files in it), takes its lock, and counts what an earlier
+    /// process left in it, which this layer's writer writes first: this
+    /// reads every segment there, in this call (blocking the calling thread
+    /// for as long as reading the spool takes, up to `max_bytes`). The
+    /// directory should be on a local disk, one per writer; a relative path
+    /// is made absolute now.
     ///
     /// # How records flow with a spool
     ///
@@ -575,7 +579,8 @@ impl<S> UsageLayer<S> {
     /// a crash of the process or the machine. A record torn by a crash, or a
     /// corrupt one, is detected when the spool is opened: it and what follows
     /// in its segment are skipped, logged once and counted in
-    /// [`RecorderStats::spool_damaged`](crate::RecorderStats::spool_damaged).
+    /// [`RecorderStats::spool_damaged`](crate::RecorderStats::spool_damaged);
+    /// so is a file named like a segment that is not one, renamed `*.bad`.
     /// A segment is deleted once all its records are written. A crash between
     /// a write to the sink and that delete writes those records again at the
     /// next start: the bundled sinks store one record per id, so they keep one.
@@ -591,12 +596,20 @@ impl<S> UsageLayer<S> {
     /// [`RecorderStats::recovered`](crate::RecorderStats::recovered):
     /// `captured + recovered = written + failed + dropped + queued +
     /// in_flight + spooled` at every instant. [`flush`](crate::UsageHandle::flush) waits
-    /// for the spool to be written too; what
-    /// [`shutdown_timeout`](crate::UsageHandle::shutdown_timeout) leaves in it
-    /// stays there (counted as spooled, not dropped), for the next start.
+    /// for the spool to be written too (without a bound while the sink is
+    /// down); [`shutdown`](crate::UsageHandle::shutdown) returns once the
+    /// queue is in the spool if the sink is down, and what it or
+    /// [`shutdown_timeout`](crate::UsageHandle::shutdown_timeout) leaves in
+    /// the spool stays there (counted as spooled, not dropped), for the next
+    /// start. A segment that cannot be read back for a passing reason (too
+    /// many open files, an I/O error) is kept and read again after a backoff;
+    /// one damaged since it was written is skipped, its records counted as
+    /// dropped.
     ///
-    /// The file work (appends and their syncs, reads) runs on tokio's
-    /// blocking pool, never on the request path. In memory, the writer holds
+    /// Once the writer runs, the file work (appends and their syncs, reads)
+    /// runs on tokio's blocking pool, never on the request path; the
+    /// writer's making (the layer's first use, `handle()` or `pair()`) reads
+    /// one record of the spool on the calling thread. In memory, the writer holds
     /// one batch read back from the spool at a time (at most
     /// [`batch_size`](Self::batch_size) records), besides the queue.
     ///

@@ -10,8 +10,11 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 /// again: three little-endian fields, `seq` (u64), `offset` (u64), and a
 /// CRC-32 of the two (u32), rewritten in place after each written batch. It
 /// is not synced: a process that ends keeps it (the page cache does), a machine
-/// that crashes may lose its last update, and then a batch is written twice
-/// (the bundled sinks keep one record per id).
+/// that crashes may lose the updates the kernel had not written out yet (up
+/// to about 30 s of them, the usual writeback delay), and then what the spool
+/// wrote back in that time is written again from its oldest segment still
+/// there (the bundled sinks keep one record per id). A cursor that does not
+/// fit the segments found is ignored (see `Spool::open`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Cursor {
     pub(super) seq: u64,

@@ -71,7 +71,8 @@ pub(crate) struct Appended {
     pub(crate) stored: u64,
     /// Records evicted to make room (older ones first).
     pub(crate) evicted: u64,
-    /// Records larger than the whole spool: not stored.
+    /// Records that cannot fit in the spool (with a segment's header, past
+    /// `max_bytes`) or in a frame (1 GiB): not stored.
     pub(crate) refused: u64,
     /// The error that stopped the append: the records after `stored` and
     /// `refused` were not stored.
@@ -109,12 +110,13 @@ pub(crate) struct Spool {
 }
 
 impl Spool {
-    /// Opens (creating it if needed) and locks `dir`, and counts the records
-    /// earlier processes left in it. Fails when another spool holds the lock,
-    /// or a segment is of a format version this code does not read.
+    /// Opens (creating it if needed, readable by this user alone) and locks
+    /// `dir`, and counts the records earlier processes left in it. Fails when
+    /// another spool holds the lock, or a segment is of a format version this
+    /// code does not read.
     pub(crate) fn open(dir: &Path, max_bytes: u64) -> io::Result<(Self, Recovery)> {
-        fs::create_dir_all(dir)?;
-        let lock = OpenOptions::new()
+        let dir = &create_dir(dir)?;
+        let lock = options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -134,7 +136,12 @@ impl Spool {
         }
         let mut found = Vec::new();
         for entry in fs::read_dir(dir)? {
-            let path = entry?.path();
+            let entry = entry?;
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                // Not a file this spool made (a FIFO would block the open).
+                continue;
+            }
+            let path = entry.path();
             let seq = path
                 .extension()
                 .filter(|e| *e == "seg")
@@ -144,13 +151,25 @@ impl Spool {
             }
         }
         found.sort();
-        let mut cursor = OpenOptions::new()
+        let mut cursor = options()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
             .open(dir.join("cursor"))?;
-        let read_to = read_cursor(&mut cursor)?;
+        let read_to = match read_cursor(&mut cursor)? {
+            Some(c) if cursor_fits(c, &found) => Some(c),
+            Some(_) => {
+                // A cursor that cannot be trusted (it names a segment past
+                // the last, or an offset past its end) is forgotten, on disk
+                // too: its records are written again rather than lost, and
+                // the segments made from now on are never taken as read.
+                cursor.set_len(0)?;
+                cursor.sync_data()?;
+                None
+            }
+            None => None,
+        };
         let mut recovery = Recovery::default();
         let mut segments = VecDeque::new();
         let mut payload = Vec::new();
@@ -175,12 +194,19 @@ impl Spool {
                     ))
                 }
                 Header::Damaged => {
-                    // A crash while the segment was being created: nothing
-                    // in it was counted as spooled.
-                    if fs::metadata(&path)?.len() > 0 {
+                    // A crash while the segment was being created (nothing in
+                    // it was counted as spooled), or a file that is not a
+                    // segment: set aside as `.bad`, not deleted, unless it is
+                    // shorter than a header.
+                    let len = fs::metadata(&path)?.len();
+                    if len > 0 {
                         recovery.damaged += 1;
                     }
-                    fs::remove_file(&path)?;
+                    if len >= segment::HEADER_LEN {
+                        fs::rename(&path, path.with_extension("bad"))?;
+                    } else {
+                        fs::remove_file(&path)?;
+                    }
                     continue;
                 }
             }
@@ -224,9 +250,9 @@ impl Spool {
         // segment made after it.
         let next_seq = segments
             .back()
-            .map(|s| s.seq + 1)
+            .map(|s| s.seq.saturating_add(1))
             .into_iter()
-            .chain(read_to.map(|c| c.seq + 1))
+            .chain(read_to.map(|c| c.seq.saturating_add(1)))
             .max()
             .unwrap_or(0);
         let spool = Self {
@@ -264,45 +290,50 @@ impl Spool {
         self.segments.iter().map(|s| s.len).sum()
     }
 
-    /// Appends `records`, in chunks of at most a segment, syncing each to disk
-    /// (`fdatasync`): a record counted in [`Appended::stored`] survives a
-    /// crash. Before each chunk, evicts the oldest segments while the spool
-    /// would pass `max_bytes` (so a batch larger than the spool keeps its
-    /// newest records). A record larger than the whole spool is refused. On
+    /// Appends `records`, in chunks of at most a segment (or one record, when
+    /// that is larger), syncing each to disk (`fdatasync`): a record counted
+    /// in [`Appended::stored`] survives a crash. Before each chunk, evicts the
+    /// oldest segments while the spool would pass `max_bytes` (so a batch
+    /// larger than the spool keeps its newest records). A record that cannot
+    /// fit in the spool (or in a frame) is refused; the others are stored. On
     /// an error (a full disk, say), the records of the chunks written before
     /// it are stored, the rest are not.
     pub(crate) fn append(&mut self, records: &[UsageRecord]) -> Appended {
         let mut out = Appended::default();
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        let chunk = self
-            .segment_bytes
-            .min(self.max_bytes - segment::HEADER_LEN.min(self.max_bytes));
+        let room = self.max_bytes.saturating_sub(segment::HEADER_LEN);
+        let chunk = self.segment_bytes.min(room);
         let mut n = 0;
-        for (i, record) in records.iter().enumerate() {
+        for record in records {
             let start = scratch.len();
             segment::put_record(&mut scratch, record);
-            if (scratch.len() - start) as u64 + segment::HEADER_LEN > self.max_bytes {
+            let size = (scratch.len() - start) as u64;
+            if size > room || size - segment::FRAME_HEAD as u64 > u64::from(segment::MAX_PAYLOAD) {
                 scratch.truncate(start);
                 out.refused += 1;
                 continue;
             }
-            n += 1;
-            if scratch.len() as u64 >= chunk || i + 1 == records.len() {
-                match self.append_bytes(&scratch, n) {
-                    Ok(evicted) => {
-                        out.stored += n;
-                        out.evicted += evicted;
-                    }
-                    Err(e) => {
-                        out.error = Some(e);
-                        break;
-                    }
+            if start > 0 && scratch.len() as u64 > chunk {
+                // This record would take the chunk past its bound: what came
+                // before it is written first.
+                if let Err(e) = self.append_bytes(&scratch[..start], n, &mut out.evicted) {
+                    out.error = Some(e);
+                    break;
                 }
-                scratch.clear();
+                out.stored += n;
+                scratch.drain(..start);
                 n = 0;
             }
+            n += 1;
         }
+        if n > 0 && out.error.is_none() {
+            match self.append_bytes(&scratch, n, &mut out.evicted) {
+                Ok(()) => out.stored += n,
+                Err(e) => out.error = Some(e),
+            }
+        }
+        scratch.clear();
         if scratch.capacity() > MIN_SEGMENT as usize * 256 {
             scratch = Vec::new();
         }
@@ -310,21 +341,25 @@ impl Spool {
         out
     }
 
-    fn append_bytes(&mut self, bytes: &[u8], n: u64) -> io::Result<u64> {
+    /// Writes one chunk of `n` frames, after evicting what it needs room
+    /// from (added to `evicted`, also when an error follows).
+    fn append_bytes(&mut self, bytes: &[u8], n: u64, evicted: &mut u64) -> io::Result<()> {
         let size = bytes.len() as u64;
-        let mut evicted = 0;
         while self.bytes() + size + segment::HEADER_LEN > self.max_bytes {
-            let Some(oldest) = self.segments.pop_front() else {
+            let Some(oldest) = self.segments.front() else {
                 break;
             };
-            evicted += oldest.unread();
+            // Deleted before it leaves the count: a segment whose delete
+            // failed stays, counted as spooled.
+            remove(&oldest.path)?;
+            let oldest = self.segments.pop_front().expect("front");
+            *evicted += oldest.unread();
             if self.segments.is_empty() {
                 self.active = None;
             }
             if self.peeked.is_some_and(|(seq, ..)| seq == oldest.seq) {
                 self.peeked = None;
             }
-            remove(&oldest.path)?;
         }
         let full = self
             .segments
@@ -337,25 +372,26 @@ impl Spool {
         let file = self.active.as_mut().expect("rolled");
         let written = file.write_all(bytes).and_then(|()| file.sync_data());
         if let Err(e) = written {
-            // Leave no partial frame behind (best effort: the reader would
-            // stop at it anyway).
+            // Leave no partial frame behind (best effort: the reader stops
+            // at it anyway), and append to this segment no more, in case a
+            // part of the frame stayed: the next chunk starts a new one.
             let _ = file.set_len(seg.len);
-            let _ = file.seek(SeekFrom::Start(seg.len));
+            self.active = None;
             return Err(e);
         }
         seg.len += size;
         seg.records += n;
-        Ok(evicted)
+        Ok(())
     }
 
     /// Starts a new segment, the only one appended to from now on.
     fn roll(&mut self) -> io::Result<()> {
         let seq = self.next_seq;
+        let next = seq.checked_add(1).ok_or_else(|| {
+            io::Error::other("usage spool: segment sequence numbers are exhausted")
+        })?;
         let path = self.dir.join(format!("{seq:020}.seg"));
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
+        let mut file = options().create_new(true).append(true).open(&path)?;
         let made = file
             .write_all(&segment::header())
             .and_then(|()| file.sync_data())
@@ -365,7 +401,7 @@ impl Spool {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
-        self.next_seq += 1;
+        self.next_seq = next;
         self.active = Some(file);
         self.segments.push_back(Segment {
             seq,
@@ -408,6 +444,10 @@ impl Spool {
                 Frame::End | Frame::Damaged => break,
             }
         }
+        if self.payload.capacity() > MAX_SEGMENT as usize {
+            // One huge record read: its buffer is not kept for the rest.
+            self.payload = Vec::new();
+        }
         let frames = peeked.records + peeked.undecodable;
         if frames == 0 && seg.unread() > 0 {
             return Err(io::Error::new(
@@ -439,15 +479,17 @@ impl Spool {
 
     /// Skips the unreadable rest of the oldest segment (see
     /// [`peek`](Self::peek)'s error); returns how many records that was.
+    /// On an error, the segment stays (and its records in the count).
     pub(crate) fn skip_oldest(&mut self) -> io::Result<u64> {
         self.peeked = None;
-        let Some(seg) = self.segments.pop_front() else {
+        let Some(seg) = self.segments.front() else {
             return Ok(0);
         };
+        remove(&seg.path)?;
+        let seg = self.segments.pop_front().expect("front");
         if self.segments.is_empty() {
             self.active = None;
         }
-        remove(&seg.path)?;
         Ok(seg.unread())
     }
 
@@ -457,16 +499,65 @@ impl Spool {
             if seg.unread() > 0 {
                 break;
             }
-            let seg = self.segments.pop_front().expect("front");
+            remove(&seg.path)?;
+            self.segments.pop_front();
             if self.segments.is_empty() {
                 // Its file is no longer appended to: the next append starts
                 // a new segment.
                 self.active = None;
             }
-            remove(&seg.path)?;
         }
         Ok(())
     }
+}
+
+/// Whether a cursor read from disk fits the segments `found` (sorted): it
+/// names a segment no later than one past the last, and, when that segment
+/// is there, an offset within its file. Files may be damaged or come from
+/// elsewhere: a cursor that does not fit would skip records never written.
+fn cursor_fits(c: Cursor, found: &[(u64, PathBuf)]) -> bool {
+    let Some(&(last, _)) = found.last() else {
+        // Nothing to skip: the cursor says nothing about what comes next.
+        return false;
+    };
+    if c.seq > last.saturating_add(1) {
+        return false;
+    }
+    match found.iter().find(|(seq, _)| *seq == c.seq) {
+        Some((_, path)) => {
+            c.offset >= segment::HEADER_LEN && fs::metadata(path).is_ok_and(|m| c.offset <= m.len())
+        }
+        None => true,
+    }
+}
+
+/// Options to open a spool file: on unix, made readable and writable by
+/// this user alone (records hold request data).
+fn options() -> OpenOptions {
+    #[allow(unused_mut)]
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+/// Creates `dir` (on unix, for this user alone) unless it exists, and returns
+/// it as an absolute path, so that a later change of the working directory
+/// does not move the spool.
+fn create_dir(dir: &Path) -> io::Result<PathBuf> {
+    let existed = dir.is_dir();
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    let dir = fs::canonicalize(dir)?;
+    if !existed {
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(dir)
 }
 
 fn remove(path: &Path) -> io::Result<()> {
@@ -477,18 +568,32 @@ fn remove(path: &Path) -> io::Result<()> {
 }
 
 /// Makes a new or deleted directory entry durable. Not every platform can
-/// open a directory for this; there it is skipped.
+/// open or sync a directory for this (Windows cannot open one; some file
+/// systems refuse to sync one, `EINVAL`); there it is skipped. Other errors
+/// (`EIO`) are returned.
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    match File::open(dir) {
-        Ok(d) => d.sync_all().or(Ok(())),
-        Err(_) => Ok(()),
+    let Ok(d) = File::open(dir) else {
+        return Ok(());
+    };
+    match d.sync_all() {
+        Err(e)
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+            ) =>
+        {
+            Err(e)
+        }
+        _ => Ok(()),
     }
 }
 
-/// When a record's exchange ended.
+/// When a record's exchange ended (its start, for a duration out of range).
 pub(crate) fn arrival(record: &UsageRecord) -> std::time::SystemTime {
-    std::time::SystemTime::from(record.created_at)
-        + std::time::Duration::from_micros(record.duration_us)
+    let start = std::time::SystemTime::from(record.created_at);
+    start
+        .checked_add(std::time::Duration::from_micros(record.duration_us))
+        .unwrap_or(start)
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub(crate) const VERSION: u32 = 1;
 /// Bytes of the header.
 pub(crate) const HEADER_LEN: u64 = 12;
 /// Bytes before each payload: its length and checksum.
-const FRAME_HEAD: usize = 8;
+pub(crate) const FRAME_HEAD: usize = 8;
 /// The largest payload a frame may declare; a larger length is damage.
 pub(crate) const MAX_PAYLOAD: u32 = 1 << 30;
 

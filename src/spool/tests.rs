@@ -157,6 +157,14 @@ fn read_everything(spool: &mut Spool) -> Vec<UsageRecord> {
     }
 }
 
+/// A directory in which a spool of 1 MiB was left with `n` records.
+fn left_behind(n: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+    ok(spool.append(&some(n, 0)));
+    dir
+}
+
 #[test]
 fn records_come_back_in_order_across_segments_and_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -205,10 +213,7 @@ fn records_come_back_in_order_across_segments_and_a_reopen() {
 
 #[test]
 fn a_torn_tail_is_skipped_counted_and_never_appended_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
-    ok(spool.append(&some(10, 0)));
-    drop(spool);
+    let dir = left_behind(10);
     let seg = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -322,4 +327,200 @@ fn fuzz_seeds_are_segments_of_this_format() {
             "{name}: rerun with SPOOL_SEEDS=1"
         );
     }
+}
+
+#[test]
+fn the_records_before_one_too_large_for_the_spool_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), 32 * 1024).unwrap();
+    let huge = record(9, vec![0; 40 * 1024], "/big".into());
+    let mut batch = some(2, 0);
+    batch.push(huge);
+    let a = spool.append(&batch);
+    assert!(a.error.is_none(), "{a:?}");
+    assert_eq!((a.stored, a.refused, a.evicted), (2, 1, 0));
+    let ids: Vec<String> = read_everything(&mut spool)
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["rec-000000", "rec-000001"]);
+}
+
+#[test]
+fn a_chunk_never_takes_the_spool_past_max_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 5000;
+    let (mut spool, _) = Spool::open(dir.path(), max).unwrap();
+    // Each fits alone; the two together pass both a chunk and the spool.
+    let batch = [
+        record(0, vec![1; 3000], "/a".into()),
+        record(1, vec![2; 3000], "/b".into()),
+    ];
+    let a = spool.append(&batch);
+    assert!(a.error.is_none(), "{a:?}");
+    assert_eq!((a.stored, a.refused, a.evicted), (2, 0, 1), "{a:?}");
+    assert!(spool.bytes() <= max, "{} > {max}", spool.bytes());
+    let ids: Vec<String> = read_everything(&mut spool)
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["rec-000001"]);
+}
+
+/// A spool of several segments (of 8 KiB, the spool being 64 KiB).
+fn several_segments(dir: &Path) -> Spool {
+    let (mut spool, _) = Spool::open(dir, 64 * 1024).unwrap();
+    for k in 0..6 {
+        ok(spool.append(&some(20, k * 20)));
+    }
+    assert!(spool.segments.len() >= 3, "{:?}", spool.segments);
+    spool
+}
+
+/// Puts a directory where a segment's file was: its delete and its reads fail.
+fn block(path: &Path) {
+    fs::remove_file(path).unwrap();
+    fs::create_dir(path).unwrap();
+    fs::write(path.join("x"), b"").unwrap();
+}
+
+#[test]
+fn a_segment_whose_delete_fails_stays_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = several_segments(dir.path());
+    let before = spool.records();
+    block(&spool.segments[0].path.clone());
+    assert!(spool.skip_oldest().is_err());
+    assert_eq!(spool.records(), before, "still counted, still there");
+
+    // An eviction that fails at the second segment counts the first.
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = several_segments(dir.path());
+    let first = spool.segments[0].unread();
+    block(&spool.segments[1].path.clone());
+    let a = spool.append(&some(300, 1000));
+    assert!(a.error.is_some(), "{a:?}");
+    assert_eq!(a.evicted, first, "{a:?}");
+    assert_eq!(spool.records() + first, 120 + a.stored);
+}
+
+#[test]
+fn after_a_failed_write_the_next_append_starts_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+    ok(spool.append(&some(3, 0)));
+    // A handle that cannot write (nor be cut back): the write fails.
+    let path = spool.segments.back().unwrap().path.clone();
+    spool.active = Some(File::open(&path).unwrap());
+    let a = spool.append(&some(3, 3));
+    assert!(a.error.is_some() && a.stored == 0, "{a:?}");
+    ok(spool.append(&some(3, 6)));
+    let ids: Vec<u64> = read_everything(&mut spool)
+        .iter()
+        .map(|r| r.id[4..].parse().unwrap())
+        .collect();
+    assert_eq!(ids, [0, 1, 2, 6, 7, 8]);
+}
+
+fn put_cursor(dir: &Path, c: Cursor) {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(dir.join("cursor"))
+        .unwrap();
+    write_cursor(&mut file, c).unwrap();
+}
+
+#[test]
+fn a_cursor_that_does_not_fit_the_segments_is_ignored() {
+    let dir = left_behind(10);
+    // Past the last segment: it would skip (delete) every segment.
+    put_cursor(
+        dir.path(),
+        Cursor {
+            seq: 1000,
+            offset: segment::HEADER_LEN,
+        },
+    );
+    let (spool, recovery) = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovery.records, 10);
+    drop(spool);
+    // Past the end of its segment.
+    put_cursor(
+        dir.path(),
+        Cursor {
+            seq: 0,
+            offset: 1 << 40,
+        },
+    );
+    let (mut spool, recovery) = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovery.records, 10);
+    assert_eq!(read_everything(&mut spool).len(), 10);
+    drop(spool);
+
+    // The largest sequence number, with no segment: no overflow.
+    put_cursor(
+        dir.path(),
+        Cursor {
+            seq: u64::MAX,
+            offset: 0,
+        },
+    );
+    let (mut spool, recovery) = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovery.records, 0);
+    ok(spool.append(&some(2, 20)));
+    drop(spool);
+    let (mut spool, recovery) = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovery.records, 2);
+    assert_eq!(read_everything(&mut spool).len(), 2);
+}
+
+#[test]
+fn a_relative_directory_is_made_absolute() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    fs::create_dir_all(&root).unwrap();
+    let dir = tempfile::tempdir_in(&root).unwrap();
+    let name = dir.path().file_name().unwrap();
+    // Tests run in the package's directory.
+    let relative = Path::new("target").join(name).join("spool");
+    assert!(relative.is_relative());
+    let (spool, _) = Spool::open(&relative, 1 << 20).unwrap();
+    assert!(spool.dir.is_absolute(), "{}", spool.dir.display());
+    assert_eq!(spool.dir, fs::canonicalize(&relative).unwrap());
+}
+
+#[cfg(unix)]
+#[test]
+fn the_spools_files_are_for_this_user_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool");
+    let (mut spool, _) = Spool::open(&path, 1 << 20).unwrap();
+    ok(spool.append(&some(1, 0)));
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o700);
+    for entry in fs::read_dir(&path).unwrap() {
+        let p = entry.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+}
+
+#[test]
+fn files_that_are_not_segments_are_left_alone_or_set_aside() {
+    let dir = left_behind(3);
+    fs::create_dir(dir.path().join("00000000000000000005.seg")).unwrap();
+    let stranger = dir.path().join("00000000000000000006.seg");
+    fs::write(&stranger, b"not a segment, but someone's file").unwrap();
+    let (mut spool, recovery) = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(
+        recovery,
+        Recovery {
+            records: 3,
+            damaged: 1
+        }
+    );
+    assert_eq!(
+        fs::read(stranger.with_extension("bad")).unwrap(),
+        b"not a segment, but someone's file"
+    );
+    assert_eq!(read_everything(&mut spool).len(), 3);
 }

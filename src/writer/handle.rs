@@ -25,7 +25,9 @@ pub struct RecorderStats {
     pub written: u64,
     /// Captures dropped: the queue was full (the new capture is dropped), the
     /// writer was shut down, or a shutdown deadline passed with them unwritten;
-    /// and records the spool evicted to make room (the oldest first).
+    /// and, with a spool, records it evicted to make room (the oldest first),
+    /// the rest of a segment found damaged while being read back, and records
+    /// counted as spooled that its files no longer hold.
     pub dropped: u64,
     /// Records given up on: the sink failed on their batch with a permanent
     /// error, kept failing for longer than
@@ -83,12 +85,17 @@ pub enum FlushOutcome {
     /// Every capture accepted before the call is written, failed or dropped
     /// (see [`RecorderStats`]).
     Complete,
-    /// The deadline passed first. `pending` captures accepted before the call
+    /// The deadline passed first, or (with a spool) the writer stopped with
+    /// records left in its spool. `pending` captures accepted before the call
     /// were still queued, in flight or spooled. After `flush_timeout` they
     /// stay (the writer goes on); after `shutdown_timeout` the queued and in
     /// flight ones were abandoned and counted in [`RecorderStats::dropped`],
     /// while the spooled ones stay in the spool, counted in
     /// [`RecorderStats::spooled`], for the next process to write.
+    ///
+    /// A batch that was being appended to the spool at the deadline is
+    /// counted as dropped, yet may land on disk: the next process then counts
+    /// it as recovered and writes it.
     TimedOut {
         /// Captures not finished at the deadline.
         pending: u64,
@@ -138,13 +145,16 @@ impl UsageHandle {
     /// Returns once every capture accepted before the call has been written to
     /// the sink or accounted as failed or dropped: never while one of them is
     /// still queued, in the writer's hands, or in the spool (records recovered
-    /// from the spool at start included).
+    /// from the spool at start included), unless the writer has stopped
+    /// (then what it left in the spool stays there, for the next writer).
     ///
-    /// A failing sink is retried for up to
+    /// Without a spool, a failing sink is retried for up to
     /// [`max_retry_time`](crate::UsageLayer::max_retry_time) (5 minutes by
     /// default), and each call may take up to
     /// [`sink_timeout`](crate::UsageLayer::sink_timeout), so against a sink
-    /// that is down this can take that long; use
+    /// that is down this can take that long. With a
+    /// [spool](crate::UsageLayer::spool), it waits for the spool to be
+    /// written back: as long as the sink is down, without a bound. Use
     /// [`flush_timeout`](Self::flush_timeout) to bound the wait.
     pub async fn flush(&self) {
         self.wait(None).await;
@@ -162,11 +172,16 @@ impl UsageHandle {
         let target = shared.state().accepted;
         let mut done = shared.done.subscribe();
         loop {
-            let finished = shared.state().finished;
+            let (finished, stopped) = {
+                let s = shared.state();
+                (s.finished, s.stopped)
+            };
             if finished >= target {
                 return FlushOutcome::Complete;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            // A writer that has stopped finishes nothing more: what it left
+            // is in the spool.
+            if stopped || deadline.is_some_and(|d| Instant::now() >= d) {
                 return FlushOutcome::TimedOut {
                     pending: target - finished,
                 };
@@ -209,8 +224,18 @@ impl UsageHandle {
     }
 
     /// Flushes, then stops the writer. Captures after this are dropped and
-    /// counted. Can take as long as [`flush`](Self::flush);
-    /// [`shutdown_timeout`](Self::shutdown_timeout) bounds it.
+    /// counted. Without a spool, can take as long as [`flush`](Self::flush);
+    /// [`shutdown_timeout`](Self::shutdown_timeout) bounds it. With a
+    /// [spool](crate::UsageLayer::spool), while the sink answers it writes
+    /// the spool back; once the sink is down (a failed write or probe), it
+    /// returns as soon as the queue and the writer's batch are in the spool,
+    /// which keeps them (counted in [`RecorderStats::spooled`]) for the next
+    /// writer on its directory.
+    ///
+    /// The spool's lock is let go when the writer's task ends: before this
+    /// returns when it returns because the sink is down; otherwise a moment
+    /// after, so a new layer on the same directory may have to retry
+    /// [`spool`](crate::UsageLayer::spool) (`WouldBlock`) briefly.
     pub async fn shutdown(self) {
         self.shutdown_inner(None).await;
     }
@@ -222,7 +247,10 @@ impl UsageHandle {
     /// the spool stay there (counted in [`RecorderStats::spooled`]): the next
     /// layer to open the spool writes them. Returns
     /// within `timeout` plus at most 100 ms, in which the writer cancels its
-    /// call (a batch whose call ended first counts as written).
+    /// call (a batch whose call ended first counts as written); with a spool,
+    /// sooner when the sink is down (see [`shutdown`](Self::shutdown)). A
+    /// writer still in a file operation of the spool at the deadline lets go
+    /// of the spool's lock once it is done.
     pub async fn shutdown_timeout(self, timeout: Duration) -> FlushOutcome {
         self.shutdown_inner(Some(Instant::now() + timeout)).await
     }
@@ -231,7 +259,7 @@ impl UsageHandle {
         let shared = self.queue.shared.clone();
         shared.state().closed = true;
         let outcome = self.wait(deadline).await;
-        if !outcome.is_complete() {
+        if !outcome.is_complete() && !shared.state().stopped {
             // The queue is dropped at once; the writer cancels its `record`
             // call and counts its batch itself (written, if the call ended
             // first), unless it does not answer within the grace.

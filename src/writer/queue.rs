@@ -68,6 +68,9 @@ pub(super) struct State {
     pub(super) finished: u64,
     /// Set by `shutdown`: captures after it are dropped.
     pub(super) closed: bool,
+    /// Set when the writer has ended: nothing pending changes any more (what
+    /// is spooled stays in the spool, for the next writer on its directory).
+    pub(super) stopped: bool,
     /// Set when a shutdown deadline passed: the writer's batch was counted as
     /// dropped, and the writer must not count it again.
     pub(super) abandoned: bool,
@@ -117,21 +120,22 @@ impl State {
         evicted: u64,
         since: Option<SystemTime>,
     ) {
+        if !self.abandoned {
+            let n = n.min(self.in_flight);
+            self.in_flight -= n;
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
+            self.bytes = self.bytes.saturating_sub(bytes);
+            self.spooled += n;
+            if self.in_flight == 0 {
+                self.in_flight_since = None;
+            }
+            if self.spooled_since.is_none() {
+                self.spooled_since = since;
+            }
+        }
+        // After the stored ones are counted: a batch larger than the spool
+        // evicts some of its own records.
         self.evicted(evicted);
-        if self.abandoned {
-            return;
-        }
-        let n = n.min(self.in_flight);
-        self.in_flight -= n;
-        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
-        self.bytes = self.bytes.saturating_sub(bytes);
-        self.spooled += n;
-        if self.in_flight == 0 {
-            self.in_flight_since = None;
-        }
-        if self.spooled_since.is_none() {
-            self.spooled_since = since;
-        }
     }
 
     /// The spool evicted (or could not read) `n` records: dropped.

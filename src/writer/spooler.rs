@@ -18,7 +18,8 @@ use crate::{SinkError, UsageRecord, UsageSink};
 /// blocking file work, run on tokio's blocking pool.
 pub(super) struct Spooler {
     spool: Arc<Mutex<Spool>>,
-    /// The sink failed with a temporary error, and has not answered since.
+    /// The sink failed with a temporary error (or the spool could not be
+    /// read), and has not answered since.
     pub(super) down: bool,
     /// When the sink may be tried next (with the oldest spooled records).
     pub(super) next_probe: Instant,
@@ -29,6 +30,7 @@ pub(super) struct Spooler {
     refused_streak: Streak,
     full_streak: Streak,
     error_streak: Streak,
+    read_streak: Streak,
     /// A record larger than the whole spool was logged.
     refused_logged: bool,
 }
@@ -44,6 +46,7 @@ impl Spooler {
             refused_streak: Streak::new(),
             full_streak: Streak::new(),
             error_streak: Streak::new(),
+            read_streak: Streak::new(),
             refused_logged: false,
         }
     }
@@ -60,12 +63,7 @@ impl Spooler {
     }
 
     pub(super) fn sink_failed(&mut self, err: &SinkError, n: u64) {
-        if !self.down {
-            self.backoff = FIRST_BACKOFF;
-        }
-        self.down = true;
-        self.next_probe = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.back_off();
         if self.sink_streak.fail() {
             tracing::warn!(
                 target: "tower_usage",
@@ -74,6 +72,16 @@ impl Spooler {
                 "usage sink failed; records go to the disk spool until it answers again (counted in stats().spooled; further failures are counted, not logged)"
             );
         }
+    }
+
+    /// Waits before the next probe: 100 ms, doubling, at most 2 s.
+    fn back_off(&mut self) {
+        if !self.down {
+            self.backoff = FIRST_BACKOFF;
+        }
+        self.down = true;
+        self.next_probe = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
     fn sink_answered(&mut self) {
@@ -189,20 +197,46 @@ impl Spooler {
         let peeked = match peeked {
             Some((buf, Ok(peeked))) => {
                 *records = buf;
+                if let Some(failures) = self.read_streak.succeed() {
+                    tracing::info!(target: "tower_usage", failures, "usage spool reads again");
+                }
                 peeked
             }
-            Some((buf, Err(err))) => {
+            Some((buf, Err(err))) if is_damage(&err) => {
                 *records = buf;
-                // The oldest segment cannot be read: skip it, counted.
+                // The oldest segment no longer holds what was counted in it
+                // (or is gone): skip it, counted.
                 let skipped = self.blocking(Spool::skip_oldest).await;
-                let skipped = skipped.and_then(Result::ok).unwrap_or(0);
+                let skipped = match skipped {
+                    Some(Ok(n)) => n,
+                    _ => {
+                        // Its delete failed: it stays, tried again later.
+                        self.back_off();
+                        0
+                    }
+                };
                 shared.state().evicted(skipped);
-                if self.error_streak.fail() {
+                if self.read_streak.fail() {
                     tracing::error!(
                         target: "tower_usage",
                         error = %err,
                         skipped,
-                        "usage spool read failed: the oldest segment is skipped (counted in stats().dropped)"
+                        "usage spool segment damaged: it is skipped (counted in stats().dropped; further failures are not logged until a read succeeds)"
+                    );
+                }
+                return Continue(());
+            }
+            Some((buf, Err(err))) => {
+                *records = buf;
+                // A read that failed (too many open files, EIO, ...): the
+                // segment stays, and is tried again after a backoff, as for
+                // a sink that is down.
+                self.back_off();
+                if self.read_streak.fail() {
+                    tracing::error!(
+                        target: "tower_usage",
+                        error = %err,
+                        "usage spool read failed: the oldest segment is kept and read again after a backoff (further failures are not logged until a read succeeds)"
                     );
                 }
                 return Continue(());
@@ -306,4 +340,13 @@ impl Spooler {
         s.unspooled(peeked.undecodable, End::Failed);
         Continue(())
     }
+}
+
+/// Whether a read error of the spool is damage, not a passing failure: the
+/// segment no longer holds what was counted in it (`InvalidData`), or is gone.
+fn is_damage(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::NotFound
+    )
 }

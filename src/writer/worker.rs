@@ -68,7 +68,8 @@ impl std::fmt::Debug for UsageWorker {
 /// Closes the writer when its task ends, also when its future is dropped
 /// mid-batch (a runtime shutting down), so that `flush` and `shutdown` return
 /// instead of waiting for it forever. What it still held, queued or in hand,
-/// is counted as dropped, and later captures are dropped and counted too.
+/// is counted as dropped, and later captures are dropped and counted too;
+/// what is spooled stays in the spool (counted as spooled).
 /// Holds a `Weak`, so the writer's check for being orphaned still counts the
 /// strong references alone.
 struct StopOnExit(Weak<Shared>);
@@ -81,6 +82,7 @@ impl Drop for StopOnExit {
         let lost = {
             let mut s = shared.state();
             s.closed = true;
+            s.stopped = true;
             if s.queue.is_empty() && s.in_flight == 0 {
                 0
             } else {
@@ -96,6 +98,7 @@ impl Drop for StopOnExit {
         }
         // Wake any flush waiting on a writer that is gone.
         shared.publish();
+        shared.done.send_modify(|_| {});
     }
 }
 
@@ -205,15 +208,20 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Arc<Mu
             }
             if n == 0 {
                 let orphaned = Arc::strong_count(&shared) == 1;
-                // A writer left alone writes what it holds while the sink
-                // answers, and leaves the spool to the next writer when it
-                // does not; a writer shut down writes it all (`shutdown`
-                // flushes, `shutdown_timeout` aborts at its deadline).
+                // A writer shut down or left alone writes what it holds while
+                // the sink answers, and leaves the spool to the next writer
+                // when it does not (`shutdown_timeout` aborts at its
+                // deadline).
                 let spooled = spooler.is_some() && s.spooled > 0;
                 let down = spooler.as_ref().is_some_and(|sp| sp.down);
-                if s.queue.is_empty()
-                    && ((orphaned && (!spooled || down)) || (s.closed && !spooled))
-                {
+                if s.queue.is_empty() && (orphaned || s.closed) && (!spooled || down) {
+                    if spooled {
+                        tracing::info!(
+                            target: "tower_usage",
+                            spooled = s.spooled,
+                            "usage writer stopped while the sink is down: its spooled records stay in the spool for the next writer on its directory"
+                        );
+                    }
                     break;
                 }
                 continue;
