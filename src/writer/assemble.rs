@@ -14,11 +14,15 @@ use crate::record::{
     RecordedRequest, UsageRecord, GRPC_CANCELLED,
 };
 
-/// Header maps kept for reuse, at most: two per record of a full batch of the
-/// default size.
-const KEEP_MAPS: usize = 512;
-/// A map that grew past this many entries is not kept: a hostile record's
-/// map should not stay allocated.
+/// Header maps kept for reuse, at most: two per record of a batch of 32 (the
+/// writer's batches under a steady load are smaller; a larger one allocates
+/// the rest). With [`KEEP_MAP_CAPACITY`], the kept maps take under 0.5 MiB,
+/// outside `queue_bytes`.
+const KEEP_MAPS: usize = 64;
+/// A map that grew past this many entries, or held more values (repeated
+/// names keep their extra values in a list of their own, which `clear`
+/// keeps allocated), is not kept: a hostile record's map should not stay
+/// allocated.
 const KEEP_MAP_CAPACITY: usize = 32;
 
 /// Builds records: [`assemble`](Self::assemble), with what one record leaves
@@ -44,7 +48,10 @@ impl Assembler {
             std::mem::take(&mut record.request.headers),
             std::mem::take(&mut record.response_headers),
         ] {
-            if self.maps.len() < KEEP_MAPS && (1..=KEEP_MAP_CAPACITY).contains(&map.capacity()) {
+            if self.maps.len() < KEEP_MAPS
+                && map.len() <= KEEP_MAP_CAPACITY
+                && (1..=KEEP_MAP_CAPACITY).contains(&map.capacity())
+            {
                 let mut map = map;
                 map.clear();
                 self.maps.push(map);
@@ -194,5 +201,53 @@ fn decode_body(
             body.truncated = body.size > 0;
             (None, Some(encoding))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::{HeaderName, HeaderValue, ACCEPT, HOST};
+
+    fn record_with(request: HeaderMap) -> UsageRecord {
+        let mut record = UsageRecord::default();
+        record.request.headers = request;
+        record
+    }
+
+    #[test]
+    fn kept_maps_are_empty_and_bounded_in_number_and_size() {
+        let mut assembler = Assembler::default();
+        let mut small = HeaderMap::new();
+        small.insert(HOST, HeaderValue::from_static("h"));
+        small.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        assembler.recycle(record_with(small));
+        assert_eq!(assembler.maps.len(), 1, "the request's map is kept");
+        assert!(assembler.maps[0].is_empty());
+
+        // A name repeated past the limit: its extra values' list would stay
+        // allocated in a kept map.
+        let mut repeated = HeaderMap::new();
+        let name = HeaderName::from_static("x-many");
+        for _ in 0..=KEEP_MAP_CAPACITY {
+            repeated.append(name.clone(), HeaderValue::from_static("v"));
+        }
+        assembler.recycle(record_with(repeated));
+        // Many names: the map grew past the limit.
+        let mut wide = HeaderMap::new();
+        for i in 0..=KEEP_MAP_CAPACITY {
+            let name = HeaderName::try_from(format!("x-h{i}")).unwrap();
+            wide.insert(name, HeaderValue::from_static("v"));
+        }
+        assembler.recycle(record_with(wide));
+        assert_eq!(assembler.maps.len(), 1, "neither large map is kept");
+
+        for _ in 0..KEEP_MAPS * 2 {
+            let mut map = HeaderMap::new();
+            map.insert(HOST, HeaderValue::from_static("h"));
+            assembler.recycle(record_with(map));
+        }
+        assert_eq!(assembler.maps.len(), KEEP_MAPS);
+        assert!(assembler.maps.iter().all(HeaderMap::is_empty));
     }
 }
