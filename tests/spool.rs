@@ -542,3 +542,24 @@ async fn a_segment_that_cannot_be_read_for_a_while_is_kept_and_written_later() {
     let ns: Vec<u64> = sink.inner.all().iter().map(n_of).collect();
     assert_eq!(ns, (0..10).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_spool_too_small_to_hold_a_batch_is_refused_before_touching_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    for max_bytes in [0, 1, tower_usage::middleware::MIN_SPOOL_BYTES - 1] {
+        let err = UsageLayer::new(CollectSink::default())
+            .spool(&spool, max_bytes)
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&max_bytes.to_string()) && message.contains("16384"),
+            "{message}"
+        );
+        assert!(!spool.exists(), "nothing is created for a refused spool");
+    }
+    UsageLayer::new(CollectSink::default())
+        .spool(&spool, tower_usage::middleware::MIN_SPOOL_BYTES)
+        .unwrap();
+}

@@ -18,6 +18,9 @@ use crate::{IdentifyConsumer, RequestInfo, UsageSink};
 
 /// Default [`max_body_bytes`](crate::UsageLayer::max_body_bytes) for each side: 64 KiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// The least [`max_bytes`](UsageLayer::spool) a disk spool takes: 16 KiB
+/// (a segment's header and a few records); below it, `spool` is an error.
+pub const MIN_SPOOL_BYTES: u64 = 16 * 1024;
 
 /// Default [`max_header_bytes`](crate::UsageLayer::max_header_bytes): 8 KiB.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
@@ -615,9 +618,11 @@ impl<S> UsageLayer<S> {
     ///
     /// # Errors
     ///
-    /// When `dir` cannot be created or read, when another writer (in this
-    /// process or another) holds its lock, or when it holds segments of a
-    /// newer format version.
+    /// When `max_bytes` is below [`MIN_SPOOL_BYTES`](crate::middleware::MIN_SPOOL_BYTES) (an
+    /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error that says so:
+    /// a spool that small could not hold a batch), when `dir` cannot be
+    /// created or read, when another writer (in this process or another)
+    /// holds its lock, or when it holds segments of a newer format version.
     ///
     /// ```
     /// use tower_usage::{MemorySink, UsageLayer};
@@ -634,6 +639,14 @@ impl<S> UsageLayer<S> {
     /// # }
     /// ```
     pub fn spool(mut self, dir: impl AsRef<Path>, max_bytes: u64) -> std::io::Result<Self> {
+        if max_bytes < MIN_SPOOL_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "spool max_bytes is {max_bytes}: the least a spool takes is {MIN_SPOOL_BYTES} bytes"
+                ),
+            ));
+        }
         let spool = OpenSpool::open(dir.as_ref(), max_bytes)?;
         self.detach_writer("a spool was set");
         self.spool = Some(Arc::new(Mutex::new(Some(spool))));

@@ -183,6 +183,7 @@ pub use body::{RequestBody, ResponseBody};
 pub use future::ResponseFuture;
 pub use layer::{
     UsageLayer, DEFAULT_KEPT_RESPONSE_HEADERS, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES,
+    MIN_SPOOL_BYTES,
 };
 pub use service::Usage;
 
