@@ -101,6 +101,21 @@ async fn everything_stored(handle: &UsageHandle, sent: u64, url: &str) {
     assert_eq!(rows(url).await, sent as i64, "rows in PostgreSQL");
 }
 
+/// Stops the cluster half a second from now, and starts it again `down` later.
+fn stop_for(pg: Arc<PrivateCluster>, down: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let p = pg.clone();
+        tokio::task::spawn_blocking(move || p.stop_server())
+            .await
+            .unwrap();
+        tokio::time::sleep(down).await;
+        tokio::task::spawn_blocking(move || pg.start_server())
+            .await
+            .unwrap();
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_and_started_mid_load_loses_nothing() {
     let pg = Arc::new(
@@ -114,20 +129,7 @@ async fn postgres_stopped_and_started_mid_load_loses_nothing() {
     let handle = layer.handle();
     let addr = serve(app(layer)).await;
 
-    let faults = {
-        let pg = pg.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let p = pg.clone();
-            tokio::task::spawn_blocking(move || p.stop_server())
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            tokio::task::spawn_blocking(move || pg.start_server())
-                .await
-                .unwrap();
-        })
-    };
+    let faults = stop_for(pg.clone(), Duration::from_secs(2));
     let pending = max_pending(handle.clone());
     let sent = paced(addr, 300, Duration::from_secs(3)).await;
     faults.await.unwrap();
@@ -205,20 +207,7 @@ async fn postgres_stopped_longer_than_the_queue_holds_loses_nothing_with_a_spool
     let handle = layer.handle();
     let addr = serve(app(layer)).await;
 
-    let faults = {
-        let pg = pg.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let p = pg.clone();
-            tokio::task::spawn_blocking(move || p.stop_server())
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            tokio::task::spawn_blocking(move || pg.start_server())
-                .await
-                .unwrap();
-        })
-    };
+    let faults = stop_for(pg.clone(), Duration::from_secs(2));
     let most_spooled = {
         let handle = handle.clone();
         tokio::spawn(async move {
