@@ -99,7 +99,7 @@
 //!
 //! When an exchange ends, the layer pushes its raw capture onto a bounded queue:
 //! a short, uncontended mutex push, never an `.await`. The writer task wakes every
-//! [`max_delay`](crate::UsageLayer::max_delay), or as soon as 8
+//! [`max_delay`](crate::UsageLayer::max_delay), or as soon as 64
 //! captures are waiting, takes up to [`batch_size`](crate::UsageLayer::batch_size)
 //! of them, turns the captures into
 //! [`UsageRecord`](crate::UsageRecord)s (redaction, query and route-param parsing, the token hash,
@@ -108,11 +108,12 @@
 //! while enough are waiting.
 //!
 //! So batches size themselves to the load. While the sink keeps up, the writer
-//! takes a handful of captures at a time, while their memory is still in the
-//! CPU's caches and the allocator's per-thread caches can take back what they
-//! free. While a `record` call is in flight, captures pile up in the queue, and
-//! the next rounds write them in batches of up to `batch_size`: a slow sink gets
-//! fewer, larger writes.
+//! takes a few dozen captures at a time: one wake-up per run, and its code and
+//! the sink's stay in the CPU's caches for the whole run (measured under load:
+//! about 1 µs of CPU less per request than waking at 8 waiting; see the
+//! README's performance section). While a `record` call is in flight, captures
+//! pile up in the queue, and the next rounds write them in batches of up to
+//! `batch_size`: a slow sink gets fewer, larger writes.
 //!
 //! Every capture is in exactly one place, and
 //! [`RecorderStats`](crate::RecorderStats) shows them all at one instant:

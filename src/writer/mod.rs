@@ -74,7 +74,15 @@ pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many waiting captures wake the writer before `max_delay` is up (or
 /// `batch_size`, when that is smaller).
-pub(crate) const WAKE_AT: usize = 8;
+///
+/// 64, measured (`benches/loopback.rs`, 2 Tokio workers under `wrk`): against
+/// 8, the writer's work in runs of 64 records cost the server about 1 µs less
+/// CPU per request (38.5 to 37.5 µs with glibc's malloc, 31.8 to 30.8 µs with
+/// mimalloc) and gave 3% more requests per second, with the same p99; one
+/// wake-up per 64 requests instead of 8, and the writer's and the sink's code
+/// stays in the CPU's caches for a whole run. 256 was no better. A record
+/// still reaches the sink within `max_delay` under light load.
+pub(crate) const WAKE_AT: usize = 64;
 
 /// The writer's settings: plain values, fixed before the writer starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

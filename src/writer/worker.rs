@@ -143,7 +143,7 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Arc<Mu
             _ => (wake_at, config.max_delay, false),
         };
         if wait_for > 0 && shared.state().queue.len() < wait_for {
-            // Without a spool in use, any wake ends the wait (8 waiting, or a
+            // Without a spool in use, any wake ends the wait (64 waiting, or a
             // flush); with one, only a full batch or the deadline does.
             let deadline = tokio::time::Instant::now() + delay;
             let aborted = loop {
