@@ -28,19 +28,32 @@
 //! Not run in CI. Needs `wrk` (Debian: `apt-get install wrk`) and Linux.
 //!
 //! ```text
-//! cargo bench --bench loopback                 # 3 rounds of 10 s per variant, ~8 minutes
+//! cargo bench --bench loopback                 # 5 rounds of 6 s per variant, ~9 minutes
 //! cargo bench --bench loopback -- bare memory  # only these variants
 //! ```
 //!
-//! Settings (environment): `TOWER_USAGE_LOOPBACK_ROUNDS` (3),
-//! `TOWER_USAGE_LOOPBACK_SECS` (10, per measurement, after a 2 s warm-up),
+//! Settings (environment): `TOWER_USAGE_LOOPBACK_ROUNDS` (5),
+//! `TOWER_USAGE_LOOPBACK_SECS` (6, per measurement, after a 2 s warm-up),
 //! `TOWER_USAGE_LOOPBACK_WORKERS` (2, the server's Tokio workers),
 //! `TOWER_USAGE_LOOPBACK_CONNECTIONS` (64), `TOWER_USAGE_LOOPBACK_THREADS` (2,
-//! wrk's), `TOWER_USAGE_LOOPBACK_ALLOCATORS` (`system,mimalloc`).
+//! wrk's), `TOWER_USAGE_LOOPBACK_ALLOCATORS` (`system,mimalloc`),
+//! `TOWER_USAGE_LOOPBACK_BASELINE_DIR` (none: a directory holding the two
+//! server examples built from another commit; each variant with a usage
+//! layer then runs from both builds in the same rounds, for a before and after
+//! measured side by side):
+//!
+//! ```text
+//! git worktree add /tmp/before <commit>
+//! (cd /tmp/before && cargo build --release --features sqlite \
+//!     --example loopback_server --example loopback_server_mimalloc)
+//! TOWER_USAGE_LOOPBACK_BASELINE_DIR=/tmp/before/target/release/examples \
+//!     cargo bench --bench loopback -- bare memory
+//! ```
 
 #[path = "common/http_app.rs"]
 mod http_app;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -106,8 +119,8 @@ fn main() {
             .filter(|(a, _)| wanted.split(',').any(|w| w.trim() == *a))
             .collect()
     };
-    let rounds = setting("ROUNDS", 3).max(1);
-    let secs = setting("SECS", 10).max(1);
+    let rounds = setting("ROUNDS", 5).max(1);
+    let secs = setting("SECS", 6).max(1);
     let connections = setting("CONNECTIONS", 64).max(1);
     let threads = setting("THREADS", 2).max(1);
     let workers = setting("WORKERS", 2).max(1);
@@ -122,24 +135,38 @@ fn main() {
     std::fs::write(&script, wrk_script()).expect("write the wrk script");
     let clk_tck = clock_ticks();
 
+    // A build to compare with, measured in the same rounds: the variants with
+    // a usage layer run from both builds (bare and trace do not run its code).
+    let baseline = std::env::var_os("TOWER_USAGE_LOOPBACK_BASELINE_DIR").map(PathBuf::from);
+    let builds: Vec<(&Path, bool)> = std::iter::once((servers.as_path(), false))
+        .chain(baseline.as_deref().map(|dir| (dir, true)))
+        .collect();
+    let runs_layer = |variant: &str| !matches!(variant, "bare" | "trace");
+
     let load_before = load_average();
-    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); variants.len() * allocators.len()];
+    let mut runs: HashMap<(usize, usize, bool), Vec<Run>> = HashMap::new();
     for round in 1..=rounds {
         for (a, (alloc, example)) in allocators.iter().enumerate() {
             for (v, (variant, _)) in variants.iter().enumerate() {
-                let run = measure(
-                    &servers.join(example),
-                    variant,
-                    workers,
-                    &script,
-                    (threads, connections, secs),
-                    clk_tck,
-                );
-                eprintln!(
-                    "round {round}/{rounds} {variant:<7} {alloc:<9} {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  cpu {:>6.2} us/req  dropped {}/{}",
-                    run.rps, run.p50_us, run.p99_us, run.cpu_us, run.dropped, run.captured
-                );
-                runs[a * variants.len() + v].push(run);
+                for &(dir, is_baseline) in &builds {
+                    if is_baseline && !runs_layer(variant) {
+                        continue;
+                    }
+                    let run = measure(
+                        &dir.join(example),
+                        variant,
+                        workers,
+                        &script,
+                        (threads, connections, secs),
+                        clk_tck,
+                    );
+                    eprintln!(
+                        "round {round}/{rounds} {variant:<7} {alloc:<9}{} {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  cpu {:>6.2} us/req  dropped {}/{}",
+                        if is_baseline { " baseline" } else { "" },
+                        run.rps, run.p50_us, run.p99_us, run.cpu_us, run.dropped, run.captured
+                    );
+                    runs.entry((a, v, is_baseline)).or_default().push(run);
+                }
             }
         }
     }
@@ -149,41 +176,58 @@ fn main() {
         "\nloopback: {workers} Tokio workers, wrk -t{threads} -c{connections} -d{secs}s, \
          {rounds} rounds, median per variant; load average before {load_before}, after {load_after}\n"
     );
+    if let Some(dir) = &baseline {
+        println!("baseline build: {}\n", dir.display());
+    }
     println!("| variant | allocator | req/s | ratio to bare | p50 | p99 | server CPU per request | CPU ratio | req/s per round |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
     for (a, (alloc, _)) in allocators.iter().enumerate() {
-        let row = |v: usize| &runs[a * variants.len() + v];
-        let bare = variants.iter().position(|(v, _)| *v == "bare");
-        let ratio = |v: usize, field: fn(&Run) -> f64| {
-            bare.map_or("–".to_owned(), |b| {
-                format!("{:.2}x", median(row(v), field) / median(row(b), field))
+        let bare = variants
+            .iter()
+            .position(|(v, _)| *v == "bare")
+            .and_then(|b| runs.get(&(a, b, false)));
+        let ratio = |row: &[Run], field: fn(&Run) -> f64| {
+            bare.map_or("–".to_owned(), |bare| {
+                format!("{:.2}x", median(row, field) / median(bare, field))
             })
         };
-        for (v, (_, label)) in variants.iter().enumerate() {
-            let mut each: Vec<String> = row(v).iter().map(|r| format!("{:.0}", r.rps)).collect();
-            let dropped: u64 = row(v).iter().map(|r| r.dropped).sum();
-            if dropped > 0 {
-                let captured: u64 = row(v).iter().map(|r| r.captured).sum();
-                each.push(format!("(dropped {dropped} of {captured} captures)"));
+        for &(_, is_baseline) in &builds {
+            for (v, (_, label)) in variants.iter().enumerate() {
+                let Some(row) = runs.get(&(a, v, is_baseline)) else {
+                    continue;
+                };
+                let mut each: Vec<String> = row.iter().map(|r| format!("{:.0}", r.rps)).collect();
+                let dropped: u64 = row.iter().map(|r| r.dropped).sum();
+                if dropped > 0 {
+                    let captured: u64 = row.iter().map(|r| r.captured).sum();
+                    each.push(format!("(dropped {dropped} of {captured} captures)"));
+                }
+                println!(
+                    "| {label}{} | {alloc} | {:.0} | {} | {} | {} | {:.1} µs | {} | {} |",
+                    if is_baseline { ", baseline build" } else { "" },
+                    median(row, |r| r.rps),
+                    ratio(row, |r| r.rps),
+                    latency(median(row, |r| r.p50_us)),
+                    latency(median(row, |r| r.p99_us)),
+                    median(row, |r| r.cpu_us),
+                    ratio(row, |r| r.cpu_us),
+                    each.join(", ")
+                );
             }
-            println!(
-                "| {label} | {alloc} | {:.0} | {} | {} | {} | {:.1} µs | {} | {} |",
-                median(row(v), |r| r.rps),
-                ratio(v, |r| r.rps),
-                latency(median(row(v), |r| r.p50_us)),
-                latency(median(row(v), |r| r.p99_us)),
-                median(row(v), |r| r.cpu_us),
-                ratio(v, |r| r.cpu_us),
-                each.join(", ")
-            );
         }
     }
 }
 
+/// The median; of an even number of runs, the mean of the middle two.
 fn median(runs: &[Run], field: impl Fn(&Run) -> f64) -> f64 {
     let mut v: Vec<f64> = runs.iter().map(field).collect();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
 }
 
 fn latency(us: f64) -> String {
