@@ -149,21 +149,15 @@ impl Packed {
     /// A header map, its values slices of the buffer (see
     /// [`codec::headers`](crate::codec::headers)).
     pub(crate) fn headers(&self, part: Part) -> HeaderMap {
-        self.headers_into(part, HeaderMap::new(), &mut headers::ParseNames)
+        self.headers_into(part, HeaderMap::new())
     }
 
     /// [`headers`](Self::headers), decoded into `map` (empty, its allocation
-    /// reused), with the names from `names` (a
-    /// [`NameCache`](headers::NameCache) on the writer).
-    pub(crate) fn headers_into(
-        &self,
-        part: Part,
-        mut map: HeaderMap,
-        names: &mut impl headers::Names,
-    ) -> HeaderMap {
+    /// reused).
+    pub(crate) fn headers_into(&self, part: Part, mut map: HeaderMap) -> HeaderMap {
         if let Some(range) = self.range(part) {
             // Cannot be cut short: the packer wrote the whole map.
-            let _ = headers::decode_into_with(&self.bytes.slice(range), &mut map, names);
+            let _ = headers::decode_into(&self.bytes.slice(range), &mut map);
         }
         map
     }

@@ -28,11 +28,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "writer", "sink", "record", "hooks", "marker", "error", "streak",
         ],
     ),
-    // `codec`: the writer keeps the header names it decoded (a leaf's cache).
     (
         "writer",
         &[
-            "captured", "codec", "sink", "record", "hooks", "error", "streak", "spool",
+            "captured", "sink", "record", "hooks", "error", "streak", "spool",
         ],
     ),
     ("captured", &["codec", "record", "hooks"]),

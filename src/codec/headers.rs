@@ -33,7 +33,7 @@ use std::ops::Range;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{InvalidHeaderName, InvalidHeaderValue};
+use http::header::InvalidHeaderValue;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
@@ -171,16 +171,6 @@ pub(crate) fn decode_into<S: Source + ?Sized>(
     src: &S,
     map: &mut HeaderMap,
 ) -> Result<usize, Truncated> {
-    decode_into_with(src, map, &mut ParseNames)
-}
-
-/// [`decode_into`], taking each name from `names`: a [`NameCache`] when the
-/// same names are decoded again and again.
-pub(crate) fn decode_into_with<S: Source + ?Sized>(
-    src: &S,
-    map: &mut HeaderMap,
-    names: &mut impl Names,
-) -> Result<usize, Truncated> {
     let bytes = src.encoded();
     let mut reader = Reader { bytes, at: 0 };
     let count = reader.u32()? as usize;
@@ -196,7 +186,7 @@ pub(crate) fn decode_into_with<S: Source + ?Sized>(
         let name = reader.take(usize::from(name_len))?;
         let value_len = reader.u32()?;
         let value = reader.take(value_len as usize)?;
-        let name = names.name(&bytes[name]);
+        let name = HeaderName::from_bytes(&bytes[name]);
         if let (Ok(name), Ok(mut value)) = (name, src.value(value)) {
             value.set_sensitive(flags & SENSITIVE != 0);
             // Fails only past `HeaderMap`'s limit, which the encoded map was under.
@@ -204,65 +194,6 @@ pub(crate) fn decode_into_with<S: Source + ?Sized>(
         }
     }
     Ok(reader.at)
-}
-
-/// Where [`decode_into_with`] gets a header name from its bytes.
-pub(crate) trait Names {
-    /// The name spelled by `bytes`, as [`HeaderName::from_bytes`] makes it.
-    fn name(&mut self, bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName>;
-}
-
-/// Every name parsed anew.
-pub(crate) struct ParseNames;
-
-impl Names for ParseNames {
-    fn name(&mut self, bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
-        HeaderName::from_bytes(bytes)
-    }
-}
-
-/// Slots of a [`NameCache`].
-const NAME_SLOTS: usize = 64;
-/// The longest name a [`NameCache`] keeps, in bytes.
-const MAX_CACHED_NAME: usize = 64;
-
-/// The header names decoded lately, so that a name decoded again costs a
-/// compare and a clone instead of a parse (a match against the standard
-/// names, and for any other name an allocation of its own).
-///
-/// Direct-mapped by the name's length and last byte, as the writer's
-/// verdict cache is: a name that lands on a taken slot replaces it, so names
-/// that are always new cost a parse each, as with no cache, and the cache
-/// holds at most 64 names of at most 64 bytes. A slot answers only bytes
-/// equal to its name's lower-case spelling, which parse to that very name.
-#[derive(Debug)]
-pub(crate) struct NameCache {
-    slots: Vec<Option<HeaderName>>,
-}
-
-impl Default for NameCache {
-    fn default() -> Self {
-        Self {
-            slots: vec![None; NAME_SLOTS],
-        }
-    }
-}
-
-impl Names for NameCache {
-    fn name(&mut self, bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
-        let slot =
-            (bytes.len() * 31 + usize::from(bytes.last().copied().unwrap_or(0))) % NAME_SLOTS;
-        if let Some(seen) = &self.slots[slot] {
-            if seen.as_str().as_bytes() == bytes {
-                return Ok(seen.clone());
-            }
-        }
-        let name = HeaderName::from_bytes(bytes)?;
-        if bytes.len() <= MAX_CACHED_NAME {
-            self.slots[slot] = Some(name.clone());
-        }
-        Ok(name)
-    }
 }
 
 struct Reader<'a> {
@@ -364,58 +295,6 @@ pub(crate) fn from_json(value: &Value) -> Result<HeaderMap, SinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_name_cache_answers_what_parsing_answers() {
-        let mut cache = NameCache::default();
-        let long = "x-".repeat(40);
-        let mut inputs: Vec<Vec<u8>> = [
-            "accept",
-            "Accept",
-            "ACCEPT",
-            "content-type",
-            "x-request-id",
-            "X-Request-Id",
-            "authorization",
-            "bad name",
-            "",
-            "x-é",
-            &long,
-        ]
-        .iter()
-        .map(|n| n.as_bytes().to_vec())
-        .collect();
-        // Names that share slots, so that slots are replaced.
-        inputs.extend((0..300).map(|i| format!("x-h{i}").into_bytes()));
-        for round in 0..3 {
-            for bytes in &inputs {
-                let parsed = HeaderName::from_bytes(bytes);
-                let cached = cache.name(bytes);
-                match (parsed, cached) {
-                    (Ok(p), Ok(c)) => assert_eq!(p, c, "round {round}: {bytes:?}"),
-                    (Err(_), Err(_)) => {}
-                    (p, c) => panic!("round {round}: {bytes:?}: parsed {p:?}, cached {c:?}"),
-                }
-            }
-        }
-        // Bounded: at most one name per slot, none longer than the limit.
-        let kept: Vec<_> = cache.slots.iter().flatten().collect();
-        assert!(kept.len() <= NAME_SLOTS);
-        assert!(kept.iter().all(|n| n.as_str().len() <= MAX_CACHED_NAME));
-    }
-
-    #[test]
-    fn decoding_with_a_name_cache_gives_the_same_map() {
-        let mut out = Vec::new();
-        encode(&mut out, &sample());
-        let src = Bytes::from(out);
-        let mut cache = NameCache::default();
-        for _ in 0..3 {
-            let mut map = HeaderMap::new();
-            decode_into_with(&src, &mut map, &mut cache).unwrap();
-            assert_eq!(map, decode(&src).unwrap().0);
-        }
-    }
 
     /// Repeats, a sensitive value, a value that is not UTF-8, an empty one.
     fn sample() -> HeaderMap {

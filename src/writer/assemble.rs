@@ -8,7 +8,6 @@ use http::HeaderMap;
 use time::OffsetDateTime;
 
 use crate::captured::{Captured, Part};
-use crate::codec::headers::NameCache;
 use crate::record::encoding::{self, EncodedBody};
 use crate::record::{
     params_for, truncate_to_millis, CaptureNotes, CapturedBody, GrpcCall, HeaderVerdicts, Outcome,
@@ -27,14 +26,12 @@ const KEEP_MAPS: usize = 64;
 const KEEP_MAP_CAPACITY: usize = 32;
 
 /// Builds records: [`assemble`](Self::assemble), with what one record leaves
-/// for the next kept (the header names decoded, the header rules' verdicts on
-/// them, and the header maps of written records, handed back with
-/// [`recycle`](Self::recycle)).
+/// for the next kept (the header rules' verdicts on names, and the header
+/// maps of written records, handed back with [`recycle`](Self::recycle)).
 /// Owned by the writer task.
 #[derive(Debug, Default)]
 pub(crate) struct Assembler {
     verdicts: HeaderVerdicts,
-    names: NameCache,
     maps: Vec<HeaderMap>,
 }
 
@@ -97,10 +94,8 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
         .str(Part::Query)
         .map(|q| redaction.query(q).into_owned())
         .unwrap_or_default();
-    let map = reuse.map();
-    let request_headers = packed.headers_into(Part::RequestHeaders, map, &mut reuse.names);
-    let map = reuse.map();
-    let mut response_headers = packed.headers_into(Part::ResponseHeaders, map, &mut reuse.names);
+    let request_headers = packed.headers_into(Part::RequestHeaders, reuse.map());
+    let mut response_headers = packed.headers_into(Part::ResponseHeaders, reuse.map());
     for (name, value) in &packed.headers(Part::ResponseTrailers) {
         response_headers.insert(name.clone(), value.clone());
     }
