@@ -75,13 +75,14 @@ pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many waiting captures wake the writer before `max_delay` is up (or
 /// `batch_size`, when that is smaller).
 ///
-/// 64, measured (`benches/loopback.rs`, 2 Tokio workers under `wrk`): against
-/// 8, the writer's work in runs of 64 records cost the server about 1 µs less
-/// CPU per request (38.5 to 37.5 µs with glibc's malloc, 31.8 to 30.8 µs with
-/// mimalloc) and gave 3% more requests per second, with the same p99; one
-/// wake-up per 64 requests instead of 8, and the writer's and the sink's code
-/// stays in the CPU's caches for a whole run. 256 was no better. A record
-/// still reaches the sink within `max_delay` under light load.
+/// 64, measured (`benches/loopback.rs`, 2 Tokio workers under `wrk`, runs
+/// of each build interleaved): against 8, the server spent 0.4 to 1 µs less
+/// CPU per request (e.g. 31.8 to 30.8 µs with mimalloc, 38.5 to 37.5 µs with
+/// glibc's malloc) and served 1.5 to 3% more requests per second, p99
+/// unchanged, in four comparisons; 256 was no better. One wake-up per 64
+/// requests instead of 8, and the writer's and the sink's code stays in the
+/// CPU's caches for a whole run. A record still reaches the sink within
+/// `max_delay` under light load.
 pub(crate) const WAKE_AT: usize = 64;
 
 /// The writer's settings: plain values, fixed before the writer starts.
