@@ -159,7 +159,12 @@ impl UsageRecord {
             last.set((ms, random));
             random
         });
-        ulid::Ulid::from_parts(ms, random).to_string()
+        // Into a stack buffer, then one exact allocation (`Display` would grow
+        // a `String` through the formatting machinery).
+        let mut text = [0u8; ulid::ULID_LEN];
+        ulid::Ulid::from_parts(ms, random)
+            .array_to_str(&mut text)
+            .to_owned()
     }
 }
 

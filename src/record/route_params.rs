@@ -35,10 +35,11 @@ fn grpc_method(path: &str) -> Option<(&str, &str)> {
 /// /files/{*rest}              ~  /files/a/b%20c           =>  rest = a/b c
 /// ```
 pub(crate) fn match_template(template: &str, path: &str) -> Vec<(String, String)> {
-    param_ranges(template, path)
-        .into_iter()
-        .map(|(name, range)| (name.to_owned(), decode(&path[range])))
-        .collect()
+    let mut params = Vec::new();
+    param_ranges(template, path, |name, range| {
+        params.push((name.to_owned(), decode(&path[range])));
+    });
+    params
 }
 
 /// The path with the raw value of every parameter whose name `is_secret`
@@ -52,13 +53,13 @@ pub(crate) fn mask_params(
 ) -> Option<String> {
     let mut out = String::new();
     let mut copied = 0;
-    for (name, range) in param_ranges(template, path) {
+    param_ranges(template, path, |name, range| {
         if is_secret(name) && range.start >= copied {
             out.push_str(&path[copied..range.start]);
             out.push_str(replacement);
             copied = range.end;
         }
-    }
+    });
     if copied == 0 {
         return None;
     }
@@ -78,9 +79,9 @@ pub(crate) fn param_names(template: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// The name and the byte range in `path` of each parameter of `template`.
-fn param_ranges<'t>(template: &'t str, path: &str) -> Vec<(&'t str, Range<usize>)> {
-    let mut params = Vec::new();
+/// Calls `found` with the name and the byte range in `path` of each
+/// parameter of `template`, in order (a callback: no list is allocated).
+fn param_ranges<'t>(template: &'t str, path: &str, mut found: impl FnMut(&'t str, Range<usize>)) {
     let base = usize::from(path.starts_with('/'));
     let mut at = base;
     let mut path_segments = path[base..].split('/');
@@ -89,7 +90,7 @@ fn param_ranges<'t>(template: &'t str, path: &str) -> Vec<(&'t str, Range<usize>
         // a search for each kind of capture.
         if !t.bytes().any(|b| matches!(b, b'{' | b':' | b'*')) {
             let Some(seg) = path_segments.next() else {
-                return params;
+                return;
             };
             at += seg.len() + 1;
             continue;
@@ -101,17 +102,17 @@ fn param_ranges<'t>(template: &'t str, path: &str) -> Vec<(&'t str, Range<usize>
             .or_else(|| t.strip_prefix('*'));
         if let Some(name) = wildcard {
             if !name.is_empty() {
-                params.push((name, at.min(path.len())..path.len()));
+                found(name, at.min(path.len())..path.len());
             }
-            return params;
+            return;
         }
         let Some(seg) = path_segments.next() else {
-            return params;
+            return;
         };
         let seg_start = at;
         at += seg.len() + 1;
         if let Some(name) = t.strip_prefix(':') {
-            params.push((name, seg_start..seg_start + seg.len()));
+            found(name, seg_start..seg_start + seg.len());
             continue;
         }
         if let (Some(open), Some(close)) = (t.find('{'), t.rfind('}')) {
@@ -122,12 +123,11 @@ fn param_ranges<'t>(template: &'t str, path: &str) -> Vec<(&'t str, Range<usize>
                     && seg.ends_with(suffix)
                 {
                     let start = seg_start + prefix.len();
-                    params.push((name, start..seg_start + seg.len() - suffix.len()));
+                    found(name, start..seg_start + seg.len() - suffix.len());
                 }
             }
         }
     }
-    params
 }
 
 fn decode(s: &str) -> String {
