@@ -119,3 +119,71 @@ async fn a_clone_given_its_own_settings_before_first_use_gets_its_own_writer() {
     assert_eq!(b_handle.stats().captured, 3);
     assert_eq!(a_handle.stats().captured, 0, "b has a writer of its own");
 }
+
+/// Waits (at most 5 s) until the writer holds nothing of `captured` captures:
+/// all taken from the queue and written.
+async fn drained(handle: &tower_usage::UsageHandle, captured: u64) -> tower_usage::RecorderStats {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = handle.stats();
+        if stats.captured == captured && stats.queued == 0 && stats.in_flight == 0 {
+            return stats;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer did not wake (max_delay is a minute): {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_small_queue_wakes_the_writer_before_it_fills() {
+    // A queue of 16 wakes the writer at 8 waiting, not at 64 (which it would
+    // never reach): nothing waits for max_delay, nothing is dropped.
+    let sink = CollectSink::default();
+    let layer = UsageLayer::new(sink.clone())
+        .queue_capacity(16)
+        .max_delay(Duration::from_secs(60));
+    let handle = layer.handle();
+    let addr = serve(app(layer)).await;
+    for group in 1..=5u64 {
+        get_ok(addr, 8).await;
+        let stats = drained(&handle, group * 8).await;
+        assert_eq!(stats.dropped, 0, "{stats:?}");
+    }
+    assert_eq!(sink.all().len(), 40);
+}
+
+#[tokio::test]
+async fn a_queue_half_full_in_bytes_wakes_the_writer() {
+    // Captures of about 8.4 KiB each in 64 KiB of queue: the fourth crosses
+    // half of it and wakes the writer, long before 64 are waiting.
+    let sink = CollectSink::default();
+    let layer = UsageLayer::new(sink.clone())
+        .queue_bytes(64 * 1024)
+        .max_delay(Duration::from_secs(60));
+    let handle = layer.handle();
+    let router = Router::new()
+        .route(
+            "/upload",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        )
+        .layer(layer);
+    let addr = serve(router).await;
+    let body = "x".repeat(8 * 1024);
+    for group in 1..=4u64 {
+        for _ in 0..4 {
+            let (status, _, _) = send(
+                Request::post(format!("http://{addr}/upload"))
+                    .body(full(body.clone()))
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let stats = drained(&handle, group * 4).await;
+        assert_eq!(stats.dropped, 0, "{stats:?}");
+    }
+    assert_eq!(sink.all().len(), 16);
+}

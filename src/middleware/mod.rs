@@ -99,8 +99,11 @@
 //!
 //! When an exchange ends, the layer pushes its raw capture onto a bounded queue:
 //! a short, uncontended mutex push, never an `.await`. The writer task wakes every
-//! [`max_delay`](crate::UsageLayer::max_delay), or as soon as 64
-//! captures are waiting, takes up to [`batch_size`](crate::UsageLayer::batch_size)
+//! [`max_delay`](crate::UsageLayer::max_delay), as soon as 64 captures are
+//! waiting (or [`batch_size`](crate::UsageLayer::batch_size), or half of
+//! [`queue_capacity`](crate::UsageLayer::queue_capacity), when smaller), or when
+//! the captures held reach half of [`queue_bytes`](crate::UsageLayer::queue_bytes);
+//! it takes up to [`batch_size`](crate::UsageLayer::batch_size)
 //! of them, turns the captures into
 //! [`UsageRecord`](crate::UsageRecord)s (redaction, query and route-param parsing, the token hash,
 //! ids: all off the request path) and hands them to

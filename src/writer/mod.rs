@@ -97,6 +97,19 @@ pub(crate) struct WriterConfig {
     pub(crate) sink_timeout: Duration,
 }
 
+impl WriterConfig {
+    /// How many waiting captures wake the writer: [`WAKE_AT`], or fewer when
+    /// `batch_size` is smaller, or half of `queue_capacity` when that is
+    /// smaller still (a queue that fills before the writer wakes would drop
+    /// captures until `max_delay` is up).
+    pub(crate) fn wake_at(&self) -> usize {
+        self.batch_size
+            .min(WAKE_AT)
+            .min(self.queue_capacity.div_ceil(2))
+            .max(1)
+    }
+}
+
 impl Default for WriterConfig {
     fn default() -> Self {
         Self {
@@ -108,5 +121,29 @@ impl Default for WriterConfig {
             max_retry_time: DEFAULT_MAX_RETRY_TIME,
             sink_timeout: DEFAULT_SINK_TIMEOUT,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_wakes_before_its_queue_can_fill() {
+        let with = |queue_capacity, batch_size| {
+            WriterConfig {
+                queue_capacity,
+                batch_size,
+                ..WriterConfig::default()
+            }
+            .wake_at()
+        };
+        assert_eq!(WriterConfig::default().wake_at(), WAKE_AT);
+        assert_eq!(with(DEFAULT_QUEUE_CAPACITY, 4), 4);
+        assert_eq!(with(100, 256), 50);
+        assert_eq!(with(16, 256), 8);
+        assert_eq!(with(3, 256), 2);
+        assert_eq!(with(1, 256), 1);
+        assert_eq!(with(0, 0), 1);
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{watch, Notify};
 
 use super::worker::UsageWorker;
-use super::{OpenSpool, RecorderStats, WriterConfig, WAKE_AT};
+use super::{OpenSpool, RecorderStats, WriterConfig};
 use crate::captured::Captured;
 use crate::spool::Spool;
 use crate::streak::Streak;
@@ -336,7 +336,9 @@ impl Queue {
     }
 
     /// Hands a finished capture to the writer. Never blocks on the sink, never
-    /// wakes the writer except at the high-water mark ([`WAKE_AT`]).
+    /// wakes the writer except at the high-water mark
+    /// ([`WriterConfig::wake_at`] captures waiting) or when the captures held
+    /// reach half of `queue_bytes`.
     ///
     /// Drop policy: when the queue is full (by count or by bytes, the writer's
     /// batch included), the *new* capture is dropped and counted; what is
@@ -347,9 +349,9 @@ impl Queue {
             self.start();
         }
         let config = &shared.config;
-        let wake_at = config.batch_size.min(WAKE_AT);
+        let wake_at = config.wake_at();
         let entry = Entry::new(captured);
-        let len = {
+        let (len, half_full) = {
             let mut s = shared.state();
             s.captured += 1;
             if s.closed {
@@ -370,12 +372,14 @@ impl Queue {
                 }
                 return;
             }
+            let half_bytes = config.queue_bytes / 2;
+            let below_half = s.bytes < half_bytes;
             s.bytes += entry.bytes;
             s.queue.push_back(entry);
             s.accepted += 1;
-            s.queue.len()
+            (s.queue.len(), below_half && s.bytes >= half_bytes)
         };
-        if len == wake_at {
+        if len == wake_at || half_full {
             shared.wake.notify_one();
         }
     }

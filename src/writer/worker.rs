@@ -15,7 +15,6 @@ use tokio::sync::watch;
 use super::assemble::Assembler;
 use super::queue::{End, Entry, Shared};
 use super::spooler::Spooler;
-use super::WAKE_AT;
 use crate::captured::Captured;
 use crate::spool::Spool;
 use crate::{SinkError, SinkErrorKind, UsageRecord, UsageSink};
@@ -118,7 +117,7 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Arc<Mu
     let _stop = StopOnExit(Arc::downgrade(&shared));
     let mut abort = shared.abort.subscribe();
     let config = shared.config;
-    let wake_at = config.batch_size.min(WAKE_AT);
+    let wake_at = config.wake_at();
     // Both buffers keep their capacity across rounds: a batch of records is
     // about 100 KB, and allocating one per round costs page faults.
     let mut batch: Vec<Entry> = Vec::new();
