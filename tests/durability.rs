@@ -543,11 +543,12 @@ async fn complete_until_is_the_arrival_of_the_oldest_pending_capture() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writers_batch_counts_against_the_queue_capacity() {
-    // A stalled sink holds a batch of 4; the capacity of 6 leaves 2 queued.
-    // (The writer wakes when 4 are waiting, well before max_delay.)
+    // A stalled sink holds a batch of 4; the capacity of 8 leaves 4 queued.
+    // (The writer wakes when 4 are waiting, its batch size and half the
+    // capacity, well before max_delay.)
     let layer = UsageLayer::new(StalledSink)
         .batch_size(4)
-        .queue_capacity(6)
+        .queue_capacity(8)
         .max_delay(Duration::from_secs(10));
     let handle = layer.handle();
     let addr = serve(app(layer)).await;
@@ -556,7 +557,7 @@ async fn the_writers_batch_counts_against_the_queue_capacity() {
     load(addr, 10, 1).await;
     captured(&handle, 14).await;
     let s = handle.stats();
-    assert_eq!((s.in_flight, s.queued, s.dropped), (4, 2, 8), "{s:?}");
+    assert_eq!((s.in_flight, s.queued, s.dropped), (4, 4, 6), "{s:?}");
     assert!(s.is_balanced());
 }
 

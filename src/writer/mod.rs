@@ -110,6 +110,15 @@ impl WriterConfig {
     }
 }
 
+impl WriterConfig {
+    /// How many waiting captures a writer whose spool is in use waits for
+    /// (or its deadline): a full batch, or half of `queue_capacity` when that
+    /// is smaller, so that a small queue does not fill while it waits.
+    pub(crate) fn spool_batch(&self) -> usize {
+        self.batch_size.min(self.queue_capacity.div_ceil(2)).max(1)
+    }
+}
+
 impl Default for WriterConfig {
     fn default() -> Self {
         Self {
@@ -145,5 +154,16 @@ mod tests {
         assert_eq!(with(3, 256), 2);
         assert_eq!(with(1, 256), 1);
         assert_eq!(with(0, 0), 1);
+        let spool = |queue_capacity, batch_size| {
+            WriterConfig {
+                queue_capacity,
+                batch_size,
+                ..WriterConfig::default()
+            }
+            .spool_batch()
+        };
+        assert_eq!(spool(DEFAULT_QUEUE_CAPACITY, DEFAULT_BATCH_SIZE), 256);
+        assert_eq!(spool(32, 256), 16);
+        assert_eq!(spool(0, 0), 1);
     }
 }

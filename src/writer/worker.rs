@@ -136,7 +136,7 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Arc<Mu
                     (0, Duration::ZERO, false)
                 } else {
                     let probe = sp.next_probe.saturating_duration_since(Instant::now());
-                    (config.batch_size, config.max_delay.min(probe), true)
+                    (config.spool_batch(), config.max_delay.min(probe), true)
                 }
             }
             _ => (wake_at, config.max_delay, false),
