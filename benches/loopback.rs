@@ -38,14 +38,16 @@
 //! `TOWER_USAGE_LOOPBACK_CONNECTIONS` (64), `TOWER_USAGE_LOOPBACK_THREADS` (2,
 //! wrk's), `TOWER_USAGE_LOOPBACK_ALLOCATORS` (`system,mimalloc`),
 //! `TOWER_USAGE_LOOPBACK_BASELINE_DIR` (none: a directory holding the two
-//! server examples built from another commit; each variant with a usage
-//! layer then runs from both builds in the same rounds, for a before and after
-//! measured side by side):
+//! server examples built from another commit; every variant but `trace` then
+//! runs from both builds in the same rounds, the two builds in turn first, for
+//! a before and after measured side by side; the baseline rows' ratios are to
+//! the baseline build's own `bare`, since code placement alone moves a bare
+//! router by a few percent between builds):
 //!
 //! ```text
 //! git worktree add /tmp/before <commit>
-//! (cd /tmp/before && cargo build --release --features sqlite \
-//!     --example loopback_server --example loopback_server_mimalloc)
+//! (cd /tmp/before && CARGO_TARGET_DIR=/tmp/before/target cargo build --release \
+//!     --features sqlite --example loopback_server --example loopback_server_mimalloc)
 //! TOWER_USAGE_LOOPBACK_BASELINE_DIR=/tmp/before/target/release/examples \
 //!     cargo bench --bench loopback -- bare memory
 //! ```
@@ -135,21 +137,40 @@ fn main() {
     std::fs::write(&script, wrk_script()).expect("write the wrk script");
     let clk_tck = clock_ticks();
 
-    // A build to compare with, measured in the same rounds: the variants with
-    // a usage layer run from both builds (bare and trace do not run its code).
+    // A build to compare with, measured in the same rounds: every variant but
+    // `trace` (which runs none of this crate's code) runs from both builds.
     let baseline = std::env::var_os("TOWER_USAGE_LOOPBACK_BASELINE_DIR").map(PathBuf::from);
+    if let Some(dir) = &baseline {
+        for (_, example) in &allocators {
+            let exe = dir.join(example);
+            if !exe.is_file() {
+                eprintln!(
+                    "TOWER_USAGE_LOOPBACK_BASELINE_DIR: {} is missing (build the baseline's \
+                     loopback_server examples first, see the bench's docs)",
+                    exe.display()
+                );
+                std::process::exit(1);
+            }
+        }
+    }
     let builds: Vec<(&Path, bool)> = std::iter::once((servers.as_path(), false))
         .chain(baseline.as_deref().map(|dir| (dir, true)))
         .collect();
-    let runs_layer = |variant: &str| !matches!(variant, "bare" | "trace");
+    let in_baseline = |variant: &str| variant != "trace";
 
     let load_before = load_average();
     let mut runs: HashMap<(usize, usize, bool), Vec<Run>> = HashMap::new();
     for round in 1..=rounds {
         for (a, (alloc, example)) in allocators.iter().enumerate() {
             for (v, (variant, _)) in variants.iter().enumerate() {
-                for &(dir, is_baseline) in &builds {
-                    if is_baseline && !runs_layer(variant) {
+                // Each build goes first in every other round.
+                let order: Vec<&(&Path, bool)> = if round % 2 == 0 {
+                    builds.iter().rev().collect()
+                } else {
+                    builds.iter().collect()
+                };
+                for &&(dir, is_baseline) in &order {
+                    if is_baseline && !in_baseline(variant) {
                         continue;
                     }
                     let run = measure(
@@ -160,9 +181,13 @@ fn main() {
                         (threads, connections, secs),
                         clk_tck,
                     );
+                    let name = if is_baseline {
+                        format!("{variant} (baseline)")
+                    } else {
+                        (*variant).to_owned()
+                    };
                     eprintln!(
-                        "round {round}/{rounds} {variant:<7} {alloc:<9}{} {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  cpu {:>6.2} us/req  dropped {}/{}",
-                        if is_baseline { " baseline" } else { "" },
+                        "round {round}/{rounds} {name:<24} {alloc:<9} {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  cpu {:>6.2} us/req  dropped {}/{}",
                         run.rps, run.p50_us, run.p99_us, run.cpu_us, run.dropped, run.captured
                     );
                     runs.entry((a, v, is_baseline)).or_default().push(run);
@@ -182,16 +207,17 @@ fn main() {
     println!("| variant | allocator | req/s | ratio to bare | p50 | p99 | server CPU per request | CPU ratio | req/s per round |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
     for (a, (alloc, _)) in allocators.iter().enumerate() {
-        let bare = variants
-            .iter()
-            .position(|(v, _)| *v == "bare")
-            .and_then(|b| runs.get(&(a, b, false)));
-        let ratio = |row: &[Run], field: fn(&Run) -> f64| {
-            bare.map_or("–".to_owned(), |bare| {
-                format!("{:.2}x", median(row, field) / median(bare, field))
-            })
-        };
         for &(_, is_baseline) in &builds {
+            // Each build's rows against its own bare router.
+            let bare = variants
+                .iter()
+                .position(|(v, _)| *v == "bare")
+                .and_then(|b| runs.get(&(a, b, is_baseline)));
+            let ratio = |row: &[Run], field: fn(&Run) -> f64| {
+                bare.map_or("–".to_owned(), |bare| {
+                    format!("{:.2}x", median(row, field) / median(bare, field))
+                })
+            };
             for (v, (_, label)) in variants.iter().enumerate() {
                 let Some(row) = runs.get(&(a, v, is_baseline)) else {
                     continue;

@@ -113,7 +113,7 @@
 //! So batches size themselves to the load. While the sink keeps up, the writer
 //! takes a few dozen captures at a time: one wake-up per run, and its code and
 //! the sink's stay in the CPU's caches for the whole run (measured under load:
-//! 0.4 to 1 µs of CPU less per request than waking at 8 waiting; see the
+//! about 1 µs of CPU less per request than waking at 8 waiting; see the
 //! README's performance section). While a `record` call is in flight, captures
 //! pile up in the queue, and the next rounds write them in batches of up to
 //! `batch_size`: a slow sink gets fewer, larger writes.

@@ -159,8 +159,8 @@ impl UsageRecord {
             last.set((ms, random));
             random
         });
-        // Into a stack buffer, then one exact allocation (`Display` would grow
-        // a `String` through the formatting machinery).
+        // Into a stack buffer, then copied once: `Display` would go through
+        // the formatting machinery for the same 26 bytes.
         let mut text = [0u8; ulid::ULID_LEN];
         ulid::Ulid::from_parts(ms, random)
             .array_to_str(&mut text)

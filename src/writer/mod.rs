@@ -75,11 +75,11 @@ pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many waiting captures wake the writer before `max_delay` is up (or
 /// `batch_size`, when that is smaller).
 ///
-/// 64, measured (`benches/loopback.rs`, 2 Tokio workers under `wrk`, runs
-/// of each build interleaved): against 8, the server spent 0.4 to 1 µs less
-/// CPU per request (e.g. 31.8 to 30.8 µs with mimalloc, 38.5 to 37.5 µs with
-/// glibc's malloc) and served 1.5 to 3% more requests per second, p99
-/// unchanged, in four comparisons; 256 was no better. One wake-up per 64
+/// 64, measured (the loopback bench's workload, 2 Tokio workers under `wrk`,
+/// the servers of both builds alternated over 5 rounds): against 8, the server
+/// spent about 1 µs less CPU per request (38.5 to 37.5 µs with glibc's malloc,
+/// 31.8 to 30.8 µs with mimalloc) and served 3 to 3.5% more requests per
+/// second, p99 unchanged; 256 was no better. One wake-up per 64
 /// requests instead of 8, and the writer's and the sink's code stays in the
 /// CPU's caches for a whole run. A record still reaches the sink within
 /// `max_delay` under light load.
