@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use http::StatusCode;
 use time::OffsetDateTime;
 
-use crate::record::{parse_timestamp, truncate_to_millis};
-use crate::sink::summary::DEFAULT_RANGE;
+use crate::record::parse_timestamp;
+use crate::sink::summary::{default_until, DEFAULT_RANGE};
 use crate::sink::{
     ConsumerScope, GroupBy, GroupKey, Interval, Order, PathFilter, StatusFilter, SummaryQuery,
     UsageQuery, MAX_BUCKETS, MAX_LIMIT,
@@ -259,7 +259,8 @@ pub(super) fn parse(raw: Option<&str>, caller: Caller) -> Result<ListRequest, Pa
 
 /// Parses and validates a `GET /usage/summary` query string for `caller`.
 ///
-/// Without `until`, the range ends at `now`; without `since`, it starts
+/// Without `until`, the range ends just after `now` (see
+/// [`SummaryQuery::until`]); without `since`, it starts
 /// [`DEFAULT_RANGE`] (24 hours) before its end. Beyond the checks of
 /// [`parse`]: `groupBy=consumer` needs admin access (`403`), and a range
 /// touching more than [`MAX_BUCKETS`] buckets of the interval is refused,
@@ -280,7 +281,7 @@ pub(super) fn parse_summary(
         });
     }
     let l = parsed.list;
-    let until = l.until.unwrap_or_else(|| truncate_to_millis(now));
+    let until = l.until.unwrap_or_else(|| default_until(now));
     let since = l.since.unwrap_or(until - DEFAULT_RANGE);
     if since > until {
         // Only a given `since` can be later: the default is before `until`.
@@ -739,8 +740,14 @@ mod tests {
     #[test]
     fn the_summary_defaults_to_the_last_day_by_day() {
         let s = parse_summary(None, me(), NOW).unwrap();
-        assert_eq!(s.until, NOW);
-        assert_eq!(s.since, NOW - time::Duration::hours(24));
+        // The end is exclusive: the millisecond after now, so that a record
+        // made in the current millisecond is in the range.
+        let end = NOW + time::Duration::milliseconds(1);
+        assert_eq!(s.until, end);
+        assert_eq!(s.since, end - time::Duration::hours(24));
+        let later = NOW + time::Duration::microseconds(400);
+        let s = parse_summary(None, me(), later).unwrap();
+        assert_eq!(s.until, end, "now is truncated to its millisecond first");
         assert_eq!(s.interval, Interval::Day);
         assert!(s.group_by.is_empty());
         assert_eq!(s.consumer, ConsumerScope::Consumer("me".into()));

@@ -32,6 +32,7 @@ pub use histogram::EXACT_UP_TO;
 #[cfg(feature = "postgres")]
 pub(crate) use output::too_many_buckets;
 pub use output::{DurationStats, GroupKeys, SummaryBucket, SummaryStats, UsageSummary};
+pub(crate) use query::default_until;
 pub use query::{GroupBy, GroupKey, Interval, SummaryQuery, DEFAULT_RANGE};
 
 /// The most buckets a summary holds: a range touching more time buckets than

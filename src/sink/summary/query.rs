@@ -273,9 +273,12 @@ impl FromIterator<GroupKey> for GroupBy {
 pub struct SummaryQuery {
     /// Whose records. Default: [`ConsumerScope::All`].
     pub consumer: ConsumerScope,
-    /// Records created at or after this instant. Default: 24 hours before now.
+    /// Records created at or after this instant. Default: 24 hours before
+    /// `until`.
     pub since: OffsetDateTime,
-    /// Records created before this instant. Default: now.
+    /// Records created before this instant. Default: the millisecond after
+    /// now (the end is exclusive, and a record's `created_at` is in whole
+    /// milliseconds: so a record made during the current millisecond counts).
     pub until: OffsetDateTime,
     /// Only this method, as on the list.
     pub method: Option<String>,
@@ -293,9 +296,16 @@ pub struct SummaryQuery {
     pub group_by: GroupBy,
 }
 
+/// The default end of a summary's range, read at `now`: the millisecond after
+/// it, so that the range (whose end is exclusive) holds every record made up
+/// to `now`, the current millisecond's included.
+pub(crate) fn default_until(now: OffsetDateTime) -> OffsetDateTime {
+    truncate_to_millis(now) + Duration::milliseconds(1)
+}
+
 impl Default for SummaryQuery {
     fn default() -> Self {
-        let until = truncate_to_millis(OffsetDateTime::now_utc());
+        let until = default_until(OffsetDateTime::now_utc());
         Self {
             consumer: ConsumerScope::All,
             since: until - DEFAULT_RANGE,
