@@ -563,3 +563,37 @@ fn a_spool_too_small_to_hold_a_batch_is_refused_before_touching_the_disk() {
         .spool(&spool, tower_usage::middleware::MIN_SPOOL_BYTES)
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_spooling_a_queue_smaller_than_a_batch_wakes_the_writer_before_it_fills() {
+    // The sink is down and max_delay is a minute: between probes of the sink
+    // (100 ms, doubling), the writer spools when half the queue of 400 waits
+    // (a batch of 256 is more than half: the writer waited for it, not woken
+    // at 200, and slept while the queue filled).
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Switch::default();
+    sink.down.store(true, Ordering::SeqCst);
+    let layer = UsageLayer::new(sink.clone())
+        .queue_capacity(400)
+        .max_delay(Duration::from_secs(60))
+        .spool(dir.path(), 64 * 1024 * 1024)
+        .unwrap();
+    let handle = layer.handle();
+    let addr = serve(app(layer)).await;
+    for i in 0..2000 {
+        send_one(addr, i).await;
+    }
+    eventually("all captured", || handle.stats().captured == 2000).await;
+    let before = handle.stats();
+    assert_eq!(before.dropped, 0, "{before:?}");
+
+    sink.down.store(false, Ordering::SeqCst);
+    assert!(handle
+        .flush_timeout(Duration::from_secs(30))
+        .await
+        .is_complete());
+    let after = handle.stats();
+    assert_eq!((after.written, after.dropped), (2000, 0), "{after:?}");
+    let ns: Vec<u64> = sink.inner.all().iter().map(n_of).collect();
+    assert_eq!(ns, (0..2000).collect::<Vec<_>>(), "every record, in order");
+}

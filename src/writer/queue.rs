@@ -379,7 +379,9 @@ impl Queue {
             s.accepted += 1;
             (s.queue.len(), below_half && s.bytes >= half_bytes)
         };
-        if len == wake_at || half_full {
+        // The wake point, and the batch a writer with its spool in use waits
+        // for (see `WriterConfig::spool_batch`): each is reached once.
+        if len == wake_at || len == config.spool_batch() || half_full {
             shared.wake.notify_one();
         }
     }

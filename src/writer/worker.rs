@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use super::assemble::Assembler;
-use super::queue::{End, Entry, Shared};
+use super::queue::{End, Entry, Shared, State};
 use super::spooler::Spooler;
 use crate::captured::Captured;
 use crate::spool::Spool;
@@ -141,19 +141,21 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Arc<Mu
             }
             _ => (wake_at, config.max_delay, false),
         };
-        if wait_for > 0 && shared.state().queue.len() < wait_for {
-            // Without a spool in use, any wake ends the wait (64 waiting, or a
-            // flush); with one, only a full batch or the deadline does.
+        // Enough to take now: `wait_for` captures, or half of `queue_bytes`
+        // (nothing is in flight while the writer waits).
+        let enough = |s: &State| s.queue.len() >= wait_for || s.bytes >= config.queue_bytes / 2;
+        if wait_for > 0 && !enough(&shared.state()) {
+            // Without a spool in use, any wake ends the wait (64 waiting, half
+            // the queue's bytes, or a flush); with one, only a full batch
+            // (see `WriterConfig::spool_batch`), half the bytes, or the
+            // deadline does.
             let deadline = tokio::time::Instant::now() + delay;
             let aborted = loop {
                 tokio::select! {
                     _ = tokio::time::timeout_at(deadline, shared.wake.notified()) => {}
                     _ = abort.wait_for(|a| *a) => break true,
                 }
-                if !patient
-                    || tokio::time::Instant::now() >= deadline
-                    || shared.state().queue.len() >= wait_for
-                {
+                if !patient || tokio::time::Instant::now() >= deadline || enough(&shared.state()) {
                     break false;
                 }
             };
@@ -182,10 +184,14 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Arc<Mu
                 break;
             }
             // While the spool is written back, new captures wait in the
-            // queue (they go after it) unless a whole batch is there: that
-            // one goes to the spool, so the queue does not fill up.
+            // queue (they go after it) unless a whole batch is there (or half
+            // of a small queue, or half its bytes): that one goes to the
+            // spool, so the queue does not fill up.
             let replaying = spooler.as_ref().is_some_and(|sp| !sp.down) && s.spooled > 0;
-            let n = if replaying && s.queue.len() < config.batch_size {
+            let n = if replaying
+                && s.queue.len() < config.spool_batch()
+                && s.bytes < config.queue_bytes / 2
+            {
                 0
             } else {
                 s.queue.len().min(config.batch_size)
