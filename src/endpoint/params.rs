@@ -288,7 +288,7 @@ pub(super) fn parse_summary(
         let what = if l.until.is_some() {
             "is later than `until`"
         } else {
-            "is later than now (the default `until`)"
+            "is later than the default `until` (the millisecond after now)"
         };
         return Err(ParamError::bad("since", what));
     }

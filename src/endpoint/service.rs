@@ -166,7 +166,7 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// ```text
 /// $ curl -H 'Authorization: Bearer IncYP3edd3blm2ypLGFFOYwQsC5vff3n' \
 ///        'http://127.0.0.1:3000/v1/usage/summary?interval=hour&groupBy=route,status'
-/// {"since":"2026-11-28T12:00:00.000Z","until":"2026-11-29T12:00:00.000Z","interval":"hour",
+/// {"since":"2026-11-28T12:00:00.001Z","until":"2026-11-29T12:00:00.001Z","interval":"hour",
 ///  "groupBy":["route","status"],"completeUntil":"2026-11-29T12:00:00.000Z","buckets":[...],"total":{...}}
 /// ```
 ///
