@@ -139,31 +139,22 @@ mod tests {
 
     #[test]
     fn the_writer_wakes_before_its_queue_can_fill() {
-        let with = |queue_capacity, batch_size| {
-            WriterConfig {
-                queue_capacity,
-                batch_size,
-                ..WriterConfig::default()
-            }
-            .wake_at()
+        let config = |queue_capacity, batch_size| WriterConfig {
+            queue_capacity,
+            batch_size,
+            ..WriterConfig::default()
         };
         assert_eq!(WriterConfig::default().wake_at(), WAKE_AT);
-        assert_eq!(with(DEFAULT_QUEUE_CAPACITY, 4), 4);
-        assert_eq!(with(100, 256), 50);
-        assert_eq!(with(16, 256), 8);
-        assert_eq!(with(3, 256), 2);
-        assert_eq!(with(1, 256), 1);
-        assert_eq!(with(0, 0), 1);
-        let spool = |queue_capacity, batch_size| {
-            WriterConfig {
-                queue_capacity,
-                batch_size,
-                ..WriterConfig::default()
-            }
-            .spool_batch()
-        };
-        assert_eq!(spool(DEFAULT_QUEUE_CAPACITY, DEFAULT_BATCH_SIZE), 256);
-        assert_eq!(spool(32, 256), 16);
-        assert_eq!(spool(0, 0), 1);
+        assert_eq!(config(DEFAULT_QUEUE_CAPACITY, 4).wake_at(), 4);
+        assert_eq!(config(100, 256).wake_at(), 50);
+        assert_eq!(config(16, 256).wake_at(), 8);
+        assert_eq!(config(3, 256).wake_at(), 2);
+        assert_eq!(config(1, 256).wake_at(), 1);
+        assert_eq!(config(0, 0).wake_at(), 1);
+        // With the spool in use: a full batch, or half a smaller queue.
+        assert_eq!(WriterConfig::default().spool_batch(), DEFAULT_BATCH_SIZE);
+        assert_eq!(config(400, 256).spool_batch(), 200);
+        assert_eq!(config(32, 256).spool_batch(), 16);
+        assert_eq!(config(0, 0).spool_batch(), 1);
     }
 }
