@@ -108,9 +108,7 @@ impl WriterConfig {
             .min(self.queue_capacity.div_ceil(2))
             .max(1)
     }
-}
 
-impl WriterConfig {
     /// How many waiting captures a writer whose spool is in use waits for
     /// (or its deadline): a full batch, or half of `queue_capacity` when that
     /// is smaller, so that a small queue does not fill while it waits.
