@@ -313,15 +313,27 @@ impl IdentifyConsumer {
     /// keyed hash of the token, never the token: see `hooks/token_cache.rs`),
     /// so a client's next requests skip the SHA-256.
     pub(crate) fn of_headers(&self, headers: &HeaderMap) -> Option<String> {
+        self.of_headers_into(headers, String::new())
+    }
+
+    /// [`of_headers`](Self::of_headers), written over `buf` when the id comes
+    /// from the cache (the writer lends a written record's allocation).
+    pub(crate) fn of_headers_into(&self, headers: &HeaderMap, buf: String) -> Option<String> {
         let token = bearer_token(headers)?;
         match &self.0 {
-            Identify::Bearer => Some(bearer_cache().get_or_derive(token, || hash_token(token))),
-            Identify::BearerKeyed(keyed) => Some(keyed.cache.get_or_derive(token, || {
-                use hmac::Mac as _;
-                let mut mac = keyed.mac.clone();
-                mac.update(token.as_bytes());
-                hex16(&mac.finalize().into_bytes())
-            })),
+            Identify::Bearer => {
+                Some(bearer_cache().get_or_derive(token, || hash_token(token), buf))
+            }
+            Identify::BearerKeyed(keyed) => Some(keyed.cache.get_or_derive(
+                token,
+                || {
+                    use hmac::Mac as _;
+                    let mut mac = keyed.mac.clone();
+                    mac.update(token.as_bytes());
+                    hex16(&mac.finalize().into_bytes())
+                },
+                buf,
+            )),
             Identify::Custom(_) => None,
         }
     }

@@ -58,9 +58,15 @@ impl TokenCache {
         u128::from(hash(&self.keys.0)) << 64 | u128::from(hash(&self.keys.1))
     }
 
-    /// The consumer id of `token`: from the cache, or made by `derive` (which
-    /// must give 32 ASCII bytes; any other id is returned but not cached).
-    pub(super) fn get_or_derive(&self, token: &str, derive: impl FnOnce() -> String) -> String {
+    /// The consumer id of `token`: from the cache (written over `buf`, so a
+    /// caller can lend a spare allocation), or made by `derive` (which must
+    /// give 32 ASCII bytes; any other id is returned but not cached).
+    pub(super) fn get_or_derive(
+        &self,
+        token: &str,
+        derive: impl FnOnce() -> String,
+        mut buf: String,
+    ) -> String {
         let tag = self.tag(token);
         let index = (tag as usize) % SLOTS;
         let slots = self.slots.get_or_init(|| {
@@ -73,8 +79,10 @@ impl TokenCache {
         if let Ok(slots) = slots.try_lock() {
             let slot = &slots[index];
             if tag != 0 && slot.tag == tag {
-                // Only ASCII ids are cached (below).
-                return String::from_utf8_lossy(&slot.id).into_owned();
+                // Only ASCII ids are cached (below): never lossy.
+                buf.clear();
+                buf.push_str(&String::from_utf8_lossy(&slot.id));
+                return buf;
             }
         }
         let id = derive();
@@ -112,10 +120,25 @@ mod tests {
             calls.set(calls.get() + 1);
             id_of(n)
         };
-        assert_eq!(cache.get_or_derive("token-a", || derive(1)), id_of(1));
-        assert_eq!(cache.get_or_derive("token-a", || derive(99)), id_of(1));
+        assert_eq!(
+            cache.get_or_derive("token-a", || derive(1), String::new()),
+            id_of(1)
+        );
+        assert_eq!(
+            cache.get_or_derive("token-a", || derive(99), String::new()),
+            id_of(1)
+        );
+        // A lent buffer is written over, never appended to.
+        let lent = String::from("a stale consumer id of another record");
+        assert_eq!(
+            cache.get_or_derive("token-a", || derive(99), lent),
+            id_of(1)
+        );
         assert_eq!(calls.get(), 1);
-        assert_eq!(cache.get_or_derive("token-b", || derive(2)), id_of(2));
+        assert_eq!(
+            cache.get_or_derive("token-b", || derive(2), String::new()),
+            id_of(2)
+        );
         assert_eq!(calls.get(), 2);
     }
 
@@ -126,7 +149,7 @@ mod tests {
         // again, never answered with another token's id.
         for round in 0..2 {
             for n in 0..4 * SLOTS {
-                let id = cache.get_or_derive(&format!("tok-{n}"), || id_of(n));
+                let id = cache.get_or_derive(&format!("tok-{n}"), || id_of(n), String::new());
                 assert_eq!(id, id_of(n), "round {round}, token {n}");
             }
         }
@@ -137,8 +160,14 @@ mod tests {
     #[test]
     fn ids_of_another_shape_are_returned_but_not_cached() {
         let cache = TokenCache::new();
-        assert_eq!(cache.get_or_derive("t", || "short".into()), "short");
-        assert_eq!(cache.get_or_derive("t", || "again".into()), "again");
+        assert_eq!(
+            cache.get_or_derive("t", || "short".into(), String::new()),
+            "short"
+        );
+        assert_eq!(
+            cache.get_or_derive("t", || "again".into(), String::new()),
+            "again"
+        );
     }
 
     #[test]

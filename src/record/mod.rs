@@ -143,6 +143,14 @@ impl UsageRecord {
     /// assert!(a < b && b < c);
     /// ```
     pub fn new_id(created_at: OffsetDateTime) -> String {
+        let mut id = String::new();
+        Self::write_id(created_at, &mut id);
+        id
+    }
+
+    /// [`new_id`](Self::new_id), written over `out` (cleared first), so the
+    /// writer can reuse a written record's allocation.
+    pub(crate) fn write_id(created_at: OffsetDateTime, out: &mut String) {
         const RANDOM_BITS: u128 = (1 << 80) - 1;
         thread_local! {
             /// The milliseconds and random part of this thread's last id.
@@ -162,9 +170,8 @@ impl UsageRecord {
         // Into a stack buffer, then copied once: `Display` would go through
         // the formatting machinery for the same 26 bytes.
         let mut text = [0u8; ulid::ULID_LEN];
-        ulid::Ulid::from_parts(ms, random)
-            .array_to_str(&mut text)
-            .to_owned()
+        out.clear();
+        out.push_str(ulid::Ulid::from_parts(ms, random).array_to_str(&mut text));
     }
 }
 
@@ -429,7 +436,7 @@ pub use grpc::{GrpcDirection, GrpcMessage};
 pub(crate) use grpc::{GrpcMessageJson, GrpcMessageJsonFn, MessageCounter, GRPC_CANCELLED};
 pub(crate) use redact::{HeaderVerdicts, NameRules, Redaction};
 pub use redact::{DEFAULT_REDACTED_FIELD_PATTERNS, DEFAULT_REDACTED_HEADER_PATTERNS, REDACTED};
-pub(crate) use route_params::params_for;
+pub(crate) use route_params::params_into;
 #[cfg(feature = "sqlite")]
 pub(crate) use timestamp::ceil_millis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

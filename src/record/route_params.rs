@@ -8,16 +8,48 @@
 use std::ops::Range;
 
 /// The params of a request, given its route template.
+#[cfg(test)]
 pub(crate) fn params_for(route: Option<&str>, path: &str, grpc: bool) -> Vec<(String, String)> {
-    if grpc {
-        if let Some((service, method)) = grpc_method(path) {
-            return vec![
-                ("service".to_owned(), service.to_owned()),
-                ("method".to_owned(), method.to_owned()),
-            ];
-        }
+    let mut params = Vec::new();
+    params_into(route, path, grpc, &mut params);
+    params
+}
+
+/// The params of a request, given its route template, written over `params`:
+/// its pairs' strings are reused (cleared and overwritten in order), the
+/// pairs left over dropped.
+pub(crate) fn params_into(
+    route: Option<&str>,
+    path: &str,
+    grpc: bool,
+    params: &mut Vec<(String, String)>,
+) {
+    let mut n = 0;
+    if let Some((service, method)) = grpc.then(|| grpc_method(path)).flatten() {
+        put(params, &mut n, "service", service);
+        put(params, &mut n, "method", method);
+    } else if let Some(template) = route {
+        param_ranges(template, path, |name, range| {
+            let value = percent_encoding::percent_decode_str(&path[range]).decode_utf8_lossy();
+            put(params, &mut n, name, &value);
+        });
     }
-    route.map(|t| match_template(t, path)).unwrap_or_default()
+    params.truncate(n);
+}
+
+/// Sets the `n`th pair of `params` (reusing its strings, or pushed), then
+/// counts it.
+fn put(params: &mut Vec<(String, String)>, n: &mut usize, name: &str, value: &str) {
+    match params.get_mut(*n) {
+        Some((k, v)) => {
+            k.clear();
+            k.push_str(name);
+            v.clear();
+            v.push_str(value);
+        }
+        None => params.push((name.to_owned(), value.to_owned())),
+    }
+    *n += 1;
 }
 
 /// Splits `/pkg.Service/Method`.
@@ -34,12 +66,9 @@ fn grpc_method(path: &str) -> Option<(&str, &str)> {
 /// /rest/v1/airdrop/{batchId}  ~  /rest/v1/airdrop/I4WT   =>  batchId = I4WT
 /// /files/{*rest}              ~  /files/a/b%20c           =>  rest = a/b c
 /// ```
+#[cfg(test)]
 pub(crate) fn match_template(template: &str, path: &str) -> Vec<(String, String)> {
-    let mut params = Vec::new();
-    param_ranges(template, path, |name, range| {
-        params.push((name.to_owned(), decode(&path[range])));
-    });
-    params
+    params_for(Some(template), path, false)
 }
 
 /// The path with the raw value of every parameter whose name `is_secret`
@@ -130,12 +159,6 @@ fn param_ranges<'t>(template: &'t str, path: &str, mut found: impl FnMut(&'t str
     }
 }
 
-fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +202,48 @@ mod tests {
         );
         assert_eq!(p("/static", "/static"), pairs(&[]));
         assert_eq!(p("/a/{x}/{y}", "/a/1"), pairs(&[("x", "1")]));
+    }
+
+    #[test]
+    fn params_written_over_a_used_list_keep_nothing_of_it() {
+        let used = || pairs(&[("a", "stale-1"), ("b", "stale-2"), ("c", "stale-3")]);
+        /// Route, path, gRPC, the params wanted.
+        type Case<'a> = (Option<&'a str>, &'a str, bool, &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
+            (
+                Some("/v1/items/{id}"),
+                "/v1/items/x%20y",
+                false,
+                &[("id", "x y")],
+            ),
+            (
+                Some("/{a}/{b}/{c}/{d}"),
+                "/1/2/3/4",
+                false,
+                &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")],
+            ),
+            (Some("/static"), "/static", false, &[]),
+            (None, "/v1/items/1", false, &[]),
+            (
+                Some("/pkg.S/M"),
+                "/pkg.S/M",
+                true,
+                &[("service", "pkg.S"), ("method", "M")],
+            ),
+            // A gRPC path that is not `/service/method`: the template's params.
+            (
+                Some("/x/{y}/{z}"),
+                "/x/1/2",
+                true,
+                &[("y", "1"), ("z", "2")],
+            ),
+        ];
+        for &(route, path, grpc, want) in cases {
+            let mut params = used();
+            params_into(route, path, grpc, &mut params);
+            assert_eq!(params, pairs(want), "{route:?} {path}");
+            assert_eq!(params, params_for(route, path, grpc));
+        }
     }
 
     #[test]

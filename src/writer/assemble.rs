@@ -7,18 +7,27 @@
 use http::HeaderMap;
 use time::OffsetDateTime;
 
+use super::WAKE_AT;
 use crate::captured::{Captured, Part};
 use crate::record::encoding::{self, EncodedBody};
 use crate::record::{
-    params_for, truncate_to_millis, CaptureNotes, CapturedBody, GrpcCall, HeaderVerdicts, Outcome,
+    params_into, truncate_to_millis, CaptureNotes, CapturedBody, GrpcCall, HeaderVerdicts, Outcome,
     RecordedRequest, UsageRecord, GRPC_CANCELLED,
 };
 
-/// Header maps kept for reuse, at most: two per record of a batch of 32 (the
-/// writer's batches under a steady load are smaller; a larger one allocates
-/// the rest). With [`KEEP_MAP_CAPACITY`], the kept maps take under 0.5 MiB,
-/// outside `queue_bytes`.
-const KEEP_MAPS: usize = 64;
+/// Written records whose allocations are kept for the next ones, at most: two
+/// runs of [`WAKE_AT`] captures (under a steady load the writer's batches are
+/// about one run; a larger batch allocates the rest).
+const KEEP_RECORDS: usize = 2 * WAKE_AT;
+/// The most bytes of strings one kept record may hold (its id, method, path,
+/// route, query, consumer and route params): with [`KEEP_RECORDS`], under
+/// 0.25 MiB in all, outside `queue_bytes`. A record with longer strings is
+/// dropped, not kept.
+const KEEP_RECORD_BYTES: usize = 2048;
+/// Header maps kept for reuse, at most: two per kept record. With
+/// [`KEEP_MAP_CAPACITY`], a kept map takes under 4 KiB, so all of them under
+/// 1 MiB, outside `queue_bytes`.
+const KEEP_MAPS: usize = 2 * KEEP_RECORDS;
 /// A map that grew past this many entries, or held more values (repeated
 /// names keep their extra values in a list of their own, which `clear`
 /// keeps allocated), is not kept: a hostile record's map should not stay
@@ -26,13 +35,56 @@ const KEEP_MAPS: usize = 64;
 const KEEP_MAP_CAPACITY: usize = 32;
 
 /// Builds records: [`assemble`](Self::assemble), with what one record leaves
-/// for the next kept (the header rules' verdicts on names, and the header
-/// maps of written records, handed back with [`recycle`](Self::recycle)).
-/// Owned by the writer task.
+/// for the next kept (the header rules' verdicts on names, and the
+/// allocations of written records, handed back with
+/// [`recycle`](Self::recycle)). Owned by the writer task.
+///
+/// Reusing allocations matters on the writer: it frees what it allocates
+/// on its own thread, but each allocation and free is still work for the
+/// allocator (with glibc's malloc, in arenas the request threads use too),
+/// and a record has a dozen of them otherwise (strings, params, two maps).
 #[derive(Debug, Default)]
 pub(crate) struct Assembler {
     verdicts: HeaderVerdicts,
     maps: Vec<HeaderMap>,
+    spares: Vec<Spare>,
+}
+
+/// The string allocations of a written record, emptied before each reuse:
+/// nothing of the record they came from is read.
+#[derive(Debug, Default)]
+struct Spare {
+    id: String,
+    method: String,
+    path: String,
+    route: String,
+    query: String,
+    consumer: String,
+    params: Vec<(String, String)>,
+}
+
+impl Spare {
+    /// The bytes its strings hold ([`KEEP_RECORD_BYTES`] bounds it).
+    fn bytes(&self) -> usize {
+        let params: usize = self
+            .params
+            .iter()
+            .map(|(k, v)| k.capacity() + v.capacity())
+            .sum();
+        [
+            &self.id,
+            &self.method,
+            &self.path,
+            &self.route,
+            &self.query,
+            &self.consumer,
+        ]
+        .iter()
+        .map(|s| s.capacity())
+        .sum::<usize>()
+            + params
+            + self.params.capacity() * std::mem::size_of::<(String, String)>()
+    }
 }
 
 impl Assembler {
@@ -41,13 +93,26 @@ impl Assembler {
         assemble(captured, self)
     }
 
-    /// Takes back the header maps of a record that is written (their
-    /// allocations serve the next records), and drops the rest of it.
-    pub(crate) fn recycle(&mut self, mut record: UsageRecord) {
-        for map in [
-            std::mem::take(&mut record.request.headers),
-            std::mem::take(&mut record.response_headers),
-        ] {
+    /// Takes back the allocations of a record that is written (its strings and
+    /// header maps serve the next records), and drops the rest of it.
+    pub(crate) fn recycle(&mut self, record: UsageRecord) {
+        let UsageRecord {
+            id,
+            consumer,
+            method,
+            path,
+            route,
+            request:
+                RecordedRequest {
+                    query,
+                    params,
+                    headers,
+                    ..
+                },
+            response_headers,
+            ..
+        } = record;
+        for map in [headers, response_headers] {
             if self.maps.len() < KEEP_MAPS
                 && map.len() <= KEEP_MAP_CAPACITY
                 && (1..=KEEP_MAP_CAPACITY).contains(&map.capacity())
@@ -57,11 +122,32 @@ impl Assembler {
                 self.maps.push(map);
             }
         }
+        if self.spares.len() < KEEP_RECORDS {
+            let spare = Spare {
+                id,
+                method,
+                path,
+                route: route.unwrap_or_default(),
+                query,
+                consumer: consumer.unwrap_or_default(),
+                params,
+            };
+            if spare.bytes() <= KEEP_RECORD_BYTES {
+                self.spares.push(spare);
+            }
+        }
     }
 
     fn map(&mut self) -> HeaderMap {
         self.maps.pop().unwrap_or_default()
     }
+}
+
+/// `buf`, cleared, holding `text`.
+fn refill(mut buf: String, text: &str) -> String {
+    buf.clear();
+    buf.push_str(text);
+    buf
 }
 
 /// Builds the record of a captured exchange. Runs on the writer task.
@@ -82,18 +168,21 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
         outcome,
         duration_us,
     } = captured;
+    // Every string below is written over one of a written record's, cleared
+    // first: nothing of that record is read.
+    let mut spare = reuse.spares.pop().unwrap_or_default();
     let created_at = truncate_to_millis(OffsetDateTime::from(created));
-    let route = packed.str(Part::Route).map(str::to_owned);
-    let mut path = packed.str(Part::Path).unwrap_or_default().to_owned();
+    let route = packed.str(Part::Route).map(|r| refill(spare.route, r));
+    let mut path = refill(spare.path, packed.str(Part::Path).unwrap_or_default());
     if !protocol.is_grpc() {
         if let Some(masked) = redaction.path(&path, route.as_deref()) {
             path = masked;
         }
     }
-    let query = packed
-        .str(Part::Query)
-        .map(|q| redaction.query(q).into_owned())
-        .unwrap_or_default();
+    let query = match packed.str(Part::Query) {
+        Some(q) => refill(spare.query, &redaction.query(q)),
+        None => String::new(),
+    };
     let request_headers = packed.headers_into(Part::RequestHeaders, reuse.map());
     let mut response_headers = packed.headers_into(Part::ResponseHeaders, reuse.map());
     for (name, value) in &packed.headers(Part::ResponseTrailers) {
@@ -121,7 +210,8 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
     response_body.bytes = redaction.body(response_body.bytes, &response_headers, protocol);
 
     let grpc = protocol.is_grpc();
-    let params = params_for(route.as_deref(), &path, grpc);
+    let mut params = std::mem::take(&mut spare.params);
+    params_into(route.as_deref(), &path, grpc, &mut params);
     let grpc = grpc.then(|| {
         let mut status = packed
             .header_value(Part::GrpcStatus)
@@ -150,13 +240,18 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
     });
 
     let consumer = match identify_later {
-        Some(identify) => identify.of_headers(&request_headers),
+        Some(identify) => identify.of_headers_into(&request_headers, spare.consumer),
         None => consumer,
     };
+    let id = id.unwrap_or_else(|| {
+        let mut id = spare.id;
+        UsageRecord::write_id(created_at, &mut id);
+        id
+    });
     UsageRecord {
-        id: id.unwrap_or_else(|| UsageRecord::new_id(created_at)),
+        id,
         consumer,
-        method: method.as_str().to_owned(),
+        method: refill(spare.method, method.as_str()),
         path,
         route,
         request: RecordedRequest {

@@ -215,15 +215,27 @@ impl Redaction {
         mut headers: HeaderMap,
         mut is_secret: impl FnMut(&HeaderName) -> bool,
     ) -> HeaderMap {
-        // One pass over the names; a list only when something is redacted.
-        let mut redacted: Vec<HeaderName> = Vec::new();
-        for (name, value) in &headers {
-            let redact = value.is_sensitive() || is_secret(name);
-            if redact && redacted.last() != Some(name) {
-                redacted.push(name.clone());
+        // One pass over the names, masking in place. A name with a redacted
+        // value has all its values redacted into one (the iteration gives a
+        // name's values one after another): a list only for such names with
+        // more than one value.
+        let mut repeated: Vec<HeaderName> = Vec::new();
+        // The name of the value before, and whether it was redacted.
+        let mut before: Option<(&HeaderName, bool)> = None;
+        for (name, value) in headers.iter_mut() {
+            let repeat = before.filter(|(b, _)| *b == name);
+            let redact = repeat.is_some_and(|(_, redacted)| redacted)
+                || value.is_sensitive()
+                || is_secret(name);
+            if redact {
+                if repeat.is_some() && repeated.last() != Some(name) {
+                    repeated.push(name.clone());
+                }
+                *value = HeaderValue::from_static(REDACTED);
             }
+            before = Some((name, redact));
         }
-        for name in redacted {
+        for name in repeated {
             headers.insert(name, HeaderValue::from_static(REDACTED));
         }
         // Secret parameters in URLs (query or fragment), URL user-info and
@@ -703,6 +715,43 @@ mod tests {
         // Redaction never joins: the wire form does (see `record::wire`).
         let vary: Vec<_> = out.get_all("vary").iter().collect();
         assert_eq!(vary, ["x", "y"]);
+    }
+
+    #[test]
+    fn a_name_with_one_sensitive_value_is_redacted_whole_into_one_value() {
+        let r = Redaction::none();
+        let sensitive = || {
+            let mut v = HeaderValue::from_static("secret");
+            v.set_sensitive(true);
+            v
+        };
+        // The sensitive value first, last, in the middle, alone; names around.
+        let layouts: [&[bool]; 5] = [
+            &[true, false],
+            &[false, true],
+            &[false, true, false],
+            &[true],
+            &[true, true, true],
+        ];
+        for layout in layouts {
+            let mut h = HeaderMap::new();
+            h.append("accept", HeaderValue::from_static("a"));
+            for &s in layout {
+                let v = if s {
+                    sensitive()
+                } else {
+                    HeaderValue::from_static("clear")
+                };
+                h.append("x-key", v);
+            }
+            h.append("vary", HeaderValue::from_static("y"));
+            let out = r.headers(h);
+            let values: Vec<_> = out.get_all("x-key").iter().collect();
+            assert_eq!(values, [REDACTED], "{layout:?}");
+            assert_eq!(out.get("accept").unwrap(), "a");
+            assert_eq!(out.get("vary").unwrap(), "y");
+            assert_eq!(out.len(), 3, "{layout:?}");
+        }
     }
 
     #[test]
