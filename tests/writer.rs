@@ -188,3 +188,78 @@ async fn a_queue_half_full_in_bytes_wakes_the_writer() {
     }
     assert_eq!(sink.all().len(), 16);
 }
+
+/// Written captures' buffers are filled again by later requests (see
+/// `captured::SpareBuffers`): each record must hold its own request and
+/// response and nothing of an earlier capture's, whatever the sizes that
+/// follow one another in a buffer (smaller, larger, past the 4 KiB body hint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captures_packed_into_reused_buffers_hold_only_their_own_bytes() {
+    use axum::extract::Path;
+    use axum::routing::post;
+    use tower_usage::sink::MAX_LIMIT;
+    use tower_usage::{MemorySink, UsageQuery, UsageSink};
+
+    const REQUESTS: usize = 400;
+    let request_body = |i: usize| format!("{i}:").repeat(1 + (i * 7919) % 2500);
+    let reply = |i: usize| format!("reply-{i}-").repeat(1 + (i * 13) % 400);
+    let pad = |i: usize| "p".repeat((i * 37) % 700);
+
+    let sink = MemorySink::new();
+    let layer = UsageLayer::new(sink.clone()).max_delay(Duration::from_millis(2));
+    let handle = layer.handle();
+    let app = Router::new()
+        .route(
+            "/echo/{n}",
+            post(move |Path(n): Path<usize>, _body: String| async move { reply(n) }),
+        )
+        .layer(layer);
+    let addr = serve(app).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        tasks.spawn(async move {
+            for i in (worker..REQUESTS).step_by(8) {
+                let (status, _, body) = send(
+                    Request::post(format!("http://{addr}/echo/{i}?k={}", pad(i)))
+                        .header("x-n", i.to_string())
+                        .header("x-pad", pad(i))
+                        .body(full(request_body(i)))
+                        .unwrap(),
+                )
+                .await;
+                assert_eq!((status, body), (StatusCode::OK, reply(i).into()));
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    handle.flush().await;
+
+    let page = sink
+        .query(&UsageQuery {
+            limit: MAX_LIMIT,
+            ..UsageQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), REQUESTS);
+    let mut seen = vec![false; REQUESTS];
+    for record in &page.records {
+        let i: usize = record.request.headers["x-n"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        seen[i] = true;
+        assert_eq!(record.path, format!("/echo/{i}"));
+        assert_eq!(record.request.query, format!("k={}", pad(i)));
+        assert_eq!(record.request.params, [("n".to_owned(), i.to_string())]);
+        assert_eq!(record.request.headers["x-pad"], pad(i).as_str(), "{i}");
+        assert_eq!(record.request.body.bytes, request_body(i).as_bytes(), "{i}");
+        assert_eq!(record.response.bytes, reply(i).as_bytes(), "{i}");
+        assert!(!record.request.body.truncated && !record.response.truncated);
+    }
+    assert!(seen.iter().all(|s| *s), "every request has its own record");
+    assert_eq!(handle.stats().dropped, 0);
+}

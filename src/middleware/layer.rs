@@ -490,7 +490,8 @@ impl<S> UsageLayer<S> {
 
     /// How many bytes of captures the writer may hold, queued or in its hands;
     /// past it a new capture is dropped and counted. A capture costs its packed
-    /// buffer (headers and the kept body prefixes) plus about 200 bytes.
+    /// buffer (headers and the kept body prefixes; counted by its capacity)
+    /// plus about 200 bytes.
     /// Default: 256 MiB
     /// ([`DEFAULT_QUEUE_BYTES`](crate::middleware::DEFAULT_QUEUE_BYTES)).
     pub fn queue_bytes(self, bytes: usize) -> Self {

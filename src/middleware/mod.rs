@@ -118,6 +118,17 @@
 //! pile up in the queue, and the next rounds write them in batches of up to
 //! `batch_size`: a slow sink gets fewer, larger writes.
 //!
+//! Once a batch is written, the writer keeps what its records allocated for
+//! the next ones: their strings and header maps (for up to 128 records), and
+//! the capture buffers, which go back to the request path: a request packs
+//! its capture into a buffer a written capture left (at most 64 such buffers
+//! of at most 16 KiB wait, 256 KiB in all, plus one per thread that queues
+//! captures). Under a steady load, a capture then costs the allocator no
+//! large allocation on the request path and no free on the writer (with
+//! glibc's malloc, a buffer past 1 KiB takes its slow, locked paths both
+//! ways). A sink that keeps a slice of a record's bytes keeps that buffer
+//! from being reused, nothing more.
+//!
 //! Every capture is in exactly one place, and
 //! [`RecorderStats`](crate::RecorderStats) shows them all at one instant:
 //! `captured = written + failed + dropped + queued + in_flight` (with a disk

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::layer::CaptureConfig;
-use super::pack::Packer;
+use super::pack::{self, Packer};
 use super::tap::{lock_tap, SharedTap, Tap};
 use crate::captured::{Captured, Part};
 use crate::hooks::{IdentifyConsumer, Protocol};
@@ -114,22 +114,29 @@ impl Pending {
         }
         packer.body(Part::ResponseBody, response_tap.as_ref());
         let packed = packer.finish();
-        queue.submit(Captured {
-            id: self.id,
-            created: self.created,
-            method: self.method,
-            consumer: self.consumer,
-            identify_later: self.identify_later,
-            protocol: self.protocol,
-            status: response.status,
-            redaction: self.config.redaction.clone(),
-            headers_cut: self.headers_cut,
-            body_unread,
-            body_limits: (self.config.request_limit, self.config.response_limit),
-            packed,
-            outcome,
-            duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
-        });
+        let wants_spare = pack::wants_spare();
+        let spare = queue.submit(
+            Captured {
+                id: self.id,
+                created: self.created,
+                method: self.method,
+                consumer: self.consumer,
+                identify_later: self.identify_later,
+                protocol: self.protocol,
+                status: response.status,
+                redaction: self.config.redaction.clone(),
+                headers_cut: self.headers_cut,
+                body_unread,
+                body_limits: (self.config.request_limit, self.config.response_limit),
+                packed,
+                outcome,
+                duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+            },
+            wants_spare,
+        );
+        if let Some(spare) = spare {
+            pack::keep_spare(spare);
+        }
     }
 
     /// Ends an exchange that never got a response.

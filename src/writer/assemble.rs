@@ -4,11 +4,12 @@
 //! not in `record`, so that `record` stays a leaf that knows nothing of the
 //! capture buffer.
 
+use bytes::Bytes;
 use http::HeaderMap;
 use time::OffsetDateTime;
 
 use super::WAKE_AT;
-use crate::captured::{Captured, Part};
+use crate::captured::{self, Captured, Part};
 use crate::record::encoding::{self, EncodedBody};
 use crate::record::{
     params_into, truncate_to_millis, CaptureNotes, CapturedBody, GrpcCall, HeaderVerdicts, Outcome,
@@ -48,6 +49,11 @@ pub(crate) struct Assembler {
     verdicts: HeaderVerdicts,
     maps: Vec<HeaderMap>,
     spares: Vec<Spare>,
+    /// The capture buffers of the records assembled since the last
+    /// [`reclaim_buffers`](Self::reclaim_buffers).
+    buffers: Vec<Bytes>,
+    /// Those buffers back, empty, for the request path.
+    reclaimed: Vec<Vec<u8>>,
 }
 
 /// The string allocations of a written record, emptied before each reuse:
@@ -136,6 +142,17 @@ impl Assembler {
                 self.spares.push(spare);
             }
         }
+    }
+
+    /// The capture buffers of the records assembled since the last call, back
+    /// (those no record or sink holds a slice of any more, and not too large:
+    /// see [`reclaim`]), once those records are recycled. The caller moves what
+    /// it keeps out of the list; the rest is freed at the next call.
+    pub(crate) fn reclaim_buffers(&mut self) -> &mut Vec<Vec<u8>> {
+        self.reclaimed.clear();
+        self.reclaimed
+            .extend(self.buffers.drain(..).filter_map(captured::reclaim));
+        &mut self.reclaimed
     }
 
     fn map(&mut self) -> HeaderMap {
@@ -248,6 +265,9 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
         UsageRecord::write_id(created_at, &mut id);
         id
     });
+    // Its slices in the record are dropped when the record is recycled; then
+    // the buffer is free to be filled again.
+    reuse.buffers.push(packed.into_bytes());
     UsageRecord {
         id,
         consumer,

@@ -16,7 +16,7 @@ use tokio::sync::{watch, Notify};
 
 use super::worker::UsageWorker;
 use super::{OpenSpool, RecorderStats, WriterConfig};
-use crate::captured::Captured;
+use crate::captured::{Captured, SpareBuffers};
 use crate::spool::Spool;
 use crate::streak::Streak;
 use crate::UsageSink;
@@ -30,7 +30,7 @@ pub(super) struct Entry {
 impl Entry {
     fn new(captured: Captured) -> Self {
         let bytes = std::mem::size_of::<Entry>()
-            + captured.packed.len()
+            + captured.packed.size()
             + captured.consumer.as_ref().map_or(0, String::capacity);
         Self { captured, bytes }
     }
@@ -86,6 +86,8 @@ pub(super) struct State {
     /// The writer holds a batch read from the spool (being written): a
     /// shutdown deadline waits for it to be counted, as for `in_flight`.
     pub(super) replaying: bool,
+    /// Buffers of written captures, for the request path to fill again.
+    pub(super) spares: SpareBuffers,
 }
 
 impl State {
@@ -343,7 +345,12 @@ impl Queue {
     /// Drop policy: when the queue is full (by count or by bytes, the writer's
     /// batch included), the *new* capture is dropped and counted; what is
     /// already queued keeps its place, so records are stored in order.
-    pub(crate) fn submit(&self, captured: Captured) {
+    ///
+    /// With `wants_spare`, returns a written capture's buffer for the caller's
+    /// next capture, when the writer handed one back (see
+    /// [`SpareBuffers`](crate::captured::SpareBuffers)): taken under the lock
+    /// the push takes anyway.
+    pub(crate) fn submit(&self, captured: Captured, wants_spare: bool) -> Option<Vec<u8>> {
         let shared = &*self.shared;
         if !shared.started.load(Ordering::Acquire) {
             self.start();
@@ -351,12 +358,12 @@ impl Queue {
         let config = &shared.config;
         let wake_at = config.wake_at();
         let entry = Entry::new(captured);
-        let (len, half_full) = {
+        let (len, half_full, spare) = {
             let mut s = shared.state();
             s.captured += 1;
             if s.closed {
                 s.dropped += 1;
-                return;
+                return None;
             }
             let held = s.queue.len() + s.in_flight as usize;
             if held >= config.queue_capacity || s.bytes + entry.bytes > config.queue_bytes {
@@ -370,20 +377,22 @@ impl Queue {
                         "usage queue full: dropping new records until the writer catches up (counted in stats().dropped)"
                     );
                 }
-                return;
+                return None;
             }
             let half_bytes = config.queue_bytes / 2;
             let below_half = s.bytes < half_bytes;
             s.bytes += entry.bytes;
             s.queue.push_back(entry);
             s.accepted += 1;
-            (s.queue.len(), below_half && s.bytes >= half_bytes)
+            let spare = if wants_spare { s.spares.take() } else { None };
+            (s.queue.len(), below_half && s.bytes >= half_bytes, spare)
         };
         // The wake point, and the batch a writer with its spool in use waits
         // for (see `WriterConfig::spool_batch`): each is reached once.
         if len == wake_at || len == config.spool_batch() || half_full {
             shared.wake.notify_one();
         }
+        spare
     }
 }
 

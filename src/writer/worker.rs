@@ -315,6 +315,12 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Arc<Mu
         for record in records.drain(..) {
             assembler.recycle(record);
         }
+        // Their capture buffers, for the request path to fill again; those
+        // that do not fit are freed after the lock is released.
+        let buffers = assembler.reclaim_buffers();
+        if !buffers.is_empty() {
+            shared.state().spares.put_from(buffers);
+        }
         shared.publish();
     }
 }
