@@ -32,7 +32,14 @@
 //! cargo bench --bench loopback -- bare memory  # only these variants
 //! ```
 //!
-//! Settings (environment): `TOWER_USAGE_LOOPBACK_ROUNDS` (5),
+//! Settings (environment): `TOWER_USAGE_LOOPBACK_PIN` (none; `SERVER:WRK`,
+//! two CPU lists for `taskset -c`, e.g. `1:0`: the server runs on the first,
+//! wrk on the second; on a 2-core machine `1:0` with
+//! `TOWER_USAGE_LOOPBACK_THREADS=1` and `TOWER_USAGE_LOOPBACK_CONNECTIONS=32`
+//! gives the server one core of its own, so its req/s is about one over its
+//! CPU per request and the spread between server processes narrows, for
+//! comparing two builds; unlike a real server's setting, so not the
+//! default), `TOWER_USAGE_LOOPBACK_ROUNDS` (5),
 //! `TOWER_USAGE_LOOPBACK_SECS` (6, per measurement, after a 2 s warm-up),
 //! `TOWER_USAGE_LOOPBACK_WORKERS` (2, the server's Tokio workers),
 //! `TOWER_USAGE_LOOPBACK_CONNECTIONS` (64), `TOWER_USAGE_LOOPBACK_THREADS` (2,
@@ -126,6 +133,16 @@ fn main() {
     let connections = setting("CONNECTIONS", 64).max(1);
     let threads = setting("THREADS", 2).max(1);
     let workers = setting("WORKERS", 2).max(1);
+    let pin = std::env::var("TOWER_USAGE_LOOPBACK_PIN").ok().map(|pin| {
+        let (server, wrk) = pin.split_once(':').unwrap_or_else(|| {
+            eprintln!("TOWER_USAGE_LOOPBACK_PIN: {pin:?} is not SERVER:WRK (e.g. 1:0)");
+            std::process::exit(1)
+        });
+        Pin {
+            server: server.to_owned(),
+            wrk: wrk.to_owned(),
+        }
+    });
 
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!("the loopback bench needs wrk on PATH (Debian: apt-get install wrk)");
@@ -179,6 +196,7 @@ fn main() {
                         workers,
                         &script,
                         (threads, connections, secs),
+                        pin.as_ref(),
                         clk_tck,
                     );
                     let name = if is_baseline {
@@ -197,8 +215,11 @@ fn main() {
     }
     let load_after = load_average();
 
+    let pinned = pin.as_ref().map_or(String::new(), |p| {
+        format!(", server on CPUs {} and wrk on CPUs {}", p.server, p.wrk)
+    });
     println!(
-        "\nloopback: {workers} Tokio workers, wrk -t{threads} -c{connections} -d{secs}s, \
+        "\nloopback: {workers} Tokio workers, wrk -t{threads} -c{connections} -d{secs}s{pinned}, \
          {rounds} rounds, median per variant; load average before {load_before}, after {load_after}\n"
     );
     if let Some(dir) = &baseline {
@@ -302,15 +323,35 @@ wrk.headers["X-Request-Id"] = "5f0c7a8e-4b1d-4a5e-9d61-0e4f3b2a1c9d"
 
 /// Starts a server, warms it up for 2 s, measures for `secs`, stops it and
 /// checks its writer kept up.
+/// The CPUs the server and wrk run on (`taskset -c` lists).
+struct Pin {
+    server: String,
+    wrk: String,
+}
+
+/// `program`, on the CPUs `cpus` when given (`taskset` execs it: the same
+/// process id).
+fn command(program: impl AsRef<std::ffi::OsStr>, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut taskset = Command::new("taskset");
+            taskset.args(["-c", cpus]).arg(program);
+            taskset
+        }
+        None => Command::new(program),
+    }
+}
+
 fn measure(
     exe: &Path,
     variant: &str,
     workers: u64,
     script: &Path,
     (threads, connections, secs): (u64, u64, u64),
+    pin: Option<&Pin>,
     clk_tck: f64,
 ) -> Run {
-    let mut server = Command::new(exe)
+    let mut server = command(exe, pin.map(|p| p.server.as_str()))
         .env("TOWER_USAGE_LOOPBACK_VARIANT", variant)
         .env("TOWER_USAGE_LOOPBACK_WORKERS", workers.to_string())
         .stdin(Stdio::piped())
@@ -327,7 +368,7 @@ fn measure(
         .to_owned();
     let url = format!("http://{addr}/v1/items/abc123");
     let wrk = |secs: u64| {
-        let output = Command::new("wrk")
+        let output = command("wrk", pin.map(|p| p.wrk.as_str()))
             .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
             .args(["-d", &format!("{secs}s"), "--latency", "-s"])
             .arg(script)

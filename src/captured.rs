@@ -193,6 +193,28 @@ impl Packed {
         }
     }
 
+    /// A buffer of these parts, text and header maps, laid out as the
+    /// middleware's packer lays them: for tests of what reads it.
+    #[cfg(test)]
+    pub(crate) fn of_parts(texts: &[(Part, &str)], maps: &[(Part, &HeaderMap)]) -> Self {
+        let mut out = Vec::new();
+        let mut parts = [None; PARTS];
+        let mut place = |part: Part, out: &mut Vec<u8>, start: usize| {
+            parts[part as usize] = Some((start as u32, out.len() as u32));
+        };
+        for &(part, text) in texts {
+            let start = out.len();
+            out.extend_from_slice(text.as_bytes());
+            place(part, &mut out, start);
+        }
+        for &(part, map) in maps {
+            let start = out.len();
+            headers::encode_entries(&mut out, map.iter());
+            place(part, &mut out, start);
+        }
+        Self::new(out, parts, TapSummary::default(), TapSummary::default())
+    }
+
     /// The buffer, to [`reclaim`] once the record made from it is written.
     pub(crate) fn into_bytes(self) -> Bytes {
         self.bytes

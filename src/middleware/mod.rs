@@ -123,11 +123,14 @@
 //! the capture buffers, which go back to the request path: a request packs
 //! its capture into a buffer a written capture left (at most 64 such buffers
 //! of at most 16 KiB wait, 256 KiB in all, plus one per thread that queues
-//! captures). Under a steady load, a capture then costs the allocator no
+//! captures). Under a steady load most captures then cost the allocator no
 //! large allocation on the request path and no free on the writer (with
 //! glibc's malloc, a buffer past 1 KiB takes its slow, locked paths both
-//! ways). A sink that keeps a slice of a record's bytes keeps that buffer
-//! from being reused, nothing more.
+//! ways); a buffer the pool has no room for is freed on the writer, and a
+//! spare too small or more than twice too large for a capture is freed and
+//! replaced. A sink that keeps a slice of a record's bytes keeps that buffer
+//! from being reused, nothing more. The spares are freed when the writer
+//! stops.
 //!
 //! Every capture is in exactly one place, and
 //! [`RecorderStats`](crate::RecorderStats) shows them all at one instant:

@@ -74,13 +74,15 @@ pub(crate) fn keep_spare(buffer: Vec<u8>) {
 }
 
 /// An empty buffer with room for `capacity` bytes: this thread's spare when
-/// it has room and no more than twice that (or 4 KiB), so that a small capture
-/// does not hold a large buffer in the queue; else a new one (and a spare that
-/// does not fit is freed, for the next spare to take its place).
+/// it has room and no more than twice that, so that a small capture does not
+/// hold a large buffer in the queue (whose byte budget counts capacities);
+/// else a new one (and a spare that does not fit is freed, for the next spare
+/// to take its place).
 fn buffer(capacity: usize) -> Vec<u8> {
     let spare = SPARE.try_with(|spare| {
         let spare = std::mem::take(&mut *spare.borrow_mut());
-        (spare.capacity() >= capacity && spare.capacity() <= (2 * capacity).max(4096))
+        (capacity..=2 * capacity)
+            .contains(&spare.capacity())
             .then_some(spare)
     });
     spare
@@ -241,12 +243,12 @@ mod tests {
                 (Some("/p"), Some("q=1"))
             );
 
-            // A spare too small for the capture, or more than twice its size
-            // (past 4 KiB), is freed, not filled.
-            for capacity in [100, 64 * 1024] {
+            // A spare too small for the capture, or more than twice its size,
+            // is freed, not filled.
+            for capacity in [100, 4096] {
                 keep_spare(Vec::with_capacity(capacity));
                 let (packer, _) = Packer::for_request(&uri, None, &HeaderMap::new(), 1024, 1000);
-                assert!((1000..4096).contains(&packer.out.capacity()), "{capacity}");
+                assert!((1000..2000).contains(&packer.out.capacity()), "{capacity}");
                 assert!(
                     wants_spare(),
                     "{capacity}: the slot is free for a better one"

@@ -26,8 +26,9 @@ const KEEP_RECORDS: usize = 2 * WAKE_AT;
 /// dropped, not kept.
 const KEEP_RECORD_BYTES: usize = 2048;
 /// Header maps kept for reuse, at most: two per kept record. With
-/// [`KEEP_MAP_CAPACITY`], a kept map takes under 4 KiB, so all of them under
-/// 1 MiB, outside `queue_bytes`.
+/// [`KEEP_MAP_CAPACITY`], a kept map takes about 6 KiB at most (32 entries
+/// and a list of 32 more values of repeated names), so all of them about
+/// 1.5 MiB at most, outside `queue_bytes`; typical maps take a quarter of that.
 const KEEP_MAPS: usize = 2 * KEEP_RECORDS;
 /// A map that grew past this many entries, or held more values (repeated
 /// names keep their extra values in a list of their own, which `clear`
@@ -323,6 +324,120 @@ fn decode_body(
 mod tests {
     use super::*;
     use http::header::{HeaderName, HeaderValue, ACCEPT, HOST};
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use crate::captured::Packed;
+    use crate::hooks::{IdentifyConsumer, Protocol};
+    use crate::record::Redaction;
+
+    /// A GET capture of `path` and `query` under `route`, with these request
+    /// headers.
+    fn captured(
+        path: &str,
+        query: Option<&str>,
+        route: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Captured {
+        let mut texts = vec![(Part::Path, path)];
+        texts.extend(query.map(|q| (Part::Query, q)));
+        texts.extend(route.map(|r| (Part::Route, r)));
+        let none = HeaderMap::new();
+        let maps = [
+            (Part::RequestHeaders, headers),
+            (Part::ResponseHeaders, &none),
+        ];
+        let packed = Packed::of_parts(&texts, &maps);
+        Captured {
+            id: None,
+            created: SystemTime::now(),
+            method: http::Method::GET,
+            consumer: None,
+            identify_later: Some(IdentifyConsumer::bearer()),
+            protocol: Protocol::of(headers),
+            status: 200,
+            redaction: Arc::new(Redaction::default()),
+            headers_cut: 0,
+            body_unread: false,
+            body_limits: (1024, 1024),
+            packed,
+            outcome: Outcome::Complete,
+            duration_us: 1,
+        }
+    }
+
+    #[test]
+    fn a_record_built_on_a_recycled_one_keeps_nothing_of_it() {
+        let mut assembler = Assembler::default();
+        let mut full = HeaderMap::new();
+        full.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer t0ken-of-alice"),
+        );
+        full.insert("x-a", HeaderValue::from_static("1"));
+        let first = assembler.assemble(captured(
+            "/v1/a/1/b/2/c/3",
+            Some("page=2&sort=name"),
+            Some("/v1/a/{a}/b/{b}/c/{c}"),
+            &full,
+        ));
+        assert!(first.consumer.is_some() && first.route.is_some());
+        assert_eq!(first.request.params.len(), 3);
+        assert_eq!(first.request.query, "page=2&sort=name");
+        let first_id = first.id.clone();
+        assembler.recycle(first);
+
+        // Nothing of the first: no query, route, params, consumer or headers.
+        let second = assembler.assemble(captured("/x", None, None, &HeaderMap::new()));
+        assert_eq!(second.path, "/x");
+        assert_eq!(second.method, "GET");
+        assert_eq!(second.request.query, "");
+        assert_eq!(second.route, None);
+        assert!(second.request.params.is_empty());
+        assert_eq!(second.consumer, None);
+        assert!(second.request.headers.is_empty());
+        assert_ne!(second.id, first_id);
+        assert_eq!(second.id.len(), 26);
+        assert_eq!(assembler.spares.len(), 0, "the first's strings were reused");
+        assembler.recycle(second);
+
+        // Fewer params than the record before, and another consumer.
+        let mut bob = HeaderMap::new();
+        bob.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer t0ken-of-bob"),
+        );
+        let third = assembler.assemble(captured("/v1/a/9", Some("x"), Some("/v1/a/{a}"), &bob));
+        assert_eq!(third.request.params, [("a".to_owned(), "9".to_owned())]);
+        assert_eq!(third.request.query, "x");
+        assert_eq!(
+            third.consumer,
+            IdentifyConsumer::bearer().of_headers(&bob),
+            "bob's id, not alice's"
+        );
+        assert_eq!(third.request.headers.len(), 1);
+    }
+
+    #[test]
+    fn a_capture_buffer_is_reclaimed_once_its_record_is_recycled() {
+        let mut assembler = Assembler::default();
+        let record = assembler.assemble(captured("/p", Some("q"), None, &HeaderMap::new()));
+        // The record's slices still hold it.
+        assert!(assembler.buffers.len() == 1);
+        assembler.recycle(record);
+        let back = assembler.reclaim_buffers();
+        assert_eq!(back.len(), 1);
+        assert!(back[0].is_empty() && back[0].capacity() > 0);
+        // A sink that kept a clone of the record (its header values are
+        // slices of the buffer) keeps the buffer from reuse.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        let record = assembler.assemble(captured("/p", Some("q"), None, &headers));
+        let kept = record.clone();
+        assembler.recycle(record);
+        assert!(assembler.reclaim_buffers().is_empty());
+        drop(kept);
+    }
 
     fn record_with(request: HeaderMap) -> UsageRecord {
         let mut record = UsageRecord::default();

@@ -78,15 +78,19 @@ impl Drop for StopOnExit {
         let Some(shared) = self.0.upgrade() else {
             return;
         };
-        let lost = {
+        let (lost, _spares) = {
             let mut s = shared.state();
             s.closed = true;
             s.stopped = true;
-            if s.queue.is_empty() && s.in_flight == 0 {
+            // No capture is queued any more: the spare buffers are freed
+            // (after the lock is released).
+            let spares = std::mem::take(&mut s.spares);
+            let lost = if s.queue.is_empty() && s.in_flight == 0 {
                 0
             } else {
                 s.abandon()
-            }
+            };
+            (lost, spares)
         };
         if std::thread::panicking() || lost > 0 {
             tracing::error!(
@@ -316,10 +320,11 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>, spool: Option<Arc<Mu
             assembler.recycle(record);
         }
         // Their capture buffers, for the request path to fill again; those
-        // that do not fit are freed after the lock is released.
+        // the pool has no room for are freed here, after the lock is released.
         let buffers = assembler.reclaim_buffers();
         if !buffers.is_empty() {
             shared.state().spares.put_from(buffers);
+            buffers.clear();
         }
         shared.publish();
     }
