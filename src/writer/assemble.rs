@@ -203,7 +203,23 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
     };
     let request_headers = packed.headers_into(Part::RequestHeaders, reuse.map());
     let mut response_headers = packed.headers_into(Part::ResponseHeaders, reuse.map());
-    for (name, value) in &packed.headers(Part::ResponseTrailers) {
+    let trailers = packed.headers(Part::ResponseTrailers);
+    if trailers
+        .keys()
+        .any(|name| response_headers.get_all(name).iter().nth(1).is_some())
+    {
+        // A trailer replaces a name the headers hold more than once:
+        // `insert` would keep the list of the replaced values allocated, in a
+        // map the writer reuses. The rest in a new map instead.
+        let mut rest = HeaderMap::with_capacity(response_headers.keys_len());
+        for (name, value) in &response_headers {
+            if !trailers.contains_key(name) {
+                rest.append(name.clone(), value.clone());
+            }
+        }
+        response_headers = rest;
+    }
+    for (name, value) in &trailers {
         response_headers.insert(name.clone(), value.clone());
     }
 
@@ -339,13 +355,25 @@ mod tests {
         route: Option<&str>,
         headers: &HeaderMap,
     ) -> Captured {
+        let none = HeaderMap::new();
+        captured_with_response(path, query, route, headers, (&none, &none))
+    }
+
+    /// [`captured`], with these response headers and trailers.
+    fn captured_with_response(
+        path: &str,
+        query: Option<&str>,
+        route: Option<&str>,
+        headers: &HeaderMap,
+        (response, trailers): (&HeaderMap, &HeaderMap),
+    ) -> Captured {
         let mut texts = vec![(Part::Path, path)];
         texts.extend(query.map(|q| (Part::Query, q)));
         texts.extend(route.map(|r| (Part::Route, r)));
-        let none = HeaderMap::new();
         let maps = [
             (Part::RequestHeaders, headers),
-            (Part::ResponseHeaders, &none),
+            (Part::ResponseHeaders, response),
+            (Part::ResponseTrailers, trailers),
         ];
         let packed = Packed::of_parts(&texts, &maps);
         Captured {
@@ -416,6 +444,42 @@ mod tests {
             "bob's id, not alice's"
         );
         assert_eq!(third.request.headers.len(), 1);
+    }
+
+    #[test]
+    fn trailers_win_over_headers_of_the_same_name_however_many() {
+        let mut response = HeaderMap::new();
+        response.insert("content-type", HeaderValue::from_static("application/grpc"));
+        for _ in 0..100 {
+            response.append("x-a", HeaderValue::from_static("header"));
+        }
+        response.insert("x-b", HeaderValue::from_static("kept"));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-a", HeaderValue::from_static("trailer"));
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let mut assembler = Assembler::default();
+        let none = HeaderMap::new();
+        for repeats in [100, 1, 0] {
+            response.remove("x-a");
+            for _ in 0..repeats {
+                response.append("x-a", HeaderValue::from_static("header"));
+            }
+            let record = assembler.assemble(captured_with_response(
+                "/p",
+                None,
+                None,
+                &none,
+                (&response, &trailers),
+            ));
+            let headers = &record.response_headers;
+            let a: Vec<_> = headers.get_all("x-a").iter().collect();
+            assert_eq!(a, ["trailer"], "{repeats}");
+            assert_eq!(headers["x-b"], "kept");
+            assert_eq!(headers["content-type"], "application/grpc");
+            assert_eq!(headers["grpc-status"], "0");
+            assert_eq!(headers.len(), 4, "{repeats}");
+            assembler.recycle(record);
+        }
     }
 
     #[test]
