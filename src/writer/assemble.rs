@@ -21,7 +21,7 @@ use crate::record::{
 /// about one run; a larger batch allocates the rest).
 const KEEP_RECORDS: usize = 2 * WAKE_AT;
 /// The most bytes of strings one kept record may hold (its id, method, path,
-/// route, query, consumer and route params): with [`KEEP_RECORDS`], under
+/// route, query, consumer and route params): with [`KEEP_RECORDS`], at most
 /// 0.25 MiB in all, outside `queue_bytes`. A record with longer strings is
 /// dropped, not kept.
 const KEEP_RECORD_BYTES: usize = 2048;
