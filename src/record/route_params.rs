@@ -7,9 +7,9 @@
 
 use std::ops::Range;
 
-/// The params of a request, given its route template.
+/// [`params_into`] a new list: for tests.
 #[cfg(test)]
-pub(crate) fn params_for(route: Option<&str>, path: &str, grpc: bool) -> Vec<(String, String)> {
+fn params_for(route: Option<&str>, path: &str, grpc: bool) -> Vec<(String, String)> {
     let mut params = Vec::new();
     params_into(route, path, grpc, &mut params);
     params
@@ -17,7 +17,14 @@ pub(crate) fn params_for(route: Option<&str>, path: &str, grpc: bool) -> Vec<(St
 
 /// The params of a request, given its route template, written over `params`:
 /// its pairs' strings are reused (cleared and overwritten in order), the
-/// pairs left over dropped.
+/// pairs left over dropped. The template is matched against the path segment
+/// by segment; a gRPC call's params are its service and method:
+///
+/// ```text
+/// /rest/v1/airdrop/{batchId}  ~  /rest/v1/airdrop/I4WT   =>  batchId = I4WT
+/// /files/{*rest}              ~  /files/a/b%20c           =>  rest = a/b c
+/// /pkg.Greeter/SayHello (gRPC)                            =>  service = pkg.Greeter, method = SayHello
+/// ```
 pub(crate) fn params_into(
     route: Option<&str>,
     path: &str,
@@ -58,17 +65,6 @@ fn grpc_method(path: &str) -> Option<(&str, &str)> {
     let (service, method) = rest.split_once('/')?;
     (!service.is_empty() && !method.is_empty() && !method.contains('/'))
         .then_some((service, method))
-}
-
-/// Matches a route template against a path, segment by segment.
-///
-/// ```text
-/// /rest/v1/airdrop/{batchId}  ~  /rest/v1/airdrop/I4WT   =>  batchId = I4WT
-/// /files/{*rest}              ~  /files/a/b%20c           =>  rest = a/b c
-/// ```
-#[cfg(test)]
-pub(crate) fn match_template(template: &str, path: &str) -> Vec<(String, String)> {
-    params_for(Some(template), path, false)
 }
 
 /// The path with the raw value of every parameter whose name `is_secret`
@@ -166,7 +162,7 @@ mod tests {
     use http::HeaderMap;
 
     fn p(template: &str, path: &str) -> Vec<(String, String)> {
-        match_template(template, path)
+        params_for(Some(template), path, false)
     }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
