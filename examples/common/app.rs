@@ -249,16 +249,55 @@ pub(crate) async fn run<S: UsageSink + Clone>(
 
     let (usage, summary) = run_demo(addr, &handle).await?;
     println!("{}", serde_json::to_string_pretty(&usage)?);
-    let n = usage["requests"].as_array().map_or(0, Vec::len);
-    if n != 3 {
-        return Err(format!("expected 3 recorded requests, /v1/usage returned {n}").into());
-    }
+    check_against_reference(&usage)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     if summary["total"]["requests"] != 3 {
         return Err(format!("expected 3 requests in /v1/usage/summary: {summary}").into());
     }
     eprintln!("demo ok: 3 requests recorded, stats {:?}", handle.stats());
     server.abort();
+    Ok(())
+}
+
+/// Checks that `/v1/usage` shows the three requests as the reference page
+/// does: paths, route params and bodies as sent, only `authorization` masked.
+fn check_against_reference(usage: &Value) -> Result<(), Box<dyn Error>> {
+    let records = usage["requests"].as_array().map_or(&[][..], Vec::as_slice);
+    if records.len() != 3 {
+        let n = records.len();
+        return Err(format!("expected 3 recorded requests, /v1/usage returned {n}").into());
+    }
+    let owners = &records[2];
+    let expected = [
+        (
+            &owners["path"],
+            json!("/rest/v1/collection/098f868479eb/owners"),
+        ),
+        (
+            &owners["request"]["params"],
+            json!({"tokenDefinitionId": "098f868479eb"}),
+        ),
+        (
+            &records[0]["request"]["body"]["airdrops"][1],
+            json!({"userId": "c4367732ab0c", "collectionId": "9f46cddbd46f"}),
+        ),
+        (
+            &records[1]["request"]["headers"]["postman-token"],
+            json!("7ab5a826-d078-4180-9999-1f0b0590a10a"),
+        ),
+        (
+            &records[1]["request"]["headers"]["authorization"],
+            json!("[REDACTED]"),
+        ),
+    ];
+    for (got, want) in expected {
+        if *got != want {
+            return Err(format!(
+                "/v1/usage differs from the reference page: {got} where it shows {want}"
+            )
+            .into());
+        }
+    }
     Ok(())
 }
 
@@ -278,14 +317,17 @@ async fn run_demo(
         .replace_millisecond(now.millisecond())?
         .format(&time::format_description::well_known::Rfc3339)?;
     let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let send = |method: &str, path: &str, body: Option<Value>| {
+    // The reference page's headers, Postman's per-request token included.
+    let send = |method: &str, path: &str, body: Option<Value>, postman: &str| {
         let mut req = http::Request::builder()
             .method(method)
             .uri(format!("http://{addr}{path}"))
             .header("host", "localhost:9000")
             .header("accept", "*/*")
+            .header("connection", "keep-alive")
             .header("user-agent", "PostmanRuntime/7.29.2")
             .header("authorization", format!("Bearer {DEMO_TOKEN}"))
+            .header("postman-token", postman)
             .header("accept-encoding", "gzip, deflate, br");
         let bytes = match body {
             Some(b) => {
@@ -317,18 +359,32 @@ async fn run_demo(
             ],
             "sequential": false
         })),
+        "bb58f535-a047-4a0d-af7b-dbb078d0da0c",
     )
     .await?;
     let batch_id = created["id"].as_str().ok_or("no batch id")?.to_owned();
-    send("GET", &format!("/rest/v1/airdrop/{batch_id}"), None).await?;
-    send("GET", "/rest/v1/collection/098f868479eb/owners", None).await?;
+    send(
+        "GET",
+        &format!("/rest/v1/airdrop/{batch_id}"),
+        None,
+        "7ab5a826-d078-4180-9999-1f0b0590a10a",
+    )
+    .await?;
+    send(
+        "GET",
+        "/rest/v1/collection/098f868479eb/owners",
+        None,
+        "4d8cfb24-cf03-4a85-b430-e6247823a599",
+    )
+    .await?;
 
     handle.flush().await;
-    let list = send("GET", &format!("/v1/usage?since={since}"), None).await?;
+    let list = send("GET", &format!("/v1/usage?since={since}"), None, "").await?;
     let summary = send(
         "GET",
         &format!("/v1/usage/summary?since={since}&interval=hour&groupBy=route,status"),
         None,
+        "",
     )
     .await?;
     Ok((list, summary))

@@ -330,11 +330,11 @@ impl<S> UsageLayer<S> {
 
     /// Also redacts these request and response headers (exact names), on top
     /// of the rules already set: adding never turns a default off. Default
-    /// rules: the patterns of
-    /// [`DEFAULT_REDACTED_HEADER_PATTERNS`](crate::middleware::DEFAULT_REDACTED_HEADER_PATTERNS)
-    /// (any name containing `auth`, `api-key`, `secret`, `token`, `cookie`,
-    /// `session`, ...). Values marked [sensitive](http::HeaderValue::set_sensitive)
-    /// are always redacted. See [redaction](crate::middleware#redaction).
+    /// rule: secret names by word ([`is_secret_name`](crate::middleware::is_secret_name):
+    /// `authorization`, `cookie`, `set-cookie`, `x-api-key`, `x-auth-token`,
+    /// `x-session-id`, ..., but not `postman-token` or `www-authenticate`).
+    /// Values marked [sensitive](http::HeaderValue::set_sensitive) are always
+    /// redacted. See [redaction](crate::middleware#redaction).
     ///
     /// ```
     /// use http::HeaderName;
@@ -381,11 +381,11 @@ impl<S> UsageLayer<S> {
 
     /// Also redacts these query parameters and body fields (exact names, ASCII
     /// case-insensitive, at any depth of a JSON body), on top of the rules
-    /// already set: adding never turns a default off. Default rules: the
-    /// patterns of
-    /// [`DEFAULT_REDACTED_FIELD_PATTERNS`](crate::middleware::DEFAULT_REDACTED_FIELD_PATTERNS)
-    /// (any name containing `password`, `pwd`, `secret`, `token`, `auth`,
-    /// `api_key`, `private_key`, ...).
+    /// already set: adding never turns a default off. Default rule: secret
+    /// names by word ([`is_secret_name`](crate::middleware::is_secret_name):
+    /// `password`, `access_token`, `client_secret`, `api_key`, `sessionId`,
+    /// ..., but not `max_tokens`, `token_type` or `author`). See
+    /// [redaction](crate::middleware#redaction).
     pub fn redact_fields<I, T>(self, names: I) -> Self
     where
         I: IntoIterator<Item = T>,
@@ -397,7 +397,18 @@ impl<S> UsageLayer<S> {
 
     /// Also redacts query parameters and body fields whose name contains any of
     /// `patterns` (ASCII case-insensitive substrings), on top of the rules
-    /// already set.
+    /// already set. The substring rule of earlier versions, for instance:
+    ///
+    /// ```
+    /// use tower_usage::{MemorySink, UsageLayer};
+    ///
+    /// // Every name that merely contains `token` or `auth`, `max_tokens` too.
+    /// let layer = UsageLayer::new(MemorySink::new()).redact_field_patterns([
+    ///     "auth", "api-key", "apikey", "api_key", "secret", "token", "password",
+    ///     "passwd", "pwd", "private_key", "credential",
+    /// ]);
+    /// # let _ = layer;
+    /// ```
     pub fn redact_field_patterns<I, T>(self, patterns: I) -> Self
     where
         I: IntoIterator<Item = T>,

@@ -45,55 +45,8 @@
 //! * the response future dropped or failing before a response (see
 //!   [`ResponseFuture`]).
 //!
-//! # Redaction
 //!
-//! The writer redacts every record before any sink sees it. Rules are names
-//! (exact, ASCII case-insensitive) and patterns (substrings, ASCII
-//! case-insensitive); the builder methods that *add* rules
-//! ([`redact_headers`](UsageLayer::redact_headers),
-//! [`redact_fields`](UsageLayer::redact_fields), and their `_patterns`
-//! siblings) never turn a default off; only the loudly named
-//! [`replace_redacted_headers`](UsageLayer::replace_redacted_headers) and
-//! [`replace_redacted_fields`](UsageLayer::replace_redacted_fields) do.
-//!
-//! * **Headers** whose name matches a rule (by default any name containing a
-//!   pattern of [`DEFAULT_REDACTED_HEADER_PATTERNS`]: `auth`, `api-key`,
-//!   `secret`, `token`, `cookie`, `session`, ...) and headers marked
-//!   [sensitive](http::HeaderValue::set_sensitive) are stored as one
-//!   `[REDACTED]`. Other repeated headers are kept as they came (the `/usage`
-//!   wire form joins them with `, `, or a newline for `set-cookie`).
-//! * **Header values that stay** (`Referer`, `Location`, `Link`, ...): the
-//!   value after a field name used as a key (`name=`, `name:`) is masked: URL
-//!   parameters in the query or the fragment, say.
-//! * **Query parameters and body fields** whose name matches a field rule (by
-//!   default any name containing a pattern of [`DEFAULT_REDACTED_FIELD_PATTERNS`]:
-//!   `password`, `passwd`, `pwd`, `secret`, `token`, `auth`, `api_key`,
-//!   `private_key`, `credential`, ...) have their whole value replaced by
-//!   `[REDACTED]`: in the query string, in `application/x-www-form-urlencoded`
-//!   bodies (on the raw bytes, so bytes that are not UTF-8 or a cut do not stop
-//!   it; a name's `[...]` segments count, as in `user[password]`), in the parts
-//!   of `multipart/*` bodies, and at any depth in JSON bodies (any body whose
-//!   first non-blank byte is `{` or `[`). The JSON masking is a tolerant scan,
-//!   not a parse: it also masks inside a body cut at the capture limit, where a
-//!   value cut short is masked up to the cut. Key escapes (`"pass\u0077ord"`)
-//!   are decoded before comparing.
-//! * **Any other body** (text, XML, TOML, logs, JSON cut short or behind a
-//!   prefix), and multipart parts: the value after every field name or pattern
-//!   that stands as a key (`name=value`, `name: value`, `"name": "value"`,
-//!   `<name>value<`) is replaced by `[REDACTED]`, quoted values to their
-//!   closing quote, others to the next delimiter or blank, a value cut short to
-//!   the end: when in doubt, mask. In such text, exact names match as
-//!   substrings too.
-//!
-//! A body in a `Content-Encoding` is decoded first (`gzip`, `deflate`, at most
-//! the capture limit), and stored decoded; one in an encoding the writer cannot
-//! decode (`br`, `zstd`, a chain) is not stored. The record says which
-//! ([`CaptureNotes`](crate::CaptureNotes)).
-//!
-//! Out of scope: gRPC message payloads (stored as they came), and secrets
-//! under names that match no rule or that stand in no key position. Response bodies are told
-//! apart by the kept response headers: keep `content-type` (a default) for
-//! form and multipart responses to be masked field by field.
+#![doc = include_str!("../docs/redaction.md")]
 //!
 //! # How records flow
 //!
@@ -205,9 +158,7 @@ pub use layer::{
 };
 pub use service::Usage;
 
-pub use crate::record::{
-    DEFAULT_REDACTED_FIELD_PATTERNS, DEFAULT_REDACTED_HEADER_PATTERNS, REDACTED,
-};
+pub use crate::record::{is_secret_name, REDACTED};
 pub use crate::writer::{
     UsageWorker, DEFAULT_BATCH_SIZE, DEFAULT_MAX_DELAY, DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_TIME, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_SINK_TIMEOUT,

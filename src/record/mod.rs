@@ -434,8 +434,8 @@ mod wire;
 pub(crate) use grpc::messages as grpc_messages;
 pub use grpc::{GrpcDirection, GrpcMessage};
 pub(crate) use grpc::{GrpcMessageJson, GrpcMessageJsonFn, MessageCounter, GRPC_CANCELLED};
+pub use redact::{is_secret_name, REDACTED};
 pub(crate) use redact::{HeaderVerdicts, NameRules, Redaction};
-pub use redact::{DEFAULT_REDACTED_FIELD_PATTERNS, DEFAULT_REDACTED_HEADER_PATTERNS, REDACTED};
 pub(crate) use route_params::params_into;
 #[cfg(feature = "sqlite")]
 pub(crate) use timestamp::ceil_millis;

@@ -11,43 +11,6 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::hooks::Protocol;
 
-/// Header name patterns redacted by default: a header whose (lower-case) name
-/// contains any of these is stored as `[REDACTED]`. This catches
-/// `authorization`, `proxy-authorization`, `cookie`, `set-cookie`, `x-api-key`,
-/// `x-auth-token`, `x-forwarded-authorization`, `x-session-id` and the like.
-/// The set follows Apitally's default (`auth|api-?key|secret|token|cookie`),
-/// plus `password`, `passwd` and `session`.
-pub const DEFAULT_REDACTED_HEADER_PATTERNS: &[&str] = &[
-    "auth", "api-key", "apikey", "api_key", "secret", "token", "cookie", "password", "passwd",
-    "session",
-];
-
-/// Query parameter and body field name patterns redacted by default: a field
-/// whose name contains any of these, ASCII case-insensitively, is stored as
-/// `[REDACTED]`. This catches `password`, `new_password`, `passwd`, `pwd`,
-/// `client_secret`, `token`, `id_token`, `access_token`, `apiKey`, `api_key`,
-/// `private_key`, `Authorization` and the like. The set follows Apitally's
-/// default (`auth|api-?key|secret|token|password|pwd`), plus `passwd`,
-/// `private_key` (and its spellings) and `credential`. Being patterns, they
-/// also catch harmless names (`author`, `tokenizer`): replace the set with
-/// [`UsageLayer::replace_redacted_fields`](crate::UsageLayer::replace_redacted_fields)
-/// if that matters more than a secret under an unexpected name.
-pub const DEFAULT_REDACTED_FIELD_PATTERNS: &[&str] = &[
-    "auth",
-    "api-key",
-    "apikey",
-    "api_key",
-    "secret",
-    "token",
-    "password",
-    "passwd",
-    "pwd",
-    "private_key",
-    "private-key",
-    "privatekey",
-    "credential",
-];
-
 /// What replaces a redacted value.
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -56,9 +19,11 @@ mod json;
 mod rules;
 mod text;
 mod verdicts;
+mod words;
 
 pub(crate) use rules::NameRules;
 pub(crate) use verdicts::HeaderVerdicts;
+pub use words::is_secret_name;
 
 use json::mask_json;
 
@@ -134,10 +99,7 @@ impl KeySearch {
 
 impl Default for Redaction {
     fn default() -> Self {
-        Self::new(
-            NameRules::of_patterns(DEFAULT_REDACTED_HEADER_PATTERNS),
-            NameRules::of_patterns(DEFAULT_REDACTED_FIELD_PATTERNS),
-        )
+        Self::new(NameRules::defaults(), NameRules::defaults())
     }
 }
 
@@ -239,10 +201,21 @@ impl Redaction {
             headers = without_repeats(headers, &repeated);
         }
         // Secret parameters in URLs (query or fragment), URL user-info and
-        // other `name=value` text in the values that stay.
-        for (_, value) in headers.iter_mut() {
+        // other `name=value` text in the values that stay; credentials in
+        // the items of a list that carries them.
+        for (name, value) in headers.iter_mut() {
             let bytes = value.as_bytes();
-            if bytes == REDACTED.as_bytes() || !text::may_hold_key(bytes) {
+            if bytes == REDACTED.as_bytes() {
+                continue;
+            }
+            if CREDENTIAL_LISTS.contains(&name.as_str()) {
+                if let Some(masked) = mask_credential_list(bytes, |w| self.is_field(w)) {
+                    *value = HeaderValue::from_bytes(&masked)
+                        .unwrap_or(HeaderValue::from_static(REDACTED));
+                }
+                continue;
+            }
+            if !text::may_hold_key(bytes) {
                 continue;
             }
             // A key needs a `=` or `:` after it, user-info an `@`, each maybe
@@ -472,7 +445,12 @@ impl Redaction {
         // One search finds the field names and `bearer` (see `new`).
         let holds = self.holds_field_name(bytes);
         let keys = if holds {
-            text::mask_key_values(bytes, &self.needles, replacement)
+            text::mask_key_values(
+                bytes,
+                &self.needles,
+                |key| self.field_matcher.matches_in_text(key),
+                replacement,
+            )
         } else {
             None
         };
@@ -617,6 +595,63 @@ const PATH_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'?')
     .add(b'#')
     .add(b'"');
+
+/// Header lists whose items can carry credentials: `Sec-WebSocket-Protocol`,
+/// where browsers, which cannot set `Authorization` on a WebSocket, put
+/// bearer tokens (Kubernetes's `base64url.bearer.authorization.k8s.io.<token>`,
+/// `bearer.<token>`, or a pair `access_token, <token>`).
+const CREDENTIAL_LISTS: &[&str] = &["sec-websocket-protocol"];
+
+/// A `Sec-WebSocket-Protocol` list with each item that carries a credential
+/// replaced by `[REDACTED]`: an item with a word that names a credential
+/// (`bearer`, `basic`, `jwt`, or a secret name by the rules: `token`,
+/// `authorization`, ...), an item that follows one that is only such a name
+/// (`access_token, <token>`), and an item that looks like a JWT. Other items
+/// (`v1.chat`, `graphql-ws`) stay as sent. `None` when nothing was masked.
+fn mask_credential_list(value: &[u8], is_secret: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(value).ok();
+    let Some(text) = text else {
+        // Not text: nothing can be told apart, so nothing is kept.
+        return Some(REDACTED.as_bytes().to_vec());
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut masked = false;
+    let mut after_name = false;
+    for (i, item) in text.split(',').enumerate() {
+        let trimmed = item.trim();
+        let words = trimmed.split(['.', '-', '_', ' ', '/', ':']);
+        let names_credential = words.clone().any(|w| {
+            ["bearer", "basic", "jwt"]
+                .iter()
+                .any(|c| w.eq_ignore_ascii_case(c))
+                || is_secret(w)
+        });
+        let only_a_name = is_secret(trimmed) || trimmed.eq_ignore_ascii_case("bearer");
+        let secret = names_credential || after_name || looks_like_jwt(trimmed);
+        after_name = only_a_name;
+        if i > 0 {
+            out.push(',');
+        }
+        if secret && !trimmed.is_empty() {
+            masked = true;
+            let lead = &item[..item.len() - item.trim_start().len()];
+            out.push_str(lead);
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(item);
+        }
+    }
+    masked.then(|| out.into_bytes())
+}
+
+/// A JWT (or JWS): three base64url parts, the first a JSON header (`eyJ`).
+fn looks_like_jwt(item: &str) -> bool {
+    item.starts_with("eyJ")
+        && item.split('.').count() == 3
+        && item
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
+}
 
 /// `headers` with each name in `names` holding one `[REDACTED]` value (in the
 /// place of its first), in a new map: `HeaderMap::insert` would do the same

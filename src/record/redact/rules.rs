@@ -1,14 +1,29 @@
 //! [`NameRules`]: which header, parameter and field names are secret.
 
-/// Names to redact: exact names and substring patterns, both compared ASCII
-/// case-insensitively (kept lower-cased).
+use super::words;
+
+/// Names to redact: the default rule by word ([`words`]), exact names and
+/// substring patterns, the last two compared ASCII case-insensitively (kept
+/// lower-cased). `Default` is no rule at all; [`NameRules::defaults`] is the
+/// rule by word.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct NameRules {
+    /// Whether the default rule by word applies.
+    words: bool,
     exact: Vec<String>,
     patterns: Vec<String>,
 }
 
 impl NameRules {
+    /// The default rules: secret names by word, nothing else.
+    pub(crate) fn defaults() -> Self {
+        Self {
+            words: true,
+            ..Self::default()
+        }
+    }
+
+    #[cfg(test)]
     pub(super) fn of_patterns(patterns: &[&str]) -> Self {
         let mut rules = Self::default();
         rules.add_patterns(patterns.iter().copied());
@@ -35,7 +50,7 @@ impl NameRules {
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.patterns.is_empty()
+        !self.words && self.exact.is_empty() && self.patterns.is_empty()
     }
 
     /// The rules, ready to test names against.
@@ -53,6 +68,7 @@ impl NameRules {
             }
         }
         Matcher {
+            words: self.words,
             exact: self.exact.clone(),
             patterns: self.patterns.iter().map(|p| p.as_bytes().into()).collect(),
             bigrams,
@@ -60,9 +76,18 @@ impl NameRules {
         }
     }
 
-    /// Every name and pattern, lower-cased: what the body prefilter looks for.
+    /// Every name and pattern, lower-cased, and the default rule's
+    /// [needles](words::NEEDLES) when it applies: what the body prefilter and
+    /// the text nets look for.
     pub(super) fn needles(&self) -> Vec<String> {
-        let mut all: Vec<String> = self.exact.iter().chain(&self.patterns).cloned().collect();
+        let defaults: &[&str] = if self.words { words::NEEDLES } else { &[] };
+        let mut all: Vec<String> = self
+            .exact
+            .iter()
+            .chain(&self.patterns)
+            .cloned()
+            .chain(defaults.iter().map(|n| (*n).to_owned()))
+            .collect();
         all.sort_unstable();
         all.dedup();
         all
@@ -80,6 +105,8 @@ fn bigram(a: u8, b: u8) -> usize {
 /// than a general multi-pattern automaton, measured in the overhead probe).
 #[derive(Debug, Clone)]
 pub(super) struct Matcher {
+    /// Whether the default rule by word applies.
+    words: bool,
     exact: Vec<String>,
     patterns: Vec<Box<[u8]>>,
     /// Bit `bigram(a, b)` is set when a pattern starts with `a, b`.
@@ -89,16 +116,33 @@ pub(super) struct Matcher {
 }
 
 impl Matcher {
-    /// Whether `name` is one to redact: equal to an exact name, or containing
-    /// a pattern, ASCII case-insensitively. No allocation.
-    ///
-    /// One pass over the name, each byte lower-cased once; a pattern is
-    /// compared only where the name's two bytes are its first two.
+    /// Whether `name` is one to redact: secret by the default rule (when it
+    /// applies), equal to an exact name, or containing a pattern, ASCII
+    /// case-insensitively. No allocation.
     pub(super) fn matches(&self, name: &str) -> bool {
-        if self.exact.iter().any(|e| e.eq_ignore_ascii_case(name)) {
-            return true;
-        }
-        let name = name.as_bytes();
+        (self.words && words::is_secret_name(name))
+            || self.exact.iter().any(|e| e.eq_ignore_ascii_case(name))
+            || self.matches_pattern(name.as_bytes())
+    }
+
+    /// [`matches`](Self::matches) for a key found in free text (`name=`,
+    /// `"name":`), where an exact name also counts when the key only holds it
+    /// (`x:password`, `db.pin`): text has no fixed names to compare.
+    pub(super) fn matches_in_text(&self, key: &str) -> bool {
+        self.matches(key)
+            || self.exact.iter().any(|e| {
+                key.len() > e.len()
+                    && key
+                        .as_bytes()
+                        .windows(e.len())
+                        .any(|w| w.eq_ignore_ascii_case(e.as_bytes()))
+            })
+    }
+
+    /// Whether `name` holds a pattern. One pass over the name, each byte
+    /// lower-cased once; a pattern is compared only where the name's two
+    /// bytes are its first two.
+    fn matches_pattern(&self, name: &[u8]) -> bool {
         if !self.short.is_empty()
             && name
                 .iter()

@@ -8,25 +8,27 @@ use std::sync::LazyLock;
 
 use memchr::memmem;
 
-/// Masks the value after every occurrence of a `needle` (lower-case) that
-/// stands as a key, replacing it by `replacement`. `None` when nothing was
-/// masked.
+/// Masks the value after every key that holds a `needle` (lower-case) and
+/// that `is_secret` takes for a secret name, replacing it by `replacement`.
+/// `None` when nothing was masked.
 ///
 /// A key is the needle and the name characters around it (`client_secret`
-/// for `secret`), then an optional closing quote and blanks, then `=`, `:`,
-/// or `>` after a tag's name. A value runs to its closing quote when it opens
+/// for `secret`; `max_tokens` for `token`, which `is_secret` may leave), then
+/// an optional closing quote and blanks, then `=`, `:`, or `>` after a tag's
+/// name. A value runs to its closing quote when it opens
 /// with one, else to the first delimiter (`&`, `,`, `;`, `#`, `<`, a bracket,
 /// a blank), or to the end of the input: a value cut short is masked to the end.
 pub(super) fn mask_key_values(
     input: &[u8],
     needles: &[String],
+    is_secret: impl Fn(&str) -> bool,
     replacement: &[u8],
 ) -> Option<Vec<u8>> {
     let lower = input.to_ascii_lowercase();
     let mut regions: Vec<(usize, usize)> = Vec::new();
     for needle in needles {
         for at in memmem::find_iter(&lower, needle.as_bytes()) {
-            if let Some(region) = value_after_key(input, at, needle.len()) {
+            if let Some(region) = value_after_key(input, at, needle.len(), &is_secret) {
                 regions.push(region);
             }
         }
@@ -209,8 +211,14 @@ const SCHEMES: &[&[u8]] = &[
     b"apikey",
 ];
 
-/// The value region after the key whose needle stands at `at`, if it is a key.
-fn value_after_key(input: &[u8], at: usize, len: usize) -> Option<(usize, usize)> {
+/// The value region after the key whose needle stands at `at`, if it is a
+/// key and `is_secret` takes it for a secret name.
+fn value_after_key(
+    input: &[u8],
+    at: usize,
+    len: usize,
+    is_secret: &impl Fn(&str) -> bool,
+) -> Option<(usize, usize)> {
     let n = input.len();
     let mut key_start = at;
     // Backwards, a namespace prefix counts too (`<x:password>`).
@@ -220,6 +228,11 @@ fn value_after_key(input: &[u8], at: usize, len: usize) -> Option<(usize, usize)
     let mut j = at + len;
     while j < n && is_name_byte(input[j]) {
         j += 1;
+    }
+    // Name bytes are ASCII: the key is UTF-8.
+    let key = std::str::from_utf8(&input[key_start..j]).unwrap_or_default();
+    if !is_secret(key) {
+        return None;
     }
     let in_tag = key_start > 0 && input[key_start - 1] == b'<';
     // A closing quote of the key, escaped or not (`\"password\":` in a log line).
@@ -318,7 +331,11 @@ mod tests {
 
     fn mask(input: &str) -> String {
         let needles = vec!["password".to_owned(), "token".to_owned(), "auth".to_owned()];
-        mask_key_values(input.as_bytes(), &needles, b"[R]")
+        let secret = |key: &str| {
+            let key = key.to_ascii_lowercase();
+            needles.iter().any(|n| key.contains(n.as_str()))
+        };
+        mask_key_values(input.as_bytes(), &needles, secret, b"[R]")
             .map_or_else(|| input.to_owned(), |v| String::from_utf8(v).unwrap())
     }
 
