@@ -3,7 +3,8 @@
 //! quickstart app (the example's own code) on 127.0.0.1, must come back from
 //! `GET /v1/usage` as the page shows them. Only `authorization` is masked: the
 //! route parameter `tokenDefinitionId`, the path under it and Postman's
-//! `postman-token` header are not secrets, and stay as sent.
+//! `postman-token` header are not secrets, and stay as sent; the records are
+//! listed in the order the requests came.
 
 mod common;
 
@@ -73,8 +74,27 @@ fn shown(headers: &[(String, String)]) -> Value {
     Value::Object(map)
 }
 
+/// The list shows a millisecond's requests in the order they came: ids of one
+/// millisecond made one after another, each on a thread of its own (as the
+/// writer task moves between a runtime's threads), sort in the order they
+/// were made. Called before anything else in this process makes ids.
+fn ids_of_one_millisecond_sort_in_order_across_threads() {
+    let t = time::macros::datetime!(2026-12-07 01:00:00.123 UTC);
+    let ids: Vec<String> = (0..32)
+        .map(|_| {
+            std::thread::spawn(move || tower_usage::UsageRecord::new_id(t))
+                .join()
+                .unwrap()
+        })
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "ids of one millisecond out of order");
+}
+
 #[tokio::test]
 async fn the_reference_requests_come_back_as_the_reference_shows_them() {
+    ids_of_one_millisecond_sort_in_order_across_threads();
     let sink = MemorySink::new();
     let (router, handle) = app::app(sink);
     let addr = serve(router).await;

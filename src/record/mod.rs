@@ -152,21 +152,27 @@ impl UsageRecord {
     /// writer can reuse a written record's allocation.
     pub(crate) fn write_id(created_at: OffsetDateTime, out: &mut String) {
         const RANDOM_BITS: u128 = (1 << 80) - 1;
-        thread_local! {
-            /// The milliseconds and random part of this thread's last id.
-            static LAST: std::cell::Cell<(u64, u128)> = const { std::cell::Cell::new((u64::MAX, 0)) };
-        }
+        /// The milliseconds and random part of the process's last id. One
+        /// for the process, not one per thread: the writer task moves between
+        /// a runtime's threads, and ids of one millisecond made on two
+        /// threads would sort in no particular order (a list of the same
+        /// millisecond's requests would not be in the order they came). Only
+        /// writers take it, once per record, never across an await.
+        static LAST: std::sync::Mutex<(u64, u128)> = std::sync::Mutex::new((u64::MAX, 0));
         let ms = u64::try_from(unix_millis(created_at)).unwrap_or(0);
-        let random = LAST.with(|last| {
-            let (last_ms, last_random) = last.get();
+        let random = {
+            let mut last = LAST
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (last_ms, last_random) = *last;
             let step = u128::from(fastrand::u16(..)) + 1;
             let random = match last_random.checked_add(step) {
                 Some(next) if last_ms == ms && next <= RANDOM_BITS => next,
                 _ => fastrand::u128(..) & RANDOM_BITS,
             };
-            last.set((ms, random));
+            *last = (ms, random);
             random
-        });
+        };
         // Into a stack buffer, then copied once: `Display` would go through
         // the formatting machinery for the same 26 bytes.
         let mut text = [0u8; ulid::ULID_LEN];
