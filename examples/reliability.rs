@@ -1,7 +1,8 @@
 //! A load-and-fault harness: an axum app with `UsageLayer` (default writer
 //! settings) under a paced load, while the storage fails; then how many records
 //! were stored, lost and counted, lost and *not* counted. It re-measures the
-//! table of the README's "Reliability" section. Not run in CI.
+//! tables of the crate docs' "Reliability" section (`src/docs/reliability.md`).
+//! Not run in CI.
 //!
 //! ```text
 //! cargo run --release --example reliability --features postgres,sqlite -- \

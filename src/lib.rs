@@ -5,7 +5,7 @@
 //! [`UsageSink`]; [`UsageService`] serves `GET /usage` from any sink, so each API
 //! consumer can read its own request history, and `GET /usage/summary`: counts,
 //! errors, bytes and latency percentiles per hour, day or month, per route or
-//! status (see [`UsageService`]).
+//! status (see the [`endpoint`] module).
 //!
 //! # Quick start (axum)
 //!
@@ -13,21 +13,64 @@
 //! use axum::{routing::get, Router};
 //! use tower_usage::{MemorySink, UsageLayer, UsageService};
 //!
-//! # #[tokio::main]
-//! # async fn main() {
-//! let sink = MemorySink::new();
-//! let app = Router::new()
-//!     .route("/hello/{name}", get(|| async { "hi" }))
-//!     .route_service("/v1/usage", UsageService::new(sink.clone()))
-//!     .layer(UsageLayer::new(sink));
+//! #[tokio::main]
+//! async fn main() {
+//!     let sink = MemorySink::new();
+//!     let app = Router::new()
+//!         .route("/hello/{name}", get(|| async { "hi" }))
+//!         .nest_service("/v1/usage", UsageService::new(sink.clone()))
+//!         .layer(UsageLayer::new(sink));
 //!
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
-//! axum::serve(listener, app).await.unwrap();
-//! # }
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+//!     axum::serve(listener, app).await.unwrap();
+//! }
 //! ```
 //!
 //! Then `curl -H 'Authorization: Bearer my-token' localhost:3000/v1/usage` lists
-//! the requests made with that token.
+//! the requests made with that token, and `/v1/usage/summary`,
+//! `/v1/usage/{id}` and `/v1/usage/openapi.json` answer below it
+//! (`nest_service`: with `route_service` only the list's own path is served).
+//!
+//! The same app, called in-process (as a test of yours might): records reach
+//! the sink in the background, so flush the layer's
+//! [`handle`](UsageLayer::handle) before reading them back.
+//!
+//! ```
+//! use axum::{body::Body, routing::get, Router};
+//! use http::{Request, StatusCode};
+//! use http_body_util::BodyExt as _;
+//! use tower::ServiceExt as _;
+//! use tower_usage::{MemorySink, UsageLayer, UsageService};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let sink = MemorySink::new();
+//! let layer = UsageLayer::new(sink.clone());
+//! let handle = layer.handle();
+//! let app = Router::new()
+//!     .route("/hello/{name}", get(|| async { "hi" }))
+//!     .nest_service("/v1/usage", UsageService::new(sink))
+//!     .layer(layer);
+//!
+//! let get = |uri: &str| {
+//!     let req = Request::get(uri).header("authorization", "Bearer my-token");
+//!     app.clone().oneshot(req.body(Body::empty()).unwrap())
+//! };
+//! assert_eq!(get("/hello/you").await.unwrap().status(), StatusCode::OK);
+//! handle.flush().await;
+//!
+//! let page = get("/v1/usage").await.unwrap();
+//! assert_eq!(page.status(), StatusCode::OK);
+//! let page: serde_json::Value =
+//!     serde_json::from_slice(&page.into_body().collect().await.unwrap().to_bytes()).unwrap();
+//! assert_eq!(page["requests"][0]["route"], "/hello/{name}");
+//! assert_eq!(page["requests"][0]["request"]["params"]["name"], "you");
+//!
+//! for below in ["/v1/usage/summary", "/v1/usage/openapi.json"] {
+//!     assert_eq!(get(below).await.unwrap().status(), StatusCode::OK, "{below}");
+//! }
+//! # }
+//! ```
 //!
 //! # What is captured
 //!
@@ -47,35 +90,37 @@
 //! Bodies are teed, never buffered: frames pass through as they come, and the
 //! copy stops at the limit. All parsing, rendering and redaction happens in the
 //! background writer ([how records flow](middleware#how-records-flow)), not on
-//! the request path.
+//! the request path. Every setting, with its default:
+//! [configuration](middleware#configuration).
 //!
 //! # Where to put the layer
 //!
-//! * **`Router::layer(UsageLayer::new(sink))`** (recommended with axum): wraps
-//!   every route after routing, so axum's `MatchedPath` is known and records get
-//!   `route` and `params`. Requests that match no route reach the fallback, which
-//!   is wrapped too: they are recorded without a route.
-//! * **`Router::route_layer(...)`**: like `layer`, but only matched routes are
-//!   recorded (no 404s for unknown paths).
-//! * **Around the whole router** (`ServiceBuilder::new().layer(UsageLayer::new(sink)).service(router)`,
-//!   or around a plain hyper service or tonic server): every request is recorded,
-//!   but routing has not happened yet, so there is no `route` or `params` unless
-//!   you give a [`route`](UsageLayer::route) hook (gRPC calls always get their
-//!   method path as the route).
+//! | placement | route and params | what is recorded |
+//! |---|---|---|
+//! | `Router::layer(UsageLayer::new(sink))` (recommended with axum) | yes, from axum's `MatchedPath` | every request, fallback 404s included (without a route) |
+//! | `Router::route_layer(...)` | yes | only requests that matched a route |
+//! | around the whole app (`ServiceBuilder::new().layer(..).service(router)`, a plain hyper service, tonic's `Server::builder().layer(..)`) | only with a [`route`](UsageLayer::route) hook; gRPC calls always get their method path | every request |
 //!
-//! gRPC needs no other layer: the same `UsageLayer` goes on tonic's
-//! `Server::builder().layer(...)` and records status, messages and counts; see
-//! [gRPC](#grpc) below (also for serving `/usage` next to a tonic server).
+//! gRPC needs no other layer: the same `UsageLayer` goes on tonic's server and
+//! records status, messages and counts; see [gRPC](#grpc) below (also for
+//! serving `/usage` next to a tonic server).
 //!
-//! Put the layer *inside* authentication layers that insert the consumer into the
-//! request extensions (so [`IdentifyConsumer`] can see it), and *outside*
-//! compression if the log should hold uncompressed bodies.
+//! Put the layer *inside* authentication layers that insert the consumer into
+//! the request extensions (so [`IdentifyConsumer`] can see it). Put it *inside*
+//! compression too (add the compression layer after it, so that compression
+//! wraps it): the log then holds the bodies as the handler wrote them. Outside
+//! it, the layer sees compressed bodies, which the writer decodes when it can
+//! and otherwise does not store (the record's [`CaptureNotes`] say so).
 //!
 //! # When a record is emitted
 //!
 //! Exactly once per request; see
 //! [`middleware`](crate::middleware#when-the-record-is-emitted). Calls to
 //! [`UsageService`] are not recorded.
+//!
+#![doc = include_str!("docs/reliability.md")]
+//!
+#![doc = include_str!("docs/grpc.md")]
 //!
 //! # The map
 //!
@@ -84,7 +129,7 @@
 //!
 //! | where | what |
 //! |---|---|
-//! | `hooks.rs` | [`RequestInfo`], [`IdentifyConsumer`], the route and skip hooks; the request's protocol, decided once |
+//! | `hooks.rs`, `hooks/` | [`RequestInfo`], [`IdentifyConsumer`] (and its cache of recent tokens' consumer ids), the route and skip hooks; the request's protocol, decided once |
 //! | `middleware/` | [`UsageLayer`] → [`middleware::Usage`] → its future and bodies: tees the exchange, packs it, hands it to the queue |
 //! | `captured.rs` | the queued form of one exchange: one buffer (a leaf between the middleware and the writer) |
 //! | `writer/` | the bounded queue, the worker (batches, retries, timeouts; [`UsageLayer::pair`]), [`UsageHandle`]; assembles each record |
@@ -92,25 +137,27 @@
 //! | `codec/` | the header-map encodings the sinks share |
 //! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; `summary/` (what a summary asks and answers, buckets, percentiles); [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/` |
 //! | `endpoint/` | [`UsageService`]: `GET /usage`, one record, exports, the summary and the OpenAPI document below it; parameters straight into a [`UsageQuery`] or a [`SummaryQuery`](sink::SummaryQuery), responses |
+//! | `error.rs` | [`SinkError`], what every sink reports |
 //! | `streak.rs` | one log line per failure streak (the writer, `GET /usage`, the SQLite writer) |
 //! | `marker.rs` | how the endpoint tells the middleware "do not record me" |
 //! | `testing/` | the sink conformance kit (feature `testing`) |
+//! | `fuzzing.rs` | the fuzz targets' entry points (`--cfg fuzzing`, and the tests that replay their findings) |
+//! | `docs/` | the long guides these docs include (reliability, gRPC, configuration, the endpoint) |
 //!
 //! The module graph, as `tests/layout.rs` checks it (a module uses only
 //! modules below it; doc links aside):
 //!
 //! ```text
-//! middleware -> writer, captured, sink, codec, record, hooks, marker
+//! testing    -> sink, record, error
+//! middleware -> writer, captured, sink, codec, record, hooks, marker, error
 //! endpoint   -> writer, sink, record, hooks, marker, error, streak
 //! writer     -> captured, sink, record, hooks, error, streak
 //! captured   -> codec, record, hooks
 //! sink       -> codec, record, error, streak
+//! record     -> hooks, codec
 //! codec      -> error
-//! record     -> hooks
 //! hooks, marker, error, streak: leaves
 //! ```
-//!
-#![doc = include_str!("docs/grpc.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod captured;

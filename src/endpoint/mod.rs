@@ -1,8 +1,9 @@
 //! The `GET /usage` endpoint: [`UsageService`], its [`ResponseFuture`] and its
 //! response body, [`UsageBody`].
 //!
-//! The user-facing documentation (parameters, statuses, who sees what) lives on
-//! [`UsageService`], which is re-exported at the crate root.
+//! The user-facing reference (parameters, statuses, who sees what) lives on
+//! [`UsageService`], which is re-exported at the crate root; the guide below
+//! shows real answers.
 //!
 //! # Example
 //!
@@ -29,6 +30,8 @@
 //! assert_eq!(&body[..], br#"{"requests":[],"nextCursor":null}"#);
 //! # }
 //! ```
+//!
+#![doc = include_str!("../docs/endpoint.md")]
 //!
 //! # How it is laid out
 //!

@@ -176,8 +176,8 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// parameters, `order` included) with one record per line, each exactly as a
 /// page shows it (`Content-Type: application/x-ndjson`); `format=csv` with a
 /// header row and one row per record (`text/csv; charset=utf-8;
-/// header=present`; the columns are listed in the crate's README and the
-/// OpenAPI document). Both come with `Content-Disposition: attachment;
+/// header=present`; the columns are listed in the [`endpoint`](crate::endpoint)
+/// module's guide and the OpenAPI document). Both come with `Content-Disposition: attachment;
 /// filename="usage-<UTC time>.<ndjson|csv>"` and no `Content-Length`.
 ///
 /// There is no paging: `limit` and `cursor` are refused with `400`. The

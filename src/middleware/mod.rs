@@ -66,8 +66,8 @@
 //! So batches size themselves to the load. While the sink keeps up, the writer
 //! takes a few dozen captures at a time: one wake-up per run, and its code and
 //! the sink's stay in the CPU's caches for the whole run (measured under load:
-//! about 1 µs of CPU less per request than waking at 8 waiting; see the
-//! README's performance section). While a `record` call is in flight, captures
+//! about 1 µs of CPU less per request than waking at 8 waiting; see
+//! `benches/README.md`). While a `record` call is in flight, captures
 //! pile up in the queue, and the next rounds write them in batches of up to
 //! `batch_size`: a slow sink gets fewer, larger writes.
 //!
@@ -118,21 +118,6 @@
 //!   outage is bounded by the spool's bytes, not the queue, and what is spooled
 //!   survives a restart.
 //!
-//! # Choosing the queue capacity
-//!
-//! The queue absorbs bursts and outages while the sink is slow or down. Its
-//! memory is bounded by [`queue_bytes`](crate::UsageLayer::queue_bytes) (256 MiB
-//! by default), the writer's batch included: a capture counts its packed buffer
-//! (headers and the kept body prefixes, at most the two body limits plus the
-//! request headers) plus about 200 bytes. The records of the batch in hand
-//! share the captures' buffers, except bodies that were decoded
-//! (`Content-Encoding`) or rewritten by redaction: at most `batch_size` × the
-//! two body limits more (32 MiB with the defaults). Typical JSON API captures are 1–2 KiB, so the
-//! default count limit (65,536, a minute at 1,000 requests per second) is
-//! usually reached first. Size it as *peak requests per second × the longest
-//! sink outage to ride out*, and watch
-//! [`RecorderStats::dropped`](crate::RecorderStats::dropped) in production.
-//!
 //! # Runtime
 //!
 //! The writer is made when a layer is first used (it wraps a service, or hands
@@ -141,6 +126,8 @@
 //! the layer records or flushes from inside one; until then captures wait in the
 //! queue (and are dropped, counted, once it is full). To run the writer on an
 //! executor of your own, take it with [`UsageLayer::pair`](crate::UsageLayer::pair).
+//!
+#![doc = include_str!("../docs/configuration.md")]
 
 mod body;
 mod future;
