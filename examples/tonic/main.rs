@@ -43,7 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let usage = UsageService::new(sink).grpc_message_json(echo::message_json);
     let routes = Routes::new(EchoServer)
         .into_axum_router()
-        .route_service("/usage", usage);
+        .nest_service("/usage", usage);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
