@@ -1,5 +1,5 @@
 //! No log floods: a storage that keeps failing gives one warning per failure
-//! streak, from the writer (with and without a disk spool) and from
+//! streak, from the writer, from a disk spool (`Spooled`) and from
 //! `GET /usage`, and one line when it recovers. Through a real axum app on 127.0.0.1, with the log captured.
 
 mod common;
@@ -129,29 +129,33 @@ async fn one_warning_per_failure_streak_from_the_writer_and_from_get_usage() {
 
     // With a disk spool (a small one, which fills up): one warning when the
     // sink fails, one when the spool evicts, one line when the sink is back.
-    let dir = tempfile::tempdir().unwrap();
-    let layer = UsageLayer::new(sink.clone())
-        .max_delay(Duration::from_millis(2))
-        .batch_size(1)
-        .spool(dir.path(), 16 * 1024)
-        .unwrap();
-    let handle = layer.handle();
-    let addr = serve(Router::new().route("/ok", get_ok()).layer(layer)).await;
-    for _ in 0..100 {
-        assert_eq!(call(addr, "/ok").await, StatusCode::OK);
+    #[cfg(feature = "spool")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let spooled =
+            tower_usage::sink::spool::Spooled::new(sink.clone(), dir.path(), 16 * 1024).unwrap();
+        let layer = UsageLayer::new(spooled.clone())
+            .max_delay(Duration::from_millis(2))
+            .batch_size(1);
+        let handle = layer.handle();
+        let addr = serve(Router::new().route("/ok", get_ok()).layer(layer)).await;
+        for _ in 0..100 {
+            assert_eq!(call(addr, "/ok").await, StatusCode::OK);
+        }
+        eventually("captured", || handle.stats().captured >= 100).await;
+        eventually("all spooled or evicted", || {
+            let s = spooled.stats();
+            s.spooled + s.dropped == 100
+        })
+        .await;
+        assert!(spooled.stats().dropped > 0, "{:?}", spooled.stats());
+        assert_eq!(log.count("WARN", "records go to the disk spool"), 1);
+        assert_eq!(log.count("WARN", "usage spool full"), 1);
+        sink.down.store(false, Ordering::SeqCst);
+        handle.flush().await;
+        spooled.flush().await;
+        assert_eq!(log.count("INFO", "writing the spool back"), 1);
     }
-    eventually("captured", || handle.stats().captured >= 100).await;
-    eventually("all spooled or evicted", || {
-        let s = handle.stats();
-        s.spooled + s.dropped == 100
-    })
-    .await;
-    assert!(handle.stats().dropped > 0, "{:?}", handle.stats());
-    assert_eq!(log.count("WARN", "records go to the disk spool"), 1);
-    assert_eq!(log.count("WARN", "usage spool full"), 1);
-    sink.down.store(false, Ordering::SeqCst);
-    handle.flush().await;
-    assert_eq!(log.count("INFO", "writing the spool back"), 1);
 }
 
 fn get_ok() -> axum::routing::MethodRouter {
