@@ -3,66 +3,18 @@
 //! `GET /usage`, and one line when it recovers. Through a real axum app on 127.0.0.1, with the log captured.
 
 mod common;
+#[path = "support/faults.rs"]
+mod faults;
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
 use common::*;
+use faults::{Log, Switch};
 use http::{Request, StatusCode};
-use tower_usage::{
-    SinkError, UsageLayer, UsagePage, UsageQuery, UsageRecord, UsageService, UsageSink,
-};
-
-/// Every log line, for the test to count.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn count(&self, level: &str, text: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains(level) && l.contains(text))
-            .count()
-    }
-}
-
-/// Fails (temporarily) every call while `down`; stores otherwise.
-#[derive(Clone, Default)]
-struct Switch {
-    down: Arc<AtomicBool>,
-    inner: CollectSink,
-}
-
-#[async_trait::async_trait]
-impl UsageSink for Switch {
-    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(SinkError::unavailable(std::io::Error::other("down")));
-        }
-        self.inner.record(batch).await
-    }
-
-    async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(SinkError::unavailable(std::io::Error::other("down")));
-        }
-        self.inner.query(query).await
-    }
-}
+use tower_usage::{UsageLayer, UsageService};
 
 async fn call(addr: std::net::SocketAddr, path: &str) -> StatusCode {
     send(
@@ -77,13 +29,7 @@ async fn call(addr: std::net::SocketAddr, path: &str) -> StatusCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_warning_per_failure_streak_from_the_writer_and_from_get_usage() {
-    let log = Log::default();
-    let writer = log.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .init();
+    let log = Log::install();
 
     let sink = Switch::default();
     sink.down.store(true, Ordering::SeqCst);

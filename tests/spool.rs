@@ -12,25 +12,32 @@
 //! * `shutdown()` while the sink is down returns, leaving the spool to the
 //!   next process; `flush()` returns once the write-back task is gone; a
 //!   batch larger than the spool counts what it evicts of itself; a segment
-//!   that cannot be read for a while is kept, not dropped.
+//!   that cannot be read for a while is kept, not dropped;
+//! * on a volume that fills up (a small tmpfs; skipped, saying so, where the
+//!   kernel or the lack of privilege refuses to mount one): a spool that
+//!   cannot append is never worse than no spool (with nothing on disk,
+//!   batches go straight to the sink, or back to the writer's retry), and a
+//!   segment written back is deleted (no cursor needs to grow first), so a
+//!   restart does not send it again.
 #![cfg(feature = "spool")]
 
 mod common;
+#[path = "support/faults.rs"]
+mod faults;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use axum::Router;
 use common::*;
+use faults::{small_volume, Switch};
 use http::{Request, StatusCode};
 use tower_usage::sink::spool::{SpoolStats, Spooled, MIN_SPOOL_BYTES};
-use tower_usage::{
-    SinkError, UsageHandle, UsageLayer, UsagePage, UsageQuery, UsageRecord, UsageSink, WriterStats,
-};
+use tower_usage::{UsageHandle, UsageLayer, UsageRecord, UsageSink, WriterStats};
 
 fn app<S: UsageSink>(layer: UsageLayer<S>) -> Router {
     Router::new()
@@ -68,32 +75,6 @@ fn n_of(record: &UsageRecord) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-/// Fails with a temporary error while `down`, or with a permanent one while
-/// `refuse`; stores otherwise.
-#[derive(Clone, Default)]
-struct Switch {
-    down: Arc<AtomicBool>,
-    refuse: Arc<AtomicBool>,
-    inner: CollectSink,
-}
-
-#[async_trait::async_trait]
-impl UsageSink for Switch {
-    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(SinkError::unavailable(std::io::Error::other("down")));
-        }
-        if self.refuse.load(Ordering::SeqCst) {
-            return Err(SinkError::message(tower_usage::SinkErrorKind::Config, "no"));
-        }
-        self.inner.record(batch).await
-    }
-
-    async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
-        self.inner.query(query).await
-    }
 }
 
 /// Samples the writer's and the spool's `stats()` every millisecond until
@@ -576,4 +557,90 @@ async fn while_spooling_a_queue_smaller_than_a_batch_wakes_the_writer_before_it_
     assert_eq!((p.dropped, p.failed, p.spooled), (0, 0, 0), "{p:?}");
     let ns: Vec<u64> = sink.inner.all().iter().map(n_of).collect();
     assert_eq!(ns, (0..2000).collect::<Vec<_>>(), "every record, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_on_a_full_volume_is_never_worse_than_no_spool() {
+    let Some(mnt) = small_volume(
+        "a_spool_on_a_full_volume_is_never_worse_than_no_spool",
+        "1m",
+    ) else {
+        return;
+    };
+    let sink = Switch::default();
+    let spooled = Spooled::new(sink.clone(), mnt.path().join("spool"), 64 << 20).unwrap();
+    let filler = mnt.fill();
+    let layer = UsageLayer::new(spooled.clone())
+        .max_delay(Duration::from_millis(5))
+        .max_retry_time(Duration::from_secs(60));
+    let handle = layer.handle();
+    let addr = serve(app(layer)).await;
+
+    // The sink goes down on a full volume: nothing can be spooled, and the
+    // writer holds the records in memory, retrying, as without a spool.
+    sink.down.store(true, Ordering::SeqCst);
+    paced(addr, 0, 50, Duration::from_micros(1)).await;
+    eventually("captured", || handle.stats().captured == 50).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = handle.stats();
+    assert_eq!((s.failed, s.dropped), (0, 0), "held, not failed: {s:?}");
+    assert!(s.retried > 0, "{s:?}");
+    assert_eq!(spooled.stats().spooled, 0, "{:?}", spooled.stats());
+
+    // The sink is back, the volume still full: every record is written.
+    sink.down.store(false, Ordering::SeqCst);
+    paced(addr, 50, 100, Duration::from_micros(1)).await;
+    eventually("captured", || handle.stats().captured == 100).await;
+    assert!(handle
+        .flush_timeout(Duration::from_secs(10))
+        .await
+        .is_complete());
+    let s = handle.stats();
+    assert_eq!((s.written, s.failed, s.dropped), (100, 0, 0), "{s:?}");
+    let ns: Vec<u64> = sink.inner.all().iter().map(n_of).collect();
+    assert_eq!(ns, (0..100).collect::<Vec<_>>(), "every record, in order");
+
+    // Room again: the next outage goes to disk as before.
+    std::fs::remove_file(filler).unwrap();
+    sink.down.store(true, Ordering::SeqCst);
+    paced(addr, 100, 120, Duration::from_micros(1)).await;
+    eventually("spooled", || spooled.stats().spooled == 20).await;
+    sink.down.store(false, Ordering::SeqCst);
+    assert!(spooled.flush_timeout(Duration::from_secs(10)).await);
+    let ns: Vec<u64> = sink.inner.all().iter().map(n_of).collect();
+    assert_eq!(ns, (0..120).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_written_back_on_a_full_volume_is_not_sent_again_at_a_restart() {
+    let Some(mnt) = small_volume(
+        "a_segment_written_back_on_a_full_volume_is_not_sent_again_at_a_restart",
+        "1m",
+    ) else {
+        return;
+    };
+    let dir = mnt.path().join("spool");
+    let sink = Switch::default();
+    sink.down.store(true, Ordering::SeqCst);
+    let spooled = Spooled::new(sink.clone(), &dir, 64 << 20).unwrap();
+    let layer = UsageLayer::new(spooled.clone()).max_delay(Duration::from_millis(5));
+    let handle = layer.handle();
+    let addr = serve(app(layer)).await;
+    paced(addr, 0, 20, Duration::from_micros(1)).await;
+    eventually("spooled", || spooled.stats().spooled == 20).await;
+
+    // The volume fills before the first write-back (the cursor file, empty
+    // on a fresh spool, cannot grow).
+    mnt.fill();
+    sink.down.store(false, Ordering::SeqCst);
+    assert!(spooled.flush_timeout(Duration::from_secs(10)).await);
+    assert_eq!(spooled.stats().written, 20);
+    handle.shutdown().await;
+    drop(spooled);
+
+    // The next process finds nothing to send again.
+    let next = Spooled::new(CollectSink::default(), &dir, 64 << 20).unwrap();
+    assert_eq!(next.stats().recovered, 0, "{:?}", next.stats());
+    let ns: Vec<u64> = sink.inner.all().iter().map(n_of).collect();
+    assert_eq!(ns, (0..20).collect::<Vec<_>>());
 }

@@ -200,12 +200,12 @@ impl UsageHandle {
     /// hand or else of the queue's first capture: O(1), one short lock.
     pub fn complete_until(&self) -> Option<time::OffsetDateTime> {
         let shared = &self.queue.shared;
-        let sink = shared.sink_ref.upgrade().and_then(|s| s.pending_since());
+        let sink = shared.sink_ref.upgrade().map(|s| s.pending_since());
         let s = shared.state();
         let since = s
             .in_flight_since
             .into_iter()
-            .chain(sink)
+            .chain(sink.unwrap_or(s.left_in_sink))
             .chain(s.queue.front().map(|e| e.arrival()))
             .min()?;
         Some(time::OffsetDateTime::from(since))

@@ -69,6 +69,9 @@ pub(super) struct State {
     pub(super) closed: bool,
     /// Set when the writer has ended: nothing pending changes any more.
     pub(super) stopped: bool,
+    /// What the sink said, when the writer ended, of the records it
+    /// acknowledged but could not return yet ([`UsageSink::pending_since`]).
+    pub(super) left_in_sink: Option<SystemTime>,
     /// Set when a shutdown deadline passed: the writer's batch was counted as
     /// dropped, and the writer must not count it again.
     pub(super) abandoned: bool,

@@ -130,6 +130,10 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
             break;
         }
     }
+    // The sink goes with the writer: what it still holds unreadable stays
+    // pending for `complete_until`.
+    let left = worker.sink.pending_since();
+    worker.shared.state().left_in_sink = left;
 }
 
 /// What the worker keeps across rounds. Both buffers keep their capacity: a
