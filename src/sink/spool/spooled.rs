@@ -268,8 +268,10 @@ impl<S: UsageSink> Spooled<S> {
     /// temporary failure: the batch goes to disk. Default: 10 s. Keep it
     /// below the layer's [`sink_timeout`](crate::UsageLayer::sink_timeout)
     /// (30 s by default), which bounds the whole call of this sink, the
-    /// append and its sync included: past that the writer cancels it and
-    /// retries the batch itself.
+    /// append and its sync included: past that the writer cancels the call
+    /// and retries the batch itself, and an append already under way may
+    /// still land on disk, so that batch is written twice (with the same
+    /// ids: the bundled sinks keep one record per id).
     pub fn sink_timeout(self, timeout: Duration) -> Self {
         let us = timeout.max(Duration::from_micros(1)).as_micros();
         self.shared
