@@ -528,7 +528,9 @@ fn a_spool_too_small_to_hold_a_batch_is_refused_before_touching_the_disk() {
 async fn while_spooling_a_queue_smaller_than_a_batch_wakes_the_writer_before_it_fills() {
     // The sink is down and max_delay is a minute: the writer hands the spool
     // a batch when its wake point (64, or half the queue of 400) is reached,
-    // and the queue never fills.
+    // and the queue never fills. (At 1,000 requests a second: the queue
+    // holds 0.4 s, far more than an append and its sync take, even on a
+    // machine busy with other tests.)
     let dir = tempfile::tempdir().unwrap();
     let sink = Switch::default();
     sink.down.store(true, Ordering::SeqCst);
@@ -538,9 +540,7 @@ async fn while_spooling_a_queue_smaller_than_a_batch_wakes_the_writer_before_it_
         .max_delay(Duration::from_secs(60));
     let handle = layer.handle();
     let addr = serve(app(layer)).await;
-    for i in 0..2000 {
-        send_one(addr, i).await;
-    }
+    paced(addr, 0, 2000, Duration::from_millis(1)).await;
     eventually("all captured", || handle.stats().captured == 2000).await;
     let before = handle.stats();
     assert_eq!(before.dropped, 0, "{before:?}");
