@@ -100,7 +100,7 @@
 //! modules below it; doc links aside):
 //!
 //! ```text
-//! middleware -> writer, captured, sink, codec, record, hooks, marker
+//! middleware -> writer, captured, sink, codec, record, hooks, marker, error
 //! endpoint   -> writer, sink, record, hooks, marker, error, streak
 //! writer     -> captured, sink, record, hooks, error, streak
 //! captured   -> codec, record, hooks
