@@ -5,13 +5,13 @@
 //! Not run in CI.
 //!
 //! ```text
-//! cargo run --release --example reliability --features postgres,sqlite -- \
+//! cargo run --release --example reliability --features postgres,sqlite,spool -- \
 //!   [--rate N] [--spool] [--queue N] [SCENARIO...]
 //! ```
 //!
-//! `--spool` gives the PostgreSQL scenarios' layer a disk spool
-//! (`UsageLayer::spool`, 1 GiB, in a temporary directory); `--queue N` sets
-//! their `queue_capacity` (default: the crate's, 65,536).
+//! `--spool` wraps the PostgreSQL scenarios' sink in a disk spool
+//! (`Spooled`, 1 GiB, in a temporary directory); `--queue N` sets their
+//! layer's `queue_capacity` (default: the crate's, 65,536).
 //!
 //! Scenarios (all by default): `pg-down:SECS` (PostgreSQL stopped for SECS
 //! seconds, then started), `pg-hang:SECS` (a TCP proxy in front of PostgreSQL
@@ -43,9 +43,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pg_cluster::{FreezingProxy, PrivateCluster};
+use tower_usage::sink::spool::Spooled;
 use tower_usage::{
-    PostgresSink, RecorderStats, SinkError, SqliteSink, UsageHandle, UsageLayer, UsagePage,
-    UsageQuery, UsageRecord, UsageSink,
+    PostgresSink, SinkError, SqliteSink, UsageHandle, UsageLayer, UsagePage, UsageQuery,
+    UsageRecord, UsageSink, WriterStats,
 };
 
 /// The load starts; the fault comes this much later; the load goes on this
@@ -123,7 +124,7 @@ struct Outcome {
     sent: u64,
     ok: u64,
     stored: u64,
-    stats: RecorderStats,
+    stats: WriterStats,
     flush: &'static str,
     note: String,
 }
@@ -153,7 +154,7 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-fn app<S: UsageSink + Clone>(layer: UsageLayer<S>) -> Router {
+fn app<S: UsageSink>(layer: UsageLayer<S>) -> Router {
     Router::new()
         .route(
             "/work",
@@ -252,22 +253,28 @@ async fn pg_fault(rate: u32, fault: Duration, hang: bool, writer: &Writer) -> Ou
         pg.url()
     };
     let sink = PostgresSink::connect(&url).await.unwrap();
-    let mut layer = UsageLayer::new(sink);
+    let spool_dir = tempfile::tempdir().unwrap();
+    let spooled = writer
+        .spool
+        .then(|| Spooled::new(sink.clone(), spool_dir.path(), 1 << 30).unwrap());
+    let inner: Box<dyn UsageSink> = match &spooled {
+        Some(s) => Box::new(s.clone()),
+        None => Box::new(sink),
+    };
+    let mut layer = UsageLayer::new(inner);
     if let Some(queue) = writer.queue {
         layer = layer.queue_capacity(queue);
-    }
-    let spool_dir = tempfile::tempdir().unwrap();
-    if writer.spool {
-        layer = layer.spool(spool_dir.path(), 1 << 30).unwrap();
     }
     let handle = layer.handle();
     // The most records the spool held at once, sampled every 10 ms.
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = {
-        let (handle, peak) = (handle.clone(), peak.clone());
+        let (spooled, peak) = (spooled.clone(), peak.clone());
         tokio::spawn(async move {
             loop {
-                peak.fetch_max(handle.stats().spooled, Ordering::Relaxed);
+                if let Some(s) = &spooled {
+                    peak.fetch_max(s.stats().spooled, Ordering::Relaxed);
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -302,7 +309,14 @@ async fn pg_fault(rate: u32, fault: Duration, hang: bool, writer: &Writer) -> Ou
     )
     .await;
     faults.await.unwrap();
-    let flush = settle(&handle, sent).await;
+    let mut flush = settle(&handle, sent).await;
+    if let Some(spooled) = &spooled {
+        // Acknowledged by the spool is written for the writer: wait for the
+        // write-back too.
+        if !spooled.flush_timeout(Duration::from_secs(120)).await {
+            flush = "spool not written back after 120 s";
+        }
+    }
     sampler.abort();
     let peak = peak.load(Ordering::Relaxed);
     Outcome {
@@ -413,7 +427,7 @@ async fn sqlite_full(rate: u32) -> Outcome {
             sent: 0,
             ok: 0,
             stored: 0,
-            stats: RecorderStats::default(),
+            stats: WriterStats::default(),
             flush: "not measured",
             note: "cannot mount a tmpfs here".into(),
         };

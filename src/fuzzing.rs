@@ -13,7 +13,8 @@ use http::{HeaderMap, HeaderValue};
 use crate::hooks::Protocol;
 use crate::record::binary;
 use crate::record::{grpc_messages, MessageCounter, Redaction};
-use crate::spool::segment;
+#[cfg(feature = "spool")]
+use crate::sink::spool::segment;
 
 /// The secret the redaction target plants; it must never come out.
 const PLANTED: &[u8] = b"FUZZ-S3CR3T-0123";
@@ -113,6 +114,7 @@ pub fn grpc_frames(data: &[u8]) {
 /// and as one record's payload (what a frame whose checksum matches by chance
 /// holds): no panic, whatever the bytes. A record read either way is written
 /// again and read back equal.
+#[cfg(feature = "spool")]
 pub fn spool_segment(data: &[u8]) {
     if let Some(record) = binary::decode_whole(data) {
         let mut again = Vec::new();
@@ -159,6 +161,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "spool")]
     #[test]
     fn spool_segment_regressions_hold() {
         let inputs = regressions("spool_segment");

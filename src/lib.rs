@@ -130,15 +130,15 @@
 //! | where | what |
 //! |---|---|
 //! | `hooks.rs`, `hooks/` | [`RequestInfo`], [`IdentifyConsumer`] (and its cache of recent tokens' consumer ids), the route and skip hooks; the request's protocol, decided once |
-//! | `middleware/` | [`UsageLayer`] → [`middleware::Usage`] → its future and bodies: tees the exchange, packs it, hands it to the queue |
+//! | `middleware/` | [`UsageLayer`] (settings; `lifecycle.rs` makes its writer) → [`middleware::Usage`] → its future and bodies: tees the exchange, packs it, hands it to the queue |
 //! | `captured.rs` | the queued form of one exchange: one buffer (a leaf between the middleware and the writer) |
-//! | `writer/` | the bounded queue, the worker (batches, retries, timeouts; [`UsageLayer::pair`]), [`UsageHandle`]; assembles each record |
+//! | `writer/` | the bounded queue, the worker (batches; `retry.rs`: retries, timeouts; [`UsageLayer::pair`]), [`UsageHandle`]; assembles each record; knows no spool |
 //! | `record/` | [`UsageRecord`] and its parts; redaction, route params, gRPC framing, time, the wire form (`wire/`): pure functions over the data |
 //! | `codec/` | the header-map encodings the sinks share |
-//! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; `summary/` (what a summary asks and answers, buckets, percentiles); [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/` |
+//! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; `summary/` (what a summary asks and answers, buckets, percentiles); [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/`; `spool/`: `Spooled`, a disk spool around any sink (feature `spool`) |
 //! | `endpoint/` | [`UsageService`]: `GET /usage`, one record, exports, the summary and the OpenAPI document below it; parameters straight into a [`UsageQuery`] or a [`SummaryQuery`](sink::SummaryQuery), responses |
 //! | `error.rs` | [`SinkError`], what every sink reports |
-//! | `streak.rs` | one log line per failure streak (the writer, `GET /usage`, the SQLite writer) |
+//! | `streak.rs` | one log line per failure streak (the writer, the spool, `GET /usage`, the SQLite writer) |
 //! | `marker.rs` | how the endpoint tells the middleware "do not record me" |
 //! | `testing/` | the sink conformance kit (feature `testing`) |
 //! | `fuzzing.rs` | the fuzz targets' entry points (`--cfg fuzzing`, and the tests that replay their findings) |
@@ -172,7 +172,6 @@ mod marker;
 pub mod middleware;
 mod record;
 pub mod sink;
-mod spool;
 mod streak;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
@@ -193,7 +192,7 @@ pub use sink::postgres::PostgresSink;
 #[cfg(feature = "sqlite")]
 pub use sink::sqlite::SqliteSink;
 pub use sink::{UsagePage, UsageQuery, UsageSink};
-pub use writer::{FlushOutcome, RecorderStats, UsageHandle, UsageWorker};
+pub use writer::{FlushOutcome, RecorderStats, UsageHandle, UsageWorker, WriterStats};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -1,68 +1,20 @@
 //! No log floods: a storage that keeps failing gives one warning per failure
-//! streak, from the writer (with and without a disk spool) and from
+//! streak, from the writer, from a disk spool (`Spooled`) and from
 //! `GET /usage`, and one line when it recovers. Through a real axum app on 127.0.0.1, with the log captured.
 
 mod common;
+#[path = "support/faults.rs"]
+mod faults;
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
 use common::*;
+use faults::{Log, Switch};
 use http::{Request, StatusCode};
-use tower_usage::{
-    SinkError, UsageLayer, UsagePage, UsageQuery, UsageRecord, UsageService, UsageSink,
-};
-
-/// Every log line, for the test to count.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn count(&self, level: &str, text: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains(level) && l.contains(text))
-            .count()
-    }
-}
-
-/// Fails (temporarily) every call while `down`; stores otherwise.
-#[derive(Clone, Default)]
-struct Switch {
-    down: Arc<AtomicBool>,
-    inner: CollectSink,
-}
-
-#[async_trait::async_trait]
-impl UsageSink for Switch {
-    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(SinkError::unavailable(std::io::Error::other("down")));
-        }
-        self.inner.record(batch).await
-    }
-
-    async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(SinkError::unavailable(std::io::Error::other("down")));
-        }
-        self.inner.query(query).await
-    }
-}
+use tower_usage::{UsageLayer, UsageService};
 
 async fn call(addr: std::net::SocketAddr, path: &str) -> StatusCode {
     send(
@@ -77,13 +29,7 @@ async fn call(addr: std::net::SocketAddr, path: &str) -> StatusCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_warning_per_failure_streak_from_the_writer_and_from_get_usage() {
-    let log = Log::default();
-    let writer = log.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .init();
+    let log = Log::install();
 
     let sink = Switch::default();
     sink.down.store(true, Ordering::SeqCst);
@@ -129,29 +75,33 @@ async fn one_warning_per_failure_streak_from_the_writer_and_from_get_usage() {
 
     // With a disk spool (a small one, which fills up): one warning when the
     // sink fails, one when the spool evicts, one line when the sink is back.
-    let dir = tempfile::tempdir().unwrap();
-    let layer = UsageLayer::new(sink.clone())
-        .max_delay(Duration::from_millis(2))
-        .batch_size(1)
-        .spool(dir.path(), 16 * 1024)
-        .unwrap();
-    let handle = layer.handle();
-    let addr = serve(Router::new().route("/ok", get_ok()).layer(layer)).await;
-    for _ in 0..100 {
-        assert_eq!(call(addr, "/ok").await, StatusCode::OK);
+    #[cfg(feature = "spool")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let spooled =
+            tower_usage::sink::spool::Spooled::new(sink.clone(), dir.path(), 16 * 1024).unwrap();
+        let layer = UsageLayer::new(spooled.clone())
+            .max_delay(Duration::from_millis(2))
+            .batch_size(1);
+        let handle = layer.handle();
+        let addr = serve(Router::new().route("/ok", get_ok()).layer(layer)).await;
+        for _ in 0..100 {
+            assert_eq!(call(addr, "/ok").await, StatusCode::OK);
+        }
+        eventually("captured", || handle.stats().captured >= 100).await;
+        eventually("all spooled or evicted", || {
+            let s = spooled.stats();
+            s.spooled + s.dropped == 100
+        })
+        .await;
+        assert!(spooled.stats().dropped > 0, "{:?}", spooled.stats());
+        assert_eq!(log.count("WARN", "records go to the disk spool"), 1);
+        assert_eq!(log.count("WARN", "usage spool full"), 1);
+        sink.down.store(false, Ordering::SeqCst);
+        handle.flush().await;
+        spooled.flush().await;
+        assert_eq!(log.count("INFO", "writing the spool back"), 1);
     }
-    eventually("captured", || handle.stats().captured >= 100).await;
-    eventually("all spooled or evicted", || {
-        let s = handle.stats();
-        s.spooled + s.dropped == 100
-    })
-    .await;
-    assert!(handle.stats().dropped > 0, "{:?}", handle.stats());
-    assert_eq!(log.count("WARN", "records go to the disk spool"), 1);
-    assert_eq!(log.count("WARN", "usage spool full"), 1);
-    sink.down.store(false, Ordering::SeqCst);
-    handle.flush().await;
-    assert_eq!(log.count("INFO", "writing the spool back"), 1);
 }
 
 fn get_ok() -> axum::routing::MethodRouter {

@@ -1,26 +1,24 @@
 //! [`UsageLayer`]: the tower layer, and its configuration (capture settings and
-//! writer settings, both plain values).
+//! writer settings, both plain values). The writer those settings make, and
+//! when, is [`lifecycle`](super::lifecycle)'s.
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
-use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
 use tower_layer::Layer;
 
+use super::lifecycle::WriterSlot;
 use super::service::Usage;
 use crate::hooks::{default_route_fn, RouteFn, SkipFn};
 use crate::record::{NameRules, Redaction};
-use crate::writer::{OpenSpool, Queue, UsageHandle, UsageWorker, WriterConfig};
+use crate::writer::{UsageHandle, UsageWorker, WriterConfig};
 use crate::{IdentifyConsumer, RequestInfo, UsageSink};
 
 /// Default [`max_body_bytes`](crate::UsageLayer::max_body_bytes) for each side: 64 KiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
-/// The least [`max_bytes`](UsageLayer::spool) a disk spool takes: 16 KiB
-/// (a segment's header and a few records); below it, `spool` is an error.
-pub const MIN_SPOOL_BYTES: u64 = 16 * 1024;
 
 /// Default [`max_header_bytes`](crate::UsageLayer::max_header_bytes): 8 KiB.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
@@ -88,7 +86,7 @@ impl Default for CaptureConfig {
 /// ([`pair`](Self::pair)); every clone made after that shares that one writer.
 /// So set everything first, then use the layer. Changing a writer setting
 /// (`queue_capacity`, `queue_bytes`, `batch_size`, `max_delay`, `max_retries`,
-/// `max_retry_time`, `sink_timeout`, `spool`) on a layer whose writer is already made gives that value a
+/// `max_retry_time`, `sink_timeout`) on a layer whose writer is already made gives that value a
 /// writer of its own (and logs a warning): handles taken before do not control
 /// it.
 ///
@@ -109,12 +107,9 @@ impl Default for CaptureConfig {
 /// ```
 pub struct UsageLayer<S> {
     capture: Arc<CaptureConfig>,
-    writer: WriterConfig,
-    sink: Arc<dyn UsageSink>,
-    /// The writer of this value and of its clones, made on first use.
-    queue: Arc<OnceLock<Queue>>,
-    /// The opened spool, until a writer takes it.
-    spool: Option<Arc<Mutex<Option<OpenSpool>>>>,
+    /// The writer settings, and the writer of this value and of its clones,
+    /// made on first use.
+    writer: WriterSlot,
     _sink: PhantomData<fn() -> S>,
 }
 
@@ -122,10 +117,7 @@ impl<S> Clone for UsageLayer<S> {
     fn clone(&self) -> Self {
         Self {
             capture: self.capture.clone(),
-            writer: self.writer,
-            sink: self.sink.clone(),
-            queue: self.queue.clone(),
-            spool: self.spool.clone(),
+            writer: self.writer.clone(),
             _sink: PhantomData,
         }
     }
@@ -137,8 +129,8 @@ impl<S> std::fmt::Debug for UsageLayer<S> {
             .field("sink", &std::any::type_name::<S>())
             .field("max_request_body_bytes", &self.capture.request_limit)
             .field("max_response_body_bytes", &self.capture.response_limit)
-            .field("writer", &self.writer)
-            .field("started", &self.queue.get().is_some())
+            .field("writer", &self.writer.config())
+            .field("started", &self.writer.is_made())
             .finish_non_exhaustive()
     }
 }
@@ -155,10 +147,7 @@ impl<S: UsageSink> UsageLayer<S> {
     pub fn new(sink: S) -> Self {
         Self {
             capture: Arc::new(CaptureConfig::default()),
-            writer: WriterConfig::default(),
-            sink: Arc::new(sink),
-            queue: Arc::new(OnceLock::new()),
-            spool: None,
+            writer: WriterSlot::new(Arc::new(sink)),
             _sink: PhantomData,
         }
     }
@@ -169,57 +158,15 @@ impl<S> UsageLayer<S> {
         Arc::make_mut(&mut self.capture)
     }
 
-    /// Changes a writer setting: the writer is made from the settings, so a
-    /// value whose writer already exists gets a new one.
+    /// Changes a writer setting (see [`WriterSlot::configure`]).
     fn writer_config(mut self, change: impl FnOnce(&mut WriterConfig)) -> Self {
-        change(&mut self.writer);
-        self.detach_writer("a writer setting changed");
+        self.writer.configure(change);
         self
-    }
-
-    /// Gives this value a writer of its own, to be made from its settings on
-    /// first use; warns when the one it leaves had already been made.
-    fn detach_writer(&mut self, why: &str) {
-        if self.queue.get().is_some() {
-            tracing::warn!(
-                target: "tower_usage",
-                "UsageLayer: {why} after its writer was made: this layer value gets a writer \
-                 of its own, which handles taken before do not control (set everything before \
-                 using the layer)"
-            );
-        }
-        self.queue = Arc::new(OnceLock::new());
-    }
-
-    /// This value's writer queue, made (and its worker spawned on the current
-    /// runtime, when there is one) on first use.
-    fn queue(&self) -> &Queue {
-        self.queue.get_or_init(|| {
-            let queue = Queue::new(self.sink.clone(), self.writer, self.take_spool());
-            queue.start();
-            queue
-        })
-    }
-
-    /// The spool, for the writer being made; a second writer made from the
-    /// same settings (see [settings and clones](Self#settings-and-clones))
-    /// has none, since one spool directory has one writer.
-    fn take_spool(&self) -> Option<OpenSpool> {
-        let slot = self.spool.as_ref()?;
-        let spool = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if spool.is_none() {
-            tracing::warn!(
-                target: "tower_usage",
-                "UsageLayer: a second writer is made from settings whose spool an earlier writer \
-                 took: this one has no spool (set everything before using the layer)"
-            );
-        }
-        spool
     }
 
     /// A handle to flush the writer, read its counters, and shut it down.
     pub fn handle(&self) -> UsageHandle {
-        UsageHandle::new(self.queue().clone())
+        UsageHandle::new(self.writer.queue().clone())
     }
 
     /// The layer and its writer, as a future that you run on an executor of
@@ -240,14 +187,7 @@ impl<S> UsageLayer<S> {
     /// # }
     /// ```
     pub fn pair(mut self) -> (Self, UsageWorker) {
-        if self.queue.get().is_some() {
-            self.detach_writer("pair() was called");
-        }
-        let queue = Queue::new(self.sink.clone(), self.writer, self.take_spool());
-        let worker = queue
-            .worker()
-            .expect("a new queue hands out its worker once");
-        let _ = self.queue.set(queue);
+        let worker = self.writer.pair();
         (self, worker)
     }
 
@@ -525,14 +465,17 @@ impl<S> UsageLayer<S> {
 
     /// How long the writer retries while the sink fails with a temporary error
     /// (backoff 100 ms, doubling, at most 2 s): a batch is given up (counted
-    /// in [`RecorderStats::failed`](crate::RecorderStats::failed)) once the sink
+    /// in [`WriterStats::failed`](crate::WriterStats::failed)) once the sink
     /// has been failing for this long, and from then on each batch is tried
     /// once, until a write succeeds. Meanwhile new captures keep queueing (see
     /// [`queue_capacity`](Self::queue_capacity)). A permanent error fails its
     /// batch at once. Default: 5 minutes
     /// ([`DEFAULT_MAX_RETRY_TIME`](crate::middleware::DEFAULT_MAX_RETRY_TIME)).
-    /// With a [`spool`](Self::spool), a failing batch goes to disk instead,
-    /// and this does not apply.
+    /// Past it, while the sink *hangs* (its calls time out), a batch is tried
+    /// only when 2 s have passed since the last call, and fails at once
+    /// otherwise, so that a flush takes at most about this long plus two
+    /// [`sink_timeout`](Self::sink_timeout)s, however much is queued (see
+    /// [`UsageHandle::flush`](crate::UsageHandle::flush)).
     pub fn max_retry_time(self, time: Duration) -> Self {
         self.writer_config(|w| w.max_retry_time = time)
     }
@@ -550,126 +493,12 @@ impl<S> UsageLayer<S> {
     pub fn sink_timeout(self, timeout: Duration) -> Self {
         self.writer_config(|w| w.sink_timeout = timeout.max(Duration::from_micros(1)))
     }
-
-    /// Keeps records on local disk, in `dir`, while the sink fails, and writes
-    /// them back, in order, when it answers again; at most `max_bytes` of
-    /// them. Default: no spool (a failing sink is retried for
-    /// [`max_retry_time`](Self::max_retry_time) while new captures wait in the
-    /// queue). Opt-in, in the manner of Vector's and Fluent Bit's disk
-    /// buffers.
-    ///
-    /// Opens `dir` now (creating it, on unix readable by this user alone, as
-    /// are the files in it), takes its lock, and counts what an earlier
-    /// process left in it, which this layer's writer writes first: this
-    /// reads every segment there, in this call (blocking the calling thread
-    /// for as long as reading the spool takes, up to `max_bytes`). The
-    /// directory should be on a local disk, one per writer; a relative path
-    /// is made absolute now.
-    ///
-    /// # How records flow with a spool
-    ///
-    /// - A batch that the sink fails on with a temporary error (or a timeout)
-    ///   is appended to the spool at once, instead of being retried in
-    ///   memory; so is every later batch while the sink is down, and while
-    ///   older records wait in the spool (so records reach the sink in order).
-    ///   [`max_retry_time`](Self::max_retry_time) and
-    ///   [`max_retries`](Self::max_retries) do not apply: spooled records wait
-    ///   for the sink as long as the spool has room.
-    /// - The writer probes the sink with the oldest spooled batch, backing off
-    ///   from 100 ms to 2 s between tries; once it is written, it writes the
-    ///   rest of the spool, oldest first, then the queue.
-    /// - A permanent error, or a panic in the sink, fails the batch (counted in
-    ///   [`RecorderStats::failed`](crate::RecorderStats::failed)), spooled or
-    ///   not: the spool is for outages, not for records the sink refuses.
-    /// - Only records are spooled: built and redacted, as the sink would get
-    ///   them; never the raw captures (which hold the unredacted headers and
-    ///   bodies).
-    ///
-    /// # On disk
-    ///
-    /// Append-only segment files (`<sequence>.seg`, a new one past an eighth
-    /// of `max_bytes`, within 4 KiB and 64 MiB), each record framed by its
-    /// length and a CRC-32. Each appended batch is synced to disk
-    /// (`fdatasync`) before it counts as spooled, so a spooled record survives
-    /// a crash of the process or the machine. A record torn by a crash, or a
-    /// corrupt one, is detected when the spool is opened: it and what follows
-    /// in its segment are skipped, logged once and counted in
-    /// [`RecorderStats::spool_damaged`](crate::RecorderStats::spool_damaged);
-    /// so is a file named like a segment that is not one, renamed `*.bad`.
-    /// A segment is deleted once all its records are written. A crash between
-    /// a write to the sink and that delete writes those records again at the
-    /// next start: the bundled sinks store one record per id, so they keep one.
-    ///
-    /// # Bounds and accounting
-    ///
-    /// When an append would take the spool past `max_bytes`, its oldest
-    /// segments are deleted first, and their records counted as dropped
-    /// (logged once per streak). A batch that the spool cannot store (a full
-    /// disk, say) is counted as failed, logged once per streak. Records in the
-    /// spool are counted in [`RecorderStats::spooled`](crate::RecorderStats::spooled),
-    /// those found at start in
-    /// [`RecorderStats::recovered`](crate::RecorderStats::recovered):
-    /// `captured + recovered = written + failed + dropped + queued +
-    /// in_flight + spooled` at every instant. [`flush`](crate::UsageHandle::flush) waits
-    /// for the spool to be written too (without a bound while the sink is
-    /// down); [`shutdown`](crate::UsageHandle::shutdown) returns once the
-    /// queue is in the spool if the sink is down, and what it or
-    /// [`shutdown_timeout`](crate::UsageHandle::shutdown_timeout) leaves in
-    /// the spool stays there (counted as spooled, not dropped), for the next
-    /// start. A segment that cannot be read back for a passing reason (too
-    /// many open files, an I/O error) is kept and read again after a backoff;
-    /// one damaged since it was written is skipped, its records counted as
-    /// dropped.
-    ///
-    /// Once the writer runs, the file work (appends and their syncs, reads)
-    /// runs on tokio's blocking pool, never on the request path; the
-    /// writer's making (the layer's first use, `handle()` or `pair()`) reads
-    /// one record of the spool on the calling thread. In memory, the writer holds
-    /// one batch read back from the spool at a time (at most
-    /// [`batch_size`](Self::batch_size) records), besides the queue.
-    ///
-    /// # Errors
-    ///
-    /// When `max_bytes` is below [`MIN_SPOOL_BYTES`](crate::middleware::MIN_SPOOL_BYTES) (an
-    /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error that says so:
-    /// a spool that small could not hold a batch), when `dir` cannot be
-    /// created or read, when another writer (in this process or another)
-    /// holds its lock, or when it holds segments of a newer format version.
-    ///
-    /// ```
-    /// use tower_usage::{MemorySink, UsageLayer};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::io::Result<()> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let dir = dir.path().join("usage-spool");
-    /// let layer = UsageLayer::new(MemorySink::new()).spool(&dir, 1024 * 1024 * 1024)?;
-    /// // A second writer on the same directory is refused.
-    /// assert!(UsageLayer::new(MemorySink::new()).spool(&dir, 1 << 20).is_err());
-    /// # let _ = layer;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn spool(mut self, dir: impl AsRef<Path>, max_bytes: u64) -> std::io::Result<Self> {
-        if max_bytes < MIN_SPOOL_BYTES {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "spool max_bytes is {max_bytes}: the least a spool takes is {MIN_SPOOL_BYTES} bytes"
-                ),
-            ));
-        }
-        let spool = OpenSpool::open(dir.as_ref(), max_bytes)?;
-        self.detach_writer("a spool was set");
-        self.spool = Some(Arc::new(Mutex::new(Some(spool))));
-        Ok(self)
-    }
 }
 
 impl<S, Inner> Layer<Inner> for UsageLayer<S> {
     type Service = Usage<Inner>;
 
     fn layer(&self, inner: Inner) -> Self::Service {
-        Usage::new(inner, self.capture.clone(), self.queue().clone())
+        Usage::new(inner, self.capture.clone(), self.writer.queue().clone())
     }
 }

@@ -86,37 +86,36 @@
 //! stops.
 //!
 //! Every capture is in exactly one place, and
-//! [`RecorderStats`](crate::RecorderStats) shows them all at one instant:
-//! `captured = written + failed + dropped + queued + in_flight` (with a disk
-//! spool: `captured + recovered = written + failed + dropped + queued +
-//! in_flight + spooled`).
+//! [`WriterStats`](crate::WriterStats) shows them all at one instant:
+//! `captured = written + failed + dropped + queued + in_flight`.
 //!
 //! * **Queue full:** the writer holds at most
 //!   [`queue_capacity`](crate::UsageLayer::queue_capacity) captures and
 //!   [`queue_bytes`](crate::UsageLayer::queue_bytes) bytes of them, its batch in
 //!   hand included. Past that, the *new* capture is dropped and counted in
-//!   [`RecorderStats::dropped`](crate::RecorderStats::dropped) (what is queued
+//!   [`WriterStats::dropped`](crate::WriterStats::dropped) (what is queued
 //!   keeps its place, so records are stored in order); the request never waits.
 //! * **Sink fails:** a batch whose error [is temporary](crate::SinkError::is_temporary)
 //!   is retried with exponential backoff (100 ms, doubling, at most 2 s) for as
 //!   long as the sink has been failing for less than
 //!   [`max_retry_time`](crate::UsageLayer::max_retry_time) (5 minutes); new
 //!   captures keep queueing meanwhile. Past that, or on a permanent error, the
-//!   batch is counted in [`RecorderStats::failed`](crate::RecorderStats::failed).
-//!   One `tracing` warning is logged per failing streak, and one line when the
-//!   sink recovers.
+//!   batch is counted in [`WriterStats::failed`](crate::WriterStats::failed);
+//!   past it, a sink that hangs is probed every 2 s and the batches between
+//!   probes fail at once, so a flush is bounded by time (see
+//!   [`UsageHandle::flush`](crate::UsageHandle::flush)). One `tracing`
+//!   warning is logged when a failure streak starts (the first failed call,
+//!   not only once batches are given up), and one line when the sink
+//!   recovers.
 //! * **Sink stalls:** a `record` call that takes longer than
 //!   [`sink_timeout`](crate::UsageLayer::sink_timeout) counts as a temporary failure.
 //! * **Sink panics:** the panic is caught; its batch is counted as failed, one
 //!   error is logged per streak, and the writer goes on.
 //! * **Shutdown:** [`UsageHandle::shutdown_timeout`](crate::UsageHandle::shutdown_timeout)
 //!   stops within a deadline and counts what it abandons as dropped.
-//! * **Disk spool (opt-in):** with [`UsageLayer::spool`](crate::UsageLayer::spool),
-//!   a batch the sink fails on with a temporary error goes to segment files on
-//!   local disk instead of being retried in memory, and so do later batches
-//!   until the spool is written back, oldest first, once the sink answers: an
-//!   outage is bounded by the spool's bytes, not the queue, and what is spooled
-//!   survives a restart.
+//! * **Outages longer than the queue holds:** wrap the sink in one that
+//!   buffers batches on local disk (see [`sink`](crate::sink)): the writer
+//!   sees a sink that acknowledges a batch once it is on disk.
 //!
 //! # Runtime
 //!
@@ -132,6 +131,7 @@
 mod body;
 mod future;
 mod layer;
+mod lifecycle;
 mod pack;
 mod pending;
 mod service;
@@ -141,7 +141,6 @@ pub use body::{RequestBody, ResponseBody};
 pub use future::ResponseFuture;
 pub use layer::{
     UsageLayer, DEFAULT_KEPT_RESPONSE_HEADERS, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES,
-    MIN_SPOOL_BYTES,
 };
 pub use service::Usage;
 

@@ -359,6 +359,8 @@ pub(crate) fn decode(
 
 /// Appends the whole record to `out`: `created_at` (unix nanoseconds, i128
 /// little-endian), the status (u16), the id (a byte string), then [`encode`].
+/// The disk spool's frames (feature `spool`).
+#[cfg_attr(not(feature = "spool"), allow(dead_code))]
 pub(crate) fn encode_whole(out: &mut Vec<u8>, r: &UsageRecord) {
     out.extend_from_slice(&r.created_at.unix_timestamp_nanos().to_le_bytes());
     out.extend_from_slice(&r.status.to_le_bytes());
@@ -369,6 +371,7 @@ pub(crate) fn encode_whole(out: &mut Vec<u8>, r: &UsageRecord) {
 /// The record [`encode_whole`] wrote into `bytes`, which it must fill
 /// exactly; `None` when they are not such an encoding. `created_at` comes
 /// back in UTC.
+#[cfg_attr(not(feature = "spool"), allow(dead_code))]
 pub(crate) fn decode_whole(bytes: &[u8]) -> Option<UsageRecord> {
     let mut r = Reader(bytes);
     let nanos = i128::from_le_bytes(r.array()?);

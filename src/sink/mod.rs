@@ -53,6 +53,7 @@ use std::sync::Arc;
 use crate::{SinkError, UsageRecord};
 use summary::summarize_by_paging;
 
+pub(crate) mod call;
 mod cursor;
 mod get;
 pub mod memory;
@@ -60,6 +61,9 @@ mod page;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod query;
+#[cfg(feature = "spool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "spool")))]
+pub mod spool;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
@@ -136,6 +140,20 @@ pub trait UsageSink: Send + Sync + 'static {
     async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
         summarize_by_paging(self, query).await
     }
+
+    /// When the oldest record arrived that this sink acknowledged (`record`
+    /// returned `Ok`) but [`query`](Self::query) cannot return yet; `None`
+    /// when there is none. The writer's
+    /// [`complete_until`](crate::UsageHandle::complete_until), and so the
+    /// summary's `completeUntil`, is never later than this.
+    ///
+    /// The default is `None`: a sink that stores a batch before `record`
+    /// returns has nothing to say. A sink that acknowledges first and stores
+    /// later, as `Spooled` does while its inner sink is down (feature
+    /// `spool`), overrides it.
+    fn pending_since(&self) -> Option<std::time::SystemTime> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -155,6 +173,10 @@ impl<T: UsageSink + ?Sized> UsageSink for Arc<T> {
     async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
         (**self).summarize(query).await
     }
+
+    fn pending_since(&self) -> Option<std::time::SystemTime> {
+        (**self).pending_since()
+    }
 }
 
 #[async_trait::async_trait]
@@ -173,5 +195,9 @@ impl<T: UsageSink + ?Sized> UsageSink for Box<T> {
 
     async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
         (**self).summarize(query).await
+    }
+
+    fn pending_since(&self) -> Option<std::time::SystemTime> {
+        (**self).pending_since()
     }
 }

@@ -1,4 +1,4 @@
-//! [`UsageHandle`]: flush, read the counters ([`RecorderStats`]), shut down.
+//! [`UsageHandle`]: flush, read the counters ([`WriterStats`]), shut down.
 
 use std::time::Duration;
 
@@ -13,67 +13,49 @@ const ABORT_GRACE: Duration = Duration::from_millis(100);
 /// Counters of the writer, from [`UsageHandle::stats`], all read at one instant.
 ///
 /// Every capture is in exactly one place, so in every snapshot
-/// `captured + recovered == written + failed + dropped + queued + in_flight +
-/// spooled` ([`is_balanced`](Self::is_balanced)). Without a
-/// [spool](crate::UsageLayer::spool), `recovered` and `spooled` stay 0.
+/// `captured == written + failed + dropped + queued + in_flight`
+/// ([`is_balanced`](Self::is_balanced)). A sink that acknowledges records
+/// before it can return them (one that buffers them on disk, say) keeps
+/// counters of its own: what it acknowledged is `written` here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct RecorderStats {
+pub struct WriterStats {
     /// Exchanges the layer captured.
     pub captured: u64,
-    /// Records the sink stored.
+    /// Records the sink acknowledged (`record` returned `Ok`).
     pub written: u64,
     /// Captures dropped: the queue was full (the new capture is dropped), the
-    /// writer was shut down, or a shutdown deadline passed with them unwritten;
-    /// and, with a spool, records it evicted to make room (the oldest first),
-    /// the rest of a segment found damaged while being read back, and records
-    /// counted as spooled that its files no longer hold.
+    /// writer was shut down, or a shutdown deadline passed with them unwritten.
     pub dropped: u64,
     /// Records given up on: the sink failed on their batch with a permanent
     /// error, kept failing for longer than
     /// [`max_retry_time`](crate::UsageLayer::max_retry_time), or panicked; or
-    /// the capture could not be turned into a record; or, with a spool, the
-    /// spool could not store them (a full disk, say).
+    /// the capture could not be turned into a record.
     pub failed: u64,
-    /// Batch writes that were retried (with a spool: failed probes of the
-    /// sink with spooled records).
+    /// Batch writes that were retried.
     pub retried: u64,
     /// Captures waiting in the queue right now.
     pub queued: u64,
     /// Captures in the writer's hands right now: the batch being written,
     /// or waiting for a retry.
     pub in_flight: u64,
-    /// Records in the disk [spool](crate::UsageLayer::spool) right now,
-    /// waiting for the sink (those being replayed included). They survive the
-    /// process: a writer that stops leaves them to the next one.
-    pub spooled: u64,
-    /// Records an earlier process left in the spool, found when this layer
-    /// opened it; counted once, then like any capture (written, spooled, ...).
-    pub recovered: u64,
-    /// Spool segments found damaged when the spool was opened (a record torn
-    /// by a crash, or corrupt bytes): what followed the damage in each was
-    /// skipped. Logged once.
-    pub spool_damaged: u64,
 }
 
-impl RecorderStats {
-    /// Whether every capture is accounted for: `captured + recovered ==
-    /// written + failed + dropped + queued + in_flight + spooled`. True of
+/// The writer's counters under their first name: the same type as
+/// [`WriterStats`], kept so that code written against it still compiles.
+pub type RecorderStats = WriterStats;
+
+impl WriterStats {
+    /// Whether every capture is accounted for:
+    /// `captured == written + failed + dropped + queued + in_flight`. True of
     /// every value `stats()` returns.
     pub fn is_balanced(&self) -> bool {
-        self.captured + self.recovered
-            == self.written
-                + self.failed
-                + self.dropped
-                + self.queued
-                + self.in_flight
-                + self.spooled
+        self.captured == self.written + self.failed + self.dropped + self.queued + self.in_flight
     }
 
-    /// Records not yet written, failed or dropped: `queued + in_flight +
-    /// spooled`.
+    /// Captures not yet written, failed or dropped: `queued + in_flight`.
     pub fn pending(&self) -> u64 {
-        self.queued + self.in_flight + self.spooled
+        self.queued + self.in_flight
     }
 }
 
@@ -83,19 +65,13 @@ impl RecorderStats {
 #[non_exhaustive]
 pub enum FlushOutcome {
     /// Every capture accepted before the call is written, failed or dropped
-    /// (see [`RecorderStats`]).
+    /// (see [`WriterStats`]).
     Complete,
-    /// The deadline passed first, or (with a spool) the writer stopped with
-    /// records left in its spool. `pending` captures accepted before the call
-    /// were still queued, in flight or spooled. After `flush_timeout` they
-    /// stay (the writer goes on); after `shutdown_timeout` the queued and in
-    /// flight ones were abandoned and counted in [`RecorderStats::dropped`],
-    /// while the spooled ones stay in the spool, counted in
-    /// [`RecorderStats::spooled`], for the next process to write.
-    ///
-    /// A batch that was being appended to the spool at the deadline is
-    /// counted as dropped, yet may land on disk: the next process then counts
-    /// it as recovered and writes it.
+    /// The deadline passed first, or the writer stopped. `pending` captures
+    /// accepted before the call were still queued or in flight. After
+    /// `flush_timeout` they stay (the writer goes on); after
+    /// `shutdown_timeout` they were abandoned and counted in
+    /// [`WriterStats::dropped`].
     TimedOut {
         /// Captures not finished at the deadline.
         pending: u64,
@@ -143,25 +119,34 @@ impl UsageHandle {
     }
 
     /// Returns once every capture accepted before the call has been written to
-    /// the sink or accounted as failed or dropped: never while one of them is
-    /// still queued, in the writer's hands, or in the spool (records recovered
-    /// from the spool at start included), unless the writer has stopped
-    /// (then what it left in the spool stays there, for the next writer).
+    /// the sink (the sink acknowledged it) or accounted as failed or dropped:
+    /// never while one of them is still queued or in the writer's hands,
+    /// unless the writer has stopped.
     ///
-    /// Without a spool, a failing sink is retried for up to
+    /// How long that takes against a failing sink: a batch that fails with a
+    /// temporary error is retried for up to
     /// [`max_retry_time`](crate::UsageLayer::max_retry_time) (5 minutes by
-    /// default), and each call may take up to
-    /// [`sink_timeout`](crate::UsageLayer::sink_timeout), so against a sink
-    /// that is down this can take that long. With a
-    /// [spool](crate::UsageLayer::spool), it waits for the spool to be
-    /// written back: as long as the sink is down, without a bound. Use
+    /// default), each call bounded by
+    /// [`sink_timeout`](crate::UsageLayer::sink_timeout) (30 s); once the
+    /// sink has failed for that long, each later batch is tried once, and
+    /// while it *hangs* (its last call timed out) a batch is tried only when
+    /// 2 s have passed since the last call, the others failing at once. So
+    /// against a sink that is down or hangs, a flush returns within about
+    /// `max_retry_time + 2 × sink_timeout` (6 minutes by default), whatever
+    /// the number of queued captures; a sink that fails fast costs one quick
+    /// call per batch past `max_retry_time`. Use
     /// [`flush_timeout`](Self::flush_timeout) to bound the wait.
+    ///
+    /// A record counts as written once the sink acknowledged it: with a sink
+    /// that buffers records before it stores them (on disk, say), this
+    /// returns once every record is in that buffer; the sink's own flush, if
+    /// it has one, waits for the rest.
     pub async fn flush(&self) {
         self.wait(None).await;
     }
 
     /// [`flush`](Self::flush), waiting at most `timeout`. Captures not finished
-    /// by then stay queued (or spooled): the writer goes on with them.
+    /// by then stay queued: the writer goes on with them.
     pub async fn flush_timeout(&self, timeout: Duration) -> FlushOutcome {
         self.wait(Some(Instant::now() + timeout)).await
     }
@@ -179,8 +164,7 @@ impl UsageHandle {
             if finished >= target {
                 return FlushOutcome::Complete;
             }
-            // A writer that has stopped finishes nothing more: what it left
-            // is in the spool.
+            // A writer that has stopped finishes nothing more.
             if stopped || deadline.is_some_and(|d| Instant::now() >= d) {
                 return FlushOutcome::TimedOut {
                     pending: target - finished,
@@ -198,44 +182,41 @@ impl UsageHandle {
     }
 
     /// The writer's counters, read at one instant.
-    pub fn stats(&self) -> RecorderStats {
+    pub fn stats(&self) -> WriterStats {
         self.queue.shared.stats()
     }
 
     /// The arrival time (when the exchange ended and its capture reached the
     /// writer) of the oldest capture not yet written: queued, in the writer's
-    /// hands, waiting for a retry, or in the spool (there, as far as a cheap
-    /// read tells: never later than the oldest). `None` when nothing is
-    /// pending.
+    /// hands, or waiting for a retry; or, when the sink says it holds records
+    /// it acknowledged but cannot return yet
+    /// ([`UsageSink::pending_since`](crate::UsageSink::pending_since): a
+    /// sink that buffers records on disk, say), the oldest of those if
+    /// earlier. `None` when nothing is pending.
     ///
     /// Every exchange that ended before this instant is stored, or counted as
     /// failed or dropped in [`stats`](Self::stats). Captures reach the queue in
     /// the order their exchanges end, so this is the arrival of the batch in
     /// hand or else of the queue's first capture: O(1), one short lock.
     pub fn complete_until(&self) -> Option<time::OffsetDateTime> {
-        let s = self.queue.shared.state();
+        let shared = &self.queue.shared;
+        let sink = shared.sink_ref.upgrade().map(|s| s.pending_since());
+        let s = shared.state();
         let since = s
             .in_flight_since
             .into_iter()
-            .chain(s.spooled_since)
+            .chain(sink.unwrap_or(s.left_in_sink))
             .chain(s.queue.front().map(|e| e.arrival()))
             .min()?;
         Some(time::OffsetDateTime::from(since))
     }
 
-    /// Flushes, then stops the writer. Captures after this are dropped and
-    /// counted. Without a spool, can take as long as [`flush`](Self::flush);
-    /// [`shutdown_timeout`](Self::shutdown_timeout) bounds it. With a
-    /// [spool](crate::UsageLayer::spool), while the sink answers it writes
-    /// the spool back; once the sink is down (a failed write or probe), it
-    /// returns as soon as the queue and the writer's batch are in the spool,
-    /// which keeps them (counted in [`RecorderStats::spooled`]) for the next
-    /// writer on its directory.
-    ///
-    /// The spool's lock is let go when the writer's task ends: before this
-    /// returns when it returns because the sink is down; otherwise a moment
-    /// after, so a new layer on the same directory may have to retry
-    /// [`spool`](crate::UsageLayer::spool) (`WouldBlock`) briefly.
+    /// Flushes, then stops the writer, and returns once it has stopped (and
+    /// let go of its sink: a sink that holds a resource, a lock or a pool,
+    /// is dropped then unless you hold a clone), or 100 ms after the flush
+    /// if it does not (a worker from [`pair`](crate::UsageLayer::pair) that
+    /// is not running). Captures after this are dropped and counted. Can take as long as [`flush`](Self::flush);
+    /// [`shutdown_timeout`](Self::shutdown_timeout) bounds it.
     pub async fn shutdown(self) {
         self.shutdown_inner(None).await;
     }
@@ -243,14 +224,9 @@ impl UsageHandle {
     /// [`shutdown`](Self::shutdown) within `timeout` (a grace period before
     /// SIGKILL, say): what is not written by then (queued, or the batch in the
     /// writer's hands, whose `record` call is cancelled) is abandoned and
-    /// counted in [`RecorderStats::dropped`], and the writer ends. Records in
-    /// the spool stay there (counted in [`RecorderStats::spooled`]): the next
-    /// layer to open the spool writes them. Returns
-    /// within `timeout` plus at most 100 ms, in which the writer cancels its
-    /// call (a batch whose call ended first counts as written); with a spool,
-    /// sooner when the sink is down (see [`shutdown`](Self::shutdown)). A
-    /// writer still in a file operation of the spool at the deadline lets go
-    /// of the spool's lock once it is done.
+    /// counted in [`WriterStats::dropped`], and the writer ends. Returns
+    /// within `timeout` plus at most 200 ms, in which the writer cancels its
+    /// call (a batch whose call ended first counts as written) and stops.
     pub async fn shutdown_timeout(self, timeout: Duration) -> FlushOutcome {
         self.shutdown_inner(Some(Instant::now() + timeout)).await
     }
@@ -268,10 +244,7 @@ impl UsageHandle {
             shared.publish();
             let mut done = shared.done.subscribe();
             let grace = Instant::now() + ABORT_GRACE;
-            while Instant::now() < grace && {
-                let s = shared.state();
-                s.in_flight > 0 || s.replaying
-            } {
+            while Instant::now() < grace && shared.state().in_flight > 0 {
                 let _ = tokio::time::timeout_at(grace, done.changed()).await;
             }
             lost += shared.state().abandon();
@@ -282,7 +255,15 @@ impl UsageHandle {
                 "usage writer shut down at its deadline: unwritten records counted in stats().dropped"
             );
         }
-        shared.wake.notify_one();
+        // The writer ends as soon as it sees its queue empty: wait for it
+        // (and so for it to let go of the sink), for up to the grace (a
+        // writer handed out by `pair` may not be running at all).
+        let mut done = shared.done.subscribe();
+        let until = Instant::now() + ABORT_GRACE;
+        while !shared.state().stopped && Instant::now() < until {
+            shared.wake.notify_one();
+            let _ = tokio::time::timeout_at(until, done.changed()).await;
+        }
         outcome
     }
 }

@@ -1,9 +1,8 @@
 //! The background writer, in the shape of tower's `Buffer`: a bounded queue
-//! between the request path and the sink ([`queue`]), a worker future that drains
-//! it in batches ([`worker`]), and [`UsageHandle`] to flush, inspect and stop it
-//! ([`handle`]). Captured exchanges become records here ([`assemble`]), off the
-//! request path. With a disk spool, [`spooler`] decides what goes to it and
-//! writes it back.
+//! between the request path and the sink ([`queue`]), a worker future that
+//! drains it in batches ([`worker`]), writing each with retries ([`retry`]),
+//! and [`UsageHandle`] to flush, inspect and stop it ([`handle`]). Captured
+//! exchanges become records here ([`assemble`]), off the request path.
 //!
 //! The user-facing description (how records flow, choosing the queue capacity,
 //! the runtime) is on the middleware module, next to the layer's settings.
@@ -13,44 +12,12 @@ use std::time::Duration;
 mod assemble;
 mod handle;
 mod queue;
-mod spooler;
+mod retry;
 mod worker;
 
-pub use handle::{FlushOutcome, RecorderStats, UsageHandle};
+pub use handle::{FlushOutcome, RecorderStats, UsageHandle, WriterStats};
 pub(crate) use queue::Queue;
 pub use worker::UsageWorker;
-
-/// A spool directory opened (and locked) for a writer, with what was found in
-/// it; see [`UsageLayer::spool`](crate::UsageLayer::spool).
-#[derive(Debug)]
-pub(crate) struct OpenSpool {
-    pub(super) spool: crate::spool::Spool,
-    pub(super) recovery: crate::spool::Recovery,
-}
-
-impl OpenSpool {
-    /// Opens `dir`; logs once what a crash left damaged in it.
-    pub(crate) fn open(dir: &std::path::Path, max_bytes: u64) -> std::io::Result<Self> {
-        let (spool, recovery) = crate::spool::Spool::open(dir, max_bytes)?;
-        if recovery.damaged > 0 {
-            tracing::warn!(
-                target: "tower_usage",
-                dir = %dir.display(),
-                segments = recovery.damaged,
-                records = recovery.records,
-                "usage spool: torn or corrupt records found (a crash while writing?); what followed them is skipped (counted in stats().spool_damaged)"
-            );
-        } else if recovery.records > 0 {
-            tracing::info!(
-                target: "tower_usage",
-                dir = %dir.display(),
-                records = recovery.records,
-                "usage spool: records left by an earlier process will be written first"
-            );
-        }
-        Ok(Self { spool, recovery })
-    }
-}
 
 /// Default [`queue_capacity`](crate::UsageLayer::queue_capacity): 65,536
 /// captures (a minute at 1,000 requests per second), queued and in the
@@ -108,13 +75,6 @@ impl WriterConfig {
             .min(self.queue_capacity.div_ceil(2))
             .max(1)
     }
-
-    /// How many waiting captures a writer whose spool is in use waits for
-    /// (or its deadline): a full batch, or half of `queue_capacity` when that
-    /// is smaller, so that a small queue does not fill while it waits.
-    pub(crate) fn spool_batch(&self) -> usize {
-        self.batch_size.min(self.queue_capacity.div_ceil(2)).max(1)
-    }
 }
 
 impl Default for WriterConfig {
@@ -149,10 +109,5 @@ mod tests {
         assert_eq!(config(3, 256).wake_at(), 2);
         assert_eq!(config(1, 256).wake_at(), 1);
         assert_eq!(config(0, 0).wake_at(), 1);
-        // With the spool in use: a full batch, or half a smaller queue.
-        assert_eq!(WriterConfig::default().spool_batch(), DEFAULT_BATCH_SIZE);
-        assert_eq!(config(400, 256).spool_batch(), 200);
-        assert_eq!(config(32, 256).spool_batch(), 16);
-        assert_eq!(config(0, 0).spool_batch(), 1);
     }
 }

@@ -3,21 +3,20 @@
 //! new capture and counts it.
 //!
 //! The queue and every counter live under one mutex ([`State`]), so that
-//! [`stats`](Shared::stats) reads them all at one instant: `captured +
-//! recovered = written + failed + dropped + queued + in_flight + spooled` holds
-//! in every snapshot, not only once the writer is idle.
+//! [`stats`](Shared::stats) reads them all at one instant: `captured =
+//! written + failed + dropped + queued + in_flight` holds in every snapshot,
+//! not only once the writer is idle.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
 
 use super::worker::UsageWorker;
-use super::{OpenSpool, RecorderStats, WriterConfig};
+use super::{WriterConfig, WriterStats};
 use crate::captured::{Captured, SpareBuffers};
-use crate::spool::Spool;
 use crate::streak::Streak;
 use crate::UsageSink;
 
@@ -68,24 +67,14 @@ pub(super) struct State {
     pub(super) finished: u64,
     /// Set by `shutdown`: captures after it are dropped.
     pub(super) closed: bool,
-    /// Set when the writer has ended: nothing pending changes any more (what
-    /// is spooled stays in the spool, for the next writer on its directory).
+    /// Set when the writer has ended: nothing pending changes any more.
     pub(super) stopped: bool,
+    /// What the sink said, when the writer ended, of the records it
+    /// acknowledged but could not return yet ([`UsageSink::pending_since`]).
+    pub(super) left_in_sink: Option<SystemTime>,
     /// Set when a shutdown deadline passed: the writer's batch was counted as
     /// dropped, and the writer must not count it again.
     pub(super) abandoned: bool,
-    /// Records in the disk spool, not yet written, failed or evicted.
-    pub(super) spooled: u64,
-    /// Records found in the spool when it was opened (left by an earlier
-    /// process).
-    pub(super) recovered: u64,
-    /// Spool segments found damaged when it was opened.
-    pub(super) spool_damaged: u64,
-    /// About when the oldest spooled record arrived (never later than it).
-    pub(super) spooled_since: Option<SystemTime>,
-    /// The writer holds a batch read from the spool (being written): a
-    /// shutdown deadline waits for it to be counted, as for `in_flight`.
-    pub(super) replaying: bool,
     /// Buffers of written captures, for the request path to fill again.
     pub(super) spares: SpareBuffers,
 }
@@ -109,60 +98,6 @@ impl State {
         self.finished += n;
         if self.in_flight == 0 {
             self.in_flight_since = None;
-        }
-    }
-
-    /// The writer put `n` captures of its batch (`bytes` of them) into the
-    /// spool, which evicted `evicted` older records to make room. `since`: the
-    /// earliest arrival in the batch.
-    pub(super) fn spooled(
-        &mut self,
-        n: u64,
-        bytes: usize,
-        evicted: u64,
-        since: Option<SystemTime>,
-    ) {
-        if !self.abandoned {
-            let n = n.min(self.in_flight);
-            self.in_flight -= n;
-            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
-            self.bytes = self.bytes.saturating_sub(bytes);
-            self.spooled += n;
-            if self.in_flight == 0 {
-                self.in_flight_since = None;
-            }
-            if self.spooled_since.is_none() {
-                self.spooled_since = since;
-            }
-        }
-        // After the stored ones are counted: a batch larger than the spool
-        // evicts some of its own records.
-        self.evicted(evicted);
-    }
-
-    /// The spool evicted (or could not read) `n` records: dropped.
-    pub(super) fn evicted(&mut self, n: u64) {
-        let n = n.min(self.spooled);
-        self.spooled -= n;
-        self.dropped += n;
-        self.finished += n;
-        if self.spooled == 0 {
-            self.spooled_since = None;
-        }
-    }
-
-    /// `n` spooled records were written or given up (`end`).
-    pub(super) fn unspooled(&mut self, n: u64, end: End) {
-        let n = n.min(self.spooled);
-        self.spooled -= n;
-        match end {
-            End::Written => self.written += n,
-            End::Failed => self.failed += n,
-            End::Dropped => self.dropped += n,
-        }
-        self.finished += n;
-        if self.spooled == 0 {
-            self.spooled_since = None;
         }
     }
 
@@ -213,8 +148,9 @@ pub(super) struct Shared {
     pub(super) dropping: Streak,
     /// Taken by the worker when it is made.
     sink: Mutex<Option<Arc<dyn UsageSink>>>,
-    /// The disk spool, if the layer has one; taken by the worker too.
-    spool: Mutex<Option<Spool>>,
+    /// The same sink, for [`UsageSink::pending_since`] (`complete_until`);
+    /// weak, so that the sink goes when the writer ends.
+    pub(super) sink_ref: Weak<dyn UsageSink>,
     /// `finished`, published after each change, for `flush` to wait on.
     pub(super) done: watch::Sender<u64>,
     /// Set when a shutdown deadline passes: the worker drops its batch and ends.
@@ -226,9 +162,9 @@ impl Shared {
         lock(&self.state)
     }
 
-    pub(super) fn stats(&self) -> RecorderStats {
+    pub(super) fn stats(&self) -> WriterStats {
         let s = self.state();
-        RecorderStats {
+        WriterStats {
             captured: s.captured,
             written: s.written,
             dropped: s.dropped,
@@ -236,9 +172,6 @@ impl Shared {
             retried: s.retried,
             queued: s.queue.len() as u64,
             in_flight: s.in_flight,
-            spooled: s.spooled,
-            recovered: s.recovered,
-            spool_damaged: s.spool_damaged,
         }
     }
 
@@ -269,44 +202,24 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    /// A queue for `sink` with these settings, and a spool when there is one
-    /// (with what its opening found). Its worker is not running yet: see
-    /// [`start`](Self::start) and [`worker`](Self::worker).
-    pub(crate) fn new(
-        sink: Arc<dyn UsageSink>,
-        config: WriterConfig,
-        spool: Option<OpenSpool>,
-    ) -> Self {
+    /// A queue for `sink` with these settings. Its worker is not running yet:
+    /// see [`start`](Self::start) and [`worker`](Self::worker).
+    pub(crate) fn new(sink: Arc<dyn UsageSink>, config: WriterConfig) -> Self {
         let config = WriterConfig {
             queue_capacity: config.queue_capacity.max(1),
             queue_bytes: config.queue_bytes.max(1),
             batch_size: config.batch_size.max(1),
             ..config
         };
-        let mut state = State::default();
-        let spool = spool.map(
-            |OpenSpool {
-                 mut spool,
-                 recovery,
-             }| {
-                // Recovered records count as accepted: `flush` waits for them.
-                state.recovered = recovery.records;
-                state.spooled = recovery.records;
-                state.accepted = recovery.records;
-                state.spool_damaged = recovery.damaged;
-                state.spooled_since = spool.oldest_arrival();
-                spool
-            },
-        );
         Self {
             shared: Arc::new(Shared {
                 config,
-                state: Mutex::new(state),
+                state: Mutex::new(State::default()),
                 wake: Notify::new(),
                 started: AtomicBool::new(false),
                 dropping: Streak::new(),
+                sink_ref: Arc::downgrade(&sink),
                 sink: Mutex::new(Some(sink)),
-                spool: Mutex::new(spool),
                 done: watch::channel(0).0,
                 abort: watch::channel(false).0,
             }),
@@ -318,10 +231,9 @@ impl Queue {
         if self.shared.started.swap(true, Ordering::AcqRel) {
             return None;
         }
-        let spool = lock(&self.shared.spool).take();
         lock(&self.shared.sink)
             .take()
-            .map(|sink| UsageWorker::new(self.shared.clone(), sink, spool))
+            .map(|sink| UsageWorker::new(self.shared.clone(), sink))
     }
 
     /// Spawns the worker on the current tokio runtime, once, if there is one.
@@ -387,9 +299,8 @@ impl Queue {
             let spare = if wants_spare { s.spares.take() } else { None };
             (s.queue.len(), below_half && s.bytes >= half_bytes, spare)
         };
-        // The wake point, and the batch a writer with its spool in use waits
-        // for (see `WriterConfig::spool_batch`): each is reached once.
-        if len == wake_at || len == config.spool_batch() || half_full {
+        // The wake point is reached once.
+        if len == wake_at || half_full {
             shared.wake.notify_one();
         }
         spare

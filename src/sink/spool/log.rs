@@ -1,6 +1,6 @@
-//! The disk spool: records kept in append-only segment files on local disk
-//! while the sink is failing, read back oldest first once it answers again,
-//! and found again by the next process that opens the same directory.
+//! The segment log ([`Spool`]): records kept in append-only segment files on
+//! local disk, read back oldest first, and found again by the next process
+//! that opens the same directory ([`open`](super::open)).
 //!
 //! A directory holds a `lock` file (an exclusive lock, held while a spool is
 //! open, so two processes cannot interleave their segments), a `cursor` file
@@ -10,45 +10,43 @@
 //! found at open are only read, so a torn tail left by a crash is never written
 //! after. A segment is deleted once all its records are written (or evicted).
 //!
-//! Every method does blocking file I/O: the writer calls them on tokio's
-//! blocking pool.
+//! Every method does blocking file I/O: [`Spooled`](super::Spooled) calls
+//! them on tokio's blocking pool.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::record::binary;
 use crate::UsageRecord;
 
-mod cursor;
-pub(crate) mod segment;
-
-use cursor::{read_cursor, write_cursor, Cursor};
-use segment::{Frame, Header};
+use super::cursor::{write_cursor, Cursor};
+use super::files::{options, remove, sync_dir};
+use super::segment::{self, Frame};
 
 /// The smallest and largest segment: a spool rolls to a new segment when the
 /// last one reaches an eighth of `max_bytes`, within these bounds.
-const MIN_SEGMENT: u64 = 4 * 1024;
-const MAX_SEGMENT: u64 = 64 * 1024 * 1024;
+pub(super) const MIN_SEGMENT: u64 = 4 * 1024;
+pub(super) const MAX_SEGMENT: u64 = 64 * 1024 * 1024;
 
 /// One segment file.
 #[derive(Debug)]
-struct Segment {
-    seq: u64,
-    path: PathBuf,
+pub(super) struct Segment {
+    pub(super) seq: u64,
+    pub(super) path: PathBuf,
     /// Bytes of the file that hold intact frames (header included).
-    len: u64,
+    pub(super) len: u64,
     /// Intact frames in it.
-    records: u64,
+    pub(super) records: u64,
     /// Where the next unread frame starts, and how many were read (written to
     /// the sink, or given up) before it.
-    read_at: u64,
-    read: u64,
+    pub(super) read_at: u64,
+    pub(super) read: u64,
 }
 
 impl Segment {
-    fn unread(&self) -> u64 {
+    pub(super) fn unread(&self) -> u64 {
         self.records - self.read
     }
 }
@@ -91,186 +89,24 @@ pub(crate) struct Peeked {
 /// An open spool directory, locked for this process.
 #[derive(Debug)]
 pub(crate) struct Spool {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     /// Holds the directory's lock until the spool is dropped.
-    _lock: File,
+    pub(super) _lock: File,
     /// The `cursor` file: how far the oldest segment is read (see [`Cursor`]).
-    cursor: File,
-    max_bytes: u64,
-    segment_bytes: u64,
+    pub(super) cursor: File,
+    pub(super) max_bytes: u64,
+    pub(super) segment_bytes: u64,
     /// Oldest first.
-    segments: VecDeque<Segment>,
+    pub(super) segments: VecDeque<Segment>,
     /// The last segment, open for appending, when this process made it.
-    active: Option<File>,
-    next_seq: u64,
+    pub(super) active: Option<File>,
+    pub(super) next_seq: u64,
     /// What the last `peek` read: (segment, end offset, frames).
-    peeked: Option<(u64, u64, u64)>,
-    scratch: Vec<u8>,
-    payload: Vec<u8>,
+    pub(super) peeked: Option<(u64, u64, u64)>,
+    pub(super) scratch: Vec<u8>,
+    pub(super) payload: Vec<u8>,
 }
-
 impl Spool {
-    /// Opens (creating it if needed, readable by this user alone) and locks
-    /// `dir`, and counts the records earlier processes left in it. Fails when
-    /// another spool holds the lock, or a segment is of a format version this
-    /// code does not read.
-    pub(crate) fn open(dir: &Path, max_bytes: u64) -> io::Result<(Self, Recovery)> {
-        let dir = &create_dir(dir)?;
-        let lock = options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!(
-                        "usage spool {} is in use by another writer (its lock file is held)",
-                        dir.display()
-                    ),
-                ))
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(e),
-        }
-        let mut found = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            if !entry.file_type().is_ok_and(|t| t.is_file()) {
-                // Not a file this spool made (a FIFO would block the open).
-                continue;
-            }
-            let path = entry.path();
-            let seq = path
-                .extension()
-                .filter(|e| *e == "seg")
-                .and_then(|_| path.file_stem()?.to_str()?.parse::<u64>().ok());
-            if let Some(seq) = seq {
-                found.push((seq, path));
-            }
-        }
-        found.sort();
-        let mut cursor = options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(dir.join("cursor"))?;
-        let read_to = match read_cursor(&mut cursor)? {
-            Some(c) if cursor_fits(c, &found) => Some(c),
-            Some(_) => {
-                // A cursor that cannot be trusted (it names a segment past
-                // the last, or an offset past its end) is forgotten, on disk
-                // too: its records are written again rather than lost, and
-                // the segments made from now on are never taken as read.
-                cursor.set_len(0)?;
-                cursor.sync_data()?;
-                None
-            }
-            None => None,
-        };
-        let mut recovery = Recovery::default();
-        let mut segments = VecDeque::new();
-        let mut payload = Vec::new();
-        for (seq, path) in found {
-            if read_to.is_some_and(|c| seq < c.seq) {
-                // Read to its end before the cursor moved on: a crash came
-                // between the cursor's write and this segment's delete.
-                remove(&path)?;
-                continue;
-            }
-            let mut r = BufReader::new(File::open(&path)?);
-            match segment::read_header(&mut r)? {
-                Header::Current => {}
-                Header::Version(v) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "usage spool segment {} is in format version {v}; this release reads version {}",
-                            path.display(),
-                            segment::VERSION
-                        ),
-                    ))
-                }
-                Header::Damaged => {
-                    // A crash while the segment was being created (nothing in
-                    // it was counted as spooled), or a file that is not a
-                    // segment: set aside as `.bad`, not deleted, unless it is
-                    // shorter than a header.
-                    let len = fs::metadata(&path)?.len();
-                    if len > 0 {
-                        recovery.damaged += 1;
-                    }
-                    if len >= segment::HEADER_LEN {
-                        fs::rename(&path, path.with_extension("bad"))?;
-                    } else {
-                        fs::remove_file(&path)?;
-                    }
-                    continue;
-                }
-            }
-            // Where the cursor says this segment was read to, if it is at a
-            // frame boundary of it (a cursor that is not is ignored: its
-            // records are written again rather than lost).
-            let cut = read_to.filter(|c| c.seq == seq).map(|c| c.offset);
-            let mut len = segment::HEADER_LEN;
-            let mut records = 0;
-            let (mut read_at, mut read) = (segment::HEADER_LEN, 0);
-            loop {
-                if cut == Some(len) {
-                    (read_at, read) = (len, records);
-                }
-                match segment::read_frame(&mut r, &mut payload)? {
-                    Frame::Whole { len: n } => {
-                        len += n;
-                        records += 1;
-                    }
-                    Frame::End => break,
-                    Frame::Damaged => {
-                        recovery.damaged += 1;
-                        break;
-                    }
-                }
-            }
-            if cut == Some(len) {
-                (read_at, read) = (len, records);
-            }
-            recovery.records += records - read;
-            segments.push_back(Segment {
-                seq,
-                path,
-                len,
-                records,
-                read_at,
-                read,
-            });
-        }
-        // Sequence numbers never go back, so the cursor never names a
-        // segment made after it.
-        let next_seq = segments
-            .back()
-            .map(|s| s.seq.saturating_add(1))
-            .into_iter()
-            .chain(read_to.map(|c| c.seq.saturating_add(1)))
-            .max()
-            .unwrap_or(0);
-        let spool = Self {
-            dir: dir.to_owned(),
-            _lock: lock,
-            cursor,
-            max_bytes,
-            segment_bytes: (max_bytes / 8).clamp(MIN_SEGMENT, MAX_SEGMENT),
-            segments,
-            active: None,
-            next_seq,
-            peeked: None,
-            scratch: Vec::new(),
-            payload,
-        };
-        Ok((spool, recovery))
-    }
-
     /// When the oldest record in the spool arrived (its exchange ended), as
     /// far as a cheap read can tell: `None` when the spool is empty.
     pub(crate) fn oldest_arrival(&mut self) -> Option<std::time::SystemTime> {
@@ -296,10 +132,12 @@ impl Spool {
     /// oldest segments while the spool would pass `max_bytes` (so a batch
     /// larger than the spool keeps its newest records). A record that cannot
     /// fit in the spool (or in a frame) is refused; the others are stored. On
-    /// an error (a full disk, say), the records of the chunks written before
-    /// it are stored, the rest are not.
+    /// an error (a full disk, say), the chunks written before it are cut off
+    /// again ([`undo`](Self::undo)), so that a batch is stored whole or not at
+    /// all; `stored` says what stays when that fails too.
     pub(crate) fn append(&mut self, records: &[UsageRecord]) -> Appended {
         let mut out = Appended::default();
+        let mut written = Vec::new();
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         let room = self.max_bytes.saturating_sub(segment::HEADER_LEN);
@@ -317,7 +155,9 @@ impl Spool {
             if start > 0 && scratch.len() as u64 > chunk {
                 // This record would take the chunk past its bound: what came
                 // before it is written first.
-                if let Err(e) = self.append_bytes(&scratch[..start], n, &mut out.evicted) {
+                if let Err(e) =
+                    self.append_bytes(&scratch[..start], n, &mut out.evicted, &mut written)
+                {
                     out.error = Some(e);
                     break;
                 }
@@ -328,10 +168,13 @@ impl Spool {
             n += 1;
         }
         if n > 0 && out.error.is_none() {
-            match self.append_bytes(&scratch, n, &mut out.evicted) {
+            match self.append_bytes(&scratch, n, &mut out.evicted, &mut written) {
                 Ok(()) => out.stored += n,
                 Err(e) => out.error = Some(e),
             }
+        }
+        if out.error.is_some() && out.stored > 0 && self.undo(&written).is_ok() {
+            out.stored = 0;
         }
         scratch.clear();
         if scratch.capacity() > MIN_SEGMENT as usize * 256 {
@@ -342,8 +185,15 @@ impl Spool {
     }
 
     /// Writes one chunk of `n` frames, after evicting what it needs room
-    /// from (added to `evicted`, also when an error follows).
-    fn append_bytes(&mut self, bytes: &[u8], n: u64, evicted: &mut u64) -> io::Result<()> {
+    /// from (added to `evicted`, also when an error follows); notes in
+    /// `written` the segment it went to and that segment's length before.
+    fn append_bytes(
+        &mut self,
+        bytes: &[u8],
+        n: u64,
+        evicted: &mut u64,
+        written: &mut Vec<(u64, u64, u64)>,
+    ) -> io::Result<()> {
         let size = bytes.len() as u64;
         while self.bytes() + size + segment::HEADER_LEN > self.max_bytes {
             let Some(oldest) = self.segments.front() else {
@@ -370,8 +220,8 @@ impl Spool {
         }
         let seg = self.segments.back_mut().expect("rolled");
         let file = self.active.as_mut().expect("rolled");
-        let written = file.write_all(bytes).and_then(|()| file.sync_data());
-        if let Err(e) = written {
+        let synced = file.write_all(bytes).and_then(|()| file.sync_data());
+        if let Err(e) = synced {
             // Leave no partial frame behind (best effort: the reader stops
             // at it anyway), and append to this segment no more, in case a
             // part of the frame stayed: the next chunk starts a new one.
@@ -379,8 +229,33 @@ impl Spool {
             self.active = None;
             return Err(e);
         }
+        written.push((seg.seq, seg.len, seg.records));
         seg.len += size;
         seg.records += n;
+        Ok(())
+    }
+
+    /// Cuts off the chunks an append wrote (`written`: segment, length and
+    /// records before each, in order), newest first: a segment made for them
+    /// is deleted, an older one cut back to its length before, synced. Either
+    /// way nothing is appended to it again.
+    fn undo(&mut self, written: &[(u64, u64, u64)]) -> io::Result<()> {
+        for &(seq, len, records) in written.iter().rev() {
+            let Some(seg) = self.segments.back_mut().filter(|s| s.seq == seq) else {
+                // Evicted by a later chunk of the same batch: gone already.
+                continue;
+            };
+            self.active = None;
+            if len == segment::HEADER_LEN && records == 0 && seg.read == 0 {
+                remove(&seg.path)?;
+                self.segments.pop_back();
+                continue;
+            }
+            let file = options().write(true).open(&seg.path)?;
+            file.set_len(len)?;
+            file.sync_data()?;
+            (seg.len, seg.records) = (len, records);
+        }
         Ok(())
     }
 
@@ -398,7 +273,7 @@ impl Spool {
             .and_then(|()| sync_dir(&self.dir));
         if let Err(e) = made {
             drop(file);
-            let _ = fs::remove_file(&path);
+            let _ = std::fs::remove_file(&path);
             return Err(e);
         }
         self.next_seq = next;
@@ -469,12 +344,23 @@ impl Spool {
         let Some((seq, at, frames)) = self.peeked.take() else {
             return Ok(());
         };
-        if let Some(seg) = self.segments.front_mut().filter(|s| s.seq == seq) {
-            seg.read_at = at;
-            seg.read = (seg.read + frames).min(seg.records);
-            write_cursor(&mut self.cursor, Cursor { seq, offset: at })?;
+        let Some(seg) = self.segments.front_mut().filter(|s| s.seq == seq) else {
+            return Ok(());
+        };
+        seg.read_at = at;
+        seg.read = (seg.read + frames).min(seg.records);
+        if seg.unread() > 0 {
+            return write_cursor(&mut self.cursor, Cursor { seq, offset: at });
         }
-        self.drop_read_segments()
+        // All of it is written: its delete says so, and needs no room on the
+        // volume, where a cursor written first can fail on a full one and
+        // leave the segment to be written again at every start. Only when the
+        // delete fails is the cursor moved past it instead.
+        let dropped = self.drop_read_segments();
+        if dropped.is_err() {
+            let _ = write_cursor(&mut self.cursor, Cursor { seq, offset: at });
+        }
+        dropped
     }
 
     /// Skips the unreadable rest of the oldest segment (see
@@ -511,83 +397,6 @@ impl Spool {
     }
 }
 
-/// Whether a cursor read from disk fits the segments `found` (sorted): it
-/// names a segment no later than one past the last, and, when that segment
-/// is there, an offset within its file. Files may be damaged or come from
-/// elsewhere: a cursor that does not fit would skip records never written.
-fn cursor_fits(c: Cursor, found: &[(u64, PathBuf)]) -> bool {
-    let Some(&(last, _)) = found.last() else {
-        // Nothing to skip: the cursor says nothing about what comes next.
-        return false;
-    };
-    if c.seq > last.saturating_add(1) {
-        return false;
-    }
-    match found.iter().find(|(seq, _)| *seq == c.seq) {
-        Some((_, path)) => {
-            c.offset >= segment::HEADER_LEN && fs::metadata(path).is_ok_and(|m| c.offset <= m.len())
-        }
-        None => true,
-    }
-}
-
-/// Options to open a spool file: on unix, made readable and writable by
-/// this user alone (records hold request data).
-fn options() -> OpenOptions {
-    #[allow(unused_mut)]
-    let mut options = OpenOptions::new();
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-}
-
-/// Creates `dir` (on unix, for this user alone) unless it exists, and returns
-/// it as an absolute path, so that a later change of the working directory
-/// does not move the spool.
-fn create_dir(dir: &Path) -> io::Result<PathBuf> {
-    let existed = dir.is_dir();
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)?;
-    let dir = fs::canonicalize(dir)?;
-    if !existed {
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
-        }
-    }
-    Ok(dir)
-}
-
-fn remove(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// Makes a new or deleted directory entry durable. Not every platform can
-/// open or sync a directory for this (Windows cannot open one; some file
-/// systems refuse to sync one, `EINVAL`); there it is skipped. Other errors
-/// (`EIO`) are returned.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    let Ok(d) = File::open(dir) else {
-        return Ok(());
-    };
-    match d.sync_all() {
-        Err(e)
-            if !matches!(
-                e.kind(),
-                io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
-            ) =>
-        {
-            Err(e)
-        }
-        _ => Ok(()),
-    }
-}
-
 /// When a record's exchange ended (its start, for a duration out of range).
 pub(crate) fn arrival(record: &UsageRecord) -> std::time::SystemTime {
     let start = std::time::SystemTime::from(record.created_at);
@@ -595,6 +404,3 @@ pub(crate) fn arrival(record: &UsageRecord) -> std::time::SystemTime {
         .checked_add(std::time::Duration::from_micros(record.duration_us))
         .unwrap_or(start)
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,14 +1,18 @@
 //! The segment reader against damage (a property test), and the spool's files
 //! through open, append, peek, ack, eviction and a reopen.
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::Path;
 
 use bytes::Bytes;
 use proptest::prelude::*;
 use time::OffsetDateTime;
 
+use super::cursor::{write_cursor, Cursor};
+use super::log::{Appended, Recovery, Spool};
 use super::segment::{self, Contents};
-use super::*;
+use crate::UsageRecord;
 
 fn record(i: u64, body: Vec<u8>, path: String) -> UsageRecord {
     let mut r = UsageRecord {
@@ -523,4 +527,62 @@ fn files_that_are_not_segments_are_left_alone_or_set_aside() {
         b"not a segment, but someone's file"
     );
     assert_eq!(read_everything(&mut spool).len(), 3);
+}
+
+#[test]
+fn a_written_segment_is_deleted_even_when_the_cursor_cannot_be_written() {
+    // A full volume: the cursor file (empty on a fresh spool) cannot grow.
+    // The segment's delete needs no room, and says all of it is written.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+    ok(spool.append(&some(3, 0)));
+    let mut batch = Vec::new();
+    assert_eq!(spool.peek(10, &mut batch).unwrap().records, 3);
+    spool.cursor = File::open(dir.path().join("cursor")).unwrap();
+    spool.ack().unwrap();
+    assert_eq!(spool.records(), 0);
+    assert!(fs::read_dir(dir.path()).unwrap().all(|e| e
+        .unwrap()
+        .path()
+        .extension()
+        .is_none_or(|e| e != "seg")));
+    drop(spool);
+    let (_, recovery) = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovery.records, 0, "nothing is written again at a restart");
+
+    // Part of a segment written: the cursor says so; when it cannot, the
+    // error is returned (and logged by the caller), the records stay read.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+    ok(spool.append(&some(3, 0)));
+    assert_eq!(spool.peek(2, &mut batch).unwrap().records, 2);
+    spool.cursor = File::open(dir.path().join("cursor")).unwrap();
+    assert!(spool.ack().is_err());
+    assert_eq!(spool.records(), 1);
+}
+
+#[test]
+fn a_batch_is_appended_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    // Segments of 8 KiB: a batch of 100 records (about 20 KiB) takes three
+    // chunks, the first in a new segment; the second cannot make its own.
+    let (mut spool, _) = Spool::open(dir.path(), 64 * 1024).unwrap();
+    ok(spool.append(&some(3, 0)));
+    let before = spool.bytes();
+    let next = dir.path().join(format!("{:020}.seg", spool.next_seq + 1));
+    fs::create_dir(&next).unwrap();
+    let a = spool.append(&some(100, 3));
+    assert!(a.error.is_some(), "{a:?}");
+    assert_eq!((a.stored, a.evicted), (0, 0), "{a:?}");
+    assert_eq!((spool.records(), spool.bytes()), (3, before));
+    fs::remove_dir(&next).unwrap();
+    ok(spool.append(&some(2, 103)));
+    let ids: Vec<u64> = read_everything(&mut spool)
+        .iter()
+        .map(|r| r.id[4..].parse().unwrap())
+        .collect();
+    assert_eq!(ids, [0, 1, 2, 103, 104]);
+    drop(spool);
+    let (_, recovery) = Spool::open(dir.path(), 64 * 1024).unwrap();
+    assert_eq!(recovery, Recovery::default());
 }
