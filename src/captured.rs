@@ -87,9 +87,18 @@ pub(crate) enum Part {
     ResponseTrailers,
     RequestBody,
     ResponseBody,
+    /// The request's `Content-Type`, `Content-Encoding` and
+    /// `Transfer-Encoding`, when the request headers were cut (past
+    /// `max_header_bytes`): what the writer needs to decode and redact the
+    /// body, whatever the cut left out. Absent when nothing was cut.
+    RequestBodyHeads,
+    /// The response's, when the kept response headers leave either
+    /// `content-type` or `content-encoding` out: decoding and redaction do
+    /// not depend on the headers the user keeps. Absent when both are kept.
+    ResponseBodyHeads,
 }
 
-pub(crate) const PARTS: usize = 10;
+pub(crate) const PARTS: usize = 12;
 
 /// What a tap saw, without its bytes (which are in the buffer).
 #[derive(Debug, Default, Clone, Copy)]
@@ -240,6 +249,12 @@ impl Packed {
     /// [`codec::headers`](crate::codec::headers)).
     pub(crate) fn headers(&self, part: Part) -> HeaderMap {
         self.headers_into(part, HeaderMap::new())
+    }
+
+    /// [`headers`](Self::headers), or `None` when the part is absent.
+    pub(crate) fn headers_if_packed(&self, part: Part) -> Option<HeaderMap> {
+        self.range(part)?;
+        Some(self.headers(part))
     }
 
     /// [`headers`](Self::headers), decoded into `map` (empty, its allocation

@@ -188,6 +188,13 @@ impl Pending {
         let added = added.map(|start| ("content-length", &digits[start..], false));
         self.packer
             .raw_entries_of(Part::ResponseHeaders, kept.chain(added));
+        // Decoding and redaction read the body's type and coding whatever
+        // the user keeps.
+        if !(keep.contains(&http::header::CONTENT_TYPE)
+            && keep.contains(&http::header::CONTENT_ENCODING))
+        {
+            self.packer.body_heads(Part::ResponseBodyHeads, headers);
+        }
     }
 
     /// Packs the kept response headers that trailers carry (the first value of
