@@ -58,6 +58,12 @@ pub(crate) struct Captured {
     /// `Content-Encoding` is decoded to.
     pub(crate) body_limits: (usize, usize),
     pub(crate) packed: Packed,
+    /// The arrival (`created`) of the oldest exchange in flight when this one
+    /// arrived: no later than its own `created`, nor than the `created` of
+    /// any exchange that arrived later. So the first queued capture's is no
+    /// later than the `created` of any capture queued, and while a capture is
+    /// pending the writer's `complete_until` stays at or before its `created`.
+    pub(crate) oldest_in_flight: SystemTime,
     pub(crate) outcome: Outcome,
     pub(crate) duration_us: u64,
 }

@@ -184,6 +184,7 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
         body_unread,
         body_limits,
         packed,
+        oldest_in_flight: _,
         outcome,
         duration_us,
     } = captured;
@@ -427,6 +428,7 @@ mod tests {
             body_unread: false,
             body_limits: (1024, 1024),
             packed,
+            oldest_in_flight: SystemTime::now(),
             outcome: Outcome::Complete,
             duration_us: 1,
         }

@@ -202,23 +202,27 @@ impl UsageHandle {
         self.queue.shared.stats()
     }
 
-    /// The arrival time (when the exchange ended and its capture reached the
-    /// writer) of the oldest capture not yet written: queued, in the writer's
-    /// hands, waiting for a retry, or in the spool (there, as far as a cheap
-    /// read tells: never later than the oldest). `None` when nothing is
-    /// pending.
+    /// An instant before which every record is stored (or counted as failed
+    /// or dropped in [`stats`](Self::stats)): no later than the arrival
+    /// (`created_at`) of any exchange still in flight (a long poll, an event
+    /// stream, a slow upload: its record is made when it ends) nor of any
+    /// capture not yet written (queued, in the writer's hands, waiting for a
+    /// retry, or in the spool, as far as a cheap read tells). `None` when
+    /// nothing is in flight or pending.
     ///
-    /// Every exchange that ended before this instant is stored, or counted as
-    /// failed or dropped in [`stats`](Self::stats). Captures reach the queue in
-    /// the order their exchanges end, so this is the arrival of the batch in
-    /// hand or else of the queue's first capture: O(1), one short lock.
+    /// O(1): the oldest exchange in flight, then the queue's first capture
+    /// (which carries the oldest arrival in flight when it arrived) and the
+    /// batch in hand, each under one short lock.
     pub fn complete_until(&self) -> Option<time::OffsetDateTime> {
+        // In flight first: an exchange counted out of it is queued by then.
+        let in_flight = self.queue.shared.arrivals.oldest();
         let s = self.queue.shared.state();
         let since = s
             .in_flight_since
             .into_iter()
             .chain(s.spooled_since)
             .chain(s.queue.front().map(|e| e.arrival()))
+            .chain(in_flight)
             .min()?;
         Some(time::OffsetDateTime::from(since))
     }

@@ -10,12 +10,14 @@
 
 use std::time::Duration;
 
+mod arrivals;
 mod assemble;
 mod handle;
 mod queue;
 mod spooler;
 mod worker;
 
+pub(crate) use arrivals::InFlight;
 pub use handle::{FlushOutcome, RecorderStats, UsageHandle};
 pub(crate) use queue::Queue;
 pub use worker::UsageWorker;

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::{watch, Notify};
 
@@ -41,8 +41,12 @@ impl Entry {
     }
 }
 
+/// What holds [`UsageHandle::complete_until`](super::UsageHandle::complete_until)
+/// back while the capture is pending: the arrival of the oldest exchange in
+/// flight when its own arrived (no later than its `created`, nor than that of
+/// any capture queued after it; see [`Captured::oldest_in_flight`]).
 pub(super) fn arrival(captured: &Captured) -> SystemTime {
-    captured.created + Duration::from_micros(captured.duration_us)
+    captured.oldest_in_flight
 }
 
 /// The queue and the counters, read and changed together.
@@ -219,6 +223,8 @@ pub(super) struct Shared {
     pub(super) done: watch::Sender<u64>,
     /// Set when a shutdown deadline passes: the worker drops its batch and ends.
     pub(super) abort: watch::Sender<bool>,
+    /// The exchanges in flight, not captured yet.
+    pub(super) arrivals: super::arrivals::Arrivals,
 }
 
 impl Shared {
@@ -309,6 +315,7 @@ impl Queue {
                 spool: Mutex::new(spool),
                 done: watch::channel(0).0,
                 abort: watch::channel(false).0,
+                arrivals: Default::default(),
             }),
         }
     }
