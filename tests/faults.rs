@@ -666,3 +666,64 @@ async fn chains_are_decoded_in_reverse_and_bombs_stop_at_the_limit() {
         assert_eq!(wire["capture"]["responseBodyDecoded"], coding);
     }
 }
+
+#[tokio::test]
+async fn a_compressed_body_in_utf16_is_decoded_then_read() {
+    let sink = CollectSink::default();
+    let req = Request::builder()
+        .header("content-type", "application/json; charset=utf-16le")
+        .header("content-encoding", "br");
+    let body = brotli(&utf16le(&login_json()));
+    let (_, wire) = exchange(
+        UsageLayer::new(sink.clone()),
+        &sink,
+        req,
+        body,
+        Reply::default(),
+    )
+    .await;
+    assert_no_secret("br, utf-16le", &wire);
+    assert_eq!(wire["request"]["body"]["name"], "Zoë");
+    assert_eq!(wire["capture"]["requestBodyDecoded"], "br");
+    assert_eq!(wire["capture"]["requestBodyCharset"], "utf-16le");
+}
+
+/// `Transfer-Encoding: gzip, chunked`: the server removes the chunking, the
+/// handler gets gzip; the record decodes it.
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_decoded() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let sink = CollectSink::default();
+    let layer = UsageLayer::new(sink.clone());
+    let handle = layer.handle();
+    let app = Router::new()
+        .route(
+            "/x",
+            post(|body: Bytes| async move { body.len().to_string() }),
+        )
+        .layer(layer);
+    let addr = serve(app).await;
+    let body = gzip(login_json().as_bytes());
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "POST /x HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\n\
+         transfer-encoding: gzip, chunked\r\nconnection: close\r\n\r\n{:x}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    req.extend_from_slice(b"\r\n0\r\n\r\n");
+    stream.write_all(&req).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    handle.flush().await;
+    let wire = serde_json::to_value(&sink.all()[0]).unwrap();
+    assert_no_secret("transfer-encoding: gzip", &wire);
+    assert_eq!(wire["capture"]["requestBodyDecoded"], "gzip");
+    assert_eq!(wire["request"]["body"]["user"], "u1");
+}

@@ -174,20 +174,28 @@ fn same_encoding(a: &[u8], b: &[u8]) -> bool {
 /// Whether a media type is text: `text/*`, JSON, XML, forms, and the like
 /// (not `multipart/*`, whose parts may be files).
 fn is_text(mime: &[u8]) -> bool {
-    let lower = |s: &[u8]| String::from_utf8_lossy(s).to_ascii_lowercase();
-    let mime = lower(mime);
-    let (kind, sub) = mime.split_once('/').unwrap_or((&mime, ""));
-    kind == "text"
-        || (kind == "application"
-            && (sub == "x-www-form-urlencoded"
-                || sub == "javascript"
-                || sub == "graphql"
-                || sub == "x-ndjson"
-                || sub == "yaml"
-                || sub.starts_with("json")
-                || sub.starts_with("xml")))
-        || sub.ends_with("+json")
-        || sub.ends_with("+xml")
+    let Some(slash) = mime.iter().position(|&b| b == b'/') else {
+        return false;
+    };
+    let (kind, sub) = (&mime[..slash], &mime[slash + 1..]);
+    let is = |a: &[u8], b: &str| a.eq_ignore_ascii_case(b.as_bytes());
+    let starts = |a: &[u8], b: &str| a.get(..b.len()).is_some_and(|p| is(p, b));
+    let ends = |a: &[u8], b: &str| a.len() >= b.len() && is(&a[a.len() - b.len()..], b);
+    is(kind, "text")
+        || (is(kind, "application")
+            && ([
+                "x-www-form-urlencoded",
+                "javascript",
+                "graphql",
+                "x-ndjson",
+                "yaml",
+            ]
+            .iter()
+            .any(|t| is(sub, t))
+                || starts(sub, "json")
+                || starts(sub, "xml")))
+        || ends(sub, "+json")
+        || ends(sub, "+xml")
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -300,7 +308,14 @@ mod tests {
         ));
         assert_eq!((text.as_str(), name.as_str()), (JSON, "utf-8"));
         // RFC 4627's pattern, for text or unlabelled bodies.
-        for content_type in ["application/json", "text/plain; charset=utf-8", ""] {
+        for content_type in [
+            "application/json",
+            "text/plain; charset=utf-8",
+            "",
+            "Application/Problem+JSON",
+            "TEXT/CSV",
+            "application/xml",
+        ] {
             let headers = if content_type.is_empty() {
                 HeaderMap::new()
             } else {
