@@ -53,6 +53,15 @@ pub(crate) fn to_utf8(body: Bytes, headers: &HeaderMap, limit: usize) -> TextBod
     let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .map_or(&b""[..], |v| v.as_bytes());
+    // The common case first: no parameter (so no label), and no mark nor
+    // NUL in the first two bytes (so nothing to sniff).
+    let may_be_wide = matches!(body[0], 0 | 0xEF | 0xFE | 0xFF) || body.get(1) == Some(&0);
+    if !may_be_wide && memchr::memchr(b';', content_type).is_none() {
+        if is_text(trim(content_type)) && memchr::memchr(0, &body).is_some() {
+            return withheld("nul-bytes".into());
+        }
+        return TextBody::Unchanged(body);
+    }
     let mut params = content_type.split(|&b| b == b';');
     let mime = trim(params.next().unwrap_or_default());
     let text = is_text(mime);
