@@ -58,6 +58,12 @@ pub(crate) struct Captured {
     /// `Content-Encoding` is decoded to.
     pub(crate) body_limits: (usize, usize),
     pub(crate) packed: Packed,
+    /// The arrival (`created`) of the oldest exchange in flight when this one
+    /// arrived: no later than its own `created`, nor than the `created` of
+    /// any exchange that arrived later. So the first queued capture's is no
+    /// later than the `created` of any capture queued, and while a capture is
+    /// pending the writer's `complete_until` stays at or before its `created`.
+    pub(crate) oldest_in_flight: SystemTime,
     pub(crate) outcome: Outcome,
     pub(crate) duration_us: u64,
 }
@@ -87,9 +93,18 @@ pub(crate) enum Part {
     ResponseTrailers,
     RequestBody,
     ResponseBody,
+    /// The request's `Content-Type`, `Content-Encoding` and
+    /// `Transfer-Encoding`, when the request headers were cut (past
+    /// `max_header_bytes`): what the writer needs to decode and redact the
+    /// body, whatever the cut left out. Absent when nothing was cut.
+    RequestBodyHeads,
+    /// The response's, when the kept response headers leave either
+    /// `content-type` or `content-encoding` out: decoding and redaction do
+    /// not depend on the headers the user keeps. Absent when both are kept.
+    ResponseBodyHeads,
 }
 
-pub(crate) const PARTS: usize = 10;
+pub(crate) const PARTS: usize = 12;
 
 /// What a tap saw, without its bytes (which are in the buffer).
 #[derive(Debug, Default, Clone, Copy)]
@@ -240,6 +255,12 @@ impl Packed {
     /// [`codec::headers`](crate::codec::headers)).
     pub(crate) fn headers(&self, part: Part) -> HeaderMap {
         self.headers_into(part, HeaderMap::new())
+    }
+
+    /// [`headers`](Self::headers), or `None` when the part is absent.
+    pub(crate) fn headers_if_packed(&self, part: Part) -> Option<HeaderMap> {
+        self.range(part)?;
+        Some(self.headers(part))
     }
 
     /// [`headers`](Self::headers), decoded into `map` (empty, its allocation

@@ -12,6 +12,21 @@ use crate::codec::headers::{encode_entries, encode_raw_entries, encoded_len};
 /// What a capped header value ends with.
 const CUT_MARK: &[u8] = b"[cut]";
 
+/// The headers that say how a body is encoded, kept apart (see
+/// [`Packer::body_heads`]).
+const BODY_HEADS: [HeaderName; 3] = [
+    http::header::CONTENT_TYPE,
+    http::header::CONTENT_ENCODING,
+    http::header::TRANSFER_ENCODING,
+];
+
+/// The most bytes of names and values of [`BODY_HEADS`] kept apart: 1 KiB.
+pub(crate) const BODY_HEADS_BYTES: usize = 1024;
+
+/// What the body heads hold when they exceed [`BODY_HEADS_BYTES`]: a coding
+/// that no decoder knows, so the body is withheld, for this reason.
+pub(crate) const BODY_HEADS_TOO_LONG: &str = "body-headers-too-long";
+
 /// The bytes of names and values of a header map.
 fn header_bytes(headers: &HeaderMap) -> usize {
     headers
@@ -139,6 +154,7 @@ impl Packer {
         } else {
             let (kept, cut) = capped_headers(headers, max_header_bytes);
             packer.entries_of(Part::RequestHeaders, kept.iter().map(|(n, v)| (*n, v)));
+            packer.body_heads(Part::RequestBodyHeads, headers);
             cut
         };
         (packer, cut)
@@ -199,6 +215,30 @@ impl Packer {
         entries: impl Iterator<Item = (&'a str, &'a [u8], bool)>,
     ) {
         self.part(part, |out| encode_raw_entries(out, entries));
+    }
+
+    /// The headers that say how a body is encoded (`Content-Type`,
+    /// `Content-Encoding`, `Transfer-Encoding`), every value, apart from the
+    /// kept header list: the writer decodes and redacts the body by them,
+    /// whatever was cut or left out of that list. Over [`BODY_HEADS_BYTES`],
+    /// a `content-encoding` of [`BODY_HEADS_TOO_LONG`] instead, which the
+    /// writer cannot decode: the body is withheld.
+    pub(crate) fn body_heads(&mut self, part: Part, headers: &HeaderMap) {
+        let heads = || {
+            BODY_HEADS
+                .iter()
+                .flat_map(|name| headers.get_all(name).iter().map(move |v| (name, v)))
+        };
+        let bytes: usize = heads().map(|(n, v)| n.as_str().len() + v.len()).sum();
+        if bytes <= BODY_HEADS_BYTES {
+            self.entries_of(part, heads());
+        } else {
+            let unknown = HeaderValue::from_static(BODY_HEADS_TOO_LONG);
+            self.entries_of(
+                part,
+                std::iter::once((&http::header::CONTENT_ENCODING, &unknown)),
+            );
+        }
     }
 
     /// A body's kept bytes, and what its tap saw.

@@ -13,7 +13,7 @@ use super::tap::{lock_tap, SharedTap, Tap};
 use crate::captured::{Captured, Part};
 use crate::hooks::{IdentifyConsumer, Protocol};
 use crate::record::Outcome;
-use crate::writer::Queue;
+use crate::writer::InFlight;
 
 /// A request in flight: what was captured before the response.
 pub(crate) struct Pending {
@@ -35,9 +35,11 @@ pub(crate) struct Pending {
     pub(crate) announced_body: Option<u64>,
     pub(crate) request_tap: Option<SharedTap>,
     pub(crate) config: Arc<CaptureConfig>,
+    /// The exchange, counted in flight (holding the writer's
+    /// `complete_until` back) until its capture is queued, or it is dropped.
     /// Taken when the capture is handed over, so a queued capture never keeps
     /// the queue alive.
-    pub(crate) queue: Option<Queue>,
+    pub(crate) queue: Option<InFlight>,
     /// The record's id when it was made on the request path (for the
     /// [record id header](crate::UsageLayer::record_id_header)); else the
     /// writer makes it.
@@ -114,6 +116,7 @@ impl Pending {
         }
         packer.body(Part::ResponseBody, response_tap.as_ref());
         let packed = packer.finish();
+        let oldest_in_flight = queue.oldest();
         let wants_spare = pack::wants_spare();
         let spare = queue.submit(
             Captured {
@@ -129,6 +132,7 @@ impl Pending {
                 body_unread,
                 body_limits: (self.config.request_limit, self.config.response_limit),
                 packed,
+                oldest_in_flight,
                 outcome,
                 duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
             },
@@ -188,6 +192,13 @@ impl Pending {
         let added = added.map(|start| ("content-length", &digits[start..], false));
         self.packer
             .raw_entries_of(Part::ResponseHeaders, kept.chain(added));
+        // Decoding and redaction read the body's type and coding whatever
+        // the user keeps.
+        if !(keep.contains(&http::header::CONTENT_TYPE)
+            && keep.contains(&http::header::CONTENT_ENCODING))
+        {
+            self.packer.body_heads(Part::ResponseBodyHeads, headers);
+        }
     }
 
     /// Packs the kept response headers that trailers carry (the first value of

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use http::{Request, Response};
 use http_body::Body;
@@ -15,7 +15,7 @@ use super::layer::CaptureConfig;
 use super::pack::Packer;
 use super::pending::Pending;
 use super::tap::Tap;
-use crate::writer::Queue;
+use crate::writer::{InFlight, Queue};
 use crate::RequestInfo;
 
 /// The middleware service: records every request through it. Made by
@@ -89,7 +89,8 @@ where
             return ResponseFuture::new(self.inner.call(req), None);
         }
         let started = Instant::now();
-        let created = SystemTime::now();
+        // Counted in flight from here, at the arrival time it reads.
+        let (in_flight, created) = InFlight::arrive(&self.queue);
         let protocol = info.protocol();
         let count_messages = protocol.is_framed();
         // Room for the request body's prefix, from its announced length, but no
@@ -137,7 +138,7 @@ where
             announced_body,
             request_tap: tap.clone(),
             config: config.clone(),
-            queue: Some(self.queue.clone()),
+            queue: Some(in_flight),
             id: None,
         };
         let req = Request::from_parts(parts, RequestBody::new(body, tap));

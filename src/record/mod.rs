@@ -310,22 +310,39 @@ pub struct CaptureNotes {
     /// `Content-Length`, or what was read when that is more.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub request_body_unread: bool,
-    /// The request body came in this `Content-Encoding` (`gzip`, `deflate`)
-    /// and is stored decoded (at most the capture limit; its `size` stays the
-    /// encoded size).
+    /// The request body came in this `Content-Encoding` (`gzip`, `deflate`,
+    /// `br`, `zstd`, or a chain such as `gzip, br`) and is stored decoded (at
+    /// most the capture limit; its `size` stays the encoded size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_body_decoded: Option<String>,
-    /// The request body came in this `Content-Encoding`, which the writer
-    /// cannot decode (`br`, `zstd`, a chain): it is not stored, since a
-    /// secret inside could not be redacted.
+    /// The request body is not stored, since a secret inside it could not be
+    /// redacted; this says why: the `Content-Encoding` the writer cannot
+    /// decode (`compress`, an unknown coding, a chain of more than four, or a
+    /// stream that does not decode: `gzip` that is not gzip), `charset=NAME`
+    /// for text in a charset it cannot read (`charset=utf-7`, two labels that
+    /// disagree), `utf-32`, `nul-bytes` for text that holds NUL bytes (in a
+    /// wider encoding than it says), or `body-headers-too-long` when the
+    /// request's `Content-Type`, `Content-Encoding` and `Transfer-Encoding`
+    /// together exceed 1 KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_body_withheld: Option<String>,
+    /// The request body was text in this charset (`utf-16le`, `windows-1252`,
+    /// named as the WHATWG Encoding Standard names it), declared by its
+    /// `Content-Type` or shown by a byte order mark, and is stored converted
+    /// to UTF-8 (so that it could be redacted), without its byte order mark.
+    /// Its `size` stays the size sent; the stored text is at most the capture
+    /// limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body_charset: Option<String>,
     /// As `request_body_decoded`, for the response body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_body_decoded: Option<String>,
     /// As `request_body_withheld`, for the response body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_body_withheld: Option<String>,
+    /// As `request_body_charset`, for the response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body_charset: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -429,6 +446,7 @@ impl GrpcCall {
 }
 
 pub(crate) mod binary;
+pub(crate) mod charset;
 pub(crate) mod encoding;
 mod grpc;
 mod redact;

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use super::WAKE_AT;
 use crate::captured::{self, Captured, Part};
+use crate::record::charset::{self, TextBody};
 use crate::record::encoding::{self, EncodedBody};
 use crate::record::{
     params_into, truncate_to_millis, CaptureNotes, CapturedBody, GrpcCall, HeaderVerdicts, Outcome,
@@ -183,6 +184,7 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
         body_unread,
         body_limits,
         packed,
+        oldest_in_flight: _,
         outcome,
         duration_us,
     } = captured;
@@ -229,19 +231,31 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
         request_body_unread: body_unread,
         ..CaptureNotes::default()
     };
-    // A body in a `Content-Encoding` is redacted in its decoded form (gRPC
-    // messages carry their own compression, out of scope like their payloads).
+    // The headers that say how each body is encoded: kept apart when the
+    // request headers were cut, or the kept response headers leave them out.
+    let request_heads = packed.headers_if_packed(Part::RequestBodyHeads);
+    let request_heads = request_heads.as_ref().unwrap_or(&request_headers);
+    let response_heads = packed.headers_if_packed(Part::ResponseBodyHeads);
+    let response_heads = response_heads.as_ref().unwrap_or(&response_headers);
+    // A body in a `Content-Encoding`, or in a charset other than UTF-8, is
+    // redacted in its decoded form (gRPC messages carry their own
+    // compression, out of scope like their payloads).
     if !protocol.is_grpc() {
-        let (decoded, withheld) = decode_body(&mut request_body, &request_headers, body_limits.0);
-        (capture.request_body_decoded, capture.request_body_withheld) = (decoded, withheld);
-        let (decoded, withheld) = decode_body(&mut response_body, &response_headers, body_limits.1);
+        let notes = read_body(&mut request_body, request_heads, body_limits.0);
+        (
+            capture.request_body_decoded,
+            capture.request_body_charset,
+            capture.request_body_withheld,
+        ) = notes;
+        let notes = read_body(&mut response_body, response_heads, body_limits.1);
         (
             capture.response_body_decoded,
+            capture.response_body_charset,
             capture.response_body_withheld,
-        ) = (decoded, withheld);
+        ) = notes;
     }
-    request_body.bytes = redaction.body(request_body.bytes, &request_headers, protocol);
-    response_body.bytes = redaction.body(response_body.bytes, &response_headers, protocol);
+    request_body.bytes = redaction.body(request_body.bytes, request_heads, protocol);
+    response_body.bytes = redaction.body(response_body.bytes, response_heads, protocol);
 
     let grpc = protocol.is_grpc();
     let mut params = std::mem::take(&mut spare.params);
@@ -308,17 +322,23 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
     }
 }
 
-/// Replaces a body in a `Content-Encoding` by its decoded form, or by nothing
-/// when it cannot be decoded; returns the encoding (decoded, withheld).
-fn decode_body(
+/// Replaces a body in a `Content-Encoding` by its decoded form, and text in
+/// a charset other than UTF-8 by its UTF-8 form; or by nothing when it cannot
+/// be read. Returns what the record notes: the encoding decoded, the charset
+/// converted, and why the body was withheld.
+fn read_body(
     body: &mut CapturedBody,
     headers: &http::HeaderMap,
     limit: usize,
-) -> (Option<String>, Option<String>) {
-    match encoding::decode(std::mem::take(&mut body.bytes), headers, limit) {
+) -> (Option<String>, Option<String>, Option<String>) {
+    let withhold = |body: &mut CapturedBody| {
+        body.bytes = Bytes::new();
+        body.truncated = body.size > 0;
+    };
+    let decoded = match encoding::decode(std::mem::take(&mut body.bytes), headers, limit) {
         EncodedBody::Plain(bytes) => {
             body.bytes = bytes;
-            (None, None)
+            None
         }
         EncodedBody::Decoded {
             bytes,
@@ -327,11 +347,30 @@ fn decode_body(
         } => {
             body.bytes = bytes;
             body.truncated |= cut;
-            (Some(encoding), None)
+            Some(encoding)
         }
         EncodedBody::Withheld { encoding } => {
-            body.truncated = body.size > 0;
-            (None, Some(encoding))
+            withhold(body);
+            return (None, None, Some(encoding));
+        }
+    };
+    match charset::to_utf8(std::mem::take(&mut body.bytes), headers, limit) {
+        TextBody::Unchanged(bytes) => {
+            body.bytes = bytes;
+            (decoded, None, None)
+        }
+        TextBody::Converted {
+            bytes,
+            charset,
+            cut,
+        } => {
+            body.bytes = bytes;
+            body.truncated |= cut;
+            (decoded, Some(charset), None)
+        }
+        TextBody::Withheld { reason } => {
+            withhold(body);
+            (decoded, None, Some(reason))
         }
     }
 }
@@ -389,6 +428,7 @@ mod tests {
             body_unread: false,
             body_limits: (1024, 1024),
             packed,
+            oldest_in_flight: SystemTime::now(),
             outcome: Outcome::Complete,
             duration_us: 1,
         }

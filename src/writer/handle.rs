@@ -186,19 +186,22 @@ impl UsageHandle {
         self.queue.shared.stats()
     }
 
-    /// The arrival time (when the exchange ended and its capture reached the
-    /// writer) of the oldest capture not yet written: queued, in the writer's
-    /// hands, or waiting for a retry; or, when the sink says it holds records
-    /// it acknowledged but cannot return yet
-    /// ([`UsageSink::pending_since`](crate::UsageSink::pending_since): a
-    /// sink that buffers records on disk, say), the oldest of those if
-    /// earlier. `None` when nothing is pending.
+    /// An instant before which every record is stored (or counted as failed
+    /// or dropped in [`stats`](Self::stats)): no later than the arrival
+    /// (`created_at`) of any exchange still in flight (a long poll, an event
+    /// stream, a slow upload: its record is made when it ends), nor of any
+    /// capture not yet written (queued, in the writer's hands, waiting for a
+    /// retry), nor, when the sink says it holds records it acknowledged but
+    /// cannot return yet ([`UsageSink::pending_since`](crate::UsageSink::pending_since):
+    /// a sink that buffers records on disk, say), of the oldest of those.
+    /// `None` when nothing is in flight or pending.
     ///
-    /// Every exchange that ended before this instant is stored, or counted as
-    /// failed or dropped in [`stats`](Self::stats). Captures reach the queue in
-    /// the order their exchanges end, so this is the arrival of the batch in
-    /// hand or else of the queue's first capture: O(1), one short lock.
+    /// O(1): the oldest exchange in flight, then the queue's first capture
+    /// (which carries the oldest arrival in flight when it arrived) and the
+    /// batch in hand, each under one short lock.
     pub fn complete_until(&self) -> Option<time::OffsetDateTime> {
+        // In flight first: an exchange counted out of it is queued by then.
+        let in_flight = self.queue.shared.arrivals.oldest();
         let shared = &self.queue.shared;
         let sink = shared.sink_ref.upgrade().map(|s| s.pending_since());
         let s = shared.state();
@@ -207,6 +210,7 @@ impl UsageHandle {
             .into_iter()
             .chain(sink.unwrap_or(s.left_in_sink))
             .chain(s.queue.front().map(|e| e.arrival()))
+            .chain(in_flight)
             .min()?;
         Some(time::OffsetDateTime::from(since))
     }

@@ -9,12 +9,14 @@
 
 use std::time::Duration;
 
+mod arrivals;
 mod assemble;
 mod handle;
 mod queue;
 mod retry;
 mod worker;
 
+pub(crate) use arrivals::InFlight;
 pub use handle::{FlushOutcome, RecorderStats, UsageHandle, WriterStats};
 pub(crate) use queue::Queue;
 pub use worker::UsageWorker;

@@ -40,8 +40,12 @@ impl Entry {
     }
 }
 
+/// What holds [`UsageHandle::complete_until`](super::UsageHandle::complete_until)
+/// back while the capture is pending: the arrival of the oldest exchange in
+/// flight when its own arrived (no later than its `created`, nor than that of
+/// any capture queued after it; see [`Captured::oldest_in_flight`]).
 pub(super) fn arrival(captured: &Captured) -> SystemTime {
-    captured.created + Duration::from_micros(captured.duration_us)
+    captured.oldest_in_flight
 }
 
 /// The queue and the counters, read and changed together.
@@ -155,6 +159,8 @@ pub(super) struct Shared {
     pub(super) done: watch::Sender<u64>,
     /// Set when a shutdown deadline passes: the worker drops its batch and ends.
     pub(super) abort: watch::Sender<bool>,
+    /// The exchanges in flight, not captured yet.
+    pub(super) arrivals: super::arrivals::Arrivals,
 }
 
 impl Shared {
@@ -222,6 +228,7 @@ impl Queue {
                 sink: Mutex::new(Some(sink)),
                 done: watch::channel(0).0,
                 abort: watch::channel(false).0,
+                arrivals: Default::default(),
             }),
         }
     }

@@ -397,10 +397,9 @@ impl Spool {
     }
 }
 
-/// When a record's exchange ended (its start, for a duration out of range).
+/// When a record's exchange arrived (its `created_at`): what holds
+/// `completeUntil` back while the record waits in the spool, since a summary
+/// counts a record by its arrival, not by when its exchange ended.
 pub(crate) fn arrival(record: &UsageRecord) -> std::time::SystemTime {
-    let start = std::time::SystemTime::from(record.created_at);
-    start
-        .checked_add(std::time::Duration::from_micros(record.duration_us))
-        .unwrap_or(start)
+    std::time::SystemTime::from(record.created_at)
 }

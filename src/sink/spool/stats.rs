@@ -132,9 +132,13 @@ impl State {
         self.stats.appended += n;
         self.stats.failed += n - stored;
         self.stats.spooled += stored;
-        if self.oldest.is_none() {
-            self.oldest = since;
-        }
+        // The earliest arrival of anything spooled since the spool was last
+        // empty: records are appended in the order their exchanges ended, so
+        // a later batch can hold an earlier arrival.
+        self.oldest = match (self.oldest, since) {
+            (Some(oldest), Some(since)) => Some(oldest.min(since)),
+            (oldest, since) => oldest.or(since),
+        };
         self.evicted(evicted);
     }
 

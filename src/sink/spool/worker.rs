@@ -130,9 +130,12 @@ impl<S: UsageSink> Shared<S> {
         if peeked.records + peeked.undecodable == 0 {
             return self.lost().await;
         }
-        if let Some(first) = records.first() {
-            // The oldest record still in the spool.
-            self.state().oldest = Some(arrival(first));
+        if let Some(first) = records.iter().map(arrival).min() {
+            // Records recovered from an earlier process: their arrivals hold
+            // `completeUntil` back too (never moved forward while the spool
+            // holds anything: a later record can have arrived earlier).
+            let mut state = self.state();
+            state.oldest = Some(state.oldest.map_or(first, |o| o.min(first)));
         }
         let written = match call(&self.inner, records, self.timeout()).await {
             Called::Written => {
