@@ -66,11 +66,13 @@ mod sql;
 pub mod sqlite;
 pub mod summary;
 
+pub use crate::record::StorageError;
 pub use cursor::Position;
 pub use get::get_by_query;
 pub use page::UsagePage;
 pub use query::{
-    ConsumerScope, Order, PathFilter, StatusFilter, UsageQuery, DEFAULT_LIMIT, MAX_LIMIT,
+    ConsumerScope, Order, PathFilter, Projection, StatusFilter, UsageQuery, DEFAULT_LIMIT,
+    MAX_LIMIT,
 };
 pub use summary::{
     DurationStats, GroupBy, GroupKey, GroupKeys, Interval, SummaryBucket, SummaryQuery,
