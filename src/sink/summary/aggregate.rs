@@ -261,3 +261,50 @@ fn check_progress(asked: &UsageQuery, next: &str, page_no: u64) -> Result<(), Si
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::from_unix_millis;
+
+    fn at(ms: i64, id: &str) -> UsageRecord {
+        UsageRecord {
+            id: id.into(),
+            created_at: from_unix_millis(ms).unwrap(),
+            ..UsageRecord::default()
+        }
+    }
+
+    /// A next cursor must lead past the one a page was asked with: equal or
+    /// behind it (in the query's order) is an error, ahead is fine; a
+    /// sink's own cursors are only compared for equality.
+    #[test]
+    fn paging_stops_when_a_cursor_does_not_move_on() {
+        for order in [Order::Asc, Order::Desc] {
+            let base = UsageQuery {
+                order,
+                ..UsageQuery::default()
+            };
+            let asked = UsageQuery {
+                cursor: Some(base.cursor_after(&at(5, "B"))),
+                ..base.clone()
+            };
+            let (ahead, behind) = match order {
+                Order::Asc => (at(5, "C"), at(4, "Z")),
+                Order::Desc => (at(5, "A"), at(6, "A")),
+            };
+            assert!(check_progress(&base, "anything", 1).is_ok(), "first page");
+            let same = asked.cursor.clone().unwrap();
+            let err = check_progress(&asked, &same, 2).unwrap_err();
+            assert!(err.to_string().contains("stopped at page 2"), "{err}");
+            assert!(check_progress(&asked, &base.cursor_after(&behind), 3).is_err());
+            assert!(check_progress(&asked, &base.cursor_after(&ahead), 3).is_ok());
+        }
+        let own = UsageQuery {
+            cursor: Some("p1".into()),
+            ..UsageQuery::default()
+        };
+        assert!(check_progress(&own, "p1", 2).is_err());
+        assert!(check_progress(&own, "p2", 2).is_ok());
+    }
+}
