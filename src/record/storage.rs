@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::binary;
-use crate::{SinkError, SinkErrorKind, UsageRecord};
+use crate::UsageRecord;
 
 /// The first byte of every storage form: a byte no UTF-8 text (so no JSON)
 /// begins with, so a stored value is never mistaken for either.
@@ -86,7 +86,7 @@ impl UsageRecord {
     ///
     /// Fails when `bytes` are not a storage form, are cut short or damaged,
     /// or are of a version newer than [`STORAGE_VERSION`](Self::STORAGE_VERSION).
-    /// The error converts into a permanent [`SinkError`] of kind
+    /// The error converts into a permanent [`SinkError`](crate::SinkError) of kind
     /// [`Corrupt`](crate::SinkErrorKind::Corrupt), so `?` works in a sink.
     ///
     /// ```
@@ -114,8 +114,8 @@ impl UsageRecord {
 
 /// Why [`UsageRecord::from_storage_bytes`] could not read a record.
 ///
-/// Converts into a permanent [`SinkError`] of kind
-/// [`Corrupt`](SinkErrorKind::Corrupt), with this error as its source.
+/// Converts into a permanent [`SinkError`](crate::SinkError) of kind
+/// [`Corrupt`](crate::SinkErrorKind::Corrupt), with this error as its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageError(Problem);
 
@@ -161,12 +161,6 @@ impl fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
-impl From<StorageError> for SinkError {
-    fn from(err: StorageError) -> Self {
-        SinkError::with_kind(SinkErrorKind::Corrupt, err).permanent()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,8 +195,5 @@ mod tests {
         other[1] = 2;
         let err = UsageRecord::from_storage_bytes(&other).unwrap_err();
         assert_eq!(err.newer_version(), Some(2));
-        let sink_err = SinkError::from(err);
-        assert_eq!(sink_err.kind(), SinkErrorKind::Corrupt);
-        assert!(!sink_err.is_temporary());
     }
 }

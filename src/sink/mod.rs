@@ -101,6 +101,13 @@ pub trait UsageSink: Send + Sync + 'static {
     }
 }
 
+/// A record a sink cannot read back is corrupt data: permanent, never retried.
+impl From<StorageError> for SinkError {
+    fn from(err: StorageError) -> Self {
+        SinkError::with_kind(crate::SinkErrorKind::Corrupt, err).permanent()
+    }
+}
+
 #[async_trait::async_trait]
 impl<T: UsageSink + ?Sized> UsageSink for Arc<T> {
     async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
