@@ -5,11 +5,15 @@
 
 use std::sync::{Arc, Mutex};
 
+use tower_usage::sink::Projection;
 use tower_usage::sink::{
     ConsumerScope, GroupKeys, Order, SummaryBucket, SummaryQuery, SummaryStats, UsageSummary,
 };
 use tower_usage::testing::{run_all, run_check};
-use tower_usage::{MemorySink, SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
+use tower_usage::testing::{SinkKit, CHECKS};
+use tower_usage::{
+    CapturedBody, MemorySink, SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink,
+};
 
 /// The one thing a [`Broken`] sink gets wrong.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +50,9 @@ enum Flaw {
     SummaryZeroFill,
     /// Looks records up by id in every consumer's records.
     GetIgnoresScope,
+    /// Rebuilds each body from its bytes with `CapturedBody::complete`
+    /// (keeping truncated ones), so a size apart from the bytes is lost.
+    RebuildsBodies,
 }
 
 /// A `MemorySink` with one flaw.
@@ -84,6 +91,21 @@ impl UsageSink for Broken {
                 self.inner.record(&lossy).await
             }
             Flaw::TruncatesBatches => self.inner.record(&batch[..batch.len().min(5_000)]).await,
+            Flaw::RebuildsBodies => {
+                let rebuilt: Vec<UsageRecord> = batch
+                    .iter()
+                    .cloned()
+                    .map(|mut r| {
+                        for body in [&mut r.request.body, &mut r.response] {
+                            if !body.truncated {
+                                *body = CapturedBody::complete(body.bytes.clone());
+                            }
+                        }
+                        r
+                    })
+                    .collect();
+                self.inner.record(&rebuilt).await
+            }
             _ => self.inner.record(batch).await,
         }
     }
@@ -464,33 +486,11 @@ async fn zero_filled_buckets_fail_summary_empty() {
     .await;
 }
 
-/// The trait docs' sink: `record` and `query` only. Its summaries come from
-/// the default `summarize`, over `query`.
-#[derive(Debug, Default)]
-struct QueryOnly(Mutex<Vec<UsageRecord>>);
-
-#[async_trait::async_trait]
-impl UsageSink for QueryOnly {
-    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
-        let mut records = self.0.lock().unwrap();
-        for r in batch {
-            if !records.iter().any(|s| s.id == r.id) {
-                records.push(r.clone());
-            }
-        }
-        Ok(())
-    }
-
-    async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
-        vec_query(&self.0.lock().unwrap(), query)
-    }
-}
-
 /// A custom sink passes every check, summaries included, without a line of
 /// summary code: the default `summarize` pages through `query`.
 #[tokio::test]
 async fn the_default_summarize_passes_the_kit() {
-    run_all(|| async { QueryOnly::default() }).await;
+    run_all(default_summary(ListFlaw::None)).await;
 }
 
 #[tokio::test]
@@ -528,3 +528,253 @@ async fn the_default_get_passes_the_kit() {
         Ok(())
     );
 }
+
+/// Redaction and decoding change a body's bytes and keep its size: a sink
+/// that takes the size from the bytes reports a wrong `bodySize`.
+#[tokio::test]
+async fn a_sink_rebuilding_bodies_from_their_bytes_fails_round_trip() {
+    fails(
+        "round_trip",
+        Flaw::RebuildsBodies,
+        &[
+            "request.body.size: stored 40, read back 38",
+            "response.size: stored 31, read back 50",
+            "CapturedBody::complete",
+        ],
+    )
+    .await;
+}
+
+/// What a [`DefaultSummary`] sink gets wrong, if anything.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ListFlaw {
+    None,
+    /// Answers the first page whatever the cursor, with that page's cursor.
+    IgnoresCursor,
+    /// Answers the first page whatever the cursor, with cursors of its own
+    /// that take turns (`"p1"`, `"p2"`), so no two in a row are equal.
+    CyclingCursor,
+    /// Honours `Projection::Summary`, as a sink that skips bodies should.
+    HonoursProjection,
+    /// Honours `Projection::Summary` and drops body sizes with the bodies.
+    ProjectionDropsSizes,
+    /// Never answers a query.
+    Stalls,
+}
+
+/// The trait docs' sink: `record` and `query` over a vector, with one flaw
+/// or none. Its summaries come from the default `summarize`, over `query`.
+#[derive(Debug)]
+struct DefaultSummary {
+    records: Mutex<Vec<UsageRecord>>,
+    flaw: ListFlaw,
+}
+
+fn default_summary(flaw: ListFlaw) -> impl FnMut() -> std::future::Ready<DefaultSummary> {
+    move || {
+        std::future::ready(DefaultSummary {
+            records: Mutex::default(),
+            flaw,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl UsageSink for DefaultSummary {
+    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
+        let mut records = self.records.lock().unwrap();
+        for r in batch {
+            if !records.iter().any(|s| s.id == r.id) {
+                records.push(r.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
+        let mut q = query.clone();
+        match self.flaw {
+            ListFlaw::Stalls => return std::future::pending().await,
+            ListFlaw::IgnoresCursor | ListFlaw::CyclingCursor => q.cursor = None,
+            _ => {}
+        }
+        let mut page = vec_query(&self.records.lock().unwrap(), &q)?;
+        if self.flaw == ListFlaw::CyclingCursor && page.next_cursor.is_some() {
+            let next = if query.cursor.as_deref() == Some("p1") {
+                "p2"
+            } else {
+                "p1"
+            };
+            page.next_cursor = Some(next.to_owned());
+        }
+        if query.fields == Projection::Summary {
+            for r in &mut page.records {
+                match self.flaw {
+                    ListFlaw::HonoursProjection => Projection::Summary.apply(r),
+                    ListFlaw::ProjectionDropsSizes => {
+                        r.request.body = CapturedBody::default();
+                        r.response = CapturedBody::default();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// The default `summarize` over a sink that ignores the cursor stops with a
+/// clear error at once, instead of paging forever (as it did: `cargo test`
+/// hung in `summary_percentiles`).
+#[tokio::test]
+async fn the_default_summarize_stops_when_the_cursor_does_not_move() {
+    let err = run_check(
+        "summary_percentiles",
+        default_summary(ListFlaw::IgnoresCursor),
+    )
+    .await
+    .unwrap_err();
+    eprintln!("{err}");
+    for phrase in [
+        "summarize() failed",
+        "stopped at page 2",
+        "next_cursor does not move past the cursor it was asked with",
+        "ignoring UsageQuery::cursor",
+    ] {
+        assert!(err.contains(phrase), "{phrase:?} not in: {err}");
+    }
+    // The same sink with the cursor honoured passes.
+    assert_eq!(
+        run_check("summary_percentiles", default_summary(ListFlaw::None)).await,
+        Ok(())
+    );
+}
+
+/// Cursors the crate cannot read and that never repeat back to back: no
+/// rule can tell they lead nowhere, so the check's time limit stops it, and
+/// the message names the check and the likely cause.
+#[tokio::test]
+async fn a_check_that_runs_out_of_time_fails_naming_the_check_and_the_cause() {
+    let started = std::time::Instant::now();
+    let err = SinkKit::new(default_summary(ListFlaw::CyclingCursor))
+        .check_timeout(std::time::Duration::from_secs(3))
+        .run_check("summary_percentiles")
+        .await
+        .unwrap_err();
+    eprintln!("{err}");
+    for phrase in [
+        "check `summary_percentiles` did not finish within 3s",
+        "next_cursor that does not advance",
+        "the default summarize",
+    ] {
+        assert!(err.contains(phrase), "{phrase:?} not in: {err}");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+
+    // A sink that never answers: stopped too, before the check proper.
+    let err = SinkKit::new(default_summary(ListFlaw::Stalls))
+        .check_timeout(std::time::Duration::from_millis(300))
+        .run_check("round_trip")
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("check `round_trip` did not finish within 300ms"),
+        "{err}"
+    );
+}
+
+/// A sink may skip bodies for `Projection::Summary`, never the sizes.
+#[tokio::test]
+async fn a_sink_dropping_sizes_under_the_summary_projection_fails_projection() {
+    let err = run_check(
+        "projection",
+        default_summary(ListFlaw::ProjectionDropsSizes),
+    )
+    .await
+    .unwrap_err();
+    eprintln!("{err}");
+    for phrase in [
+        "fields: Projection::Summary",
+        "without a field a summary counts",
+        "body sizes included",
+    ] {
+        assert!(err.contains(phrase), "{phrase:?} not in: {err}");
+    }
+    // Summaries over it are wrong too: the bytes are missing.
+    assert!(run_check(
+        "summary_bytes",
+        default_summary(ListFlaw::ProjectionDropsSizes)
+    )
+    .await
+    .is_err());
+    // Honouring the projection as documented passes both.
+    for check in [
+        "projection",
+        "summary_bytes",
+        "summary_totals",
+        "round_trip",
+    ] {
+        assert_eq!(
+            run_check(check, default_summary(ListFlaw::HonoursProjection)).await,
+            Ok(()),
+            "{check}"
+        );
+    }
+}
+
+/// The clean-up hook runs after every check, passed or failed, with the
+/// sink the check used, and a failing clean-up fails the check.
+#[tokio::test]
+async fn the_clean_up_hook_runs_after_every_check() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    SinkKit::new(|| async { MemorySink::with_capacity(20_000) })
+        .clean_up(move |sink: Arc<MemorySink>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                // What the check left: an external store would drop it here.
+                let left = sink.query(&UsageQuery::default()).await?.records.len();
+                seen.lock().unwrap().push(left);
+                Ok(())
+            }
+        })
+        .run_all()
+        .await;
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), CHECKS.len());
+    assert!(calls.iter().skip(1).all(|&left| left > 0), "{calls:?}");
+
+    // After a failed check too.
+    let count = Arc::new(Mutex::new(0));
+    let counted = Arc::clone(&count);
+    let err = SinkKit::new(broken(Flaw::IgnoresScope))
+        .clean_up(move |_| {
+            *counted.lock().unwrap() += 1;
+            async { Ok(()) }
+        })
+        .run_check("consumer_isolation")
+        .await
+        .unwrap_err();
+    assert!(err.contains("must never see another consumer's"), "{err}");
+    assert_eq!(*count.lock().unwrap(), 1);
+
+    // A clean-up that fails is a failed check, saying so.
+    let err = SinkKit::new(|| async { MemorySink::new() })
+        .clean_up(|_| async { Err(SinkError::new(std::io::Error::other("DEL refused"))) })
+        .run_check("empty_sink")
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("the clean-up after the check failed: DEL refused"),
+        "{err}"
+    );
+}
+
+// The macro with a clean-up hook: one test per check, each cleaned up.
+tower_usage::sink_conformance_tests!(
+    mod cleaned_up_memory,
+    async { MemorySink::new() },
+    clean_up = |sink: Arc<MemorySink>| async move {
+        sink.query(&UsageQuery::default()).await.map(drop)
+    },
+);

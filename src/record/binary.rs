@@ -4,7 +4,12 @@
 //!   [`MemorySink`](crate::MemorySink) keeps in its index; [`Head`] and [`Tail`]
 //!   read the fields its filters need without decoding the rest.
 //! - [`encode_whole`]: the whole record (those three fields first), which the
-//!   disk spool writes into its segments.
+//!   disk spool writes into its segments, and which is version 1 of the public
+//!   storage form (`UsageRecord::to_storage_bytes`, `storage.rs`) after its
+//!   two-byte header. **Its layout is frozen**: bytes written by a published
+//!   release must stay readable, so a change to it is a new storage version
+//!   (a new function here, the old one kept for reading), checked by the
+//!   golden test in `tests/storage.rs`.
 //!
 //! Reading is fallible ([`decode`], [`decode_whole`] return `None` on bytes
 //! that are not an encoding): the spool reads what a crash may have damaged.
@@ -355,6 +360,41 @@ pub(crate) fn decode(
         grpc,
         capture,
     })
+}
+
+/// About how many bytes [`encode_whole`] writes for `r` (a little more, for
+/// the length prefixes): to reserve once.
+pub(crate) fn whole_len_hint(r: &UsageRecord) -> usize {
+    let strings = [
+        r.id.len(),
+        r.method.len(),
+        r.path.len(),
+        r.consumer.as_ref().map_or(0, String::len),
+        r.route.as_ref().map_or(0, String::len),
+        r.request.query.len(),
+        r.request.body.bytes.len(),
+        r.response.bytes.len(),
+    ];
+    let params: usize = r
+        .request
+        .params
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 20)
+        .sum();
+    let grpc = r
+        .grpc
+        .as_ref()
+        .map_or(0, |g| 32 + g.message.as_ref().map_or(0, String::len));
+    16 + 2
+        + 1
+        + 1
+        + 8 * 3
+        + strings.iter().map(|n| n + 10).sum::<usize>()
+        + params
+        + headers::encoded_len(&r.request.headers)
+        + headers::encoded_len(&r.response_headers)
+        + grpc
+        + if r.capture.is_empty() { 0 } else { 128 }
 }
 
 /// Appends the whole record to `out`: `created_at` (unix nanoseconds, i128

@@ -13,7 +13,13 @@ use time::OffsetDateTime;
 /// One request and its response, as captured by [`UsageLayer`](crate::UsageLayer).
 ///
 /// Its serde form is the `/usage` wire format (camelCase field names, bodies
-/// rendered as described below).
+/// rendered as described below): an **output** format, for clients to read.
+/// It is lossy, and not for storing records: it joins repeated headers,
+/// re-renders JSON bodies, and folds body sizes and truncation into the
+/// rendering. A sink stores the **storage form** instead,
+/// [`to_storage_bytes`](Self::to_storage_bytes) and
+/// [`from_storage_bytes`](Self::from_storage_bytes): lossless, versioned, and
+/// readable by every later release of this crate.
 ///
 /// # Wire format
 ///
@@ -31,12 +37,16 @@ use time::OffsetDateTime;
 /// A JSON body nested deeper than [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH)
 /// (64) levels renders as a string, so that a page stays parseable. A body cut
 /// at the capture limit inside a multi-byte character renders as the text
-/// before that character.
+/// before that character (as base64 when there is no text before it). A JSON
+/// body in the shape of a binary one (an object of only `"encoding":
+/// "base64"` and a string `"data"`) renders as a string, so that it reads back
+/// as itself.
 ///
 /// Next to each body the record says how many bytes the body had in all
 /// (`bodySize` / `responseSize`) and, when the copy was cut at the capture limit,
 /// `bodyTruncated: true` / `responseTruncated: true` (absent otherwise). A truncated
-/// JSON body is no longer valid JSON, so it renders as a string.
+/// body renders as a string (or base64), never as JSON: it is a prefix, valid
+/// JSON only by chance.
 ///
 /// gRPC calls (a [`GrpcCall`] on the record, request `content-type:
 /// application/grpc...`) render each body as the list of its messages instead:
@@ -49,7 +59,11 @@ use time::OffsetDateTime;
 ///
 /// Deserializing the wire form gives back an equal record up to rendering: a
 /// rendered JSON body comes back as its compact serialization, and rendering the
-/// result again gives the same JSON.
+/// result again gives the same JSON. That holds for every record the layer can
+/// produce (non-ASCII and obs-text header values, which render as UTF-8 with
+/// `U+FFFD` for bytes that are not, included), so an NDJSON export parses back
+/// into records line by line. It does not give back the record as captured:
+/// for that, see [`to_storage_bytes`](Self::to_storage_bytes).
 ///
 /// # Example
 ///
@@ -451,6 +465,7 @@ pub(crate) mod encoding;
 mod grpc;
 mod redact;
 mod route_params;
+mod storage;
 mod timestamp;
 mod wire;
 
@@ -461,12 +476,12 @@ pub(crate) use grpc::{GrpcMessageJson, GrpcMessageJsonFn, MessageCounter, GRPC_C
 pub use redact::{is_secret_name, REDACTED};
 pub(crate) use redact::{HeaderVerdicts, NameRules, Redaction};
 pub(crate) use route_params::params_into;
-#[cfg(feature = "sqlite")]
-pub(crate) use timestamp::ceil_millis;
+pub use storage::StorageError;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use timestamp::ceil_to_millis;
 pub(crate) use timestamp::{
-    format_timestamp, from_unix_millis, parse_timestamp, truncate_to_millis, unix_millis,
+    ceil_millis, format_timestamp, from_unix_millis, parse_timestamp, truncate_to_millis,
+    unix_millis,
 };
 use wire::RenderBody;
 pub use wire::MAX_JSON_DEPTH;

@@ -42,7 +42,6 @@ pub(crate) fn from_unix_millis(ms: i64) -> Option<OffsetDateTime> {
 /// millisecond, `created_at >= t` holds exactly when `created_at >=
 /// ceil_millis(t)`, and `created_at < t` when `created_at < ceil_millis(t)`.
 /// So a sink can compare bounds in milliseconds.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn ceil_millis(t: OffsetDateTime) -> i64 {
     let nanos = t.unix_timestamp_nanos();
     let ms = -((-nanos).div_euclid(1_000_000));

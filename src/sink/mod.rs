@@ -3,50 +3,11 @@
 //! The crate ships [`MemorySink`](crate::MemorySink) (bounded, in-process), and behind
 //! features `SqliteSink` (`sqlite`) and `PostgresSink` (`postgres`).
 //!
-//! # Implementing your own sink
+//! A sink of your own needs `record` and `query`; the guide below says what to
+//! store (the [storage form](crate::UsageRecord::to_storage_bytes)), how to
+//! page, and how to test it with the conformance kit.
 //!
-//! A sink stores batches and answers [`UsageQuery`]s. The writer calls
-//! [`record`](UsageSink::record) from its own task, never on the request path;
-//! `GET /usage` calls [`query`](UsageSink::query). Paging is keyset paging on
-//! `(created_at, id)`: [`UsageQuery::position`] decodes the caller's cursor (and
-//! rejects a forged one, or one issued for another consumer or order), and
-//! [`UsageQuery::cursor_after`] makes the next one.
-//!
-//! `GET /usage/summary` calls [`summarize`](UsageSink::summarize), whose
-//! default pages through `query`: the sink below answers summaries correctly
-//! as it is. Override it to count where the records are when ranges are large.
-//!
-//! ```
-//! use std::sync::Mutex;
-//! use tower_usage::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
-//!
-//! #[derive(Default)]
-//! struct VecSink(Mutex<Vec<UsageRecord>>);
-//!
-//! #[async_trait::async_trait]
-//! impl UsageSink for VecSink {
-//!     async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
-//!         let mut records = self.0.lock().unwrap();
-//!         for r in batch {
-//!             // The writer retries a failed batch: store each id once.
-//!             if !records.iter().any(|s| s.id == r.id) {
-//!                 records.push(r.clone());
-//!             }
-//!         }
-//!         Ok(())
-//!     }
-//!
-//!     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
-//!         let after = query.position()?; // Err for a forged or foreign cursor
-//!         let mut hits: Vec<UsageRecord> = self.0.lock().unwrap().iter()
-//!             .filter(|r| query.matches(r) && after.as_ref().map_or(true, |p| p.precedes(r, query.order)))
-//!             .cloned()
-//!             .collect();
-//!         hits.sort_by(|a, b| query.order.compare(a, b));
-//!         Ok(UsagePage::from_sorted(query, hits))
-//!     }
-//! }
-//! ```
+#![doc = include_str!("../docs/writing-a-sink.md")]
 
 use std::sync::Arc;
 
@@ -70,11 +31,13 @@ mod sql;
 pub mod sqlite;
 pub mod summary;
 
+pub use crate::record::StorageError;
 pub use cursor::Position;
 pub use get::get_by_query;
 pub use page::UsagePage;
 pub use query::{
-    ConsumerScope, Order, PathFilter, StatusFilter, UsageQuery, DEFAULT_LIMIT, MAX_LIMIT,
+    ConsumerScope, Order, PathFilter, Projection, StatusFilter, UsageQuery, DEFAULT_LIMIT,
+    MAX_LIMIT,
 };
 pub use summary::{
     DurationStats, GroupBy, GroupKey, GroupKeys, Interval, SummaryBucket, SummaryQuery,
@@ -83,7 +46,7 @@ pub use summary::{
 
 /// Storage for usage records.
 ///
-/// See the [module docs](self) for a complete implementation. Implementations must
+/// See the [guide to writing a sink](self#writing-a-sink). Implementations must
 /// be cheap to share: the layer's writer and the `/usage` service each hold one.
 /// `UsageSink` is implemented for `Arc<T>` and `Box<T>` of any sink, including
 /// `Box<dyn UsageSink>`.
@@ -153,6 +116,13 @@ pub trait UsageSink: Send + Sync + 'static {
     /// `spool`), overrides it.
     fn pending_since(&self) -> Option<std::time::SystemTime> {
         None
+    }
+}
+
+/// A record a sink cannot read back is corrupt data: permanent, never retried.
+impl From<StorageError> for SinkError {
+    fn from(err: StorageError) -> Self {
+        SinkError::with_kind(crate::SinkErrorKind::Corrupt, err).permanent()
     }
 }
 

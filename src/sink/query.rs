@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 
 use time::OffsetDateTime;
 
-use crate::record::unix_millis;
+use crate::record::{ceil_millis, unix_millis};
 use crate::{Outcome, UsageRecord};
 
 /// The largest page `GET /usage` asks a sink for.
@@ -126,6 +126,63 @@ impl Order {
     }
 }
 
+/// Which fields of each record a [`UsageQuery`] needs: a sink may leave out
+/// the rest, to read less.
+///
+/// A sink that ignores it and always returns whole records is correct; one
+/// that honours [`Summary`](Self::Summary) saves reading bodies and headers.
+/// The default [`summarize`](super::UsageSink::summarize) asks for
+/// `Summary`; `GET /usage` and the exports ask for [`Full`](Self::Full).
+///
+/// ```
+/// use tower_usage::sink::Projection;
+/// use tower_usage::{CapturedBody, UsageRecord};
+///
+/// let mut record = UsageRecord::default();
+/// record.request.body = CapturedBody::complete("a large body");
+/// Projection::Summary.apply(&mut record);
+/// assert!(record.request.body.bytes.is_empty());
+/// assert_eq!(record.request.body.size, 12); // sizes are summed: kept
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Projection {
+    /// Every field of every record (the default).
+    #[default]
+    Full,
+    /// What a summary counts: `id`, `consumer`, `method`, `path`, `route`,
+    /// `status`, `created_at`, `duration_us`, `outcome`, and each body's
+    /// `size` and `truncated` flag. The bodies' bytes, the query string,
+    /// route params, request and response headers, the gRPC details and the
+    /// capture notes may come back empty (or whole: a sink may ignore the
+    /// projection).
+    Summary,
+}
+
+impl Projection {
+    /// Empties in `record` what this projection lets a sink leave out (see
+    /// [`Summary`](Self::Summary)); [`Full`](Self::Full) leaves it as it is.
+    ///
+    /// A sink that keeps the summary fields apart (a second, small value per
+    /// record, say) stores the storage form of a record passed through
+    /// `Projection::Summary.apply`.
+    pub fn apply(self, record: &mut UsageRecord) {
+        match self {
+            Self::Full => {}
+            Self::Summary => {
+                record.request.body.bytes = bytes::Bytes::new();
+                record.request.query = String::new();
+                record.request.params = Vec::new();
+                record.request.headers = http::HeaderMap::new();
+                record.response.bytes = bytes::Bytes::new();
+                record.response_headers = http::HeaderMap::new();
+                record.grpc = None;
+                record.capture = crate::CaptureNotes::default();
+            }
+        }
+    }
+}
+
 /// One page request for [`UsageSink::query`](super::UsageSink::query).
 ///
 /// `Default` gives everything, oldest first, [`DEFAULT_LIMIT`] records a page.
@@ -167,6 +224,9 @@ pub struct UsageQuery {
     pub cursor: Option<String>,
     /// Oldest or newest first. Default: [`Order::Asc`].
     pub order: Order,
+    /// Which fields of each record are needed. Default: [`Projection::Full`];
+    /// a sink may ignore it (see [`Projection`]).
+    pub fields: Projection,
 }
 
 impl Default for UsageQuery {
@@ -183,6 +243,7 @@ impl Default for UsageQuery {
             limit: DEFAULT_LIMIT,
             cursor: None,
             order: Order::Asc,
+            fields: Projection::Full,
         }
     }
 }
@@ -198,6 +259,38 @@ impl UsageQuery {
     /// ```
     pub fn fetch_limit(&self) -> usize {
         self.limit.max(1).saturating_add(1)
+    }
+
+    /// [`since`](Self::since) as a bound on [`UsageRecord::created_at_ms`]:
+    /// a record passes when `created_at_ms >= since_ms`. `None` when there is
+    /// no lower bound.
+    ///
+    /// Records keep `created_at` to the millisecond, so a sink that stores
+    /// `created_at_ms` as an integer (an index, a sorted-set score) compares
+    /// with these bounds and gets exactly what [`matches`](Self::matches)
+    /// would: a bound between two milliseconds is rounded up.
+    ///
+    /// ```
+    /// use time::macros::datetime;
+    /// let query = tower_usage::UsageQuery {
+    ///     since: Some(datetime!(2023-01-11 08:07:39.8391 UTC)),
+    ///     until: Some(datetime!(2023-01-11 08:07:40 UTC)),
+    ///     ..Default::default()
+    /// };
+    /// // 08:07:39.839 is before `since`; 08:07:39.840 is the first millisecond in.
+    /// assert_eq!(query.since_ms(), Some(1_673_424_459_840));
+    /// assert_eq!(query.until_ms(), Some(1_673_424_460_000));
+    /// ```
+    pub fn since_ms(&self) -> Option<i64> {
+        self.since.map(ceil_millis)
+    }
+
+    /// [`until`](Self::until) as an exclusive bound on
+    /// [`UsageRecord::created_at_ms`]: a record passes when `created_at_ms <
+    /// until_ms`. `None` when there is no upper bound. See
+    /// [`since_ms`](Self::since_ms).
+    pub fn until_ms(&self) -> Option<i64> {
+        self.until.map(ceil_millis)
     }
 
     /// Whether a record passes the scope and every filter (the cursor aside).

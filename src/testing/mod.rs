@@ -7,10 +7,16 @@
 //!
 //! # Implementing your own sink
 //!
-//! Implement the two methods of [`UsageSink`] (its [module docs](crate::sink)
-//! have a complete example), then hold the implementation to these rules:
+//! [`UsageSink`] has four methods: implement the two required ones, `record`
+//! and `query`; `get` and `summarize` have defaults built on `query` that pass
+//! every check (override them to answer faster). The [guide to writing a
+//! sink](crate::sink#writing-a-sink) walks through a complete one. Then hold
+//! the implementation to these rules:
 //!
-//! - **Store what was captured.** Bodies byte for byte with their `size` and
+//! - **Store what was captured.** Keep each record in its storage form
+//!   ([`UsageRecord::to_storage_bytes`](crate::UsageRecord::to_storage_bytes)),
+//!   which keeps all of this: bodies byte for byte with their `size` (which
+//!   differs from the bytes when redaction or decoding changed them) and
 //!   `truncated` flag, the raw query string, route params in order, headers with
 //!   repeats and non-UTF-8 values, every [`Outcome`](crate::Outcome), the
 //!   [`GrpcCall`](crate::GrpcCall), and `created_at` to the millisecond.
@@ -53,7 +59,7 @@
 //! ```
 //!
 //! or every check in one test with [`run_all`], which reports every failing check
-//! at once:
+//! at once (or [`SinkKit`], which also takes a time limit and a clean-up hook):
 //!
 //! ```rust,no_run
 //! use tower_usage::MemorySink;
@@ -66,12 +72,38 @@
 //! ```
 //!
 //! Your crate needs the `testing` feature of `tower-usage` and `tokio` (features
-//! `macros` and `rt`) as dev-dependencies:
+//! `macros` and `rt`) as dev-dependencies (tower-usage is not on crates.io
+//! yet: depend on a clone of its repository):
 //!
 //! ```toml
 //! [dev-dependencies]
-//! tower-usage = { version = "0.1", features = ["testing"] }
+//! tower-usage = { path = "../tower-usage", features = ["testing"] }
 //! tokio = { version = "1", features = ["macros", "rt"] }
+//! ```
+//!
+//! # Time limits and clean-up
+//!
+//! Each check runs within a time limit ([`DEFAULT_CHECK_TIMEOUT`], 120 s;
+//! [`SinkKit::check_timeout`] to change it): a check that runs out of time
+//! fails with a message naming it and the likely cause (most often a
+//! `next_cursor` that does not advance), instead of hanging the test run.
+//!
+//! A sink over an external store (a database server, Redis) leaves what each
+//! check wrote in the store. [`SinkKit::clean_up`] takes a hook that the kit
+//! calls with the check's sink after each check, passed or failed: drop the
+//! check's key prefix, schema or table there. With the macro:
+//!
+//! ```rust,no_run
+//! # use std::sync::Arc;
+//! # use tower_usage::MemorySink as MySink;
+//! # async fn make_my_sink() -> MySink { MySink::new() }
+//! # async fn drop_everything(_: &MySink) -> Result<(), tower_usage::SinkError> { Ok(()) }
+//! tower_usage::sink_conformance_tests!(
+//!     mod my_sink,
+//!     async { make_my_sink().await },
+//!     clean_up = |sink: Arc<MySink>| async move { drop_everything(&sink).await },
+//! );
+//! # fn main() {}
 //! ```
 //!
 //! # What the kit needs from `make_sink`
@@ -90,7 +122,7 @@
 //! | name                 | what it checks |
 //! |----------------------|----------------|
 //! | `empty_sink`         | an empty sink answers every scope and order with an empty page and no cursor |
-//! | `round_trip`         | every field comes back as recorded: empty, JSON, text, binary and truncated bodies; query strings with repeats and escapes; params order; repeated and non-UTF-8 headers; route and consumer `None` and `Some`; every outcome; gRPC details; status; duration; `created_at` to the millisecond |
+//! | `round_trip`         | every field comes back as recorded: empty, JSON, text, binary and truncated bodies, and bodies whose `size` differs from their bytes (redacted or decoded); query strings with repeats and escapes; params order; repeated and non-UTF-8 headers; route and consumer `None` and `Some`; every outcome; gRPC details; status; duration; `created_at` to the millisecond |
 //! | `ordering`           | both orders sort by `(created_at, id)` with many equal timestamps, in one page and across pages, whatever order records arrived in |
 //! | `cursor_paging`      | no gap and no duplicate while newer records are recorded between pages, both orders, scoped and not |
 //! | `filters`            | since (inclusive), until (exclusive), method, exact and prefix path (with `%` and `_`), exact and class status, and combinations |
@@ -107,20 +139,25 @@
 //! | `summary_bytes`      | request and response bytes summed exactly per bucket and in total, past 32 bits |
 //! | `summary_percentiles`| p50, p95, p99 within 1% of the exact nearest-rank value on a known distribution (0 µs to 20 s); `max` exact |
 //! | `summary_empty`      | a range without records (empty sink, range outside the records, empty range, unknown consumer or route) has no bucket and a zero total |
+//! | `projection`         | a query for [`Projection::Summary`](crate::sink::Projection) lists the same records in the same order as one for every field, each with every field a summary counts (body sizes included); both orders, across pages |
 
 use std::future::Future;
-use std::sync::Arc;
 
 use crate::UsageSink;
 
 mod checks;
+mod kit;
 mod support;
+
+pub use kit::{SinkKit, DEFAULT_CHECK_TIMEOUT};
 
 /// The name of every check, in the order [`run_all`] runs them. Any of them can be
 /// given to [`run_check`].
 pub const CHECKS: &[&str] = crate::__tower_usage_checks!(@with_checks @names);
 
-/// Runs every check against fresh sinks from `make_sink`, one sink per check.
+/// Runs every check against fresh sinks from `make_sink`, one sink per check,
+/// each within [`DEFAULT_CHECK_TIMEOUT`]: [`SinkKit::run_all`] with the
+/// defaults.
 ///
 /// Panics after the last check if any failed, with a message naming each failed
 /// check and what was wrong. Must run inside a tokio runtime (a
@@ -135,33 +172,22 @@ pub const CHECKS: &[&str] = crate::__tower_usage_checks!(@with_checks @names);
 /// }
 /// # fn main() {}
 /// ```
-pub async fn run_all<S, F, Fut>(mut make_sink: F)
+pub async fn run_all<S, F, Fut>(make_sink: F)
 where
     S: UsageSink,
     F: FnMut() -> Fut,
     Fut: Future<Output = S>,
 {
-    let mut failures = Vec::new();
-    for name in CHECKS {
-        if let Err(msg) = run_check(name, &mut make_sink).await {
-            failures.push(format!("check `{name}` failed: {msg}"));
-        }
-    }
-    if !failures.is_empty() {
-        panic!(
-            "{} of {} sink conformance checks failed:\n\n{}",
-            failures.len(),
-            CHECKS.len(),
-            failures.join("\n\n")
-        );
-    }
+    SinkKit::new(make_sink).run_all().await;
 }
 
 /// Runs the check called `name` (one of [`CHECKS`]) against a fresh sink from
-/// `make_sink`.
+/// `make_sink`, within [`DEFAULT_CHECK_TIMEOUT`]: [`SinkKit::run_check`] with
+/// the defaults.
 ///
-/// Returns `Err` describing what was wrong, also when the sink panicked or
-/// `name` is no check. Must run inside a tokio runtime.
+/// Returns `Err` describing what was wrong, also when the sink panicked, the
+/// check ran out of time, or `name` is no check. Must run inside a tokio
+/// runtime.
 ///
 /// ```rust,no_run
 /// use tower_usage::MemorySink;
@@ -176,45 +202,23 @@ where
 /// }
 /// # fn main() {}
 /// ```
-pub async fn run_check<S, F, Fut>(name: &str, mut make_sink: F) -> Result<(), String>
+pub async fn run_check<S, F, Fut>(name: &str, make_sink: F) -> Result<(), String>
 where
     S: UsageSink,
     F: FnMut() -> Fut,
     Fut: Future<Output = S>,
 {
-    let Some(&name) = CHECKS.iter().find(|c| **c == name) else {
-        return Err(format!(
-            "there is no conformance check called {name:?}; the checks are: {}",
-            CHECKS.join(", ")
-        ));
-    };
-    let sink = Arc::new(make_sink().await);
-    // On its own task, so that a panicking sink is a failed check, not a
-    // panicking caller.
-    match tokio::spawn(checks::run(name, sink)).await {
-        Ok(result) => result,
-        Err(e) => Err(format!("the check did not finish: {}", join_error(e))),
-    }
-}
-
-fn join_error(e: tokio::task::JoinError) -> String {
-    if !e.is_panic() {
-        return e.to_string();
-    }
-    let payload = e.into_panic();
-    let msg = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned());
-    format!("it panicked: {msg}")
+    SinkKit::new(make_sink).run_check(name).await
 }
 
 /// Expands to one `#[tokio::test]` per [conformance check](crate::testing::CHECKS),
 /// in a module called `sink_conformance` (or the name given after `mod`).
 ///
 /// The argument is an expression evaluated once per check, to a future of a
-/// fresh, empty sink. A failing check panics with what was wrong. The tests need
+/// fresh, empty sink; after it, optionally, `clean_up = <closure>`, the hook
+/// [`SinkKit::clean_up`] takes. A failing check panics with what was wrong.
+/// Each check runs within [`DEFAULT_CHECK_TIMEOUT`](crate::testing::DEFAULT_CHECK_TIMEOUT).
+/// The tests need
 /// `tokio` (features `macros` and `rt`) among the calling crate's
 /// dev-dependencies, and the `testing` feature of this crate; see the
 /// [`testing`](crate::testing) module docs.
@@ -233,8 +237,13 @@ fn join_error(e: tokio::task::JoinError) -> String {
 /// ```
 #[macro_export]
 macro_rules! sink_conformance_tests {
+    (mod $module:ident, $make_sink:expr, clean_up = $clean_up:expr $(,)?) => {
+        $crate::__tower_usage_checks!(@with_checks @tests $module ($make_sink) ($clean_up));
+    };
     (mod $module:ident, $make_sink:expr $(,)?) => {
-        $crate::__tower_usage_checks!(@with_checks @tests $module ($make_sink));
+        $crate::__tower_usage_checks!(
+            @with_checks @tests $module ($make_sink) (|_| async { ::core::result::Result::Ok(()) })
+        );
     };
     ($make_sink:expr $(,)?) => {
         $crate::sink_conformance_tests!(mod sink_conformance, $make_sink);
@@ -266,6 +275,7 @@ macro_rules! __tower_usage_checks {
                 summary_bytes
                 summary_percentiles
                 summary_empty
+                projection
             ]
         }
     };
@@ -280,7 +290,7 @@ macro_rules! __tower_usage_checks {
     (@names [$($check:ident)*]) => {
         &[$(::core::stringify!($check)),*]
     };
-    (@tests $module:ident ($make_sink:expr) [$($check:ident)*]) => {
+    (@tests $module:ident ($make_sink:expr) ($clean_up:expr) [$($check:ident)*]) => {
         #[allow(unused_imports)]
         mod $module {
             use super::*;
@@ -289,7 +299,10 @@ macro_rules! __tower_usage_checks {
                 async fn $check() {
                     let name = ::core::stringify!($check);
                     if let ::core::result::Result::Err(msg) =
-                        $crate::testing::run_check(name, || $make_sink).await
+                        $crate::testing::SinkKit::new(|| $make_sink)
+                            .clean_up($clean_up)
+                            .run_check(name)
+                            .await
                     {
                         ::core::panic!("sink conformance check `{}` failed: {}", name, msg);
                     }
@@ -309,7 +322,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), CHECKS.len());
-        assert_eq!(CHECKS.len(), 18);
+        assert_eq!(CHECKS.len(), 19);
     }
 
     #[tokio::test]

@@ -218,6 +218,9 @@ pub(super) async fn query<S: UsageSink + ?Sized>(
     q: &UsageQuery,
     what: &str,
 ) -> Result<UsagePage, String> {
+    // A check that pages must be stoppable by the kit's time limit even over
+    // a sink whose calls never wait: yield between calls.
+    tokio::task::yield_now().await;
     let page = sink
         .query(q)
         .await

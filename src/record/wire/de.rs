@@ -10,6 +10,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::GrpcCountsOut;
+use crate::hooks::Protocol;
 use crate::record::grpc::frames_from_wire;
 use crate::record::{
     parse_timestamp, truncate_to_millis, CaptureNotes, CapturedBody, GrpcCall, Outcome,
@@ -175,11 +176,18 @@ impl<'de> Deserialize<'de> for UsageRecord {
         let w = WireIn::deserialize(deserializer)?;
         let is_grpc =
             w.grpc_status.is_some() || w.grpc_message.is_some() || w.grpc_messages.is_some();
+        let headers = headers_from_wire(w.request.headers.0).map_err(de::Error::custom)?;
+        // As the rendering decides: gRPC bodies render as their messages.
+        let framed = is_grpc && Protocol::of(&headers).is_framed();
         let body = |value: serde_json::Value| match &value {
-            serde_json::Value::Array(items) if is_grpc => match frames_from_wire(items) {
+            serde_json::Value::Array(items) if framed => match frames_from_wire(items) {
                 Some(frames) => frames,
                 None => body_from_wire(value),
             },
+            // An empty gRPC body renders as `[]`: `{}` is the JSON text `{}`.
+            serde_json::Value::Object(map) if framed && map.is_empty() => {
+                Ok(Bytes::from_static(b"{}"))
+            }
             _ => body_from_wire(value),
         };
         let request_bytes = body(w.request.body).map_err(de::Error::custom)?;
@@ -214,7 +222,7 @@ impl<'de> Deserialize<'de> for UsageRecord {
                 },
                 query: query_from_wire(w.request.query.0),
                 params: w.request.params.0,
-                headers: headers_from_wire(w.request.headers.0).map_err(de::Error::custom)?,
+                headers,
             },
             response: CapturedBody {
                 size: w.response_size.unwrap_or(response_bytes.len() as u64),

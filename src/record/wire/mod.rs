@@ -204,16 +204,26 @@ impl Serialize for RenderBody<'_> {
         if bytes.is_empty() {
             return serializer.serialize_map(Some(0))?.end();
         }
-        if looks_like_json_container(bytes) && nests_at_most(bytes, MAX_JSON_DEPTH) {
+        // A cut body is a prefix: valid JSON only by chance (cut right after
+        // a closing bracket), and read back it would render another way.
+        if !self.truncated
+            && looks_like_json_container(bytes)
+            && nests_at_most(bytes, MAX_JSON_DEPTH)
+        {
             if let Ok(raw) = serde_json::from_slice::<&serde_json::value::RawValue>(bytes) {
-                return raw.serialize(serializer);
+                // A JSON body in the shape of a binary one would read back as
+                // the bytes it names: it renders as its text instead.
+                if !is_binary_shape(raw.get()) {
+                    return raw.serialize(serializer);
+                }
             }
         }
         match std::str::from_utf8(bytes) {
             Ok(text) => serializer.serialize_str(text),
             // A body cut at the capture limit inside a character: the text
-            // before it.
-            Err(e) if self.truncated && e.error_len().is_none() => {
+            // before it (when there is some: an empty string would read back
+            // as an empty body).
+            Err(e) if self.truncated && e.error_len().is_none() && e.valid_up_to() > 0 => {
                 let text = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
                 serializer.serialize_str(text)
             }
@@ -228,6 +238,45 @@ impl Serialize for RenderBody<'_> {
             }
         }
     }
+}
+
+/// Whether a JSON text is an object in the shape of a binary body on the
+/// wire, `{"encoding": "base64", "data": "..."}` (no other member), which is
+/// what reading the wire form decodes as base64.
+pub(super) fn is_binary_shape(json: &str) -> bool {
+    use serde::de::{Deserializer as _, MapAccess, Visitor};
+
+    struct Probe;
+    impl<'de> Visitor<'de> for Probe {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let (mut encoding, mut data) = (None, None);
+            while let Some(key) = map.next_key::<String>()? {
+                // As a `serde_json::Map` reads it: the last of a repeated
+                // member wins. A third member: not the shape; stop reading.
+                match key.as_str() {
+                    "encoding" => encoding = Some(map.next_value::<serde_json::Value>()?),
+                    "data" => data = Some(map.next_value::<serde_json::Value>()?),
+                    _ => return Ok(false),
+                }
+            }
+            Ok(
+                encoding.as_ref().and_then(serde_json::Value::as_str) == Some("base64")
+                    && data.as_ref().is_some_and(serde_json::Value::is_string),
+            )
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<bool, A::Error> {
+            Ok(false)
+        }
+    }
+    if !json.trim_start().starts_with('{') {
+        return false;
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    de.deserialize_map(Probe).unwrap_or(false)
 }
 
 /// Whether the first non-whitespace byte opens a JSON object or array.
@@ -424,5 +473,66 @@ mod tests {
         assert_eq!(back.grpc, r.grpc);
         let v2 = serde_json::to_value(&back).unwrap();
         assert_eq!(v1, v2);
+    }
+
+    /// Bodies whose rendering read back as another body: each now renders
+    /// so that reading it back and rendering again gives the same JSON, and
+    /// their neighbours render as before.
+    #[test]
+    fn ambiguous_bodies_render_so_they_read_back() {
+        let render = |body: CapturedBody, grpc: bool| {
+            let mut r = sample();
+            r.response = body;
+            if grpc {
+                r.request
+                    .headers
+                    .insert("content-type", HeaderValue::from_static("application/grpc"));
+                r.grpc = Some(GrpcCall::default());
+            }
+            let v = serde_json::to_value(&r).unwrap();
+            let back: UsageRecord = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&back).unwrap(), v, "{r:?}");
+            v["response"].clone()
+        };
+        // JSON in the shape of a binary body: its text, not bytes it names
+        // (and bad base64 there no longer fails the read).
+        for text in [
+            r#"{"encoding":"base64","data":"aGk="}"#,
+            r#"{"data":"!!","encoding":"base64"}"#,
+            r#"{"data":"aGk=","encoding":"base64","data":"eA=="}"#,
+        ] {
+            assert_eq!(render(CapturedBody::complete(text), false), json!(text));
+        }
+        for json_body in [
+            json!({"encoding": "base64", "data": "aGk=", "more": 1}),
+            json!({"encoding": "hex", "data": "aGk="}),
+            json!({"encoding": "base64", "data": 7}),
+        ] {
+            let text = json_body.to_string();
+            assert_eq!(render(CapturedBody::complete(text), false), json_body);
+        }
+        // Cut inside the first character: base64 (an empty string would read
+        // back as an empty body); with text before the cut, that text.
+        assert_eq!(
+            render(CapturedBody::truncated(vec![0xc3], 9), false),
+            json!({"encoding": "base64", "data": "ww=="})
+        );
+        assert_eq!(
+            render(CapturedBody::truncated(b"ab\xc3".to_vec(), 9), false),
+            json!("ab")
+        );
+        // A cut body that is valid JSON by chance: a string.
+        assert_eq!(
+            render(CapturedBody::truncated(&b"[1,2]"[..], 90), false),
+            json!("[1,2]")
+        );
+        assert_eq!(
+            render(CapturedBody::complete(&b"[1,2]"[..]), false),
+            json!([1, 2])
+        );
+        // gRPC: an empty body is `[]`, the JSON text `{}` stays `{}`.
+        assert_eq!(render(CapturedBody::complete(&b"{}"[..]), true), json!({}));
+        assert_eq!(render(CapturedBody::default(), true), json!([]));
+        assert_eq!(render(CapturedBody::default(), false), json!({}));
     }
 }

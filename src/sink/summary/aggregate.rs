@@ -11,8 +11,8 @@ use super::output::{too_many_buckets, GroupKeys, SummaryBucket, SummaryStats, Us
 use super::query::{GroupBy, GroupKey, Interval, SummaryQuery};
 use super::MAX_BUCKETS;
 use crate::record::{from_unix_millis, unix_millis};
-use crate::sink::UsageSink;
-use crate::{Outcome, SinkError, UsageRecord};
+use crate::sink::{Order, Position, Projection, UsageQuery, UsageSink};
+use crate::{Outcome, SinkError, SinkErrorKind, UsageRecord};
 
 /// What a summary reads of one record.
 #[derive(Debug, Clone, Copy)]
@@ -185,16 +185,23 @@ impl Aggregator {
 
 /// The default [`UsageSink::summarize`]: pages through
 /// [`query`](UsageSink::query) with the summary's scope and filters,
-/// [`MAX_LIMIT`](crate::sink::MAX_LIMIT) records a page, and counts in memory
+/// [`MAX_LIMIT`](crate::sink::MAX_LIMIT) records a page, asking only for the
+/// fields a summary counts ([`Projection::Summary`]), and counts in memory
 /// (a bounded histogram per bucket, never the records).
+///
+/// A page whose `next_cursor` does not move past the cursor it was asked
+/// with (a `query` that ignores the cursor) is an error, not an endless loop.
+/// Between pages it yields to the runtime, so a long summary neither starves
+/// other tasks nor escapes a timeout around it.
 pub(crate) async fn summarize_by_paging<S: UsageSink + ?Sized>(
     sink: &S,
     query: &SummaryQuery,
 ) -> Result<UsageSummary, SinkError> {
     query.check()?;
     let mut list = query.list_query();
+    list.fields = Projection::Summary;
     let mut agg = Aggregator::new(query);
-    loop {
+    for page_no in 1u64.. {
         let page = sink.query(&list).await?;
         for r in &page.records {
             // A sink written before a filter existed may not apply it.
@@ -203,9 +210,101 @@ pub(crate) async fn summarize_by_paging<S: UsageSink + ?Sized>(
             }
         }
         match page.next_cursor {
-            Some(cursor) if !page.records.is_empty() => list.cursor = Some(cursor),
+            Some(cursor) if !page.records.is_empty() => {
+                check_progress(&list, &cursor, page_no)?;
+                list.cursor = Some(cursor);
+            }
             _ => break,
         }
+        tokio::task::yield_now().await;
     }
     agg.finish(query)
+}
+
+/// Fails when `next` (the cursor page `page_no` came with) does not lead past
+/// the cursor that page was asked with: the sink would answer the same page
+/// again, and paging would never end.
+fn check_progress(asked: &UsageQuery, next: &str, page_no: u64) -> Result<(), SinkError> {
+    let stuck = || {
+        SinkError::message(
+            SinkErrorKind::Other,
+            format!(
+                "the default summarize stopped at page {page_no}: query() answered a page whose \
+                 next_cursor does not move past the cursor it was asked with, so paging would \
+                 never end; query() must return the records after UsageQuery::position() \
+                 (is the sink ignoring UsageQuery::cursor?)"
+            ),
+        )
+        .permanent()
+    };
+    let Some(before) = asked.cursor.as_deref() else {
+        return Ok(());
+    };
+    if before == next {
+        return Err(stuck());
+    }
+    // Cursors this crate issued say where they point; a sink's own opaque
+    // cursors are only compared for equality.
+    let after = UsageQuery {
+        cursor: Some(next.to_owned()),
+        ..asked.clone()
+    };
+    if let (Ok(Some(before)), Ok(Some(after))) = (asked.position(), after.position()) {
+        let key = |p: &Position| (p.created_at_ms, p.id.clone());
+        let moved = match asked.order {
+            Order::Asc => key(&after) > key(&before),
+            Order::Desc => key(&after) < key(&before),
+        };
+        if !moved {
+            return Err(stuck());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::from_unix_millis;
+
+    fn at(ms: i64, id: &str) -> UsageRecord {
+        UsageRecord {
+            id: id.into(),
+            created_at: from_unix_millis(ms).unwrap(),
+            ..UsageRecord::default()
+        }
+    }
+
+    /// A next cursor must lead past the one a page was asked with: equal or
+    /// behind it (in the query's order) is an error, ahead is fine; a
+    /// sink's own cursors are only compared for equality.
+    #[test]
+    fn paging_stops_when_a_cursor_does_not_move_on() {
+        for order in [Order::Asc, Order::Desc] {
+            let base = UsageQuery {
+                order,
+                ..UsageQuery::default()
+            };
+            let asked = UsageQuery {
+                cursor: Some(base.cursor_after(&at(5, "B"))),
+                ..base.clone()
+            };
+            let (ahead, behind) = match order {
+                Order::Asc => (at(5, "C"), at(4, "Z")),
+                Order::Desc => (at(5, "A"), at(6, "A")),
+            };
+            assert!(check_progress(&base, "anything", 1).is_ok(), "first page");
+            let same = asked.cursor.clone().unwrap();
+            let err = check_progress(&asked, &same, 2).unwrap_err();
+            assert!(err.to_string().contains("stopped at page 2"), "{err}");
+            assert!(check_progress(&asked, &base.cursor_after(&behind), 3).is_err());
+            assert!(check_progress(&asked, &base.cursor_after(&ahead), 3).is_ok());
+        }
+        let own = UsageQuery {
+            cursor: Some("p1".into()),
+            ..UsageQuery::default()
+        };
+        assert!(check_progress(&own, "p1", 2).is_err());
+        assert!(check_progress(&own, "p2", 2).is_ok());
+    }
 }

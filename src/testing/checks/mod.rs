@@ -5,6 +5,7 @@ use std::sync::Arc;
 mod filters;
 mod get;
 mod paging;
+mod projection;
 mod round_trip;
 mod summary;
 mod writes;
@@ -12,6 +13,7 @@ mod writes;
 use filters::{consumer_isolation, filters};
 use get::get_by_id;
 use paging::{cursor_paging, invalid_cursor, limits, ordering};
+use projection::projection;
 use round_trip::round_trip;
 use summary::{
     route_outcome_filters, summary_buckets, summary_bytes, summary_empty, summary_percentiles,
@@ -47,6 +49,7 @@ pub(super) async fn run<S: UsageSink>(name: &'static str, sink: Arc<S>) -> Check
         "summary_bytes" => summary_bytes(&*sink).await,
         "summary_percentiles" => summary_percentiles(&*sink).await,
         "summary_empty" => summary_empty(&*sink).await,
+        "projection" => projection(&*sink).await,
         other => Err(format!("no check is called {other:?}")),
     }
 }

@@ -133,6 +133,26 @@ fn round_trip_records(gen: &mut Gen) -> Vec<(&'static str, UsageRecord)> {
         r.capture.response_body_decoded = Some("gzip".into());
         r.capture.request_body_withheld = Some("br".into());
     });
+    add(
+        "bodies whose stored bytes differ from their size (redacted, decoded)",
+        4_400,
+        &|r| {
+            r.method = "POST".into();
+            r.path = "/login".into();
+            // Redaction kept the size of what was sent (40 bytes) while the
+            // stored bytes shrank to 38.
+            r.request.body = CapturedBody {
+                size: 40,
+                ..body(br#"{"user":"ana","password":"[REDACTED]"}"#)
+            };
+            // A gzip response of 31 bytes, stored decoded (50 bytes).
+            r.response = CapturedBody {
+                size: 31,
+                ..body(br#"{"token":"[REDACTED]","expires_in":3600,"ok":true}"#)
+            };
+            r.capture.response_body_decoded = Some("gzip".into());
+        },
+    );
     add("inner service error", 4_500, &|r| {
         r.consumer = None;
         r.status = 500;
@@ -250,10 +270,19 @@ pub(super) async fn round_trip<S: UsageSink>(sink: &S) -> Check {
     if problems.is_empty() {
         return Ok(());
     }
+    let count = problems.len();
+    if problems.iter().any(|p| p.contains(".size: stored")) {
+        problems.insert(
+            0,
+            "a body's size is stored apart from its bytes: redaction and decoding change \
+             the bytes and keep the size, so a sink must not rebuild a body with \
+             CapturedBody::complete(bytes) (UsageRecord::to_storage_bytes keeps both)"
+                .to_owned(),
+        );
+    }
     let shown = problems.len().min(12);
     Err(format!(
-        "records do not come back as they were recorded ({} problems):\n  {}{}",
-        problems.len(),
+        "records do not come back as they were recorded ({count} problems):\n  {}{}",
         problems[..shown].join("\n  "),
         if problems.len() > shown {
             "\n  ..."

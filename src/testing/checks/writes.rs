@@ -100,7 +100,7 @@ pub(super) async fn concurrent_writers<S: UsageSink>(sink: Arc<S>) -> Check {
             Err(e) => {
                 return Err(format!(
                     "concurrent task {i} failed: {}",
-                    crate::testing::join_error(e)
+                    crate::testing::kit::join_error(e)
                 ))
             }
         }
