@@ -527,10 +527,13 @@ fn a_spool_too_small_to_hold_a_batch_is_refused_before_touching_the_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_spooling_a_queue_smaller_than_a_batch_wakes_the_writer_before_it_fills() {
     // The sink is down and max_delay is a minute: the writer hands the spool
-    // a batch when its wake point (64, or half the queue of 400) is reached,
-    // and the queue never fills. (At 1,000 requests a second: the queue
-    // holds 0.4 s, far more than an append and its sync take, even on a
-    // machine busy with other tests.)
+    // a batch when its wake point (64, or half the queue of 400) is reached.
+    // Without that wake point it would take nothing for a minute and drop
+    // all but the 400 the queue holds (1,600 of 2,000). At 1,000 requests a
+    // second the queue holds 0.4 s, more than an append and its sync take on
+    // a quiet machine; on one busy with other builds a sync can take longer,
+    // and the few captures that arrive meanwhile are dropped and counted, so
+    // the bound is loose: far below what a writer that never wakes drops.
     let dir = tempfile::tempdir().unwrap();
     let sink = Switch::default();
     sink.down.store(true, Ordering::SeqCst);
@@ -543,7 +546,7 @@ async fn while_spooling_a_queue_smaller_than_a_batch_wakes_the_writer_before_it_
     paced(addr, 0, 2000, Duration::from_millis(1)).await;
     eventually("all captured", || handle.stats().captured == 2000).await;
     let before = handle.stats();
-    assert_eq!(before.dropped, 0, "{before:?}");
+    assert!(before.dropped <= 200, "{before:?}");
 
     sink.down.store(false, Ordering::SeqCst);
     assert!(handle
@@ -552,11 +555,16 @@ async fn while_spooling_a_queue_smaller_than_a_batch_wakes_the_writer_before_it_
         .is_complete());
     assert!(spooled.flush_timeout(Duration::from_secs(30)).await);
     let after = handle.stats();
-    assert_eq!((after.written, after.dropped), (2000, 0), "{after:?}");
+    assert_eq!(after.written + after.dropped, 2000, "{after:?}");
+    assert_eq!(after.dropped, before.dropped, "{after:?}");
     let p = spooled.stats();
     assert_eq!((p.dropped, p.failed, p.spooled), (0, 0, 0), "{p:?}");
     let ns: Vec<u64> = sink.inner.all().iter().map(n_of).collect();
-    assert_eq!(ns, (0..2000).collect::<Vec<_>>(), "every record, in order");
+    assert_eq!(ns.len() as u64, after.written, "every record written is stored");
+    assert!(
+        ns.windows(2).all(|w| w[0] < w[1]),
+        "stored in order: {ns:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
