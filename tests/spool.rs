@@ -560,7 +560,11 @@ async fn while_spooling_a_queue_smaller_than_a_batch_wakes_the_writer_before_it_
     let p = spooled.stats();
     assert_eq!((p.dropped, p.failed, p.spooled), (0, 0, 0), "{p:?}");
     let ns: Vec<u64> = sink.inner.all().iter().map(n_of).collect();
-    assert_eq!(ns.len() as u64, after.written, "every record written is stored");
+    assert_eq!(
+        ns.len() as u64,
+        after.written,
+        "every record written is stored"
+    );
     assert!(
         ns.windows(2).all(|w| w[0] < w[1]),
         "stored in order: {ns:?}"
