@@ -183,6 +183,7 @@ async fn assets_have_an_etag_a_304_and_gzip() {
             get(addr, Method::GET, &path, &[("if-none-match", &etag)]).await;
         assert_eq!(status, StatusCode::NOT_MODIFIED, "{name}");
         assert!(body.is_empty());
+        assert!(headers.get(header::CONTENT_LENGTH).is_none());
         assert_eq!(headers[header::ETAG], etag.as_str());
         let (status, _, _) = get(addr, Method::GET, &path, &[("if-none-match", "\"other\"")]).await;
         assert_eq!(status, StatusCode::OK);
@@ -302,4 +303,25 @@ fn the_page_is_small() {
     let packed = gz(PAGE_HTML.as_bytes()) + gz(PAGE_JS) + gz(PAGE_CSS);
     eprintln!("page: {raw} bytes, {packed} bytes gzipped (html + js + css)");
     assert!(packed < 100 * 1024, "{packed}");
+}
+
+/// The page's script never turns a string into markup or code: records are
+/// set as text (`textContent`), and the policy would refuse `eval` anyway.
+#[test]
+fn the_script_never_parses_strings_as_html() {
+    let js = std::str::from_utf8(PAGE_JS).unwrap();
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        "DOMParser",
+    ] {
+        assert!(!js.contains(sink), "page.js uses {sink}");
+    }
+    // The token is sent in the Authorization header, and nowhere else.
+    assert!(!js.contains("localStorage"));
+    assert!(js.contains(r#""Authorization": "Bearer " + currentToken()"#));
 }

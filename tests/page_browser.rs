@@ -447,3 +447,35 @@ async fn run(
     assert_no_alert(client).await;
     Ok(())
 }
+
+/// A sink that fails: the page says so in words, and shows no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_sink_is_said_in_words() {
+    let driver = start_driver().await;
+    let app = axum::Router::new().nest_service(
+        "/usage",
+        tower_usage::UsageService::new(FailingSink::default()),
+    );
+    let addr = serve(app).await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver, profile.path()).await;
+    let result = async {
+        client.goto(&format!("http://{addr}/usage/")).await?;
+        enter_token(&client, TOKEN).await?;
+        let message = until("the 503 message", || async {
+            let text = text_of(&client, "message").await?;
+            Ok(text.contains("503").then_some(text))
+        })
+        .await;
+        assert_eq!(
+            message,
+            "Usage storage is unavailable right now (503). Try again in a minute."
+        );
+        let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+        assert!(rows.is_empty());
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.unwrap();
+}

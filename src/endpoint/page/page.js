@@ -557,6 +557,9 @@
         open(e.target.closest("tr"));
       }
     });
+    $("detail").addEventListener("keydown", function (e) {
+      if (e.key === "Escape") $("close").click();
+    });
     $("close").addEventListener("click", function () {
       var state = readState();
       var id = state.record;
