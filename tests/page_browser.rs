@@ -88,18 +88,28 @@ async fn start_driver() -> Driver {
     driver
 }
 
-async fn browser(driver: &Driver, profile: &Path) -> Client {
+/// A headless Chromium; `extra` adds command-line switches.
+async fn browser(driver: &Driver, profile: &Path, extra: &[&str]) -> Client {
+    let mut args = vec![
+        "--headless".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        "--no-first-run".to_owned(),
+        "--disable-background-networking".to_owned(),
+        "--disable-component-update".to_owned(),
+        "--disable-sync".to_owned(),
+        "--hide-scrollbars".to_owned(),
+        "--window-size=1440,900".to_owned(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".to_owned(),
         json!({
             "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--hide-scrollbars", "--window-size=1440,900",
-                format!("--user-data-dir={}", profile.display()),
-            ],
+            "args": args,
             "prefs": {
                 "download.default_directory": profile.join("downloads"),
                 "download.prompt_for_download": false,
@@ -256,7 +266,7 @@ async fn the_page_in_chromium() {
     assert!(segments >= 2, "2xx and 4xx: {summary}");
 
     let profile = tempfile::tempdir().unwrap();
-    let client = browser(&driver, profile.path()).await;
+    let client = browser(&driver, profile.path(), &[]).await;
     let result = run(&client, addr, segments, profile.path()).await;
     let _ = client.close().await;
     result.unwrap();
@@ -448,7 +458,8 @@ async fn run(
     Ok(())
 }
 
-/// A sink that fails: the page says so in words, and shows no data.
+/// A sink that fails: the page says so in words, and shows no data. In a
+/// browser that prefers dark pages, the page is dark.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unavailable_sink_is_said_in_words() {
     let driver = start_driver().await;
@@ -458,9 +469,17 @@ async fn an_unavailable_sink_is_said_in_words() {
     );
     let addr = serve(app).await;
     let profile = tempfile::tempdir().unwrap();
-    let client = browser(&driver, profile.path()).await;
+    let client = browser(&driver, profile.path(), &["--force-dark-mode"]).await;
     let result = async {
         client.goto(&format!("http://{addr}/usage/")).await?;
+        let dark = client
+            .execute(
+                "return [matchMedia('(prefers-color-scheme: dark)').matches, \
+                 getComputedStyle(document.body).backgroundColor]",
+                vec![],
+            )
+            .await?;
+        assert_eq!(dark, json!([true, "rgb(18, 20, 23)"]));
         enter_token(&client, TOKEN).await?;
         let message = until("the 503 message", || async {
             let text = text_of(&client, "message").await?;
@@ -471,8 +490,9 @@ async fn an_unavailable_sink_is_said_in_words() {
             message,
             "Usage storage is unavailable right now (503). Try again in a minute."
         );
-        let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
-        assert!(rows.is_empty());
+        let data = client.find(Locator::Id("data")).await?;
+        assert!(!data.is_displayed().await?, "nothing half-drawn");
+        screenshot(&client, 390, 844, "page-503-dark-390x844.png").await;
         Ok::<_, CmdError>(())
     }
     .await;

@@ -487,6 +487,7 @@
       getJson("", first)
     ]).then(function (answers) {
       if (mine !== generation) return;
+      $("data").hidden = false;
       headline(answers[0], answers[1], range);
       chart(answers[0], since, until, range);
       routes(answers[2]);
@@ -495,7 +496,10 @@
       document.body.dataset.ready = String(mine);
       document.body.dataset.drawnMs = String(Math.round(performance.now() - started));
     }, function (err) {
-      if (mine === generation) fail(err);
+      if (mine !== generation) return;
+      // Nothing half-drawn: the message says why; a range button tries again.
+      $("data").hidden = true;
+      fail(err);
     }).then(function () { document.body.removeAttribute("aria-busy"); });
   }
 
