@@ -499,3 +499,63 @@ async fn an_unavailable_sink_is_said_in_words() {
     let _ = client.close().await;
     result.unwrap();
 }
+
+/// More records than a page holds: "Load more" follows `nextCursor` until
+/// there is none, and the rows are reachable from the keyboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_by_next_cursor() {
+    let driver = start_driver().await;
+    let sink = MemorySink::new();
+    let now = time::OffsetDateTime::now_utc();
+    let records: Vec<UsageRecord> = (0..120)
+        .map(|i| {
+            let created_at = now - Duration::from_secs(120 - i);
+            UsageRecord {
+                id: UsageRecord::new_id(created_at),
+                consumer: Some(tower_usage::hash_token(TOKEN)),
+                method: "GET".into(),
+                path: format!("/items/{i}"),
+                route: Some("/items/{n}".into()),
+                status: 200,
+                created_at,
+                ..UsageRecord::default()
+            }
+        })
+        .collect();
+    sink.record(&records).await.unwrap();
+    let app = axum::Router::new().nest_service("/usage", tower_usage::UsageService::new(sink));
+    let addr = serve(app).await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver, profile.path(), &[]).await;
+    let result = async {
+        client.goto(&format!("http://{addr}/usage")).await?;
+        enter_token(&client, TOKEN).await?;
+        for (shown, more) in [(50, true), (100, true), (120, false)] {
+            let rows = until(&format!("{shown} rows"), || async {
+                let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+                Ok((rows.len() == shown).then_some(rows))
+            })
+            .await;
+            // Newest first, no row twice.
+            let last = rows[shown - 1]
+                .find(Locator::Css("td:nth-child(3)"))
+                .await?;
+            assert_eq!(last.text().await?, format!("/items/{}", 120 - shown));
+            let button = client.find(Locator::Id("more")).await?;
+            assert_eq!(button.is_displayed().await?, more, "{shown}");
+            if more {
+                button.click().await?;
+            }
+        }
+        let tabindex = client
+            .find(Locator::Css("#history tbody tr"))
+            .await?
+            .attr("tabindex")
+            .await?;
+        assert_eq!(tabindex.as_deref(), Some("0"));
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.unwrap();
+}
