@@ -366,12 +366,25 @@ async fn run(
     // The SVG is the page's own: built element by element.
     let svg = client.find(Locator::Css("#chart svg")).await?;
     assert_eq!(svg.attr("role").await?.as_deref(), Some("img"));
+    // Most requests first; a header sorts by its column, twice reverses.
     let routes = texts(client, "#routes tbody tr td:first-child").await?;
-    assert!(
-        routes.contains(&"/rest/v1/airdrop/".to_owned()),
-        "{routes:?}"
-    );
+    assert_eq!(routes.len(), 4, "{routes:?}");
+    assert_eq!(routes[0], "/rest/v1/airdrop/", "2 requests");
     assert!(routes.contains(&XSS_ROUTE.to_owned()), "{routes:?}");
+    click(client, "#routes button[data-sort=route]").await?;
+    let by_name = texts(client, "#routes tbody tr td:first-child").await?;
+    let mut sorted = routes.clone();
+    sorted.sort();
+    assert_eq!(by_name, sorted);
+    click(client, "#routes button[data-sort=route]").await?;
+    sorted.reverse();
+    assert_eq!(
+        texts(client, "#routes tbody tr td:first-child").await?,
+        sorted
+    );
+    let th = client.find(Locator::Css("#routes th[aria-sort]")).await?;
+    assert_eq!(th.attr("aria-sort").await?.as_deref(), Some("descending"));
+    click(client, "#routes button[data-sort=requests]").await?;
     let time = client.find(Locator::Css("#history tbody tr time")).await?;
     assert!(time.attr("title").await?.unwrap().ends_with(" UTC"));
 

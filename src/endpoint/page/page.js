@@ -279,8 +279,30 @@
       // Months are summed; a p95 across two months is bounded by the larger one.
       r.p95 = Math.max(r.p95, b.durationUs.p95);
     });
-    var list = Object.keys(rows).map(function (k) { return rows[k]; });
-    list.sort(function (a, b) { return b.requests - a.requests || (a.route < b.route ? -1 : 1); });
+    routeRows = Object.keys(rows).map(function (k) {
+      rows[k].rate = rows[k].requests ? rows[k].errors / rows[k].requests : 0;
+      return rows[k];
+    });
+    drawRoutes();
+  }
+
+  // The routes table's order: a column and a direction, changed from its headers.
+  var routeRows = [];
+  var routeSort = { key: "requests", dir: -1 };
+
+  function drawRoutes() {
+    var key = routeSort.key;
+    var dir = routeSort.dir;
+    var list = routeRows.slice().sort(function (a, b) {
+      var x = a[key], y = b[key];
+      var order = x < y ? -1 : x > y ? 1 : 0;
+      return dir * order || (a.route < b.route ? -1 : 1);
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("#routes th"), function (th) {
+      var button = th.querySelector("button");
+      if (button && button.dataset.sort === key) th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    });
     var body = $("routes").tBodies[0];
     clear(body);
     list.forEach(function (r) {
@@ -553,6 +575,13 @@
     $("export-csv").addEventListener("click", function () { exportAs("csv"); });
     $("export-ndjson").addEventListener("click", function () { exportAs("ndjson"); });
     $("more").addEventListener("click", loadMore);
+    $("routes").tHead.addEventListener("click", function (e) {
+      var button = e.target.closest("button[data-sort]");
+      if (!button) return;
+      var key = button.dataset.sort;
+      routeSort = { key: key, dir: routeSort.key === key ? -routeSort.dir : (key === "route" ? 1 : -1) };
+      drawRoutes();
+    });
     var rows = $("history").tBodies[0];
     rows.addEventListener("click", function (e) { open(e.target.closest("tr")); });
     rows.addEventListener("keydown", function (e) {
