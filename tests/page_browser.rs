@@ -267,7 +267,7 @@ async fn the_page_in_chromium() {
 
     let profile = tempfile::tempdir().unwrap();
     let client = browser(&driver, profile.path(), &[]).await;
-    let result = run(&client, addr, segments, profile.path()).await;
+    let result = run(&client, addr, segments, profile.path(), &handle).await;
     let _ = client.close().await;
     result.unwrap();
 }
@@ -277,6 +277,7 @@ async fn run(
     addr: SocketAddr,
     segments: usize,
     profile: &Path,
+    handle: &tower_usage::UsageHandle,
 ) -> Result<(), CmdError> {
     client.goto(&format!("http://{addr}/v1/usage")).await?;
     assert_eq!(client.title().await?, "API usage");
@@ -468,6 +469,31 @@ async fn run(
     let headers = text_of(client, "req-headers").await?;
     assert!(headers.contains("authorization: [REDACTED]"), "{headers}");
     assert_no_alert(client).await;
+
+    // Live mode: a new request shows on top without a reload.
+    click(client, "#close").await?;
+    until("the list again", || async {
+        let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+        Ok((rows.len() == 5).then_some(()))
+    })
+    .await;
+    click(client, "#live").await?;
+    let (status, _, _) = send(
+        Request::get(format!("http://{addr}/rest/v1/collection/live/owners"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    handle.flush().await;
+    let paths = until("the new request on top", || async {
+        let paths = texts(client, "#history tbody tr td:nth-child(3)").await?;
+        Ok((paths.len() == 6).then_some(paths))
+    })
+    .await;
+    assert_eq!(paths[0], "/rest/v1/collection/live/owners");
+    assert_eq!(paths[1], XSS_PATH, "{paths:?}");
     Ok(())
 }
 

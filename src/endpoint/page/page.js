@@ -346,20 +346,64 @@
   function history(page, append) {
     var body = $("history").tBodies[0];
     if (!append) clear(body);
-    page.requests.forEach(function (r) {
-      var tr = el("tr");
-      tr.tabIndex = 0;
-      tr.dataset.id = String(r.id);
-      tr.appendChild(timeCell(r.createdAt));
-      tr.appendChild(el("td", r.method));
-      tr.appendChild(el("td", r.path, "path"));
-      tr.appendChild(el("td", r.status, "num"));
-      tr.appendChild(el("td", duration(r.durationUs), "num"));
-      tr.appendChild(el("td", r.outcome));
-      body.appendChild(tr);
-    });
+    page.requests.forEach(function (r) { body.appendChild(historyRow(r)); });
     nextCursor = page.nextCursor;
     $("more").hidden = !nextCursor;
+  }
+
+  function historyRow(r) {
+    var tr = el("tr");
+    tr.tabIndex = 0;
+    tr.dataset.id = String(r.id);
+    tr.dataset.created = String(r.createdAt);
+    tr.appendChild(timeCell(r.createdAt));
+    tr.appendChild(el("td", r.method));
+    tr.appendChild(el("td", r.path, "path"));
+    tr.appendChild(el("td", r.status, "num"));
+    tr.appendChild(el("td", duration(r.durationUs), "num"));
+    tr.appendChild(el("td", r.outcome));
+    return tr;
+  }
+
+  // --- live mode: new records on top, polled while the tab is visible ------
+
+  var LIVE_EVERY_MS = 3000;
+  var LIVE_MAX_ROWS = 500;
+  var liveTimer = null;
+
+  function setLive(on) {
+    if (liveTimer) clearInterval(liveTimer);
+    liveTimer = on ? setInterval(poll, LIVE_EVERY_MS) : null;
+    $("live").checked = on;
+  }
+
+  function poll() {
+    if (document.hidden || !listBase || $("view").hidden || !currentToken()) return;
+    var body = $("history").tBodies[0];
+    var params = new URLSearchParams(listBase);
+    var newest = body.querySelector("tr[data-created]");
+    if (newest) params.set("since", newest.dataset.created);
+    params.set("limit", "100");
+    var mine = generation;
+    getJson("", params).then(function (page) {
+      if (mine !== generation) return;
+      var shown = {};
+      Array.prototype.forEach.call(body.rows, function (tr) { shown[tr.dataset.id] = true; });
+      var anchor = body.firstChild;
+      page.requests.forEach(function (r) {
+        if (!shown[String(r.id)]) body.insertBefore(historyRow(r), anchor);
+      });
+      // Bounded: the oldest rows go, and with them the way to older pages.
+      if (body.rows.length > LIVE_MAX_ROWS) {
+        while (body.rows.length > LIVE_MAX_ROWS) body.deleteRow(-1);
+        nextCursor = null;
+        $("more").hidden = true;
+      }
+      $("empty").hidden = body.rows.length > 0 || !$("empty").textContent;
+    }, function (err) {
+      setLive(false);
+      fail(err);
+    });
   }
 
   function emptyState(state, range, anyRecords) {
@@ -575,6 +619,7 @@
     $("export-csv").addEventListener("click", function () { exportAs("csv"); });
     $("export-ndjson").addEventListener("click", function () { exportAs("ndjson"); });
     $("more").addEventListener("click", loadMore);
+    $("live").addEventListener("change", function (e) { setLive(e.target.checked); });
     $("routes").tHead.addEventListener("click", function (e) {
       var button = e.target.closest("button[data-sort]");
       if (!button) return;
