@@ -45,6 +45,8 @@ mod body;
 mod export;
 mod future;
 mod openapi;
+#[cfg(feature = "page")]
+pub mod page;
 mod params;
 mod response;
 mod service;

@@ -52,6 +52,7 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `GET M/{id}` | the record with this id, `200` with the record object; `404` when there is none *or* it is another consumer's (never `403`, so ids leak nothing); takes no parameters |
 /// | `GET M/summary` | the usage summary (see [Summary](#summary-get-msummary)) |
 /// | `GET M/openapi.json` | an OpenAPI 3.1 document of all of these, paths under `M`; needs no token |
+/// | `GET M` from a browser, `M/page.js`, `M/page.css` | the usage page and its files (cargo feature `page`, on by default; see the `endpoint::page` module); need no token |
 /// | anything else below `M` | `404` |
 ///
 /// Mounted any other way (`route_service(M, ..)`, tonic's router, a plain
@@ -444,6 +445,10 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let head = req.method() == Method::HEAD;
+        #[cfg(feature = "page")]
+        if let Some(res) = super::page::answer(&req, self.mount_point.as_deref()) {
+            return ResponseFuture::ready(res, head);
+        }
         match self.prepare(&req) {
             Err(refusal) => ResponseFuture::refused(refusal, head),
             Ok(Action::List(ListRequest { query, answer })) => match answer.format {

@@ -51,7 +51,10 @@ impl<'a> Target<'a> {
                 .get::<axum::extract::MatchedPath>()
                 .is_some_and(|matched| {
                     let prefix = nested.as_str().trim_end_matches('/');
+                    // `nest_service(M, ..)` itself matches `M/` as a route
+                    // of that name: that is the nest, not a route below it.
                     matched.as_str().strip_prefix(prefix) == Some(path)
+                        && matched.as_str().trim_end_matches('/') != prefix
                 });
             if !routed_here {
                 return (Self::below(path), Some(nested.as_str()));

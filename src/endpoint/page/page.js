@@ -1,0 +1,658 @@
+// The usage page of tower-usage: reads `M` (the URL this script was loaded
+// from, minus `/page.js`) with the token the reader enters. Hand-written, no
+// framework. Every string that came from a record is set with `textContent`
+// or as an attribute value, never parsed as HTML.
+(function () {
+  "use strict";
+
+  var SRC = document.currentScript.src;
+  var M = SRC.slice(0, SRC.lastIndexOf("/"));
+  var TOKEN_KEY = "tower-usage-token";
+  var SVG = "http://www.w3.org/2000/svg";
+  var CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+  var FILTERS = ["method", "path", "status", "route", "outcome"];
+  var RANGES = {
+    hour: { ms: 3600e3, interval: "minute", step: 60e3, label: "hour" },
+    day: { ms: 86400e3, interval: "hour", step: 3600e3, label: "day" },
+    week: { ms: 7 * 86400e3, interval: "hour", step: 3600e3, label: "7 days" },
+    month: { ms: 30 * 86400e3, interval: "day", step: 86400e3, label: "30 days" }
+  };
+  var PAGE_SIZE = 50;
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, text, className) {
+    var node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (className) node.className = className;
+    return node;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
+
+  // --- the token: sessionStorage only, sent only as `Authorization` -------
+
+  function token() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; }
+  }
+
+  function setToken(value) {
+    try {
+      if (value) sessionStorage.setItem(TOKEN_KEY, value);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* storage disabled: the token lives for this view only */ }
+    memoryToken = value;
+  }
+  var memoryToken = "";
+
+  function currentToken() { return token() || memoryToken; }
+
+  // --- state kept in the URL's hash: range, filters, open record ----------
+
+  function readState() {
+    var params = new URLSearchParams(location.hash.slice(1));
+    var state = { range: params.get("range") || "day", record: params.get("record") || "" };
+    if (!RANGES[state.range]) state.range = "day";
+    FILTERS.forEach(function (name) { state[name] = params.get(name) || ""; });
+    return state;
+  }
+
+  function writeState(state) {
+    var params = new URLSearchParams();
+    if (state.range !== "day") params.set("range", state.range);
+    FILTERS.forEach(function (name) { if (state[name]) params.set(name, state[name]); });
+    if (state.record) params.set("record", state.record);
+    var hash = params.toString();
+    if (location.hash.slice(1) !== hash) location.hash = hash;
+    else render();
+  }
+
+  // --- talking to M ------------------------------------------------------
+
+  function ApiError(status, message) {
+    this.status = status;
+    this.message = message;
+  }
+
+  function url(path, params) {
+    var query = params ? params.toString() : "";
+    return M + path + (query ? "?" + query : "");
+  }
+
+  function request(path, params) {
+    return fetch(url(path, params), {
+      headers: { "Authorization": "Bearer " + currentToken(), "Accept": "application/json" },
+      cache: "no-store",
+      credentials: "same-origin"
+    }).then(function (res) {
+      if (res.ok) return res;
+      return res.json().catch(function () { return {}; }).then(function (body) {
+        throw new ApiError(res.status, body && typeof body.error === "string" ? body.error : "");
+      });
+    }, function () {
+      throw new ApiError(0, "");
+    });
+  }
+
+  function getJson(path, params) {
+    return request(path, params).then(function (res) { return res.json(); });
+  }
+
+  function explain(err) {
+    if (!(err instanceof ApiError)) return "Something went wrong while drawing the page: " + err;
+    switch (err.status) {
+      case 0: return "The server could not be reached. Check your connection and reload the page.";
+      case 401: return "This token was not accepted (401 Unauthorized). Check it and enter it again above.";
+      case 403: return "This token may not see these records (403 Forbidden).";
+      case 503: return "Usage storage is unavailable right now (503). Try again in a minute.";
+      default: return "The server answered " + err.status + (err.message ? ": " + err.message : ".");
+    }
+  }
+
+  function say(text, isError) {
+    var box = $("message");
+    box.textContent = text || "";
+    box.className = isError ? "error" : "";
+  }
+
+  function fail(err) {
+    say(explain(err), true);
+    if (err instanceof ApiError && err.status === 401) {
+      setToken("");
+      showTokenForm(true);
+      $("view").hidden = true;
+      $("detail").hidden = true;
+    }
+  }
+
+  // --- formatting --------------------------------------------------------
+
+  var numberFormat = new Intl.NumberFormat();
+
+  function count(n) { return numberFormat.format(n); }
+
+  function percent(part, whole) {
+    if (!whole) return "–";
+    var p = 100 * part / whole;
+    return (p < 10 && p > 0 ? p.toFixed(1) : Math.round(p)) + "%";
+  }
+
+  function duration(us) {
+    if (us === undefined || us === null) return "–";
+    if (us < 1000) return us + " µs";
+    if (us < 1e6) return (us / 1000).toFixed(us < 1e4 ? 1 : 0) + " ms";
+    return (us / 1e6).toFixed(2) + " s";
+  }
+
+  function bytes(n) {
+    if (n < 1024) return n + " B";
+    var units = ["KiB", "MiB", "GiB", "TiB"];
+    var i = -1;
+    do { n /= 1024; i++; } while (n >= 1024 && i < units.length - 1);
+    return n.toFixed(n < 10 ? 1 : 0) + " " + units[i];
+  }
+
+  function timeCell(iso) {
+    var cell = el("td");
+    var t = new Date(iso);
+    var time = el("time", isNaN(t) ? iso : t.toLocaleString());
+    time.setAttribute("datetime", String(iso));
+    time.title = isNaN(t) ? String(iso) : t.toISOString().replace("T", " ").replace("Z", " UTC");
+    cell.appendChild(time);
+    return cell;
+  }
+
+  // --- the summary: headline numbers, chart, routes ----------------------
+
+  function summaryParams(state, since, until, interval, groupBy) {
+    var params = new URLSearchParams();
+    params.set("since", since.toISOString());
+    params.set("until", until.toISOString());
+    params.set("interval", interval);
+    if (groupBy) params.set("groupBy", groupBy);
+    return params;
+  }
+
+  function headline(current, previous, range) {
+    var box = $("headline");
+    clear(box);
+    var now = current.total;
+    var before = previous.total;
+    var cards = [
+      ["Requests", count(now.requests), now.requests, before.requests],
+      ["Error rate", percent(now.clientErrors + now.serverErrors, now.requests),
+        rate(now), rate(before)],
+      ["p95 latency", now.requests ? duration(now.durationUs.p95) : "–",
+        now.requests ? now.durationUs.p95 : null, before.requests ? before.durationUs.p95 : null],
+      ["Bytes in + out", bytes(now.requestBytes + now.responseBytes),
+        now.requestBytes + now.responseBytes, before.requestBytes + before.responseBytes]
+    ];
+    cards.forEach(function (c) {
+      var card = el("div", null, "card");
+      card.appendChild(el("div", c[0], "label"));
+      card.appendChild(el("div", c[1], "value"));
+      card.appendChild(el("div", delta(c[2], c[3], range), "delta"));
+      box.appendChild(card);
+    });
+  }
+
+  function rate(total) {
+    return total.requests ? (total.clientErrors + total.serverErrors) / total.requests : null;
+  }
+
+  function delta(now, before, range) {
+    var period = "the previous " + range.label;
+    if (before === null || before === undefined || now === null) return "no data for " + period;
+    if (before === 0) return now === 0 ? "same as " + period : "none in " + period;
+    var change = Math.round(100 * (now - before) / before);
+    if (change === 0) return "same as " + period;
+    return (change > 0 ? "+" : "") + change + "% vs " + period;
+  }
+
+  function chart(summary, since, until, range) {
+    var figure = $("chart");
+    clear(figure);
+    var first = Math.floor(since.getTime() / range.step) * range.step;
+    var slots = [];
+    for (var t = first; t < until.getTime(); t += range.step) slots.push({ start: t, by: {} , total: 0 });
+    var index = {};
+    slots.forEach(function (slot, i) { index[slot.start] = i; });
+    summary.buckets.forEach(function (b) {
+      var i = index[new Date(b.start).getTime()];
+      if (i === undefined || CLASSES.indexOf(b.status) < 0) return;
+      slots[i].by[b.status] = (slots[i].by[b.status] || 0) + b.requests;
+      slots[i].total += b.requests;
+    });
+    var max = slots.reduce(function (m, s) { return Math.max(m, s.total); }, 0);
+    var width = 1000, height = 180, pad = 4;
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", "Requests per " + range.interval + " by status class, highest " + max);
+    var slotWidth = width / Math.max(slots.length, 1);
+    slots.forEach(function (slot, i) {
+      var y = height;
+      CLASSES.forEach(function (cls) {
+        var n = slot.by[cls];
+        if (!n) return;
+        var h = (height - pad) * n / max;
+        y -= h;
+        var rect = document.createElementNS(SVG, "rect");
+        rect.setAttribute("x", String(i * slotWidth + slotWidth * 0.1));
+        rect.setAttribute("y", String(y));
+        rect.setAttribute("width", String(Math.max(slotWidth * 0.8, 1)));
+        rect.setAttribute("height", String(h));
+        rect.setAttribute("class", "s" + cls);
+        var title = document.createElementNS(SVG, "title");
+        title.textContent = new Date(slot.start).toLocaleString() + " · " + cls + ": " + count(n);
+        rect.appendChild(title);
+        svg.appendChild(rect);
+      });
+    });
+    figure.appendChild(svg);
+    var axis = el("div", null, "axis");
+    axis.appendChild(el("span", since.toLocaleString()));
+    axis.appendChild(el("span", "now"));
+    figure.appendChild(axis);
+    var legend = el("figcaption", null, "legend");
+    CLASSES.forEach(function (cls) {
+      var item = el("span");
+      item.appendChild(el("span", null, "swatch s" + cls));
+      item.appendChild(document.createTextNode(cls));
+      legend.appendChild(item);
+    });
+    legend.appendChild(el("span", max ? "highest bar: " + count(max) + " per " + range.interval : "no requests in this range"));
+    figure.appendChild(legend);
+  }
+
+  function routes(summary) {
+    var rows = {};
+    summary.buckets.forEach(function (b) {
+      var key = b.route === null || b.route === undefined ? "" : b.route;
+      var r = rows[key] || (rows[key] = { route: key, requests: 0, errors: 0, bytes: 0, p95: 0 });
+      r.requests += b.requests;
+      r.errors += b.clientErrors + b.serverErrors;
+      r.bytes += b.requestBytes + b.responseBytes;
+      // Months are summed; a p95 across two months is bounded by the larger one.
+      r.p95 = Math.max(r.p95, b.durationUs.p95);
+    });
+    routeRows = Object.keys(rows).map(function (k) {
+      rows[k].rate = rows[k].requests ? rows[k].errors / rows[k].requests : 0;
+      return rows[k];
+    });
+    drawRoutes();
+  }
+
+  // The routes table's order: a column and a direction, changed from its headers.
+  var routeRows = [];
+  var routeSort = { key: "requests", dir: -1 };
+
+  function drawRoutes() {
+    var key = routeSort.key;
+    var dir = routeSort.dir;
+    var list = routeRows.slice().sort(function (a, b) {
+      var x = a[key], y = b[key];
+      var order = x < y ? -1 : x > y ? 1 : 0;
+      return dir * order || (a.route < b.route ? -1 : 1);
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("#routes th"), function (th) {
+      var button = th.querySelector("button");
+      if (button && button.dataset.sort === key) th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    });
+    var body = $("routes").tBodies[0];
+    clear(body);
+    list.forEach(function (r) {
+      var tr = el("tr");
+      tr.appendChild(el("td", r.route || "(no route)", "path"));
+      tr.appendChild(el("td", count(r.requests), "num"));
+      tr.appendChild(el("td", percent(r.errors, r.requests), "num"));
+      tr.appendChild(el("td", duration(r.p95), "num"));
+      tr.appendChild(el("td", bytes(r.bytes), "num"));
+      body.appendChild(tr);
+    });
+    if (!list.length) {
+      var tr = el("tr");
+      var td = el("td", "No requests in this range.");
+      td.colSpan = 5;
+      tr.appendChild(td);
+      body.appendChild(tr);
+    }
+  }
+
+  // --- the history -------------------------------------------------------
+
+  function listParams(state, since) {
+    var params = new URLSearchParams();
+    params.set("order", "desc");
+    params.set("since", since.toISOString());
+    if (state.method) params.set("method", state.method);
+    if (state.path) {
+      var p = state.path.charAt(0) === "/" ? state.path : "/" + state.path;
+      params.set("path", p.slice(-1) === "*" ? p : p + "*");
+    }
+    if (state.status) params.set("status", state.status);
+    if (state.route) params.set("route", state.route);
+    if (state.outcome) params.set("outcome", state.outcome);
+    return params;
+  }
+
+  var nextCursor = null;
+  var listBase = null;
+
+  function history(page, append) {
+    var body = $("history").tBodies[0];
+    if (!append) clear(body);
+    page.requests.forEach(function (r) { body.appendChild(historyRow(r)); });
+    nextCursor = page.nextCursor;
+    $("more").hidden = !nextCursor;
+  }
+
+  function historyRow(r) {
+    var tr = el("tr");
+    tr.tabIndex = 0;
+    tr.dataset.id = String(r.id);
+    tr.dataset.created = String(r.createdAt);
+    tr.appendChild(timeCell(r.createdAt));
+    tr.appendChild(el("td", r.method));
+    tr.appendChild(el("td", r.path, "path"));
+    tr.appendChild(el("td", r.status, "num"));
+    tr.appendChild(el("td", duration(r.durationUs), "num"));
+    tr.appendChild(el("td", r.outcome));
+    return tr;
+  }
+
+  // --- live mode: new records on top, polled while the tab is visible ------
+
+  var LIVE_EVERY_MS = 3000;
+  var LIVE_MAX_ROWS = 500;
+  var liveTimer = null;
+
+  function setLive(on) {
+    if (liveTimer) clearInterval(liveTimer);
+    liveTimer = on ? setInterval(poll, LIVE_EVERY_MS) : null;
+    $("live").checked = on;
+  }
+
+  function poll() {
+    if (document.hidden || !listBase || $("view").hidden || !currentToken()) return;
+    var body = $("history").tBodies[0];
+    var params = new URLSearchParams(listBase);
+    var newest = body.querySelector("tr[data-created]");
+    if (newest) params.set("since", newest.dataset.created);
+    params.set("limit", "100");
+    var mine = generation;
+    getJson("", params).then(function (page) {
+      if (mine !== generation) return;
+      var shown = {};
+      Array.prototype.forEach.call(body.rows, function (tr) { shown[tr.dataset.id] = true; });
+      var anchor = body.firstChild;
+      page.requests.forEach(function (r) {
+        if (!shown[String(r.id)]) body.insertBefore(historyRow(r), anchor);
+      });
+      // Bounded: the oldest rows go, and with them the way to older pages.
+      if (body.rows.length > LIVE_MAX_ROWS) {
+        while (body.rows.length > LIVE_MAX_ROWS) body.deleteRow(-1);
+        nextCursor = null;
+        $("more").hidden = true;
+      }
+      $("empty").hidden = body.rows.length > 0 || !$("empty").textContent;
+    }, function (err) {
+      setLive(false);
+      fail(err);
+    });
+  }
+
+  function emptyState(state, range, anyRecords) {
+    var box = $("empty");
+    var filtered = FILTERS.some(function (name) { return state[name]; });
+    box.hidden = anyRecords;
+    if (anyRecords) return;
+    box.textContent = filtered
+      ? "No request matches these filters in the last " + range.label + ". Clear a filter or choose a longer range."
+      : "No requests recorded for this token in the last " + range.label +
+        ". Send a request to the API with this same token, then choose a range again to refresh.";
+  }
+
+  function loadMore() {
+    if (!nextCursor || !listBase) return;
+    var params = new URLSearchParams(listBase);
+    params.set("limit", String(PAGE_SIZE));
+    params.set("cursor", nextCursor);
+    $("more").disabled = true;
+    getJson("", params).then(function (page) { history(page, true); }, fail)
+      .then(function () { $("more").disabled = false; });
+  }
+
+  // --- one record ----------------------------------------------------------
+
+  function headerText(headers) {
+    if (!headers || typeof headers !== "object") return "(none)";
+    var lines = Object.keys(headers).map(function (k) {
+      var v = headers[k];
+      return k + ": " + (Array.isArray(v) ? v.join(", ") : v);
+    });
+    return lines.length ? lines.join("\n") : "(none)";
+  }
+
+  function bodyText(body, size) {
+    if (body === undefined || body === null) return "(none)";
+    if (typeof body === "string") return body.length ? body : "(empty)";
+    if (body.encoding === "base64" && typeof body.data === "string") {
+      var raw;
+      try { raw = atob(body.data); } catch (e) { raw = ""; }
+      var hex = [];
+      for (var i = 0; i < Math.min(raw.length, 256); i++) {
+        hex.push(("0" + raw.charCodeAt(i).toString(16)).slice(-2));
+      }
+      return "binary, " + raw.length + " bytes" + (raw.length > 256 ? " (first 256 shown)" : "") + ":\n" + hex.join(" ");
+    }
+    if (typeof body === "object" && Object.keys(body).length === 0 && !size) return "(empty)";
+    return JSON.stringify(body, null, 2);
+  }
+
+  function showRecord(id) {
+    $("view").hidden = true;
+    $("detail").hidden = false;
+    var meta = $("detail-meta");
+    clear(meta);
+    ["req-headers", "req-body", "res-headers", "res-body"].forEach(function (k) { $(k).textContent = ""; });
+    $("detail-title").textContent = "Request " + id;
+    getJson("/" + encodeURIComponent(id)).then(function (r) {
+      $("detail-title").textContent = r.method + " " + r.path;
+      [["Id", r.id], ["Time", null], ["Status", r.status], ["Duration", duration(r.durationUs)],
+        ["Outcome", r.outcome], ["Route", r.route || "(no route)"], ["Consumer", r.consumer || "(anonymous)"]]
+        .forEach(function (row) {
+          meta.appendChild(el("dt", row[0]));
+          if (row[0] === "Time") {
+            var dd = el("dd");
+            var cell = timeCell(r.createdAt);
+            while (cell.firstChild) dd.appendChild(cell.firstChild);
+            meta.appendChild(dd);
+          } else {
+            meta.appendChild(el("dd", row[1]));
+          }
+        });
+      var req = r.request || {};
+      $("req-headers").textContent = headerText(req.headers);
+      $("req-body").textContent = bodyText(req.body, req.bodySize);
+      $("res-headers").textContent = headerText(r.responseHeaders);
+      $("res-body").textContent = bodyText(r.response, r.responseSize);
+      $("detail-title").focus();
+    }, fail);
+  }
+
+  // --- export: fetched with the header, saved as a blob -------------------
+
+  function exportAs(format) {
+    var state = readState();
+    var params = listParams(state, new Date(Date.now() - RANGES[state.range].ms));
+    params.set("format", format);
+    say("Preparing the " + format.toUpperCase() + " export…");
+    var name = "usage." + format;
+    request("", params).then(function (res) {
+      var disposition = res.headers.get("content-disposition") || "";
+      var match = /filename="([A-Za-z0-9._-]+)"/.exec(disposition);
+      if (match) name = match[1];
+      return res.blob();
+    }).then(function (blob) {
+      var link = el("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = name;
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(function () { URL.revokeObjectURL(link.href); }, 10000);
+      say("Saved " + name + ".");
+    }, fail);
+  }
+
+  // --- putting it together ------------------------------------------------
+
+  var generation = 0;
+
+  function render() {
+    if (!currentToken()) {
+      showTokenForm(true);
+      $("view").hidden = true;
+      $("detail").hidden = true;
+      say("Enter the bearer token you call the API with to see its usage. It is kept in this tab only.");
+      return;
+    }
+    showTokenForm(false);
+    var state = readState();
+    if (state.record) {
+      showRecord(state.record);
+      return;
+    }
+    $("detail").hidden = true;
+    $("view").hidden = false;
+    say("");
+    var form = $("filters");
+    FILTERS.forEach(function (name) { form.elements[name].value = state[name]; });
+    Array.prototype.forEach.call(document.querySelectorAll("#ranges button"), function (b) {
+      b.setAttribute("aria-pressed", String(b.dataset.range === state.range));
+    });
+    var range = RANGES[state.range];
+    var until = new Date();
+    var since = new Date(until.getTime() - range.ms);
+    var before = new Date(since.getTime() - range.ms);
+    var mine = ++generation;
+    var started = performance.now();
+    listBase = listParams(state, since);
+    var first = new URLSearchParams(listBase);
+    first.set("limit", String(PAGE_SIZE));
+    document.body.setAttribute("aria-busy", "true");
+    Promise.all([
+      getJson("/summary", summaryParams(state, since, until, range.interval, "status")),
+      getJson("/summary", summaryParams(state, before, since, "month", "")),
+      getJson("/summary", summaryParams(state, since, until, "month", "route")),
+      getJson("", first)
+    ]).then(function (answers) {
+      if (mine !== generation) return;
+      $("data").hidden = false;
+      headline(answers[0], answers[1], range);
+      chart(answers[0], since, until, range);
+      routes(answers[2]);
+      history(answers[3], false);
+      emptyState(state, range, answers[3].requests.length > 0);
+      document.body.dataset.ready = String(mine);
+      document.body.dataset.drawnMs = String(Math.round(performance.now() - started));
+    }, function (err) {
+      if (mine !== generation) return;
+      // Nothing half-drawn: the message says why; a range button tries again.
+      $("data").hidden = true;
+      fail(err);
+    }).then(function () { document.body.removeAttribute("aria-busy"); });
+  }
+
+  function showTokenForm(show) {
+    $("token").value = "";
+    $("token").parentNode.querySelector("label").hidden = !show;
+    $("token").hidden = !show;
+    $("token-form").querySelector("button[type=submit]").hidden = !show;
+    $("forget").hidden = show;
+  }
+
+  function open(row) {
+    if (!row || !row.dataset.id) return;
+    var state = readState();
+    state.record = row.dataset.id;
+    writeState(state);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    $("token-form").addEventListener("submit", function (e) {
+      e.preventDefault();
+      var value = $("token").value.trim();
+      if (!value) {
+        say("Paste a token first.", true);
+        return;
+      }
+      if (!/^[\x20-\x7e]+$/.test(value)) {
+        say("A token is made of printable ASCII characters only; check what was pasted.", true);
+        return;
+      }
+      setToken(value);
+      render();
+    });
+    $("forget").addEventListener("click", function () {
+      setToken("");
+      render();
+    });
+    $("ranges").addEventListener("click", function (e) {
+      var button = e.target.closest("button[data-range]");
+      if (!button) return;
+      var state = readState();
+      state.range = button.dataset.range;
+      writeState(state);
+    });
+    $("filters").addEventListener("submit", function (e) {
+      e.preventDefault();
+      var state = readState();
+      FILTERS.forEach(function (name) { state[name] = e.target.elements[name].value.trim(); });
+      writeState(state);
+    });
+    $("export-csv").addEventListener("click", function () { exportAs("csv"); });
+    $("export-ndjson").addEventListener("click", function () { exportAs("ndjson"); });
+    $("more").addEventListener("click", loadMore);
+    $("live").addEventListener("change", function (e) { setLive(e.target.checked); });
+    $("routes").tHead.addEventListener("click", function (e) {
+      var button = e.target.closest("button[data-sort]");
+      if (!button) return;
+      var key = button.dataset.sort;
+      routeSort = { key: key, dir: routeSort.key === key ? -routeSort.dir : (key === "route" ? 1 : -1) };
+      drawRoutes();
+    });
+    var rows = $("history").tBodies[0];
+    rows.addEventListener("click", function (e) { open(e.target.closest("tr")); });
+    rows.addEventListener("keydown", function (e) {
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        open(e.target.closest("tr"));
+      }
+    });
+    $("detail").addEventListener("keydown", function (e) {
+      if (e.key === "Escape") $("close").click();
+    });
+    $("close").addEventListener("click", function () {
+      var state = readState();
+      var id = state.record;
+      state.record = "";
+      writeState(state);
+      setTimeout(function () {
+        var row = document.querySelector("#history tr[data-id]");
+        Array.prototype.some.call(document.querySelectorAll("#history tr[data-id]"), function (tr) {
+          if (tr.dataset.id === id) { row = tr; return true; }
+          return false;
+        });
+        if (row) row.focus();
+      }, 50);
+    });
+    window.addEventListener("hashchange", render);
+    render();
+  });
+})();

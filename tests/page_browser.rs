@@ -1,0 +1,600 @@
+//! The usage page in a real browser: Debian's Chromium, headless, driven
+//! over WebDriver (chromedriver on a loopback port) with `fantoccini`,
+//! against the quickstart app on 127.0.0.1. Without `chromium` and
+//! `chromedriver` this test fails, saying how to install them; it never
+//! skips. Screenshots at 1440x900 and 390x844 go to
+//! `target/page-screenshots/`.
+#![cfg(feature = "page")]
+
+mod common;
+
+#[allow(dead_code)] // the example's command line and demo are not used here
+#[path = "../examples/common/app.rs"]
+mod app;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::error::CmdError;
+use fantoccini::{Client, ClientBuilder, Locator};
+use http::Request;
+use serde_json::{json, Value};
+use tower_usage::{MemorySink, UsageQuery, UsageRecord, UsageSink};
+
+const TOKEN: &str = "IncYP3edd3blm2ypLGFFOYwQsC5vff3n";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const XSS_BODY: &str = "<img src=x onerror=alert(1)>";
+/// A path no URI can carry (`<` must be percent-encoded), as a record from
+/// another application on the same sink may hold it.
+const XSS_PATH: &str = "/rest/v1/airdrop/<script>alert(2)</script>";
+const XSS_ROUTE: &str = "/rest/<b onmouseover=alert(3)>{id}</b>";
+const INSTALL: &str =
+    "install them with `apt-get update && apt-get install -y chromium chromium-driver` \
+     (scripts/test does so when it runs as root or with sudo)";
+
+/// chromedriver, stopped when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("chromedriver"))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(path) if Path::new(CHROMIUM).is_file() => path,
+        _ => panic!("the page's browser test needs {CHROMIUM} and chromedriver on PATH: {INSTALL}"),
+    }
+}
+
+async fn start_driver() -> Driver {
+    let binary = chromedriver();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&binary)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL}", binary.display()));
+    let driver = Driver { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not listen on 127.0.0.1:{port} within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    driver
+}
+
+/// A headless Chromium; `extra` adds command-line switches.
+async fn browser(driver: &Driver, profile: &Path, extra: &[&str]) -> Client {
+    let mut args = vec![
+        "--headless".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        "--no-first-run".to_owned(),
+        "--disable-background-networking".to_owned(),
+        "--disable-component-update".to_owned(),
+        "--disable-sync".to_owned(),
+        "--hide-scrollbars".to_owned(),
+        "--window-size=1440,900".to_owned(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": CHROMIUM,
+            "args": args,
+            "prefs": {
+                "download.default_directory": profile.join("downloads"),
+                "download.prompt_for_download": false,
+            },
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .unwrap_or_else(|e| panic!("chromedriver could not start Chromium: {e}; {INSTALL}"))
+}
+
+/// Waits until `check` gives `Some`, or fails saying what was awaited.
+async fn until<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, CmdError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match check().await {
+            Ok(Some(v)) => return v,
+            Ok(None) => {}
+            // The page redrew between finding an element and reading it.
+            Err(e) if e.is_stale_element_reference() => {}
+            Err(e) => panic!("waiting for {what}: {e}"),
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn texts(client: &Client, css: &str) -> Result<Vec<String>, CmdError> {
+    let mut out = Vec::new();
+    for e in client.find_all(Locator::Css(css)).await? {
+        out.push(e.text().await?);
+    }
+    Ok(out)
+}
+
+async fn click(client: &Client, css: &str) -> Result<(), CmdError> {
+    client.find(Locator::Css(css)).await?.click().await
+}
+
+async fn text_of(client: &Client, id: &str) -> Result<String, CmdError> {
+    client.find(Locator::Id(id)).await?.text().await
+}
+
+async fn enter_token(client: &Client, token: &str) -> Result<(), CmdError> {
+    client
+        .find(Locator::Id("token"))
+        .await?
+        .send_keys(token)
+        .await?;
+    click(client, "#token-form button[type=submit]").await
+}
+
+/// Chooses a status class (`any`: none) in the history's filters and applies it.
+async fn filter_status(client: &Client, label: &str) -> Result<(), CmdError> {
+    client
+        .find(Locator::Css("#filters select[name=status]"))
+        .await?
+        .select_by_label(label)
+        .await?;
+    click(client, "#filters button[type=submit]").await
+}
+
+async fn assert_no_alert(client: &Client) {
+    match client.get_alert_text().await {
+        Err(e) if e.is_no_such_alert() => {}
+        Ok(text) => panic!("an alert is open: {text:?}"),
+        Err(e) => panic!("asking for an alert: {e}"),
+    }
+    let images = client.find_all(Locator::Css("img")).await.unwrap();
+    assert!(images.is_empty(), "an img element was made from a record");
+}
+
+async fn screenshot(client: &Client, width: u32, height: u32, name: &str) {
+    client.set_window_size(width, height).await.unwrap();
+    // The layout settles on the next frame.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let png = client.screenshot().await.unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/page-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+/// The quickstart's reference requests, and a request whose body is markup
+/// (a 400: not JSON), recorded twice: as it came, and with markup in its
+/// path and route too, as a record from anywhere may hold it.
+async fn traffic(addr: SocketAddr, sink: &MemorySink, handle: &tower_usage::UsageHandle) {
+    let post = |path: &str, content_type: &str, body: &str| {
+        Request::post(format!("http://{addr}{path}"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", content_type)
+            .body(full(body.to_owned()))
+            .unwrap()
+    };
+    let get = |path: &str| {
+        Request::get(format!("http://{addr}{path}"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(full(""))
+            .unwrap()
+    };
+    let airdrop = r#"{"airdrops":[{"address":"AXkcPCWrWYGuayYgKp7y6LhugKzq5f3pqeKnrSod9ufy","collectionId":"9f46cddbd46f"},{"userId":"c4367732ab0c","collectionId":"9f46cddbd46f"}],"sequential":false}"#;
+    let (status, _, body) = send(post("/rest/v1/airdrop/", "application/json", airdrop)).await;
+    assert_eq!(status, 200);
+    let batch = serde_json::from_slice::<Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, _) = send(get(&format!("/rest/v1/airdrop/{batch}"))).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = send(get("/rest/v1/collection/098f868479eb/owners")).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = send(post("/rest/v1/airdrop/", "application/json", XSS_BODY)).await;
+    assert_eq!(status, 400);
+    handle.flush().await;
+
+    let page = sink.query(&UsageQuery::default()).await.unwrap();
+    let sent = page.records.iter().find(|r| r.status == 400).unwrap();
+    let created_at = sent.created_at + Duration::from_millis(1);
+    let literal = UsageRecord {
+        id: UsageRecord::new_id(created_at),
+        path: XSS_PATH.to_owned(),
+        route: Some(XSS_ROUTE.to_owned()),
+        created_at,
+        ..sent.clone()
+    };
+    sink.record(&[literal]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_in_chromium() {
+    let driver = start_driver().await;
+    let sink = MemorySink::new();
+    let (router, handle) = app::app(sink.clone());
+    let addr = serve(router).await;
+    traffic(addr, &sink, &handle).await;
+
+    // What the chart must show: one bar segment per hour and status class.
+    let (_, _, summary) = send(
+        Request::get(format!(
+            "http://{addr}/v1/usage/summary?interval=hour&groupBy=status"
+        ))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(full(""))
+        .unwrap(),
+    )
+    .await;
+    let summary: Value = serde_json::from_slice(&summary).unwrap();
+    let segments = summary["buckets"].as_array().unwrap().len();
+    assert!(segments >= 2, "2xx and 4xx: {summary}");
+
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver, profile.path(), &[]).await;
+    let result = run(&client, addr, segments, profile.path(), &handle).await;
+    let _ = client.close().await;
+    result.unwrap();
+}
+
+async fn run(
+    client: &Client,
+    addr: SocketAddr,
+    segments: usize,
+    profile: &Path,
+    handle: &tower_usage::UsageHandle,
+) -> Result<(), CmdError> {
+    client.goto(&format!("http://{addr}/v1/usage")).await?;
+    assert_eq!(client.title().await?, "API usage");
+    // Before a token: what to do.
+    let message = text_of(client, "message").await?;
+    assert!(message.contains("Enter the bearer token"), "{message}");
+
+    // Another well-formed token is another consumer, with nothing recorded:
+    // the empty state says what to do.
+    enter_token(client, "someone-else").await?;
+    let empty = until("the empty state", || async {
+        let e = client.find(Locator::Id("empty")).await?;
+        Ok(e.is_displayed().await?.then_some(e))
+    })
+    .await;
+    let text = empty.text().await?;
+    assert!(
+        text.contains("No requests recorded for this token"),
+        "{text}"
+    );
+    assert!(text.contains("Send a request"), "{text}");
+    click(client, "#forget").await?;
+
+    // A malformed token: 401 in words, and the form again.
+    enter_token(client, "not a token").await?;
+    let message = until("the 401 message", || async {
+        let text = text_of(client, "message").await?;
+        Ok(text.contains("401").then_some(text))
+    })
+    .await;
+    assert!(message.contains("not accepted"), "{message}");
+
+    // The right token: the three reference requests and the other two.
+    let started = Instant::now();
+    enter_token(client, TOKEN).await?;
+    let paths = until("five rows in the history", || async {
+        let paths = texts(client, "#history tbody tr td:nth-child(3)").await?;
+        Ok((paths.len() == 5).then_some(paths))
+    })
+    .await;
+    let drawn = client
+        .find(Locator::Css("body"))
+        .await?
+        .attr("data-drawn-ms")
+        .await?;
+    eprintln!(
+        "first view: drawn {} ms after its requests started (in the page), rows seen by the test {} ms after the token was sent",
+        drawn.unwrap_or_default(),
+        started.elapsed().as_millis()
+    );
+    // Newest first.
+    assert_eq!(paths[0], XSS_PATH, "markup in a path shows as text");
+    assert_eq!(paths[1], "/rest/v1/airdrop/");
+    assert_eq!(paths[2], "/rest/v1/collection/098f868479eb/owners");
+    assert!(paths[3].starts_with("/rest/v1/airdrop/") && paths[3].len() > 20);
+    assert_eq!(paths[4], "/rest/v1/airdrop/");
+    let statuses = texts(client, "#history tbody tr td:nth-child(4)").await?;
+    assert_eq!(statuses, ["400", "400", "200", "200", "200"]);
+    assert_no_alert(client).await;
+
+    // The token: in this tab's sessionStorage only.
+    let storage = client
+        .execute(
+            "return [localStorage.length, sessionStorage.getItem('tower-usage-token'), location.href]",
+            vec![],
+        )
+        .await?;
+    assert_eq!(storage[0], 0);
+    assert_eq!(storage[1], TOKEN);
+    assert!(!storage[2].as_str().unwrap().contains(TOKEN));
+
+    // Headline numbers, the chart, the routes.
+    let values = texts(client, "#headline .card .value").await?;
+    assert_eq!(values.len(), 4, "{values:?}");
+    assert_eq!(values[0], "5");
+    assert_eq!(values[1], "40%");
+    let bars = client.find_all(Locator::Css("#chart svg rect")).await?;
+    assert_eq!(bars.len(), segments, "one rect per hour and status class");
+    let classes: Vec<_> = {
+        let mut out = Vec::new();
+        for bar in &bars {
+            out.push(bar.attr("class").await?.unwrap_or_default());
+        }
+        out
+    };
+    assert!(classes.contains(&"s2xx".to_owned()) && classes.contains(&"s4xx".to_owned()));
+    // The SVG is the page's own: built element by element.
+    let svg = client.find(Locator::Css("#chart svg")).await?;
+    assert_eq!(svg.attr("role").await?.as_deref(), Some("img"));
+    // Most requests first; a header sorts by its column, twice reverses.
+    let routes = texts(client, "#routes tbody tr td:first-child").await?;
+    assert_eq!(routes.len(), 4, "{routes:?}");
+    assert_eq!(routes[0], "/rest/v1/airdrop/", "2 requests");
+    assert!(routes.contains(&XSS_ROUTE.to_owned()), "{routes:?}");
+    click(client, "#routes button[data-sort=route]").await?;
+    let by_name = texts(client, "#routes tbody tr td:first-child").await?;
+    let mut sorted = routes.clone();
+    sorted.sort();
+    assert_eq!(by_name, sorted);
+    click(client, "#routes button[data-sort=route]").await?;
+    sorted.reverse();
+    assert_eq!(
+        texts(client, "#routes tbody tr td:first-child").await?,
+        sorted
+    );
+    let th = client.find(Locator::Css("#routes th[aria-sort]")).await?;
+    assert_eq!(th.attr("aria-sort").await?.as_deref(), Some("descending"));
+    click(client, "#routes button[data-sort=requests]").await?;
+    let time = client.find(Locator::Css("#history tbody tr time")).await?;
+    assert!(time.attr("title").await?.unwrap().ends_with(" UTC"));
+
+    screenshot(client, 1440, 900, "page-1440x900.png").await;
+    screenshot(client, 390, 844, "page-390x844.png").await;
+    client
+        .execute(
+            "document.getElementById('filters').scrollIntoView()",
+            vec![],
+        )
+        .await?;
+    screenshot(client, 1440, 900, "page-history-1440x900.png").await;
+    client.execute("window.scrollTo(0, 0)", vec![]).await?;
+    // The label of the token field is hidden with it once a token is in.
+    let label = client.find(Locator::Css("#token-form label")).await?;
+    assert!(!label.is_displayed().await?);
+
+    // Filter by status: the filter goes into the URL, one row is left.
+    filter_status(client, "4xx").await?;
+    until("only the 4xx rows", || async {
+        let statuses = texts(client, "#history tbody tr td:nth-child(4)").await?;
+        Ok((statuses == ["400", "400"]).then_some(()))
+    })
+    .await;
+    assert!(client
+        .current_url()
+        .await?
+        .fragment()
+        .unwrap()
+        .contains("status=4xx"));
+
+    // Export what is shown: fetched with the token, saved as a file.
+    click(client, "#export-csv").await?;
+    let downloads = profile.join("downloads");
+    let csv = until("the CSV export in the downloads", || async {
+        let done = std::fs::read_dir(&downloads).ok().and_then(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "csv"))
+        });
+        Ok(done.and_then(|p| std::fs::read_to_string(p).ok()))
+    })
+    .await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("id,createdAt,"), "{csv}");
+    assert_eq!(lines.len(), 3, "a header and the two 4xx records: {csv}");
+    assert!(lines[1].contains("<script>alert(2)</script>"), "{csv}");
+    let message = text_of(client, "message").await?;
+    assert!(message.starts_with("Saved usage-"), "{message}");
+
+    // Open it from the keyboard: the markup of its body and path is text.
+    let row = client.find(Locator::Css("#history tbody tr")).await?;
+    row.send_keys("\u{E007}").await?; // Enter
+    let body = until("the record's request body", || async {
+        let text = text_of(client, "req-body").await?;
+        Ok((!text.is_empty()).then_some(text))
+    })
+    .await;
+    assert_eq!(body, XSS_BODY);
+    let title = text_of(client, "detail-title").await?;
+    assert_eq!(title, format!("POST {XSS_PATH}"));
+    assert_no_alert(client).await;
+    screenshot(client, 390, 844, "page-record-390x844.png").await;
+    client.set_window_size(1440, 900).await?;
+
+    // Back, clear the filter, open the reference POST: its JSON body pretty-printed.
+    click(client, "#close").await?;
+    filter_status(client, "any").await?;
+    let rows = until("five rows again", || async {
+        let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+        Ok((rows.len() == 5).then_some(rows))
+    })
+    .await;
+    rows[4].click().await?;
+    let body = until("the POST's body", || async {
+        let text = text_of(client, "req-body").await?;
+        Ok((!text.is_empty()).then_some(text))
+    })
+    .await;
+    assert!(body.contains("\"airdrops\": [\n"), "{body}");
+    let headers = text_of(client, "req-headers").await?;
+    assert!(headers.contains("authorization: [REDACTED]"), "{headers}");
+    assert_no_alert(client).await;
+
+    // Live mode: a new request shows on top without a reload.
+    click(client, "#close").await?;
+    until("the list again", || async {
+        let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+        Ok((rows.len() == 5).then_some(()))
+    })
+    .await;
+    click(client, "#live").await?;
+    let (status, _, _) = send(
+        Request::get(format!("http://{addr}/rest/v1/collection/live/owners"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    handle.flush().await;
+    let paths = until("the new request on top", || async {
+        let paths = texts(client, "#history tbody tr td:nth-child(3)").await?;
+        Ok((paths.len() == 6).then_some(paths))
+    })
+    .await;
+    assert_eq!(paths[0], "/rest/v1/collection/live/owners");
+    assert_eq!(paths[1], XSS_PATH, "{paths:?}");
+    Ok(())
+}
+
+/// A sink that fails: the page says so in words, and shows no data. In a
+/// browser that prefers dark pages, the page is dark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_sink_is_said_in_words() {
+    let driver = start_driver().await;
+    let app = axum::Router::new().nest_service(
+        "/usage",
+        tower_usage::UsageService::new(FailingSink::default()),
+    );
+    let addr = serve(app).await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver, profile.path(), &["--force-dark-mode"]).await;
+    let result = async {
+        client.goto(&format!("http://{addr}/usage/")).await?;
+        let dark = client
+            .execute(
+                "return [matchMedia('(prefers-color-scheme: dark)').matches, \
+                 getComputedStyle(document.body).backgroundColor]",
+                vec![],
+            )
+            .await?;
+        assert_eq!(dark, json!([true, "rgb(18, 20, 23)"]));
+        enter_token(&client, TOKEN).await?;
+        let message = until("the 503 message", || async {
+            let text = text_of(&client, "message").await?;
+            Ok(text.contains("503").then_some(text))
+        })
+        .await;
+        assert_eq!(
+            message,
+            "Usage storage is unavailable right now (503). Try again in a minute."
+        );
+        let data = client.find(Locator::Id("data")).await?;
+        assert!(!data.is_displayed().await?, "nothing half-drawn");
+        screenshot(&client, 390, 844, "page-503-dark-390x844.png").await;
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.unwrap();
+}
+
+/// More records than a page holds: "Load more" follows `nextCursor` until
+/// there is none, and the rows are reachable from the keyboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_by_next_cursor() {
+    let driver = start_driver().await;
+    let sink = MemorySink::new();
+    let now = time::OffsetDateTime::now_utc();
+    let records: Vec<UsageRecord> = (0..120)
+        .map(|i| {
+            let created_at = now - Duration::from_secs(120 - i);
+            UsageRecord {
+                id: UsageRecord::new_id(created_at),
+                consumer: Some(tower_usage::hash_token(TOKEN)),
+                method: "GET".into(),
+                path: format!("/items/{i}"),
+                route: Some("/items/{n}".into()),
+                status: 200,
+                created_at,
+                ..UsageRecord::default()
+            }
+        })
+        .collect();
+    sink.record(&records).await.unwrap();
+    let app = axum::Router::new().nest_service("/usage", tower_usage::UsageService::new(sink));
+    let addr = serve(app).await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver, profile.path(), &[]).await;
+    let result = async {
+        client.goto(&format!("http://{addr}/usage")).await?;
+        enter_token(&client, TOKEN).await?;
+        for (shown, more) in [(50, true), (100, true), (120, false)] {
+            let rows = until(&format!("{shown} rows"), || async {
+                let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+                Ok((rows.len() == shown).then_some(rows))
+            })
+            .await;
+            // Newest first, no row twice.
+            let last = rows[shown - 1]
+                .find(Locator::Css("td:nth-child(3)"))
+                .await?;
+            assert_eq!(last.text().await?, format!("/items/{}", 120 - shown));
+            let button = client.find(Locator::Id("more")).await?;
+            assert_eq!(button.is_displayed().await?, more, "{shown}");
+            if more {
+                button.click().await?;
+            }
+        }
+        let tabindex = client
+            .find(Locator::Css("#history tbody tr"))
+            .await?
+            .attr("tabindex")
+            .await?;
+        assert_eq!(tabindex.as_deref(), Some("0"));
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.unwrap();
+}
