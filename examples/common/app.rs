@@ -234,6 +234,7 @@ pub(crate) async fn run<S: UsageSink + Clone>(
 
     if !args.demo {
         println!("tower-usage {name} listening on http://{addr}");
+        println!("open http://{addr}/v1/usage in a browser and paste the token {DEMO_TOKEN}");
         println!(
             "try: curl -s -X POST http://{addr}/rest/v1/airdrop/ -H 'Authorization: Bearer {DEMO_TOKEN}' \
              -H 'Content-Type: application/json' -d '{{\"airdrops\":[{{\"userId\":\"c4367732ab0c\",\"collectionId\":\"9f46cddbd46f\"}}]}}'"
