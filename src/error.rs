@@ -182,9 +182,16 @@ impl SinkError {
         self.temporary
     }
 
-    /// The message, without the kind.
-    pub fn message_str(&self) -> &str {
+    /// The error's own text: its message and context, without the kind that
+    /// [`Display`](fmt::Display) puts before them.
+    pub fn text(&self) -> &str {
         &self.message
+    }
+
+    /// The old name of [`text`](Self::text).
+    #[deprecated(note = "renamed `text`: the error's own text, without its kind")]
+    pub fn message_str(&self) -> &str {
+        self.text()
     }
 }
 

@@ -345,7 +345,7 @@ fn vec_query(records: &[UsageRecord], query: &UsageQuery) -> Result<UsagePage, S
     let after = query.position()?;
     let mut hits: Vec<UsageRecord> = records
         .iter()
-        .filter(|r| query.matches(r) && after.as_ref().is_none_or(|p| p.precedes(r, query.order)))
+        .filter(|r| query.matches(r) && after.as_ref().is_none_or(|p| p.is_before(r, query.order)))
         .cloned()
         .collect();
     hits.sort_by(|a, b| query.order.compare(a, b));

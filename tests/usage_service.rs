@@ -54,7 +54,7 @@ impl UsageSink for VecSink {
             .unwrap()
             .iter()
             .filter(|r| {
-                query.matches(r) && after.as_ref().is_none_or(|p| p.precedes(r, query.order))
+                query.matches(r) && after.as_ref().is_none_or(|p| p.is_before(r, query.order))
             })
             .cloned()
             .collect();

@@ -181,12 +181,12 @@ pub(super) fn sink_error(err: &SinkError) -> Response<UsageBody> {
     match err.kind() {
         SinkErrorKind::InvalidCursor => error(
             StatusCode::BAD_REQUEST,
-            &format!("invalid cursor: {}", err.message_str()),
+            &format!("invalid cursor: {}", err.text()),
             Some("cursor"),
         ),
         SinkErrorKind::InvalidQuery => error(
             StatusCode::BAD_REQUEST,
-            &format!("invalid query: {}", err.message_str()),
+            &format!("invalid query: {}", err.text()),
             None,
         ),
         // The operator's or the storage's fault: nothing the client can fix,

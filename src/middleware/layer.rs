@@ -18,15 +18,15 @@ use crate::writer::{UsageHandle, UsageWorker, WriterConfig};
 use crate::{IdentifyConsumer, RequestInfo, UsageSink};
 
 /// Default [`max_body_bytes`](crate::UsageLayer::max_body_bytes) for each side: 64 KiB.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Default [`max_header_bytes`](crate::UsageLayer::max_header_bytes): 8 KiB.
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
+pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
 
 /// Response headers kept by default: `content-type`, `content-encoding`,
 /// `content-length`, `location`, and gRPC's `grpc-status` and `grpc-message`
 /// (which a trailers frame also provides).
-pub const DEFAULT_KEPT_RESPONSE_HEADERS: &[&str] = &[
+pub(crate) const DEFAULT_KEPT_RESPONSE_HEADERS: &[&str] = &[
     "content-type",
     "content-encoding",
     "content-length",
@@ -192,7 +192,7 @@ impl<S> UsageLayer<S> {
     }
 
     /// The most bytes of each body (request and response) kept in a record.
-    /// Default: 64 KiB ([`DEFAULT_MAX_BODY_BYTES`](crate::middleware::DEFAULT_MAX_BODY_BYTES)).
+    /// Default: 64 KiB.
     ///
     /// Bodies still pass through whole; past the limit the copy stops and the
     /// record says `truncated`, with the body's full size.
@@ -204,7 +204,7 @@ impl<S> UsageLayer<S> {
     }
 
     /// The most bytes of request headers (names and values) a record keeps.
-    /// Default: 8 KiB ([`DEFAULT_MAX_HEADER_BYTES`](crate::middleware::DEFAULT_MAX_HEADER_BYTES)).
+    /// Default: 8 KiB.
     ///
     /// Headers are kept in the order they came until the budget is spent; the
     /// one that crosses it keeps its name and the start of its value, ending in
@@ -385,8 +385,11 @@ impl<S> UsageLayer<S> {
         self
     }
 
-    /// The response headers a record keeps, replacing the list. Default:
-    /// [`DEFAULT_KEPT_RESPONSE_HEADERS`](crate::middleware::DEFAULT_KEPT_RESPONSE_HEADERS).
+    /// The response headers a record keeps, *replacing* the list: name every
+    /// one you want. Default: `content-type`, `content-encoding`,
+    /// `content-length`, `location`, `grpc-status`, `grpc-message`. Reading
+    /// a body (its encoding, its charset, a form's fields) never depends on
+    /// this list.
     pub fn keep_response_headers<I>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = HeaderName>,
@@ -429,7 +432,7 @@ impl<S> UsageLayer<S> {
     /// How many captures the writer may hold, queued or in its hands (the batch
     /// being written or retried); past it a new capture is dropped and counted
     /// (what is queued keeps its place). Default: 65,536
-    /// ([`DEFAULT_QUEUE_CAPACITY`](crate::middleware::DEFAULT_QUEUE_CAPACITY)),
+    ///,
     /// a minute at 1,000 requests per second. [`queue_bytes`](Self::queue_bytes)
     /// bounds the same captures by size.
     /// See [choosing the queue capacity](crate::middleware#choosing-the-queue-capacity),
@@ -444,7 +447,7 @@ impl<S> UsageLayer<S> {
     /// buffer (headers and the kept body prefixes; counted by its capacity)
     /// plus about 200 bytes.
     /// Default: 256 MiB
-    /// ([`DEFAULT_QUEUE_BYTES`](crate::middleware::DEFAULT_QUEUE_BYTES)).
+    ///.
     pub fn queue_bytes(self, bytes: usize) -> Self {
         self.writer_config(|w| w.queue_bytes = bytes.max(1))
     }
@@ -452,13 +455,13 @@ impl<S> UsageLayer<S> {
     /// The most records per [`UsageSink::record`] call. The writer takes what is
     /// queued when it wakes, so batches are smaller under light load; see
     /// [how records flow](crate::middleware#how-records-flow). Default: 256
-    /// ([`DEFAULT_BATCH_SIZE`](crate::middleware::DEFAULT_BATCH_SIZE)).
+    ///.
     pub fn batch_size(self, size: usize) -> Self {
         self.writer_config(|w| w.batch_size = size.max(1))
     }
 
     /// The longest a capture waits in the queue before the writer takes it.
-    /// Default: 100 ms ([`DEFAULT_MAX_DELAY`](crate::middleware::DEFAULT_MAX_DELAY)).
+    /// Default: 100 ms.
     pub fn max_delay(self, delay: Duration) -> Self {
         self.writer_config(|w| w.max_delay = delay.max(Duration::from_micros(1)))
     }
@@ -469,8 +472,7 @@ impl<S> UsageLayer<S> {
     /// has been failing for this long, and from then on each batch is tried
     /// once, until a write succeeds. Meanwhile new captures keep queueing (see
     /// [`queue_capacity`](Self::queue_capacity)). A permanent error fails its
-    /// batch at once. Default: 5 minutes
-    /// ([`DEFAULT_MAX_RETRY_TIME`](crate::middleware::DEFAULT_MAX_RETRY_TIME)).
+    /// batch at once. Default: 5 minutes.
     /// Past it, while the sink *hangs* (its calls time out), a batch is tried
     /// only when 2 s have passed since the last call, and fails at once
     /// otherwise, so that a flush takes at most about this long plus two
@@ -482,8 +484,7 @@ impl<S> UsageLayer<S> {
 
     /// The most retries of one batch, on top of
     /// [`max_retry_time`](Self::max_retry_time). Default: no limit
-    /// ([`DEFAULT_MAX_RETRIES`](crate::middleware::DEFAULT_MAX_RETRIES) is
-    /// `u32::MAX`): retries are bounded by time.
+    /// (`u32::MAX`): retries are bounded by time.
     pub fn max_retries(self, retries: u32) -> Self {
         self.writer_config(|w| w.max_retries = retries)
     }

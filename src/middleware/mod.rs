@@ -139,13 +139,8 @@ mod tap;
 
 pub use body::{RequestBody, ResponseBody};
 pub use future::ResponseFuture;
-pub use layer::{
-    UsageLayer, DEFAULT_KEPT_RESPONSE_HEADERS, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES,
-};
+pub use layer::UsageLayer;
 pub use service::Usage;
 
 pub use crate::record::{is_secret_name, REDACTED};
-pub use crate::writer::{
-    UsageWorker, DEFAULT_BATCH_SIZE, DEFAULT_MAX_DELAY, DEFAULT_MAX_RETRIES,
-    DEFAULT_MAX_RETRY_TIME, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_SINK_TIMEOUT,
-};
+pub use crate::writer::UsageWorker;

@@ -38,15 +38,21 @@ impl Position {
         from_unix_millis(self.created_at_ms).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
-    /// Whether `record` comes after this position in `order`, so belongs on the
-    /// next page.
-    pub fn precedes(&self, record: &UsageRecord, order: Order) -> bool {
+    /// Whether this position comes before `record` in `order`: the record
+    /// belongs on the page that starts here.
+    pub fn is_before(&self, record: &UsageRecord, order: Order) -> bool {
         let key = (unix_millis(record.created_at), record.id.as_str());
         let me = (self.created_at_ms, self.id.as_str());
         match order {
             Order::Asc => key > me,
             Order::Desc => key < me,
         }
+    }
+
+    /// The old name of [`is_before`](Self::is_before).
+    #[deprecated(note = "renamed `is_before`: whether this position comes before the record")]
+    pub fn precedes(&self, record: &UsageRecord, order: Order) -> bool {
+        self.is_before(record, order)
     }
 }
 
@@ -191,9 +197,9 @@ mod tests {
     #[test]
     fn positions_order_ties_by_id() {
         let p = Position::of(&rec(5, "B"));
-        assert!(p.precedes(&rec(5, "C"), Order::Asc));
-        assert!(!p.precedes(&rec(5, "A"), Order::Asc));
-        assert!(p.precedes(&rec(5, "A"), Order::Desc));
-        assert!(p.precedes(&rec(4, "Z"), Order::Desc));
+        assert!(p.is_before(&rec(5, "C"), Order::Asc));
+        assert!(!p.is_before(&rec(5, "A"), Order::Asc));
+        assert!(p.is_before(&rec(5, "A"), Order::Desc));
+        assert!(p.is_before(&rec(4, "Z"), Order::Desc));
     }
 }

@@ -24,22 +24,22 @@ pub use worker::UsageWorker;
 /// Default [`queue_capacity`](crate::UsageLayer::queue_capacity): 65,536
 /// captures (a minute at 1,000 requests per second), queued and in the
 /// writer's hands together.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+pub(crate) const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 /// Default [`queue_bytes`](crate::UsageLayer::queue_bytes): 256 MiB of
 /// captures, queued and in the writer's hands together.
-pub const DEFAULT_QUEUE_BYTES: usize = 256 * 1024 * 1024;
+pub(crate) const DEFAULT_QUEUE_BYTES: usize = 256 * 1024 * 1024;
 /// Default [`batch_size`](crate::UsageLayer::batch_size): 256 records.
-pub const DEFAULT_BATCH_SIZE: usize = 256;
+pub(crate) const DEFAULT_BATCH_SIZE: usize = 256;
 /// Default [`max_delay`](crate::UsageLayer::max_delay): 100 ms.
-pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(100);
 /// Default [`max_retries`](crate::UsageLayer::max_retries): no limit by count
 /// ([`u32::MAX`]); [`max_retry_time`](crate::UsageLayer::max_retry_time)
 /// bounds the retries.
-pub const DEFAULT_MAX_RETRIES: u32 = u32::MAX;
+pub(crate) const DEFAULT_MAX_RETRIES: u32 = u32::MAX;
 /// Default [`max_retry_time`](crate::UsageLayer::max_retry_time): 5 minutes.
-pub const DEFAULT_MAX_RETRY_TIME: Duration = Duration::from_secs(5 * 60);
+pub(crate) const DEFAULT_MAX_RETRY_TIME: Duration = Duration::from_secs(5 * 60);
 /// Default [`sink_timeout`](crate::UsageLayer::sink_timeout): 30 s.
-pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many waiting captures wake the writer before `max_delay` is up (or
 /// `batch_size`, when that is smaller).

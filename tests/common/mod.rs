@@ -66,7 +66,7 @@ impl UsageSink for CollectSink {
             .all()
             .into_iter()
             .filter(|r| {
-                query.matches(r) && after.as_ref().is_none_or(|p| p.precedes(r, query.order))
+                query.matches(r) && after.as_ref().is_none_or(|p| p.is_before(r, query.order))
             })
             .collect();
         hits.sort_by(|a, b| query.order.compare(a, b));

@@ -317,7 +317,7 @@ impl Writer {
             .and_then(|e| e.downcast_ref::<rusqlite::Error>())
             .and_then(rusqlite::Error::sqlite_error_code)
             == Some(ErrorCode::DiskFull)
-            || err.message_str().contains("database or disk is full");
+            || err.text().contains("database or disk is full");
         if full {
             self.small_wal(true);
             self.checkpoint();

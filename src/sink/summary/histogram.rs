@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use super::output::DurationStats;
 
 /// Durations up to this many microseconds are counted exactly.
-pub const EXACT_UP_TO: u64 = 128;
+pub(crate) const EXACT_UP_TO: u64 = 128;
 
 /// The ratio of a bin's upper bound to its lower bound, above [`EXACT_UP_TO`].
 const GAMMA: f64 = 1.01;

@@ -28,7 +28,6 @@ pub(crate) use aggregate::BinRow;
 pub(crate) use aggregate::{summarize_by_paging, Aggregator, Fields};
 #[cfg(feature = "sqlite")]
 pub(crate) use histogram::bin as duration_bin;
-pub use histogram::EXACT_UP_TO;
 #[cfg(feature = "postgres")]
 pub(crate) use output::too_many_buckets;
 pub use output::{DurationStats, GroupKeys, SummaryBucket, SummaryStats, UsageSummary};
