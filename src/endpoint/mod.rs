@@ -39,6 +39,7 @@
 //! timeout (`future.rs`); `response.rs` renders every answer, errors included.
 
 mod body;
+mod builder;
 mod export;
 mod future;
 mod openapi;
@@ -48,5 +49,6 @@ mod service;
 mod target;
 
 pub use body::UsageBody;
+pub use builder::DEFAULT_MAX_PAGE_BYTES;
 pub use future::ResponseFuture;
-pub use service::{UsageService, DEFAULT_MAX_PAGE_BYTES};
+pub use service::UsageService;

@@ -9,6 +9,8 @@ use crate::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
 mod id;
 mod index;
+mod scan;
+mod share;
 #[cfg(test)]
 mod tests;
 

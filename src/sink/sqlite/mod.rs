@@ -141,10 +141,12 @@ mod error;
 mod file_id;
 mod insert;
 mod read_pool;
+mod retention;
 mod schema;
 mod select;
 mod summary;
 mod values;
+mod wal;
 mod writer;
 
 use std::fmt;
