@@ -29,6 +29,7 @@ impl<S: UsageSink + Clone> UsageService<S> {
             grpc_json: None,
             mount_point: None,
             recorder: None,
+            csv_formula_guard: true,
         }
     }
 
@@ -173,6 +174,29 @@ impl<S: UsageSink + Clone> UsageService<S> {
         self
     }
 
+    /// Whether CSV exports neutralise cells a spreadsheet would run as a
+    /// formula: a cell that starts with `=`, `+`, `-`, `@`, a tab or a
+    /// carriage return is written with a `'` in front, as OWASP recommends
+    /// against CSV injection, so that an admin who opens an export in Excel,
+    /// LibreOffice or Google Sheets sees text, not a formula a client planted
+    /// in a path, a query or a body.
+    ///
+    /// Default: `true`. `false` writes every cell as it is (for a program
+    /// that reads the file, not a spreadsheet); NDJSON exports are never
+    /// changed.
+    ///
+    /// ```
+    /// use tower_usage::{MemorySink, UsageService};
+    ///
+    /// // Exports read by a script, never opened in a spreadsheet.
+    /// let usage = UsageService::new(MemorySink::new()).csv_formula_guard(false);
+    /// # let _ = usage;
+    /// ```
+    pub fn csv_formula_guard(mut self, on: bool) -> Self {
+        self.csv_formula_guard = on;
+        self
+    }
+
     /// The most bytes of records one page holds. A page that would be larger
     /// ends early, after the last record that fits (always at least one), with
     /// a `nextCursor` to the rest: `limit` is the most records a page holds,
@@ -203,6 +227,7 @@ impl<S> fmt::Debug for UsageService<S> {
                 &self.grpc_json.as_ref().map(|_| format_args!("Fn(..)")),
             )
             .field("recorder", &self.recorder.is_some())
+            .field("csv_formula_guard", &self.csv_formula_guard)
             .finish()
     }
 }

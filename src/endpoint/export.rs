@@ -22,7 +22,21 @@
 //! | `requestBody`, `response` | only with `bodies=true`: each body as the JSON the list shows (a JSON value's text) |
 //!
 //! Headers, route params and the gRPC details are not in the CSV; NDJSON holds
-//! every field (each line is a record exactly as the list shows it).
+//! every field (each line is a record as the list shows it, on one line: a
+//! JSON body shown as it came has its line breaks, whitespace between tokens,
+//! taken out, so one line is always exactly one record).
+//!
+//! # Formulas
+//!
+//! A spreadsheet runs a cell that starts with `=`, `+`, `-`, `@`, a tab or a
+//! carriage return as a formula, and every cell but the counts holds what a
+//! client sent (the path, the query, a consumer id, the bodies). As OWASP
+//! recommends ("CSV Injection"), such a cell is written with a `'` in front
+//! (`=HYPERLINK(..)` becomes `'=HYPERLINK(..)`), which spreadsheets show as
+//! text; a cell with a comma, quote or line break is then quoted as usual.
+//! [`UsageService::csv_formula_guard(false)`](super::UsageService::csv_formula_guard)
+//! writes cells as they are, for a consumer of the file that is not a
+//! spreadsheet.
 //!
 //! [RFC 4180]: https://www.rfc-editor.org/rfc/rfc4180
 
@@ -95,6 +109,9 @@ pub(super) struct Render {
     pub(super) format: Format,
     pub(super) bodies: bool,
     pub(super) grpc_json: Option<GrpcMessageJsonFn>,
+    /// CSV cells that start a formula get a `'` in front
+    /// ([`UsageService::csv_formula_guard`](super::UsageService::csv_formula_guard)).
+    pub(super) neutralize: bool,
 }
 
 /// The state of an export body: the page in hand, or the query for the next
@@ -216,7 +233,9 @@ impl Export {
                         record,
                         grpc_json: self.render.grpc_json.as_deref(),
                     };
+                    let start = out.len();
                     serde_json::to_writer(&mut out, &view).map_err(SinkError::new)?;
+                    one_line(&mut out, start);
                     out.push(b'\n');
                 }
             }
@@ -283,9 +302,12 @@ impl Export {
                 "false"
             },
         ];
+        let neutralize = self.render.neutralize;
+        let row = row.map(|field| cell(field, neutralize));
         let size: usize = row.iter().map(|field| field.len() + 1).sum();
         if !self.render.bodies {
-            csv.write_record(row).map_err(SinkError::new)?;
+            csv.write_record(row.iter().map(|f| f.as_bytes()))
+                .map_err(SinkError::new)?;
             return Ok(size);
         }
         // The bodies as the list renders them (gRPC messages included).
@@ -297,13 +319,56 @@ impl Export {
         let request_body =
             serde_json::to_string(&wire["request"]["body"]).map_err(SinkError::new)?;
         let response_body = serde_json::to_string(&wire["response"]).map_err(SinkError::new)?;
-        csv.write_record(
-            row.iter()
-                .copied()
-                .chain([request_body.as_str(), response_body.as_str()]),
-        )
-        .map_err(SinkError::new)?;
+        let bodies = [
+            cell(&request_body, neutralize),
+            cell(&response_body, neutralize),
+        ];
+        csv.write_record(row.iter().chain(&bodies).map(|f| f.as_bytes()))
+            .map_err(SinkError::new)?;
         Ok(size + request_body.len() + response_body.len() + 2)
+    }
+}
+
+/// Makes the JSON written from `start` on one line: removes every raw line
+/// feed and carriage return. A body stored as JSON is shown as it came,
+/// whitespace included, and its text may span lines; in valid JSON (and the
+/// wire form only passes a body through when it parses) a raw line break can
+/// only be whitespace between tokens, never inside a string (there it is
+/// escaped as `\n`), so removing them changes no value. So an NDJSON line is
+/// always exactly one record, whatever a body holds.
+fn one_line(out: &mut Vec<u8>, start: usize) {
+    if memchr::memchr2(b'\n', b'\r', &out[start..]).is_none() {
+        return;
+    }
+    let mut kept = start;
+    for i in start..out.len() {
+        let b = out[i];
+        if b != b'\n' && b != b'\r' {
+            out[kept] = b;
+            kept += 1;
+        }
+    }
+    out.truncate(kept);
+}
+
+/// Whether a CSV cell would be read as a formula by a spreadsheet: it starts
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return (OWASP's list).
+fn is_formula(cell: &str) -> bool {
+    matches!(
+        cell.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    )
+}
+
+/// A CSV cell as a spreadsheet must show it: with [`Render::neutralize`], a
+/// cell that [starts a formula](is_formula) gets a `'` in front, as OWASP
+/// recommends, so that Excel, LibreOffice and Google Sheets show it as text
+/// instead of running it (the `csv` writer then quotes it as needed).
+fn cell<'a>(value: &'a str, neutralize: bool) -> std::borrow::Cow<'a, str> {
+    if neutralize && is_formula(value) {
+        std::borrow::Cow::Owned(format!("'{value}"))
+    } else {
+        std::borrow::Cow::Borrowed(value)
     }
 }
 

@@ -230,6 +230,7 @@ pub struct UsageService<S> {
     pub(super) grpc_json: Option<GrpcMessageJsonFn>,
     pub(super) mount_point: Option<Arc<str>>,
     pub(super) recorder: Option<UsageHandle>,
+    pub(super) csv_formula_guard: bool,
 }
 
 impl<S, B> Service<Request<B>> for UsageService<S>
@@ -265,6 +266,7 @@ where
                         format,
                         bodies: answer.bodies,
                         grpc_json: self.grpc_json.clone(),
+                        neutralize: self.csv_formula_guard,
                     },
                     head,
                 ),
