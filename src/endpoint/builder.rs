@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::limits::{Limits, DEFAULT_MAX_EXPORTS, DEFAULT_READS_PER_CONSUMER};
 use super::service::UsageService;
 use crate::record::GrpcDirection;
 use crate::sink::UsageSink;
@@ -15,6 +16,9 @@ const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default of [`UsageService::max_page_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_PAGE_BYTES: usize = 1024 * 1024;
+
+/// The default of [`UsageService::export_write_timeout`].
+const DEFAULT_EXPORT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl<S: UsageSink + Clone> UsageService<S> {
     /// A service reading from `sink`, with the default bearer-token consumer,
@@ -30,7 +34,50 @@ impl<S: UsageSink + Clone> UsageService<S> {
             mount_point: None,
             recorder: None,
             csv_formula_guard: true,
+            limits: Limits::new(DEFAULT_READS_PER_CONSUMER, DEFAULT_MAX_EXPORTS),
+            export_write_timeout: DEFAULT_EXPORT_WRITE_TIMEOUT,
         }
+    }
+
+    /// How many sink reads (a page, a record, a summary, an export while it
+    /// runs) one consumer may have in progress at once; one more is answered
+    /// `429 Too Many Requests` with `Retry-After: 1` and a JSON error, without
+    /// touching the sink. So one consumer cannot take every read connection
+    /// (or every blocking thread) from the others. Admins are not limited
+    /// per consumer.
+    ///
+    /// Default: 2; at least 1.
+    /// Clones share the counts; setting it starts new counts, so set it
+    /// before cloning.
+    pub fn max_reads_per_consumer(mut self, n: usize) -> Self {
+        self.limits = Limits::new(n, self.limits.max_exports());
+        self
+    }
+
+    /// How many exports (`format=ndjson` or `csv`) may run at once, whoever
+    /// asks; one more is answered `503` with `Retry-After: 5` and a JSON
+    /// error. An export holds its slot until its body ends, fails, or is cut
+    /// by the [write timeout](Self::export_write_timeout).
+    ///
+    /// Default: 4; at least 1. Clones share the slots; set it before cloning.
+    pub fn max_exports(mut self, n: usize) -> Self {
+        self.limits = Limits::new(self.limits.reads_per_consumer(), n);
+        self
+    }
+
+    /// How long an export waits for its client to take the next frame. When
+    /// the server has asked for no frame for this long (the client stopped
+    /// reading and the socket's buffers are full) and no page is being read,
+    /// the export drops the page it holds and gives back its slots; the body
+    /// then ends with an error if the server polls it again. What a stalled
+    /// client costs is then the frame the server holds (about 256 KiB) and its
+    /// connection, which the server keeps until the client goes (give the
+    /// server an idle timeout for that).
+    ///
+    /// Default: 30 seconds.
+    pub fn export_write_timeout(mut self, timeout: Duration) -> Self {
+        self.export_write_timeout = timeout;
+        self
     }
 
     /// The handle of the layer whose records this service reads, for the
@@ -168,7 +215,13 @@ impl<S: UsageSink + Clone> UsageService<S> {
 
     /// How long a sink query may take before the service answers `503`.
     ///
-    /// Default: 10 seconds. The query is dropped (cancelled) when it runs out.
+    /// Default: 10 seconds. When it runs out, the query's future is dropped,
+    /// and the shipped sinks stop the work with it: `MemorySink` stops its
+    /// scan (within 1024 records), `SqliteSink` interrupts the statement on
+    /// its read connection (an in-memory database's queries, which run on the
+    /// writer's thread, run to their end), `PostgresSink` sends the server a
+    /// cancel request and closes the connection instead of giving it back to
+    /// the pool. Each page of an export gets the same timeout.
     pub fn query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
         self
@@ -201,7 +254,10 @@ impl<S: UsageSink + Clone> UsageService<S> {
     /// ends early, after the last record that fits (always at least one), with
     /// a `nextCursor` to the rest: `limit` is the most records a page holds,
     /// this the most bytes. So one response, held in memory until the client
-    /// has read it, stays small whatever the records hold.
+    /// has read it, stays small whatever the records hold. The sink gets it
+    /// as the page's byte budget ([`UsageQuery::max_bytes`](crate::UsageQuery::max_bytes)),
+    /// so that what it loads and decodes stays about as small; an export reads
+    /// its pages with the same budget.
     ///
     /// Default: 1 MiB ([`DEFAULT_MAX_PAGE_BYTES`]).
     pub fn max_page_bytes(mut self, bytes: usize) -> Self {
@@ -228,6 +284,8 @@ impl<S> fmt::Debug for UsageService<S> {
             )
             .field("recorder", &self.recorder.is_some())
             .field("csv_formula_guard", &self.csv_formula_guard)
+            .field("limits", &self.limits)
+            .field("export_write_timeout", &self.export_write_timeout)
             .finish()
     }
 }

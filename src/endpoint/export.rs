@@ -43,13 +43,14 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::Frame;
 
+use super::limits::Held;
 use super::params::Format;
 use crate::record::{format_timestamp, GrpcMessageJsonFn, RecordView};
 use crate::sink::{UsagePage, UsageQuery, UsageSink};
@@ -127,6 +128,10 @@ pub(crate) struct Export {
     /// The fetch of the next page, in flight. In a `Mutex` only so that the
     /// body is `Sync`: it is reached through `&mut self`, never locked.
     fetching: Mutex<Option<PageFuture>>,
+    /// What the watchdog may take away from a stalled export: the page in
+    /// hand (`page` above is moved in here between two polls) and the slots
+    /// the export holds.
+    watched: Arc<Mutex<Watched>>,
     /// The CSV header row is written.
     header_written: bool,
     /// No more pages, or the body failed.
@@ -138,19 +143,43 @@ pub(crate) struct Export {
 impl Export {
     /// An export whose first page is already fetched (so that a sink that fails
     /// at once is answered with a status, not a cut body).
-    pub(super) fn new(fetch: Fetch, query: UsageQuery, render: Render, first: UsagePage) -> Self {
+    ///
+    /// Spawns its watchdog (see [`Stall`]) on the current tokio runtime.
+    pub(super) fn new(
+        fetch: Fetch,
+        query: UsageQuery,
+        render: Render,
+        first: UsagePage,
+        stall: Stall,
+    ) -> Self {
+        let watched = Arc::new(Mutex::new(Watched {
+            page: Vec::new().into_iter(),
+            held: Some(stall.held),
+            last: Instant::now(),
+            fetching: false,
+            cut: false,
+        }));
         let mut export = Self {
             fetch,
             query,
             render,
             page: Vec::new().into_iter(),
             fetching: Mutex::new(None),
+            watched,
             header_written: false,
             done: false,
             written: 0,
         };
         export.take_in(first);
+        export.put_back();
+        watchdog(Arc::downgrade(&export.watched), stall.timeout);
         export
+    }
+
+    /// Moves the page in hand into the watched state, between two polls.
+    fn put_back(&mut self) {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        watched.page = std::mem::replace(&mut self.page, Vec::new().into_iter());
     }
 
     /// Makes `page` the page in hand, and notes where the next one starts.
@@ -163,7 +192,15 @@ impl Export {
     }
 
     pub(super) fn is_end_stream(&self) -> bool {
-        self.done && self.page.len() == 0 && self.header_written_or_not_needed()
+        self.done
+            && self
+                .watched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .page
+                .len()
+                == 0
+            && self.header_written_or_not_needed()
     }
 
     /// Whether nothing is left to write before the records: the CSV header
@@ -173,6 +210,33 @@ impl Export {
     }
 
     pub(super) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, SinkError>>> {
+        let watched = Arc::clone(&self.watched);
+        let mut w = watched.lock().unwrap_or_else(PoisonError::into_inner);
+        if w.cut {
+            w.cut = false;
+            drop(w);
+            let err = SinkError::message(
+                SinkErrorKind::Unavailable,
+                "the client read nothing for longer than the export write timeout",
+            );
+            return Poll::Ready(Some(Err(self.fail(err))));
+        }
+        w.last = Instant::now();
+        self.page = std::mem::replace(&mut w.page, Vec::new().into_iter());
+        let polled = self.poll_inner(cx);
+        w.fetching = polled.is_pending();
+        w.page = std::mem::replace(&mut self.page, Vec::new().into_iter());
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            // Done: the slots go now, not when the server drops the body.
+            w.held = None;
+        }
+        polled
+    }
+
+    fn poll_inner(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, SinkError>>> {
@@ -370,6 +434,69 @@ fn cell<'a>(value: &'a str, neutralize: bool) -> std::borrow::Cow<'a, str> {
     } else {
         std::borrow::Cow::Borrowed(value)
     }
+}
+
+/// What an export holds against a client that stops reading: its slots
+/// (the consumer's read and the export's), given back when the body ends or
+/// is cut, and the write timeout.
+pub(super) struct Stall {
+    pub(super) held: Held,
+    pub(super) timeout: Duration,
+}
+
+/// The part of an export its watchdog may cut.
+struct Watched {
+    /// The records of the page in hand not yet written.
+    page: std::vec::IntoIter<UsageRecord>,
+    /// The export's slots; `None` once given back.
+    held: Option<Held>,
+    /// When the server last asked for a frame.
+    last: Instant,
+    /// A page is being fetched (the sink has the query timeout for that).
+    fetching: bool,
+    /// The watchdog cut the export: the next poll ends the body with an error.
+    cut: bool,
+}
+
+/// Watches an export: when the server has not asked for a frame for
+/// `timeout` (the client stopped reading, and the socket's buffers are full)
+/// and no page is being fetched, it drops the page in hand and gives back the
+/// export's slots, so that a stalled client holds at most the frame the
+/// server is trying to send; the body then ends with an error if it is ever
+/// polled again (the server aborts the response). Ends with the body.
+fn watchdog(watched: Weak<Mutex<Watched>>, timeout: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        loop {
+            let deadline = {
+                let Some(watched) = watched.upgrade() else {
+                    return;
+                };
+                let w = watched.lock().unwrap_or_else(PoisonError::into_inner);
+                if w.held.is_none() {
+                    return;
+                }
+                w.last + timeout
+            };
+            tokio::time::sleep_until(deadline.into()).await;
+            let Some(watched) = watched.upgrade() else {
+                return;
+            };
+            let mut w = watched.lock().unwrap_or_else(PoisonError::into_inner);
+            if w.held.is_none() {
+                return;
+            }
+            if !w.fetching && w.last.elapsed() >= timeout {
+                tracing::debug!("GET /usage export: the client read nothing for the write timeout; cutting the export");
+                w.page = Vec::new().into_iter();
+                w.held = None;
+                w.cut = true;
+                return;
+            }
+        }
+    });
 }
 
 impl fmt::Debug for Export {

@@ -42,6 +42,7 @@ mod body;
 mod builder;
 mod export;
 mod future;
+mod limits;
 mod openapi;
 mod params;
 mod response;

@@ -10,8 +10,9 @@ use std::time::Duration;
 use http::{Method, Request, Response};
 use tower_service::Service;
 
-use super::export::{self, Render};
+use super::export::{self, Render, Stall};
 use super::future::ResponseFuture;
+use super::limits::{Held, Limits};
 use super::params::{self, Caller, ListRequest};
 use super::response::{self, Refusal};
 use super::target::Target;
@@ -175,11 +176,12 @@ pub(super) type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// filename="usage-<UTC time>.<ndjson|csv>"` and no `Content-Length`.
 ///
 /// There is no paging: `limit` and `cursor` are refused with `400`. The
-/// [`UsageBody`](crate::endpoint::UsageBody) asks the sink for 500 records at
-/// a time (each page within the [query timeout](UsageService::query_timeout)),
-/// the next page only when the one before was sent, and writes frames of
-/// about 256 KiB, so an export holds one page and one frame in memory however
-/// many records match. A sink that fails on the first
+/// [`UsageBody`](crate::endpoint::UsageBody) asks the sink for 500 records,
+/// or [`max_page_bytes`](UsageService::max_page_bytes) of them, at a time
+/// (each page within the [query timeout](UsageService::query_timeout)), the
+/// next page only when the one before was sent, and writes frames of about
+/// 256 KiB, so an export holds one page and one frame in memory however many
+/// records match (see [Bounds](#bounds)). A sink that fails on the first
 /// page is answered like a failed list (`503`); one that fails later ends the
 /// body with the error, which cuts the transfer: the client sees an
 /// incomplete response, never a file that looks complete.
@@ -199,8 +201,9 @@ pub(super) type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `403`  | `consumer` given by a caller who is not an admin                                     |
 /// | `404`  | `M/{id}` of a record that does not exist or is another consumer's; a path below `M` that is none of the above |
 /// | `405`  | a method other than `GET` or `HEAD`; with `Allow: GET, HEAD`                         |
+/// | `429`  | the caller's consumer has [`max_reads_per_consumer`](UsageService::max_reads_per_consumer) reads in progress already; with `Retry-After: 1` |
 /// | `500`  | a page or record could not be rendered as JSON                                       |
-/// | `503`  | the sink is set up wrong ([`Config`](crate::SinkErrorKind::Config): the operator's fault, not the client's), failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout); always the message `usage storage is unavailable` |
+/// | `503`  | an export while [`max_exports`](UsageService::max_exports) run already, with `Retry-After: 5`; or the sink is set up wrong ([`Config`](crate::SinkErrorKind::Config): the operator's fault, not the client's), failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout); always the message `usage storage is unavailable` |
 ///
 /// `HEAD` answers like `GET` (same status and headers, `Content-Length`
 /// included; an export reads its first page) with an empty body. Messages of the sink's `InvalidCursor` and
@@ -215,6 +218,26 @@ pub(super) type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 ///
 /// Calls to this service are not recorded by [`UsageLayer`](crate::UsageLayer):
 /// every response carries a marker in its extensions that the layer looks for.
+///
+/// # Bounds
+///
+/// What one caller can make the service hold, whatever the records hold and
+/// however the caller behaves:
+///
+/// | what | bound | setting (default) |
+/// |---|---|---|
+/// | one page (`GET M`) | [`max_page_bytes`](UsageService::max_page_bytes) of rendered JSON, and about as many bytes of records loaded and decoded by the sink (the page's byte budget, [`UsageQuery::max_bytes`](crate::UsageQuery::max_bytes): a shipped sink stops reading rows past it); one record more when a single record is larger | 1 MiB |
+/// | one export | one page of at most 500 records and `max_page_bytes` (loaded the same way) plus one frame of about 256 KiB, however many records match | 1 MiB + 256 KiB |
+/// | exports at once | [`max_exports`](UsageService::max_exports), whoever asks; one more is `503` with `Retry-After` | 4 |
+/// | a client that stops reading an export | after [`export_write_timeout`](UsageService::export_write_timeout) without taking a frame, the export drops its page and gives back its slots; what stays is the frame the server holds and the connection | 30 s |
+/// | sink reads of one consumer at once | [`max_reads_per_consumer`](UsageService::max_reads_per_consumer) (pages, records, summaries, running exports); one more is `429` with `Retry-After`; admins are not limited | 2 |
+/// | one sink read | [`query_timeout`](UsageService::query_timeout): then `503`, and the read is stopped, not only abandoned: `MemorySink` stops its scan, `SqliteSink` interrupts the statement (`sqlite3_interrupt`), `PostgresSink` cancels it on the server and closes its connection | 10 s |
+///
+/// `MemorySink` scans (pages and summaries) run on tokio's blocking pool,
+/// `SqliteSink` reads on its own; neither runs on the application's workers.
+/// A sink of your own gets the byte budget and the timeout as a hint: it is
+/// dropped when the timeout fires, and how much it loads is its own (see
+/// [`UsageQuery::read_enough`](crate::UsageQuery::read_enough)).
 ///
 /// # Runtime
 ///
@@ -231,6 +254,8 @@ pub struct UsageService<S> {
     pub(super) mount_point: Option<Arc<str>>,
     pub(super) recorder: Option<UsageHandle>,
     pub(super) csv_formula_guard: bool,
+    pub(super) limits: Arc<Limits>,
+    pub(super) export_write_timeout: Duration,
 }
 
 impl<S, B> Service<Request<B>> for UsageService<S>
@@ -248,45 +273,87 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let head = req.method() == Method::HEAD;
-        match self.prepare(&req) {
-            Err(refusal) => ResponseFuture::refused(refusal, head),
-            Ok(Action::List(ListRequest { query, answer })) => match answer.format {
-                None => ResponseFuture::query(
-                    self.sink.clone(),
-                    query,
-                    self.query_timeout,
-                    self.grpc_json.clone(),
-                    self.max_page_bytes,
-                    head,
-                ),
-                Some(format) => ResponseFuture::export(
-                    export::fetcher(self.sink.clone(), self.query_timeout),
-                    query,
-                    Render {
-                        format,
-                        bodies: answer.bodies,
-                        grpc_json: self.grpc_json.clone(),
-                        neutralize: self.csv_formula_guard,
-                    },
-                    head,
-                ),
+        let (action, consumer) = match self.prepare(&req) {
+            Ok((Action::OpenApi { mount }, _)) => {
+                return ResponseFuture::ready(response::openapi(openapi::document(&mount)), head)
+            }
+            Ok(prepared) => prepared,
+            Err(refusal) => return ResponseFuture::refused(refusal, head),
+        };
+        // The limits, last: a request that would be refused anyway takes no slot.
+        let read = match consumer.as_deref() {
+            None => None,
+            Some(own) => match self.limits.read(own) {
+                Some(read) => Some(read),
+                None => {
+                    let limit = self.limits.reads_per_consumer();
+                    return ResponseFuture::refused(Refusal::TooManyReads(limit), head);
+                }
             },
-            Ok(Action::Get { id, scope }) => ResponseFuture::get(
+        };
+        let export = match &action {
+            Action::List(ListRequest { answer, .. }) if answer.format.is_some() => {
+                match self.limits.export() {
+                    Some(slot) => Some(slot),
+                    None => {
+                        let limit = self.limits.max_exports();
+                        return ResponseFuture::refused(Refusal::TooManyExports(limit), head);
+                    }
+                }
+            }
+            _ => None,
+        };
+        let held = Held::new(read, export);
+        match action {
+            Action::List(ListRequest { mut query, answer }) => {
+                query.max_bytes = Some(self.max_page_bytes);
+                match answer.format {
+                    None => ResponseFuture::query(
+                        self.sink.clone(),
+                        query,
+                        self.query_timeout,
+                        self.grpc_json.clone(),
+                        self.max_page_bytes,
+                        held,
+                        head,
+                    ),
+                    Some(format) => ResponseFuture::export(
+                        export::fetcher(self.sink.clone(), self.query_timeout),
+                        query,
+                        Render {
+                            format,
+                            bodies: answer.bodies,
+                            grpc_json: self.grpc_json.clone(),
+                            neutralize: self.csv_formula_guard,
+                        },
+                        Stall {
+                            held,
+                            timeout: self.export_write_timeout,
+                        },
+                        head,
+                    ),
+                }
+            }
+            Action::Get { id, scope } => ResponseFuture::get(
                 self.sink.clone(),
                 id,
                 scope,
                 self.query_timeout,
                 self.grpc_json.clone(),
+                held,
                 head,
             ),
-            Ok(Action::Summary(query)) => ResponseFuture::summary(
+            Action::Summary(query) => ResponseFuture::summary(
                 self.sink.clone(),
                 query,
                 self.query_timeout,
                 self.recorder.clone(),
+                // A consumer's `completeUntil` is coarse; an admin's exact.
+                consumer.is_some(),
+                held,
                 head,
             ),
-            Ok(Action::OpenApi { mount }) => {
+            Action::OpenApi { mount } => {
                 ResponseFuture::ready(response::openapi(openapi::document(&mount)), head)
             }
         }
@@ -305,8 +372,9 @@ impl<S> UsageService<S> {
     /// Validates a request and turns it into what to do, or refuses it.
     ///
     /// Checks run in this order: method, path, caller (not for the OpenAPI
-    /// document, which holds nothing of anyone's), parameters.
-    fn prepare<B>(&self, req: &Request<B>) -> Result<Action, Refusal> {
+    /// document, which holds nothing of anyone's), parameters. Also returns
+    /// the caller's consumer, `None` for an admin.
+    fn prepare<B>(&self, req: &Request<B>) -> Result<(Action, Option<String>), Refusal> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(Refusal::Method);
         }
@@ -316,7 +384,7 @@ impl<S> UsageService<S> {
             Target::OpenApi => {
                 params::none(req.uri().query()).map_err(Refusal::Param)?;
                 let mount = mount.unwrap_or("").trim_end_matches('/').to_owned();
-                return Ok(Action::OpenApi { mount });
+                return Ok((Action::OpenApi { mount }, None));
             }
             Target::List | Target::Summary | Target::Record(_) => {}
         }
@@ -330,7 +398,11 @@ impl<S> UsageService<S> {
                 None => return Err(Refusal::Unauthorized(self.unauthorized_message())),
             }
         };
-        match target {
+        let consumer = match &caller {
+            Caller::Admin => None,
+            Caller::Consumer(own) => Some(own.clone()),
+        };
+        let action = match target {
             Target::Summary => {
                 params::parse_summary(req.uri().query(), caller, time::OffsetDateTime::now_utc())
                     .map(Action::Summary)
@@ -350,7 +422,8 @@ impl<S> UsageService<S> {
             _ => params::parse(req.uri().query(), caller)
                 .map(Action::List)
                 .map_err(Refusal::Param),
-        }
+        }?;
+        Ok((action, consumer))
     }
 
     /// What a `401` says: how to send a bearer token, unless the consumer is

@@ -167,6 +167,14 @@ pub struct UsageQuery {
     pub cursor: Option<String>,
     /// Oldest or newest first. Default: [`Order::Asc`].
     pub order: Order,
+    /// A byte budget for the page: once the records a sink has read for it
+    /// pass this many bytes ([`record_bytes`](super::record_bytes) each), it
+    /// may stop reading, and [`UsagePage::from_sorted`](super::UsagePage::from_sorted)
+    /// ends the page before the record that passed it (keeping at least
+    /// one), with a `next_cursor` to the rest. So what a sink loads and
+    /// decodes for a page is bounded in bytes, not only in records. Default:
+    /// `None`, no budget; `GET /usage` sets its page budget here.
+    pub max_bytes: Option<usize>,
 }
 
 impl Default for UsageQuery {
@@ -183,6 +191,7 @@ impl Default for UsageQuery {
             limit: DEFAULT_LIMIT,
             cursor: None,
             order: Order::Asc,
+            max_bytes: None,
         }
     }
 }
@@ -198,6 +207,23 @@ impl UsageQuery {
     /// ```
     pub fn fetch_limit(&self) -> usize {
         self.limit.max(1).saturating_add(1)
+    }
+
+    /// Whether a sink has read enough hits for this page: `hits` records
+    /// holding `bytes` ([`record_bytes`](super::record_bytes) each). True at
+    /// [`fetch_limit`](Self::fetch_limit) hits, or, with a
+    /// [byte budget](Self::max_bytes), once at least two hits pass it:
+    /// [`UsagePage::from_sorted`](super::UsagePage::from_sorted) then ends the
+    /// page before the last one and points the cursor at it.
+    ///
+    /// ```
+    /// let query = tower_usage::UsageQuery { limit: 100, max_bytes: Some(1000), ..Default::default() };
+    /// assert!(!query.read_enough(1, 5000)); // the first hit is always kept
+    /// assert!(query.read_enough(2, 1001));
+    /// assert!(query.read_enough(101, 0));
+    /// ```
+    pub fn read_enough(&self, hits: usize, bytes: usize) -> bool {
+        hits >= self.fetch_limit() || (hits >= 2 && self.max_bytes.is_some_and(|b| bytes > b))
     }
 
     /// Whether a record passes the scope and every filter (the cursor aside).

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use time::OffsetDateTime;
 
 use super::id::Id;
@@ -20,6 +20,9 @@ pub(super) struct Entry {
     /// The exact `created_at` (the key holds only its milliseconds).
     pub(super) created_at: OffsetDateTime,
     pub(super) status: u16,
+    /// The record is in the pool of newcomers and rejected requests (see
+    /// `share.rs`): its key is in [`State::pool`] too.
+    pub(super) pooled: bool,
     /// Every other field but the id (which is in the key), see [`encode`]. A
     /// `Vec` so an evicted record's buffer can take the next record.
     pub(super) blob: Vec<u8>,
@@ -49,6 +52,13 @@ pub(super) struct State {
     /// one binary search.
     pub(super) ids: HashMap<Id, i64>,
     pub(super) evicted: u64,
+    /// Consumers first seen while the sink was full, not yet established
+    /// (`None` inside: the anonymous one); see `share.rs`.
+    pub(super) newcomers: HashSet<Option<String>>,
+    /// The keys of the pooled records (newcomers' and rejected ones), sorted.
+    pub(super) pool: VecDeque<Key>,
+    /// The bytes of the pooled records.
+    pub(super) pool_bytes: usize,
     /// The bytes the records take, as `max_bytes` counts them: each record's
     /// buffer and [`RECORD_OVERHEAD`].
     pub(super) bytes: usize,
@@ -61,12 +71,14 @@ pub(super) struct State {
 }
 
 impl State {
-    /// Stores `record`; `false` when its id was stored already.
-    pub(super) fn insert(&mut self, record: &UsageRecord) -> bool {
+    /// Stores `record`, and says whether it is pooled; `None` when its id
+    /// was stored already. `full`: the sink was full before it (a consumer
+    /// first seen now is a newcomer).
+    pub(super) fn insert(&mut self, record: &UsageRecord, full: bool) -> Option<bool> {
         let id = Id::new(&record.id);
         let ms = unix_millis(record.created_at);
         match self.ids.entry(id.clone()) {
-            std::collections::hash_map::Entry::Occupied(_) => return false,
+            std::collections::hash_map::Entry::Occupied(_) => return None,
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(ms);
             }
@@ -100,9 +112,23 @@ impl State {
                 }
             },
         }
+        let consumer = record.consumer.as_deref();
+        let first = match consumer {
+            None => self.anonymous.is_empty(),
+            Some(c) => !self.consumers.contains_key(c),
+        };
+        if first && full {
+            self.newcomers.insert(consumer.map(str::to_owned));
+        }
+        let pooled = self.joins_pool(consumer, record.status, ms);
+        if pooled {
+            insert_sorted(&mut self.pool, key.clone(), |key| key);
+            self.pool_bytes += cost;
+        }
         let entry = Entry {
             created_at: record.created_at,
             status: record.status,
+            pooled,
             blob,
         };
         let keys = match &record.consumer {
@@ -115,7 +141,7 @@ impl State {
         };
         insert_sorted(keys, key.clone(), |key| key);
         insert_sorted(&mut self.all, (key, entry), |(key, _)| key);
-        true
+        Some(pooled)
     }
 
     /// Evicts the oldest record of all.
@@ -146,7 +172,7 @@ impl State {
     }
 
     /// Evicts the record at `at` in `all` (the front is the cheapest: a pop).
-    fn evict_at(&mut self, at: usize) {
+    pub(super) fn evict_at(&mut self, at: usize) {
         let removed = if at == 0 {
             self.all.pop_front()
         } else {
@@ -157,6 +183,9 @@ impl State {
         };
         self.ids.remove(&key.1);
         let cost = entry.blob.capacity() + RECORD_OVERHEAD;
+        if entry.pooled {
+            self.leave_pool(&key, cost);
+        }
         let consumer = Head::of(&entry.blob).consumer;
         let keys = match consumer {
             None => {
@@ -177,9 +206,14 @@ impl State {
             } else if let Ok(at) = keys.binary_search(&key) {
                 keys.remove(at);
             }
-            if let (Some(c), true) = (consumer, keys.is_empty()) {
-                self.consumers.remove(c);
-                self.consumer_bytes.remove(c);
+            if keys.is_empty() {
+                if let Some(c) = consumer {
+                    self.consumers.remove(c);
+                    self.consumer_bytes.remove(c);
+                }
+                if !self.newcomers.is_empty() {
+                    self.newcomers.remove(&consumer.map(str::to_owned));
+                }
             }
         }
         self.bytes = self.bytes.saturating_sub(cost);

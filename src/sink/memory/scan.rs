@@ -4,53 +4,87 @@
 
 use std::collections::VecDeque;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::id::Id;
 use super::index::{Entry, Key, State};
 use crate::record::binary::{self, Head};
 use crate::record::unix_millis;
+use crate::sink::get::ulid_millis;
 use crate::sink::summary::{Aggregator, Fields};
-use crate::sink::{ConsumerScope, Order, Position, SummaryQuery, UsageQuery, UsageSummary};
+use crate::sink::{
+    record_bytes, ConsumerScope, Order, Position, SummaryQuery, UsageQuery, UsageSummary,
+};
 use crate::{SinkError, UsageRecord};
 
 impl State {
     /// The record with this id, if stored and in `scope`.
+    ///
+    /// An id that is another consumer's and one that is stored nowhere cost
+    /// the same: see [`lookup`](Self::lookup).
     pub(super) fn get(&self, id: &str, scope: &ConsumerScope) -> Option<UsageRecord> {
-        let id = Id::new(id);
-        let ms = *self.ids.get(&id)?;
-        let key: Key = (ms, id);
-        let at = self.all.binary_search_by(|(k, _)| k.cmp(&key)).ok()?;
-        let (key, entry) = &self.all[at];
-        if !scope.contains(Head::of(&entry.blob).consumer) {
-            return None;
-        }
+        let (at, _) = self.lookup(id, scope);
+        let (key, entry) = &self.all[at?];
         Some(decode(key, entry))
+    }
+
+    /// Where the record `id` is in `all`, when it is stored and in `scope`;
+    /// and the steps taken to know.
+    ///
+    /// Every id goes through the same steps, whether it is stored for the
+    /// caller, stored for another consumer, or stored nowhere: the id's
+    /// milliseconds from its ULID, one hash lookup, one binary search of
+    /// `all` (for an unknown id, by its ULID milliseconds: a place among
+    /// records of about that time, as for a real one), one read of the
+    /// consumer of the record found there (or next to it), and one scope
+    /// check. Only the caller's own record is then decoded. So the time of
+    /// a `404` tells nothing of whether the id exists for someone else.
+    pub(super) fn lookup(&self, id: &str, scope: &ConsumerScope) -> (Option<usize>, Steps) {
+        let mut steps = Steps::default();
+        let guess = ulid_millis(id).unwrap_or(0);
+        let id = Id::new(id);
+        let stored = self.ids.get(&id).copied();
+        steps.hashed = true;
+        let key: Key = (stored.unwrap_or(guess), id);
+        let found = self.all.binary_search_by(|(k, _)| k.cmp(&key));
+        steps.searched = true;
+        let at = match found {
+            Ok(at) | Err(at) => at.min(self.all.len().saturating_sub(1)),
+        };
+        let Some((_, entry)) = self.all.get(at) else {
+            // An empty sink: nothing to find, for any id.
+            return (None, steps);
+        };
+        let in_scope = scope.contains(Head::of(&entry.blob).consumer);
+        steps.scope_checked = true;
+        let hit = stored.is_some() && found.is_ok() && in_scope;
+        (hit.then_some(at), steps)
     }
 
     /// The records of a page: at most `query.fetch_limit()` matching records
     /// after `after`, in the query's order, decoded.
-    pub(super) fn page(&self, query: &UsageQuery, after: Option<&Position>) -> Vec<UsageRecord> {
+    ///
+    /// Stops when the hits [are enough](UsageQuery::read_enough) (in records
+    /// or in bytes: only what the page may show is decoded), or when `cancel`
+    /// is set (the query was dropped: what was found is thrown away).
+    pub(super) fn page(
+        &self,
+        query: &UsageQuery,
+        after: Option<&Position>,
+        cancel: &AtomicBool,
+    ) -> Vec<UsageRecord> {
         let Some(range) = key_range(query, after) else {
             return Vec::new();
-        };
-        // One more than the limit, so `UsagePage::from_sorted` can tell whether
-        // another page follows.
-        let wanted = query.fetch_limit();
-        let decode = |(key, entry): (&Key, &Entry)| {
-            let record = decode(key, entry);
-            debug_assert!(query.matches(&record));
-            record
         };
         let keys = match &query.consumer {
             ConsumerScope::All => {
                 let hits = self
                     .all
                     .range(index_range(&self.all, &range, |(key, _)| key))
-                    .map(|(key, entry)| (key, entry))
-                    .filter(|(_, entry)| entry_matches(query, entry));
+                    .map(|(key, entry)| (key, entry));
                 return match query.order {
-                    Order::Asc => hits.take(wanted).map(decode).collect(),
-                    Order::Desc => hits.rev().take(wanted).map(decode).collect(),
+                    Order::Asc => collect(query, hits, cancel),
+                    Order::Desc => collect(query, hits.rev(), cancel),
                 };
             }
             ConsumerScope::Anonymous => &self.anonymous,
@@ -61,17 +95,15 @@ impl State {
         };
         // The keys come in order: each is looked for near the one before.
         let mut near = None;
-        let hits = keys
-            .range(index_range(keys, &range, |key| key))
-            .filter_map(|key| {
-                let at = find_near(&self.all, key, &mut near)?;
-                let (key, entry) = &self.all[at];
-                Some((key, entry))
-            })
-            .filter(|(_, entry)| entry_matches(query, entry));
+        let keys = keys.range(index_range(keys, &range, |key| key));
+        let mut find = |key: &Key| {
+            let at = find_near(&self.all, key, &mut near)?;
+            let (key, entry) = &self.all[at];
+            Some((key, entry))
+        };
         match query.order {
-            Order::Asc => hits.take(wanted).map(decode).collect(),
-            Order::Desc => hits.rev().take(wanted).map(decode).collect(),
+            Order::Asc => collect(query, keys.filter_map(&mut find), cancel),
+            Order::Desc => collect(query, keys.rev().filter_map(&mut find), cancel),
         }
     }
 }
@@ -79,13 +111,24 @@ impl State {
 impl State {
     /// Counts the records of a summary in place: the scope's index over the
     /// range, each entry read without decoding the record.
-    pub(super) fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
+    ///
+    /// Gives up with an error when `cancel` is set (the query was dropped).
+    pub(super) fn summarize(
+        &self,
+        query: &SummaryQuery,
+        cancel: &AtomicBool,
+    ) -> Result<UsageSummary, SinkError> {
         let list = query.list_query();
         let mut agg = Aggregator::new(query);
         let Some(range) = key_range(&list, None) else {
             return agg.finish(query);
         };
+        let mut seen = 0u32;
         let mut add = |entry: &Entry| -> Result<(), SinkError> {
+            seen = seen.wrapping_add(1);
+            if seen.is_multiple_of(CANCEL_CHECK) && cancel.load(Ordering::Relaxed) {
+                return Err(cancelled());
+            }
             if !entry_matches(&list, entry) {
                 return Ok(());
             }
@@ -129,6 +172,53 @@ impl State {
     }
 }
 
+/// The steps [`State::lookup`] took: the same for every id that is not the
+/// caller's (tests compare them).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Steps {
+    pub(super) hashed: bool,
+    pub(super) searched: bool,
+    pub(super) scope_checked: bool,
+}
+
+/// How many entries a scan reads between two looks at its cancel flag.
+const CANCEL_CHECK: u32 = 1024;
+
+/// The error of a scan given up because its query was dropped (nobody reads it).
+fn cancelled() -> SinkError {
+    SinkError::message(
+        crate::SinkErrorKind::Unavailable,
+        "the query was cancelled (its caller stopped waiting)",
+    )
+}
+
+/// The hits of a page from `entries` (in the page's order): those that match,
+/// decoded, until they [are enough](UsageQuery::read_enough) or `cancel` is set.
+fn collect<'a>(
+    query: &UsageQuery,
+    entries: impl Iterator<Item = (&'a Key, &'a Entry)>,
+    cancel: &AtomicBool,
+) -> Vec<UsageRecord> {
+    let mut hits = Vec::new();
+    let mut bytes = 0usize;
+    for (i, (key, entry)) in entries.enumerate() {
+        if i.is_multiple_of(CANCEL_CHECK as usize) && cancel.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        if !entry_matches(query, entry) {
+            continue;
+        }
+        let record = decode(key, entry);
+        debug_assert!(query.matches(&record));
+        bytes = bytes.saturating_add(record_bytes(&record));
+        hits.push(record);
+        if query.read_enough(hits.len(), bytes) {
+            break;
+        }
+    }
+    hits
+}
+
 /// [`UsageQuery::matches`] on a stored entry, without decoding it. The scope is
 /// left out: the index the entry came from is the scope's.
 fn entry_matches(query: &UsageQuery, entry: &Entry) -> bool {
@@ -163,7 +253,11 @@ fn entry_matches(query: &UsageQuery, entry: &Entry) -> bool {
 /// last, updated): outwards in doubling steps, then by bisection. A page for one
 /// consumer looks up keys in order, a few hundred records apart in a large sink,
 /// so this touches far fewer cache lines than a binary search over all records.
-fn find_near(all: &VecDeque<(Key, Entry)>, key: &Key, near: &mut Option<usize>) -> Option<usize> {
+pub(super) fn find_near(
+    all: &VecDeque<(Key, Entry)>,
+    key: &Key,
+    near: &mut Option<usize>,
+) -> Option<usize> {
     let n = all.len();
     let (mut lo, mut hi) = (0, n);
     if let Some(h) = near.filter(|&h| h < n) {
@@ -305,6 +399,7 @@ mod tests {
                     let entry = Entry {
                         created_at: OffsetDateTime::UNIX_EPOCH,
                         status: 200,
+                        pooled: false,
                         blob: Vec::new(),
                     };
                     (key, entry)

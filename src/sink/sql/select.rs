@@ -227,6 +227,7 @@ mod tests {
             limit: 10,
             cursor: None,
             order: Order::Desc,
+            max_bytes: None,
         }
     }
 
