@@ -196,7 +196,10 @@ impl Writer {
             let want = i64::try_from(excess)
                 .unwrap_or(i64::MAX)
                 .min(RETENTION_CHUNK);
-            if self.retention.fair_share && self.delete_from_heavy(max_rows, want)? {
+            if self.retention.fair_share
+                && (self.delete_newcomers(max_rows, want)?
+                    || self.delete_from_heavy(max_rows, want)?)
+            {
                 return Ok(());
             }
             let deleted = self

@@ -167,6 +167,7 @@ impl Writer {
         })?;
         self.conn = conn;
         self.rows = 0;
+        self.forget_newcomers();
         self.sweeping = false;
         if let Some(f) = self.file.as_mut() {
             f.id = FileId::of(&path);

@@ -9,6 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::error::context;
+use super::newcomers::Newcomers;
 pub(super) use super::retention::Retention;
 pub(super) use super::wal::FileWatch;
 use super::wal::IDLE_CHECKPOINT;
@@ -69,6 +70,8 @@ pub(super) struct Writer {
     pub(super) heavy_checked: Option<Instant>,
     /// The consumer with the most rows in the last batch written.
     pub(super) dominant: Option<Option<String>>,
+    /// Consumers first seen while the table was full (see `newcomers.rs`).
+    pub(super) newcomers: Newcomers,
 }
 
 impl Writer {
@@ -90,6 +93,7 @@ impl Writer {
             heavy: None,
             heavy_checked: None,
             dominant: None,
+            newcomers: Newcomers::default(),
         };
         // A WAL left over from a crash, or from a run that filled the volume,
         // is cut back now: a restart on a nearly full volume starts with room.
@@ -209,6 +213,7 @@ impl Writer {
     }
 
     fn insert(&mut self, batch: &[UsageRecord]) -> Result<(), SinkError> {
+        self.note_newcomers(batch)?;
         let ctx = context(&self.label);
         let tx = self
             .conn
@@ -219,6 +224,7 @@ impl Writer {
         drop(ctx);
         self.rows = self.rows.saturating_add(added);
         if self.retention.fair_share && self.retention.max_rows.is_some() {
+            self.count_newcomers(batch);
             self.note_batch_consumers(batch);
         }
         Ok(())
