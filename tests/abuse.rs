@@ -647,3 +647,98 @@ async fn invented_consumers_cannot_delete_the_established_ones_from_sqlite() {
     }
     assert!(kept.0 + kept.1 >= 75, "a {}, b {}", kept.0, kept.1);
 }
+
+/// Row d, PostgreSQL: when `query_timeout` fires, the statement is cancelled
+/// on the server, not left running on a pooled connection.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_timed_out_postgres_statement_is_cancelled() {
+    let schema = format!("abuse_cancel_{}", fastrand::u32(..));
+    let url = std::env::var("TOWER_USAGE_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let sink = tower_usage::PostgresSink::builder()
+        .schema(&schema)
+        .connect(&url)
+        .await
+        .unwrap();
+    let a = hash_token(TOKEN_A);
+    {
+        let client = sink.pool().get().await.unwrap();
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {schema}.usage_records (id, consumer, created_at, method, path,
+                         route, status, duration_us, outcome, query, params, req_headers,
+                         resp_headers, req_body, req_body_size, req_body_truncated, resp_body,
+                         resp_body_size, resp_body_truncated)
+                     SELECT lpad(x::text, 26, '0'), $1, now() - x * interval '20 ms', 'GET',
+                         '/items/' || (x % 1000), '/items/{{id}}', 200 + (x % 4) * 100,
+                         x % 100000, 'complete', '', '[]', '[]', '[]', '', 0, false, '', 0, false
+                     FROM generate_series(1, 3000000) x"
+                ),
+                &[&a],
+            )
+            .await
+            .unwrap();
+        client
+            .batch_execute(&format!("ANALYZE {schema}.usage_records"))
+            .await
+            .unwrap();
+    }
+    // A connection of its own: not one of the sink's pool, which could be
+    // the very connection the abandoned statement still runs on.
+    let (probe, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let probe = std::sync::Arc::new(probe);
+    let active = |probe: std::sync::Arc<tokio_postgres::Client>, schema: String| async move {
+        let row = probe
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                 AND pid <> pg_backend_pid() AND query LIKE '%' || $1 || '%'",
+                &[&schema],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    let service = UsageService::new(sink.clone()).query_timeout(Duration::from_millis(300));
+    let addr = serve(Router::new().nest_service("/v1/usage", service)).await;
+    let q = "/v1/usage/summary?interval=hour&groupBy=route,method,status,outcome";
+    let (status, _, _) = get(addr, q, TOKEN_A).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "meant to take longer"
+    );
+    let mut still = 1;
+    for _ in 0..40 {
+        still = active(std::sync::Arc::clone(&probe), schema.clone()).await;
+        if still == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(still, 0, "the abandoned summary still runs on the server");
+
+    // The same summary, waited for, takes far longer than the 2 s above: left
+    // running, it would have been seen.
+    let started = std::time::Instant::now();
+    let query = tower_usage::sink::SummaryQuery {
+        consumer: tower_usage::sink::ConsumerScope::Consumer(a),
+        since: time::OffsetDateTime::now_utc() - time::Duration::hours(24),
+        until: time::OffsetDateTime::now_utc(),
+        interval: tower_usage::sink::Interval::Hour,
+        group_by: tower_usage::sink::GroupBy::parse("route,method,status,outcome").unwrap(),
+        ..Default::default()
+    };
+    sink.summarize(&query).await.unwrap();
+    let took = started.elapsed();
+    let client = sink.pool().get().await.unwrap();
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+    assert!(took > Duration::from_secs(2), "the summary took {took:?}");
+}
