@@ -579,15 +579,7 @@ async fn a_timed_out_sqlite_read_is_interrupted() {
         .unwrap();
     drop(conn);
 
-    let service = UsageService::new(sink).query_timeout(Duration::from_millis(1000));
-    let addr = serve(Router::new().nest_service("/v1/usage", service)).await;
-    let q = "/v1/usage/summary?interval=hour&groupBy=route,method,status,outcome";
-    let (status, _, _) = get(addr, q, TOKEN_A).await;
-    assert_eq!(
-        status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the summary is meant to take longer"
-    );
+    let addr = heavy_summary_times_out(sink, Duration::from_millis(1000)).await;
     // Right after: B's small read gets the one connection.
     let (status, _, body) = get(addr, "/v1/usage", TOKEN_B_PING).await;
     assert_eq!(status, StatusCode::OK, "{}", shown(&body));
@@ -703,15 +695,7 @@ async fn a_timed_out_postgres_statement_is_cancelled() {
             .unwrap();
         row.get::<_, i64>(0)
     };
-    let service = UsageService::new(sink.clone()).query_timeout(Duration::from_millis(300));
-    let addr = serve(Router::new().nest_service("/v1/usage", service)).await;
-    let q = "/v1/usage/summary?interval=hour&groupBy=route,method,status,outcome";
-    let (status, _, _) = get(addr, q, TOKEN_A).await;
-    assert_eq!(
-        status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "meant to take longer"
-    );
+    heavy_summary_times_out(sink.clone(), Duration::from_millis(300)).await;
     let mut still = 1;
     for _ in 0..40 {
         still = active(std::sync::Arc::clone(&probe), schema.clone()).await;
@@ -741,4 +725,23 @@ async fn a_timed_out_postgres_statement_is_cancelled() {
         .await
         .unwrap();
     assert!(took > Duration::from_secs(2), "the summary took {took:?}");
+}
+
+/// Serves `sink` with `timeout`, and asks it for A's summary by every group
+/// key: `503`, the query is meant to take longer. Returns the address.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+async fn heavy_summary_times_out<S: UsageSink + Clone>(
+    sink: S,
+    timeout: Duration,
+) -> std::net::SocketAddr {
+    let service = UsageService::new(sink).query_timeout(timeout);
+    let addr = serve(Router::new().nest_service("/v1/usage", service)).await;
+    let q = "/v1/usage/summary?interval=hour&groupBy=route,method,status,outcome";
+    let (status, _, _) = get(addr, q, TOKEN_A).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "meant to take longer"
+    );
+    addr
 }
