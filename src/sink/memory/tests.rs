@@ -621,3 +621,51 @@ async fn an_id_lookup_takes_the_same_steps_for_foreign_and_missing_ids() {
         .0
         .is_none());
 }
+
+/// Ad hoc (issue 25 h): the time of `get` for another consumer's ids and for
+/// made-up ones, printed, not asserted (speed goals live in benches):
+/// `cargo test --all-features --lib -- --ignored id_lookup_timing --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn id_lookup_timing() {
+    let sink = MemorySink::new();
+    let records: Vec<UsageRecord> = (0..10_000)
+        .map(|i| rec(i, Some(["alice", "bob"][i as usize % 2])))
+        .collect();
+    sink.record(&records).await.unwrap();
+    let alice = ConsumerScope::Consumer("alice".into());
+    let foreign: Vec<String> = records
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|r| r.id.clone())
+        .collect();
+    let made_up: Vec<String> = records
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|r| UsageRecord::new_id(r.created_at))
+        .collect();
+    let time = |ids: &[String]| {
+        let state = sink.read();
+        let start = std::time::Instant::now();
+        for _ in 0..20 {
+            for id in ids {
+                assert!(state.get(id, &alice).is_none());
+            }
+        }
+        start.elapsed().as_nanos() as f64 / (20 * ids.len()) as f64
+    };
+    time(&foreign);
+    for round in 0..6 {
+        // Alternate which goes first, so that warming up favours neither.
+        let (f, m) = if round % 2 == 0 {
+            let f = time(&foreign);
+            (f, time(&made_up))
+        } else {
+            let m = time(&made_up);
+            (time(&foreign), m)
+        };
+        eprintln!("round {round}: another consumer's id {f:.0} ns, made-up id {m:.0} ns");
+    }
+}
