@@ -1,81 +1,28 @@
 //! Exports (`GET /usage?format=ndjson|csv`): every matching record, read from
-//! the sink one page at a time while the body is sent.
-//!
-//! # CSV columns
-//!
-//! A header row, then one row per record ([RFC 4180], written by the `csv`
-//! crate: fields with a comma, quote or line break are quoted):
-//!
-//! | column | value |
-//! |---|---|
-//! | `id` | the record id |
-//! | `createdAt` | RFC 3339, UTC, milliseconds |
-//! | `consumer` | the consumer id; empty for anonymous requests |
-//! | `method`, `path` | the request line (`path` without the query string) |
-//! | `route` | the route template; empty when unknown |
-//! | `query` | the raw query string, as recorded (secrets redacted) |
-//! | `status` | the HTTP status |
-//! | `outcome` | `complete`, `client_gone`, `cancelled` or `error` |
-//! | `durationUs` | microseconds |
-//! | `requestBodySize`, `responseSize` | the bodies' full sizes in bytes |
-//! | `requestBodyTruncated`, `responseTruncated` | `true` when the stored copy was cut |
-//! | `requestBody`, `response` | only with `bodies=true`: each body as the JSON the list shows (a JSON value's text) |
-//!
-//! Headers, route params and the gRPC details are not in the CSV; NDJSON holds
-//! every field (each line is a record as the list shows it, on one line: a
-//! JSON body shown as it came has its line breaks, whitespace between tokens,
-//! taken out, so one line is always exactly one record).
-//!
-//! # Formulas
-//!
-//! A spreadsheet runs a cell that starts with `=`, `+`, `-`, `@`, a tab or a
-//! carriage return as a formula, and every cell but the counts holds what a
-//! client sent (the path, the query, a consumer id, the bodies). As OWASP
-//! recommends ("CSV Injection"), such a cell is written with a `'` in front
-//! (`=HYPERLINK(..)` becomes `'=HYPERLINK(..)`), which spreadsheets show as
-//! text; a cell with a comma, quote or line break is then quoted as usual.
-//! [`UsageService::csv_formula_guard(false)`](super::UsageService::csv_formula_guard)
-//! writes cells as they are, for a consumer of the file that is not a
-//! spreadsheet.
-//!
-//! [RFC 4180]: https://www.rfc-editor.org/rfc/rfc4180
+//! the sink one page at a time while the body is sent. The CSV form is in
+//! `csv.rs`, the watchdog against clients that stop reading in `stall.rs`.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
+
+pub(super) use self::csv::{CSV_BODY_COLUMNS, CSV_COLUMNS};
+pub(super) use stall::Stall;
+use stall::{watchdog, Watched};
+
+mod csv;
+mod stall;
 
 use bytes::Bytes;
 use http_body::Frame;
 
-use super::limits::Held;
 use super::params::Format;
-use crate::record::{format_timestamp, GrpcMessageJsonFn, RecordView};
+use crate::record::{GrpcMessageJsonFn, RecordView};
 use crate::sink::{UsagePage, UsageQuery, UsageSink};
 use crate::{SinkError, SinkErrorKind, UsageRecord};
-
-/// The CSV columns, in order, without the bodies.
-pub(super) const CSV_COLUMNS: &[&str] = &[
-    "id",
-    "createdAt",
-    "consumer",
-    "method",
-    "path",
-    "route",
-    "query",
-    "status",
-    "outcome",
-    "durationUs",
-    "requestBodySize",
-    "requestBodyTruncated",
-    "responseSize",
-    "responseTruncated",
-];
-
-/// The CSV columns `bodies=true` adds.
-pub(super) const CSV_BODY_COLUMNS: &[&str] = &["requestBody", "response"];
 
 /// A frame ends after the record that takes it past this many bytes (256
 /// KiB): with the page in hand, what an export holds at once.
@@ -304,7 +251,7 @@ impl Export {
                 }
             }
             Format::Csv => {
-                let mut csv = csv::Writer::from_writer(&mut out);
+                let mut csv = ::csv::Writer::from_writer(&mut out);
                 if !self.header_written {
                     self.header_written = true;
                     let bodies = if self.render.bodies {
@@ -322,74 +269,13 @@ impl Export {
                         break;
                     };
                     records += 1;
-                    taken += self.csv_row(&mut csv, &record)?;
+                    taken += csv::row(&self.render, &mut csv, &record)?;
                 }
                 csv.flush().map_err(SinkError::new)?;
             }
         }
         self.written += records;
         Ok(out)
-    }
-
-    /// Writes one row; returns about how many bytes it took.
-    fn csv_row<W: std::io::Write>(
-        &self,
-        csv: &mut csv::Writer<W>,
-        r: &UsageRecord,
-    ) -> Result<usize, SinkError> {
-        let status = r.status.to_string();
-        let duration = r.duration_us.to_string();
-        let request_size = r.request.body.size.to_string();
-        let response_size = r.response.size.to_string();
-        let created_at = format_timestamp(r.created_at);
-        let row: [&str; 14] = [
-            &r.id,
-            &created_at,
-            r.consumer.as_deref().unwrap_or(""),
-            &r.method,
-            &r.path,
-            r.route.as_deref().unwrap_or(""),
-            &r.request.query,
-            &status,
-            r.outcome.as_str(),
-            &duration,
-            &request_size,
-            if r.request.body.truncated {
-                "true"
-            } else {
-                "false"
-            },
-            &response_size,
-            if r.response.truncated {
-                "true"
-            } else {
-                "false"
-            },
-        ];
-        let neutralize = self.render.neutralize;
-        let row = row.map(|field| cell(field, neutralize));
-        let size: usize = row.iter().map(|field| field.len() + 1).sum();
-        if !self.render.bodies {
-            csv.write_record(row.iter().map(|f| f.as_bytes()))
-                .map_err(SinkError::new)?;
-            return Ok(size);
-        }
-        // The bodies as the list renders them (gRPC messages included).
-        let view = RecordView {
-            record: r,
-            grpc_json: self.render.grpc_json.as_deref(),
-        };
-        let wire = serde_json::to_value(&view).map_err(SinkError::new)?;
-        let request_body =
-            serde_json::to_string(&wire["request"]["body"]).map_err(SinkError::new)?;
-        let response_body = serde_json::to_string(&wire["response"]).map_err(SinkError::new)?;
-        let bodies = [
-            cell(&request_body, neutralize),
-            cell(&response_body, neutralize),
-        ];
-        csv.write_record(row.iter().chain(&bodies).map(|f| f.as_bytes()))
-            .map_err(SinkError::new)?;
-        Ok(size + request_body.len() + response_body.len() + 2)
     }
 }
 
@@ -413,90 +299,6 @@ fn one_line(out: &mut Vec<u8>, start: usize) {
         }
     }
     out.truncate(kept);
-}
-
-/// Whether a CSV cell would be read as a formula by a spreadsheet: it starts
-/// with `=`, `+`, `-`, `@`, a tab or a carriage return (OWASP's list).
-fn is_formula(cell: &str) -> bool {
-    matches!(
-        cell.as_bytes().first(),
-        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
-    )
-}
-
-/// A CSV cell as a spreadsheet must show it: with [`Render::neutralize`], a
-/// cell that [starts a formula](is_formula) gets a `'` in front, as OWASP
-/// recommends, so that Excel, LibreOffice and Google Sheets show it as text
-/// instead of running it (the `csv` writer then quotes it as needed).
-fn cell<'a>(value: &'a str, neutralize: bool) -> std::borrow::Cow<'a, str> {
-    if neutralize && is_formula(value) {
-        std::borrow::Cow::Owned(format!("'{value}"))
-    } else {
-        std::borrow::Cow::Borrowed(value)
-    }
-}
-
-/// What an export holds against a client that stops reading: its slots
-/// (the consumer's read and the export's), given back when the body ends or
-/// is cut, and the write timeout.
-pub(super) struct Stall {
-    pub(super) held: Held,
-    pub(super) timeout: Duration,
-}
-
-/// The part of an export its watchdog may cut.
-struct Watched {
-    /// The records of the page in hand not yet written.
-    page: std::vec::IntoIter<UsageRecord>,
-    /// The export's slots; `None` once given back.
-    held: Option<Held>,
-    /// When the server last asked for a frame.
-    last: Instant,
-    /// A page is being fetched (the sink has the query timeout for that).
-    fetching: bool,
-    /// The watchdog cut the export: the next poll ends the body with an error.
-    cut: bool,
-}
-
-/// Watches an export: when the server has not asked for a frame for
-/// `timeout` (the client stopped reading, and the socket's buffers are full)
-/// and no page is being fetched, it drops the page in hand and gives back the
-/// export's slots, so that a stalled client holds at most the frame the
-/// server is trying to send; the body then ends with an error if it is ever
-/// polled again (the server aborts the response). Ends with the body.
-fn watchdog(watched: Weak<Mutex<Watched>>, timeout: Duration) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        loop {
-            let deadline = {
-                let Some(watched) = watched.upgrade() else {
-                    return;
-                };
-                let w = watched.lock().unwrap_or_else(PoisonError::into_inner);
-                if w.held.is_none() {
-                    return;
-                }
-                w.last + timeout
-            };
-            tokio::time::sleep_until(deadline.into()).await;
-            let Some(watched) = watched.upgrade() else {
-                return;
-            };
-            let mut w = watched.lock().unwrap_or_else(PoisonError::into_inner);
-            if w.held.is_none() {
-                return;
-            }
-            if !w.fetching && w.last.elapsed() >= timeout {
-                tracing::debug!("GET /usage export: the client read nothing for the write timeout; cutting the export");
-                w.page = Vec::new().into_iter();
-                w.held = None;
-                w.cut = true;
-                return;
-            }
-        }
-    });
 }
 
 impl fmt::Debug for Export {
