@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use http::Response;
 
-use super::export::{Export, Fetch, Render};
+use super::export::{Export, Fetch, Render, Stall};
+use super::limits::Held;
 use super::response::{self, Refusal};
 use super::UsageBody;
 use crate::record::{truncate_to_millis, GrpcMessageJsonFn};
@@ -73,10 +74,14 @@ impl ResponseFuture {
         timeout: Duration,
         grpc_json: Option<GrpcMessageJsonFn>,
         max_page_bytes: usize,
+        held: Held,
         head: bool,
     ) -> Self {
         Self::running(
-            run_query(sink, query, timeout, grpc_json, max_page_bytes),
+            async move {
+                let _held = held;
+                run_query(sink, query, timeout, grpc_json, max_page_bytes).await
+            },
             head,
         )
     }
@@ -88,15 +93,28 @@ impl ResponseFuture {
         scope: ConsumerScope,
         timeout: Duration,
         grpc_json: Option<GrpcMessageJsonFn>,
+        held: Held,
         head: bool,
     ) -> Self {
-        Self::running(run_get(sink, id, scope, timeout, grpc_json), head)
+        Self::running(
+            async move {
+                let _held = held;
+                run_get(sink, id, scope, timeout, grpc_json).await
+            },
+            head,
+        )
     }
 
     /// Fetches an export's first page, then answers with a body that fetches
     /// the others as it is sent.
-    pub(super) fn export(fetch: Fetch, query: UsageQuery, render: Render, head: bool) -> Self {
-        Self::running(run_export(fetch, query, render), head)
+    pub(super) fn export(
+        fetch: Fetch,
+        query: UsageQuery,
+        render: Render,
+        stall: Stall,
+        head: bool,
+    ) -> Self {
+        Self::running(run_export(fetch, query, render, stall), head)
     }
 
     fn running(
@@ -118,35 +136,61 @@ impl ResponseFuture {
         query: SummaryQuery,
         timeout: Duration,
         recorder: Option<UsageHandle>,
+        coarse: bool,
+        held: Held,
         head: bool,
     ) -> Self {
-        Self {
-            inner: Inner::Query(Box::pin(run_summary(sink, query, timeout, recorder))),
+        Self::running(
+            async move {
+                let _held = held;
+                run_summary(sink, query, timeout, recorder, coarse).await
+            },
             head,
-        }
+        )
     }
 }
 
 /// The summary's `completeUntil`, taken *before* the sink is read: every
 /// record created before it had been written by then, so the read counts it.
-/// With the writer's handle, the arrival time of the oldest capture it has
-/// not written yet, or now when it holds none; without one, now: the writer's
+/// With the writer's handle, [`UsageHandle::complete_until`](crate::UsageHandle::complete_until)
+/// (no later than the arrival of any exchange still in flight or not yet
+/// written), or now when nothing is pending; without one, now: the writer's
 /// queue is unknown, and records may still arrive up to the layer's
 /// `max_delay` (plus retries) later.
-fn complete_until(recorder: Option<&UsageHandle>) -> time::OffsetDateTime {
+///
+/// `coarse` (a consumer's summary, not an admin's): rounded down to the
+/// [minute](COMPLETE_UNTIL_GRAIN). The oldest unwritten capture may be
+/// another consumer's, and its arrival time, to the millisecond, is none of
+/// the caller's business; rounded down to the minute, a consumer learns at
+/// most whether some capture that arrived before the start of the current
+/// minute is still unwritten (the writer is behind by that much), never when
+/// another consumer's request came. Still true: an earlier bound is as
+/// complete as a later one.
+fn complete_until(recorder: Option<&UsageHandle>, coarse: bool) -> time::OffsetDateTime {
     let now = truncate_to_millis(time::OffsetDateTime::now_utc());
-    recorder
+    let exact = recorder
         .and_then(UsageHandle::complete_until)
-        .map_or(now, |t| truncate_to_millis(t).min(now))
+        .map_or(now, |t| truncate_to_millis(t).min(now));
+    if !coarse {
+        return exact;
+    }
+    let grain = COMPLETE_UNTIL_GRAIN.whole_seconds();
+    let seconds = exact.unix_timestamp();
+    let floor = seconds - seconds.rem_euclid(grain);
+    time::OffsetDateTime::from_unix_timestamp(floor).unwrap_or(exact)
 }
+
+/// What a consumer's `completeUntil` is rounded down to: one minute.
+const COMPLETE_UNTIL_GRAIN: time::Duration = time::Duration::MINUTE;
 
 async fn run_summary<S: UsageSink>(
     sink: S,
     query: SummaryQuery,
     timeout: Duration,
     recorder: Option<UsageHandle>,
+    coarse: bool,
 ) -> Response<UsageBody> {
-    let complete_until = complete_until(recorder.as_ref());
+    let complete_until = complete_until(recorder.as_ref(), coarse);
     match tokio::time::timeout(timeout, sink.summarize(&query)).await {
         Ok(Ok(mut summary)) => {
             summary.complete_until = Some(complete_until);
@@ -198,11 +242,16 @@ async fn run_get<S: UsageSink>(
     }
 }
 
-async fn run_export(fetch: Fetch, query: UsageQuery, render: Render) -> Response<UsageBody> {
+async fn run_export(
+    fetch: Fetch,
+    query: UsageQuery,
+    render: Render,
+    stall: Stall,
+) -> Response<UsageBody> {
     let format = render.format;
     match fetch(query.clone()).await {
         Ok(first) => response::export(
-            UsageBody::export(Export::new(fetch, query, render, first)),
+            UsageBody::export(Export::new(fetch, query, render, first, stall)),
             format,
         ),
         Err(err) => response::sink_error(&err),

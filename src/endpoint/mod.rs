@@ -36,14 +36,18 @@
 //! # How it is laid out
 //!
 //! A request goes through `service.rs` (method and caller checks, and whether
-//! it is for the list or the summary), `params.rs` (the query string, straight
-//! into a [`UsageQuery`](crate::UsageQuery) or a
-//! [`SummaryQuery`](crate::sink::SummaryQuery)), then the sink, within the query
-//! timeout (`future.rs`); `response.rs` renders every answer, errors included.
+//! it is for the list or the summary; the settings are in `builder.rs`),
+//! `params/` (the query string, straight into a [`UsageQuery`](crate::UsageQuery)
+//! or a [`SummaryQuery`](crate::sink::SummaryQuery)), `limits.rs` (reads per
+//! consumer, exports at once), then the sink, within the query timeout
+//! (`future.rs`); `response.rs` renders every answer, errors included, and
+//! `export/` streams an export (its CSV form, its watchdog).
 
 mod body;
+mod builder;
 mod export;
 mod future;
+mod limits;
 mod openapi;
 #[cfg(feature = "page")]
 pub mod page;
@@ -53,5 +57,6 @@ mod service;
 mod target;
 
 pub use body::UsageBody;
+pub use builder::DEFAULT_MAX_PAGE_BYTES;
 pub use future::ResponseFuture;
-pub use service::{UsageService, DEFAULT_MAX_PAGE_BYTES};
+pub use service::UsageService;

@@ -27,7 +27,17 @@ pub(super) enum Refusal {
     Param(ParamError),
     /// Nothing is served at this path below the mount point.
     NotFound,
+    /// The caller's consumer has this many sink reads in progress already.
+    TooManyReads(usize),
+    /// This many exports are running already.
+    TooManyExports(usize),
 }
+
+/// The `Retry-After` of a `429` for too many reads, in seconds.
+const RETRY_READS: &str = "1";
+
+/// The `Retry-After` of a `503` for too many exports, in seconds.
+const RETRY_EXPORTS: &str = "5";
 
 impl Refusal {
     pub(super) fn into_response(self) -> Response<UsageBody> {
@@ -50,6 +60,28 @@ impl Refusal {
             }
             Self::Param(e) => error(e.status, &e.message, e.parameter.as_deref()),
             Self::NotFound => not_found("nothing is served at this path"),
+            Self::TooManyReads(limit) => {
+                let mut res = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "too many usage reads in progress for this consumer (at most {limit} at once); retry later"
+                    ),
+                    None,
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_READS));
+                res
+            }
+            Self::TooManyExports(limit) => {
+                let mut res = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("too many exports are running (at most {limit} at once); retry later"),
+                    None,
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_EXPORTS));
+                res
+            }
         }
     }
 }

@@ -1,8 +1,8 @@
-//! [`UsageService`]: its builder, and the tower `Service` that checks a request
-//! and hands the sink query to the [`ResponseFuture`].
+//! [`UsageService`]: its documentation, and the tower `Service` that checks a
+//! request and hands the sink query to the [`ResponseFuture`]. The builder is
+//! in `builder.rs`.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -10,13 +10,14 @@ use std::time::Duration;
 use http::{Method, Request, Response};
 use tower_service::Service;
 
-use super::export::{self, Render};
+use super::export::{self, Render, Stall};
 use super::future::ResponseFuture;
+use super::limits::{Held, Limits};
 use super::params::{self, Caller, ListRequest};
 use super::response::{self, Refusal};
 use super::target::Target;
 use super::{openapi, UsageBody};
-use crate::record::{GrpcDirection, GrpcMessageJsonFn};
+use crate::record::GrpcMessageJsonFn;
 use crate::sink::{ConsumerScope, SummaryQuery, UsageSink};
 #[cfg(doc)]
 use crate::sink::{DEFAULT_LIMIT, MAX_LIMIT};
@@ -25,13 +26,7 @@ use crate::writer::UsageHandle;
 use crate::UsageRecord;
 use crate::{IdentifyConsumer, RequestInfo};
 
-/// The default of [`UsageService::query_timeout`].
-const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The default of [`UsageService::max_page_bytes`]: 1 MiB.
-pub const DEFAULT_MAX_PAGE_BYTES: usize = 1024 * 1024;
-
-type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
+pub(super) type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 
 /// The `GET /usage` endpoint: a tower [`Service`] answering with the caller's
 /// usage records, read from a [`UsageSink`]: a page of them, one by id, or all
@@ -182,11 +177,12 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// filename="usage-<UTC time>.<ndjson|csv>"` and no `Content-Length`.
 ///
 /// There is no paging: `limit` and `cursor` are refused with `400`. The
-/// [`UsageBody`](crate::endpoint::UsageBody) asks the sink for 500 records at
-/// a time (each page within the [query timeout](UsageService::query_timeout)),
-/// the next page only when the one before was sent, and writes frames of
-/// about 256 KiB, so an export holds one page and one frame in memory however
-/// many records match. A sink that fails on the first
+/// [`UsageBody`](crate::endpoint::UsageBody) asks the sink for 500 records,
+/// or [`max_page_bytes`](UsageService::max_page_bytes) of them, at a time
+/// (each page within the [query timeout](UsageService::query_timeout)), the
+/// next page only when the one before was sent, and writes frames of about
+/// 256 KiB, so an export holds one page and one frame in memory however many
+/// records match (see [Bounds](#bounds)). A sink that fails on the first
 /// page is answered like a failed list (`503`); one that fails later ends the
 /// body with the error, which cuts the transfer: the client sees an
 /// incomplete response, never a file that looks complete.
@@ -206,8 +202,9 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `403`  | `consumer` given by a caller who is not an admin                                     |
 /// | `404`  | `M/{id}` of a record that does not exist or is another consumer's; a path below `M` that is none of the above |
 /// | `405`  | a method other than `GET` or `HEAD`; with `Allow: GET, HEAD`                         |
+/// | `429`  | the caller's consumer has [`max_reads_per_consumer`](UsageService::max_reads_per_consumer) reads in progress already; with `Retry-After: 1` |
 /// | `500`  | a page or record could not be rendered as JSON                                       |
-/// | `503`  | the sink is set up wrong ([`Config`](crate::SinkErrorKind::Config): the operator's fault, not the client's), failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout); always the message `usage storage is unavailable` |
+/// | `503`  | an export while [`max_exports`](UsageService::max_exports) run already, with `Retry-After: 5`; or the sink is set up wrong ([`Config`](crate::SinkErrorKind::Config): the operator's fault, not the client's), failed in any other way, or did not answer within the [query timeout](UsageService::query_timeout); always the message `usage storage is unavailable` |
 ///
 /// `HEAD` answers like `GET` (same status and headers, `Content-Length`
 /// included; an export reads its first page) with an empty body. Messages of the sink's `InvalidCursor` and
@@ -223,211 +220,43 @@ type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// Calls to this service are not recorded by [`UsageLayer`](crate::UsageLayer):
 /// every response carries a marker in its extensions that the layer looks for.
 ///
+/// # Bounds
+///
+/// What one caller can make the service hold, whatever the records hold and
+/// however the caller behaves:
+///
+/// | what | bound | setting (default) |
+/// |---|---|---|
+/// | one page (`GET M`) | [`max_page_bytes`](UsageService::max_page_bytes) of rendered JSON, and about as many bytes of records loaded and decoded by the sink (the page's byte budget, [`UsageQuery::max_bytes`](crate::UsageQuery::max_bytes): a shipped sink stops reading rows past it); one record more when a single record is larger | 1 MiB |
+/// | one export | one page of at most 500 records and `max_page_bytes` (loaded the same way) plus one frame of about 256 KiB, however many records match | 1 MiB + 256 KiB |
+/// | exports at once | [`max_exports`](UsageService::max_exports), whoever asks; one more is `503` with `Retry-After` | 4 |
+/// | a client that stops reading an export | after [`export_write_timeout`](UsageService::export_write_timeout) without taking a frame, the export drops its page and gives back its slots; what stays is the frame the server holds and the connection | 30 s |
+/// | sink reads of one consumer at once | [`max_reads_per_consumer`](UsageService::max_reads_per_consumer) (pages, records, summaries, running exports); one more is `429` with `Retry-After`; admins are not limited | 2 |
+/// | one sink read | [`query_timeout`](UsageService::query_timeout): then `503`, and the read is stopped, not only abandoned: `MemorySink` stops its scan, `SqliteSink` interrupts the statement (`sqlite3_interrupt`), `PostgresSink` cancels it on the server and closes its connection | 10 s |
+///
+/// `MemorySink` scans (pages and summaries) run on tokio's blocking pool,
+/// `SqliteSink` reads on its own; neither runs on the application's workers.
+/// A sink of your own gets the byte budget and the timeout as a hint: it is
+/// dropped when the timeout fires, and how much it loads is its own (see
+/// [`UsageQuery::read_enough`](crate::UsageQuery::read_enough)).
+///
 /// # Runtime
 ///
 /// The query timeout uses Tokio's timer, so the service must run inside a Tokio
 /// runtime with time enabled (as under `axum::serve` or `#[tokio::main]`).
 #[derive(Clone)]
 pub struct UsageService<S> {
-    sink: S,
-    identify: IdentifyConsumer,
-    admin: Option<Arc<AdminFn>>,
-    query_timeout: Duration,
-    max_page_bytes: usize,
-    grpc_json: Option<GrpcMessageJsonFn>,
-    mount_point: Option<Arc<str>>,
-    recorder: Option<UsageHandle>,
-}
-
-impl<S: UsageSink + Clone> UsageService<S> {
-    /// A service reading from `sink`, with the default bearer-token consumer,
-    /// no admin access, and a 10 second query timeout.
-    pub fn new(sink: S) -> Self {
-        Self {
-            sink,
-            identify: IdentifyConsumer::bearer(),
-            admin: None,
-            query_timeout: DEFAULT_QUERY_TIMEOUT,
-            max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
-            grpc_json: None,
-            mount_point: None,
-            recorder: None,
-        }
-    }
-
-    /// The handle of the layer whose records this service reads, for the
-    /// summary's `completeUntil`: the arrival time of the oldest capture the
-    /// writer has not stored yet (everything before it is counted), or the
-    /// time of the read when nothing is pending.
-    ///
-    /// Default: none; `completeUntil` is then the time of the read, which
-    /// knows nothing of the writer's queue: records created shortly before it
-    /// may still be on their way (up to the layer's
-    /// [`max_delay`](crate::UsageLayer::max_delay), more while the sink
-    /// fails and the writer retries).
-    ///
-    /// ```
-    /// use tower_usage::{MemorySink, UsageLayer, UsageService};
-    ///
-    /// let sink = MemorySink::new();
-    /// let layer = UsageLayer::new(sink.clone());
-    /// let usage = UsageService::new(sink).recorder(layer.handle());
-    /// # let _ = usage;
-    /// ```
-    pub fn recorder(mut self, handle: UsageHandle) -> Self {
-        self.recorder = Some(handle);
-        self
-    }
-
-    /// Serves the paths below `path` (`/v1/usage/{id}`, `/v1/usage/summary`,
-    /// ...) where the router hands the service the whole path: tonic's router,
-    /// a plain hyper service, axum's `route_service` with a wildcard. The
-    /// service strips `path` itself; a request path that is not `path` or
-    /// below it is `404`.
-    ///
-    /// Default: none. Not needed with axum's `Router::nest_service`, which
-    /// strips the prefix and tells the service (and with which this setting
-    /// must not be used: the paths it hands over no longer start with
-    /// `path`). Without either, the service answers every path with the list.
-    ///
-    /// ```
-    /// use tower_usage::{MemorySink, UsageService};
-    ///
-    /// // Say, behind a router that sends `/v1/usage` and `/v1/usage/*` here.
-    /// let usage = UsageService::new(MemorySink::new()).mount_point("/v1/usage");
-    /// # let _ = usage;
-    /// ```
-    pub fn mount_point(mut self, path: &str) -> Self {
-        let trimmed = path.trim_end_matches('/');
-        self.mount_point = Some(Arc::from(trimmed));
-        self
-    }
-
-    /// How the caller's consumer is derived; give the layer the same one.
-    ///
-    /// Default: [`IdentifyConsumer::bearer()`], the hash of the
-    /// `Authorization: Bearer` token. A request for which it gives `None` is
-    /// answered `401` unless the [admin policy](Self::admin) accepts it.
-    pub fn identify_consumer(mut self, identify: IdentifyConsumer) -> Self {
-        self.identify = identify;
-        self
-    }
-
-    /// Opts in to admin access: requests for which `is_admin` returns `true` see
-    /// every consumer's records, may select one with `consumer=<id>`, and need no
-    /// consumer of their own.
-    ///
-    /// Default: no admin; every caller sees only its own records, and
-    /// `consumer=` is answered `403`. The policy is called once per request
-    /// that gets past the method check.
-    ///
-    /// ```
-    /// use tower_usage::{RequestInfo, UsageService, UsageSink};
-    ///
-    /// /// Put in the request extensions by an auth layer earlier in the stack.
-    /// #[derive(Clone, PartialEq)]
-    /// enum Role { Admin, Member }
-    ///
-    /// fn usage_endpoint<S: UsageSink + Clone>(sink: S) -> UsageService<S> {
-    ///     UsageService::new(sink).admin(|req: RequestInfo<'_>| {
-    ///         req.extensions().get::<Role>() == Some(&Role::Admin)
-    ///     })
-    /// }
-    /// ```
-    pub fn admin<F>(mut self, is_admin: F) -> Self
-    where
-        F: Fn(RequestInfo<'_>) -> bool + Send + Sync + 'static,
-    {
-        self.admin = Some(Arc::new(is_admin));
-        self
-    }
-
-    /// Renders gRPC messages as JSON too: `to_json` gets the method path
-    /// (`/pkg.Service/Method`), the direction, and the bytes of each whole,
-    /// uncompressed message, and returns its JSON, or `None` to leave it as
-    /// base64. The JSON is added beside the base64 `data`, as `"json"`; see
-    /// the crate docs on [gRPC](crate#grpc) for the shape of a gRPC body.
-    ///
-    /// Default: none; messages are base64 only. The hook runs when a page is
-    /// served, so records stay raw in every sink. Its output is shown as it is:
-    /// field redaction does not apply to it (nor to the base64 bytes), so leave
-    /// out what must not be shown.
-    ///
-    /// With prost types the service already has (deriving `serde::Serialize`
-    /// next to `prost::Message`):
-    ///
-    /// ```
-    /// use tower_usage::GrpcDirection;
-    /// use tower_usage::{MemorySink, UsageService};
-    ///
-    /// #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
-    /// struct HelloRequest {
-    ///     #[prost(string, tag = "1")]
-    ///     name: String,
-    /// }
-    ///
-    /// let usage = UsageService::new(MemorySink::new()).grpc_message_json(
-    ///     |path: &str, direction: GrpcDirection, bytes: &[u8]| {
-    ///         use prost::Message as _;
-    ///         match (path, direction) {
-    ///             ("/hello.Greeter/SayHello", GrpcDirection::Request) => {
-    ///                 let msg = HelloRequest::decode(bytes).ok()?;
-    ///                 serde_json::to_value(msg).ok()
-    ///             }
-    ///             _ => None,
-    ///         }
-    ///     },
-    /// );
-    /// # let _ = usage;
-    /// ```
-    pub fn grpc_message_json<F>(mut self, to_json: F) -> Self
-    where
-        F: Fn(&str, GrpcDirection, &[u8]) -> Option<serde_json::Value> + Send + Sync + 'static,
-    {
-        self.grpc_json = Some(Arc::new(to_json));
-        self
-    }
-
-    /// How long a sink query may take before the service answers `503`.
-    ///
-    /// Default: 10 seconds. The query is dropped (cancelled) when it runs out.
-    pub fn query_timeout(mut self, timeout: Duration) -> Self {
-        self.query_timeout = timeout;
-        self
-    }
-
-    /// The most bytes of records one page holds. A page that would be larger
-    /// ends early, after the last record that fits (always at least one), with
-    /// a `nextCursor` to the rest: `limit` is the most records a page holds,
-    /// this the most bytes. So one response, held in memory until the client
-    /// has read it, stays small whatever the records hold.
-    ///
-    /// Default: 1 MiB ([`DEFAULT_MAX_PAGE_BYTES`]).
-    pub fn max_page_bytes(mut self, bytes: usize) -> Self {
-        self.max_page_bytes = bytes;
-        self
-    }
-}
-
-impl<S> fmt::Debug for UsageService<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UsageService")
-            .field("sink", &format_args!("{}", std::any::type_name::<S>()))
-            .field("identify", &self.identify)
-            .field(
-                "admin",
-                &self.admin.as_ref().map(|_| format_args!("Fn(..)")),
-            )
-            .field("query_timeout", &self.query_timeout)
-            .field("max_page_bytes", &self.max_page_bytes)
-            .field("mount_point", &self.mount_point)
-            .field(
-                "grpc_message_json",
-                &self.grpc_json.as_ref().map(|_| format_args!("Fn(..)")),
-            )
-            .field("recorder", &self.recorder.is_some())
-            .finish()
-    }
+    pub(super) sink: S,
+    pub(super) identify: IdentifyConsumer,
+    pub(super) admin: Option<Arc<AdminFn>>,
+    pub(super) query_timeout: Duration,
+    pub(super) max_page_bytes: usize,
+    pub(super) grpc_json: Option<GrpcMessageJsonFn>,
+    pub(super) mount_point: Option<Arc<str>>,
+    pub(super) recorder: Option<UsageHandle>,
+    pub(super) csv_formula_guard: bool,
+    pub(super) limits: Arc<Limits>,
+    pub(super) export_write_timeout: Duration,
 }
 
 impl<S, B> Service<Request<B>> for UsageService<S>
@@ -449,44 +278,87 @@ where
         if let Some(res) = super::page::answer(&req, self.mount_point.as_deref()) {
             return ResponseFuture::ready(res, head);
         }
-        match self.prepare(&req) {
-            Err(refusal) => ResponseFuture::refused(refusal, head),
-            Ok(Action::List(ListRequest { query, answer })) => match answer.format {
-                None => ResponseFuture::query(
-                    self.sink.clone(),
-                    query,
-                    self.query_timeout,
-                    self.grpc_json.clone(),
-                    self.max_page_bytes,
-                    head,
-                ),
-                Some(format) => ResponseFuture::export(
-                    export::fetcher(self.sink.clone(), self.query_timeout),
-                    query,
-                    Render {
-                        format,
-                        bodies: answer.bodies,
-                        grpc_json: self.grpc_json.clone(),
-                    },
-                    head,
-                ),
+        let (action, consumer) = match self.prepare(&req) {
+            Ok((Action::OpenApi { mount }, _)) => {
+                return ResponseFuture::ready(response::openapi(openapi::document(&mount)), head)
+            }
+            Ok(prepared) => prepared,
+            Err(refusal) => return ResponseFuture::refused(refusal, head),
+        };
+        // The limits, last: a request that would be refused anyway takes no slot.
+        let read = match consumer.as_deref() {
+            None => None,
+            Some(own) => match self.limits.read(own) {
+                Some(read) => Some(read),
+                None => {
+                    let limit = self.limits.reads_per_consumer();
+                    return ResponseFuture::refused(Refusal::TooManyReads(limit), head);
+                }
             },
-            Ok(Action::Get { id, scope }) => ResponseFuture::get(
+        };
+        let export = match &action {
+            Action::List(ListRequest { answer, .. }) if answer.format.is_some() => {
+                match self.limits.export() {
+                    Some(slot) => Some(slot),
+                    None => {
+                        let limit = self.limits.max_exports();
+                        return ResponseFuture::refused(Refusal::TooManyExports(limit), head);
+                    }
+                }
+            }
+            _ => None,
+        };
+        let held = Held::new(read, export);
+        match action {
+            Action::List(ListRequest { mut query, answer }) => {
+                query.max_bytes = Some(self.max_page_bytes);
+                match answer.format {
+                    None => ResponseFuture::query(
+                        self.sink.clone(),
+                        query,
+                        self.query_timeout,
+                        self.grpc_json.clone(),
+                        self.max_page_bytes,
+                        held,
+                        head,
+                    ),
+                    Some(format) => ResponseFuture::export(
+                        export::fetcher(self.sink.clone(), self.query_timeout),
+                        query,
+                        Render {
+                            format,
+                            bodies: answer.bodies,
+                            grpc_json: self.grpc_json.clone(),
+                            neutralize: self.csv_formula_guard,
+                        },
+                        Stall {
+                            held,
+                            timeout: self.export_write_timeout,
+                        },
+                        head,
+                    ),
+                }
+            }
+            Action::Get { id, scope } => ResponseFuture::get(
                 self.sink.clone(),
                 id,
                 scope,
                 self.query_timeout,
                 self.grpc_json.clone(),
+                held,
                 head,
             ),
-            Ok(Action::Summary(query)) => ResponseFuture::summary(
+            Action::Summary(query) => ResponseFuture::summary(
                 self.sink.clone(),
                 query,
                 self.query_timeout,
                 self.recorder.clone(),
+                // A consumer's `completeUntil` is coarse; an admin's exact.
+                consumer.is_some(),
+                held,
                 head,
             ),
-            Ok(Action::OpenApi { mount }) => {
+            Action::OpenApi { mount } => {
                 ResponseFuture::ready(response::openapi(openapi::document(&mount)), head)
             }
         }
@@ -505,8 +377,9 @@ impl<S> UsageService<S> {
     /// Validates a request and turns it into what to do, or refuses it.
     ///
     /// Checks run in this order: method, path, caller (not for the OpenAPI
-    /// document, which holds nothing of anyone's), parameters.
-    fn prepare<B>(&self, req: &Request<B>) -> Result<Action, Refusal> {
+    /// document, which holds nothing of anyone's), parameters. Also returns
+    /// the caller's consumer, `None` for an admin.
+    fn prepare<B>(&self, req: &Request<B>) -> Result<(Action, Option<String>), Refusal> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(Refusal::Method);
         }
@@ -516,7 +389,7 @@ impl<S> UsageService<S> {
             Target::OpenApi => {
                 params::none(req.uri().query()).map_err(Refusal::Param)?;
                 let mount = mount.unwrap_or("").trim_end_matches('/').to_owned();
-                return Ok(Action::OpenApi { mount });
+                return Ok((Action::OpenApi { mount }, None));
             }
             Target::List | Target::Summary | Target::Record(_) => {}
         }
@@ -530,7 +403,11 @@ impl<S> UsageService<S> {
                 None => return Err(Refusal::Unauthorized(self.unauthorized_message())),
             }
         };
-        match target {
+        let consumer = match &caller {
+            Caller::Admin => None,
+            Caller::Consumer(own) => Some(own.clone()),
+        };
+        let action = match target {
             Target::Summary => {
                 params::parse_summary(req.uri().query(), caller, time::OffsetDateTime::now_utc())
                     .map(Action::Summary)
@@ -550,7 +427,8 @@ impl<S> UsageService<S> {
             _ => params::parse(req.uri().query(), caller)
                 .map(Action::List)
                 .map_err(Refusal::Param),
-        }
+        }?;
+        Ok((action, consumer))
     }
 
     /// What a `401` says: how to send a bearer token, unless the consumer is

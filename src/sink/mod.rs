@@ -34,7 +34,7 @@ pub mod summary;
 pub use crate::record::StorageError;
 pub use cursor::Position;
 pub use get::get_by_query;
-pub use page::UsagePage;
+pub use page::{record_bytes, UsagePage};
 pub use query::{
     ConsumerScope, Order, PathFilter, Projection, StatusFilter, UsageQuery, DEFAULT_LIMIT,
     MAX_LIMIT,

@@ -227,6 +227,14 @@ pub struct UsageQuery {
     /// Which fields of each record are needed. Default: [`Projection::Full`];
     /// a sink may ignore it (see [`Projection`]).
     pub fields: Projection,
+    /// A byte budget for the page: once the records a sink has read for it
+    /// pass this many bytes ([`record_bytes`](super::record_bytes) each), it
+    /// may stop reading, and [`UsagePage::from_sorted`](super::UsagePage::from_sorted)
+    /// ends the page before the record that passed it (keeping at least
+    /// one), with a `next_cursor` to the rest. So what a sink loads and
+    /// decodes for a page is bounded in bytes, not only in records. Default:
+    /// `None`, no budget; `GET /usage` sets its page budget here.
+    pub max_bytes: Option<usize>,
 }
 
 impl Default for UsageQuery {
@@ -244,6 +252,7 @@ impl Default for UsageQuery {
             cursor: None,
             order: Order::Asc,
             fields: Projection::Full,
+            max_bytes: None,
         }
     }
 }
@@ -291,6 +300,23 @@ impl UsageQuery {
     /// [`since_ms`](Self::since_ms).
     pub fn until_ms(&self) -> Option<i64> {
         self.until.map(ceil_millis)
+    }
+
+    /// Whether a sink has read enough hits for this page: `hits` records
+    /// holding `bytes` ([`record_bytes`](super::record_bytes) each). True at
+    /// [`fetch_limit`](Self::fetch_limit) hits, or, with a
+    /// [byte budget](Self::max_bytes), once at least two hits pass it:
+    /// [`UsagePage::from_sorted`](super::UsagePage::from_sorted) then ends the
+    /// page before the last one and points the cursor at it.
+    ///
+    /// ```
+    /// let query = tower_usage::UsageQuery { limit: 100, max_bytes: Some(1000), ..Default::default() };
+    /// assert!(!query.read_enough(1, 5000)); // the first hit is always kept
+    /// assert!(query.read_enough(2, 1001));
+    /// assert!(query.read_enough(101, 0));
+    /// ```
+    pub fn read_enough(&self, hits: usize, bytes: usize) -> bool {
+        hits >= self.fetch_limit() || (hits >= 2 && self.max_bytes.is_some_and(|b| bytes > b))
     }
 
     /// Whether a record passes the scope and every filter (the cursor aside).

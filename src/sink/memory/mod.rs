@@ -9,6 +9,8 @@ use crate::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
 mod id;
 mod index;
+mod scan;
+mod share;
 #[cfg(test)]
 mod tests;
 
@@ -44,10 +46,24 @@ pub const CONSUMER_SHARE: usize = 4;
 /// bytes) makes room by evicting its *own* oldest record, not the oldest of
 /// all. So one client flooding the sink (the anonymous consumer included) can
 /// take its share and the room the others leave free, but cannot push out the
-/// others' history. Until the sink is full, any consumer may use all of it. A
-/// client that mints a new identity per request (a fresh bearer token each
-/// time, when tokens are not checked before the layer) is many consumers:
-/// identify consumers by an authenticated account
+/// others' history. Until the sink is full, any consumer may use all of it.
+///
+/// A client that mints a new identity per request (a fresh bearer token each
+/// time, when tokens are not checked before the layer) would be many
+/// consumers of one record each, none over its share. So the records of
+/// *newcomers* (consumers first seen while the sink is full) and of
+/// *rejected* requests (answered `401` or `403`, whoever sent them) are
+/// *pooled*: together they hold at most one share (a quarter of the capacity
+/// and of the bytes), and once they do, each new pooled record evicts the
+/// oldest pooled one. What holds, exactly: however many records a flood of
+/// invented identities or rejected requests brings, it evicts at most one
+/// share of the records that were in the sink before it (fewer when pooled
+/// records were already there); the consumers that were there keep the rest,
+/// and their own new records evict as before. A newcomer is *established*,
+/// and its records leave the pool, once the records it holds span a minute
+/// (it came back a minute later and its first records were still there):
+/// during a flood the pool turns over fast, so a genuine newcomer may wait
+/// for the flood to end. Identify consumers by an authenticated account
 /// ([`IdentifyConsumer`](crate::IdentifyConsumer)) where that matters.
 ///
 /// Cloning is cheap and every clone shares the same records, so one sink can be
@@ -105,6 +121,17 @@ pub const CONSUMER_SHARE: usize = 4;
 /// # Ok::<(), tower_usage::SinkError>(())
 /// # }).unwrap();
 /// ```
+///
+/// # Reading
+///
+/// A page and a summary scan the scope's records under the read lock, on
+/// tokio's blocking pool ([`spawn_blocking`](tokio::task::spawn_blocking);
+/// inline when called outside a tokio runtime), never on a worker of the
+/// application: a summary over a few hundred thousand records takes tens of
+/// milliseconds that other requests do not wait for. When the query's future
+/// is dropped (as `GET /usage` does when its query timeout fires), the scan
+/// stops within 1024 records. A page decodes only what it may return: its
+/// records, and no more bytes than its [budget](UsageQuery::max_bytes).
 ///
 /// # Locking
 ///
@@ -224,6 +251,38 @@ impl MemorySink {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Runs a scan under the read lock on tokio's blocking pool (inline
+    /// outside a tokio runtime), so that a long one does not hold a worker of
+    /// the application; when the returned future is dropped (the endpoint's
+    /// query timeout), the scan is told to stop and does within 1024 entries.
+    async fn off_workers<T: Send + 'static>(
+        &self,
+        scan: impl FnOnce(&State, &AtomicBool) -> T + Send + 'static,
+    ) -> Result<T, SinkError> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Ok(scan(&self.read(), &cancel));
+        };
+        /// Sets the flag when the query's future is dropped, done or not.
+        struct CancelOnDrop(Arc<AtomicBool>);
+        impl Drop for CancelOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _guard = CancelOnDrop(Arc::clone(&cancel));
+        let sink = self.clone();
+        runtime
+            .spawn_blocking(move || scan(&sink.read(), &cancel))
+            .await
+            .map_err(|err| {
+                SinkError::message(
+                    crate::SinkErrorKind::Other,
+                    format!("a MemorySink scan panicked: {err}"),
+                )
+            })
+    }
+
     fn insert_batch(&self, batch: &[UsageRecord]) {
         let (capacity, max_bytes) = (self.shared.capacity, self.shared.max_bytes);
         let (share, byte_share) = (self.consumer_share(), self.consumer_byte_share());
@@ -232,33 +291,15 @@ impl MemorySink {
         let over = |records: usize, bytes: usize| {
             fair && (records > share || (bytes > byte_share && records > 1))
         };
+        let full = |state: &State| {
+            state.all.len() > capacity || (state.bytes > max_bytes && state.all.len() > 1)
+        };
         for record in batch {
-            if !state.insert(record) {
+            let was_full = state.all.len() >= capacity || state.bytes >= max_bytes;
+            let Some(pooled) = state.insert(record, was_full) else {
                 continue;
-            }
-            let consumer = record.consumer.as_deref();
-            let full = |state: &State| {
-                state.all.len() > capacity || (state.bytes > max_bytes && state.all.len() > 1)
             };
-            // Shares matter only once the sink is full: nothing to count before.
-            let mut first = true;
-            while full(&state) {
-                // Full: a consumer over its fair share gives up its own oldest
-                // record (the one that just stored a record first), so that a
-                // flood from one client cannot evict the history of the others.
-                let (records, bytes) = state.share_of(consumer);
-                let over_share = over(records, bytes);
-                if std::mem::take(&mut first) && over_share {
-                    state.note_over_share(consumer);
-                }
-                if over_share {
-                    state.evict_oldest_of(consumer);
-                } else if let Some(other) = state.over_share_consumer(over) {
-                    state.evict_oldest_of(other.as_deref());
-                } else {
-                    state.evict_oldest();
-                }
-            }
+            state.make_room(record.consumer.as_deref(), pooled, full, over);
         }
     }
 
@@ -302,9 +343,14 @@ impl UsageSink for MemorySink {
         Ok(())
     }
 
+    /// Off the runtime's workers (see [Reading](Self#reading)); reads no
+    /// more than the page's [byte budget](UsageQuery::max_bytes) allows.
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
         let after = query.position()?;
-        let hits = self.read().page(query, after.as_ref());
+        let owned = query.clone();
+        let hits = self
+            .off_workers(move |state, cancel| state.page(&owned, after.as_ref(), cancel))
+            .await?;
         Ok(UsagePage::from_sorted(query, hits))
     }
 
@@ -320,6 +366,8 @@ impl UsageSink for MemorySink {
     /// writer for as long (the writer, not requests: they never wait on a sink).
     async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
         query.check()?;
-        self.read().summarize(query)
+        let query = query.clone();
+        self.off_workers(move |state, cancel| state.summarize(&query, cancel))
+            .await?
     }
 }

@@ -228,6 +228,7 @@ mod tests {
             cursor: None,
             order: Order::Desc,
             fields: crate::sink::Projection::Full,
+            max_bytes: None,
         }
     }
 

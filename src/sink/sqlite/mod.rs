@@ -130,8 +130,11 @@
 //! [`retention_interval`](SqliteSinkBuilder::retention_interval) (1 minute by
 //! default), the row cap is applied as soon as a batch goes past it. Deleted
 //! space is reused by new records; the file does not shrink. Over the row cap,
-//! a consumer holding more than a quarter of it loses its own oldest rows
-//! first ([`fair_share`](SqliteSinkBuilder::fair_share), on by default).
+//! consumers first seen while the table was full lose their rows first once
+//! they hold more than a quarter of it together, then a consumer holding more
+//! than a quarter of it loses its own oldest rows
+//! ([`fair_share`](SqliteSinkBuilder::fair_share), on by default; see
+//! [`max_rows`](SqliteSinkBuilder::max_rows) for what holds).
 //!
 //! The writer counts the rows at open and at every retention interval, and keeps
 //! the count in between. Several sinks or processes writing one file each
@@ -140,11 +143,14 @@
 mod error;
 mod file_id;
 mod insert;
+mod newcomers;
 mod read_pool;
+mod retention;
 mod schema;
 mod select;
 mod summary;
 mod values;
+mod wal;
 mod writer;
 
 use std::fmt;
@@ -464,6 +470,18 @@ impl SqliteSinkBuilder {
     /// the others' history; then the oldest records of all go. The heaviest
     /// consumer is looked up at most once per
     /// [`retention_interval`](Self::retention_interval).
+    ///
+    /// A client that mints a new identity per request (a fresh bearer token
+    /// each time) is many consumers of one record each, none over a quarter.
+    /// So consumers first seen while the table is full (*newcomers*) share
+    /// one quota, a quarter of `max_rows`: over it, the oldest newcomers'
+    /// records go first (whole consumers, by the consumer index). What holds:
+    /// a flood of invented identities deletes at most a quarter of
+    /// `max_rows` of the records that were there before it. A newcomer is
+    /// established once its records span a minute. The writer keeps the
+    /// newcomers in memory: after a restart every consumer in the file is
+    /// established, and rejected requests (`401`, `403`) count toward their
+    /// consumer as any other (`MemorySink` pools those too).
     pub fn max_rows(mut self, max_rows: u64) -> Self {
         self.options.retention.max_rows = Some(max_rows);
         self

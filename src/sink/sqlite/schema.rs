@@ -54,6 +54,10 @@ pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    create_owner_only(path).map_err(|err| {
+        SinkError::unavailable(err)
+            .with_context(format_args!("sqlite database {label}: creating the file"))
+    })?;
     let mut conn = Connection::open_with_flags(path, flags).map_err(&ctx)?;
     conn.busy_timeout(busy_timeout).map_err(&ctx)?;
     // Look before touching: a newer or foreign file is left exactly as it was.
@@ -83,6 +87,27 @@ pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
         migrate(&mut conn, &label)?;
     }
     Ok(conn)
+}
+
+/// Creates the database file, empty and readable by its owner only (`0600`,
+/// whatever the umask), when there is none, before SQLite opens it: SQLite
+/// would create it `0644` under the usual umask, and it gives the `-wal` and
+/// `-shm` files it makes next to a database the database file's mode, so
+/// those are owner-only too. An existing file keeps its mode.
+fn create_owner_only(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        // Exactly 0600, whatever the umask took away.
+        #[cfg(unix)]
+        Ok(file) => file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600)),
+        #[cfg(not(unix))]
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
+    }
 }
 
 /// Opens a private in-memory database with the current schema.

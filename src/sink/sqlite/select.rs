@@ -5,11 +5,13 @@ use rusqlite::{params_from_iter, Connection};
 
 use super::error::context;
 use crate::sink::sql::{self, Dialect};
-use crate::sink::{ConsumerScope, Position, UsageQuery};
+use crate::sink::{record_bytes, ConsumerScope, Position, UsageQuery};
 use crate::{SinkError, UsageRecord};
 
 /// Runs the page query: at most `query.limit + 1` matching records after `after`,
-/// in the query's order, for [`UsagePage::from_sorted`](crate::UsagePage::from_sorted).
+/// in the query's order, for [`UsagePage::from_sorted`](crate::UsagePage::from_sorted);
+/// fewer when they pass the page's byte budget first
+/// ([`UsageQuery::read_enough`]): the rows after that are not read.
 pub(super) fn select(
     conn: &Connection,
     label: &str,
@@ -23,10 +25,15 @@ pub(super) fn select(
         .query(params_from_iter(&statement.values))
         .map_err(&ctx)?;
     let mut out = Vec::with_capacity(query.fetch_limit().min(1024));
+    let mut bytes = 0usize;
     while let Some(row) = rows.next().map_err(&ctx)? {
         let record = sql::record(row)
             .map_err(|e| e.with_context(format_args!("sqlite database {label}")))?;
+        bytes = bytes.saturating_add(record_bytes(&record));
         out.push(record);
+        if query.read_enough(out.len(), bytes) {
+            break;
+        }
     }
     Ok(out)
 }

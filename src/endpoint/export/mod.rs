@@ -1,66 +1,28 @@
 //! Exports (`GET /usage?format=ndjson|csv`): every matching record, read from
-//! the sink one page at a time while the body is sent.
-//!
-//! # CSV columns
-//!
-//! A header row, then one row per record ([RFC 4180], written by the `csv`
-//! crate: fields with a comma, quote or line break are quoted):
-//!
-//! | column | value |
-//! |---|---|
-//! | `id` | the record id |
-//! | `createdAt` | RFC 3339, UTC, milliseconds |
-//! | `consumer` | the consumer id; empty for anonymous requests |
-//! | `method`, `path` | the request line (`path` without the query string) |
-//! | `route` | the route template; empty when unknown |
-//! | `query` | the raw query string, as recorded (secrets redacted) |
-//! | `status` | the HTTP status |
-//! | `outcome` | `complete`, `client_gone`, `cancelled` or `error` |
-//! | `durationUs` | microseconds |
-//! | `requestBodySize`, `responseSize` | the bodies' full sizes in bytes |
-//! | `requestBodyTruncated`, `responseTruncated` | `true` when the stored copy was cut |
-//! | `requestBody`, `response` | only with `bodies=true`: each body as the JSON the list shows (a JSON value's text) |
-//!
-//! Headers, route params and the gRPC details are not in the CSV; NDJSON holds
-//! every field (each line is a record exactly as the list shows it).
-//!
-//! [RFC 4180]: https://www.rfc-editor.org/rfc/rfc4180
+//! the sink one page at a time while the body is sent. The CSV form is in
+//! `csv.rs`, the watchdog against clients that stop reading in `stall.rs`.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+pub(super) use self::csv::{CSV_BODY_COLUMNS, CSV_COLUMNS};
+pub(super) use stall::Stall;
+use stall::{watchdog, Watched};
+
+mod csv;
+mod stall;
 
 use bytes::Bytes;
 use http_body::Frame;
 
 use super::params::Format;
-use crate::record::{format_timestamp, GrpcMessageJsonFn, RecordView};
+use crate::record::{GrpcMessageJsonFn, RecordView};
 use crate::sink::{UsagePage, UsageQuery, UsageSink};
 use crate::{SinkError, SinkErrorKind, UsageRecord};
-
-/// The CSV columns, in order, without the bodies.
-pub(super) const CSV_COLUMNS: &[&str] = &[
-    "id",
-    "createdAt",
-    "consumer",
-    "method",
-    "path",
-    "route",
-    "query",
-    "status",
-    "outcome",
-    "durationUs",
-    "requestBodySize",
-    "requestBodyTruncated",
-    "responseSize",
-    "responseTruncated",
-];
-
-/// The CSV columns `bodies=true` adds.
-pub(super) const CSV_BODY_COLUMNS: &[&str] = &["requestBody", "response"];
 
 /// A frame ends after the record that takes it past this many bytes (256
 /// KiB): with the page in hand, what an export holds at once.
@@ -95,6 +57,9 @@ pub(super) struct Render {
     pub(super) format: Format,
     pub(super) bodies: bool,
     pub(super) grpc_json: Option<GrpcMessageJsonFn>,
+    /// CSV cells that start a formula get a `'` in front
+    /// ([`UsageService::csv_formula_guard`](super::UsageService::csv_formula_guard)).
+    pub(super) neutralize: bool,
 }
 
 /// The state of an export body: the page in hand, or the query for the next
@@ -110,6 +75,10 @@ pub(crate) struct Export {
     /// The fetch of the next page, in flight. In a `Mutex` only so that the
     /// body is `Sync`: it is reached through `&mut self`, never locked.
     fetching: Mutex<Option<PageFuture>>,
+    /// What the watchdog may take away from a stalled export: the page in
+    /// hand (`page` above is moved in here between two polls) and the slots
+    /// the export holds.
+    watched: Arc<Mutex<Watched>>,
     /// The CSV header row is written.
     header_written: bool,
     /// No more pages, or the body failed.
@@ -121,19 +90,43 @@ pub(crate) struct Export {
 impl Export {
     /// An export whose first page is already fetched (so that a sink that fails
     /// at once is answered with a status, not a cut body).
-    pub(super) fn new(fetch: Fetch, query: UsageQuery, render: Render, first: UsagePage) -> Self {
+    ///
+    /// Spawns its watchdog (see [`Stall`]) on the current tokio runtime.
+    pub(super) fn new(
+        fetch: Fetch,
+        query: UsageQuery,
+        render: Render,
+        first: UsagePage,
+        stall: Stall,
+    ) -> Self {
+        let watched = Arc::new(Mutex::new(Watched {
+            page: Vec::new().into_iter(),
+            held: Some(stall.held),
+            last: Instant::now(),
+            fetching: false,
+            cut: false,
+        }));
         let mut export = Self {
             fetch,
             query,
             render,
             page: Vec::new().into_iter(),
             fetching: Mutex::new(None),
+            watched,
             header_written: false,
             done: false,
             written: 0,
         };
         export.take_in(first);
+        export.put_back();
+        watchdog(Arc::downgrade(&export.watched), stall.timeout);
         export
+    }
+
+    /// Moves the page in hand into the watched state, between two polls.
+    fn put_back(&mut self) {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        watched.page = std::mem::replace(&mut self.page, Vec::new().into_iter());
     }
 
     /// Makes `page` the page in hand, and notes where the next one starts.
@@ -146,7 +139,15 @@ impl Export {
     }
 
     pub(super) fn is_end_stream(&self) -> bool {
-        self.done && self.page.len() == 0 && self.header_written_or_not_needed()
+        self.done
+            && self
+                .watched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .page
+                .len()
+                == 0
+            && self.header_written_or_not_needed()
     }
 
     /// Whether nothing is left to write before the records: the CSV header
@@ -156,6 +157,33 @@ impl Export {
     }
 
     pub(super) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, SinkError>>> {
+        let watched = Arc::clone(&self.watched);
+        let mut w = watched.lock().unwrap_or_else(PoisonError::into_inner);
+        if w.cut {
+            w.cut = false;
+            drop(w);
+            let err = SinkError::message(
+                SinkErrorKind::Unavailable,
+                "the client read nothing for longer than the export write timeout",
+            );
+            return Poll::Ready(Some(Err(self.fail(err))));
+        }
+        w.last = Instant::now();
+        self.page = std::mem::replace(&mut w.page, Vec::new().into_iter());
+        let polled = self.poll_inner(cx);
+        w.fetching = polled.is_pending();
+        w.page = std::mem::replace(&mut self.page, Vec::new().into_iter());
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            // Done: the slots go now, not when the server drops the body.
+            w.held = None;
+        }
+        polled
+    }
+
+    fn poll_inner(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, SinkError>>> {
@@ -216,12 +244,14 @@ impl Export {
                         record,
                         grpc_json: self.render.grpc_json.as_deref(),
                     };
+                    let start = out.len();
                     serde_json::to_writer(&mut out, &view).map_err(SinkError::new)?;
+                    one_line(&mut out, start);
                     out.push(b'\n');
                 }
             }
             Format::Csv => {
-                let mut csv = csv::Writer::from_writer(&mut out);
+                let mut csv = ::csv::Writer::from_writer(&mut out);
                 if !self.header_written {
                     self.header_written = true;
                     let bodies = if self.render.bodies {
@@ -239,7 +269,7 @@ impl Export {
                         break;
                     };
                     records += 1;
-                    taken += self.csv_row(&mut csv, &record)?;
+                    taken += csv::row(&self.render, &mut csv, &record)?;
                 }
                 csv.flush().map_err(SinkError::new)?;
             }
@@ -247,64 +277,28 @@ impl Export {
         self.written += records;
         Ok(out)
     }
+}
 
-    /// Writes one row; returns about how many bytes it took.
-    fn csv_row<W: std::io::Write>(
-        &self,
-        csv: &mut csv::Writer<W>,
-        r: &UsageRecord,
-    ) -> Result<usize, SinkError> {
-        let status = r.status.to_string();
-        let duration = r.duration_us.to_string();
-        let request_size = r.request.body.size.to_string();
-        let response_size = r.response.size.to_string();
-        let created_at = format_timestamp(r.created_at);
-        let row: [&str; 14] = [
-            &r.id,
-            &created_at,
-            r.consumer.as_deref().unwrap_or(""),
-            &r.method,
-            &r.path,
-            r.route.as_deref().unwrap_or(""),
-            &r.request.query,
-            &status,
-            r.outcome.as_str(),
-            &duration,
-            &request_size,
-            if r.request.body.truncated {
-                "true"
-            } else {
-                "false"
-            },
-            &response_size,
-            if r.response.truncated {
-                "true"
-            } else {
-                "false"
-            },
-        ];
-        let size: usize = row.iter().map(|field| field.len() + 1).sum();
-        if !self.render.bodies {
-            csv.write_record(row).map_err(SinkError::new)?;
-            return Ok(size);
-        }
-        // The bodies as the list renders them (gRPC messages included).
-        let view = RecordView {
-            record: r,
-            grpc_json: self.render.grpc_json.as_deref(),
-        };
-        let wire = serde_json::to_value(&view).map_err(SinkError::new)?;
-        let request_body =
-            serde_json::to_string(&wire["request"]["body"]).map_err(SinkError::new)?;
-        let response_body = serde_json::to_string(&wire["response"]).map_err(SinkError::new)?;
-        csv.write_record(
-            row.iter()
-                .copied()
-                .chain([request_body.as_str(), response_body.as_str()]),
-        )
-        .map_err(SinkError::new)?;
-        Ok(size + request_body.len() + response_body.len() + 2)
+/// Makes the JSON written from `start` on one line: removes every raw line
+/// feed and carriage return. A body stored as JSON is shown as it came,
+/// whitespace included, and its text may span lines; in valid JSON (and the
+/// wire form only passes a body through when it parses) a raw line break can
+/// only be whitespace between tokens, never inside a string (there it is
+/// escaped as `\n`), so removing them changes no value. So an NDJSON line is
+/// always exactly one record, whatever a body holds.
+fn one_line(out: &mut Vec<u8>, start: usize) {
+    if memchr::memchr2(b'\n', b'\r', &out[start..]).is_none() {
+        return;
     }
+    let mut kept = start;
+    for i in start..out.len() {
+        let b = out[i];
+        if b != b'\n' && b != b'\r' {
+            out[kept] = b;
+            kept += 1;
+        }
+    }
+    out.truncate(kept);
 }
 
 impl fmt::Debug for Export {
