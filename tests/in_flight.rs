@@ -123,8 +123,16 @@ async fn complete_until_never_passes_an_exchange_in_flight() {
     // Nothing in flight, nothing pending: no mark (the usage endpoint's own
     // calls, not recorded, left none behind).
     assert_eq!(handle.complete_until(), None);
+    // A consumer's summary shows it rounded down to the minute (it says
+    // nothing of other consumers' arrivals): at least the poll's minute now.
     let now = summary_complete_until(addr).await;
-    assert!(now > poll.created_at);
+    let minute_of_poll = poll
+        .created_at
+        .replace_second(0)
+        .and_then(|t| t.replace_nanosecond(0))
+        .unwrap();
+    assert!(now >= minute_of_poll, "{now} < {minute_of_poll}");
+    assert_eq!((now.second(), now.nanosecond()), (0, 0), "{now}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

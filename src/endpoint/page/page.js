@@ -81,13 +81,46 @@
     return M + path + (query ? "?" + query : "");
   }
 
-  function request(path, params) {
+  // At most two reads at once: the service answers a consumer's third
+  // concurrent read `429` (`UsageService::max_reads_per_consumer`, 2 by
+  // default). A `429` all the same (another tab) is tried again after its
+  // `Retry-After`, at most three times.
+  var MAX_PARALLEL = 2;
+  var running = 0;
+  var waiting = [];
+
+  function acquire() {
+    return new Promise(function (resolve) {
+      if (running < MAX_PARALLEL) {
+        running += 1;
+        resolve();
+      } else {
+        waiting.push(resolve);
+      }
+    });
+  }
+
+  function release() {
+    var next = waiting.shift();
+    if (next) {
+      next();
+    } else {
+      running -= 1;
+    }
+  }
+
+  function send(path, params, read, tries) {
     return fetch(url(path, params), {
       headers: { "Authorization": "Bearer " + currentToken(), "Accept": "application/json" },
       cache: "no-store",
       credentials: "same-origin"
     }).then(function (res) {
-      if (res.ok) return res;
+      if (res.status === 429 && tries < 3) {
+        var wait = Math.min(5, parseInt(res.headers.get("Retry-After"), 10) || 1);
+        return new Promise(function (resolve) { setTimeout(resolve, wait * 1000); })
+          .then(function () { return send(path, params, read, tries + 1); });
+      }
+      if (res.ok) return read(res);
       return res.json().catch(function () { return {}; }).then(function (body) {
         throw new ApiError(res.status, body && typeof body.error === "string" ? body.error : "");
       });
@@ -96,8 +129,21 @@
     });
   }
 
+  // `read` takes the body (whole, before the read's slot is given back).
+  function request(path, params, read) {
+    return acquire().then(function () {
+      return send(path, params, read, 0);
+    }).then(function (value) {
+      release();
+      return value;
+    }, function (err) {
+      release();
+      throw err;
+    });
+  }
+
   function getJson(path, params) {
-    return request(path, params).then(function (res) { return res.json(); });
+    return request(path, params, function (res) { return res.json(); });
   }
 
   function explain(err) {
@@ -493,7 +539,7 @@
     params.set("format", format);
     say("Preparing the " + format.toUpperCase() + " export…");
     var name = "usage." + format;
-    request("", params).then(function (res) {
+    request("", params, function (res) {
       var disposition = res.headers.get("content-disposition") || "";
       var match = /filename="([A-Za-z0-9._-]+)"/.exec(disposition);
       if (match) name = match[1];
