@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use time::OffsetDateTime;
 
-use super::WAKE_AT;
-use crate::captured::{self, Captured, Part};
+use super::recycle::{refill, Recycler};
+use crate::captured::{Captured, Part};
 use crate::record::charset::{self, TextBody};
 use crate::record::encoding::{self, EncodedBody};
 use crate::record::{
@@ -17,82 +17,14 @@ use crate::record::{
     RecordedRequest, UsageRecord, GRPC_CANCELLED,
 };
 
-/// Written records whose allocations are kept for the next ones, at most: two
-/// runs of [`WAKE_AT`] captures (under a steady load the writer's batches are
-/// about one run; a larger batch allocates the rest).
-const KEEP_RECORDS: usize = 2 * WAKE_AT;
-/// The most bytes of strings one kept record may hold (its id, method, path,
-/// route, query, consumer and route params): with [`KEEP_RECORDS`], at most
-/// 0.25 MiB in all, outside `queue_bytes`. A record with longer strings is
-/// dropped, not kept.
-const KEEP_RECORD_BYTES: usize = 2048;
-/// Header maps kept for reuse, at most: two per kept record. With
-/// [`KEEP_MAP_CAPACITY`], a kept map takes about 6 KiB at most (32 entries
-/// and a list of 32 more values of repeated names), so all of them about
-/// 1.5 MiB at most, outside `queue_bytes`; typical maps take a quarter of that.
-const KEEP_MAPS: usize = 2 * KEEP_RECORDS;
-/// A map that grew past this many entries, or held more values (repeated
-/// names keep their extra values in a list of their own, which `clear`
-/// keeps allocated), is not kept: a hostile record's map should not stay
-/// allocated.
-const KEEP_MAP_CAPACITY: usize = 32;
-
 /// Builds records: [`assemble`](Self::assemble), with what one record leaves
-/// for the next kept (the header rules' verdicts on names, and the
-/// allocations of written records, handed back with
-/// [`recycle`](Self::recycle)). Owned by the writer task.
-///
-/// Reusing allocations matters on the writer: it frees what it allocates
-/// on its own thread, but each allocation and free is still work for the
-/// allocator (with glibc's malloc, in arenas the request threads use too),
-/// and a record has a dozen of them otherwise (strings, params, two maps).
+/// for the next kept: the header rules' verdicts on names, and (in a
+/// [`Recycler`]) the allocations of written records, handed back with
+/// [`recycle`](Self::recycle). Owned by the writer task.
 #[derive(Debug, Default)]
 pub(crate) struct Assembler {
     verdicts: HeaderVerdicts,
-    maps: Vec<HeaderMap>,
-    spares: Vec<Spare>,
-    /// The capture buffers of the records assembled since the last
-    /// [`reclaim_buffers`](Self::reclaim_buffers).
-    buffers: Vec<Bytes>,
-    /// Those buffers back, empty, for the request path.
-    reclaimed: Vec<Vec<u8>>,
-}
-
-/// The string allocations of a written record, emptied before each reuse:
-/// nothing of the record they came from is read.
-#[derive(Debug, Default)]
-struct Spare {
-    id: String,
-    method: String,
-    path: String,
-    route: String,
-    query: String,
-    consumer: String,
-    params: Vec<(String, String)>,
-}
-
-impl Spare {
-    /// The bytes its strings hold ([`KEEP_RECORD_BYTES`] bounds it).
-    fn bytes(&self) -> usize {
-        let params: usize = self
-            .params
-            .iter()
-            .map(|(k, v)| k.capacity() + v.capacity())
-            .sum();
-        [
-            &self.id,
-            &self.method,
-            &self.path,
-            &self.route,
-            &self.query,
-            &self.consumer,
-        ]
-        .iter()
-        .map(|s| s.capacity())
-        .sum::<usize>()
-            + params
-            + self.params.capacity() * std::mem::size_of::<(String, String)>()
-    }
+    recycler: Recycler,
 }
 
 impl Assembler {
@@ -104,69 +36,14 @@ impl Assembler {
     /// Takes back the allocations of a record that is written (its strings and
     /// header maps serve the next records), and drops the rest of it.
     pub(crate) fn recycle(&mut self, record: UsageRecord) {
-        let UsageRecord {
-            id,
-            consumer,
-            method,
-            path,
-            route,
-            request:
-                RecordedRequest {
-                    query,
-                    params,
-                    headers,
-                    ..
-                },
-            response_headers,
-            ..
-        } = record;
-        for map in [headers, response_headers] {
-            if self.maps.len() < KEEP_MAPS
-                && map.len() <= KEEP_MAP_CAPACITY
-                && (1..=KEEP_MAP_CAPACITY).contains(&map.capacity())
-            {
-                let mut map = map;
-                map.clear();
-                self.maps.push(map);
-            }
-        }
-        if self.spares.len() < KEEP_RECORDS {
-            let spare = Spare {
-                id,
-                method,
-                path,
-                route: route.unwrap_or_default(),
-                query,
-                consumer: consumer.unwrap_or_default(),
-                params,
-            };
-            if spare.bytes() <= KEEP_RECORD_BYTES {
-                self.spares.push(spare);
-            }
-        }
+        self.recycler.recycle(record);
     }
 
     /// The capture buffers of the records assembled since the last call, back
-    /// (those no record or sink holds a slice of any more, and not too large:
-    /// see [`reclaim`]), once those records are recycled. The caller moves what
-    /// it keeps out of the list; the rest is freed at the next call.
+    /// for the request path (see [`Recycler::reclaim_buffers`]).
     pub(crate) fn reclaim_buffers(&mut self) -> &mut Vec<Vec<u8>> {
-        self.reclaimed.clear();
-        self.reclaimed
-            .extend(self.buffers.drain(..).filter_map(captured::reclaim));
-        &mut self.reclaimed
+        self.recycler.reclaim_buffers()
     }
-
-    fn map(&mut self) -> HeaderMap {
-        self.maps.pop().unwrap_or_default()
-    }
-}
-
-/// `buf`, cleared, holding `text`.
-fn refill(mut buf: String, text: &str) -> String {
-    buf.clear();
-    buf.push_str(text);
-    buf
 }
 
 /// Builds the record of a captured exchange. Runs on the writer task.
@@ -190,7 +67,7 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
     } = captured;
     // Every string below is written over one of a written record's, cleared
     // first: nothing of that record is read.
-    let mut spare = reuse.spares.pop().unwrap_or_default();
+    let mut spare = reuse.recycler.spare();
     let created_at = truncate_to_millis(OffsetDateTime::from(created));
     let route = packed.str(Part::Route).map(|r| refill(spare.route, r));
     let mut path = refill(spare.path, packed.str(Part::Path).unwrap_or_default());
@@ -203,8 +80,8 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
         Some(q) => refill(spare.query, &redaction.query(q)),
         None => String::new(),
     };
-    let request_headers = packed.headers_into(Part::RequestHeaders, reuse.map());
-    let mut response_headers = packed.headers_into(Part::ResponseHeaders, reuse.map());
+    let request_headers = packed.headers_into(Part::RequestHeaders, reuse.recycler.map());
+    let mut response_headers = packed.headers_into(Part::ResponseHeaders, reuse.recycler.map());
     let trailers = packed.headers(Part::ResponseTrailers);
     if trailers
         .keys()
@@ -298,7 +175,7 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
     });
     // Its slices in the record are dropped when the record is recycled; then
     // the buffer is free to be filled again.
-    reuse.buffers.push(packed.into_bytes());
+    reuse.recycler.keep_buffer(packed.into_bytes());
     UsageRecord {
         id,
         consumer,
@@ -378,7 +255,7 @@ fn read_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header::{HeaderName, HeaderValue, ACCEPT, HOST};
+    use http::header::HeaderValue;
     use std::sync::Arc;
     use std::time::SystemTime;
 
@@ -466,7 +343,11 @@ mod tests {
         assert!(second.request.headers.is_empty());
         assert_ne!(second.id, first_id);
         assert_eq!(second.id.len(), 26);
-        assert_eq!(assembler.spares.len(), 0, "the first's strings were reused");
+        assert_eq!(
+            assembler.recycler.spares(),
+            0,
+            "the first's strings were reused"
+        );
         assembler.recycle(second);
 
         // Fewer params than the record before, and another consumer.
@@ -527,7 +408,7 @@ mod tests {
         let mut assembler = Assembler::default();
         let record = assembler.assemble(captured("/p", Some("q"), None, &HeaderMap::new()));
         // The record's slices still hold it.
-        assert!(assembler.buffers.len() == 1);
+        assert!(assembler.recycler.buffers() == 1);
         assembler.recycle(record);
         let back = assembler.reclaim_buffers();
         assert_eq!(back.len(), 1);
@@ -541,47 +422,5 @@ mod tests {
         assembler.recycle(record);
         assert!(assembler.reclaim_buffers().is_empty());
         drop(kept);
-    }
-
-    fn record_with(request: HeaderMap) -> UsageRecord {
-        let mut record = UsageRecord::default();
-        record.request.headers = request;
-        record
-    }
-
-    #[test]
-    fn kept_maps_are_empty_and_bounded_in_number_and_size() {
-        let mut assembler = Assembler::default();
-        let mut small = HeaderMap::new();
-        small.insert(HOST, HeaderValue::from_static("h"));
-        small.insert(ACCEPT, HeaderValue::from_static("*/*"));
-        assembler.recycle(record_with(small));
-        assert_eq!(assembler.maps.len(), 1, "the request's map is kept");
-        assert!(assembler.maps[0].is_empty());
-
-        // A name repeated past the limit: its extra values' list would stay
-        // allocated in a kept map.
-        let mut repeated = HeaderMap::new();
-        let name = HeaderName::from_static("x-many");
-        for _ in 0..=KEEP_MAP_CAPACITY {
-            repeated.append(name.clone(), HeaderValue::from_static("v"));
-        }
-        assembler.recycle(record_with(repeated));
-        // Many names: the map grew past the limit.
-        let mut wide = HeaderMap::new();
-        for i in 0..=KEEP_MAP_CAPACITY {
-            let name = HeaderName::try_from(format!("x-h{i}")).unwrap();
-            wide.insert(name, HeaderValue::from_static("v"));
-        }
-        assembler.recycle(record_with(wide));
-        assert_eq!(assembler.maps.len(), 1, "neither large map is kept");
-
-        for _ in 0..KEEP_MAPS * 2 {
-            let mut map = HeaderMap::new();
-            map.insert(HOST, HeaderValue::from_static("h"));
-            assembler.recycle(record_with(map));
-        }
-        assert_eq!(assembler.maps.len(), KEEP_MAPS);
-        assert!(assembler.maps.iter().all(HeaderMap::is_empty));
     }
 }

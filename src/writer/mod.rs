@@ -13,6 +13,7 @@ mod arrivals;
 mod assemble;
 mod handle;
 mod queue;
+mod recycle;
 mod retry;
 mod worker;
 
