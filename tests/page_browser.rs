@@ -264,10 +264,19 @@ async fn the_page_in_chromium() {
     let summary: Value = serde_json::from_slice(&summary).unwrap();
     let segments = summary["buckets"].as_array().unwrap().len();
     assert!(segments >= 2, "2xx and 4xx: {summary}");
+    // What the latency chart must show: one point per hour with requests.
+    let mut hours: Vec<&str> = summary["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["start"].as_str().unwrap())
+        .collect();
+    hours.dedup();
+    let hours = hours.len();
 
     let profile = tempfile::tempdir().unwrap();
     let client = browser(&driver, profile.path(), &[]).await;
-    let result = run(&client, addr, segments, profile.path(), &handle).await;
+    let result = run(&client, addr, (segments, hours), profile.path(), &handle).await;
     let _ = client.close().await;
     result.unwrap();
 }
@@ -275,7 +284,7 @@ async fn the_page_in_chromium() {
 async fn run(
     client: &Client,
     addr: SocketAddr,
-    segments: usize,
+    (segments, hours): (usize, usize),
     profile: &Path,
     handle: &tower_usage::UsageHandle,
 ) -> Result<(), CmdError> {
@@ -311,6 +320,14 @@ async fn run(
     assert!(message.contains("not accepted"), "{message}");
 
     // The right token: the three reference requests and the other two.
+    // Every request the page makes from here on is counted.
+    client
+        .execute(
+            "window.sent = []; var f = window.fetch; \
+             window.fetch = function (u) { window.sent.push(String(u)); return f.apply(this, arguments); };",
+            vec![],
+        )
+        .await?;
     let started = Instant::now();
     enter_token(client, TOKEN).await?;
     let paths = until("five rows in the history", || async {
@@ -328,6 +345,10 @@ async fn run(
         drawn.unwrap_or_default(),
         started.elapsed().as_millis()
     );
+    // The first view in three requests: two summaries and the list.
+    let sent = client.execute("return window.sent", vec![]).await?;
+    let sent = sent.as_array().unwrap();
+    assert_eq!(sent.len(), 3, "{sent:?}");
     // Newest first.
     assert_eq!(paths[0], XSS_PATH, "markup in a path shows as text");
     assert_eq!(paths[1], "/rest/v1/airdrop/");
@@ -367,6 +388,15 @@ async fn run(
     // The SVG is the page's own: built element by element.
     let svg = client.find(Locator::Css("#chart svg")).await?;
     assert_eq!(svg.attr("role").await?.as_deref(), Some("img"));
+    // Latency over time: p50 and p95, one point per hour with requests.
+    let lines = client
+        .find_all(Locator::Css("#latency svg polyline"))
+        .await?;
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        let points = line.attr("points").await?.unwrap_or_default();
+        assert_eq!(points.split_whitespace().count(), hours, "{points}");
+    }
     // Most requests first; a header sorts by its column, twice reverses.
     let routes = texts(client, "#routes tbody tr td:first-child").await?;
     assert_eq!(routes.len(), 4, "{routes:?}");

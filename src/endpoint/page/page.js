@@ -221,11 +221,28 @@
     return params;
   }
 
-  function headline(current, previous, range) {
+  // The buckets of one summary before `split` (the previous period), summed,
+  // and those from it on. The previous p95 is the highest of its buckets'.
+  function splitBuckets(buckets, split) {
+    var previous = { requests: 0, clientErrors: 0, serverErrors: 0, requestBytes: 0, responseBytes: 0,
+      durationUs: { p95: 0 } };
+    var current = [];
+    buckets.forEach(function (b) {
+      if (new Date(b.start).getTime() >= split.getTime()) {
+        current.push(b);
+        return;
+      }
+      ["requests", "clientErrors", "serverErrors", "requestBytes", "responseBytes"].forEach(function (k) {
+        previous[k] += b[k];
+      });
+      previous.durationUs.p95 = Math.max(previous.durationUs.p95, b.durationUs.p95);
+    });
+    return { previous: previous, current: current };
+  }
+
+  function headline(now, before, range) {
     var box = $("headline");
     clear(box);
-    var now = current.total;
-    var before = previous.total;
     var cards = [
       ["Requests", count(now.requests), now.requests, before.requests],
       ["Error rate", percent(now.clientErrors + now.serverErrors, now.requests),
@@ -257,7 +274,7 @@
     return (change > 0 ? "+" : "") + change + "% vs " + period;
   }
 
-  function chart(summary, since, until, range) {
+  function chart(buckets, since, until, range) {
     var figure = $("chart");
     clear(figure);
     var first = Math.floor(since.getTime() / range.step) * range.step;
@@ -265,7 +282,7 @@
     for (var t = first; t < until.getTime(); t += range.step) slots.push({ start: t, by: {} , total: 0 });
     var index = {};
     slots.forEach(function (slot, i) { index[slot.start] = i; });
-    summary.buckets.forEach(function (b) {
+    buckets.forEach(function (b) {
       var i = index[new Date(b.start).getTime()];
       if (i === undefined || CLASSES.indexOf(b.status) < 0) return;
       slots[i].by[b.status] = (slots[i].by[b.status] || 0) + b.requests;
@@ -311,6 +328,59 @@
       legend.appendChild(item);
     });
     legend.appendChild(el("span", max ? "highest bar: " + count(max) + " per " + range.interval : "no requests in this range"));
+    figure.appendChild(legend);
+  }
+
+  // Latency over time: p50 and p95 per slot that had requests, from the
+  // same buckets as the requests chart (one per status class: the p50 is
+  // their mean weighted by requests, the p95 the highest of them).
+  function latency(buckets, since, until, range) {
+    var figure = $("latency");
+    clear(figure);
+    var slots = {};
+    buckets.forEach(function (b) {
+      var t = new Date(b.start).getTime();
+      var s = slots[t] || (slots[t] = { start: t, requests: 0, p50: 0, p95: 0 });
+      s.p50 += b.durationUs.p50 * b.requests;
+      s.requests += b.requests;
+      s.p95 = Math.max(s.p95, b.durationUs.p95);
+    });
+    var points = Object.keys(slots).map(function (k) {
+      var s = slots[k];
+      return { start: s.start, p50: s.requests ? s.p50 / s.requests : 0, p95: s.p95 };
+    }).sort(function (a, b) { return a.start - b.start; });
+    var max = points.reduce(function (m, p) { return Math.max(m, p.p95); }, 0);
+    var width = 1000, height = 140, pad = 6;
+    var first = Math.floor(since.getTime() / range.step) * range.step;
+    var span = Math.max(until.getTime() - first, 1);
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", "Latency p50 and p95 per " + range.interval + ", highest p95 " + duration(max));
+    ["p50", "p95"].forEach(function (key) {
+      var line = document.createElementNS(SVG, "polyline");
+      line.setAttribute("class", "line " + key);
+      line.setAttribute("fill", "none");
+      line.setAttribute("points", points.map(function (p) {
+        var x = width * (p.start - first + range.step / 2) / span;
+        var y = height - pad - (height - 2 * pad) * (max ? p[key] / max : 0);
+        return x.toFixed(1) + "," + y.toFixed(1);
+      }).join(" "));
+      var title = document.createElementNS(SVG, "title");
+      title.textContent = key;
+      line.appendChild(title);
+      svg.appendChild(line);
+    });
+    figure.appendChild(svg);
+    var legend = el("figcaption", null, "legend");
+    ["p50", "p95"].forEach(function (key) {
+      var item = el("span");
+      item.appendChild(el("span", null, "swatch " + key));
+      item.appendChild(document.createTextNode(key));
+      legend.appendChild(item);
+    });
+    legend.appendChild(el("span", points.length ? "highest p95: " + duration(max) : "no requests in this range"));
     figure.appendChild(legend);
   }
 
@@ -585,7 +655,12 @@
     var range = RANGES[state.range];
     var until = new Date();
     var since = new Date(until.getTime() - range.ms);
-    var before = new Date(since.getTime() - range.ms);
+    // Three reads for the first view: the routes (whose `total` is the
+    // headline), the buckets of this period and the previous one (the chart,
+    // the latency and the comparison), and the list. The previous period is
+    // the same length and ends where this period's first bucket starts.
+    var split = new Date(Math.floor(since.getTime() / range.step) * range.step);
+    var before = new Date(split.getTime() - range.ms);
     var mine = ++generation;
     var started = performance.now();
     listBase = listParams(state, since);
@@ -593,18 +668,19 @@
     first.set("limit", String(PAGE_SIZE));
     document.body.setAttribute("aria-busy", "true");
     Promise.all([
-      getJson("/summary", summaryParams(state, since, until, range.interval, "status")),
-      getJson("/summary", summaryParams(state, before, since, "month", "")),
+      getJson("/summary", summaryParams(state, before, until, range.interval, "status")),
       getJson("/summary", summaryParams(state, since, until, "month", "route")),
       getJson("", first)
     ]).then(function (answers) {
       if (mine !== generation) return;
       $("data").hidden = false;
-      headline(answers[0], answers[1], range);
-      chart(answers[0], since, until, range);
-      routes(answers[2]);
-      history(answers[3], false);
-      emptyState(state, range, answers[3].requests.length > 0);
+      var periods = splitBuckets(answers[0].buckets, split);
+      headline(answers[1].total, periods.previous, range);
+      chart(periods.current, split, until, range);
+      latency(periods.current, split, until, range);
+      routes(answers[1]);
+      history(answers[2], false);
+      emptyState(state, range, answers[2].requests.length > 0);
       document.body.dataset.ready = String(mine);
       document.body.dataset.drawnMs = String(Math.round(performance.now() - started));
     }, function (err) {
