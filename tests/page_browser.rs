@@ -575,29 +575,11 @@ async fn an_unavailable_sink_is_said_in_words() {
 async fn paging_by_next_cursor() {
     let driver = start_driver().await;
     let sink = MemorySink::new();
-    let now = time::OffsetDateTime::now_utc();
-    let records: Vec<UsageRecord> = (0..120)
-        .map(|i| {
-            let created_at = now - Duration::from_secs(120 - i);
-            UsageRecord {
-                id: UsageRecord::new_id(created_at),
-                consumer: Some(tower_usage::hash_token(TOKEN)),
-                method: "GET".into(),
-                path: format!("/items/{i}"),
-                route: Some("/items/{n}".into()),
-                status: 200,
-                created_at,
-                ..UsageRecord::default()
-            }
-        })
-        .collect();
-    sink.record(&records).await.unwrap();
-    let app = axum::Router::new().nest_service("/usage", tower_usage::UsageService::new(sink));
-    let addr = serve(app).await;
-    let profile = tempfile::tempdir().unwrap();
-    let client = browser(&driver, profile.path(), &[]).await;
+    // `/items/{i}` created 120 - i seconds ago.
+    let ago: Vec<Duration> = (0..120).map(|i| Duration::from_secs(120 - i)).collect();
+    sink.record(&records_at(&ago)).await.unwrap();
+    let (client, _, _profile) = open_page(&driver, tower_usage::UsageService::new(sink)).await;
     let result = async {
-        client.goto(&format!("http://{addr}/usage")).await?;
         enter_token(&client, TOKEN).await?;
         for (shown, more) in [(50, true), (100, true), (120, false)] {
             let rows = until(&format!("{shown} rows"), || async {
@@ -622,6 +604,108 @@ async fn paging_by_next_cursor() {
             .attr("tabindex")
             .await?;
         assert_eq!(tabindex.as_deref(), Some("0"));
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.unwrap();
+}
+
+/// `service` nested at `/usage` on 127.0.0.1, and a browser on its page
+/// (the profile directory lives as long as the third value).
+async fn open_page(
+    driver: &Driver,
+    service: tower_usage::UsageService<MemorySink>,
+) -> (Client, SocketAddr, tempfile::TempDir) {
+    let addr = serve(axum::Router::new().nest_service("/usage", service)).await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(driver, profile.path(), &[]).await;
+    client
+        .goto(&format!("http://{addr}/usage"))
+        .await
+        .expect("the page loads");
+    (client, addr, profile)
+}
+
+/// Records of one consumer at `ago` before now, on one route.
+fn records_at(ago: &[Duration]) -> Vec<UsageRecord> {
+    let now = time::OffsetDateTime::now_utc();
+    ago.iter()
+        .enumerate()
+        .map(|(i, ago)| {
+            let created_at = now - *ago;
+            UsageRecord {
+                id: UsageRecord::new_id(created_at),
+                consumer: Some(tower_usage::hash_token(TOKEN)),
+                method: "GET".into(),
+                path: format!("/items/{i}"),
+                route: Some("/items/{n}".into()),
+                status: 200,
+                created_at,
+                ..UsageRecord::default()
+            }
+        })
+        .collect()
+}
+
+/// A custom range (two `datetime-local` inputs) bounds every read, and is
+/// kept in the URL: a reload shows the same range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_range_bounds_every_read_and_stays_in_the_url() {
+    let driver = start_driver().await;
+    let sink = MemorySink::new();
+    let hour = Duration::from_secs(3600);
+    // Three requests 3 hours ago, two 30 minutes ago.
+    let ago = [hour * 3, hour * 3, hour * 3, hour / 2, hour / 2];
+    sink.record(&records_at(&ago)).await.unwrap();
+    let (client, addr, _profile) = open_page(&driver, tower_usage::UsageService::new(sink)).await;
+    let result = async {
+        enter_token(&client, TOKEN).await?;
+        until("the five rows of the last day", || async {
+            let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+            Ok((rows.len() == 5).then_some(()))
+        })
+        .await;
+        // From 4 hours ago to 2 hours ago, in the browser's local time.
+        client
+            .execute(
+                "function local(ms) { var d = new Date(Date.now() - ms); \
+                   return new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16); } \
+                 document.getElementById('from').value = local(4 * 3600e3); \
+                 document.getElementById('to').value = local(2 * 3600e3);",
+                vec![],
+            )
+            .await?;
+        click(&client, "#custom button[type=submit]").await?;
+        let check = || async {
+            until("the three rows of the custom range", || async {
+                let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+                let values = texts(&client, "#headline .card .value").await?;
+                Ok((rows.len() == 3 && values.first().is_some_and(|v| v == "3")).then_some(()))
+            })
+            .await;
+            let routes = texts(&client, "#routes tbody tr td:nth-child(2)").await?;
+            assert_eq!(routes, ["3"], "the routes table is bounded too");
+            Ok::<_, CmdError>(())
+        };
+        check().await?;
+        let url = client.current_url().await?;
+        let hash = url.fragment().unwrap().to_owned();
+        assert!(hash.contains("range=custom"), "{hash}");
+        assert!(hash.contains("from=") && hash.contains("to="), "{hash}");
+        // The same URL in a fresh load: the same range, the inputs filled.
+        client.goto(&format!("http://{addr}/usage/")).await?;
+        client.goto(url.as_str()).await?;
+        check().await?;
+        let from = client.find(Locator::Id("from")).await?.prop("value").await?;
+        assert!(from.is_some_and(|v| hash.contains(&v.replace(':', "%3A"))), "{hash}");
+        // A named range again: all five.
+        click(&client, "#ranges button[data-range=day]").await?;
+        until("the five rows again", || async {
+            let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+            Ok((rows.len() == 5).then_some(()))
+        })
+        .await;
         Ok::<_, CmdError>(())
     }
     .await;

@@ -54,7 +54,9 @@
   function readState() {
     var params = new URLSearchParams(location.hash.slice(1));
     var state = { range: params.get("range") || "day", record: params.get("record") || "" };
-    if (!RANGES[state.range]) state.range = "day";
+    state.from = params.get("from") || "";
+    state.to = params.get("to") || "";
+    if (state.range === "custom" ? !customPeriod(state) : !RANGES[state.range]) state.range = "day";
     FILTERS.forEach(function (name) { state[name] = params.get(name) || ""; });
     return state;
   }
@@ -62,11 +64,44 @@
   function writeState(state) {
     var params = new URLSearchParams();
     if (state.range !== "day") params.set("range", state.range);
+    if (state.range === "custom") {
+      params.set("from", state.from);
+      params.set("to", state.to);
+    }
     FILTERS.forEach(function (name) { if (state[name]) params.set(name, state[name]); });
     if (state.record) params.set("record", state.record);
     var hash = params.toString();
     if (location.hash.slice(1) !== hash) location.hash = hash;
     else render();
+  }
+
+  // --- the period shown: a named range up to now, or a custom one ---------
+
+  // `from` and `to` as the `datetime-local` inputs give them (local time).
+  function customPeriod(state) {
+    var since = new Date(state.from);
+    var until = new Date(state.to);
+    if (!state.from || !state.to || isNaN(since) || isNaN(until) || since >= until) return null;
+    var ms = until.getTime() - since.getTime();
+    var hours = ms / 3600e3;
+    var range = hours <= 3 ? { interval: "minute", step: 60e3 }
+      : hours <= 8 * 24 ? { interval: "hour", step: 3600e3 }
+      : { interval: "day", step: 86400e3 };
+    range.ms = ms;
+    range.label = hours < 48 ? Math.round(hours * 10) / 10 + " hours" : Math.round(hours / 24) + " days";
+    range.during = "in this range";
+    return { since: since, until: until, range: range };
+  }
+
+  function period(state) {
+    if (state.range === "custom") {
+      var custom = customPeriod(state);
+      if (custom) return custom;
+    }
+    var range = RANGES[state.range] || RANGES.day;
+    range.during = "in the last " + range.label;
+    var until = new Date();
+    return { since: new Date(until.getTime() - range.ms), until: until, range: range, now: true };
   }
 
   // --- talking to M ------------------------------------------------------
@@ -318,7 +353,7 @@
     figure.appendChild(svg);
     var axis = el("div", null, "axis");
     axis.appendChild(el("span", since.toLocaleString()));
-    axis.appendChild(el("span", "now"));
+    axis.appendChild(el("span", range.during.indexOf("last") >= 0 ? "now" : until.toLocaleString()));
     figure.appendChild(axis);
     var legend = el("figcaption", null, "legend");
     CLASSES.forEach(function (cls) {
@@ -441,10 +476,11 @@
 
   // --- the history -------------------------------------------------------
 
-  function listParams(state, since) {
+  function listParams(state, since, until) {
     var params = new URLSearchParams();
     params.set("order", "desc");
     params.set("since", since.toISOString());
+    if (until) params.set("until", until.toISOString());
     if (state.method) params.set("method", state.method);
     if (state.path) {
       var p = state.path.charAt(0) === "/" ? state.path : "/" + state.path;
@@ -528,8 +564,8 @@
     box.hidden = anyRecords;
     if (anyRecords) return;
     box.textContent = filtered
-      ? "No request matches these filters in the last " + range.label + ". Clear a filter or choose a longer range."
-      : "No requests recorded for this token in the last " + range.label +
+      ? "No request matches these filters " + range.during + ". Clear a filter or choose a longer range."
+      : "No requests recorded for this token " + range.during +
         ". Send a request to the API with this same token, then choose a range again to refresh.";
   }
 
@@ -605,7 +641,8 @@
 
   function exportAs(format) {
     var state = readState();
-    var params = listParams(state, new Date(Date.now() - RANGES[state.range].ms));
+    var shown = period(state);
+    var params = listParams(state, shown.since, shown.now ? null : shown.until);
     params.set("format", format);
     say("Preparing the " + format.toUpperCase() + " export…");
     var name = "usage." + format;
@@ -652,9 +689,12 @@
     Array.prototype.forEach.call(document.querySelectorAll("#ranges button"), function (b) {
       b.setAttribute("aria-pressed", String(b.dataset.range === state.range));
     });
-    var range = RANGES[state.range];
-    var until = new Date();
-    var since = new Date(until.getTime() - range.ms);
+    var shown = period(state);
+    var range = shown.range;
+    var until = shown.until;
+    var since = shown.since;
+    $("from").value = state.range === "custom" ? state.from : "";
+    $("to").value = state.range === "custom" ? state.to : "";
     // Three reads for the first view: the routes (whose `total` is the
     // headline), the buckets of this period and the previous one (the chart,
     // the latency and the comparison), and the list. The previous period is
@@ -663,7 +703,7 @@
     var before = new Date(split.getTime() - range.ms);
     var mine = ++generation;
     var started = performance.now();
-    listBase = listParams(state, since);
+    listBase = listParams(state, since, shown.now ? null : until);
     var first = new URLSearchParams(listBase);
     first.set("limit", String(PAGE_SIZE));
     document.body.setAttribute("aria-busy", "true");
@@ -730,6 +770,18 @@
       if (!button) return;
       var state = readState();
       state.range = button.dataset.range;
+      writeState(state);
+    });
+    $("custom").addEventListener("submit", function (e) {
+      e.preventDefault();
+      var state = readState();
+      state.from = $("from").value;
+      state.to = $("to").value;
+      if (!customPeriod(state)) {
+        say("Choose a start and an end, the start before the end.", true);
+        return;
+      }
+      state.range = "custom";
       writeState(state);
     });
     $("filters").addEventListener("submit", function (e) {
