@@ -345,10 +345,28 @@ async fn run(
         drawn.unwrap_or_default(),
         started.elapsed().as_millis()
     );
-    // The first view in three requests: two summaries and the list.
+    // The first view in three requests: two summaries and the list; then,
+    // once per token, whether it is an admin's (it is not).
+    until("the admin probe", || async {
+        let body = client.find(Locator::Css("body")).await?;
+        Ok(body.attr("data-admin").await?.filter(|a| a == "no"))
+    })
+    .await;
     let sent = client.execute("return window.sent", vec![]).await?;
-    let sent = sent.as_array().unwrap();
-    assert_eq!(sent.len(), 3, "{sent:?}");
+    let sent: Vec<&str> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert!(sent[3].contains("groupBy=consumer"), "{sent:?}");
+    assert!(
+        !sent[..3].iter().any(|u| u.contains("groupBy=consumer")),
+        "{sent:?}"
+    );
+    let picker = client.find(Locator::Id("consumer-pick")).await?;
+    assert!(!picker.is_displayed().await?, "no picker for a consumer");
     // Newest first.
     assert_eq!(paths[0], XSS_PATH, "markup in a path shows as text");
     assert_eq!(paths[1], "/rest/v1/airdrop/");
@@ -706,6 +724,100 @@ async fn a_custom_range_bounds_every_read_and_stays_in_the_url() {
             Ok((rows.len() == 5).then_some(()))
         })
         .await;
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.unwrap();
+}
+
+/// An admin (here: the token `ADMIN`) picks a consumer; every read then
+/// carries `consumer=`. A consumer's token gets no picker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_picks_a_consumer() {
+    const ADMIN: &str = "the-admin-token-0123456789";
+    const OTHER: &str = "another-consumer-token-0123";
+    let driver = start_driver().await;
+    let sink = MemorySink::new();
+    let minute = Duration::from_secs(60);
+    let mut records = records_at(&[minute * 5, minute * 4, minute * 3]);
+    for mut r in records_at(&[minute * 2, minute]) {
+        r.consumer = Some(tower_usage::hash_token(OTHER));
+        r.path = format!("/other{}", r.path);
+        records.push(r);
+    }
+    sink.record(&records).await.unwrap();
+    let service = tower_usage::UsageService::new(sink)
+        .admin(|req| tower_usage::bearer_token(req.headers()) == Some(ADMIN));
+    let (client, _, _profile) = open_page(&driver, service).await;
+    let rows = |n: usize| {
+        let client = &client;
+        async move {
+            until(&format!("{n} rows"), || async {
+                let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+                Ok((rows.len() == n).then_some(()))
+            })
+            .await
+        }
+    };
+    let probed = |answer: &'static str| {
+        let client = &client;
+        async move {
+            until(&format!("the admin probe saying {answer}"), || async {
+                let body = client.find(Locator::Css("body")).await?;
+                Ok(body.attr("data-admin").await?.filter(|a| a == answer))
+            })
+            .await
+        }
+    };
+    let result = async {
+        enter_token(&client, TOKEN).await?;
+        rows(3).await;
+        probed("no").await;
+        let picker = client.find(Locator::Id("consumer-pick")).await?;
+        assert!(!picker.is_displayed().await?);
+        click(&client, "#forget").await?;
+
+        enter_token(&client, ADMIN).await?;
+        rows(5).await;
+        probed("yes").await;
+        assert!(picker.is_displayed().await?);
+        let mut options = texts(&client, "#consumer option").await?;
+        assert_eq!(options.remove(0), "all consumers");
+        let mut ids = vec![
+            tower_usage::hash_token(TOKEN),
+            tower_usage::hash_token(OTHER),
+        ];
+        ids.sort();
+        assert_eq!(options, ids);
+        client
+            .find(Locator::Id("consumer"))
+            .await?
+            .select_by_label(&tower_usage::hash_token(OTHER))
+            .await?;
+        rows(2).await;
+        let paths = texts(&client, "#history tbody tr td:nth-child(3)").await?;
+        assert!(paths.iter().all(|p| p.starts_with("/other/")), "{paths:?}");
+        until("the other consumer's headline", || async {
+            let values = texts(&client, "#headline .card .value").await?;
+            Ok((values.first().is_some_and(|v| v == "2")).then_some(()))
+        })
+        .await;
+        let routes = texts(&client, "#routes tbody tr td:nth-child(2)").await?;
+        assert_eq!(routes, ["2"]);
+        let hash = client.current_url().await?.fragment().unwrap().to_owned();
+        assert!(
+            hash.contains(&format!("consumer={}", tower_usage::hash_token(OTHER))),
+            "{hash}"
+        );
+        screenshot(&client, 1440, 900, "page-admin-1440x900.png").await;
+        // Back to all consumers.
+        client
+            .find(Locator::Id("consumer"))
+            .await?
+            .select_by_label("all consumers")
+            .await?;
+        rows(5).await;
         Ok::<_, CmdError>(())
     }
     .await;

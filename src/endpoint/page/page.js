@@ -44,6 +44,9 @@
       else sessionStorage.removeItem(TOKEN_KEY);
     } catch (e) { /* storage disabled: the token lives for this view only */ }
     memoryToken = value;
+    admin = null;
+    $("consumer-pick").hidden = true;
+    delete document.body.dataset.admin;
   }
   var memoryToken = "";
 
@@ -56,6 +59,7 @@
     var state = { range: params.get("range") || "day", record: params.get("record") || "" };
     state.from = params.get("from") || "";
     state.to = params.get("to") || "";
+    state.consumer = params.get("consumer") || "";
     if (state.range === "custom" ? !customPeriod(state) : !RANGES[state.range]) state.range = "day";
     FILTERS.forEach(function (name) { state[name] = params.get(name) || ""; });
     return state;
@@ -69,6 +73,7 @@
       params.set("to", state.to);
     }
     FILTERS.forEach(function (name) { if (state[name]) params.set(name, state[name]); });
+    if (state.consumer) params.set("consumer", state.consumer);
     if (state.record) params.set("record", state.record);
     var hash = params.toString();
     if (location.hash.slice(1) !== hash) location.hash = hash;
@@ -253,6 +258,7 @@
     params.set("until", until.toISOString());
     params.set("interval", interval);
     if (groupBy) params.set("groupBy", groupBy);
+    if (state.consumer) params.set("consumer", state.consumer);
     return params;
   }
 
@@ -474,6 +480,40 @@
     }
   }
 
+  // --- admins: a consumer picker ------------------------------------------
+
+  // Whether this token is an admin's: unknown (null) until the summary by
+  // consumer, asked once per token after the first view is drawn, answers
+  // 200 (an admin) or 403 (not). Never part of the first view's reads.
+  var admin = null;
+
+  function probeAdmin(state, since, until) {
+    if (admin !== null) return;
+    var params = summaryParams({}, since, until, "month", "consumer");
+    var asked = currentToken();
+    getJson("/summary", params).then(function (summary) {
+      if (asked !== currentToken()) return;
+      admin = true;
+      var seen = {};
+      summary.buckets.forEach(function (b) { if (b.consumer) seen[b.consumer] = true; });
+      if (state.consumer) seen[state.consumer] = true;
+      var select = $("consumer");
+      while (select.options.length > 1) select.remove(1);
+      Object.keys(seen).sort().forEach(function (id) {
+        var option = el("option", id);
+        option.value = id;
+        select.appendChild(option);
+      });
+      select.value = state.consumer;
+      $("consumer-pick").hidden = false;
+      document.body.dataset.admin = "yes";
+    }, function (err) {
+      if (asked !== currentToken() || !(err instanceof ApiError) || err.status !== 403) return;
+      admin = false;
+      document.body.dataset.admin = "no";
+    });
+  }
+
   // --- the history -------------------------------------------------------
 
   function listParams(state, since, until) {
@@ -489,6 +529,7 @@
     if (state.status) params.set("status", state.status);
     if (state.route) params.set("route", state.route);
     if (state.outcome) params.set("outcome", state.outcome);
+    if (state.consumer) params.set("consumer", state.consumer);
     return params;
   }
 
@@ -722,6 +763,7 @@
       history(answers[2], false);
       emptyState(state, range, answers[2].requests.length > 0);
       document.body.dataset.ready = String(mine);
+      probeAdmin(state, since, until);
       document.body.dataset.drawnMs = String(Math.round(performance.now() - started));
     }, function (err) {
       if (mine !== generation) return;
@@ -770,6 +812,11 @@
       if (!button) return;
       var state = readState();
       state.range = button.dataset.range;
+      writeState(state);
+    });
+    $("consumer").addEventListener("change", function (e) {
+      var state = readState();
+      state.consumer = e.target.value;
       writeState(state);
     });
     $("custom").addEventListener("submit", function (e) {
