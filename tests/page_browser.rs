@@ -645,6 +645,28 @@ async fn open_page(
     (client, addr, profile)
 }
 
+async fn displayed(client: &Client, id: &str) -> Result<bool, CmdError> {
+    client.find(Locator::Id(id)).await?.is_displayed().await
+}
+
+/// Waits for `n` rows in the history.
+async fn rows(client: &Client, n: usize) {
+    until(&format!("{n} rows in the history"), || async {
+        let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+        Ok((rows.len() == n).then_some(()))
+    })
+    .await
+}
+
+/// Waits for the page's `body` to carry `attr="value"`.
+async fn body_says(client: &Client, attr: &str, value: &str) {
+    until(&format!("{attr}={value}"), || async {
+        let body = client.find(Locator::Css("body")).await?;
+        Ok(body.attr(attr).await?.filter(|a| a == value))
+    })
+    .await;
+}
+
 /// Records of one consumer at `ago` before now, on one route.
 fn records_at(ago: &[Duration]) -> Vec<UsageRecord> {
     let now = time::OffsetDateTime::now_utc();
@@ -750,37 +772,17 @@ async fn an_admin_picks_a_consumer() {
     let service = tower_usage::UsageService::new(sink)
         .admin(|req| tower_usage::bearer_token(req.headers()) == Some(ADMIN));
     let (client, _, _profile) = open_page(&driver, service).await;
-    let rows = |n: usize| {
-        let client = &client;
-        async move {
-            until(&format!("{n} rows"), || async {
-                let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
-                Ok((rows.len() == n).then_some(()))
-            })
-            .await
-        }
-    };
-    let probed = |answer: &'static str| {
-        let client = &client;
-        async move {
-            until(&format!("the admin probe saying {answer}"), || async {
-                let body = client.find(Locator::Css("body")).await?;
-                Ok(body.attr("data-admin").await?.filter(|a| a == answer))
-            })
-            .await
-        }
-    };
     let result = async {
         enter_token(&client, TOKEN).await?;
-        rows(3).await;
-        probed("no").await;
+        rows(&client, 3).await;
+        body_says(&client, "data-admin", "no").await;
         let picker = client.find(Locator::Id("consumer-pick")).await?;
         assert!(!picker.is_displayed().await?);
         click(&client, "#forget").await?;
 
         enter_token(&client, ADMIN).await?;
-        rows(5).await;
-        probed("yes").await;
+        rows(&client, 5).await;
+        body_says(&client, "data-admin", "yes").await;
         assert!(picker.is_displayed().await?);
         let mut options = texts(&client, "#consumer option").await?;
         assert_eq!(options.remove(0), "all consumers");
@@ -795,7 +797,7 @@ async fn an_admin_picks_a_consumer() {
             .await?
             .select_by_label(&tower_usage::hash_token(OTHER))
             .await?;
-        rows(2).await;
+        rows(&client, 2).await;
         let paths = texts(&client, "#history tbody tr td:nth-child(3)").await?;
         assert!(paths.iter().all(|p| p.starts_with("/other/")), "{paths:?}");
         until("the other consumer's headline", || async {
@@ -817,7 +819,63 @@ async fn an_admin_picks_a_consumer() {
             .await?
             .select_by_label("all consumers")
             .await?;
-        rows(5).await;
+        rows(&client, 5).await;
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.unwrap();
+}
+
+/// Cookie mode: an `IdentifyConsumer` that reads the app's session cookie.
+/// Without the cookie the page asks for a token; with it, the page shows the
+/// session's records and sends no `Authorization` at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_session_cookie_needs_no_token() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let driver = start_driver().await;
+    let sink = MemorySink::new();
+    let minute = Duration::from_secs(60);
+    let mut records = records_at(&[minute * 3, minute * 2]);
+    for r in &mut records {
+        r.consumer = Some("alice".into());
+    }
+    sink.record(&records).await.unwrap();
+    let authorization = Arc::new(AtomicBool::new(false));
+    let seen = authorization.clone();
+    let identify = tower_usage::IdentifyConsumer::new(move |req| {
+        if req.headers().contains_key(http::header::AUTHORIZATION) {
+            seen.store(true, Ordering::SeqCst);
+        }
+        let cookies = req.headers().get(http::header::COOKIE)?.to_str().ok()?;
+        cookies
+            .split("; ")
+            .any(|c| c == "session=alice-session")
+            .then(|| "alice".to_owned())
+    });
+    let service = tower_usage::UsageService::new(sink).identify_consumer(identify);
+    let (client, addr, _profile) = open_page(&driver, service).await;
+    let result = async {
+        // No session: the token form.
+        body_says(&client, "data-cookie", "no").await;
+        assert!(displayed(&client, "token").await?);
+        assert!(!displayed(&client, "view").await?);
+
+        // The app's session: the records, no token asked for.
+        client
+            .execute("document.cookie = 'session=alice-session; path=/'", vec![])
+            .await?;
+        client.goto(&format!("http://{addr}/usage")).await?;
+        rows(&client, 2).await;
+        assert!(!displayed(&client, "token").await?);
+        assert!(!displayed(&client, "forget").await?);
+        let values = texts(&client, "#headline .card .value").await?;
+        assert_eq!(values[0], "2");
+        assert!(
+            !authorization.load(Ordering::SeqCst),
+            "no Authorization sent"
+        );
         Ok::<_, CmdError>(())
     }
     .await;

@@ -150,8 +150,12 @@
   }
 
   function send(path, params, read, tries) {
+    // Without a token (cookie mode), no `Authorization` at all.
+    var headers = currentToken()
+      ? { "Authorization": "Bearer " + currentToken(), "Accept": "application/json" }
+      : { "Accept": "application/json" };
     return fetch(url(path, params), {
-      headers: { "Authorization": "Bearer " + currentToken(), "Accept": "application/json" },
+      headers: headers,
       cache: "no-store",
       credentials: "same-origin"
     }).then(function (res) {
@@ -206,6 +210,7 @@
   function fail(err) {
     say(explain(err), true);
     if (err instanceof ApiError && err.status === 401) {
+      if (!currentToken()) cookieMode = false;
       setToken("");
       showTokenForm(true);
       $("view").hidden = true;
@@ -571,7 +576,7 @@
   }
 
   function poll() {
-    if (document.hidden || !listBase || $("view").hidden || !currentToken()) return;
+    if (document.hidden || !listBase || $("view").hidden) return;
     var body = $("history").tBodies[0];
     var params = new URLSearchParams(listBase);
     var newest = body.querySelector("tr[data-created]");
@@ -708,23 +713,38 @@
 
   var generation = 0;
 
-  function render() {
-    if (!currentToken()) {
-      showTokenForm(true);
-      $("view").hidden = true;
-      $("detail").hidden = true;
-      say("Enter the bearer token you call the API with to see its usage. It is kept in this tab only.");
-      return;
-    }
-    showTokenForm(false);
-    var state = readState();
-    if (state.record) {
-      showRecord(state.record);
-      return;
-    }
+  // Cookie mode: whether `M` answers this tab without a token (the app's
+  // `IdentifyConsumer` reads its own session cookie). Unknown (null) until
+  // the first view, tried without `Authorization`, answers.
+  var cookieMode = null;
+
+  function askForToken() {
+    showTokenForm(true);
+    $("view").hidden = true;
     $("detail").hidden = true;
-    $("view").hidden = false;
-    say("");
+    say("Enter the bearer token you call the API with to see its usage. It is kept in this tab only.");
+  }
+
+  function render() {
+    var trying = !currentToken() && cookieMode === null;
+    if (!currentToken() && !cookieMode && !trying) {
+      askForToken();
+      return;
+    }
+    var state = readState();
+    if (trying) {
+      askForToken();
+    } else {
+      showTokenForm(false);
+      if (cookieMode && !currentToken()) $("forget").hidden = true;
+      if (state.record) {
+        showRecord(state.record);
+        return;
+      }
+      $("detail").hidden = true;
+      $("view").hidden = false;
+      say("");
+    }
     var form = $("filters");
     FILTERS.forEach(function (name) { form.elements[name].value = state[name]; });
     Array.prototype.forEach.call(document.querySelectorAll("#ranges button"), function (b) {
@@ -754,6 +774,15 @@
       getJson("", first)
     ]).then(function (answers) {
       if (mine !== generation) return;
+      if (trying) {
+        // The app's session was enough: no token needed in this tab.
+        cookieMode = true;
+        document.body.dataset.cookie = "yes";
+        showTokenForm(false);
+        $("forget").hidden = true;
+        $("view").hidden = false;
+        say("");
+      }
       $("data").hidden = false;
       var periods = splitBuckets(answers[0].buckets, split);
       headline(answers[1].total, periods.previous, range);
@@ -767,6 +796,12 @@
       document.body.dataset.drawnMs = String(Math.round(performance.now() - started));
     }, function (err) {
       if (mine !== generation) return;
+      if (trying && err instanceof ApiError && err.status === 401) {
+        // No session: the token form, shown already, is the way in.
+        cookieMode = false;
+        document.body.dataset.cookie = "no";
+        return;
+      }
       // Nothing half-drawn: the message says why; a range button tries again.
       $("data").hidden = true;
       fail(err);
