@@ -415,6 +415,8 @@ async fn run(
         let points = line.attr("points").await?.unwrap_or_default();
         assert_eq!(points.split_whitespace().count(), hours, "{points}");
     }
+    let dots = client.find_all(Locator::Css("#latency svg circle")).await?;
+    assert_eq!(dots.len(), 2 * hours, "a dot per point");
     // Most requests first; a header sorts by its column, twice reverses.
     let routes = texts(client, "#routes tbody tr td:first-child").await?;
     assert_eq!(routes.len(), 4, "{routes:?}");

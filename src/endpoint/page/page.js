@@ -398,7 +398,8 @@
     var max = points.reduce(function (m, p) { return Math.max(m, p.p95); }, 0);
     var width = 1000, height = 140, pad = 6;
     var first = Math.floor(since.getTime() / range.step) * range.step;
-    var span = Math.max(until.getTime() - first, 1);
+    // The same slots as the bars above: a point at the middle of its bar.
+    var slotCount = Math.max(Math.ceil((until.getTime() - first) / range.step), 1);
     var svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("viewBox", "0 0 " + width + " " + height);
     svg.setAttribute("preserveAspectRatio", "none");
@@ -408,15 +409,28 @@
       var line = document.createElementNS(SVG, "polyline");
       line.setAttribute("class", "line " + key);
       line.setAttribute("fill", "none");
-      line.setAttribute("points", points.map(function (p) {
-        var x = width * (p.start - first + range.step / 2) / span;
+      var xy = points.map(function (p) {
+        var x = width * ((p.start - first) / range.step + 0.5) / slotCount;
         var y = height - pad - (height - 2 * pad) * (max ? p[key] / max : 0);
-        return x.toFixed(1) + "," + y.toFixed(1);
-      }).join(" "));
+        return [x.toFixed(1), y.toFixed(1), p];
+      });
+      line.setAttribute("points", xy.map(function (c) { return c[0] + "," + c[1]; }).join(" "));
       var title = document.createElementNS(SVG, "title");
       title.textContent = key;
       line.appendChild(title);
       svg.appendChild(line);
+      // A dot per point: one slot alone draws no line.
+      xy.forEach(function (c) {
+        var dot = document.createElementNS(SVG, "circle");
+        dot.setAttribute("cx", c[0]);
+        dot.setAttribute("cy", c[1]);
+        dot.setAttribute("r", "3");
+        dot.setAttribute("class", "dot " + key);
+        var tip = document.createElementNS(SVG, "title");
+        tip.textContent = new Date(c[2].start).toLocaleString() + " · " + key + ": " + duration(Math.round(c[2][key]));
+        dot.appendChild(tip);
+        svg.appendChild(dot);
+      });
     });
     figure.appendChild(svg);
     var legend = el("figcaption", null, "legend");
