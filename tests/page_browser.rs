@@ -264,10 +264,19 @@ async fn the_page_in_chromium() {
     let summary: Value = serde_json::from_slice(&summary).unwrap();
     let segments = summary["buckets"].as_array().unwrap().len();
     assert!(segments >= 2, "2xx and 4xx: {summary}");
+    // What the latency chart must show: one point per hour with requests.
+    let mut hours: Vec<&str> = summary["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["start"].as_str().unwrap())
+        .collect();
+    hours.dedup();
+    let hours = hours.len();
 
     let profile = tempfile::tempdir().unwrap();
     let client = browser(&driver, profile.path(), &[]).await;
-    let result = run(&client, addr, segments, profile.path(), &handle).await;
+    let result = run(&client, addr, (segments, hours), profile.path(), &handle).await;
     let _ = client.close().await;
     result.unwrap();
 }
@@ -275,7 +284,7 @@ async fn the_page_in_chromium() {
 async fn run(
     client: &Client,
     addr: SocketAddr,
-    segments: usize,
+    (segments, hours): (usize, usize),
     profile: &Path,
     handle: &tower_usage::UsageHandle,
 ) -> Result<(), CmdError> {
@@ -311,6 +320,14 @@ async fn run(
     assert!(message.contains("not accepted"), "{message}");
 
     // The right token: the three reference requests and the other two.
+    // Every request the page makes from here on is counted.
+    client
+        .execute(
+            "window.sent = []; var f = window.fetch; \
+             window.fetch = function (u) { window.sent.push(String(u)); return f.apply(this, arguments); };",
+            vec![],
+        )
+        .await?;
     let started = Instant::now();
     enter_token(client, TOKEN).await?;
     let paths = until("five rows in the history", || async {
@@ -328,6 +345,28 @@ async fn run(
         drawn.unwrap_or_default(),
         started.elapsed().as_millis()
     );
+    // The first view in three requests: two summaries and the list; then,
+    // once per token, whether it is an admin's (it is not).
+    until("the admin probe", || async {
+        let body = client.find(Locator::Css("body")).await?;
+        Ok(body.attr("data-admin").await?.filter(|a| a == "no"))
+    })
+    .await;
+    let sent = client.execute("return window.sent", vec![]).await?;
+    let sent: Vec<&str> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert!(sent[3].contains("groupBy=consumer"), "{sent:?}");
+    assert!(
+        !sent[..3].iter().any(|u| u.contains("groupBy=consumer")),
+        "{sent:?}"
+    );
+    let picker = client.find(Locator::Id("consumer-pick")).await?;
+    assert!(!picker.is_displayed().await?, "no picker for a consumer");
     // Newest first.
     assert_eq!(paths[0], XSS_PATH, "markup in a path shows as text");
     assert_eq!(paths[1], "/rest/v1/airdrop/");
@@ -367,6 +406,17 @@ async fn run(
     // The SVG is the page's own: built element by element.
     let svg = client.find(Locator::Css("#chart svg")).await?;
     assert_eq!(svg.attr("role").await?.as_deref(), Some("img"));
+    // Latency over time: p50 and p95, one point per hour with requests.
+    let lines = client
+        .find_all(Locator::Css("#latency svg polyline"))
+        .await?;
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        let points = line.attr("points").await?.unwrap_or_default();
+        assert_eq!(points.split_whitespace().count(), hours, "{points}");
+    }
+    let dots = client.find_all(Locator::Css("#latency svg circle")).await?;
+    assert_eq!(dots.len(), 2 * hours, "a dot per point");
     // Most requests first; a header sorts by its column, twice reverses.
     let routes = texts(client, "#routes tbody tr td:first-child").await?;
     assert_eq!(routes.len(), 4, "{routes:?}");
@@ -545,29 +595,11 @@ async fn an_unavailable_sink_is_said_in_words() {
 async fn paging_by_next_cursor() {
     let driver = start_driver().await;
     let sink = MemorySink::new();
-    let now = time::OffsetDateTime::now_utc();
-    let records: Vec<UsageRecord> = (0..120)
-        .map(|i| {
-            let created_at = now - Duration::from_secs(120 - i);
-            UsageRecord {
-                id: UsageRecord::new_id(created_at),
-                consumer: Some(tower_usage::hash_token(TOKEN)),
-                method: "GET".into(),
-                path: format!("/items/{i}"),
-                route: Some("/items/{n}".into()),
-                status: 200,
-                created_at,
-                ..UsageRecord::default()
-            }
-        })
-        .collect();
-    sink.record(&records).await.unwrap();
-    let app = axum::Router::new().nest_service("/usage", tower_usage::UsageService::new(sink));
-    let addr = serve(app).await;
-    let profile = tempfile::tempdir().unwrap();
-    let client = browser(&driver, profile.path(), &[]).await;
+    // `/items/{i}` created 120 - i seconds ago.
+    let ago: Vec<Duration> = (0..120).map(|i| Duration::from_secs(120 - i)).collect();
+    sink.record(&records_at(&ago)).await.unwrap();
+    let (client, _, _profile) = open_page(&driver, tower_usage::UsageService::new(sink)).await;
     let result = async {
-        client.goto(&format!("http://{addr}/usage")).await?;
         enter_token(&client, TOKEN).await?;
         for (shown, more) in [(50, true), (100, true), (120, false)] {
             let rows = until(&format!("{shown} rows"), || async {
@@ -592,6 +624,260 @@ async fn paging_by_next_cursor() {
             .attr("tabindex")
             .await?;
         assert_eq!(tabindex.as_deref(), Some("0"));
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.unwrap();
+}
+
+/// `service` nested at `/usage` on 127.0.0.1, and a browser on its page
+/// (the profile directory lives as long as the third value).
+async fn open_page(
+    driver: &Driver,
+    service: tower_usage::UsageService<MemorySink>,
+) -> (Client, SocketAddr, tempfile::TempDir) {
+    let addr = serve(axum::Router::new().nest_service("/usage", service)).await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(driver, profile.path(), &[]).await;
+    client
+        .goto(&format!("http://{addr}/usage"))
+        .await
+        .expect("the page loads");
+    (client, addr, profile)
+}
+
+async fn displayed(client: &Client, id: &str) -> Result<bool, CmdError> {
+    client.find(Locator::Id(id)).await?.is_displayed().await
+}
+
+/// Waits for `n` rows in the history.
+async fn rows(client: &Client, n: usize) {
+    until(&format!("{n} rows in the history"), || async {
+        let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+        Ok((rows.len() == n).then_some(()))
+    })
+    .await
+}
+
+/// Waits for the page's `body` to carry `attr="value"`.
+async fn body_says(client: &Client, attr: &str, value: &str) {
+    until(&format!("{attr}={value}"), || async {
+        let body = client.find(Locator::Css("body")).await?;
+        Ok(body.attr(attr).await?.filter(|a| a == value))
+    })
+    .await;
+}
+
+/// Records of one consumer at `ago` before now, on one route.
+fn records_at(ago: &[Duration]) -> Vec<UsageRecord> {
+    let now = time::OffsetDateTime::now_utc();
+    ago.iter()
+        .enumerate()
+        .map(|(i, ago)| {
+            let created_at = now - *ago;
+            UsageRecord {
+                id: UsageRecord::new_id(created_at),
+                consumer: Some(tower_usage::hash_token(TOKEN)),
+                method: "GET".into(),
+                path: format!("/items/{i}"),
+                route: Some("/items/{n}".into()),
+                status: 200,
+                created_at,
+                ..UsageRecord::default()
+            }
+        })
+        .collect()
+}
+
+/// A custom range (two `datetime-local` inputs) bounds every read, and is
+/// kept in the URL: a reload shows the same range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_range_bounds_every_read_and_stays_in_the_url() {
+    let driver = start_driver().await;
+    let sink = MemorySink::new();
+    let hour = Duration::from_secs(3600);
+    // Three requests 3 hours ago, two 30 minutes ago.
+    let ago = [hour * 3, hour * 3, hour * 3, hour / 2, hour / 2];
+    sink.record(&records_at(&ago)).await.unwrap();
+    let (client, addr, _profile) = open_page(&driver, tower_usage::UsageService::new(sink)).await;
+    let result = async {
+        enter_token(&client, TOKEN).await?;
+        until("the five rows of the last day", || async {
+            let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+            Ok((rows.len() == 5).then_some(()))
+        })
+        .await;
+        // From 4 hours ago to 2 hours ago, in the browser's local time.
+        client
+            .execute(
+                "function local(ms) { var d = new Date(Date.now() - ms); \
+                   return new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16); } \
+                 document.getElementById('from').value = local(4 * 3600e3); \
+                 document.getElementById('to').value = local(2 * 3600e3);",
+                vec![],
+            )
+            .await?;
+        click(&client, "#custom button[type=submit]").await?;
+        let check = || async {
+            until("the three rows of the custom range", || async {
+                let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+                let values = texts(&client, "#headline .card .value").await?;
+                Ok((rows.len() == 3 && values.first().is_some_and(|v| v == "3")).then_some(()))
+            })
+            .await;
+            let routes = texts(&client, "#routes tbody tr td:nth-child(2)").await?;
+            assert_eq!(routes, ["3"], "the routes table is bounded too");
+            Ok::<_, CmdError>(())
+        };
+        check().await?;
+        let url = client.current_url().await?;
+        let hash = url.fragment().unwrap().to_owned();
+        assert!(hash.contains("range=custom"), "{hash}");
+        assert!(hash.contains("from=") && hash.contains("to="), "{hash}");
+        // The same URL in a fresh load: the same range, the inputs filled.
+        client.goto(&format!("http://{addr}/usage/")).await?;
+        client.goto(url.as_str()).await?;
+        check().await?;
+        let from = client.find(Locator::Id("from")).await?.prop("value").await?;
+        assert!(from.is_some_and(|v| hash.contains(&v.replace(':', "%3A"))), "{hash}");
+        // A named range again: all five.
+        click(&client, "#ranges button[data-range=day]").await?;
+        until("the five rows again", || async {
+            let rows = client.find_all(Locator::Css("#history tbody tr")).await?;
+            Ok((rows.len() == 5).then_some(()))
+        })
+        .await;
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.unwrap();
+}
+
+/// An admin (here: the token `ADMIN`) picks a consumer; every read then
+/// carries `consumer=`. A consumer's token gets no picker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_picks_a_consumer() {
+    const ADMIN: &str = "the-admin-token-0123456789";
+    const OTHER: &str = "another-consumer-token-0123";
+    let driver = start_driver().await;
+    let sink = MemorySink::new();
+    let minute = Duration::from_secs(60);
+    let mut records = records_at(&[minute * 5, minute * 4, minute * 3]);
+    for mut r in records_at(&[minute * 2, minute]) {
+        r.consumer = Some(tower_usage::hash_token(OTHER));
+        r.path = format!("/other{}", r.path);
+        records.push(r);
+    }
+    sink.record(&records).await.unwrap();
+    let service = tower_usage::UsageService::new(sink)
+        .admin(|req| tower_usage::bearer_token(req.headers()) == Some(ADMIN));
+    let (client, _, _profile) = open_page(&driver, service).await;
+    let result = async {
+        enter_token(&client, TOKEN).await?;
+        rows(&client, 3).await;
+        body_says(&client, "data-admin", "no").await;
+        let picker = client.find(Locator::Id("consumer-pick")).await?;
+        assert!(!picker.is_displayed().await?);
+        click(&client, "#forget").await?;
+
+        enter_token(&client, ADMIN).await?;
+        rows(&client, 5).await;
+        body_says(&client, "data-admin", "yes").await;
+        assert!(picker.is_displayed().await?);
+        let mut options = texts(&client, "#consumer option").await?;
+        assert_eq!(options.remove(0), "all consumers");
+        let mut ids = vec![
+            tower_usage::hash_token(TOKEN),
+            tower_usage::hash_token(OTHER),
+        ];
+        ids.sort();
+        assert_eq!(options, ids);
+        client
+            .find(Locator::Id("consumer"))
+            .await?
+            .select_by_label(&tower_usage::hash_token(OTHER))
+            .await?;
+        rows(&client, 2).await;
+        let paths = texts(&client, "#history tbody tr td:nth-child(3)").await?;
+        assert!(paths.iter().all(|p| p.starts_with("/other/")), "{paths:?}");
+        until("the other consumer's headline", || async {
+            let values = texts(&client, "#headline .card .value").await?;
+            Ok((values.first().is_some_and(|v| v == "2")).then_some(()))
+        })
+        .await;
+        let routes = texts(&client, "#routes tbody tr td:nth-child(2)").await?;
+        assert_eq!(routes, ["2"]);
+        let hash = client.current_url().await?.fragment().unwrap().to_owned();
+        assert!(
+            hash.contains(&format!("consumer={}", tower_usage::hash_token(OTHER))),
+            "{hash}"
+        );
+        screenshot(&client, 1440, 900, "page-admin-1440x900.png").await;
+        // Back to all consumers.
+        client
+            .find(Locator::Id("consumer"))
+            .await?
+            .select_by_label("all consumers")
+            .await?;
+        rows(&client, 5).await;
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.unwrap();
+}
+
+/// Cookie mode: an `IdentifyConsumer` that reads the app's session cookie.
+/// Without the cookie the page asks for a token; with it, the page shows the
+/// session's records and sends no `Authorization` at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_session_cookie_needs_no_token() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let driver = start_driver().await;
+    let sink = MemorySink::new();
+    let minute = Duration::from_secs(60);
+    let mut records = records_at(&[minute * 3, minute * 2]);
+    for r in &mut records {
+        r.consumer = Some("alice".into());
+    }
+    sink.record(&records).await.unwrap();
+    let authorization = Arc::new(AtomicBool::new(false));
+    let seen = authorization.clone();
+    let identify = tower_usage::IdentifyConsumer::new(move |req| {
+        if req.headers().contains_key(http::header::AUTHORIZATION) {
+            seen.store(true, Ordering::SeqCst);
+        }
+        let cookies = req.headers().get(http::header::COOKIE)?.to_str().ok()?;
+        cookies
+            .split("; ")
+            .any(|c| c == "session=alice-session")
+            .then(|| "alice".to_owned())
+    });
+    let service = tower_usage::UsageService::new(sink).identify_consumer(identify);
+    let (client, addr, _profile) = open_page(&driver, service).await;
+    let result = async {
+        // No session: the token form.
+        body_says(&client, "data-cookie", "no").await;
+        assert!(displayed(&client, "token").await?);
+        assert!(!displayed(&client, "view").await?);
+
+        // The app's session: the records, no token asked for.
+        client
+            .execute("document.cookie = 'session=alice-session; path=/'", vec![])
+            .await?;
+        client.goto(&format!("http://{addr}/usage")).await?;
+        rows(&client, 2).await;
+        assert!(!displayed(&client, "token").await?);
+        assert!(!displayed(&client, "forget").await?);
+        let values = texts(&client, "#headline .card .value").await?;
+        assert_eq!(values[0], "2");
+        assert!(
+            !authorization.load(Ordering::SeqCst),
+            "no Authorization sent"
+        );
         Ok::<_, CmdError>(())
     }
     .await;

@@ -29,11 +29,44 @@
 //!
 //! # Who is reading
 //!
-//! The page asks for a bearer token, keeps it in the tab's `sessionStorage`
-//! (gone when the tab closes; never in `localStorage`, never in a URL) and
-//! sends it only in the `Authorization` header of its requests to `M`. It
-//! shows what `GET M` shows that token: a consumer its own records, an
-//! [admin](super::UsageService::admin) everyone's.
+//! The page reads `M` in one of two ways:
+//!
+//! - **A bearer token**, the default. The page asks for it, keeps it in the
+//!   tab's `sessionStorage` (gone when the tab closes; never in
+//!   `localStorage`, never in a URL) and sends it only in the
+//!   `Authorization` header of its requests to `M`.
+//! - **The app's own session cookie**, when the service's
+//!   [`IdentifyConsumer`](crate::IdentifyConsumer) reads one (give
+//!   [`identify_consumer`](super::UsageService::identify_consumer) a
+//!   derivation that maps the session cookie to the consumer id). On load,
+//!   with no token in the tab, the page tries its first view without
+//!   `Authorization`; when that answers `200` it shows the data and never
+//!   asks for a token nor sends one. A `401` shows the token form.
+//!
+//! Either way the page shows what `GET M` shows the caller: a consumer its
+//! own records, an [admin](super::UsageService::admin) everyone's, with a
+//! consumer picker (the page asks for the summary by consumer once per
+//! token, after the first view; `200` means an admin, `403` not).
+//!
+//! Every request the page makes is a `GET` (the page, its files, the list,
+//! the summary, one record, an export): there is no state-changing request,
+//! so in cookie mode there is nothing for a cross-site request forgery to
+//! exploit, and `M` needs no CSRF token. `M` sends no CORS headers, so a
+//! script on another origin that makes the browser send the cookie cannot
+//! read the answer; keep it so (do not wrap `M` in a permissive CORS layer
+//! when its consumers are identified by cookie). The page's
+//! `Content-Security-Policy` holds in both modes: `connect-src 'self'` (the
+//! script talks to its own origin only, so neither the token nor the data can
+//! be sent elsewhere) and `frame-ancestors 'none'` (no other site can frame
+//! the page to overlay or click it).
+//!
+//! The first view makes three reads: the summary of this period and the
+//! previous one by time and status class (the requests chart, the latency
+//! chart and the comparison), the summary by route (the table and the
+//! headline numbers), and the first page of the list. The page runs at most
+//! two reads at once, the default
+//! [`max_reads_per_consumer`](super::UsageService::max_reads_per_consumer),
+//! and tries a `429` again after its `Retry-After`.
 
 mod assets;
 mod headers;

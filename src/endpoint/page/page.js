@@ -44,6 +44,9 @@
       else sessionStorage.removeItem(TOKEN_KEY);
     } catch (e) { /* storage disabled: the token lives for this view only */ }
     memoryToken = value;
+    admin = null;
+    $("consumer-pick").hidden = true;
+    delete document.body.dataset.admin;
   }
   var memoryToken = "";
 
@@ -54,7 +57,10 @@
   function readState() {
     var params = new URLSearchParams(location.hash.slice(1));
     var state = { range: params.get("range") || "day", record: params.get("record") || "" };
-    if (!RANGES[state.range]) state.range = "day";
+    state.from = params.get("from") || "";
+    state.to = params.get("to") || "";
+    state.consumer = params.get("consumer") || "";
+    if (state.range === "custom" ? !customPeriod(state) : !RANGES[state.range]) state.range = "day";
     FILTERS.forEach(function (name) { state[name] = params.get(name) || ""; });
     return state;
   }
@@ -62,11 +68,45 @@
   function writeState(state) {
     var params = new URLSearchParams();
     if (state.range !== "day") params.set("range", state.range);
+    if (state.range === "custom") {
+      params.set("from", state.from);
+      params.set("to", state.to);
+    }
     FILTERS.forEach(function (name) { if (state[name]) params.set(name, state[name]); });
+    if (state.consumer) params.set("consumer", state.consumer);
     if (state.record) params.set("record", state.record);
     var hash = params.toString();
     if (location.hash.slice(1) !== hash) location.hash = hash;
     else render();
+  }
+
+  // --- the period shown: a named range up to now, or a custom one ---------
+
+  // `from` and `to` as the `datetime-local` inputs give them (local time).
+  function customPeriod(state) {
+    var since = new Date(state.from);
+    var until = new Date(state.to);
+    if (!state.from || !state.to || isNaN(since) || isNaN(until) || since >= until) return null;
+    var ms = until.getTime() - since.getTime();
+    var hours = ms / 3600e3;
+    var range = hours <= 3 ? { interval: "minute", step: 60e3 }
+      : hours <= 8 * 24 ? { interval: "hour", step: 3600e3 }
+      : { interval: "day", step: 86400e3 };
+    range.ms = ms;
+    range.label = hours < 48 ? Math.round(hours * 10) / 10 + " hours" : Math.round(hours / 24) + " days";
+    range.during = "in this range";
+    return { since: since, until: until, range: range };
+  }
+
+  function period(state) {
+    if (state.range === "custom") {
+      var custom = customPeriod(state);
+      if (custom) return custom;
+    }
+    var range = RANGES[state.range] || RANGES.day;
+    range.during = "in the last " + range.label;
+    var until = new Date();
+    return { since: new Date(until.getTime() - range.ms), until: until, range: range, now: true };
   }
 
   // --- talking to M ------------------------------------------------------
@@ -110,8 +150,12 @@
   }
 
   function send(path, params, read, tries) {
+    // Without a token (cookie mode), no `Authorization` at all.
+    var headers = currentToken()
+      ? { "Authorization": "Bearer " + currentToken(), "Accept": "application/json" }
+      : { "Accept": "application/json" };
     return fetch(url(path, params), {
-      headers: { "Authorization": "Bearer " + currentToken(), "Accept": "application/json" },
+      headers: headers,
       cache: "no-store",
       credentials: "same-origin"
     }).then(function (res) {
@@ -166,6 +210,7 @@
   function fail(err) {
     say(explain(err), true);
     if (err instanceof ApiError && err.status === 401) {
+      if (!currentToken()) cookieMode = false;
       setToken("");
       showTokenForm(true);
       $("view").hidden = true;
@@ -218,14 +263,32 @@
     params.set("until", until.toISOString());
     params.set("interval", interval);
     if (groupBy) params.set("groupBy", groupBy);
+    if (state.consumer) params.set("consumer", state.consumer);
     return params;
   }
 
-  function headline(current, previous, range) {
+  // The buckets of one summary before `split` (the previous period), summed,
+  // and those from it on. The previous p95 is the highest of its buckets'.
+  function splitBuckets(buckets, split) {
+    var previous = { requests: 0, clientErrors: 0, serverErrors: 0, requestBytes: 0, responseBytes: 0,
+      durationUs: { p95: 0 } };
+    var current = [];
+    buckets.forEach(function (b) {
+      if (new Date(b.start).getTime() >= split.getTime()) {
+        current.push(b);
+        return;
+      }
+      ["requests", "clientErrors", "serverErrors", "requestBytes", "responseBytes"].forEach(function (k) {
+        previous[k] += b[k];
+      });
+      previous.durationUs.p95 = Math.max(previous.durationUs.p95, b.durationUs.p95);
+    });
+    return { previous: previous, current: current };
+  }
+
+  function headline(now, before, range) {
     var box = $("headline");
     clear(box);
-    var now = current.total;
-    var before = previous.total;
     var cards = [
       ["Requests", count(now.requests), now.requests, before.requests],
       ["Error rate", percent(now.clientErrors + now.serverErrors, now.requests),
@@ -257,7 +320,7 @@
     return (change > 0 ? "+" : "") + change + "% vs " + period;
   }
 
-  function chart(summary, since, until, range) {
+  function chart(buckets, since, until, range) {
     var figure = $("chart");
     clear(figure);
     var first = Math.floor(since.getTime() / range.step) * range.step;
@@ -265,7 +328,7 @@
     for (var t = first; t < until.getTime(); t += range.step) slots.push({ start: t, by: {} , total: 0 });
     var index = {};
     slots.forEach(function (slot, i) { index[slot.start] = i; });
-    summary.buckets.forEach(function (b) {
+    buckets.forEach(function (b) {
       var i = index[new Date(b.start).getTime()];
       if (i === undefined || CLASSES.indexOf(b.status) < 0) return;
       slots[i].by[b.status] = (slots[i].by[b.status] || 0) + b.requests;
@@ -301,7 +364,7 @@
     figure.appendChild(svg);
     var axis = el("div", null, "axis");
     axis.appendChild(el("span", since.toLocaleString()));
-    axis.appendChild(el("span", "now"));
+    axis.appendChild(el("span", range.during.indexOf("last") >= 0 ? "now" : until.toLocaleString()));
     figure.appendChild(axis);
     var legend = el("figcaption", null, "legend");
     CLASSES.forEach(function (cls) {
@@ -311,6 +374,73 @@
       legend.appendChild(item);
     });
     legend.appendChild(el("span", max ? "highest bar: " + count(max) + " per " + range.interval : "no requests in this range"));
+    figure.appendChild(legend);
+  }
+
+  // Latency over time: p50 and p95 per slot that had requests, from the
+  // same buckets as the requests chart (one per status class: the p50 is
+  // their mean weighted by requests, the p95 the highest of them).
+  function latency(buckets, since, until, range) {
+    var figure = $("latency");
+    clear(figure);
+    var slots = {};
+    buckets.forEach(function (b) {
+      var t = new Date(b.start).getTime();
+      var s = slots[t] || (slots[t] = { start: t, requests: 0, p50: 0, p95: 0 });
+      s.p50 += b.durationUs.p50 * b.requests;
+      s.requests += b.requests;
+      s.p95 = Math.max(s.p95, b.durationUs.p95);
+    });
+    var points = Object.keys(slots).map(function (k) {
+      var s = slots[k];
+      return { start: s.start, p50: s.requests ? s.p50 / s.requests : 0, p95: s.p95 };
+    }).sort(function (a, b) { return a.start - b.start; });
+    var max = points.reduce(function (m, p) { return Math.max(m, p.p95); }, 0);
+    var width = 1000, height = 140, pad = 6;
+    var first = Math.floor(since.getTime() / range.step) * range.step;
+    // The same slots as the bars above: a point at the middle of its bar.
+    var slotCount = Math.max(Math.ceil((until.getTime() - first) / range.step), 1);
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", "Latency p50 and p95 per " + range.interval + ", highest p95 " + duration(max));
+    ["p50", "p95"].forEach(function (key) {
+      var line = document.createElementNS(SVG, "polyline");
+      line.setAttribute("class", "line " + key);
+      line.setAttribute("fill", "none");
+      var xy = points.map(function (p) {
+        var x = width * ((p.start - first) / range.step + 0.5) / slotCount;
+        var y = height - pad - (height - 2 * pad) * (max ? p[key] / max : 0);
+        return [x.toFixed(1), y.toFixed(1), p];
+      });
+      line.setAttribute("points", xy.map(function (c) { return c[0] + "," + c[1]; }).join(" "));
+      var title = document.createElementNS(SVG, "title");
+      title.textContent = key;
+      line.appendChild(title);
+      svg.appendChild(line);
+      // A dot per point: one slot alone draws no line.
+      xy.forEach(function (c) {
+        var dot = document.createElementNS(SVG, "circle");
+        dot.setAttribute("cx", c[0]);
+        dot.setAttribute("cy", c[1]);
+        dot.setAttribute("r", "3");
+        dot.setAttribute("class", "dot " + key);
+        var tip = document.createElementNS(SVG, "title");
+        tip.textContent = new Date(c[2].start).toLocaleString() + " · " + key + ": " + duration(Math.round(c[2][key]));
+        dot.appendChild(tip);
+        svg.appendChild(dot);
+      });
+    });
+    figure.appendChild(svg);
+    var legend = el("figcaption", null, "legend");
+    ["p50", "p95"].forEach(function (key) {
+      var item = el("span");
+      item.appendChild(el("span", null, "swatch " + key));
+      item.appendChild(document.createTextNode(key));
+      legend.appendChild(item);
+    });
+    legend.appendChild(el("span", points.length ? "highest p95: " + duration(max) : "no requests in this range"));
     figure.appendChild(legend);
   }
 
@@ -369,12 +499,47 @@
     }
   }
 
+  // --- admins: a consumer picker ------------------------------------------
+
+  // Whether this token is an admin's: unknown (null) until the summary by
+  // consumer, asked once per token after the first view is drawn, answers
+  // 200 (an admin) or 403 (not). Never part of the first view's reads.
+  var admin = null;
+
+  function probeAdmin(state, since, until) {
+    if (admin !== null) return;
+    var params = summaryParams({}, since, until, "month", "consumer");
+    var asked = currentToken();
+    getJson("/summary", params).then(function (summary) {
+      if (asked !== currentToken()) return;
+      admin = true;
+      var seen = {};
+      summary.buckets.forEach(function (b) { if (b.consumer) seen[b.consumer] = true; });
+      if (state.consumer) seen[state.consumer] = true;
+      var select = $("consumer");
+      while (select.options.length > 1) select.remove(1);
+      Object.keys(seen).sort().forEach(function (id) {
+        var option = el("option", id);
+        option.value = id;
+        select.appendChild(option);
+      });
+      select.value = state.consumer;
+      $("consumer-pick").hidden = false;
+      document.body.dataset.admin = "yes";
+    }, function (err) {
+      if (asked !== currentToken() || !(err instanceof ApiError) || err.status !== 403) return;
+      admin = false;
+      document.body.dataset.admin = "no";
+    });
+  }
+
   // --- the history -------------------------------------------------------
 
-  function listParams(state, since) {
+  function listParams(state, since, until) {
     var params = new URLSearchParams();
     params.set("order", "desc");
     params.set("since", since.toISOString());
+    if (until) params.set("until", until.toISOString());
     if (state.method) params.set("method", state.method);
     if (state.path) {
       var p = state.path.charAt(0) === "/" ? state.path : "/" + state.path;
@@ -383,6 +548,7 @@
     if (state.status) params.set("status", state.status);
     if (state.route) params.set("route", state.route);
     if (state.outcome) params.set("outcome", state.outcome);
+    if (state.consumer) params.set("consumer", state.consumer);
     return params;
   }
 
@@ -424,7 +590,7 @@
   }
 
   function poll() {
-    if (document.hidden || !listBase || $("view").hidden || !currentToken()) return;
+    if (document.hidden || !listBase || $("view").hidden) return;
     var body = $("history").tBodies[0];
     var params = new URLSearchParams(listBase);
     var newest = body.querySelector("tr[data-created]");
@@ -458,8 +624,8 @@
     box.hidden = anyRecords;
     if (anyRecords) return;
     box.textContent = filtered
-      ? "No request matches these filters in the last " + range.label + ". Clear a filter or choose a longer range."
-      : "No requests recorded for this token in the last " + range.label +
+      ? "No request matches these filters " + range.during + ". Clear a filter or choose a longer range."
+      : "No requests recorded for this token " + range.during +
         ". Send a request to the API with this same token, then choose a range again to refresh.";
   }
 
@@ -535,7 +701,8 @@
 
   function exportAs(format) {
     var state = readState();
-    var params = listParams(state, new Date(Date.now() - RANGES[state.range].ms));
+    var shown = period(state);
+    var params = listParams(state, shown.since, shown.now ? null : shown.until);
     params.set("format", format);
     say("Preparing the " + format.toUpperCase() + " export…");
     var name = "usage." + format;
@@ -560,55 +727,95 @@
 
   var generation = 0;
 
-  function render() {
-    if (!currentToken()) {
-      showTokenForm(true);
-      $("view").hidden = true;
-      $("detail").hidden = true;
-      say("Enter the bearer token you call the API with to see its usage. It is kept in this tab only.");
-      return;
-    }
-    showTokenForm(false);
-    var state = readState();
-    if (state.record) {
-      showRecord(state.record);
-      return;
-    }
+  // Cookie mode: whether `M` answers this tab without a token (the app's
+  // `IdentifyConsumer` reads its own session cookie). Unknown (null) until
+  // the first view, tried without `Authorization`, answers.
+  var cookieMode = null;
+
+  function askForToken() {
+    showTokenForm(true);
+    $("view").hidden = true;
     $("detail").hidden = true;
-    $("view").hidden = false;
-    say("");
+    say("Enter the bearer token you call the API with to see its usage. It is kept in this tab only.");
+  }
+
+  function render() {
+    var trying = !currentToken() && cookieMode === null;
+    if (!currentToken() && !cookieMode && !trying) {
+      askForToken();
+      return;
+    }
+    var state = readState();
+    if (trying) {
+      askForToken();
+    } else {
+      showTokenForm(false);
+      if (cookieMode && !currentToken()) $("forget").hidden = true;
+      if (state.record) {
+        showRecord(state.record);
+        return;
+      }
+      $("detail").hidden = true;
+      $("view").hidden = false;
+      say("");
+    }
     var form = $("filters");
     FILTERS.forEach(function (name) { form.elements[name].value = state[name]; });
     Array.prototype.forEach.call(document.querySelectorAll("#ranges button"), function (b) {
       b.setAttribute("aria-pressed", String(b.dataset.range === state.range));
     });
-    var range = RANGES[state.range];
-    var until = new Date();
-    var since = new Date(until.getTime() - range.ms);
-    var before = new Date(since.getTime() - range.ms);
+    var shown = period(state);
+    var range = shown.range;
+    var until = shown.until;
+    var since = shown.since;
+    $("from").value = state.range === "custom" ? state.from : "";
+    $("to").value = state.range === "custom" ? state.to : "";
+    // Three reads for the first view: the routes (whose `total` is the
+    // headline), the buckets of this period and the previous one (the chart,
+    // the latency and the comparison), and the list. The previous period is
+    // the same length and ends where this period's first bucket starts.
+    var split = new Date(Math.floor(since.getTime() / range.step) * range.step);
+    var before = new Date(split.getTime() - range.ms);
     var mine = ++generation;
     var started = performance.now();
-    listBase = listParams(state, since);
+    listBase = listParams(state, since, shown.now ? null : until);
     var first = new URLSearchParams(listBase);
     first.set("limit", String(PAGE_SIZE));
     document.body.setAttribute("aria-busy", "true");
     Promise.all([
-      getJson("/summary", summaryParams(state, since, until, range.interval, "status")),
-      getJson("/summary", summaryParams(state, before, since, "month", "")),
+      getJson("/summary", summaryParams(state, before, until, range.interval, "status")),
       getJson("/summary", summaryParams(state, since, until, "month", "route")),
       getJson("", first)
     ]).then(function (answers) {
       if (mine !== generation) return;
+      if (trying) {
+        // The app's session was enough: no token needed in this tab.
+        cookieMode = true;
+        document.body.dataset.cookie = "yes";
+        showTokenForm(false);
+        $("forget").hidden = true;
+        $("view").hidden = false;
+        say("");
+      }
       $("data").hidden = false;
-      headline(answers[0], answers[1], range);
-      chart(answers[0], since, until, range);
-      routes(answers[2]);
-      history(answers[3], false);
-      emptyState(state, range, answers[3].requests.length > 0);
+      var periods = splitBuckets(answers[0].buckets, split);
+      headline(answers[1].total, periods.previous, range);
+      chart(periods.current, split, until, range);
+      latency(periods.current, split, until, range);
+      routes(answers[1]);
+      history(answers[2], false);
+      emptyState(state, range, answers[2].requests.length > 0);
       document.body.dataset.ready = String(mine);
+      probeAdmin(state, since, until);
       document.body.dataset.drawnMs = String(Math.round(performance.now() - started));
     }, function (err) {
       if (mine !== generation) return;
+      if (trying && err instanceof ApiError && err.status === 401) {
+        // No session: the token form, shown already, is the way in.
+        cookieMode = false;
+        document.body.dataset.cookie = "no";
+        return;
+      }
       // Nothing half-drawn: the message says why; a range button tries again.
       $("data").hidden = true;
       fail(err);
@@ -654,6 +861,23 @@
       if (!button) return;
       var state = readState();
       state.range = button.dataset.range;
+      writeState(state);
+    });
+    $("consumer").addEventListener("change", function (e) {
+      var state = readState();
+      state.consumer = e.target.value;
+      writeState(state);
+    });
+    $("custom").addEventListener("submit", function (e) {
+      e.preventDefault();
+      var state = readState();
+      state.from = $("from").value;
+      state.to = $("to").value;
+      if (!customPeriod(state)) {
+        say("Choose a start and an end, the start before the end.", true);
+        return;
+      }
+      state.range = "custom";
       writeState(state);
     });
     $("filters").addEventListener("submit", function (e) {
