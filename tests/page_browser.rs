@@ -631,6 +631,65 @@ async fn paging_by_next_cursor() {
     result.unwrap();
 }
 
+/// A record with a binary body: the body can be saved as a file of the bytes
+/// that were kept, and the record's id copied (to the clipboard, or shown to
+/// copy by hand where the browser refuses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_body_downloads_and_the_id_copies() {
+    let driver = start_driver().await;
+    let sink = MemorySink::new();
+    let mut record = records_at(&[Duration::from_secs(5)]).remove(0);
+    record.method = "POST".into();
+    record.request.body = tower_usage::CapturedBody::complete(vec![0u8, 1, 2, 255, 254, 0x80]);
+    let id = record.id.clone();
+    sink.record(&[record]).await.unwrap();
+    let (client, _, _profile) = open_page(&driver, tower_usage::UsageService::new(sink)).await;
+    let result = async {
+        enter_token(&client, TOKEN).await?;
+        rows(&client, 1).await;
+        let row = client.find(Locator::Css("#history tbody tr")).await?;
+        row.send_keys("\u{E007}").await?; // Enter
+        let link = until("the download link", || async {
+            let link = client.find(Locator::Id("req-download")).await?;
+            Ok(if link.is_displayed().await? {
+                Some(link)
+            } else {
+                None
+            })
+        })
+        .await;
+        let href = link.attr("href").await?.unwrap_or_default();
+        assert!(href.starts_with("blob:"), "{href}");
+        let name = link.attr("download").await?.unwrap_or_default();
+        assert_eq!(name, format!("{id}-request.bin"));
+        let label = link.text().await?;
+        assert!(label.contains("(6 bytes)"), "{label}");
+        assert!(
+            !displayed(&client, "res-download").await?,
+            "a text response has nothing to save as a file"
+        );
+        assert!(text_of(&client, "req-body")
+            .await?
+            .contains("00 01 02 ff fe 80"));
+
+        click(&client, "#copy-id").await?;
+        let message = until("the copy message", || async {
+            let message = text_of(&client, "message").await?;
+            Ok(message.contains(&id).then_some(message))
+        })
+        .await;
+        assert!(
+            message.starts_with("Copied the record id")
+                || message.starts_with("Copy the record id by hand"),
+            "{message}"
+        );
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.unwrap();
+}
+
 /// `service` nested at `/usage` on 127.0.0.1, and a browser on its page
 /// (the profile directory lives as long as the third value).
 async fn open_page(

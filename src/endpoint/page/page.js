@@ -666,6 +666,38 @@
     return JSON.stringify(body, null, 2);
   }
 
+  // A binary (base64) body as a file to save: the bytes as they were kept.
+  function downloadLink(linkId, body, name) {
+    var link = $(linkId);
+    var old = link.getAttribute("href");
+    if (old && old.indexOf("blob:") === 0) URL.revokeObjectURL(old);
+    link.removeAttribute("href");
+    link.hidden = true;
+    if (!body || body.encoding !== "base64" || typeof body.data !== "string") return;
+    var raw;
+    try { raw = atob(body.data); } catch (e) { return; }
+    var bytes = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+    link.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+    link.download = name;
+    link.textContent = "Download " + (linkId === "req-download" ? "the request body" : "the response body") +
+      " (" + bytes.length + " bytes)";
+    link.hidden = false;
+  }
+
+  // The record id to the clipboard, or, where the browser refuses, shown to
+  // copy by hand.
+  function copyId(id) {
+    var byHand = function () { say("Copy the record id by hand: " + id); };
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      navigator.clipboard.writeText(id).then(function () {
+        say("Copied the record id " + id + ".");
+      }, byHand);
+    } else {
+      byHand();
+    }
+  }
+
   function showRecord(id) {
     $("view").hidden = true;
     $("detail").hidden = false;
@@ -679,7 +711,16 @@
         ["Outcome", r.outcome], ["Route", r.route || "(no route)"], ["Consumer", r.consumer || "(anonymous)"]]
         .forEach(function (row) {
           meta.appendChild(el("dt", row[0]));
-          if (row[0] === "Time") {
+          if (row[0] === "Id") {
+            var idCell = el("dd", r.id);
+            var copy = el("button", "Copy");
+            copy.type = "button";
+            copy.id = "copy-id";
+            copy.addEventListener("click", function () { copyId(r.id); });
+            idCell.appendChild(document.createTextNode(" "));
+            idCell.appendChild(copy);
+            meta.appendChild(idCell);
+          } else if (row[0] === "Time") {
             var dd = el("dd");
             var cell = timeCell(r.createdAt);
             while (cell.firstChild) dd.appendChild(cell.firstChild);
@@ -693,6 +734,8 @@
       $("req-body").textContent = bodyText(req.body, req.bodySize);
       $("res-headers").textContent = headerText(r.responseHeaders);
       $("res-body").textContent = bodyText(r.response, r.responseSize);
+      downloadLink("req-download", req.body, r.id + "-request.bin");
+      downloadLink("res-download", r.response, r.id + "-response.bin");
       $("detail-title").focus();
     }, fail);
   }
