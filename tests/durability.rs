@@ -277,6 +277,10 @@ async fn run_case(case: Case) {
     // those the spool wrote back. (A batch the spool was appending when a
     // shutdown deadline cancelled the writer's call is counted as dropped by
     // the writer yet taken by the spool: at most that many more.)
+    // The sink is read before and after the spool's counters: the
+    // write-back task stores a batch, then counts it, so a batch stored
+    // between the two reads is in `stored` yet still spooled in `p`.
+    let stored_before = sink.stored.lock().unwrap().len() as u64;
     let p = spooled.stats();
     assert!(p.is_balanced(), "{p:?}");
     let stored = sink.stored.lock().unwrap().len() as u64;
@@ -297,7 +301,7 @@ async fn run_case(case: Case) {
     // after `p` was read (and an append cancelled by the shutdown deadline
     // may have landed after it); nothing is written by both spools.
     let first = sink.stored.lock().unwrap().clone();
-    let late = (first.len() as u64).saturating_sub(stored);
+    let late = (first.len() as u64).saturating_sub(stored_before);
     assert!(
         next.recovered + late >= left,
         "{next:?}, late {late}, left {left}"
