@@ -19,6 +19,7 @@ use std::fmt;
 /// | `Config` | no | `503` |
 /// | `Corrupt` | no | `503` |
 /// | `Other` | yes | `503` |
+/// | `Unsupported` | no | `501` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SinkErrorKind {
@@ -41,6 +42,11 @@ pub enum SinkErrorKind {
     /// classify, the writer would rather retry (and keep the batch) than drop
     /// it at once.
     Other,
+    /// The sink does not do what was asked: [`erase_consumer`] on a sink that
+    /// cannot erase. Permanent.
+    ///
+    /// [`erase_consumer`]: crate::UsageSink::erase_consumer
+    Unsupported,
 }
 
 impl SinkErrorKind {
@@ -52,6 +58,7 @@ impl SinkErrorKind {
             Self::Config => "sink misconfigured",
             Self::Corrupt => "corrupt sink data",
             Self::Other => "sink error",
+            Self::Unsupported => "not supported by this sink",
         }
     }
 }

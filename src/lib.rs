@@ -184,7 +184,7 @@ pub use hooks::{bearer_token, default_route, hash_token, IdentifyConsumer, Reque
 pub use middleware::UsageLayer;
 pub use record::{
     CaptureNotes, CapturedBody, GrpcCall, GrpcDirection, GrpcMessage, Outcome, RecordedRequest,
-    UsageRecord, MAX_JSON_DEPTH,
+    TraceContext, UsageRecord, MAX_JSON_DEPTH,
 };
 pub use sink::memory::MemorySink;
 #[cfg(feature = "postgres")]

@@ -221,6 +221,11 @@ pub(super) fn sink_error(err: &SinkError) -> Response<UsageBody> {
             &format!("invalid query: {}", err.text()),
             None,
         ),
+        SinkErrorKind::Unsupported => error(
+            StatusCode::NOT_IMPLEMENTED,
+            &format!("not supported by this sink: {}", err.text()),
+            None,
+        ),
         // The operator's or the storage's fault: nothing the client can fix,
         // and nothing of it is shown to the client.
         kind @ (SinkErrorKind::Unavailable

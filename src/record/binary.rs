@@ -359,6 +359,7 @@ pub(crate) fn decode(
         outcome,
         grpc,
         capture,
+        trace: None,
     })
 }
 

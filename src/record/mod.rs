@@ -122,6 +122,9 @@ pub struct UsageRecord {
     /// What the capture could not keep as it was (headers cut, a body the
     /// handler did not read). Empty for most records.
     pub capture: CaptureNotes,
+    /// The W3C trace context the request came with (its `traceparent`
+    /// header), when it had a valid one: `traceId` and `spanId` on the wire.
+    pub trace: Option<TraceContext>,
 }
 
 impl UsageRecord {
@@ -212,6 +215,7 @@ impl Default for UsageRecord {
             outcome: Outcome::Complete,
             grpc: None,
             capture: CaptureNotes::default(),
+            trace: None,
         }
     }
 }
@@ -467,6 +471,7 @@ mod redact;
 mod route_params;
 mod storage;
 mod timestamp;
+mod trace;
 mod wire;
 
 #[cfg(any(fuzzing, test))]
@@ -483,6 +488,7 @@ pub(crate) use timestamp::{
     ceil_millis, format_timestamp, from_unix_millis, parse_timestamp, truncate_to_millis,
     unix_millis,
 };
+pub use trace::TraceContext;
 use wire::RenderBody;
 pub use wire::MAX_JSON_DEPTH;
 pub(crate) use wire::{looks_like_json_container, RecordView};

@@ -117,6 +117,24 @@ pub trait UsageSink: Send + Sync + 'static {
     fn pending_since(&self) -> Option<std::time::SystemTime> {
         None
     }
+
+    /// Erases every record of `consumer` (the right to be forgotten, GDPR
+    /// article 17), and returns how many were removed. Afterwards neither
+    /// [`query`](Self::query), [`get`](Self::get) nor
+    /// [`summarize`](Self::summarize) returns or counts any of them, also
+    /// after a restart; other consumers' records are untouched. Records of
+    /// `consumer` written after the call are kept.
+    ///
+    /// The default answers [`Unsupported`](crate::SinkErrorKind::Unsupported):
+    /// a sink that cannot erase says so rather than pretend. Every shipped
+    /// sink overrides it.
+    async fn erase_consumer(&self, consumer: &str) -> Result<u64, SinkError> {
+        let _ = consumer;
+        Err(SinkError::message(
+            crate::SinkErrorKind::Unsupported,
+            "this sink cannot erase a consumer's records",
+        ))
+    }
 }
 
 /// A record a sink cannot read back is corrupt data: permanent, never retried.
@@ -147,6 +165,10 @@ impl<T: UsageSink + ?Sized> UsageSink for Arc<T> {
     fn pending_since(&self) -> Option<std::time::SystemTime> {
         (**self).pending_since()
     }
+
+    async fn erase_consumer(&self, consumer: &str) -> Result<u64, SinkError> {
+        (**self).erase_consumer(consumer).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -169,5 +191,9 @@ impl<T: UsageSink + ?Sized> UsageSink for Box<T> {
 
     fn pending_since(&self) -> Option<std::time::SystemTime> {
         (**self).pending_since()
+    }
+
+    async fn erase_consumer(&self, consumer: &str) -> Result<u64, SinkError> {
+        (**self).erase_consumer(consumer).await
     }
 }

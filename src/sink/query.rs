@@ -217,6 +217,10 @@ pub struct UsageQuery {
     pub route: Option<String>,
     /// Only records that ended this way.
     pub outcome: Option<Outcome>,
+    /// Only records of this trace: their
+    /// [`trace`](crate::UsageRecord::trace)'s `trace_id` is exactly this (32
+    /// lowercase hex digits; records without a trace never match).
+    pub trace_id: Option<String>,
     /// At most this many records. Default [`DEFAULT_LIMIT`]; the service asks
     /// for `1..=`[`MAX_LIMIT`].
     pub limit: usize,
@@ -248,6 +252,7 @@ impl Default for UsageQuery {
             status: None,
             route: None,
             outcome: None,
+            trace_id: None,
             limit: DEFAULT_LIMIT,
             cursor: None,
             order: Order::Asc,
@@ -330,6 +335,7 @@ impl UsageQuery {
             status: self.status,
             route: self.route.as_deref(),
             outcome: self.outcome,
+            trace_id: self.trace_id.as_deref(),
         }
         .matches(record)
     }
@@ -346,6 +352,7 @@ pub(crate) struct Filters<'a> {
     pub(crate) status: Option<StatusFilter>,
     pub(crate) route: Option<&'a str>,
     pub(crate) outcome: Option<Outcome>,
+    pub(crate) trace_id: Option<&'a str>,
 }
 
 impl Filters<'_> {
@@ -360,6 +367,12 @@ impl Filters<'_> {
                 .route
                 .is_none_or(|r| record.route.as_deref() == Some(r))
             && self.outcome.is_none_or(|o| record.outcome == o)
+            && self.trace_id.is_none_or(|t| {
+                record
+                    .trace
+                    .as_ref()
+                    .is_some_and(|trace| trace.trace_id == t)
+            })
     }
 }
 

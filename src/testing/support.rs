@@ -122,6 +122,7 @@ impl Gen {
             outcome: Outcome::Complete,
             grpc: None,
             capture: Default::default(),
+            trace: None,
         }
     }
 }

@@ -196,6 +196,7 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
         outcome,
         grpc,
         capture,
+        trace: None,
     }
 }
 

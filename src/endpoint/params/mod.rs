@@ -304,6 +304,7 @@ pub(super) fn parse_summary(
         status: l.status,
         route: l.route,
         outcome: l.outcome,
+        trace_id: l.trace_id,
         interval: parsed.interval.unwrap_or_default(),
         group_by,
     };

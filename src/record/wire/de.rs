@@ -236,6 +236,7 @@ impl<'de> Deserialize<'de> for UsageRecord {
             outcome: w.outcome,
             grpc,
             capture: w.capture,
+            trace: None,
         })
     }
 }

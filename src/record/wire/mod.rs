@@ -405,6 +405,7 @@ mod tests {
             outcome: Outcome::Complete,
             grpc: None,
             capture: Default::default(),
+            trace: None,
         }
     }
 

@@ -104,5 +104,6 @@ fn fields(row: &impl ReadColumns) -> Result<UsageRecord, SinkError> {
             .transpose()
             .map_err(|e| bad(Col::Capture, e))?
             .unwrap_or_default(),
+        trace: None,
     })
 }

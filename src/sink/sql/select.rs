@@ -224,6 +224,7 @@ mod tests {
             status: Some(StatusFilter::Class(4)),
             route: Some("/a/{id}".into()),
             outcome: Some(crate::Outcome::ClientGone),
+            trace_id: None,
             limit: 10,
             cursor: None,
             order: Order::Desc,

@@ -290,6 +290,8 @@ pub struct SummaryQuery {
     pub route: Option<String>,
     /// Only this outcome, as on the list.
     pub outcome: Option<Outcome>,
+    /// Only this trace, as on the list.
+    pub trace_id: Option<String>,
     /// The width of a time bucket. Default: [`Interval::Day`].
     pub interval: Interval,
     /// The keys buckets are split by. Default: none.
@@ -315,6 +317,7 @@ impl Default for SummaryQuery {
             status: None,
             route: None,
             outcome: None,
+            trace_id: None,
             interval: Interval::Day,
             group_by: GroupBy::NONE,
         }
@@ -335,6 +338,7 @@ impl SummaryQuery {
             status: self.status,
             route: self.route.clone(),
             outcome: self.outcome,
+            trace_id: self.trace_id.clone(),
             limit: MAX_LIMIT,
             ..UsageQuery::default()
         }
@@ -373,6 +377,7 @@ impl SummaryQuery {
             status: self.status,
             route: self.route.as_deref(),
             outcome: self.outcome,
+            trace_id: self.trace_id.as_deref(),
         }
         .matches(record)
     }

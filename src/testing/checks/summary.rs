@@ -240,6 +240,7 @@ fn random_query(rng: &mut fastrand::Rng) -> SummaryQuery {
         },
         route: (rng.u8(..6) == 0).then(|| "/items/{id}".to_owned()),
         outcome: (rng.u8(..6) == 0).then(|| OUTCOMES[rng.usize(..4)]),
+        trace_id: None,
         interval: Interval::ALL[rng.usize(..4)],
         group_by,
     }
