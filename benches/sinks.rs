@@ -224,6 +224,7 @@ fn template(rng: &mut fastrand::Rng) -> UsageRecord {
         outcome: Outcome::Complete,
         grpc: None,
         capture: Default::default(),
+        trace: None,
     }
 }
 
