@@ -10,7 +10,7 @@
   var TOKEN_KEY = "tower-usage-token";
   var SVG = "http://www.w3.org/2000/svg";
   var CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-  var FILTERS = ["method", "path", "status", "route", "outcome"];
+  var FILTERS = ["method", "path", "status", "route", "outcome", "traceId"];
   var RANGES = {
     hour: { ms: 3600e3, interval: "minute", step: 60e3, label: "hour" },
     day: { ms: 86400e3, interval: "hour", step: 3600e3, label: "day" },
@@ -548,6 +548,7 @@
     if (state.status) params.set("status", state.status);
     if (state.route) params.set("route", state.route);
     if (state.outcome) params.set("outcome", state.outcome);
+    if (state.traceId) params.set("traceId", state.traceId);
     if (state.consumer) params.set("consumer", state.consumer);
     return params;
   }
@@ -708,7 +709,8 @@
     getJson("/" + encodeURIComponent(id)).then(function (r) {
       $("detail-title").textContent = r.method + " " + r.path;
       [["Id", r.id], ["Time", null], ["Status", r.status], ["Duration", duration(r.durationUs)],
-        ["Outcome", r.outcome], ["Route", r.route || "(no route)"], ["Consumer", r.consumer || "(anonymous)"]]
+        ["Outcome", r.outcome], ["Route", r.route || "(no route)"], ["Consumer", r.consumer || "(anonymous)"],
+        ["Trace", r.traceId ? r.traceId + " (calling span " + r.spanId + ")" : "(none)"]]
         .forEach(function (row) {
           meta.appendChild(el("dt", row[0]));
           if (row[0] === "Id") {
