@@ -1,73 +1,11 @@
-//! Runs N requests in-process through an axum Router, bare or with the layer, for
-//! measuring with tools that count work rather than wall time (steadier than
-//! criterion on a busy machine):
-//!
-//! ```text
-//! cargo build --release --example overhead_probe
-//! perf stat -e task-clock target/release/examples/overhead_probe bare 100000
-//! perf stat -e task-clock target/release/examples/overhead_probe memory 100000
-//! valgrind --tool=callgrind target/release/examples/overhead_probe null 3000
-//! ```
-//!
-//! Modes: `bare`, `identity` (a layer that does nothing: what layering an axum
-//! `Router` costs by itself), `null` (the layer with a sink that stores nothing:
-//! capture and writer only), `memory` (the layer with `MemorySink`). Same request as
-//! `benches/overhead.rs`: a POST with a 1 KiB JSON body and 8 headers. The writer
-//! runs on the same single-threaded runtime, so its work is counted.
+//! The overhead probe with the system allocator: see
+//! `benches/common/overhead_probe.rs`.
 
 #[path = "../benches/common/http_app.rs"]
 mod http_app;
-
-use http_app::{payload, request, router, NullSink};
-use http_body_util::BodyExt;
-use tower::ServiceExt;
-use tower_usage::{MemorySink, UsageLayer};
+#[path = "../benches/common/overhead_probe.rs"]
+mod overhead_probe;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let mode = args.next().unwrap_or_else(|| "memory".into());
-    let n: usize = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(10_000);
-    let body = bytes::Bytes::from(payload());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let (app, handle) = match mode.as_str() {
-            "bare" => (router(), None),
-            "identity" => (router().layer(tower::layer::util::Identity::new()), None),
-            "null" => {
-                let layer = UsageLayer::new(NullSink);
-                let handle = layer.handle();
-                (router().layer(layer), Some(handle))
-            }
-            "memory" => {
-                let layer = UsageLayer::new(MemorySink::new());
-                let handle = layer.handle();
-                (router().layer(layer), Some(handle))
-            }
-            other => {
-                return Err(
-                    format!("unknown mode {other:?}: bare, identity, null or memory").into(),
-                )
-            }
-        };
-        for _ in 0..n {
-            let req = request(&body);
-            let res = app.clone().oneshot(req).await?;
-            std::hint::black_box(res.into_body().collect().await?.to_bytes());
-            tokio::task::yield_now().await;
-        }
-        if let Some(handle) = handle {
-            handle.flush().await;
-            let stats = handle.stats();
-            if stats.written != n as u64 {
-                return Err(format!("not every request was written: {stats:?}").into());
-            }
-        }
-        Ok::<(), Box<dyn std::error::Error>>(())
-    })
+    overhead_probe::main()
 }

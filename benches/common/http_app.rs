@@ -1,5 +1,5 @@
 //! The HTTP workload shared by `benches/overhead.rs` and
-//! `examples/overhead_probe.rs`: an axum route taking a 1 KiB JSON body and 8
+//! `benches/common/overhead_probe.rs`: an axum route taking a 1 KiB JSON body and 8
 //! headers and answering JSON, and a sink that stores nothing.
 #![allow(dead_code)]
 
