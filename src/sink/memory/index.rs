@@ -23,8 +23,7 @@ pub(super) struct Entry {
     /// The record is in the pool of newcomers and rejected requests (see
     /// `share.rs`): its key is in [`State::pool`] too.
     pub(super) pooled: bool,
-    /// Every other field but the id (which is in the key), see [`encode`]. A
-    /// `Vec` so an evicted record's buffer can take the next record.
+    /// Every other field but the id (which is in the key), see [`encode`].
     pub(super) blob: Vec<u8>,
 }
 
@@ -62,12 +61,9 @@ pub(super) struct State {
     /// The bytes the records take, as `max_bytes` counts them: each record's
     /// buffer and [`RECORD_OVERHEAD`].
     pub(super) bytes: usize,
-    /// Until the sink is full: reused to encode each record before it is copied
-    /// into an allocation of its exact size.
+    /// Reused to encode each record before it is copied into an allocation
+    /// of its exact size.
     pub(super) scratch: Vec<u8>,
-    /// The buffer of the last evicted record, which the next record is encoded
-    /// into: in a full sink each insert evicts, so most records reuse one.
-    pub(super) spare: Vec<u8>,
 }
 
 impl State {
@@ -84,23 +80,9 @@ impl State {
             }
         }
         let key: Key = (ms, id);
-        let blob = if self.spare.capacity() == 0 {
-            // Not full yet: encode once into the scratch buffer, to allocate
-            // just what the record takes.
-            self.scratch.clear();
-            encode(&mut self.scratch, record);
-            self.scratch.clone()
-        } else {
-            // Full: encode straight into the evicted record's buffer, kept when
-            // it wastes at most a quarter.
-            let mut blob = std::mem::take(&mut self.spare);
-            blob.clear();
-            encode(&mut blob, record);
-            if blob.capacity() - blob.len() > blob.len() / 4 {
-                blob.shrink_to_fit();
-            }
-            blob
-        };
+        self.scratch.clear();
+        encode(&mut self.scratch, record);
+        let blob = self.scratch.clone();
         let cost = blob.capacity() + RECORD_OVERHEAD;
         self.bytes += cost;
         match &record.consumer {
@@ -217,7 +199,6 @@ impl State {
             }
         }
         self.bytes = self.bytes.saturating_sub(cost);
-        self.spare = entry.blob;
         self.evicted += 1;
     }
 }
