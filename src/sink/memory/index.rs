@@ -7,13 +7,12 @@ use std::collections::VecDeque;
 use foldhash::{HashMap, HashSet};
 use time::OffsetDateTime;
 
-use super::id::Id;
 use crate::record::binary::{encode, Head};
 use crate::record::unix_millis;
 use crate::UsageRecord;
 
 /// `(created_at in unix milliseconds, id)`: the sort key of a page.
-pub(super) type Key = (i64, Id);
+pub(super) type Key = (i64, Box<str>);
 
 /// One stored record: what a filter needs, and the rest encoded in one allocation.
 pub(super) struct Entry {
@@ -49,7 +48,7 @@ pub(super) struct State {
     /// The stored ids and their `created_at` milliseconds: a retried batch is
     /// not stored twice, and a record is found by id (`get`) in one lookup and
     /// one binary search.
-    pub(super) ids: HashMap<Id, i64>,
+    pub(super) ids: HashMap<Box<str>, i64>,
     pub(super) evicted: u64,
     /// Consumers first seen while the sink was full, not yet established
     /// (`None` inside: the anonymous one); see `share.rs`.
@@ -71,7 +70,7 @@ impl State {
     /// was stored already. `full`: the sink was full before it (a consumer
     /// first seen now is a newcomer).
     pub(super) fn insert(&mut self, record: &UsageRecord, full: bool) -> Option<bool> {
-        let id = Id::new(&record.id);
+        let id = Box::<str>::from(record.id.as_str());
         let ms = unix_millis(record.created_at);
         match self.ids.entry(id.clone()) {
             std::collections::hash_map::Entry::Occupied(_) => return None,

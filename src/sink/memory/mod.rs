@@ -7,7 +7,6 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::sink::{ConsumerScope, SummaryQuery, UsageSummary};
 use crate::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
-mod id;
 mod index;
 mod scan;
 mod share;
@@ -78,8 +77,8 @@ pub const CONSUMER_SHARE: usize = 4;
 /// already stored (a writer retrying a batch) keeps the stored one.
 ///
 /// Each record is stored encoded in one buffer (its bodies, headers and strings
-/// back to back, a few bytes of framing each), next to its timestamp and status;
-/// ids of up to 30 bytes (a ULID has 26) live inline in the index keys. So a record
+/// back to back, a few bytes of framing each), next to its timestamp and status
+/// and its id. So a record
 /// costs about its captured bytes plus some 250 bytes of indexes, and storing or
 /// evicting one is a handful of allocations, not one per field. Filters read the
 /// method and path from the buffer in place; only the records a page returns are

@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::id::Id;
 use super::index::{Entry, Key, State};
 use crate::record::binary::{self, Head};
 use crate::record::unix_millis;
@@ -42,10 +41,9 @@ impl State {
     pub(super) fn lookup(&self, id: &str, scope: &ConsumerScope) -> (Option<usize>, Steps) {
         let mut steps = Steps::default();
         let guess = ulid_millis(id).unwrap_or(0);
-        let id = Id::new(id);
-        let stored = self.ids.get(&id).copied();
+        let stored = self.ids.get(id).copied();
         steps.hashed = true;
-        let key: Key = (stored.unwrap_or(guess), id);
+        let key: Key = (stored.unwrap_or(guess), id.into());
         let found = self.all.binary_search_by(|(k, _)| k.cmp(&key));
         steps.searched = true;
         let at = match found {
@@ -333,7 +331,7 @@ fn index_range<T>(
 /// superset of the matches where `since` or `until` fall inside a millisecond;
 /// [`UsageQuery::matches`] decides exactly.
 fn key_range(query: &UsageQuery, after: Option<&Position>) -> Option<(Bound<Key>, Bound<Key>)> {
-    let min_id = || Id::new("");
+    let min_id = Box::<str>::default;
     // created_at >= since implies ms(created_at) >= ms(since).
     let mut lower = match query.since {
         Some(since) => Bound::Included((unix_millis(since), min_id())),
@@ -348,7 +346,7 @@ fn key_range(query: &UsageQuery, after: Option<&Position>) -> Option<(Bound<Key>
         None => Bound::Unbounded,
     };
     if let Some(p) = after {
-        let key: Key = (p.created_at_ms, Id::new(&p.id));
+        let key: Key = (p.created_at_ms, p.id.as_str().into());
         match query.order {
             Order::Asc => {
                 let tighter = match &lower {
@@ -384,7 +382,7 @@ fn decode(key: &Key, entry: &Entry) -> UsageRecord {
     binary::decode(
         &entry.blob,
         binary::VERSION,
-        key.1.as_str().to_owned(),
+        key.1.to_string(),
         entry.created_at,
         entry.status,
     )
@@ -402,7 +400,7 @@ mod tests {
         for n in [0, 1, 2, 3, 10, 100, 1000] {
             let all: VecDeque<(Key, Entry)> = (0..n)
                 .map(|i| {
-                    let key = (2 * i as i64, Id::new("x"));
+                    let key = (2 * i as i64, "x".into());
                     let entry = Entry {
                         created_at: OffsetDateTime::UNIX_EPOCH,
                         status: 200,
@@ -414,7 +412,7 @@ mod tests {
                 .collect();
             for _ in 0..200 {
                 // Present (even) and absent (odd) keys, below and past the ends.
-                let key = (rng.i64(-3..2 * n as i64 + 3), Id::new("x"));
+                let key = (rng.i64(-3..2 * n as i64 + 3), "x".into());
                 let mut near = (rng.bool() && n > 0).then(|| rng.usize(..n + 1));
                 let want = all.binary_search_by(|(k, _)| k.cmp(&key)).ok();
                 assert_eq!(
