@@ -114,65 +114,6 @@ pub(crate) struct TapSummary {
     pub(crate) messages: u64,
 }
 
-/// How many written capture buffers wait, at most, to be filled again by the
-/// request path (see [`SpareBuffers`]).
-pub(crate) const SPARE_BUFFERS: usize = 64;
-/// The most bytes those buffers hold in all: 256 KiB.
-pub(crate) const SPARE_BYTES: usize = 256 * 1024;
-/// A buffer larger than this (16 KiB) is freed when its capture is written,
-/// not kept.
-pub(crate) const SPARE_BUFFER_BYTES: usize = 16 * 1024;
-
-/// Buffers of written captures, empty, for the request path to pack its next
-/// captures into instead of allocating: the writer hands them back (see
-/// [`reclaim`]), the request path takes one when it queues a capture. Each
-/// capture otherwise costs an allocation on the request path and a free on
-/// the writer, of a buffer too large for the allocators' per-thread caches
-/// (glibc's tcache ends at 1 KiB), freed on another thread than the one that
-/// allocated it. Bounded: [`SPARE_BUFFERS`] buffers, [`SPARE_BYTES`] in all.
-#[derive(Debug, Default)]
-pub(crate) struct SpareBuffers {
-    buffers: Vec<Vec<u8>>,
-    bytes: usize,
-}
-
-impl SpareBuffers {
-    /// A spare buffer, if there is one.
-    pub(crate) fn take(&mut self) -> Option<Vec<u8>> {
-        let buffer = self.buffers.pop()?;
-        self.bytes -= buffer.capacity();
-        Some(buffer)
-    }
-
-    /// Moves the buffers of `from` that fit the bounds in; those that do not
-    /// stay in `from` (for the caller to free, outside any lock it holds).
-    pub(crate) fn put_from(&mut self, from: &mut Vec<Vec<u8>>) {
-        while self.buffers.len() < SPARE_BUFFERS {
-            let Some(buffer) = from.pop() else {
-                break;
-            };
-            if self.bytes + buffer.capacity() > SPARE_BYTES {
-                from.push(buffer);
-                break;
-            }
-            self.bytes += buffer.capacity();
-            self.buffers.push(buffer);
-        }
-    }
-}
-
-/// The buffer of a written capture back, empty, for another capture: `None`
-/// when a slice of it is still held elsewhere (a sink may keep the bytes of a
-/// record it was given), or when it is larger than [`SPARE_BUFFER_BYTES`].
-pub(crate) fn reclaim(buffer: Bytes) -> Option<Vec<u8>> {
-    let mut buffer = Vec::from(buffer.try_into_mut().ok()?);
-    if buffer.capacity() > SPARE_BUFFER_BYTES {
-        return None;
-    }
-    buffer.clear();
-    Some(buffer)
-}
-
 /// One buffer holding every part of a capture; see the [module docs](self).
 #[derive(Debug, Default)]
 pub(crate) struct Packed {
@@ -228,11 +169,6 @@ impl Packed {
             place(part, &mut out, start);
         }
         Self::new(out, parts, TapSummary::default(), TapSummary::default())
-    }
-
-    /// The buffer, to [`reclaim`] once the record made from it is written.
-    pub(crate) fn into_bytes(self) -> Bytes {
-        self.bytes
     }
 
     fn range(&self, part: Part) -> Option<Range<usize>> {
@@ -294,51 +230,4 @@ impl Packed {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_buffer_comes_back_empty_only_when_nothing_else_holds_it() {
-        let mut buffer = Vec::with_capacity(2048);
-        buffer.extend_from_slice(b"a secret of the last capture");
-        let bytes = Bytes::from(buffer);
-        let slice = bytes.slice(2..8);
-        // A sink kept a slice: the buffer is not reused.
-        assert_eq!(reclaim(bytes.clone()), None);
-        drop(slice);
-        let back = reclaim(bytes).expect("nothing else holds it");
-        assert!(
-            back.is_empty(),
-            "nothing of the last capture is left to read"
-        );
-        assert!(back.capacity() >= 2048);
-
-        // Too large to keep.
-        let large = Bytes::from(Vec::with_capacity(SPARE_BUFFER_BYTES + 1));
-        assert_eq!(reclaim(large), None);
-        let exact = Bytes::from(vec![1; SPARE_BUFFER_BYTES]);
-        assert!(reclaim(exact).is_some());
-    }
-
-    #[test]
-    fn spare_buffers_are_bounded_in_number_and_bytes() {
-        let mut spares = SpareBuffers::default();
-        let mut from: Vec<Vec<u8>> = (0..SPARE_BUFFERS + 10)
-            .map(|_| Vec::with_capacity(1024))
-            .collect();
-        spares.put_from(&mut from);
-        assert_eq!(spares.buffers.len(), SPARE_BUFFERS);
-        assert_eq!(from.len(), 10, "the rest stay with the caller, to free");
-        assert_eq!(spares.bytes, SPARE_BUFFERS * 1024);
-
-        let mut spares = SpareBuffers::default();
-        let mut from: Vec<Vec<u8>> = (0..40)
-            .map(|_| Vec::with_capacity(SPARE_BUFFER_BYTES))
-            .collect();
-        spares.put_from(&mut from);
-        assert_eq!(spares.buffers.len(), SPARE_BYTES / SPARE_BUFFER_BYTES);
-        assert!(spares.bytes <= SPARE_BYTES);
-
-        let taken = spares.take().expect("a spare");
-        assert_eq!(spares.bytes, SPARE_BYTES - taken.capacity());
-        while spares.take().is_some() {}
-        assert_eq!(spares.bytes, 0);
-    }
 }

@@ -72,18 +72,10 @@
 //! `batch_size`: a slow sink gets fewer, larger writes.
 //!
 //! Once a batch is written, the writer keeps what its records allocated for
-//! the next ones: their strings and header maps (for up to 128 records), and
-//! the capture buffers, which go back to the request path: a request packs
-//! its capture into a buffer a written capture left (at most 64 such buffers
-//! of at most 16 KiB wait, 256 KiB in all, plus one per thread that queues
-//! captures). Under a steady load most captures then cost the allocator no
-//! large allocation on the request path and no free on the writer (with
-//! glibc's malloc, a buffer past 1 KiB takes its slow, locked paths both
-//! ways); a buffer the pool has no room for is freed on the writer, and a
-//! spare too small or more than twice too large for a capture is freed and
-//! replaced. A sink that keeps a slice of a record's bytes keeps that buffer
-//! from being reused, nothing more. The spares are freed when the writer
-//! stops.
+//! the next ones: their strings and header maps (for up to 128 records). A
+//! capture's buffer is allocated on the request path and freed on the writer
+//! (handing written buffers back for reuse saved nothing measurable: see
+//! `benches/README.md`).
 //!
 //! Every capture is in exactly one place, and
 //! [`WriterStats`](crate::WriterStats) shows them all at one instant:

@@ -1,7 +1,6 @@
 //! Packing a capture on the request path: [`Packer`] fills one buffer in the
 //! layout that [`captured`](crate::captured) defines and reads back.
 
-use std::cell::RefCell;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
@@ -67,45 +66,6 @@ fn capped_headers(headers: &HeaderMap, budget: usize) -> (Vec<(&HeaderName, Head
     (kept, cut)
 }
 
-thread_local! {
-    /// A written capture's buffer, empty, handed back by the writer when this
-    /// thread queued a capture: the next capture packed on this thread fills
-    /// it instead of allocating (see [`SpareBuffers`](crate::captured::SpareBuffers)).
-    static SPARE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Whether this thread holds no spare buffer for its next capture.
-pub(crate) fn wants_spare() -> bool {
-    SPARE
-        .try_with(|spare| spare.borrow().capacity() == 0)
-        .unwrap_or(false)
-}
-
-/// Keeps `buffer` (empty) for the next capture packed on this thread.
-pub(crate) fn keep_spare(buffer: Vec<u8>) {
-    debug_assert!(buffer.is_empty());
-    // Gone with the thread, if it is ending.
-    let _ = SPARE.try_with(|spare| *spare.borrow_mut() = buffer);
-}
-
-/// An empty buffer with room for `capacity` bytes: this thread's spare when
-/// it has room and no more than twice that, so that a small capture does not
-/// hold a large buffer in the queue (whose byte budget counts capacities);
-/// else a new one (and a spare that does not fit is freed, for the next spare
-/// to take its place).
-fn buffer(capacity: usize) -> Vec<u8> {
-    let spare = SPARE.try_with(|spare| {
-        let spare = std::mem::take(&mut *spare.borrow_mut());
-        (capacity..=2 * capacity)
-            .contains(&spare.capacity())
-            .then_some(spare)
-    });
-    spare
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| Vec::with_capacity(capacity))
-}
-
 /// Fills a [`Packed`] buffer, part by part.
 pub(crate) struct Packer {
     out: Vec<u8>,
@@ -163,7 +123,7 @@ impl Packer {
     /// `capacity`: the bytes the parts will take, so the buffer is allocated once.
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         Self {
-            out: buffer(capacity),
+            out: Vec::with_capacity(capacity),
             parts: [None; PARTS],
             request: TapSummary::default(),
             response: TapSummary::default(),
@@ -263,41 +223,6 @@ impl Packer {
 mod tests {
     use super::*;
     use bytes::Bytes;
-
-    #[test]
-    fn a_capture_is_packed_into_the_spare_this_thread_was_handed() {
-        // In a thread of its own: the spare slot is per thread.
-        std::thread::spawn(|| {
-            assert!(wants_spare());
-            let spare = Vec::with_capacity(3000);
-            let at = spare.as_ptr();
-            keep_spare(spare);
-            assert!(!wants_spare());
-            let uri: Uri = "/p?q=1".parse().unwrap();
-            let (packer, _) = Packer::for_request(&uri, None, &HeaderMap::new(), 1024, 1000);
-            assert_eq!(packer.out.as_ptr(), at, "the spare is filled");
-            assert!(wants_spare());
-            let packed = packer.finish();
-            assert_eq!(
-                (packed.str(Part::Path), packed.str(Part::Query)),
-                (Some("/p"), Some("q=1"))
-            );
-
-            // A spare too small for the capture, or more than twice its size,
-            // is freed, not filled.
-            for capacity in [100, 4096] {
-                keep_spare(Vec::with_capacity(capacity));
-                let (packer, _) = Packer::for_request(&uri, None, &HeaderMap::new(), 1024, 1000);
-                assert!((1000..2000).contains(&packer.out.capacity()), "{capacity}");
-                assert!(
-                    wants_spare(),
-                    "{capacity}: the slot is free for a better one"
-                );
-            }
-        })
-        .join()
-        .unwrap();
-    }
 
     #[test]
     fn a_name_repeated_thirty_thousand_times_comes_back() {

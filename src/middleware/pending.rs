@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::layer::CaptureConfig;
-use super::pack::{self, Packer};
+use super::pack::Packer;
 use super::tap::{lock_tap, SharedTap, Tap};
 use crate::captured::{Captured, Part};
 use crate::hooks::{IdentifyConsumer, Protocol};
@@ -117,8 +117,7 @@ impl Pending {
         packer.body(Part::ResponseBody, response_tap.as_ref());
         let packed = packer.finish();
         let oldest_in_flight = queue.oldest();
-        let wants_spare = pack::wants_spare();
-        let spare = queue.submit(
+        queue.submit(
             Captured {
                 id: self.id,
                 created: self.created,
@@ -136,11 +135,7 @@ impl Pending {
                 outcome,
                 duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
             },
-            wants_spare,
         );
-        if let Some(spare) = spare {
-            pack::keep_spare(spare);
-        }
     }
 
     /// Ends an exchange that never got a response.

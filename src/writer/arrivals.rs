@@ -164,8 +164,8 @@ impl InFlight {
     /// Queues the capture (see [`Queue::submit`]), then counts the exchange
     /// out: a reader of [`Arrivals::oldest`] that no longer sees it finds its
     /// capture in the queue (or written).
-    pub(crate) fn submit(self, captured: Captured, wants_spare: bool) -> Option<Vec<u8>> {
-        self.queue.submit(captured, wants_spare)
+    pub(crate) fn submit(self, captured: Captured) {
+        self.queue.submit(captured);
     }
 }
 

@@ -39,11 +39,6 @@ impl Assembler {
         self.recycler.recycle(record);
     }
 
-    /// The capture buffers of the records assembled since the last call, back
-    /// for the request path (see [`Recycler::reclaim_buffers`]).
-    pub(crate) fn reclaim_buffers(&mut self) -> &mut Vec<Vec<u8>> {
-        self.recycler.reclaim_buffers()
-    }
 }
 
 /// Builds the record of a captured exchange. Runs on the writer task.
@@ -174,9 +169,6 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
         UsageRecord::write_id(created_at, &mut id);
         id
     });
-    // Its slices in the record are dropped when the record is recycled; then
-    // the buffer is free to be filled again.
-    reuse.recycler.keep_buffer(packed.into_bytes());
     UsageRecord {
         id,
         consumer,
@@ -403,26 +395,5 @@ mod tests {
             assert_eq!(headers.len(), 4, "{repeats}");
             assembler.recycle(record);
         }
-    }
-
-    #[test]
-    fn a_capture_buffer_is_reclaimed_once_its_record_is_recycled() {
-        let mut assembler = Assembler::default();
-        let record = assembler.assemble(captured("/p", Some("q"), None, &HeaderMap::new()));
-        // The record's slices still hold it.
-        assert!(assembler.recycler.buffers() == 1);
-        assembler.recycle(record);
-        let back = assembler.reclaim_buffers();
-        assert_eq!(back.len(), 1);
-        assert!(back[0].is_empty() && back[0].capacity() > 0);
-        // A sink that kept a clone of the record (its header values are
-        // slices of the buffer) keeps the buffer from reuse.
-        let mut headers = HeaderMap::new();
-        headers.insert("x-a", HeaderValue::from_static("1"));
-        let record = assembler.assemble(captured("/p", Some("q"), None, &headers));
-        let kept = record.clone();
-        assembler.recycle(record);
-        assert!(assembler.reclaim_buffers().is_empty());
-        drop(kept);
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::{watch, Notify};
 
 use super::worker::UsageWorker;
 use super::{WriterConfig, WriterStats};
-use crate::captured::{Captured, SpareBuffers};
+use crate::captured::Captured;
 use crate::streak::Streak;
 use crate::UsageSink;
 
@@ -79,8 +79,6 @@ pub(super) struct State {
     /// Set when a shutdown deadline passed: the writer's batch was counted as
     /// dropped, and the writer must not count it again.
     pub(super) abandoned: bool,
-    /// Buffers of written captures, for the request path to fill again.
-    pub(super) spares: SpareBuffers,
 }
 
 impl State {
@@ -264,12 +262,7 @@ impl Queue {
     /// Drop policy: when the queue is full (by count or by bytes, the writer's
     /// batch included), the *new* capture is dropped and counted; what is
     /// already queued keeps its place, so records are stored in order.
-    ///
-    /// With `wants_spare`, returns a written capture's buffer for the caller's
-    /// next capture, when the writer handed one back (see
-    /// [`SpareBuffers`](crate::captured::SpareBuffers)): taken under the lock
-    /// the push takes anyway.
-    pub(crate) fn submit(&self, captured: Captured, wants_spare: bool) -> Option<Vec<u8>> {
+    pub(crate) fn submit(&self, captured: Captured) {
         let shared = &*self.shared;
         if !shared.started.load(Ordering::Acquire) {
             self.start();
@@ -277,12 +270,12 @@ impl Queue {
         let config = &shared.config;
         let wake_at = config.wake_at();
         let entry = Entry::new(captured);
-        let (len, half_full, spare) = {
+        let (len, half_full) = {
             let mut s = shared.state();
             s.captured += 1;
             if s.closed {
                 s.dropped += 1;
-                return None;
+                return;
             }
             let held = s.queue.len() + s.in_flight as usize;
             if held >= config.queue_capacity || s.bytes + entry.bytes > config.queue_bytes {
@@ -296,21 +289,19 @@ impl Queue {
                         "usage queue full: dropping new records until the writer catches up (counted in stats().dropped)"
                     );
                 }
-                return None;
+                return;
             }
             let half_bytes = config.queue_bytes / 2;
             let below_half = s.bytes < half_bytes;
             s.bytes += entry.bytes;
             s.queue.push_back(entry);
             s.accepted += 1;
-            let spare = if wants_spare { s.spares.take() } else { None };
-            (s.queue.len(), below_half && s.bytes >= half_bytes, spare)
+            (s.queue.len(), below_half && s.bytes >= half_bytes)
         };
         // The wake point is reached once.
         if len == wake_at || half_full {
             shared.wake.notify_one();
         }
-        spare
     }
 }
 

@@ -1,7 +1,6 @@
 //! [`Recycler`]: what written records leave for the next ones. The writer
-//! takes back each written record's strings and header maps, and the capture
-//! buffers once no record or sink holds a slice of them (for the request path
-//! to fill again), so that a record costs no allocation in the steady state.
+//! takes back each written record's strings and header maps, so that a
+//! record's fields cost no allocation in the steady state.
 //!
 //! Reusing allocations matters on the writer: it frees what it allocates on
 //! its own thread, but each allocation and free is still work for the
@@ -9,11 +8,9 @@
 //! and a record has a dozen of them otherwise (strings, params, two maps).
 //! Everything kept is bounded, outside `queue_bytes`.
 
-use bytes::Bytes;
 use http::HeaderMap;
 
 use super::WAKE_AT;
-use crate::captured;
 use crate::record::{RecordedRequest, UsageRecord};
 
 /// Written records whose allocations are kept for the next ones, at most: two
@@ -42,11 +39,6 @@ const KEEP_MAP_CAPACITY: usize = 32;
 pub(super) struct Recycler {
     maps: Vec<HeaderMap>,
     spares: Vec<Spare>,
-    /// The capture buffers of the records assembled since the last
-    /// [`reclaim_buffers`](Self::reclaim_buffers).
-    buffers: Vec<Bytes>,
-    /// Those buffers back, empty, for the request path.
-    reclaimed: Vec<Vec<u8>>,
 }
 
 /// The string allocations of a written record, emptied before each reuse:
@@ -132,17 +124,6 @@ impl Recycler {
         }
     }
 
-    /// The capture buffers of the records assembled since the last call, back
-    /// (those no record or sink holds a slice of any more, and not too large:
-    /// see [`reclaim`]), once those records are recycled. The caller moves what
-    /// it keeps out of the list; the rest is freed at the next call.
-    pub(super) fn reclaim_buffers(&mut self) -> &mut Vec<Vec<u8>> {
-        self.reclaimed.clear();
-        self.reclaimed
-            .extend(self.buffers.drain(..).filter_map(captured::reclaim));
-        &mut self.reclaimed
-    }
-
     /// A header map to fill: an emptied one a written record left, or a new one.
     pub(super) fn map(&mut self) -> HeaderMap {
         self.maps.pop().unwrap_or_default()
@@ -159,16 +140,6 @@ impl Recycler {
         self.spares.len()
     }
 
-    /// How many capture buffers wait to be reclaimed (for tests).
-    #[cfg(test)]
-    pub(super) fn buffers(&self) -> usize {
-        self.buffers.len()
-    }
-
-    /// Keeps a capture's buffer, to reclaim once its record is written.
-    pub(super) fn keep_buffer(&mut self, buffer: Bytes) {
-        self.buffers.push(buffer);
-    }
 }
 
 /// `buf`, cleared, holding `text`.

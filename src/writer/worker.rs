@@ -72,19 +72,15 @@ impl Drop for StopOnExit {
         let Some(shared) = self.0.upgrade() else {
             return;
         };
-        let (lost, _spares) = {
+        let lost = {
             let mut s = shared.state();
             s.closed = true;
             s.stopped = true;
-            // No capture is queued any more: the spare buffers are freed
-            // (after the lock is released).
-            let spares = std::mem::take(&mut s.spares);
-            let lost = if s.queue.is_empty() && s.in_flight == 0 {
+            if s.queue.is_empty() && s.in_flight == 0 {
                 0
             } else {
                 s.abandon()
-            };
-            (lost, spares)
+            }
         };
         if std::thread::panicking() || lost > 0 {
             tracing::error!(
@@ -253,13 +249,6 @@ impl Worker {
         // maps serve the next batch.
         for record in self.records.drain(..) {
             self.assembler.recycle(record);
-        }
-        // Their capture buffers, for the request path to fill again; those
-        // the pool has no room for are freed here, after the lock is released.
-        let buffers = self.assembler.reclaim_buffers();
-        if !buffers.is_empty() {
-            self.shared.state().spares.put_from(buffers);
-            buffers.clear();
         }
     }
 }
