@@ -46,9 +46,6 @@
 //! `UNNEST` rows.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 
 use serde_json::Value as Json;
 use time::OffsetDateTime;
@@ -169,7 +166,7 @@ impl PostgresSink {
         let writes = batch.chunks(size).map(|part| self.insert_part(part));
         let mut written = 0;
         let mut first_err = None;
-        for result in join_all(writes).await {
+        for result in futures_util::future::join_all(writes).await {
             match result {
                 Ok(n) => written += n,
                 Err(e) => {
@@ -191,30 +188,6 @@ impl PostgresSink {
             Err(e) => Err(self.inner.failed(e, Some(client))),
         }
     }
-}
-
-/// Runs the futures concurrently and returns their outputs in order.
-async fn join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut futures: Vec<Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(v) => *output = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 #[cfg(test)]

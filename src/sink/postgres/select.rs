@@ -40,11 +40,7 @@ impl PostgresSink {
                     let params = statement.values.iter().map(|v| v as &(dyn ToSql + Sync));
                     let rows = client.query_raw(&stmt, params).await.map_err(error::pg)?;
                     let mut rows = std::pin::pin!(rows);
-                    while let Some(row) = std::future::poll_fn(|cx| {
-                        futures_core::Stream::poll_next(rows.as_mut(), cx)
-                    })
-                    .await
-                    {
+                    while let Some(row) = futures_util::StreamExt::next(&mut rows).await {
                         if read(row.map_err(error::pg)?)? {
                             break;
                         }
