@@ -225,9 +225,3 @@ impl Packed {
         )
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-}

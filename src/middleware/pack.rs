@@ -1,7 +1,6 @@
 //! Packing a capture on the request path: [`Packer`] fills one buffer in the
 //! layout that [`captured`](crate::captured) defines and reads back.
 
-
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use super::tap::Tap;

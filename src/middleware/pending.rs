@@ -117,25 +117,23 @@ impl Pending {
         packer.body(Part::ResponseBody, response_tap.as_ref());
         let packed = packer.finish();
         let oldest_in_flight = queue.oldest();
-        queue.submit(
-            Captured {
-                id: self.id,
-                created: self.created,
-                method: self.method,
-                consumer: self.consumer,
-                identify_later: self.identify_later,
-                protocol: self.protocol,
-                status: response.status,
-                redaction: self.config.redaction.clone(),
-                headers_cut: self.headers_cut,
-                body_unread,
-                body_limits: (self.config.request_limit, self.config.response_limit),
-                packed,
-                oldest_in_flight,
-                outcome,
-                duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
-            },
-        );
+        queue.submit(Captured {
+            id: self.id,
+            created: self.created,
+            method: self.method,
+            consumer: self.consumer,
+            identify_later: self.identify_later,
+            protocol: self.protocol,
+            status: response.status,
+            redaction: self.config.redaction.clone(),
+            headers_cut: self.headers_cut,
+            body_unread,
+            body_limits: (self.config.request_limit, self.config.response_limit),
+            packed,
+            oldest_in_flight,
+            outcome,
+            duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+        });
     }
 
     /// Ends an exchange that never got a response.

@@ -38,7 +38,6 @@ impl Assembler {
     pub(crate) fn recycle(&mut self, record: UsageRecord) {
         self.recycler.recycle(record);
     }
-
 }
 
 /// Builds the record of a captured exchange. Runs on the writer task.

@@ -139,7 +139,6 @@ impl Recycler {
     pub(super) fn spares(&self) -> usize {
         self.spares.len()
     }
-
 }
 
 /// `buf`, cleared, holding `text`.
