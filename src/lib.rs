@@ -186,6 +186,8 @@ pub use record::{
     CaptureNotes, CapturedBody, GrpcCall, GrpcDirection, GrpcMessage, Outcome, RecordedRequest,
     TraceContext, UsageRecord, MAX_JSON_DEPTH,
 };
+#[cfg(feature = "clickhouse")]
+pub use sink::clickhouse::ClickHouseSink;
 pub use sink::memory::MemorySink;
 #[cfg(feature = "postgres")]
 pub use sink::postgres::PostgresSink;

@@ -15,6 +15,9 @@ use crate::{SinkError, UsageRecord};
 use summary::summarize_by_paging;
 
 pub(crate) mod call;
+#[cfg(feature = "clickhouse")]
+#[cfg_attr(docsrs, doc(cfg(feature = "clickhouse")))]
+pub mod clickhouse;
 mod cursor;
 mod get;
 pub mod memory;

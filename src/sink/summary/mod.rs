@@ -28,7 +28,7 @@ pub(crate) use aggregate::BinRow;
 pub(crate) use aggregate::{summarize_by_paging, Aggregator, Fields};
 #[cfg(feature = "sqlite")]
 pub(crate) use histogram::bin as duration_bin;
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "clickhouse"))]
 pub(crate) use output::too_many_buckets;
 pub use output::{DurationStats, GroupKeys, SummaryBucket, SummaryStats, UsageSummary};
 pub(crate) use query::default_until;
