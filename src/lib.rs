@@ -135,7 +135,7 @@
 //! | `writer/` | the bounded queue, the worker (batches; `retry.rs`: retries, timeouts; [`UsageLayer::pair`]), [`UsageHandle`]; assembles each record; knows no spool |
 //! | `record/` | [`UsageRecord`] and its parts; redaction, route params, gRPC framing, time, the wire form (`wire/`): pure functions over the data |
 //! | `codec/` | the header-map encodings the sinks share |
-//! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; `summary/` (what a summary asks and answers, buckets, percentiles); [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/`; `spool/`: `Spooled`, a disk spool around any sink (feature `spool`) |
+//! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; `summary/` (what a summary asks and answers, buckets, percentiles); [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/`; `spool/`: `Spooled`, a disk spool around any sink (feature `spool`); `clickhouse/`: `ClickHouseSink` (feature `clickhouse`) |
 //! | `endpoint/` | [`UsageService`]: `GET /usage`, one record, exports, the summary and the OpenAPI document below it; parameters straight into a [`UsageQuery`] or a [`SummaryQuery`](sink::SummaryQuery), responses |
 //! | `error.rs` | [`SinkError`], what every sink reports |
 //! | `streak.rs` | one log line per failure streak (the writer, the spool, `GET /usage`, the SQLite writer) |

@@ -1,7 +1,8 @@
 //! [`UsageSink`]: where records go, and how `/usage` reads them back.
 //!
 //! The crate ships [`MemorySink`](crate::MemorySink) (bounded, in-process), and behind
-//! features `SqliteSink` (`sqlite`) and `PostgresSink` (`postgres`).
+//! features `SqliteSink` (`sqlite`), `PostgresSink` (`postgres`) and
+//! `ClickHouseSink` (`clickhouse`).
 //!
 //! A sink of your own needs `record` and `query`; the guide below says what to
 //! store (the [storage form](crate::UsageRecord::to_storage_bytes)), how to

@@ -129,6 +129,11 @@ impl ClickHouseSink {
             .execute()
             .await
             .map_err(error::ch)?;
+        // A record written after this call returns must have a later
+        // `written_ms` than the erasure (same clock, next millisecond).
+        while unix_millis(OffsetDateTime::now_utc()) <= now {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         Ok(erased)
     }
 }
