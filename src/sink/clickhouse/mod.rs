@@ -29,7 +29,8 @@
 //!
 //! One table, by default `default.usage_records` ([`ClickHouseSink::builder`]
 //! chooses both names), `ENGINE = ReplacingMergeTree`, `PARTITION BY month`,
-//! `ORDER BY (consumer, created_at_ms, id)`:
+//! `ORDER BY (consumer, created_at_ms, id)`, `index_granularity = 256` (rows
+//! are wide: a smaller granule keeps what a page decompresses small):
 //!
 //! | column | type | from [`UsageRecord`] |
 //! |---|---|---|
