@@ -117,6 +117,7 @@ use tokio_postgres::NoTls;
 use crate::sink::{ConsumerScope, SummaryQuery, UsagePage, UsageQuery, UsageSink, UsageSummary};
 use crate::{SinkError, UsageRecord};
 
+mod erase;
 mod error;
 mod insert;
 mod names;
@@ -353,6 +354,15 @@ impl UsageSink for PostgresSink {
     /// exact percentiles (`percentile_disc`, nearest rank).
     async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
         self.summarize_sql(query).await
+    }
+
+    /// One `DELETE` by the consumer index, in its own transaction; writes
+    /// of other consumers go on meanwhile. Logged at `INFO` with the count.
+    async fn erase_consumer(&self, consumer: &str) -> Result<u64, SinkError> {
+        let n = &self.inner.names;
+        self.erase(consumer).await.map_err(|e| {
+            e.with_context(format!("erasing a consumer from {}.{}", n.schema, n.table))
+        })
     }
 }
 
