@@ -386,6 +386,18 @@ impl SqliteSink {
         self.inner.expired.load(Ordering::Relaxed)
     }
 
+    /// The database file's path, as given to [`open`](Self::open); `None`
+    /// for an [in-memory](Self::in_memory) database.
+    ///
+    /// ```no_run
+    /// let sink = tower_usage::SqliteSink::open("usage.db")?;
+    /// assert_eq!(sink.path(), Some(std::path::Path::new("usage.db")));
+    /// # Ok::<(), tower_usage::SinkError>(())
+    /// ```
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.readers.as_ref().map(|r| r.path.as_path())
+    }
+
     fn max_age(&self) -> Option<Duration> {
         self.inner.options.retention.max_age
     }
