@@ -153,9 +153,9 @@ pub enum Projection {
     /// What a summary counts: `id`, `consumer`, `method`, `path`, `route`,
     /// `status`, `created_at`, `duration_us`, `outcome`, and each body's
     /// `size` and `truncated` flag. The bodies' bytes, the query string,
-    /// route params, request and response headers, the gRPC details and the
-    /// capture notes may come back empty (or whole: a sink may ignore the
-    /// projection).
+    /// route params, request and response headers, the gRPC details, the
+    /// capture notes and the trace may come back empty (or whole: a sink may
+    /// ignore the projection).
     Summary,
 }
 
@@ -178,6 +178,7 @@ impl Projection {
                 record.response_headers = http::HeaderMap::new();
                 record.grpc = None;
                 record.capture = crate::CaptureNotes::default();
+                record.trace = None;
             }
         }
     }
