@@ -372,14 +372,14 @@ async fn run(
     );
     let later = &sent[3..];
     assert_eq!(
-        later.iter().filter(|u| u.contains("groupBy=consumer")).count(),
+        later
+            .iter()
+            .filter(|u| u.contains("groupBy=consumer"))
+            .count(),
         1,
         "{sent:?}"
     );
-    let refining: Vec<&&str> = later
-        .iter()
-        .filter(|u| !u.contains("groupBy="))
-        .collect();
+    let refining: Vec<&&str> = later.iter().filter(|u| !u.contains("groupBy=")).collect();
     assert!(
         (1..=2).contains(&refining.len()) && refining.iter().all(|u| u.contains("/summary?")),
         "{sent:?}"

@@ -456,10 +456,12 @@ impl Spool {
         let mut file = File::open(&seg.path)?;
         file.seek(SeekFrom::Start(seg.read_at))?;
         let mut r = BufReader::new(file.take(seg.len - seg.read_at));
+        // The frames are copied as they are: the header keeps their version.
         let mut out = segment::header().to_vec();
+        out[8..12].copy_from_slice(&u32::from(seg.version).to_le_bytes());
         let (mut kept, mut erased) = (0, 0);
         while let Frame::Whole { .. } = segment::read_frame(&mut r, &mut self.payload)? {
-            let theirs = binary::decode_whole(&self.payload)
+            let theirs = binary::decode_whole(&self.payload, seg.version)
                 .is_some_and(|record| record.consumer.as_deref() == Some(consumer));
             if theirs {
                 erased += 1;
