@@ -76,7 +76,8 @@
 //! earlier version, is converted by [`migrate`](PostgresSink::migrate) in its
 //! transaction, every record kept: a partitioned copy with partitions from
 //! the oldest record's period to the ones ahead, the rows copied, the plain
-//! table dropped (about 30 s per million ~1 KiB records on the bench host,
+//! table dropped (32.6 s per million records with 1 KiB bodies each way on
+//! the bench host, measured by `examples/postgres_partition_migration.rs`;
 //! during which writes wait: see `benches/README.md`).
 //!
 //! The sink maintains the partitions itself ([`maintain`](PostgresSink::maintain)),
