@@ -54,6 +54,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("hash_token", "hooks"),
     ("default_route", "hooks"),
     ("UsageRecord", "record"),
+    ("TraceContext", "record"),
     ("RecordedRequest", "record"),
     ("CapturedBody", "record"),
     ("CaptureNotes", "record"),
