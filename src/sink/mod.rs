@@ -16,6 +16,7 @@ use summary::summarize_by_paging;
 
 pub(crate) mod call;
 mod cursor;
+pub(crate) mod expiry;
 mod get;
 pub mod memory;
 mod page;
