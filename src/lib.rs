@@ -169,6 +169,9 @@ mod error;
 pub mod fuzzing;
 mod hooks;
 mod marker;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod middleware;
 mod record;
 pub mod sink;
@@ -180,7 +183,10 @@ mod writer;
 
 pub use endpoint::UsageService;
 pub use error::{SinkError, SinkErrorKind};
-pub use hooks::{bearer_token, default_route, hash_token, IdentifyConsumer, RequestInfo};
+pub use hooks::{
+    bearer_token, default_route, hash_token, Bodies, CapturePolicy, CaptureRequest,
+    IdentifyConsumer, RequestInfo,
+};
 pub use middleware::UsageLayer;
 pub use record::{
     CaptureNotes, CapturedBody, GrpcCall, GrpcDirection, GrpcMessage, Outcome, RecordedRequest,
