@@ -116,10 +116,12 @@ pub fn grpc_frames(data: &[u8]) {
 /// again and read back equal.
 #[cfg(feature = "spool")]
 pub fn spool_segment(data: &[u8]) {
-    if let Some(record) = binary::decode_whole(data) {
-        let mut again = Vec::new();
-        binary::encode_whole(&mut again, &record);
-        assert_eq!(binary::decode_whole(&again), Some(record));
+    for version in 1..=binary::VERSION {
+        if let Some(record) = binary::decode_whole(data, version) {
+            let mut again = Vec::new();
+            binary::encode_whole(&mut again, &record);
+            assert_eq!(binary::decode_whole(&again, binary::VERSION), Some(record));
+        }
     }
     let read = segment::read_all(data);
     let mut again = segment::header().to_vec();

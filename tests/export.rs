@@ -163,7 +163,9 @@ async fn exports<S: UsageSink + Clone>(sink: S) {
             "requestBodySize",
             "requestBodyTruncated",
             "responseSize",
-            "responseTruncated"
+            "responseTruncated",
+            "traceId",
+            "spanId"
         ]
     );
     let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
@@ -185,16 +187,16 @@ async fn exports<S: UsageSink + Clone>(sink: S) {
     // bodies=true: two more columns, each body as the list renders it.
     let got = export(addr, "format=csv&bodies=true&path=/items/7", TOKEN_A).await;
     let mut csv = csv::Reader::from_reader(&got.body[..]);
-    assert_eq!(csv.headers().unwrap().len(), 16);
-    assert_eq!(&csv.headers().unwrap()[14], "requestBody");
+    assert_eq!(csv.headers().unwrap().len(), 18);
+    assert_eq!(&csv.headers().unwrap()[16], "requestBody");
     let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 1);
     assert_eq!(
-        serde_json::from_str::<Value>(&rows[0][14]).unwrap(),
+        serde_json::from_str::<Value>(&rows[0][16]).unwrap(),
         "a,b \"quoted\"\nnext line"
     );
     assert_eq!(
-        serde_json::from_str::<Value>(&rows[0][15]).unwrap(),
+        serde_json::from_str::<Value>(&rows[0][17]).unwrap(),
         serde_json::json!({"n": 7})
     );
 

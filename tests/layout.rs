@@ -61,6 +61,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("CaptureRequest", "hooks"),
     ("Bodies", "hooks"),
     ("UsageRecord", "record"),
+    ("TraceContext", "record"),
     ("RecordedRequest", "record"),
     ("CapturedBody", "record"),
     ("CaptureNotes", "record"),

@@ -245,7 +245,7 @@ async fn migrate_is_idempotent() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, "3");
+    assert_eq!(version, "4");
     db.drop_schema().await;
 }
 
@@ -261,6 +261,8 @@ async fn a_version_1_table_is_upgraded() {
         .batch_execute(&format!(
             "ALTER TABLE {table} RESET (toast_tuple_target); \
              ALTER TABLE {table} DROP COLUMN capture; \
+             ALTER TABLE {table} DROP COLUMN trace_id; \
+             ALTER TABLE {table} DROP COLUMN span_id; \
              UPDATE \"{}\".usage_records_meta SET value = '1' WHERE name = 'schema_version'",
             db.schema
         ))
@@ -280,7 +282,7 @@ async fn a_version_1_table_is_upgraded() {
         .await
         .unwrap();
     let (version, options): (String, Option<String>) = (row.get(0), row.get(1));
-    assert_eq!(version, "3");
+    assert_eq!(version, "4");
     assert_eq!(options.as_deref(), Some("toast_tuple_target=8160"));
     assert_eq!(all(&sink, UsageQuery::default()).await.len(), 1);
     db.drop_schema().await;
@@ -293,7 +295,7 @@ async fn a_newer_schema_is_refused() {
     db.admin
         .execute(
             &format!(
-                "UPDATE \"{}\".usage_records_meta SET value = '4' WHERE name = 'schema_version'",
+                "UPDATE \"{}\".usage_records_meta SET value = '5' WHERE name = 'schema_version'",
                 db.schema
             ),
             &[],

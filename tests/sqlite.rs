@@ -213,15 +213,25 @@ async fn a_version_1_file_is_upgraded_and_keeps_its_records() {
         .await
         .expect("record");
     drop(sink);
-    // What version 1 wrote: no `capture` column.
+    // What version 1 wrote: no `capture` column, no trace.
     let conn = rusqlite::Connection::open(&path).expect("open with rusqlite");
-    conn.execute_batch("ALTER TABLE usage_records DROP COLUMN capture; PRAGMA user_version = 1;")
-        .expect("make it version 1");
+    conn.execute_batch(
+        "DROP INDEX usage_records_trace;
+         ALTER TABLE usage_records DROP COLUMN trace_id;
+         ALTER TABLE usage_records DROP COLUMN span_id;
+         ALTER TABLE usage_records DROP COLUMN capture;
+         PRAGMA user_version = 1;",
+    )
+    .expect("make it version 1");
     drop(conn);
 
     let sink = SqliteSink::open(&path).expect("upgrade");
     let mut noted = simple("01B", Some("c"), 2);
     noted.capture.request_headers_cut = 99;
+    noted.trace = Some(tower_usage::TraceContext {
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        span_id: "00f067aa0ba902b7".into(),
+    });
     sink.record(&[noted.clone()]).await.expect("record");
     let page = sink.query(&UsageQuery::default()).await.expect("query");
     assert_eq!(page.records.len(), 2);
@@ -230,12 +240,14 @@ async fn a_version_1_file_is_upgraded_and_keeps_its_records() {
         "an old row has no notes"
     );
     assert_eq!(page.records[1].capture, noted.capture);
+    assert_eq!(page.records[0].trace, None);
+    assert_eq!(page.records[1].trace, noted.trace);
     drop(sink);
     let conn = rusqlite::Connection::open(&path).expect("open with rusqlite");
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }
 
 #[tokio::test]

@@ -144,6 +144,52 @@ fn version_1_bytes_read_back_in_every_release() {
     }
 }
 
+/// `golden_record()` with a trace, as version 2 wrote it. Never change
+/// these bytes.
+const GOLDEN_V2: &str = "\
+    f502c04d2717ae3239170000000000000000c9001a3031475047524134475a30\
+    303030303030303030303030303030bf04504f5354152f726573742f76312f61\
+    697264726f702f49345754086b65793a33663961013007000000000000000010\
+    00000000001f000000000000001a2f726573742f76312f61697264726f702f7b\
+    626174636849647d014bf92f3577b34da6a3ce929d0e0e473600f067aa0ba902\
+    b705ff006162630b613d3126623d3226623d3301076261746368496404493457\
+    5405000000000400686f73740f0000006170692e6578616d706c652e636f6d00\
+    060061636365707409000000746578742f68746d6c0006006163636570741000\
+    00006170706c69636174696f6e2f6a736f6e000600782d6e616d650700000063\
+    6166c3a920e9010d00617574686f72697a6174696f6e0a0000005b5245444143\
+    5445445d0b7b226f6b223a747275657d02000000000a007365742d636f6f6b69\
+    6503000000613d31000a007365742d636f6f6b696503000000623d320500096e\
+    6f7420666f756e6401000000000000000000000000000000397b227265717565\
+    737448656164657273437574223a3335303131342c22726573706f6e7365426f\
+    64794465636f646564223a22677a6970227d";
+
+fn golden_record_v2() -> UsageRecord {
+    let mut record = golden_record();
+    record.trace = Some(tower_usage::TraceContext {
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        span_id: "00f067aa0ba902b7".into(),
+    });
+    record
+}
+
+#[test]
+fn version_2_bytes_read_back_in_every_release() {
+    let record = golden_record_v2();
+    let golden = unhex(GOLDEN_V2);
+    assert_eq!(golden[1], 2);
+    let back = UsageRecord::from_storage_bytes(&golden).expect("version 2 bytes read back");
+    assert_eq!(back, record);
+    // While version 2 is the one written, it is written byte for byte.
+    if UsageRecord::STORAGE_VERSION == 2 {
+        assert_eq!(hex(&record.to_storage_bytes()), GOLDEN_V2);
+    }
+    // A record without a trace is written in version 2 too, and reads back.
+    let plain = golden_record();
+    let bytes = plain.to_storage_bytes();
+    assert_eq!(bytes[1], UsageRecord::STORAGE_VERSION);
+    assert_eq!(UsageRecord::from_storage_bytes(&bytes).unwrap(), plain);
+}
+
 #[test]
 fn bytes_that_are_not_a_storage_form_are_refused_with_a_reason() {
     let json = serde_json::to_vec(&golden_record()).unwrap();

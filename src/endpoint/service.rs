@@ -127,6 +127,7 @@ pub(super) type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `status`   | a status code (`404`) or a class (`4xx`, `1xx`..`5xx`)                 |               |
 /// | `route`    | the exact route template (`/items/{id}`)                               |               |
 /// | `outcome`  | how the exchange ended: `complete`, `client_gone`, `cancelled`, `error` |              |
+/// | `traceId`  | the records of one W3C trace: 32 hex digits (see [tracing](crate::middleware#trace-correlation)) | |
 /// | `order`    | `asc` (oldest first) or `desc` (newest first), by `createdAt` then `id` | `asc`        |
 /// | `consumer` | admin only: the consumer id whose records to show                      | all consumers |
 /// | `format`   | `ndjson` or `csv`: export every matching record (see [exports](#exports)) | one page of JSON |
@@ -144,8 +145,8 @@ pub(super) type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// `requestBytes`, `responseBytes` and `durationUs` (`p50`, `p95`, `p99`,
 /// `max`) per time bucket and group, and in `total`.
 ///
-/// It takes `since`, `until`, `method`, `path`, `status`, `route`, `outcome`
-/// and (admins) `consumer` as above, and:
+/// It takes `since`, `until`, `method`, `path`, `status`, `route`, `outcome`,
+/// `traceId` and (admins) `consumer` as above, and:
 ///
 /// | parameter  | value                                                                  | default       |
 /// |------------|------------------------------------------------------------------------|---------------|

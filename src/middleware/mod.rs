@@ -127,6 +127,7 @@
 //! executor of your own, take it with [`UsageLayer::pair`](crate::UsageLayer::pair).
 //!
 #![doc = include_str!("../docs/configuration.md")]
+#![doc = include_str!("../docs/tracing.md")]
 
 mod body;
 mod future;

@@ -4,12 +4,18 @@
 //!   [`MemorySink`](crate::MemorySink) keeps in its index; [`Head`] and [`Tail`]
 //!   read the fields its filters need without decoding the rest.
 //! - [`encode_whole`]: the whole record (those three fields first), which the
-//!   disk spool writes into its segments, and which is version 1 of the public
-//!   storage form (`UsageRecord::to_storage_bytes`, `storage.rs`) after its
-//!   two-byte header. **Its layout is frozen**: bytes written by a published
-//!   release must stay readable, so a change to it is a new storage version
-//!   (a new function here, the old one kept for reading), checked by the
-//!   golden test in `tests/storage.rs`.
+//!   disk spool writes into its segments, and which is the public storage
+//!   form (`UsageRecord::to_storage_bytes`, `storage.rs`) after its two-byte
+//!   header. **Each version's layout is frozen**: bytes written by a
+//!   published release must stay readable, so a change to it is a new
+//!   version (the readers take the version, and keep reading the old ones),
+//!   checked by the golden tests in `tests/storage.rs`.
+//!
+//! Version 2 adds one byte of flags after `route` (its bit 0: a trace
+//! follows) and, when set, the trace (16 bytes of trace id, 8 of span id);
+//! [`encode`] writes version 2, and every reader takes the version the bytes
+//! were written in (the storage form's version byte, the spool segment's
+//! header) and reads version 1 too.
 //!
 //! Reading is fallible ([`decode`], [`decode_whole`] return `None` on bytes
 //! that are not an encoding): the spool reads what a crash may have damaged.
@@ -20,7 +26,12 @@ use http::HeaderMap;
 use time::OffsetDateTime;
 
 use crate::codec::headers;
-use crate::{CaptureNotes, CapturedBody, GrpcCall, Outcome, RecordedRequest, UsageRecord};
+use crate::{
+    CaptureNotes, CapturedBody, GrpcCall, Outcome, RecordedRequest, TraceContext, UsageRecord,
+};
+
+/// The layout [`encode`] writes: 2, the first with the trace.
+pub(crate) const VERSION: u8 = 2;
 
 // The encoding of a stored record.
 //
@@ -43,6 +54,8 @@ const HAS_GRPC_MESSAGE: u8 = 1 << 4;
 const REQUEST_TRUNCATED: u8 = 1 << 5;
 const RESPONSE_TRUNCATED: u8 = 1 << 6;
 const HAS_CAPTURE_NOTES: u8 = 1 << 7;
+// The second flags byte, version 2 on.
+const HAS_TRACE: u8 = 1;
 
 pub(crate) fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
     let mut flags = 0;
@@ -79,6 +92,13 @@ pub(crate) fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
     if let Some(route) = &r.route {
         put_bytes(out, route.as_bytes());
     }
+    match r.trace.as_ref().and_then(trace_bytes) {
+        Some(trace) => {
+            out.push(HAS_TRACE);
+            out.extend_from_slice(&trace);
+        }
+        None => out.push(0),
+    }
     put_bytes(out, &r.request.body.bytes);
     put_bytes(out, r.request.query.as_bytes());
     put_len(out, r.request.params.len());
@@ -106,6 +126,53 @@ pub(crate) fn encode(out: &mut Vec<u8>, r: &UsageRecord) {
     }
 }
 
+/// A trace as its 24 bytes: the trace id's 16, the span id's 8. `None` for
+/// ids that are not lowercase hex of the right length (a record built by
+/// hand): such a trace is not kept.
+fn trace_bytes(t: &TraceContext) -> Option<[u8; 24]> {
+    if !(TraceContext::is_trace_id(&t.trace_id) && TraceContext::is_span_id(&t.span_id)) {
+        return None;
+    }
+    let mut out = [0; 24];
+    let hex = t
+        .trace_id
+        .bytes()
+        .chain(t.span_id.bytes())
+        .collect::<Vec<u8>>();
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *o = nibble(pair[0]) << 4 | nibble(pair[1]);
+    }
+    Some(out)
+}
+
+fn nibble(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        _ => c - b'a' + 10,
+    }
+}
+
+/// The 24 bytes of [`trace_bytes`] as a [`TraceContext`].
+pub(crate) fn trace_of(bytes: &[u8; 24]) -> Option<TraceContext> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hex = |b: &[u8]| {
+        b.iter()
+            .flat_map(|&x| {
+                [
+                    HEX[usize::from(x >> 4)] as char,
+                    HEX[usize::from(x & 15)] as char,
+                ]
+            })
+            .collect::<String>()
+    };
+    let t = TraceContext {
+        trace_id: hex(&bytes[..16]),
+        span_id: hex(&bytes[16..]),
+    };
+    // All-zero ids are not a trace: not written, so damage.
+    (TraceContext::is_trace_id(&t.trace_id) && TraceContext::is_span_id(&t.span_id)).then_some(t)
+}
+
 fn put_len(out: &mut Vec<u8>, mut n: usize) {
     while n >= 0x80 {
         out.push(n as u8 | 0x80);
@@ -121,6 +188,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// The fields at the start of an encoded record.
 pub(crate) struct Head<'a> {
+    version: u8,
     flags: u8,
     pub(crate) method: &'a str,
     pub(crate) path: &'a str,
@@ -133,10 +201,10 @@ impl<'a> Head<'a> {
     /// The head of what [`encode`] wrote. Panics on anything else: for
     /// buffers this crate encoded and kept in memory.
     pub(crate) fn of(blob: &'a [u8]) -> Self {
-        Self::read(blob).expect(ENCODED)
+        Self::read(blob, VERSION).expect(ENCODED)
     }
 
-    fn read(blob: &'a [u8]) -> Option<Self> {
+    fn read(blob: &'a [u8], version: u8) -> Option<Self> {
         let mut r = Reader(blob);
         let flags = r.u8()?;
         let method = r.str()?;
@@ -147,6 +215,7 @@ impl<'a> Head<'a> {
             None
         };
         Some(Self {
+            version,
             flags,
             method,
             path,
@@ -172,12 +241,22 @@ impl<'a> Head<'a> {
         } else {
             None
         };
+        let trace = if self.version >= 2 {
+            match r.u8()? {
+                0 => None,
+                HAS_TRACE => Some(r.array()?),
+                _ => return None,
+            }
+        } else {
+            None
+        };
         Some(Tail {
             outcome,
             duration_us,
             request_size,
             response_size,
             route,
+            trace,
             rest: r,
         })
     }
@@ -193,6 +272,8 @@ pub(crate) struct Tail<'a> {
     pub(crate) request_size: u64,
     pub(crate) response_size: u64,
     pub(crate) route: Option<&'a str>,
+    /// The trace as 16 bytes of trace id and 8 of span id.
+    pub(crate) trace: Option<[u8; 24]>,
     rest: Reader<'a>,
 }
 
@@ -283,19 +364,25 @@ impl<'a> Reader<'a> {
 /// `None` when `blob` is not such an encoding.
 pub(crate) fn decode(
     blob: &[u8],
+    version: u8,
     id: String,
     created_at: OffsetDateTime,
     status: u16,
 ) -> Option<UsageRecord> {
-    let head = Head::read(blob)?;
+    let head = Head::read(blob, version)?;
     let Tail {
         outcome,
         duration_us,
         request_size,
         response_size,
         route,
+        trace,
         rest: mut r,
     } = head.read_tail()?;
+    let trace = match trace {
+        Some(bytes) => Some(trace_of(&bytes)?),
+        None => None,
+    };
     let Head {
         flags,
         method,
@@ -359,7 +446,7 @@ pub(crate) fn decode(
         outcome,
         grpc,
         capture,
-        trace: None,
+        trace,
     })
 }
 
@@ -396,6 +483,7 @@ pub(crate) fn whole_len_hint(r: &UsageRecord) -> usize {
         + headers::encoded_len(&r.response_headers)
         + grpc
         + if r.capture.is_empty() { 0 } else { 128 }
+        + 25
 }
 
 /// Appends the whole record to `out`: `created_at` (unix nanoseconds, i128
@@ -409,17 +497,16 @@ pub(crate) fn encode_whole(out: &mut Vec<u8>, r: &UsageRecord) {
     encode(out, r);
 }
 
-/// The record [`encode_whole`] wrote into `bytes`, which it must fill
-/// exactly; `None` when they are not such an encoding. `created_at` comes
-/// back in UTC.
-#[cfg_attr(not(feature = "spool"), allow(dead_code))]
-pub(crate) fn decode_whole(bytes: &[u8]) -> Option<UsageRecord> {
+/// The record [`encode_whole`] wrote into `bytes` in layout `version`
+/// (1 or [`VERSION`]), which it must fill exactly; `None` when they are not
+/// such an encoding. `created_at` comes back in UTC.
+pub(crate) fn decode_whole(bytes: &[u8], version: u8) -> Option<UsageRecord> {
     let mut r = Reader(bytes);
     let nanos = i128::from_le_bytes(r.array()?);
     let created_at = OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
     let status = r.u16()?;
     let id = r.string()?;
-    decode(r.0, id, created_at, status)
+    decode(r.0, version, id, created_at, status)
 }
 
 #[cfg(test)]
@@ -454,11 +541,11 @@ mod tests {
         record.capture.request_headers_cut = 9;
         let mut out = Vec::new();
         encode_whole(&mut out, &record);
-        assert_eq!(decode_whole(&out), Some(record));
+        assert_eq!(decode_whole(&out, VERSION), Some(record));
         for cut in 0..out.len() {
-            assert_eq!(decode_whole(&out[..cut]), None, "cut at {cut}");
+            assert_eq!(decode_whole(&out[..cut], VERSION), None, "cut at {cut}");
         }
         out.push(0);
-        assert_eq!(decode_whole(&out), None, "a byte too many");
+        assert_eq!(decode_whole(&out, VERSION), None, "a byte too many");
     }
 }

@@ -14,7 +14,7 @@ const MAGIC: u8 = 0xF5;
 impl UsageRecord {
     /// The version of the [storage form](Self::to_storage_bytes) this crate
     /// writes. Its readers accept every version up to this one.
-    pub const STORAGE_VERSION: u8 = 1;
+    pub const STORAGE_VERSION: u8 = binary::VERSION;
 
     /// The record as bytes to store: **lossless** and **versioned**, the form a
     /// sink keeps a record in. [`from_storage_bytes`](Self::from_storage_bytes)
@@ -22,7 +22,7 @@ impl UsageRecord {
     /// with their `size` and `truncated` flag (which differ from the bytes when
     /// redaction or decoding changed them), the raw query string, route params in
     /// order, repeated and non-UTF-8 header values, every [`Outcome`](crate::Outcome),
-    /// the [`GrpcCall`](crate::GrpcCall) and the
+    /// the [`GrpcCall`](crate::GrpcCall), the [`TraceContext`](crate::TraceContext) and the
     /// [`CaptureNotes`](crate::CaptureNotes).
     ///
     /// The serde form is not a storage form: it is the `/usage` *output*
@@ -39,10 +39,12 @@ impl UsageRecord {
     ///
     /// ```text
     /// magic    u8    0xF5 (no UTF-8 text starts with it)
-    /// version  u8    STORAGE_VERSION when written (1)
+    /// version  u8    STORAGE_VERSION when written (2)
     /// record         version 1: created_at as i128 little-endian Unix
     ///                nanoseconds, status as u16 little-endian, the id, then
     ///                every other field (strings as a LEB128 length and bytes)
+    ///                version 2: as 1, with the trace (a flags byte after the
+    ///                route, then 24 bytes when there is one)
     /// ```
     ///
     /// The promise: bytes written by any release of this crate are read by
@@ -106,7 +108,9 @@ impl UsageRecord {
             return Err(StorageError(Problem::NotStorage));
         }
         match version {
-            1 => binary::decode_whole(rest).ok_or(StorageError(Problem::Damaged(version))),
+            1..=binary::VERSION => {
+                binary::decode_whole(rest, version).ok_or(StorageError(Problem::Damaged(version)))
+            }
             newer => Err(StorageError(Problem::Newer(newer))),
         }
     }
@@ -192,8 +196,8 @@ mod tests {
                 .newer_version(),
             None
         );
-        other[1] = 2;
+        other[1] = UsageRecord::STORAGE_VERSION + 1;
         let err = UsageRecord::from_storage_bytes(&other).unwrap_err();
-        assert_eq!(err.newer_version(), Some(2));
+        assert_eq!(err.newer_version(), Some(UsageRecord::STORAGE_VERSION + 1));
     }
 }

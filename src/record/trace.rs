@@ -150,7 +150,7 @@ mod tests {
             &OK.replace('-', "_"),
             &OK.replacen("4bf9", "4bf-", 1),
             &OK.replace("-01", "-zz"),
-            &OK.replacen("01-", "01x", 1),
+            &format!("{}_01", &OK[..52]),
             &(OK.replacen("00-", "01-", 1) + "x"),
         ] {
             assert_eq!(TraceContext::parse(bad.as_bytes()), None, "{bad:?}");

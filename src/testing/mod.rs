@@ -139,7 +139,7 @@
 //! | `summary_bytes`      | request and response bytes summed exactly per bucket and in total, past 32 bits |
 //! | `summary_percentiles`| p50, p95, p99 within 1% of the exact nearest-rank value on a known distribution (0 µs to 20 s); `max` exact |
 //! | `summary_empty`      | a range without records (empty sink, range outside the records, empty range, unknown consumer or route) has no bucket and a zero total |
-//! | `projection`         | a query for [`Projection::Summary`](crate::sink::Projection) lists the same records in the same order as one for every field, each with every field a summary counts (body sizes included); both orders, across pages |
+//! | `projection`         | a query for [`Projection::Summary`](crate::sink::Projection) lists the same records in the same order as one for every field, each with every field a summary counts or a filter reads (body sizes and the trace included); both orders, across pages |
 
 use std::future::Future;
 

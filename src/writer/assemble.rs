@@ -14,7 +14,7 @@ use crate::record::charset::{self, TextBody};
 use crate::record::encoding::{self, EncodedBody};
 use crate::record::{
     params_into, truncate_to_millis, CaptureNotes, CapturedBody, GrpcCall, HeaderVerdicts, Outcome,
-    RecordedRequest, UsageRecord, GRPC_CANCELLED,
+    RecordedRequest, TraceContext, UsageRecord, GRPC_CANCELLED,
 };
 
 /// Builds records: [`assemble`](Self::assemble), with what one record leaves
@@ -82,6 +82,7 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
         None => String::new(),
     };
     let request_headers = packed.headers_into(Part::RequestHeaders, reuse.recycler.map());
+    let trace = TraceContext::from_headers(&request_headers);
     let mut response_headers = packed.headers_into(Part::ResponseHeaders, reuse.recycler.map());
     let trailers = packed.headers(Part::ResponseTrailers);
     if trailers
@@ -208,7 +209,7 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
         outcome,
         grpc,
         capture,
-        trace: None,
+        trace,
     }
 }
 

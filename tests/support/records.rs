@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
-use tower_usage::{CaptureNotes, CapturedBody, GrpcCall, Outcome, UsageRecord};
+use tower_usage::{CaptureNotes, CapturedBody, GrpcCall, Outcome, TraceContext, UsageRecord};
 
 /// A header value as a client or server may send it: visible ASCII, spaces
 /// and tabs, UTF-8 (`café`), and obs-text bytes that are not UTF-8.
@@ -153,6 +153,12 @@ fn capture_notes() -> impl Strategy<Value = CaptureNotes> {
         })
 }
 
+/// A W3C trace context as `traceparent` gives it: lowercase hex, not all zero.
+pub fn trace() -> impl Strategy<Value = TraceContext> {
+    ("[0-9a-f]{31}[1-9a-f]", "[1-9a-f][0-9a-f]{15}")
+        .prop_map(|(trace_id, span_id)| TraceContext { trace_id, span_id })
+}
+
 /// Any record the layer can produce, its `created_at` to the millisecond.
 pub fn usage_record() -> impl Strategy<Value = UsageRecord> {
     let who = (
@@ -167,6 +173,7 @@ pub fn usage_record() -> impl Strategy<Value = UsageRecord> {
             Just("/airdrop.v1.Airdrop/GetBatch".to_owned()),
         ],
         prop::option::of(Just("/items/{id}".to_owned())),
+        prop::option::of(trace()),
         prop::collection::vec(
             (
                 "[a-zA-Z]{1,6}",
@@ -193,7 +200,7 @@ pub fn usage_record() -> impl Strategy<Value = UsageRecord> {
     );
     (who, exchange, result).prop_map(
         |(
-            (consumer, method, path, route, params),
+            (consumer, method, path, route, trace, params),
             (body, response, query, mut headers, response_headers, grpc_framed),
             (status, ms, duration_us, outcome, grpc, capture),
         )| {
@@ -217,6 +224,7 @@ pub fn usage_record() -> impl Strategy<Value = UsageRecord> {
                 outcome,
                 grpc,
                 capture,
+                trace,
                 ..UsageRecord::default()
             };
             record.request.body = body;

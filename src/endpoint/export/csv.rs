@@ -18,6 +18,7 @@
 //! | `durationUs` | microseconds |
 //! | `requestBodySize`, `responseSize` | the bodies' full sizes in bytes |
 //! | `requestBodyTruncated`, `responseTruncated` | `true` when the stored copy was cut |
+//! | `traceId`, `spanId` | the request's W3C trace context; empty without one |
 //! | `requestBody`, `response` | only with `bodies=true`: each body as the JSON the list shows (a JSON value's text) |
 //!
 //! Headers, route params and the gRPC details are not in the CSV; NDJSON holds
@@ -61,6 +62,8 @@ pub(in crate::endpoint) const CSV_COLUMNS: &[&str] = &[
     "requestBodyTruncated",
     "responseSize",
     "responseTruncated",
+    "traceId",
+    "spanId",
 ];
 
 /// The CSV columns `bodies=true` adds.
@@ -77,7 +80,8 @@ pub(super) fn row<W: std::io::Write>(
     let request_size = r.request.body.size.to_string();
     let response_size = r.response.size.to_string();
     let created_at = format_timestamp(r.created_at);
-    let row: [&str; 14] = [
+    let trace = r.trace.as_ref();
+    let row: [&str; 16] = [
         &r.id,
         &created_at,
         r.consumer.as_deref().unwrap_or(""),
@@ -100,6 +104,8 @@ pub(super) fn row<W: std::io::Write>(
         } else {
             "false"
         },
+        trace.map_or("", |t| t.trace_id.as_str()),
+        trace.map_or("", |t| t.span_id.as_str()),
     ];
     let neutralize = render.neutralize;
     let row = row.map(|field| cell(field, neutralize));

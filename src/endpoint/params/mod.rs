@@ -18,7 +18,7 @@ use crate::sink::{
 };
 use values::{
     boolean, decode, export_format, group_by, http_method, interval, outcome, page_size,
-    path_filter, put, sort_order, status_filter, timestamp,
+    path_filter, put, sort_order, status_filter, timestamp, trace_id,
 };
 
 mod values;
@@ -174,6 +174,9 @@ const PARAMS: &[Param] = &[
     }),
     Param::anyone("outcome", BOTH, |p, v| {
         put(&mut p.list.outcome, outcome(&v).map(Some))
+    }),
+    Param::anyone("traceId", BOTH, |p, v| {
+        put(&mut p.list.trace_id, trace_id(&v).map(Some))
     }),
     Param::anyone("order", LIST, |p, v| put(&mut p.list.order, sort_order(&v))),
     Param::anyone("interval", SUMMARY, |p, v| {

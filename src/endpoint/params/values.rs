@@ -72,6 +72,19 @@ pub(super) fn outcome(value: &str) -> Result<Outcome, Must> {
     ))
 }
 
+/// A trace id, as `traceparent` carries it: 32 hex digits, not all zero
+/// (upper case is taken, and stored ids are lower case).
+pub(super) fn trace_id(value: &str) -> Result<String, Must> {
+    let id = value.to_ascii_lowercase();
+    if crate::TraceContext::is_trace_id(&id) {
+        Ok(id)
+    } else {
+        Err(Cow::Borrowed(
+            "must be a W3C trace id: 32 hex digits, not all zero",
+        ))
+    }
+}
+
 pub(super) fn interval(value: &str) -> Result<Interval, Must> {
     Interval::from_name(value).ok_or(Cow::Borrowed("must be `minute`, `hour`, `day` or `month`"))
 }

@@ -14,7 +14,7 @@ use crate::hooks::Protocol;
 use crate::record::grpc::frames_from_wire;
 use crate::record::{
     parse_timestamp, truncate_to_millis, CaptureNotes, CapturedBody, GrpcCall, Outcome,
-    RecordedRequest, UsageRecord,
+    RecordedRequest, TraceContext, UsageRecord,
 };
 
 #[derive(Deserialize)]
@@ -43,6 +43,10 @@ struct WireIn {
     duration_us: u64,
     #[serde(default)]
     outcome: Outcome,
+    #[serde(default)]
+    trace_id: Option<String>,
+    #[serde(default)]
+    span_id: Option<String>,
     #[serde(default)]
     grpc_status: Option<GrpcStatusIn>,
     #[serde(default)]
@@ -208,6 +212,19 @@ impl<'de> Deserialize<'de> for UsageRecord {
         } else {
             None
         };
+        let trace = match (w.trace_id, w.span_id) {
+            (None, None) => None,
+            (Some(trace_id), Some(span_id))
+                if TraceContext::is_trace_id(&trace_id) && TraceContext::is_span_id(&span_id) =>
+            {
+                Some(TraceContext { trace_id, span_id })
+            }
+            _ => {
+                return Err(de::Error::custom(
+                    "invalid traceId/spanId: both or neither, 32 and 16 lowercase hex digits",
+                ))
+            }
+        };
         Ok(UsageRecord {
             id: w.id,
             consumer: w.consumer,
@@ -236,7 +253,7 @@ impl<'de> Deserialize<'de> for UsageRecord {
             outcome: w.outcome,
             grpc,
             capture: w.capture,
-            trace: None,
+            trace,
         })
     }
 }

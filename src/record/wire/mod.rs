@@ -29,6 +29,10 @@ struct WireOut<'a> {
     duration_us: u64,
     outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     grpc_status: Option<GrpcStatusOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     grpc_message: Option<&'a str>,
@@ -129,6 +133,8 @@ impl UsageRecord {
             created_at: format_timestamp(self.created_at),
             duration_us: self.duration_us,
             outcome: self.outcome,
+            trace_id: self.trace.as_ref().map(|t| t.trace_id.as_str()),
+            span_id: self.trace.as_ref().map(|t| t.span_id.as_str()),
             grpc_status: grpc.and_then(|g| g.status).map(|code| GrpcStatusOut {
                 code,
                 name: GrpcCall::status_name(code),

@@ -232,6 +232,7 @@ fn entry_matches(query: &UsageQuery, entry: &Entry) -> bool {
         && query.path.is_none()
         && query.route.is_none()
         && query.outcome.is_none()
+        && query.trace_id.is_none()
     {
         return true;
     }
@@ -241,12 +242,17 @@ fn entry_matches(query: &UsageQuery, entry: &Entry) -> bool {
     {
         return false;
     }
-    if query.route.is_none() && query.outcome.is_none() {
+    if query.route.is_none() && query.outcome.is_none() && query.trace_id.is_none() {
         return true;
     }
     let tail = head.tail();
     query.route.as_deref().is_none_or(|r| tail.route == Some(r))
         && query.outcome.is_none_or(|o| tail.outcome == o)
+        && query.trace_id.as_deref().is_none_or(|t| {
+            tail.trace
+                .and_then(|bytes| binary::trace_of(&bytes))
+                .is_some_and(|trace| trace.trace_id == t)
+        })
 }
 
 /// The position of `key` in `all`, searched for from `near` (the position found
@@ -377,6 +383,7 @@ fn key_range(query: &UsageQuery, after: Option<&Position>) -> Option<(Bound<Key>
 fn decode(key: &Key, entry: &Entry) -> UsageRecord {
     binary::decode(
         &entry.blob,
+        binary::VERSION,
         key.1.as_str().to_owned(),
         entry.created_at,
         entry.status,

@@ -231,7 +231,8 @@ mod tests {
                  $7::int4[], $8::int8[], $9::text[], $10::text[], \
                  $11::jsonb[], $12::jsonb[], $13::jsonb[], \
                  $14::bytea[], $15::int8[], $16::bool[], \
-                 $17::bytea[], $18::int8[], $19::bool[], $20::jsonb[], $21::jsonb[]) \
+                 $17::bytea[], $18::int8[], $19::bool[], $20::jsonb[], $21::jsonb[], \
+                 $22::text[], $23::text[]) \
                  ON CONFLICT (id) DO NOTHING",
                 *sql::LIST
             )

@@ -52,6 +52,7 @@ pub(super) struct Names {
     /// Unqualified, quoted index names.
     pub(super) consumer_index: String,
     pub(super) created_index: String,
+    pub(super) trace_index: String,
     /// The key of the advisory lock `migrate` holds (hashed by the server).
     pub(super) lock_key: String,
     /// `INSERT ... SELECT * FROM UNNEST(...) ON CONFLICT (id) DO NOTHING`.
@@ -78,6 +79,7 @@ impl Names {
             meta: format!("{}.{}", quote(schema), quote(&derived(table, "meta"))),
             consumer_index: quote(&derived(table, "consumer_created_idx")),
             created_index: quote(&derived(table, "created_idx")),
+            trace_index: quote(&derived(table, "trace_idx")),
             lock_key: format!("tower-usage migrate {schema}.{table}"),
             schema: schema.to_owned(),
             table: table.to_owned(),

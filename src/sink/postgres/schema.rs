@@ -8,7 +8,7 @@ use super::names::Names;
 use crate::{SinkError, SinkErrorKind};
 
 /// The schema version this crate writes and reads.
-pub(super) const SCHEMA_VERSION: i32 = 3;
+pub(super) const SCHEMA_VERSION: i32 = 4;
 
 /// The key of the version row in `<table>_meta`.
 const VERSION_KEY: &str = "schema_version";
@@ -53,6 +53,14 @@ CREATE INDEX IF NOT EXISTS {cr} ON {t} (created_at, id);"#,
         format!("ALTER TABLE {t} SET (toast_tuple_target = 8160);"),
         // What the capture could not keep (`CaptureNotes`; NULL when nothing).
         format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS capture JSONB;"),
+        // The request's W3C trace context (NULL without one), and an index for
+        // the `traceId` filter over the rows that have one.
+        format!(
+            "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS trace_id TEXT COLLATE \"C\";
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS span_id TEXT COLLATE \"C\";
+CREATE INDEX IF NOT EXISTS {ti} ON {t} (trace_id) WHERE trace_id IS NOT NULL;",
+            ti = n.trace_index,
+        ),
     ]
 }
 

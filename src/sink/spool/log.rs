@@ -35,6 +35,8 @@ pub(super) const MAX_SEGMENT: u64 = 64 * 1024 * 1024;
 pub(super) struct Segment {
     pub(super) seq: u64,
     pub(super) path: PathBuf,
+    /// Its format version: the binary layout of its records.
+    pub(super) version: u8,
     /// Bytes of the file that hold intact frames (header included).
     pub(super) len: u64,
     /// Intact frames in it.
@@ -281,6 +283,7 @@ impl Spool {
         self.segments.push_back(Segment {
             seq,
             path,
+            version: segment::VERSION as u8,
             len: segment::HEADER_LEN,
             records: 0,
             read_at: segment::HEADER_LEN,
@@ -307,7 +310,7 @@ impl Spool {
             match segment::read_frame(&mut r, &mut self.payload)? {
                 Frame::Whole { len } => {
                     at += len;
-                    match binary::decode_whole(&self.payload) {
+                    match binary::decode_whole(&self.payload, seg.version) {
                         Some(record) => {
                             out.push(record);
                             peeked.records += 1;

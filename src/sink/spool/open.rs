@@ -84,13 +84,13 @@ impl Spool {
                 continue;
             }
             let mut r = BufReader::new(File::open(&path)?);
-            match segment::read_header(&mut r)? {
-                Header::Current => {}
+            let version = match segment::read_header(&mut r)? {
+                Header::Readable(v) => v,
                 Header::Version(v) => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!(
-                            "usage spool segment {} is in format version {v}; this release reads version {}",
+                            "usage spool segment {} is in format version {v}; this release reads versions 1 to {}",
                             path.display(),
                             segment::VERSION
                         ),
@@ -112,7 +112,7 @@ impl Spool {
                     }
                     continue;
                 }
-            }
+            };
             // Where the cursor says this segment was read to, if it is at a
             // frame boundary of it (a cursor that is not is ignored: its
             // records are written again rather than lost).
@@ -143,6 +143,7 @@ impl Spool {
             segments.push_back(Segment {
                 seq,
                 path,
+                version,
                 len,
                 records,
                 read_at,

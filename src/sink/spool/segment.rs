@@ -1,10 +1,14 @@
-//! The segment file format, version 1.
+//! The segment file format, version 2.
 //!
 //! ```text
-//! header   "TUSPOOL\n" (8 bytes), version (u32 LE, 1)
+//! header   "TUSPOOL\n" (8 bytes), version (u32 LE, 2)
 //! frame    length (u32 LE) | CRC-32 of the payload (u32 LE) | payload
-//! payload  one record in `record::binary::encode_whole`
+//! payload  one record in `record::binary::encode_whole`, in the binary
+//!          layout of the segment's version (1 or 2)
 //! ```
+//!
+//! Version 1 segments (from releases before the record's trace) are read
+//! too; new segments are always written in version 2.
 //!
 //! Frames follow each other to the end of the file. A frame whose bytes end
 //! early (a write torn by a crash) or whose checksum does not match ends the
@@ -18,8 +22,9 @@ use crate::UsageRecord;
 
 /// The first bytes of every segment.
 pub(crate) const MAGIC: &[u8; 8] = b"TUSPOOL\n";
-/// The format version this code writes and reads.
-pub(crate) const VERSION: u32 = 1;
+/// The format version this code writes (it reads every one up to it). It
+/// is the layout version of the records in it, [`binary::VERSION`].
+pub(crate) const VERSION: u32 = binary::VERSION as u32;
 /// Bytes of the header.
 pub(crate) const HEADER_LEN: u64 = 12;
 /// Bytes before each payload: its length and checksum.
@@ -38,8 +43,9 @@ pub(crate) fn header() -> [u8; HEADER_LEN as usize] {
 /// What the first bytes of a file say it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Header {
-    /// A segment in this version.
-    Current,
+    /// A segment in a version this code reads (1 up to [`VERSION`]): the
+    /// binary layout of its records.
+    Readable(u8),
     /// A segment of another version of this format (a newer release).
     Version(u32),
     /// Not a segment, or a header cut short (a crash while creating it).
@@ -53,8 +59,8 @@ pub(crate) fn read_header(r: &mut impl Read) -> io::Result<Header> {
         return Ok(Header::Damaged);
     }
     let version = u32::from_le_bytes(h[8..].try_into().expect("4 bytes"));
-    Ok(if version == VERSION {
-        Header::Current
+    Ok(if (1..=VERSION).contains(&version) {
+        Header::Readable(version as u8)
     } else {
         Header::Version(version)
     })
@@ -143,17 +149,17 @@ pub(crate) struct Contents {
 #[cfg(any(fuzzing, test))]
 pub(crate) fn read_all(mut bytes: &[u8]) -> Contents {
     let mut out = Contents::default();
-    match read_header(&mut bytes) {
-        Ok(Header::Current) => {}
+    let version = match read_header(&mut bytes) {
+        Ok(Header::Readable(v)) => v,
         _ => {
             out.damaged = true;
             return out;
         }
-    }
+    };
     let mut payload = Vec::new();
     loop {
         match read_frame(&mut bytes, &mut payload) {
-            Ok(Frame::Whole { .. }) => match binary::decode_whole(&payload) {
+            Ok(Frame::Whole { .. }) => match binary::decode_whole(&payload, version) {
                 Some(record) => out.records.push(record),
                 None => out.undecodable += 1,
             },

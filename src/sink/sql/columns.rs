@@ -97,6 +97,8 @@ columns! {
     RespBodyTruncated "resp_body_truncated" Kind::Bool;
     Grpc "grpc" NULL_JSON;
     Capture "capture" NULL_JSON;
+    TraceId "trace_id" NULL_TEXT;
+    SpanId "span_id" NULL_TEXT;
 }
 
 impl Col {
@@ -175,6 +177,8 @@ pub(crate) fn value(r: &UsageRecord, col: Col) -> Result<Value<'_>, SinkError> {
                     .with_context(format_args!("encoding capture of record {}", r.id))
             })?)
         }),
+        Col::TraceId => Value::Text(r.trace.as_ref().map(|t| t.trace_id.as_str())),
+        Col::SpanId => Value::Text(r.trace.as_ref().map(|t| t.span_id.as_str())),
     })
 }
 
@@ -198,7 +202,7 @@ mod tests {
             "id, consumer, created_at, method, path, route, status, duration_us, outcome, \
              query, params, req_headers, resp_headers, \
              req_body, req_body_size, req_body_truncated, \
-             resp_body, resp_body_size, resp_body_truncated, grpc, capture"
+             resp_body, resp_body_size, resp_body_truncated, grpc, capture, trace_id, span_id"
         );
         for (i, col) in Col::ALL.iter().enumerate() {
             assert_eq!(col.index(), i);
@@ -211,6 +215,10 @@ mod tests {
             route: Some("/r".into()),
             consumer: Some("c".into()),
             grpc: Some(crate::GrpcCall::default()),
+            trace: Some(crate::TraceContext {
+                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                span_id: "00f067aa0ba902b7".into(),
+            }),
             ..UsageRecord::default()
         };
         r.duration_us = u64::MAX;

@@ -8,10 +8,10 @@ use time::OffsetDateTime;
 use super::columns::Col;
 use super::params;
 use crate::codec::headers;
-use crate::UsageRecord;
 use crate::{
     CaptureNotes, CapturedBody, GrpcCall, Outcome, RecordedRequest, SinkError, SinkErrorKind,
 };
+use crate::{TraceContext, UsageRecord};
 
 /// One row of a page query, read column by column in the types of
 /// [`Col::kind`]. A value that is `NULL` where the column is not nullable, or
@@ -104,6 +104,15 @@ fn fields(row: &impl ReadColumns) -> Result<UsageRecord, SinkError> {
             .transpose()
             .map_err(|e| bad(Col::Capture, e))?
             .unwrap_or_default(),
-        trace: None,
+        trace: match (row.opt_text(Col::TraceId)?, row.opt_text(Col::SpanId)?) {
+            (Some(trace_id), Some(span_id)) => Some(TraceContext { trace_id, span_id }),
+            (None, None) => None,
+            _ => {
+                return Err(bad(
+                    Col::SpanId,
+                    "a trace_id without a span_id, or the reverse",
+                ))
+            }
+        },
     })
 }

@@ -111,6 +111,10 @@ pub(crate) fn filter<'q>(b: &mut Builder<'q>, query: &'q UsageQuery) {
         let p = b.bind(Value::Text(Some(method)));
         b.and(format!("method = {p}"));
     }
+    if let Some(trace_id) = &query.trace_id {
+        let p = b.bind(Value::Text(Some(trace_id)));
+        b.and(format!("trace_id = {p}"));
+    }
     match &query.path {
         None => {}
         Some(PathFilter::Exact(path)) => {

@@ -9,7 +9,7 @@ use super::error::{context, sql_error};
 use crate::{SinkError, SinkErrorKind};
 
 /// The schema version this crate writes and understands (`PRAGMA user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a tower-usage database: `"TUsg"` in ASCII.
 pub(super) const APPLICATION_ID: i64 = 0x5455_7367;
@@ -44,6 +44,11 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     // 1 -> 2: what the capture could not keep (`CaptureNotes` as JSON; NULL when
     // nothing).
     "ALTER TABLE usage_records ADD COLUMN capture TEXT;",
+    // 2 -> 3: the request's W3C trace context (NULL without one), and an
+    // index for the `traceId` filter over the rows that have one.
+    "ALTER TABLE usage_records ADD COLUMN trace_id TEXT;
+    ALTER TABLE usage_records ADD COLUMN span_id TEXT;
+    CREATE INDEX usage_records_trace ON usage_records (trace_id) WHERE trace_id IS NOT NULL;",
 ];
 
 /// Opens (creating if needed) the writer connection of a file and brings its

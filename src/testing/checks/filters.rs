@@ -45,6 +45,11 @@ fn filter_records(gen: &mut Gen) -> Vec<UsageRecord> {
         .collect()
 }
 
+/// A trace some of the generated records belong to (see `Gen::request`).
+const TRACE_A: &str = "4bf92f3577b34da60000000000000002";
+/// A trace none belongs to.
+const TRACE_NONE: &str = "4bf92f3577b34da6ffffffffffffffff";
+
 fn filter_cases() -> Vec<FilterCase> {
     let since = at(100);
     let until = at(300);
@@ -127,6 +132,16 @@ fn filter_cases() -> Vec<FilterCase> {
             "empty path prefix (every path)".into(),
             UsageQuery { path: Some(PathFilter::parse("*")), ..q() },
             Box::new(|_| true),
+        ),
+        case(
+            format!("traceId {TRACE_A} (the records of one trace)"),
+            UsageQuery { trace_id: Some(TRACE_A.into()), ..q() },
+            Box::new(|r| r.trace.as_ref().is_some_and(|t| t.trace_id == TRACE_A)),
+        ),
+        case(
+            format!("traceId {TRACE_NONE} (none stored)"),
+            UsageQuery { trace_id: Some(TRACE_NONE.into()), ..q() },
+            Box::new(|_| false),
         ),
         case(
             "status 404".into(),
