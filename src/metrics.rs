@@ -1,4 +1,4 @@
-//! The writer's (and the disk spool's) metrics, through the [`metrics`](::metrics)
+//! The writer's (and the disk spool's) metrics, through the [`metrics`]
 //! crate's facade (feature `metrics`): install any recorder, a Prometheus
 //! exporter, OpenTelemetry or StatsD, and they appear on its dashboards.
 //!

@@ -5,7 +5,7 @@
 //! histograms, at the step they measure. Without the feature every function here is empty and
 //! [`Report`] holds nothing.
 
-use std::time::Duration;
+use std::time::Instant;
 
 use super::queue::Shared;
 
@@ -112,12 +112,13 @@ pub(super) fn batch(records: usize) {
     let _ = records;
 }
 
-/// One call of the sink took `took`.
+/// One call of the sink, started at `started`, returned (the clock is read
+/// only with the feature on).
 #[inline]
-pub(super) fn sink_call(took: Duration) {
+pub(super) fn sink_call(started: Instant) {
     #[cfg(feature = "metrics")]
-    on::sink_call(took);
-    let _ = took;
+    on::sink_call(started.elapsed());
+    let _ = started;
 }
 
 /// The bytes each capture of a batch held.

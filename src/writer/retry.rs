@@ -77,7 +77,7 @@ impl Retry {
                 called = call(sink, records, config.sink_timeout) => called,
                 _ = abort.wait_for(|a| *a) => return Outcome::Aborted,
             };
-            metrics::sink_call(started.elapsed());
+            metrics::sink_call(started);
             let err = match called {
                 Called::Written => {
                     self.hung_until = None;
