@@ -104,9 +104,14 @@ impl<S> Shared<S> {
         Duration::from_micros(self.timeout_us.load(Ordering::Relaxed))
     }
 
-    /// Publishes the finished count to waiting flushes.
+    /// Publishes the finished count to waiting flushes, and the counters to
+    /// the metrics (feature `metrics`): called after every change.
     pub(super) fn publish(&self) {
-        let finished = self.state().finished();
+        let finished = {
+            let mut s = self.state();
+            s.report();
+            s.finished()
+        };
         self.done
             .send_if_modified(|d| std::mem::replace(d, finished) != finished);
     }

@@ -3,6 +3,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+#[cfg(feature = "metrics")]
+use super::metrics::Report;
+
 /// The first wait before the spool probes a failing sink again; it doubles
 /// after each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -75,6 +78,9 @@ pub(super) struct State {
     backoff: Duration,
     /// About when the oldest spooled record arrived (never later than it).
     pub(super) oldest: Option<SystemTime>,
+    /// What the metrics were last told.
+    #[cfg(feature = "metrics")]
+    report: Report,
 }
 
 impl State {
@@ -90,6 +96,17 @@ impl State {
             next_probe: Instant::now(),
             backoff: FIRST_BACKOFF,
             oldest,
+            #[cfg(feature = "metrics")]
+            report: Report::new(),
+        }
+    }
+
+    /// Tells the metrics what changed (feature `metrics`; else nothing).
+    pub(super) fn report(&mut self) {
+        #[cfg(feature = "metrics")]
+        {
+            let stats = self.stats;
+            self.report.report(&stats);
         }
     }
 
