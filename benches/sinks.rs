@@ -7,6 +7,7 @@
 //!   Each sink and batch size writes into a fresh store: a `MemorySink` of
 //!   100,000 records, a SQLite file in a temporary directory, a PostgreSQL schema
 //!   dropped afterwards.
+//!   `postgres_partitioned` is the same on a table partitioned by day.
 //! * page latency: 500 `query` calls, each for one random consumer (of 1,000)
 //!   and a random page of 100 records (a keyset cursor at a random instant,
 //!   either order), on a store of 1,000,000 records. The stores are filled once
@@ -466,6 +467,21 @@ fn writes(c: &mut Criterion) {
         let schema = format!("tu_bench_write_{batch}_{:08x}", fastrand::u32(..));
         schemas.push(schema.clone());
         rt.block_on(pg_sink(&schema))
+    });
+    // The same on a table partitioned by day (issue 20): records land in
+    // today's partition.
+    bench_writes(c, &rt, "postgres_partitioned", |batch| {
+        let schema = format!("tu_bench_part_{batch}_{:08x}", fastrand::u32(..));
+        schemas.push(schema.clone());
+        rt.block_on(async {
+            PostgresSink::builder()
+                .schema(&schema)
+                .pool_size(4)
+                .partition(tower_usage::sink::postgres::PartitionBy::Day)
+                .connect(&pg_url())
+                .await
+                .expect("a partitioned PostgresSink")
+        })
     });
     rt.block_on(async {
         let sink = pg_sink(BENCH_SCHEMA).await;

@@ -356,7 +356,7 @@ async fn run(
     .await;
     until("the exact latency and p95", || async {
         let body = client.find(Locator::Css("body")).await?;
-        Ok(body.attr("data-refined").await?)
+        body.attr("data-refined").await
     })
     .await;
     let sent = client.execute("return window.sent", vec![]).await?;

@@ -20,6 +20,7 @@ pub(crate) mod call;
 #[cfg_attr(docsrs, doc(cfg(feature = "clickhouse")))]
 pub mod clickhouse;
 mod cursor;
+pub(crate) mod expiry;
 mod get;
 pub mod memory;
 mod page;
