@@ -470,7 +470,7 @@ fn writes(c: &mut Criterion) {
     });
     // The same on a table partitioned by day (issue 20): records land in
     // today's partition.
-    bench_writes(c, &rt, "postgres_partitioned", |batch| {
+    bench_writes(c, &rt, "postgres_partitioned", &BATCHES, |batch| {
         let schema = format!("tu_bench_part_{batch}_{:08x}", fastrand::u32(..));
         schemas.push(schema.clone());
         rt.block_on(async {
