@@ -1,5 +1,5 @@
-//! Sink throughput and `/usage` page latency, for `MemorySink`, `SqliteSink` and
-//! `PostgresSink`.
+//! Sink throughput and `/usage` page latency, for `MemorySink`, `SqliteSink`,
+//! `PostgresSink` and (with feature `clickhouse`) `ClickHouseSink`.
 //!
 //! * `sink_write/<sink>/<batch>`: one `record` call of a batch of 1, 64, 512 or
 //!   4096 records, each new (fresh ids), with ~1 KiB JSON request and response
@@ -7,6 +7,7 @@
 //!   Each sink and batch size writes into a fresh store: a `MemorySink` of
 //!   100,000 records, a SQLite file in a temporary directory, a PostgreSQL schema
 //!   dropped afterwards.
+//!   `postgres_partitioned` is the same on a table partitioned by day.
 //! * page latency: 500 `query` calls, each for one random consumer (of 1,000)
 //!   and a random page of 100 records (a keyset cursor at a random instant,
 //!   either order), on a store of 1,000,000 records. The stores are filled once
@@ -35,6 +36,14 @@
 //!   100,000 records, a SQLite file in a temporary directory, the PostgreSQL
 //!   schema `tu_bench_export` (dropped afterwards).
 //!
+//! With feature `clickhouse`, `ClickHouseSink` is measured too: writes at
+//! batch 512 and 4096 only (a part per insert: ClickHouse is not meant for
+//! single-record inserts), each in a fresh database; pages and summaries on
+//! `tu_bench.usage_records`, filled like the others and then merged
+//! (`OPTIMIZE TABLE ... FINAL`, as the server's background merges leave a
+//! table that has been running a while). The server is
+//! `TOWER_USAGE_CLICKHOUSE_URL`, by default `http://127.0.0.1:8123`.
+//!
 //! PostgreSQL is `TOWER_USAGE_POSTGRES_URL`, by default
 //! `postgres://postgres@127.0.0.1:5432/test`. At the end the bench prints records/s
 //! per sink and batch size (from criterion's median time per batch) and the page
@@ -43,6 +52,8 @@
 //! ```text
 //! cargo bench --bench sinks --features sqlite,postgres
 //! cargo bench --bench sinks --features sqlite,postgres -- sink_export   # exports only
+//! cargo bench --bench sinks --features sqlite,postgres,clickhouse -- 'sink_write/(postgres|clickhouse)/(512|4096)'
+//! cargo bench --bench sinks --features sqlite,postgres,clickhouse -- 'sink_(page|summary)/clickhouse'
 //! ```
 
 use std::path::PathBuf;
@@ -344,11 +355,68 @@ async fn postgres_filled() -> PostgresSink {
     sink
 }
 
+/// ClickHouse: the sink, its stores, and the statements the bench runs.
+#[cfg(feature = "clickhouse")]
+mod ch {
+    use tower_usage::ClickHouseSink;
+
+    pub(crate) fn url() -> String {
+        std::env::var("TOWER_USAGE_CLICKHOUSE_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:8123".to_owned())
+    }
+
+    /// A sink on `database`, which is created if missing.
+    pub(crate) async fn sink(database: &str) -> ClickHouseSink {
+        let url = url();
+        ClickHouseSink::builder()
+            .database(database)
+            .connect(&url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("ClickHouse at {url}: {e}. Start it with `scripts/test --setup-only`.")
+            })
+    }
+
+    pub(crate) async fn exec(sink: &ClickHouseSink, sql: &str) {
+        sink.client().query(sql).execute().await.expect(sql);
+    }
+
+    /// Rows as reads see them (`FINAL`).
+    pub(crate) async fn count(sink: &ClickHouseSink) -> u64 {
+        let sql = format!("SELECT count() FROM `{}` FINAL", sink.table());
+        sink.client().query(&sql).fetch_one().await.expect(&sql)
+    }
+
+    /// `tu_bench.usage_records` with [`STORED`](super::STORED) records,
+    /// filled and merged on first use.
+    pub(crate) async fn filled() -> ClickHouseSink {
+        let sink = sink(super::BENCH_SCHEMA).await;
+        let n = count(&sink).await;
+        if n == super::STORED as u64 {
+            eprintln!("clickhouse: reusing {}.usage_records", super::BENCH_SCHEMA);
+            return sink;
+        }
+        eprintln!("clickhouse: the table holds {n} records; refilling");
+        exec(&sink, &format!("DROP DATABASE `{}`", super::BENCH_SCHEMA)).await;
+        let sink = self::sink(super::BENCH_SCHEMA).await;
+        super::fill("clickhouse", &sink, 2).await;
+        let t = std::time::Instant::now();
+        exec(&sink, "OPTIMIZE TABLE usage_records FINAL").await;
+        eprintln!("clickhouse: merged in {:.1} s", t.elapsed().as_secs_f64());
+        sink
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Write throughput (criterion)
 
-fn bench_writes<S, F>(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, mut make: F)
-where
+fn bench_writes<S, F>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    batches: &[usize],
+    mut make: F,
+) where
     S: UsageSink + Clone,
     F: FnMut(usize) -> S,
 {
@@ -358,7 +426,7 @@ where
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    for batch in BATCHES {
+    for &batch in batches {
         let sink = make(batch);
         let mut gen = Gen::new(batch as u64);
         group.throughput(Throughput::Elements(batch as u64));
@@ -384,19 +452,36 @@ where
 
 fn writes(c: &mut Criterion) {
     let rt = runtime();
-    bench_writes(c, &rt, "memory", |_| MemorySink::with_capacity(100_000));
+    bench_writes(c, &rt, "memory", &BATCHES, |_| {
+        MemorySink::with_capacity(100_000)
+    });
 
     let dir = tempfile::tempdir().unwrap();
-    bench_writes(c, &rt, "sqlite", |batch| {
+    bench_writes(c, &rt, "sqlite", &BATCHES, |batch| {
         SqliteSink::open(dir.path().join(format!("write-{batch}.db"))).unwrap()
     });
     drop(dir);
 
     let mut schemas = Vec::new();
-    bench_writes(c, &rt, "postgres", |batch| {
+    bench_writes(c, &rt, "postgres", &BATCHES, |batch| {
         let schema = format!("tu_bench_write_{batch}_{:08x}", fastrand::u32(..));
         schemas.push(schema.clone());
         rt.block_on(pg_sink(&schema))
+    });
+    // The same on a table partitioned by day (issue 20): records land in
+    // today's partition.
+    bench_writes(c, &rt, "postgres_partitioned", &BATCHES, |batch| {
+        let schema = format!("tu_bench_part_{batch}_{:08x}", fastrand::u32(..));
+        schemas.push(schema.clone());
+        rt.block_on(async {
+            PostgresSink::builder()
+                .schema(&schema)
+                .pool_size(4)
+                .partition(tower_usage::sink::postgres::PartitionBy::Day)
+                .connect(&pg_url())
+                .await
+                .expect("a partitioned PostgresSink")
+        })
     });
     rt.block_on(async {
         let sink = pg_sink(BENCH_SCHEMA).await;
@@ -404,6 +489,22 @@ fn writes(c: &mut Criterion) {
             pg_exec(&sink, &format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
         }
     });
+
+    #[cfg(feature = "clickhouse")]
+    {
+        let mut databases = Vec::new();
+        bench_writes(c, &rt, "clickhouse", &[512, 4096], |batch| {
+            let database = format!("tu_bench_write_{batch}_{:08x}", fastrand::u32(..));
+            databases.push(database.clone());
+            rt.block_on(ch::sink(&database))
+        });
+        rt.block_on(async {
+            for database in databases {
+                let sink = ch::sink(&database).await;
+                ch::exec(&sink, &format!("DROP DATABASE `{database}`")).await;
+            }
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -569,6 +670,8 @@ fn pages(c: &mut Criterion) {
     let rt = runtime();
     bench_pages(c, &rt, "sqlite", sqlite_filled, Some(prewarm_sqlite));
     bench_pages(c, &rt, "postgres", postgres_filled, Some(prewarm_postgres));
+    #[cfg(feature = "clickhouse")]
+    bench_pages(c, &rt, "clickhouse", ch::filled, None);
     let fill_memory = || async {
         let memory = MemorySink::with_limits(STORED, usize::MAX);
         fill("memory", &memory, 1).await;
@@ -692,6 +795,8 @@ fn summaries(c: &mut Criterion) {
     let rt = runtime();
     bench_summaries(c, &rt, "sqlite", sqlite_filled);
     bench_summaries(c, &rt, "postgres", postgres_filled);
+    #[cfg(feature = "clickhouse")]
+    bench_summaries(c, &rt, "clickhouse", ch::filled);
     let fill_memory = || async {
         let memory = MemorySink::with_limits(STORED, usize::MAX);
         fill("memory", &memory, 1).await;
@@ -936,6 +1041,7 @@ fn report(started: std::time::SystemTime, latency: &[Latency]) {
         ("MemorySink", "sink_write/memory"),
         ("SqliteSink", "sink_write/sqlite"),
         ("PostgresSink", "sink_write/postgres"),
+        ("ClickHouseSink", "sink_write/clickhouse"),
     ] {
         let cells: Vec<String> = BATCHES
             .iter()
@@ -955,6 +1061,7 @@ fn report(started: std::time::SystemTime, latency: &[Latency]) {
     for (key, name) in [
         ("sqlite", "SqliteSink"),
         ("postgres", "PostgresSink"),
+        ("clickhouse", "ClickHouseSink"),
         ("memory", "MemorySink"),
     ] {
         let ms = |row: Option<&Latency>| match row {

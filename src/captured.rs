@@ -66,6 +66,9 @@ pub(crate) struct Captured {
     pub(crate) oldest_in_flight: SystemTime,
     pub(crate) outcome: Outcome,
     pub(crate) duration_us: u64,
+    /// Why the capture policy withheld the (request, response) body, when it
+    /// did (see [`CaptureNotes::request_body_policy`](crate::CaptureNotes::request_body_policy)).
+    pub(crate) policy_withheld: (Option<&'static str>, Option<&'static str>),
 }
 
 impl std::fmt::Debug for Captured {

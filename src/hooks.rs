@@ -1,7 +1,8 @@
 //! The hooks a user gives the layer and the endpoint, and the view of a request
 //! they are handed: [`RequestInfo`], [`IdentifyConsumer`], the route hook
-//! ([`default_route`]) and the skip hook. A leaf: it depends on no other module
-//! of the crate.
+//! ([`default_route`]), the skip hook, and the capture policy hook
+//! ([`CapturePolicy`], `hooks/capture_policy.rs`). A leaf: it depends on no
+//! other module of the crate.
 //!
 //! # Who is the consumer
 //!
@@ -26,8 +27,11 @@ use hmac::Hmac;
 use http::{Extensions, HeaderMap, Method, Uri};
 use sha2::{Digest as _, Sha256};
 
+mod capture_policy;
 mod token_cache;
 
+pub use capture_policy::{Bodies, CapturePolicy, CaptureRequest};
+pub(crate) use capture_policy::{BodyPlan, Ending, PolicyFn, Side};
 use token_cache::TokenCache;
 
 /// How a request's body is framed, decided once from its `content-type`.

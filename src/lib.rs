@@ -85,7 +85,7 @@
 //! | `responseHeaders` | [`keep_response_headers`](UsageLayer::keep_response_headers) |
 //! | `status`, `outcome` | the response status; how the exchange ended ([`Outcome`]) |
 //! | `createdAt`, `durationUs` | arrival time (UTC, ms); arrival to end of the response body |
-//! | `capture` | what could not be kept as it was: headers cut, a body the handler did not read ([`CaptureNotes`]) |
+//! | `capture` | what could not be kept as it was: headers cut, a body the handler did not read, a body the [capture policy](UsageLayer::capture_policy) withheld ([`CaptureNotes`]) |
 //!
 //! Bodies are teed, never buffered: frames pass through as they come, and the
 //! copy stops at the limit. All parsing, rendering and redaction happens in the
@@ -129,16 +129,17 @@
 //!
 //! | where | what |
 //! |---|---|
-//! | `hooks.rs`, `hooks/` | [`RequestInfo`], [`IdentifyConsumer`] (and its cache of recent tokens' consumer ids), the route and skip hooks; the request's protocol, decided once |
+//! | `hooks.rs`, `hooks/` | [`RequestInfo`], [`IdentifyConsumer`] (and its cache of recent tokens' consumer ids), the route and skip hooks, the capture policy ([`CapturePolicy`]); the request's protocol, decided once |
 //! | `middleware/` | [`UsageLayer`] (settings; `lifecycle.rs` makes its writer) → [`middleware::Usage`] → its future and bodies: tees the exchange, packs it, hands it to the queue |
 //! | `captured.rs` | the queued form of one exchange: one buffer (a leaf between the middleware and the writer) |
 //! | `writer/` | the bounded queue, the worker (batches; `retry.rs`: retries, timeouts; [`UsageLayer::pair`]), [`UsageHandle`]; assembles each record; knows no spool |
 //! | `record/` | [`UsageRecord`] and its parts; redaction, route params, gRPC framing, time, the wire form (`wire/`): pure functions over the data |
 //! | `codec/` | the header-map encodings the sinks share |
-//! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; `summary/` (what a summary asks and answers, buckets, percentiles); [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/`; `spool/`: `Spooled`, a disk spool around any sink (feature `spool`) |
+//! | `sink/` | [`UsageSink`], [`UsageQuery`], cursors, [`UsagePage`]; `summary/` (what a summary asks and answers, buckets, percentiles); [`MemorySink`], and `sql/` shared by `sqlite/` and `postgres/`; `spool/`: `Spooled`, a disk spool around any sink (feature `spool`); `clickhouse/`: `ClickHouseSink` (feature `clickhouse`) |
 //! | `endpoint/` | [`UsageService`]: `GET /usage`, one record, exports, the summary and the OpenAPI document below it; parameters straight into a [`UsageQuery`] or a [`SummaryQuery`](sink::SummaryQuery), responses |
 //! | `error.rs` | [`SinkError`], what every sink reports |
 //! | `streak.rs` | one log line per failure streak (the writer, the spool, `GET /usage`, the SQLite writer) |
+//! | `metrics.rs` | the metrics' names, units and help (feature `metrics`), reported by the writer and the spool |
 //! | `marker.rs` | how the endpoint tells the middleware "do not record me" |
 //! | `testing/` | the sink conformance kit (feature `testing`) |
 //! | `fuzzing.rs` | the fuzz targets' entry points (`--cfg fuzzing`, and the tests that replay their findings) |
@@ -151,12 +152,12 @@
 //! testing    -> sink, record, error
 //! middleware -> writer, captured, sink, codec, record, hooks, marker, error
 //! endpoint   -> writer, sink, record, hooks, marker, error, streak
-//! writer     -> captured, sink, record, hooks, error, streak
+//! writer     -> captured, sink, record, hooks, error, streak, metrics
 //! captured   -> codec, record, hooks
-//! sink       -> codec, record, error, streak
+//! sink       -> codec, record, error, streak, metrics
 //! record     -> hooks, codec
 //! codec      -> error
-//! hooks, marker, error, streak: leaves
+//! hooks, marker, error, streak, metrics: leaves
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -169,6 +170,9 @@ mod error;
 pub mod fuzzing;
 mod hooks;
 mod marker;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod middleware;
 mod record;
 pub mod sink;
@@ -180,12 +184,17 @@ mod writer;
 
 pub use endpoint::UsageService;
 pub use error::{SinkError, SinkErrorKind};
-pub use hooks::{bearer_token, default_route, hash_token, IdentifyConsumer, RequestInfo};
+pub use hooks::{
+    bearer_token, default_route, hash_token, Bodies, CapturePolicy, CaptureRequest,
+    IdentifyConsumer, RequestInfo,
+};
 pub use middleware::UsageLayer;
 pub use record::{
     CaptureNotes, CapturedBody, GrpcCall, GrpcDirection, GrpcMessage, Outcome, RecordedRequest,
     TraceContext, UsageRecord, MAX_JSON_DEPTH,
 };
+#[cfg(feature = "clickhouse")]
+pub use sink::clickhouse::ClickHouseSink;
 pub use sink::memory::MemorySink;
 #[cfg(feature = "postgres")]
 pub use sink::postgres::PostgresSink;

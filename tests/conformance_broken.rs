@@ -742,7 +742,11 @@ async fn the_clean_up_hook_runs_after_every_check() {
         .await;
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), CHECKS.len());
-    assert!(calls.iter().skip(1).all(|&left| left > 0), "{calls:?}");
+    // Every check but these two leaves records (`retention` writes only
+    // with its `expire` hook).
+    let writers = CHECKS.iter().zip(&calls);
+    let mut writers = writers.filter(|(name, _)| !["empty_sink", "retention"].contains(name));
+    assert!(writers.all(|(_, &left)| left > 0), "{calls:?}");
 
     // After a failed check too.
     let count = Arc::new(Mutex::new(0));
@@ -778,3 +782,153 @@ tower_usage::sink_conformance_tests!(
         sink.query(&UsageQuery::default()).await.map(drop)
     },
 );
+
+/// Erases every consumer whose name starts with the one asked for (a `LIKE
+/// 'name%'` where `=` was meant), or only hides the erased records in this
+/// process (they stay in the store, and a reopened sink shows them).
+#[derive(Debug, Clone)]
+struct BadEraser {
+    store: MemorySink,
+    /// Ids of the records hidden by an erasure.
+    hidden: Arc<Mutex<std::collections::HashSet<String>>>,
+    by_prefix: bool,
+}
+
+impl BadEraser {
+    fn new(by_prefix: bool) -> Self {
+        Self {
+            store: MemorySink::new(),
+            hidden: Arc::default(),
+            by_prefix,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl UsageSink for BadEraser {
+    async fn record(&self, batch: &[UsageRecord]) -> Result<(), SinkError> {
+        self.store.record(batch).await
+    }
+
+    async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
+        let all = self
+            .store
+            .query(&UsageQuery {
+                limit: 100_000,
+                cursor: None,
+                ..query.clone()
+            })
+            .await?;
+        let hidden = self.hidden.lock().unwrap().clone();
+        let visible: Vec<UsageRecord> = all
+            .records
+            .into_iter()
+            .filter(|r| !hidden.contains(&r.id))
+            .collect();
+        vec_query(&visible, query)
+    }
+
+    async fn erase_consumer(&self, consumer: &str) -> Result<u64, SinkError> {
+        let page = self
+            .store
+            .query(&UsageQuery {
+                limit: 100_000,
+                ..UsageQuery::default()
+            })
+            .await?;
+        if self.by_prefix {
+            let mut erased = 0;
+            let names: std::collections::BTreeSet<String> = page
+                .records
+                .iter()
+                .filter_map(|r| r.consumer.clone())
+                .filter(|c| c.starts_with(consumer))
+                .collect();
+            for name in names {
+                erased += self.store.erase_consumer(&name).await?;
+            }
+            Ok(erased)
+        } else {
+            let mut hidden = self.hidden.lock().unwrap();
+            let mut erased = 0;
+            for r in page.records {
+                if r.consumer.as_deref() == Some(consumer) && hidden.insert(r.id) {
+                    erased += 1;
+                }
+            }
+            Ok(erased)
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sink_erasing_look_alike_consumers_fails_erasure() {
+    let err = run_check("erasure", || async { BadEraser::new(true) })
+        .await
+        .expect_err("erasing by prefix must fail");
+    eprintln!("erasure on a sink erasing by prefix:\n  {err}\n");
+    assert!(err.contains("the consumer had 50"), "{err}");
+}
+
+#[tokio::test]
+async fn a_sink_whose_erased_records_come_back_after_a_reopen_fails_erasure() {
+    // Without the reopen hook the hiding cannot be seen...
+    assert_eq!(
+        run_check("erasure", || async { BadEraser::new(false) }).await,
+        Ok(())
+    );
+    // ...with it, it is.
+    let err = SinkKit::new(|| async { BadEraser::new(false) })
+        .reopen(|sink: Arc<BadEraser>| async move {
+            Ok(BadEraser {
+                hidden: Arc::default(),
+                ..(*sink).clone()
+            })
+        })
+        .run_check("erasure")
+        .await
+        .expect_err("records back after a reopen must fail");
+    eprintln!("erasure on a sink that only hides:\n  {err}\n");
+    assert!(err.contains("after the sink was reopened"), "{err}");
+}
+
+/// The retention check with an `expire` hook that removes records older
+/// than `age` shifted by `shift_minutes`.
+async fn retention_with_shifted_cut(shift_minutes: i64) -> Result<(), String> {
+    SinkKit::new(|| async { MemorySink::new() })
+        .expire(
+            move |sink: Arc<MemorySink>, age: std::time::Duration| async move {
+                let shift = std::time::Duration::from_secs(shift_minutes.unsigned_abs() * 60);
+                let age = if shift_minutes > 0 {
+                    age + shift
+                } else {
+                    age - shift
+                };
+                sink.expire_older_than(age);
+                Ok(())
+            },
+        )
+        .run_check("retention")
+        .await
+}
+
+#[tokio::test]
+async fn retention_that_keeps_expired_records_fails() {
+    let err = retention_with_shifted_cut(60)
+        .await
+        .expect_err("records older than the cut kept");
+    eprintln!("retention keeping an hour too much:\n  {err}\n");
+    assert!(err.contains("older than the hour kept"), "{err}");
+}
+
+#[tokio::test]
+async fn retention_that_removes_younger_records_fails() {
+    let err = retention_with_shifted_cut(-30)
+        .await
+        .expect_err("records younger than the cut removed");
+    eprintln!("retention removing younger records:\n  {err}\n");
+    assert!(
+        err.contains("missing, e.g.") && err.contains("/young"),
+        "{err}"
+    );
+}

@@ -68,3 +68,34 @@ async fn a_sink_too_small_for_the_kit_fails_the_large_batch() {
     assert!(err.contains("10,000"), "{err}");
     assert!(err.contains("missing"), "{err}");
 }
+
+/// The retention check with the kit's hook: `expire_older_than` now.
+#[tokio::test]
+async fn memory_sink_expires_exactly_the_older_records() {
+    let result = tower_usage::testing::SinkKit::new(|| async { MemorySink::new() })
+        .expire(
+            |sink: std::sync::Arc<MemorySink>, age: std::time::Duration| async move {
+                sink.expire_older_than(age);
+                Ok(())
+            },
+        )
+        .run_check("retention")
+        .await;
+    assert_eq!(result, Ok(()));
+}
+
+/// The same with `max_age` set instead: the records past it are hidden at
+/// once, removed at the next write.
+#[tokio::test]
+async fn memory_sink_with_max_age_passes_retention() {
+    let result = tower_usage::testing::SinkKit::new(|| async { MemorySink::new() })
+        .expire(
+            |sink: std::sync::Arc<MemorySink>, age: std::time::Duration| async move {
+                let _ = MemorySink::clone(&sink).max_age(age);
+                Ok(())
+            },
+        )
+        .run_check("retention")
+        .await;
+    assert_eq!(result, Ok(()));
+}

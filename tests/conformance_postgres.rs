@@ -82,3 +82,30 @@ tower_usage::__tower_usage_checks!(@each checks);
 async fn concurrent_writers_on_many_threads() {
     conforms("concurrent_writers").await;
 }
+
+/// The erasure check with the kit's `reopen` hook: a new sink on the check's
+/// schema, as a restarted process would connect.
+#[tokio::test]
+async fn erasure_holds_after_reconnecting() {
+    let admin = admin().await;
+    let schema = format!("tu_conf_{:016x}", fastrand::u64(..));
+    let connect = move |schema: String| async move {
+        PostgresSink::builder()
+            .schema(schema)
+            .pool_size(2)
+            .connect(&url())
+            .await
+    };
+    let first = schema.clone();
+    let result = tower_usage::testing::SinkKit::new(move || {
+        let schema = first.clone();
+        async move { connect(schema).await.expect("connect and migrate") }
+    })
+    .reopen(move |sink: std::sync::Arc<PostgresSink>| connect(sink.schema().to_owned()))
+    .run_check("erasure")
+    .await;
+    let _ = admin
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await;
+    assert_eq!(result, Ok(()));
+}

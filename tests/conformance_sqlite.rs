@@ -2,9 +2,12 @@
 //! directory for every check, and once more against an in-memory database.
 #![cfg(all(feature = "sqlite", feature = "testing"))]
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use tempfile::TempDir;
 use tower_usage::sink::{ConsumerScope, SummaryQuery, UsageSummary};
-use tower_usage::testing::{run_all, run_check};
+use tower_usage::testing::{run_all, run_check, SinkKit};
 use tower_usage::{SinkError, SqliteSink, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
 /// A `SqliteSink` on a file of its own, in a directory removed when the check
@@ -13,14 +16,26 @@ use tower_usage::{SinkError, SqliteSink, UsagePage, UsageQuery, UsageRecord, Usa
 struct FileSink {
     // Dropped first: the writer thread closes the file before the directory goes.
     sink: SqliteSink,
-    _dir: TempDir,
+    _dir: Arc<TempDir>,
 }
 
 impl FileSink {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let sink = SqliteSink::open(dir.path().join("usage.db")).expect("open the database");
-        Self { sink, _dir: dir }
+        Self {
+            sink,
+            _dir: Arc::new(dir),
+        }
+    }
+
+    /// The same file, opened again (as a restarted process would).
+    fn reopen(&self) -> Result<Self, SinkError> {
+        let path = self.sink.path().expect("a file");
+        Ok(Self {
+            sink: SqliteSink::open(path)?,
+            _dir: Arc::clone(&self._dir),
+        })
     }
 }
 
@@ -40,6 +55,10 @@ impl UsageSink for FileSink {
 
     async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
         self.sink.summarize(query).await
+    }
+
+    async fn erase_consumer(&self, consumer: &str) -> Result<u64, SinkError> {
+        self.sink.erase_consumer(consumer).await
     }
 }
 
@@ -61,4 +80,20 @@ async fn sqlite_file_takes_concurrent_writers_on_many_threads() {
 #[tokio::test]
 async fn in_memory_sqlite_passes_run_all() {
     run_all(|| async { SqliteSink::in_memory().expect("an in-memory database") }).await;
+}
+
+/// The lifecycle checks with the kit's hooks: the file reopened, and
+/// retention run now with `expire_older_than`.
+#[tokio::test]
+async fn sqlite_file_erases_and_expires_for_good() {
+    for check in ["erasure", "retention"] {
+        let result = SinkKit::new(|| async { FileSink::new() })
+            .reopen(|sink: Arc<FileSink>| async move { sink.reopen() })
+            .expire(|sink: Arc<FileSink>, age: Duration| async move {
+                sink.sink.expire_older_than(age).await.map(drop)
+            })
+            .run_check(check)
+            .await;
+        assert_eq!(result, Ok(()), "{check}");
+    }
 }

@@ -28,20 +28,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "writer", "sink", "record", "hooks", "marker", "error", "streak",
         ],
     ),
+    // `metrics` (feature `metrics`): the names the writer and the spool report under.
     (
         "writer",
-        &["captured", "sink", "record", "hooks", "error", "streak"],
+        &[
+            "captured", "sink", "record", "hooks", "error", "streak", "metrics",
+        ],
     ),
     ("captured", &["codec", "record", "hooks"]),
     // `sink::spool` (feature `spool`): segment files of records
     // (`record::binary`), one warning per failure streak.
-    ("sink", &["codec", "record", "error", "streak"]),
+    ("sink", &["codec", "record", "error", "streak", "metrics"]),
     ("codec", &["error"]),
     ("record", &["hooks", "codec"]),
     ("hooks", &[]),
     ("marker", &[]),
     ("error", &[]),
     ("streak", &[]),
+    ("metrics", &[]),
 ];
 
 /// Root re-exports, by the module that defines them.
@@ -53,7 +57,11 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("bearer_token", "hooks"),
     ("hash_token", "hooks"),
     ("default_route", "hooks"),
+    ("CapturePolicy", "hooks"),
+    ("CaptureRequest", "hooks"),
+    ("Bodies", "hooks"),
     ("UsageRecord", "record"),
+    ("TraceContext", "record"),
     ("RecordedRequest", "record"),
     ("CapturedBody", "record"),
     ("CaptureNotes", "record"),

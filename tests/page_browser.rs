@@ -346,10 +346,17 @@ async fn run(
         started.elapsed().as_millis()
     );
     // The first view in three requests: two summaries and the list; then,
-    // once per token, whether it is an admin's (it is not).
+    // once per token, whether it is an admin's (it is not), and the reads
+    // that make the first view's estimates exact: this period's slots
+    // without groups, and the previous period alone when it had requests.
     until("the admin probe", || async {
         let body = client.find(Locator::Css("body")).await?;
         Ok(body.attr("data-admin").await?.filter(|a| a == "no"))
+    })
+    .await;
+    until("the exact latency and p95", || async {
+        let body = client.find(Locator::Css("body")).await?;
+        body.attr("data-refined").await
     })
     .await;
     let sent = client.execute("return window.sent", vec![]).await?;
@@ -359,12 +366,25 @@ async fn run(
         .iter()
         .map(|u| u.as_str().unwrap())
         .collect();
-    assert_eq!(sent.len(), 4, "{sent:?}");
-    assert!(sent[3].contains("groupBy=consumer"), "{sent:?}");
     assert!(
         !sent[..3].iter().any(|u| u.contains("groupBy=consumer")),
         "{sent:?}"
     );
+    let later = &sent[3..];
+    assert_eq!(
+        later
+            .iter()
+            .filter(|u| u.contains("groupBy=consumer"))
+            .count(),
+        1,
+        "{sent:?}"
+    );
+    let refining: Vec<&&str> = later.iter().filter(|u| !u.contains("groupBy=")).collect();
+    assert!(
+        (1..=2).contains(&refining.len()) && refining.iter().all(|u| u.contains("/summary?")),
+        "{sent:?}"
+    );
+    assert_eq!(later.len(), 1 + refining.len(), "{sent:?}");
     let picker = client.find(Locator::Id("consumer-pick")).await?;
     assert!(!picker.is_displayed().await?, "no picker for a consumer");
     // Newest first.
@@ -417,6 +437,13 @@ async fn run(
     }
     let dots = client.find_all(Locator::Css("#latency svg circle")).await?;
     assert_eq!(dots.len(), 2 * hours, "a dot per point");
+    // Drawn again from the slots' own percentiles, no longer estimates; the
+    // p95's comparison with the previous period is not pending.
+    let latency = client.find(Locator::Id("latency")).await?;
+    assert_eq!(latency.attr("data-exact").await?.as_deref(), Some("yes"));
+    assert!(!latency.text().await?.contains("estimates"));
+    let p95_delta = text_of(client, "delta-p95").await?;
+    assert_ne!(p95_delta, "…");
     // Most requests first; a header sorts by its column, twice reverses.
     let routes = texts(client, "#routes tbody tr td:first-child").await?;
     assert_eq!(routes.len(), 4, "{routes:?}");

@@ -12,7 +12,9 @@
 //!
 //! Modes: `bare`, `identity` (a layer that does nothing: what layering an axum
 //! `Router` costs by itself), `null` (the layer with a sink that stores nothing:
-//! capture and writer only), `memory` (the layer with `MemorySink`). Same request as
+//! capture and writer only), `memory` (the layer with `MemorySink`),
+//! `withheld` (`memory` with a capture policy that keeps no body: sizes only),
+//! `sampled` (`memory` keeping the bodies of 1 request in 100). Same request as
 //! `benches/overhead.rs`: a POST with a 1 KiB JSON body and 8 headers. The writer
 //! runs on the same single-threaded runtime, so its work is counted.
 //!
@@ -23,7 +25,7 @@
 use super::http_app::{payload, request, router, NullSink};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_usage::{MemorySink, UsageLayer};
+use tower_usage::{Bodies, CapturePolicy, CaptureRequest, MemorySink, UsageLayer};
 
 pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -51,10 +53,22 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let handle = layer.handle();
                 (router().layer(layer), Some(handle))
             }
+            "withheld" | "sampled" => {
+                let policy = if mode == "withheld" {
+                    CapturePolicy::new().bodies(Bodies::Neither)
+                } else {
+                    CapturePolicy::new().sample_bodies(100)
+                };
+                let layer = UsageLayer::new(MemorySink::new())
+                    .capture_policy(move |_: &CaptureRequest<'_>| policy);
+                let handle = layer.handle();
+                (router().layer(layer), Some(handle))
+            }
             other => {
-                return Err(
-                    format!("unknown mode {other:?}: bare, identity, null or memory").into(),
+                return Err(format!(
+                    "unknown mode {other:?}: bare, identity, null, memory, withheld or sampled"
                 )
+                .into())
             }
         };
         for _ in 0..n {

@@ -146,7 +146,12 @@ pub(crate) fn app<S: UsageSink + Clone>(sink: S) -> (Router, UsageHandle) {
         // tells the summary how far the writer has got.
         .nest_service(
             "/v1/usage",
-            UsageService::new(sink).recorder(handle.clone()),
+            // `DELETE /v1/usage?consumer=` is served, but with no admin
+            // policy nobody may erase: every caller gets 403 (401 without a
+            // token). Add `.admin(..)` to let an operator erase.
+            UsageService::new(sink)
+                .recorder(handle.clone())
+                .allow_erasure(true),
         )
         .layer(layer);
     (router, handle)

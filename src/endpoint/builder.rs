@@ -36,7 +36,34 @@ impl<S: UsageSink + Clone> UsageService<S> {
             csv_formula_guard: true,
             limits: Limits::new(DEFAULT_READS_PER_CONSUMER, DEFAULT_MAX_EXPORTS),
             export_write_timeout: DEFAULT_EXPORT_WRITE_TIMEOUT,
+            erasure: false,
         }
+    }
+
+    /// Opts in to erasure over HTTP: `DELETE M?consumer=<id>` from an
+    /// [admin](Self::admin) erases every record of that consumer
+    /// ([`UsageSink::erase_consumer`], the right to be forgotten) and answers
+    /// `200` with `{"consumer": "<id>", "erased": <count>}`. A caller who is
+    /// not an admin gets `403` (`401` without a consumer); a sink that cannot
+    /// erase, `501`. The erasure runs within the
+    /// [query timeout](Self::query_timeout) (then `503`; erasing again is
+    /// harmless, and answers the count still left).
+    ///
+    /// Default: off, and `DELETE` is answered `405` like any method but
+    /// `GET` and `HEAD`, as if the service could not erase at all.
+    ///
+    /// ```
+    /// use tower_usage::{MemorySink, RequestInfo, UsageService};
+    ///
+    /// let usage = UsageService::new(MemorySink::new())
+    ///     .admin(|req: RequestInfo<'_>| {
+    ///         req.headers().get("x-admin-key").is_some_and(|k| k == "s3cret")
+    ///     })
+    ///     .allow_erasure(true);
+    /// ```
+    pub fn allow_erasure(mut self, on: bool) -> Self {
+        self.erasure = on;
+        self
     }
 
     /// How many sink reads (a page, a record, a summary, an export while it
@@ -276,6 +303,7 @@ impl<S> fmt::Debug for UsageService<S> {
                 "admin",
                 &self.admin.as_ref().map(|_| format_args!("Fn(..)")),
             )
+            .field("allow_erasure", &self.erasure)
             .field("query_timeout", &self.query_timeout)
             .field("max_page_bytes", &self.max_page_bytes)
             .field("mount_point", &self.mount_point)

@@ -105,6 +105,11 @@ impl ResponseFuture {
         )
     }
 
+    /// Erases `consumer` in `sink`, within `timeout`.
+    pub(super) fn erase<S: UsageSink>(sink: S, consumer: String, timeout: Duration) -> Self {
+        Self::running(super::erase::run(sink, consumer, timeout), false)
+    }
+
     /// Fetches an export's first page, then answers with a body that fetches
     /// the others as it is sent.
     pub(super) fn export(

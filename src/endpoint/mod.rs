@@ -45,6 +45,7 @@
 
 mod body;
 mod builder;
+mod erase;
 mod export;
 mod future;
 mod limits;

@@ -114,6 +114,26 @@ mod tests {
     }
 
     #[test]
+    fn the_erasure_is_documented_with_every_answer() {
+        let doc = doc();
+        let delete = &doc["paths"]["/usage"]["delete"];
+        assert_eq!(delete["parameters"][0]["name"], "consumer");
+        assert_eq!(delete["parameters"][0]["required"], true);
+        let codes: BTreeSet<&str> = delete["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let expected = ["200", "400", "401", "403", "405", "501", "503"];
+        assert_eq!(codes, expected.into_iter().collect());
+        // Only the list takes DELETE.
+        for path in ["/usage/{id}", "/usage/summary", "/usage/openapi.json"] {
+            assert!(doc["paths"][path].get("delete").is_none(), "{path}");
+        }
+    }
+
+    #[test]
     fn the_list_parameters_are_the_parsers() {
         let doc = doc();
         let documented = parameter_names(&doc, "/usage");

@@ -21,6 +21,11 @@ use crate::UsageRecord;
 pub(super) enum Refusal {
     /// Not `GET` or `HEAD`.
     Method,
+    /// A method the path does not take, when erasure is allowed: the list
+    /// takes `DELETE` too.
+    MethodAllowing(&'static str),
+    /// `DELETE` from a caller who is not an admin.
+    NotAdmin,
     /// No consumer and not an admin; the message says what was missing.
     Unauthorized(&'static str),
     /// A bad query string.
@@ -52,6 +57,21 @@ impl Refusal {
                     .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
                 res
             }
+            Self::MethodAllowing(allow) => {
+                let mut res = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &format!("only {allow} are allowed here"),
+                    None,
+                );
+                res.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                res
+            }
+            Self::NotAdmin => error(
+                StatusCode::FORBIDDEN,
+                "only an admin may erase a consumer's records",
+                None,
+            ),
             Self::Unauthorized(message) => {
                 let mut res = error(StatusCode::UNAUTHORIZED, message, None);
                 res.headers_mut()
@@ -267,7 +287,7 @@ fn error(status: StatusCode, message: &str, parameter: Option<&str>) -> Response
     json(status, body)
 }
 
-fn json(status: StatusCode, body: Vec<u8>) -> Response<UsageBody> {
+pub(super) fn json(status: StatusCode, body: Vec<u8>) -> Response<UsageBody> {
     let mut res = Response::new(UsageBody::new(Bytes::from(body)));
     *res.status_mut() = status;
     let headers = res.headers_mut();

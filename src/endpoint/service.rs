@@ -48,6 +48,7 @@ pub(super) type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// | `GET M/summary` | the usage summary (see [Summary](#summary-get-msummary)) |
 /// | `GET M/openapi.json` | an OpenAPI 3.1 document of all of these, paths under `M`; needs no token |
 /// | `GET M` from a browser, `M/page.js`, `M/page.css` | the usage page and its files (cargo feature `page`, on by default; see the `endpoint::page` module); need no token |
+/// | `DELETE M?consumer=<id>` | only with [`allow_erasure`](UsageService::allow_erasure) (off by default: then `405`), only for an admin (`403` for a consumer): erases every record of that consumer ([`UsageSink::erase_consumer`]), `200` with `{"consumer": "<id>", "erased": <count>}`; `501` when the sink cannot erase |
 /// | anything else below `M` | `404` |
 ///
 /// Mounted any other way (`route_service(M, ..)`, tonic's router, a plain
@@ -258,6 +259,7 @@ pub struct UsageService<S> {
     pub(super) csv_formula_guard: bool,
     pub(super) limits: Arc<Limits>,
     pub(super) export_write_timeout: Duration,
+    pub(super) erasure: bool,
 }
 
 impl<S, B> Service<Request<B>> for UsageService<S>
@@ -362,6 +364,9 @@ where
             Action::OpenApi { mount } => {
                 ResponseFuture::ready(response::openapi(openapi::document(&mount)), head)
             }
+            Action::Erase { consumer } => {
+                ResponseFuture::erase(self.sink.clone(), consumer, self.query_timeout)
+            }
         }
     }
 }
@@ -372,6 +377,7 @@ enum Action {
     Summary(SummaryQuery),
     Get { id: String, scope: ConsumerScope },
     OpenApi { mount: String },
+    Erase { consumer: String },
 }
 
 impl<S> UsageService<S> {
@@ -381,7 +387,13 @@ impl<S> UsageService<S> {
     /// document, which holds nothing of anyone's), parameters. Also returns
     /// the caller's consumer, `None` for an admin.
     fn prepare<B>(&self, req: &Request<B>) -> Result<(Action, Option<String>), Refusal> {
+        if self.erasure && req.method() == Method::DELETE {
+            return self.prepare_erase(req);
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
+            if self.erasure && Target::of(req, self.mount_point.as_deref()).0 == Target::List {
+                return Err(Refusal::MethodAllowing("GET, HEAD, DELETE"));
+            }
             return Err(Refusal::Method);
         }
         let (target, mount) = Target::of(req, self.mount_point.as_deref());
@@ -430,6 +442,25 @@ impl<S> UsageService<S> {
                 .map_err(Refusal::Param),
         }?;
         Ok((action, consumer))
+    }
+
+    /// `DELETE M?consumer=<id>` (erasure allowed): the list's path only, an
+    /// admin only, then the one parameter.
+    fn prepare_erase<B>(&self, req: &Request<B>) -> Result<(Action, Option<String>), Refusal> {
+        match Target::of(req, self.mount_point.as_deref()).0 {
+            Target::List => {}
+            Target::NotFound => return Err(Refusal::NotFound),
+            _ => return Err(Refusal::Method),
+        }
+        let info = RequestInfo::from_request(req);
+        if !self.admin.as_ref().is_some_and(|is_admin| is_admin(info)) {
+            return Err(match self.identify.identify(info) {
+                Some(_) => Refusal::NotAdmin,
+                None => Refusal::Unauthorized(self.unauthorized_message()),
+            });
+        }
+        let consumer = super::erase::parse(req.uri().query()).map_err(Refusal::Param)?;
+        Ok((Action::Erase { consumer }, None))
     }
 
     /// What a `401` says: how to send a bearer token, unless the consumer is

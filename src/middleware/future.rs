@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use super::body::{Recording, ResponseBody};
 use super::pending::{Pending, ResponseCapture};
 use super::tap::Tap;
+use crate::hooks::Side;
 use crate::marker::ServedByUsageService;
 use crate::record::{truncate_to_millis, Outcome};
 use crate::UsageRecord;
@@ -133,7 +134,10 @@ fn wrap_response<B: Body>(
         .headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let limit = if event_stream && !pending.config.capture_event_streams {
+    // A body withheld whatever happens is only counted, not teed.
+    let limit = if (event_stream && !pending.config.capture_event_streams)
+        || !pending.plan.tees(Side::Response)
+    {
         0
     } else {
         pending.config.response_limit

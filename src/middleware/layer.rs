@@ -12,7 +12,7 @@ use tower_layer::Layer;
 
 use super::lifecycle::WriterSlot;
 use super::service::Usage;
-use crate::hooks::{default_route_fn, RouteFn, SkipFn};
+use crate::hooks::{default_route_fn, PolicyFn, RouteFn, SkipFn};
 use crate::record::{NameRules, Redaction};
 use crate::writer::{UsageHandle, UsageWorker, WriterConfig};
 use crate::{IdentifyConsumer, RequestInfo, UsageSink};
@@ -45,6 +45,8 @@ pub(crate) struct CaptureConfig {
     pub(crate) identify: IdentifyConsumer,
     pub(crate) route: RouteFn,
     pub(crate) skip: Option<SkipFn>,
+    /// The capture policy hook; `None`: every exchange, both bodies.
+    pub(crate) policy: Option<PolicyFn>,
     pub(crate) keep_response_headers: Vec<HeaderName>,
     pub(crate) redaction: Arc<Redaction>,
     /// The response header that carries the record id, when set.
@@ -61,6 +63,7 @@ impl Default for CaptureConfig {
             identify: IdentifyConsumer::bearer(),
             route: default_route_fn(),
             skip: None,
+            policy: None,
             keep_response_headers: DEFAULT_KEPT_RESPONSE_HEADERS
                 .iter()
                 .map(|h| HeaderName::from_static(h))
@@ -265,6 +268,52 @@ impl<S> UsageLayer<S> {
         F: Fn(RequestInfo<'_>) -> bool + Send + Sync + 'static,
     {
         self.config().skip = Some(Arc::new(skip));
+        self
+    }
+
+    /// What to keep of each exchange, decided once per request when it
+    /// arrives, from its method, URI, headers, route and consumer
+    /// ([`CaptureRequest`](crate::CaptureRequest)): record it or not, and
+    /// which bodies to store, always, or only when the exchange is an error,
+    /// slow, or in a random sample. See [`CapturePolicy`](crate::CapturePolicy).
+    ///
+    /// Default: no policy, which is [`CapturePolicy::new()`](crate::CapturePolicy::new)
+    /// for every request: every exchange recorded with both bodies (up to
+    /// [`max_body_bytes`](Self::max_body_bytes)). Requests that
+    /// [`skip_if`](Self::skip_if) skips never reach the hook.
+    ///
+    /// A policy never drops the record of an exchange it does not
+    /// [`skip`](crate::CapturePolicy::skip): sizes, status and durations stay
+    /// exact, and a withheld body is marked in the record's
+    /// [`CaptureNotes`](crate::CaptureNotes::request_body_policy). Asking for
+    /// the consumer ([`CaptureRequest::consumer`](crate::CaptureRequest::consumer))
+    /// derives it on the request path (once: the record reuses it); a policy
+    /// that does not ask leaves that to the writer, as without a policy.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_usage::{Bodies, CapturePolicy, CaptureRequest, MemorySink, UsageLayer};
+    ///
+    /// let layer = UsageLayer::new(MemorySink::new()).capture_policy(|req: &CaptureRequest<'_>| {
+    ///     match req.route() {
+    ///         Some("/health") => CapturePolicy::skip(),
+    ///         // Large uploads: keep what was answered, and the upload's size.
+    ///         Some("/files/{name}") => CapturePolicy::new().bodies(Bodies::ResponseOnly),
+    ///         // A busy route: bodies of errors, of slow calls, and of 1 in 100.
+    ///         Some("/search") => CapturePolicy::new()
+    ///             .bodies_on_error()
+    ///             .bodies_when_slower_than(Duration::from_millis(500))
+    ///             .sample_bodies(100),
+    ///         _ => CapturePolicy::new(),
+    ///     }
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn capture_policy<F>(mut self, policy: F) -> Self
+    where
+        F: Fn(&crate::CaptureRequest<'_>) -> crate::CapturePolicy + Send + Sync + 'static,
+    {
+        self.config().policy = Some(Arc::new(policy));
         self
     }
 

@@ -200,17 +200,23 @@ impl Packer {
         }
     }
 
-    /// A body's kept bytes, and what its tap saw.
-    pub(crate) fn body(&mut self, part: Part, tap: Option<&Tap>) {
+    /// A body's kept bytes (unless the capture policy withholds them:
+    /// `bytes` false), and what its tap saw.
+    pub(crate) fn body(&mut self, part: Part, tap: Option<&Tap>, bytes: bool) {
         let Some(tap) = tap else {
             return;
         };
-        let summary = tap.summary();
+        let mut summary = tap.summary();
+        if !bytes {
+            summary.kept = 0;
+        }
         match part {
             Part::RequestBody => self.request = summary,
             _ => self.response = summary,
         }
-        self.part(part, |out| tap.copy_into(out));
+        if bytes {
+            self.part(part, |out| tap.copy_into(out));
+        }
     }
 
     pub(crate) fn finish(self) -> Packed {
@@ -252,7 +258,7 @@ mod tests {
         packer.bytes(Part::Path, b"/p");
         packer.headers(Part::RequestHeaders, &headers);
         packer.headers(Part::ResponseHeaders, &HeaderMap::new());
-        packer.body(Part::RequestBody, Some(&tap));
+        packer.body(Part::RequestBody, Some(&tap), true);
         let packed = packer.finish();
         assert_eq!(packed.size(), len, "the capacity is exact");
 

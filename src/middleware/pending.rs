@@ -11,7 +11,7 @@ use super::layer::CaptureConfig;
 use super::pack::Packer;
 use super::tap::{lock_tap, SharedTap, Tap};
 use crate::captured::{Captured, Part};
-use crate::hooks::{IdentifyConsumer, Protocol};
+use crate::hooks::{BodyPlan, Ending, IdentifyConsumer, Protocol, Side};
 use crate::record::Outcome;
 use crate::writer::InFlight;
 
@@ -44,6 +44,8 @@ pub(crate) struct Pending {
     /// [record id header](crate::UsageLayer::record_id_header)); else the
     /// writer makes it.
     pub(crate) id: Option<String>,
+    /// What the capture policy keeps of the bodies (both, always, without one).
+    pub(crate) plan: BodyPlan,
 }
 
 impl std::fmt::Debug for Pending {
@@ -86,18 +88,35 @@ impl Pending {
     /// the rest here, and hands the capture to the writer.
     pub(crate) fn finish(mut self, mut response: ResponseCapture, outcome: Outcome) {
         let duration = self.started.elapsed();
+        let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         let Some(queue) = self.queue.take() else {
             return;
         };
         let request_tap = self.request_tap.take();
         let request_tap = request_tap.as_ref().map(lock_tap);
         let response_tap = response.body.take();
+        // What the capture policy withholds, now that the exchange ended.
+        let withheld = if self.plan.keeps_all() {
+            (None, None)
+        } else {
+            let ending = Ending {
+                error: is_error(&response, outcome),
+                duration_us,
+            };
+            (
+                self.plan.withheld(Side::Request, ending),
+                self.plan.withheld(Side::Response, ending),
+            )
+        };
         let mut packer = self.packer;
-        let kept = |tap: Option<&Tap>| tap.map_or(0, Tap::kept);
+        let kept = |tap: Option<&Tap>, withheld: Option<&str>| match withheld {
+            None => tap.map_or(0, Tap::kept),
+            Some(_) => 0,
+        };
         // One exact growth, if the room made at the start is too small.
         packer.reserve(
-            kept(request_tap.as_deref())
-                + kept(response_tap.as_ref())
+            kept(request_tap.as_deref(), withheld.0)
+                + kept(response_tap.as_ref(), withheld.1)
                 + response.grpc_status.as_ref().map_or(0, HeaderValue::len)
                 + response.grpc_message.as_ref().map_or(0, HeaderValue::len),
         );
@@ -107,14 +126,22 @@ impl Pending {
         if let Some(v) = &response.grpc_message {
             packer.bytes(Part::GrpcMessage, v.as_bytes());
         }
-        packer.body(Part::RequestBody, request_tap.as_deref());
+        packer.body(
+            Part::RequestBody,
+            request_tap.as_deref(),
+            withheld.0.is_none(),
+        );
         // A body the handler did not read to its end: what was read is no
         // measure of it; the client's announced length is.
         let body_unread = request_tap.as_deref().is_some_and(|tap| !tap.ended());
         if body_unread {
             packer.request_size_at_least(self.announced_body.unwrap_or(0));
         }
-        packer.body(Part::ResponseBody, response_tap.as_ref());
+        packer.body(
+            Part::ResponseBody,
+            response_tap.as_ref(),
+            withheld.1.is_none(),
+        );
         let packed = packer.finish();
         let oldest_in_flight = queue.oldest();
         queue.submit(Captured {
@@ -132,7 +159,8 @@ impl Pending {
             packed,
             oldest_in_flight,
             outcome,
-            duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+            duration_us,
+            policy_withheld: withheld,
         });
     }
 
@@ -204,4 +232,16 @@ impl Pending {
                 .filter_map(|name| Some((name, trailers.get(name)?))),
         );
     }
+}
+
+/// Whether an exchange is an error for the capture policy: a status of 400
+/// or more, an exchange that did not complete, or a gRPC status other than
+/// `0` (`OK`).
+fn is_error(response: &ResponseCapture, outcome: Outcome) -> bool {
+    response.status >= 400
+        || outcome != Outcome::Complete
+        || response
+            .grpc_status
+            .as_ref()
+            .is_some_and(|status| status.as_bytes().trim_ascii() != b"0")
 }

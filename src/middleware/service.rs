@@ -15,8 +15,9 @@ use super::layer::CaptureConfig;
 use super::pack::Packer;
 use super::pending::Pending;
 use super::tap::Tap;
+use crate::hooks::{BodyPlan, Side};
 use crate::writer::{InFlight, Queue};
-use crate::RequestInfo;
+use crate::{CaptureRequest, RequestInfo};
 
 /// The middleware service: records every request through it. Made by
 /// [`UsageLayer`](crate::UsageLayer) (tower-http's naming: `XLayer` makes `X`);
@@ -85,24 +86,42 @@ where
             req.extensions(),
         );
         if config.skip.as_ref().is_some_and(|skip| skip(info)) {
-            let req = req.map(|body| RequestBody::new(body, None));
-            return ResponseFuture::new(self.inner.call(req), None);
+            return self.pass(req);
         }
+        // The route borrows from the request (the default hook allocates nothing)
+        // until it is packed.
+        let route = (config.route)(info);
+        // The capture policy, decided once; the consumer, when it asked.
+        let (plan, decided_consumer) = match &config.policy {
+            None => (BodyPlan::ALL, None),
+            Some(policy) => {
+                let view = CaptureRequest::new(info, route.as_deref(), &config.identify);
+                let decided = policy(&view);
+                if !decided.is_recorded() {
+                    drop(view);
+                    drop(route);
+                    return self.pass(req);
+                }
+                (BodyPlan::of(&decided), view.into_consumer())
+            }
+        };
         let started = Instant::now();
         // Counted in flight from here, at the arrival time it reads.
         let (in_flight, created) = InFlight::arrive(&self.queue);
         let protocol = info.protocol();
         let count_messages = protocol.is_framed();
+        let request_limit = if plan.tees(Side::Request) {
+            config.request_limit
+        } else {
+            0
+        };
         // Room for the request body's prefix, from its announced length, but no
         // more than 4 KiB before any of it arrived: a client announcing large
         // bodies it never sends gets no large buffers.
         let body_hint = usize::try_from(req.body().size_hint().lower())
             .unwrap_or(usize::MAX)
-            .min(config.request_limit)
+            .min(request_limit)
             .min(4096);
-        // The route borrows from the request (the default hook allocates nothing)
-        // until it is packed.
-        let route = (config.route)(info);
         let (packer, headers_cut) = Packer::for_request(
             info.uri(),
             route.as_deref(),
@@ -114,16 +133,18 @@ where
         // A bearer derivation only reads headers, which are captured anyway: the
         // writer does it, off the request path; unless the headers were cut,
         // and the token with them.
-        let (consumer, identify_later) = if config.identify.is_bearer() && headers_cut == 0 {
-            (None, Some(config.identify.clone()))
-        } else {
-            (config.identify.identify(info), None)
+        let (consumer, identify_later) = match decided_consumer {
+            Some(consumer) => (consumer, None),
+            None if config.identify.is_bearer() && headers_cut == 0 => {
+                (None, Some(config.identify.clone()))
+            }
+            None => (config.identify.identify(info), None),
         };
         let announced_body = req.body().size_hint().exact();
         let (parts, body) = req.into_parts();
         let tap = (!body.is_end_stream()).then(|| {
             Arc::new(Mutex::new(
-                Tap::new(config.request_limit).counting_messages(count_messages),
+                Tap::new(request_limit).counting_messages(count_messages),
             ))
         });
         let pending = Pending {
@@ -140,9 +161,21 @@ where
             config: config.clone(),
             queue: Some(in_flight),
             id: None,
+            plan,
         };
         let req = Request::from_parts(parts, RequestBody::new(body, tap));
         ResponseFuture::new(self.inner.call(req), Some(pending))
+    }
+}
+
+impl<S> Usage<S> {
+    /// Calls the inner service without recording.
+    fn pass<ReqBody, ResBody>(&mut self, req: Request<ReqBody>) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    {
+        let req = req.map(|body| RequestBody::new(body, None));
+        ResponseFuture::new(self.inner.call(req), None)
     }
 }
 

@@ -306,7 +306,8 @@ impl CapturedBody {
     }
 }
 
-/// What the capture of an exchange could not keep as it was. On the wire:
+/// What the capture of an exchange could not keep as it was, or withheld by
+/// policy. On the wire:
 /// `"capture": {"requestHeadersCut": 350114, "requestBodyUnread": true}`, each
 /// member only when it says something, and the object only when one does.
 ///
@@ -361,6 +362,19 @@ pub struct CaptureNotes {
     /// As `request_body_charset`, for the response body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_body_charset: Option<String>,
+    /// The request body is not stored because the layer's
+    /// [capture policy](crate::CapturePolicy) withheld it (its `size` is
+    /// still the size sent): `off` when the policy keeps no request body,
+    /// else the triggers that would have kept it, none of which fired for
+    /// this exchange: `error`, `slow`, `sample`, or several joined by `|`
+    /// (`error|sample`). Set only when there was a body to withhold (`size`
+    /// more than 0), so a body withheld by policy is never mistaken for an
+    /// empty one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body_policy: Option<String>,
+    /// As `request_body_policy`, for the response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body_policy: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

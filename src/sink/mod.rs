@@ -1,7 +1,8 @@
 //! [`UsageSink`]: where records go, and how `/usage` reads them back.
 //!
 //! The crate ships [`MemorySink`](crate::MemorySink) (bounded, in-process), and behind
-//! features `SqliteSink` (`sqlite`) and `PostgresSink` (`postgres`).
+//! features `SqliteSink` (`sqlite`), `PostgresSink` (`postgres`) and
+//! `ClickHouseSink` (`clickhouse`).
 //!
 //! A sink of your own needs `record` and `query`; the guide below says what to
 //! store (the [storage form](crate::UsageRecord::to_storage_bytes)), how to
@@ -15,7 +16,11 @@ use crate::{SinkError, UsageRecord};
 use summary::summarize_by_paging;
 
 pub(crate) mod call;
+#[cfg(feature = "clickhouse")]
+#[cfg_attr(docsrs, doc(cfg(feature = "clickhouse")))]
+pub mod clickhouse;
 mod cursor;
+pub(crate) mod expiry;
 mod get;
 pub mod memory;
 mod page;

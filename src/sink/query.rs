@@ -150,12 +150,12 @@ pub enum Projection {
     /// Every field of every record (the default).
     #[default]
     Full,
-    /// What a summary counts: `id`, `consumer`, `method`, `path`, `route`,
-    /// `status`, `created_at`, `duration_us`, `outcome`, and each body's
-    /// `size` and `truncated` flag. The bodies' bytes, the query string,
-    /// route params, request and response headers, the gRPC details, the
-    /// capture notes and the trace may come back empty (or whole: a sink may
-    /// ignore the projection).
+    /// What a summary counts and its filters read: `id`, `consumer`,
+    /// `method`, `path`, `route`, `status`, `created_at`, `duration_us`,
+    /// `outcome`, the `trace`, and each body's `size` and `truncated` flag.
+    /// The bodies' bytes, the query string, route params, request and
+    /// response headers, the gRPC details and the capture notes may come back
+    /// empty (or whole: a sink may ignore the projection).
     Summary,
 }
 
@@ -178,7 +178,6 @@ impl Projection {
                 record.response_headers = http::HeaderMap::new();
                 record.grpc = None;
                 record.capture = crate::CaptureNotes::default();
-                record.trace = None;
             }
         }
     }

@@ -14,6 +14,26 @@ pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 
 type CleanUp<S> = Box<dyn FnMut(Arc<S>) -> Pin<Box<dyn Future<Output = Result<(), SinkError>>>>>;
 
+type SendFuture<T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> + Send>>;
+type Reopen<S> = Arc<dyn Fn(Arc<S>) -> SendFuture<S> + Send + Sync>;
+type Expire<S> = Arc<dyn Fn(Arc<S>, Duration) -> SendFuture<()> + Send + Sync>;
+
+/// The optional hooks the lifecycle checks use (see [`SinkKit::reopen`] and
+/// [`SinkKit::expire`]).
+pub(super) struct Hooks<S> {
+    pub(super) reopen: Option<Reopen<S>>,
+    pub(super) expire: Option<Expire<S>>,
+}
+
+impl<S> Clone for Hooks<S> {
+    fn clone(&self) -> Self {
+        Self {
+            reopen: self.reopen.clone(),
+            expire: self.expire.clone(),
+        }
+    }
+}
+
 /// Runs the conformance checks against fresh sinks from `make_sink`, each
 /// within a time limit, and calls an optional clean-up hook after each.
 ///
@@ -44,6 +64,7 @@ pub struct SinkKit<S, F> {
     make_sink: F,
     timeout: Duration,
     clean_up: Option<CleanUp<S>>,
+    hooks: Hooks<S>,
 }
 
 impl<S, F> fmt::Debug for SinkKit<S, F> {
@@ -51,6 +72,8 @@ impl<S, F> fmt::Debug for SinkKit<S, F> {
         f.debug_struct("SinkKit")
             .field("check_timeout", &self.timeout)
             .field("clean_up", &self.clean_up.is_some())
+            .field("reopen", &self.hooks.reopen.is_some())
+            .field("expire", &self.hooks.expire.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -69,7 +92,73 @@ where
             make_sink,
             timeout: DEFAULT_CHECK_TIMEOUT,
             clean_up: None,
+            hooks: Hooks {
+                reopen: None,
+                expire: None,
+            },
         }
+    }
+
+    /// For a persistent sink: how to open the check's store again, as a
+    /// restarted process would (the same file, schema or table), while the
+    /// first sink is still open. Default: none. With it, the `erasure` and
+    /// `retention` checks also read the reopened sink: what left the store
+    /// must not come back.
+    ///
+    /// ```rust,no_run
+    /// use tower_usage::testing::SinkKit;
+    /// use tower_usage::SqliteSink;
+    ///
+    /// # async fn run() {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut n = 0;
+    /// SinkKit::new(|| {
+    ///     n += 1;
+    ///     let path = dir.path().join(format!("check{n}.db"));
+    ///     async move { SqliteSink::open(path).unwrap() }
+    /// })
+    /// .reopen(|sink: std::sync::Arc<SqliteSink>| async move {
+    ///     SqliteSink::open(sink.path().expect("a file"))
+    /// })
+    /// .run_all()
+    /// .await;
+    /// # }
+    /// ```
+    pub fn reopen<R, RFut>(mut self, reopen: R) -> Self
+    where
+        R: Fn(Arc<S>) -> RFut + Send + Sync + 'static,
+        RFut: Future<Output = Result<S, SinkError>> + Send + 'static,
+    {
+        self.hooks.reopen = Some(Arc::new(move |sink| Box::pin(reopen(sink))));
+        self
+    }
+
+    /// For a sink with retention by age: how to make it remove, now, the
+    /// records created longer than the given age ago (as its background
+    /// retention would with that `max_age`), returning once they are gone.
+    /// Default: none, and the `retention` check has nothing to check.
+    ///
+    /// ```rust,no_run
+    /// use tower_usage::testing::SinkKit;
+    /// use tower_usage::MemorySink;
+    ///
+    /// # async fn run() {
+    /// SinkKit::new(|| async { MemorySink::new() })
+    ///     .expire(|sink: std::sync::Arc<MemorySink>, age| async move {
+    ///         sink.expire_older_than(age);
+    ///         Ok(())
+    ///     })
+    ///     .run_all()
+    ///     .await;
+    /// # }
+    /// ```
+    pub fn expire<E, EFut>(mut self, expire: E) -> Self
+    where
+        E: Fn(Arc<S>, Duration) -> EFut + Send + Sync + 'static,
+        EFut: Future<Output = Result<(), SinkError>> + Send + 'static,
+    {
+        self.hooks.expire = Some(Arc::new(move |sink, age| Box::pin(expire(sink, age))));
+        self
     }
 
     /// How long one check may take, `make_sink` and the clean-up each given as
@@ -144,7 +233,7 @@ where
         let sink = Arc::new(sink);
         // On its own task, so that a panicking sink is a failed check, not a
         // panicking caller, and a hung one can be stopped.
-        let task = tokio::spawn(checks::run(name, Arc::clone(&sink)));
+        let task = tokio::spawn(checks::run(name, Arc::clone(&sink), self.hooks.clone()));
         let abort = task.abort_handle();
         let mut result = match tokio::time::timeout(limit, task).await {
             Ok(Ok(result)) => result,

@@ -139,7 +139,9 @@
 //! | `summary_bytes`      | request and response bytes summed exactly per bucket and in total, past 32 bits |
 //! | `summary_percentiles`| p50, p95, p99 within 1% of the exact nearest-rank value on a known distribution (0 µs to 20 s); `max` exact |
 //! | `summary_empty`      | a range without records (empty sink, range outside the records, empty range, unknown consumer or route) has no bucket and a zero total |
-//! | `projection`         | a query for [`Projection::Summary`](crate::sink::Projection) lists the same records in the same order as one for every field, each with every field a summary counts (body sizes included); both orders, across pages |
+//! | `projection`         | a query for [`Projection::Summary`](crate::sink::Projection) lists the same records in the same order as one for every field, each with every field a summary counts or a filter reads (body sizes and the trace included); both orders, across pages |
+//! | `erasure`            | [`erase_consumer`](UsageSink::erase_consumer) removes one consumer's records (and says how many) from the list, `get` and the summary, and no one else's (look-alike names, a `%` in a name, anonymous records); again, it removes nothing; with [`SinkKit::reopen`], none is back after a reopen; a record written after the erasure is kept. A sink answering `Unsupported` passes (it says it cannot erase) |
+//! | `retention`          | with [`SinkKit::expire`]: 1500 records from 3 hours ago to now, expired at an hour: exactly the younger ones are listed, fetched and counted, also after a reopen ([`SinkKit::reopen`]); without the hook, nothing to check |
 
 use std::future::Future;
 
@@ -276,6 +278,8 @@ macro_rules! __tower_usage_checks {
                 summary_percentiles
                 summary_empty
                 projection
+                erasure
+                retention
             ]
         }
     };
@@ -322,7 +326,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), CHECKS.len());
-        assert_eq!(CHECKS.len(), 19);
+        assert_eq!(CHECKS.len(), 21);
     }
 
     #[tokio::test]

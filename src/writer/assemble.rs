@@ -58,6 +58,7 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
         oldest_in_flight: _,
         outcome,
         duration_us,
+        policy_withheld,
     } = captured;
     // Every string below is written over one of a written record's, cleared
     // first: nothing of that record is read.
@@ -112,19 +113,30 @@ fn assemble(captured: Captured, reuse: &mut Assembler) -> UsageRecord {
     // A body in a `Content-Encoding`, or in a charset other than UTF-8, is
     // redacted in its decoded form (gRPC messages carry their own
     // compression, out of scope like their payloads).
+    // A body the capture policy withheld has no bytes to read: the record
+    // says why, when there was a body.
+    let policy_note = |reason: Option<&str>, body: &CapturedBody| {
+        reason.filter(|_| body.size > 0).map(str::to_owned)
+    };
+    capture.request_body_policy = policy_note(policy_withheld.0, &request_body);
+    capture.response_body_policy = policy_note(policy_withheld.1, &response_body);
     if !protocol.is_grpc() {
-        let notes = read_body(&mut request_body, request_heads, body_limits.0);
-        (
-            capture.request_body_decoded,
-            capture.request_body_charset,
-            capture.request_body_withheld,
-        ) = notes;
-        let notes = read_body(&mut response_body, response_heads, body_limits.1);
-        (
-            capture.response_body_decoded,
-            capture.response_body_charset,
-            capture.response_body_withheld,
-        ) = notes;
+        if policy_withheld.0.is_none() {
+            let notes = read_body(&mut request_body, request_heads, body_limits.0);
+            (
+                capture.request_body_decoded,
+                capture.request_body_charset,
+                capture.request_body_withheld,
+            ) = notes;
+        }
+        if policy_withheld.1.is_none() {
+            let notes = read_body(&mut response_body, response_heads, body_limits.1);
+            (
+                capture.response_body_decoded,
+                capture.response_body_charset,
+                capture.response_body_withheld,
+            ) = notes;
+        }
     }
     request_body.bytes = redaction.body(request_body.bytes, request_heads, protocol);
     response_body.bytes = redaction.body(response_body.bytes, response_heads, protocol);
@@ -301,6 +313,7 @@ mod tests {
             oldest_in_flight: SystemTime::now(),
             outcome: Outcome::Complete,
             duration_us: 1,
+            policy_withheld: (None, None),
         }
     }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 mod arrivals;
 mod assemble;
 mod handle;
+mod metrics;
 mod queue;
 mod recycle;
 mod retry;

@@ -167,16 +167,7 @@ impl Shared {
     }
 
     pub(super) fn stats(&self) -> WriterStats {
-        let s = self.state();
-        WriterStats {
-            captured: s.captured,
-            written: s.written,
-            dropped: s.dropped,
-            failed: s.failed,
-            retried: s.retried,
-            queued: s.queue.len() as u64,
-            in_flight: s.in_flight,
-        }
+        self.state().stats()
     }
 
     /// Publishes `finished` to waiting flushes. Call after releasing the lock.
@@ -187,6 +178,22 @@ impl Shared {
             *d = finished;
             changed
         });
+    }
+}
+
+impl State {
+    /// The counters, as [`UsageHandle::stats`](super::UsageHandle::stats) shows them.
+    pub(super) fn stats(&self) -> WriterStats {
+        let s = self;
+        WriterStats {
+            captured: s.captured,
+            written: s.written,
+            dropped: s.dropped,
+            failed: s.failed,
+            retried: s.retried,
+            queued: s.queue.len() as u64,
+            in_flight: s.in_flight,
+        }
     }
 }
 

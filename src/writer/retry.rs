@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::metrics;
 use super::queue::{End, Shared};
 use crate::sink::call::{call, Called};
 use crate::streak::Streak;
@@ -76,6 +77,7 @@ impl Retry {
                 called = call(sink, records, config.sink_timeout) => called,
                 _ = abort.wait_for(|a| *a) => return Outcome::Aborted,
             };
+            metrics::sink_call(started);
             let err = match called {
                 Called::Written => {
                     self.hung_until = None;

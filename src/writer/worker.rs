@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 use super::assemble::Assembler;
+use super::metrics::{self, Report};
 use super::queue::{End, Entry, Shared, State};
 use super::retry::Retry;
 use crate::captured::Captured;
@@ -65,11 +66,18 @@ impl std::fmt::Debug for UsageWorker {
 /// is counted as dropped, and later captures are dropped and counted too.
 /// Holds a `Weak`, so the writer's check for being orphaned still counts the
 /// strong references alone.
-struct StopOnExit(Weak<Shared>);
+///
+/// It holds the writer's [metrics report](Report) too, so that the last
+/// report counts what it abandons.
+struct StopOnExit {
+    shared: Weak<Shared>,
+    report: Report,
+}
 
 impl Drop for StopOnExit {
     fn drop(&mut self) {
-        let Some(shared) = self.0.upgrade() else {
+        let Some(shared) = self.shared.upgrade() else {
+            self.report.retract();
             return;
         };
         let lost = {
@@ -89,6 +97,8 @@ impl Drop for StopOnExit {
                 "the usage writer stopped with records in hand: they are counted in stats().dropped, and no more records are written"
             );
         }
+        self.report.report(&shared);
+        self.report.retract();
         // Wake any flush waiting on a writer that is gone.
         shared.publish();
         shared.done.send_modify(|_| {});
@@ -96,8 +106,11 @@ impl Drop for StopOnExit {
 }
 
 async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
-    let _stop = StopOnExit(Arc::downgrade(&shared));
-    // Declared after `_stop`, so dropped before it: the sink is let go
+    let mut stop = StopOnExit {
+        shared: Arc::downgrade(&shared),
+        report: Report::new(),
+    };
+    // Declared after `stop`, so dropped before it: the sink is let go
     // before a waiting `shutdown` hears that the writer stopped.
     let mut worker = Worker {
         abort: shared.abort.subscribe(),
@@ -115,12 +128,19 @@ async fn run(shared: Arc<Shared>, sink: Arc<dyn UsageSink>) {
         }
         let bytes = match worker.take_batch() {
             ControlFlow::Break(()) => break,
-            ControlFlow::Continue(None) => continue,
+            ControlFlow::Continue(None) => {
+                stop.report.report(&worker.shared);
+                continue;
+            }
             ControlFlow::Continue(Some(bytes)) => bytes,
         };
+        // The batch in hand shows in the gauges while it is written.
+        stop.report.report(&worker.shared);
         worker.assemble().await;
         let flow = worker.write(bytes).await;
         worker.recycle();
+        // Before `publish`: once a flush returns, the metrics are up to date.
+        stop.report.report(&worker.shared);
         worker.shared.publish();
         if flow.is_break() {
             break;
@@ -210,6 +230,7 @@ impl Worker {
     /// is counted as failed.
     async fn assemble(&mut self) {
         self.records.clear();
+        metrics::record_sizes(self.batch.iter().map(|entry| entry.bytes));
         let mut unreadable = 0u64;
         for entry in self.batch.drain(..) {
             match assemble_caught(&mut self.assembler, entry.captured, &mut self.panic_logged) {
@@ -231,6 +252,9 @@ impl Worker {
     /// retries, and counts how that ended. `Break` when a shutdown deadline
     /// passed.
     async fn write(&mut self, bytes: usize) -> ControlFlow<()> {
+        if !self.records.is_empty() {
+            metrics::batch(self.records.len());
+        }
         let outcome = self
             .retry
             .write(&self.shared, &*self.sink, &self.records, &mut self.abort)

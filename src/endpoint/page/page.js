@@ -268,7 +268,8 @@
   }
 
   // The buckets of one summary before `split` (the previous period), summed,
-  // and those from it on. The previous p95 is the highest of its buckets'.
+  // and those from it on. The previous p95 is left out (`null`): percentiles
+  // do not add up; it comes from a summary of the previous period alone.
   function splitBuckets(buckets, split) {
     var previous = { requests: 0, clientErrors: 0, serverErrors: 0, requestBytes: 0, responseBytes: 0,
       durationUs: { p95: 0 } };
@@ -281,8 +282,8 @@
       ["requests", "clientErrors", "serverErrors", "requestBytes", "responseBytes"].forEach(function (k) {
         previous[k] += b[k];
       });
-      previous.durationUs.p95 = Math.max(previous.durationUs.p95, b.durationUs.p95);
     });
+    previous.durationUs.p95 = null;
     return { previous: previous, current: current };
   }
 
@@ -294,7 +295,8 @@
       ["Error rate", percent(now.clientErrors + now.serverErrors, now.requests),
         rate(now), rate(before)],
       ["p95 latency", now.requests ? duration(now.durationUs.p95) : "–",
-        now.requests ? now.durationUs.p95 : null, before.requests ? before.durationUs.p95 : null],
+        now.requests ? now.durationUs.p95 : null, before.requests ? before.durationUs.p95 : null,
+        "p95"],
       ["Bytes in + out", bytes(now.requestBytes + now.responseBytes),
         now.requestBytes + now.responseBytes, before.requestBytes + before.responseBytes]
     ];
@@ -302,7 +304,9 @@
       var card = el("div", null, "card");
       card.appendChild(el("div", c[0], "label"));
       card.appendChild(el("div", c[1], "value"));
-      card.appendChild(el("div", delta(c[2], c[3], range), "delta"));
+      var d = el("div", c[3] === null && before.requests ? "…" : delta(c[2], c[3], range), "delta");
+      if (c[4]) d.id = "delta-" + c[4];
+      card.appendChild(d);
       box.appendChild(card);
     });
   }
@@ -377,12 +381,15 @@
     figure.appendChild(legend);
   }
 
-  // Latency over time: p50 and p95 per slot that had requests, from the
-  // same buckets as the requests chart (one per status class: the p50 is
-  // their mean weighted by requests, the p95 the highest of them).
-  function latency(buckets, since, until, range) {
+  // Latency over time: p50 and p95 per slot that had requests. First drawn
+  // from the buckets of the requests chart (one per status class: the p50 is
+  // their mean weighted by requests, the p95 the highest of them, marked as
+  // estimates), then from a summary of the same slots without groups, whose
+  // percentiles are the slots' own (`exact`).
+  function latency(buckets, since, until, range, exact) {
     var figure = $("latency");
     clear(figure);
+    figure.dataset.exact = exact ? "yes" : "no";
     var slots = {};
     buckets.forEach(function (b) {
       var t = new Date(b.start).getTime();
@@ -441,6 +448,7 @@
       legend.appendChild(item);
     });
     legend.appendChild(el("span", points.length ? "highest p95: " + duration(max) : "no requests in this range"));
+    if (!exact && points.length) legend.appendChild(el("span", "(estimates, refining…)"));
     figure.appendChild(legend);
   }
 
@@ -448,11 +456,13 @@
     var rows = {};
     summary.buckets.forEach(function (b) {
       var key = b.route === null || b.route === undefined ? "" : b.route;
-      var r = rows[key] || (rows[key] = { route: key, requests: 0, errors: 0, bytes: 0, p95: 0 });
+      var r = rows[key] || (rows[key] = { route: key, requests: 0, errors: 0, bytes: 0, p95: 0, months: 0 });
+      r.months += 1;
       r.requests += b.requests;
       r.errors += b.clientErrors + b.serverErrors;
       r.bytes += b.requestBytes + b.responseBytes;
-      // Months are summed; a p95 across two months is bounded by the larger one.
+      // Months are summed; percentiles do not add up: over two months the
+      // table shows the higher month's p95 as a bound (`≤`).
       r.p95 = Math.max(r.p95, b.durationUs.p95);
     });
     routeRows = Object.keys(rows).map(function (k) {
@@ -486,7 +496,9 @@
       tr.appendChild(el("td", r.route || "(no route)", "path"));
       tr.appendChild(el("td", count(r.requests), "num"));
       tr.appendChild(el("td", percent(r.errors, r.requests), "num"));
-      tr.appendChild(el("td", duration(r.p95), "num"));
+      var p95 = el("td", (r.months > 1 ? "≤ " : "") + duration(r.p95), "num");
+      if (r.months > 1) p95.title = "The range spans " + r.months + " calendar months: the higher of their p95s, an upper bound";
+      tr.appendChild(p95);
       tr.appendChild(el("td", bytes(r.bytes), "num"));
       body.appendChild(tr);
     });
@@ -846,13 +858,14 @@
       var periods = splitBuckets(answers[0].buckets, split);
       headline(answers[1].total, periods.previous, range);
       chart(periods.current, split, until, range);
-      latency(periods.current, split, until, range);
+      latency(periods.current, split, until, range, false);
       routes(answers[1]);
       history(answers[2], false);
       emptyState(state, range, answers[2].requests.length > 0);
       document.body.dataset.ready = String(mine);
       probeAdmin(state, since, until);
       document.body.dataset.drawnMs = String(Math.round(performance.now() - started));
+      refine(state, mine, before, split, until, range, periods.previous.requests, answers[1].total);
     }, function (err) {
       if (mine !== generation) return;
       if (trying && err instanceof ApiError && err.status === 401) {
@@ -865,6 +878,32 @@
       $("data").hidden = true;
       fail(err);
     }).then(function () { document.body.removeAttribute("aria-busy"); });
+  }
+
+  // After the first view, two reads make its estimates exact: the previous
+  // period alone (its `total` p95, for the headline's comparison) and this
+  // period's slots without groups (the latency chart's own percentiles).
+  function refine(state, mine, before, split, until, range, previousRequests, now) {
+    var previous = previousRequests
+      ? getJson("/summary", summaryParams(state, before, split, "month"))
+      : Promise.resolve(null);
+    Promise.all([
+      previous,
+      getJson("/summary", summaryParams(state, split, until, range.interval))
+    ]).then(function (answers) {
+      if (mine !== generation) return;
+      var d = $("delta-p95");
+      if (d && answers[0]) {
+        d.textContent = delta(now.requests ? now.durationUs.p95 : null,
+          answers[0].total.requests ? answers[0].total.durationUs.p95 : null, range);
+      }
+      latency(answers[1].buckets, split, until, range, true);
+      document.body.dataset.refined = String(mine);
+    }, function () {
+      // The first view stands; its estimates stay marked as such.
+      var d = $("delta-p95");
+      if (mine === generation && d && d.textContent === "…") d.textContent = "";
+    });
   }
 
   function showTokenForm(show) {

@@ -50,6 +50,8 @@ pub(super) struct State {
     /// one binary search.
     pub(super) ids: HashMap<Box<str>, i64>,
     pub(super) evicted: u64,
+    /// Records removed for being older than `max_age`.
+    pub(super) expired: u64,
     /// Consumers first seen while the sink was full, not yet established
     /// (`None` inside: the anonymous one); see `share.rs`.
     pub(super) newcomers: HashSet<Option<String>>,
@@ -199,6 +201,57 @@ impl State {
         }
         self.bytes = self.bytes.saturating_sub(cost);
         self.evicted += 1;
+    }
+}
+
+impl State {
+    /// Removes every record of `consumer`, and returns how many: one pass
+    /// over the records (not one removal each), the consumer's sorted keys
+    /// telling which go. Not counted in `evicted`.
+    pub(super) fn erase(&mut self, consumer: &str) -> u64 {
+        let Some(keys) = self.consumers.remove(consumer) else {
+            return 0;
+        };
+        self.consumer_bytes.remove(consumer);
+        self.newcomers.remove(&Some(consumer.to_owned()));
+        self.over_share.retain(|c| c.as_deref() != Some(consumer));
+        let keys = Vec::from(keys);
+        let (mut freed, mut pool_freed) = (0, 0);
+        let mut erased = 0;
+        self.all.retain(|(key, entry)| {
+            if keys.binary_search(key).is_err() {
+                return true;
+            }
+            let cost = entry.blob.capacity() + RECORD_OVERHEAD;
+            freed += cost;
+            if entry.pooled {
+                pool_freed += cost;
+            }
+            erased += 1;
+            false
+        });
+        for key in &keys {
+            self.ids.remove(&key.1);
+        }
+        if pool_freed > 0 {
+            self.pool.retain(|key| keys.binary_search(key).is_err());
+            self.pool_bytes = self.pool_bytes.saturating_sub(pool_freed);
+        }
+        self.bytes = self.bytes.saturating_sub(freed);
+        erased
+    }
+
+    /// Removes the records created before `cut_ms` (the oldest, at the
+    /// front), and returns how many.
+    pub(super) fn expire(&mut self, cut_ms: i64) -> u64 {
+        let mut expired = 0;
+        while self.all.front().is_some_and(|((ms, _), _)| *ms < cut_ms) {
+            self.evict_at(0);
+            self.evicted -= 1;
+            expired += 1;
+        }
+        self.expired += expired;
+        expired
     }
 }
 

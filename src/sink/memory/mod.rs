@@ -1,10 +1,11 @@
 //! [`MemorySink`]: a bounded in-memory sink.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
-use crate::sink::{ConsumerScope, SummaryQuery, UsageSummary};
+use crate::sink::{expiry, ConsumerScope, SummaryQuery, UsageSummary};
 use crate::{SinkError, UsagePage, UsageQuery, UsageRecord, UsageSink};
 
 mod index;
@@ -147,6 +148,8 @@ struct Shared {
     max_bytes: usize,
     /// Whether a full sink evicts by fair share first (see the type's docs).
     fair_share: AtomicBool,
+    /// `max_age` in milliseconds; `u64::MAX`: none.
+    max_age_ms: AtomicU64,
     state: RwLock<State>,
 }
 
@@ -180,6 +183,7 @@ impl MemorySink {
                 capacity: capacity.max(1),
                 max_bytes,
                 fair_share: AtomicBool::new(true),
+                max_age_ms: AtomicU64::new(u64::MAX),
                 state: RwLock::new(State::default()),
             }),
         }
@@ -201,6 +205,65 @@ impl MemorySink {
     /// Whether a full sink makes room by fair share first.
     pub fn is_fair_share(&self) -> bool {
         self.shared.fair_share.load(Ordering::Relaxed)
+    }
+
+    /// Forgets records created longer than `max_age` ago. Default: none,
+    /// records leave only when the bounds evict them. Applies to every clone
+    /// of this sink.
+    ///
+    /// An expired record is never listed, fetched by id or counted in a
+    /// summary from the moment it is older than `max_age`; it is removed from
+    /// memory at the next [`record`](UsageSink::record) call (the oldest
+    /// records are at the front: removing them is a pop each), or by
+    /// [`expire_older_than`](Self::expire_older_than), and counted in
+    /// [`expired`](Self::expired).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let sink = tower_usage::MemorySink::new().max_age(Duration::from_secs(3600));
+    /// assert_eq!(sink.max_age_limit(), Some(Duration::from_secs(3600)));
+    /// ```
+    pub fn max_age(self, max_age: Duration) -> Self {
+        let ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX - 1);
+        self.shared.max_age_ms.store(ms, Ordering::Relaxed);
+        self
+    }
+
+    /// The [`max_age`](Self::max_age) set, if any.
+    pub fn max_age_limit(&self) -> Option<Duration> {
+        match self.shared.max_age_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Removes now the records created longer than `age` ago, and returns
+    /// how many (also counted in [`expired`](Self::expired)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_usage::{MemorySink, UsageRecord, UsageSink};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let sink = MemorySink::new();
+    /// let old = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+    /// let record = UsageRecord { id: UsageRecord::new_id(old), created_at: old, ..UsageRecord::default() };
+    /// sink.record(&[record]).await?;
+    /// assert_eq!(sink.expire_older_than(Duration::from_secs(3600)), 1);
+    /// assert_eq!((sink.len(), sink.expired()), (0, 1));
+    /// # Ok::<(), tower_usage::SinkError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn expire_older_than(&self, age: Duration) -> u64 {
+        let cut = crate::record::unix_millis(expiry::cut(age));
+        self.write().expire(cut)
+    }
+
+    /// How many records were removed for being older than
+    /// [`max_age`](Self::max_age), since the sink was made.
+    pub fn expired(&self) -> u64 {
+        self.read().expired
     }
 
     /// The most bytes of records this sink keeps. Default: 64 MiB
@@ -293,6 +356,10 @@ impl MemorySink {
         let full = |state: &State| {
             state.all.len() > capacity || (state.bytes > max_bytes && state.all.len() > 1)
         };
+        if let Some(max_age) = self.max_age_limit() {
+            let cut = crate::record::unix_millis(expiry::cut(max_age));
+            state.expire(cut);
+        }
         for record in batch {
             let was_full = state.all.len() >= capacity || state.bytes >= max_bytes;
             let Some(pooled) = state.insert(record, was_full) else {
@@ -346,7 +413,7 @@ impl UsageSink for MemorySink {
     /// more than the page's [byte budget](UsageQuery::max_bytes) allows.
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
         let after = query.position()?;
-        let owned = query.clone();
+        let owned = expiry::list(query, self.max_age_limit()).into_owned();
         let hits = self
             .off_workers(move |state, cancel| state.page(&owned, after.as_ref(), cancel))
             .await?;
@@ -355,7 +422,9 @@ impl UsageSink for MemorySink {
 
     /// By id: one hash lookup and one binary search.
     async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
-        Ok(self.read().get(id, scope))
+        let found = self.read().get(id, scope);
+        let cut = self.max_age_limit().map(expiry::cut);
+        Ok(found.filter(|r| cut.is_none_or(|cut| r.created_at >= cut)))
     }
 
     /// Counts in place, under the read lock, over the scope's index: no record
@@ -365,8 +434,18 @@ impl UsageSink for MemorySink {
     /// writer for as long (the writer, not requests: they never wait on a sink).
     async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
         query.check()?;
-        let query = query.clone();
-        self.off_workers(move |state, cancel| state.summarize(&query, cancel))
-            .await?
+        let asked = query.clone();
+        let query = expiry::summary(query, self.max_age_limit()).into_owned();
+        let answer = self
+            .off_workers(move |state, cancel| state.summarize(&query, cancel))
+            .await??;
+        Ok(expiry::summary_answer(&asked, answer))
+    }
+
+    /// Removes `consumer`'s records in one pass over the index, under the
+    /// write lock (on the caller's task: it takes about as long as a
+    /// summary of everything). Not counted in [`evicted`](Self::evicted).
+    async fn erase_consumer(&self, consumer: &str) -> Result<u64, SinkError> {
+        Ok(self.write().erase(consumer))
     }
 }

@@ -60,7 +60,9 @@ use crate::{SinkError, UsageRecord};
 const MIN_PART: usize = 256;
 
 /// `INSERT INTO <table> (<columns>) SELECT * FROM UNNEST($1::text[], ...) ON
-/// CONFLICT (id) DO NOTHING`, one typed array per column.
+/// CONFLICT DO NOTHING`, one typed array per column. No conflict target: the
+/// primary key is `id` on a plain table and `(id, created_at)` on a
+/// partitioned one (a retry carries the same `created_at`).
 pub(super) fn statement(qualified: &str) -> String {
     let arrays: Vec<String> = Col::ALL
         .iter()
@@ -68,7 +70,7 @@ pub(super) fn statement(qualified: &str) -> String {
         .map(|(i, col)| format!("${}::{}[]", i + 1, sql_type(col.kind())))
         .collect();
     format!(
-        "INSERT INTO {qualified} ({}) SELECT * FROM UNNEST({}) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO {qualified} ({}) SELECT * FROM UNNEST({}) ON CONFLICT DO NOTHING",
         *sql::LIST,
         arrays.join(", ")
     )
@@ -206,7 +208,7 @@ mod tests {
                  $14::bytea[], $15::int8[], $16::bool[], \
                  $17::bytea[], $18::int8[], $19::bool[], $20::jsonb[], $21::jsonb[], \
                  $22::text[], $23::text[]) \
-                 ON CONFLICT (id) DO NOTHING",
+                 ON CONFLICT DO NOTHING",
                 *sql::LIST
             )
         );

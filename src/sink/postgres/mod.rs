@@ -66,7 +66,49 @@
 //! [`connect`](PostgresSink::connect) runs it; [`from_pool`](PostgresSink::from_pool)
 //! does not.
 //!
-//! # Writes
+//! # Partitions and retention
+//!
+//! With [`partition`](PostgresSinkBuilder::partition) the table is
+//! partitioned by range of `created_at` (declarative partitioning), one
+//! partition per UTC day (`<table>_pYYYYMMDD`) or month (`<table>_pYYYYMM`),
+//! with the primary key `(id, created_at)`: a retried batch carries the same
+//! `created_at`, so it is still stored once. A plain table, of this or an
+//! earlier version, is converted by [`migrate`](PostgresSink::migrate) in its
+//! transaction, every record kept: a partitioned copy with partitions from
+//! the oldest record's period to the ones ahead, the rows copied, the plain
+//! table dropped (32.6 s per million records with 1 KiB bodies each way on
+//! the bench host, measured by `examples/postgres_partition_migration.rs`;
+//! during which writes wait: see `benches/README.md`).
+//!
+//! The sink maintains the partitions itself ([`maintain`](PostgresSink::maintain)),
+//! on [`connect`](PostgresSinkBuilder::connect) and every
+//! [`maintenance_interval`](PostgresSinkBuilder::maintenance_interval) (1
+//! hour), never on a request: it creates the current period's partition and
+//! the next ones (7 days or 2 months ahead), and with
+//! [`max_age`](PostgresSinkBuilder::max_age) drops the partitions wholly
+//! older than the cut (a `DROP TABLE`, no row-by-row `DELETE`, no vacuum
+//! debt), counting their records in [`expired`](PostgresSink::expired).
+//! Records of the partition the cut falls in stay until it is dropped, and
+//! are never listed, fetched or counted meanwhile. One replica maintains a
+//! table at a time (`pg_try_advisory_lock`; the others skip the round).
+//! This is the sink's own maintainer, not pg_partman: no extension to
+//! install or to have allowed on a managed server, a handful of statements.
+//!
+//! A `DEFAULT` partition (`<table>_default`) catches a record whose period
+//! has no partition (created long ago, as a spool writing back after days
+//! would, or far in the future by a wrong clock). It is kept empty, because
+//! rows there would block creating the partition they belong to: each
+//! round moves them into a partition of their own (in one transaction:
+//! deleted from `DEFAULT`, the partition created, inserted), deletes those
+//! past `max_age`, and logs a warning with the count
+//! ([`Maintenance::moved_from_default`]).
+//!
+//! Without partitions, `max_age` deletes expired rows in the maintenance
+//! rounds, 10,000 per statement.
+//!
+//! [`erase_consumer`](UsageSink::erase_consumer) is one `DELETE ... WHERE
+//! consumer = $1`, by the consumer index, on either kind of table.
+//!
 //!
 //! A batch is one statement, `INSERT ... SELECT * FROM UNNEST($1::text[], ...)
 //! ON CONFLICT (id) DO NOTHING`, with one array parameter per column: a record
@@ -107,6 +149,7 @@
 //! [`source()`](std::error::Error::source).
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,12 +157,16 @@ pub use deadpool_postgres;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-use crate::sink::{ConsumerScope, SummaryQuery, UsagePage, UsageQuery, UsageSink, UsageSummary};
+use crate::sink::{
+    expiry, ConsumerScope, SummaryQuery, UsagePage, UsageQuery, UsageSink, UsageSummary,
+};
 use crate::{SinkError, UsageRecord};
 
+mod erase;
 mod error;
 mod insert;
 mod names;
+mod partition;
 mod pool;
 mod schema;
 mod select;
@@ -127,6 +174,7 @@ mod summary;
 mod values;
 
 use names::Names;
+pub use partition::{Maintenance, PartitionBy};
 
 /// The default schema.
 pub const DEFAULT_SCHEMA: &str = "public";
@@ -168,6 +216,12 @@ struct Inner {
     /// Where the pool connects, for `Debug`; unknown for [`PostgresSink::from_pool`].
     host: Option<String>,
     dbname: Option<String>,
+    /// Time partitions, when the table is partitioned.
+    partition: Option<PartitionBy>,
+    /// Records older than this are expired.
+    max_age: Option<Duration>,
+    /// Records removed for their age by maintenance rounds.
+    expired: AtomicU64,
 }
 
 impl PostgresSink {
@@ -229,31 +283,7 @@ impl PostgresSink {
     /// # }
     /// ```
     pub fn from_pool(pool: Pool) -> Self {
-        Self::with_names(
-            pool,
-            Names::default_names(),
-            DEFAULT_WRITE_CONNECTIONS,
-            None,
-            None,
-        )
-    }
-
-    fn with_names(
-        pool: Pool,
-        names: Names,
-        write_parallelism: usize,
-        host: Option<String>,
-        dbname: Option<String>,
-    ) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                pool,
-                names,
-                write_parallelism,
-                host,
-                dbname,
-            }),
-        }
+        PostgresSinkBuilder::default().build(pool, Names::default_names(), None, None)
     }
 
     /// Creates the schema, table, indexes and `<table>_meta` if missing, and
@@ -276,7 +306,7 @@ impl PostgresSink {
             .client()
             .await
             .map_err(|e| e.with_context(context()))?;
-        match schema::migrate(&mut client, n).await {
+        match schema::migrate(&mut client, n, self.inner.partition).await {
             Ok(()) => Ok(()),
             Err(e) => Err(self.inner.failed(e, Some(client)).with_context(context())),
         }
@@ -295,6 +325,13 @@ impl PostgresSink {
     /// The table's name.
     pub fn table(&self) -> &str {
         &self.inner.names.table
+    }
+
+    /// How many records maintenance removed for their age (see
+    /// [`max_age`](PostgresSinkBuilder::max_age)) since the sink was made.
+    /// Each round that removed any is also logged at `INFO`.
+    pub fn expired(&self) -> u64 {
+        self.inner.expired.load(Ordering::Relaxed)
     }
 }
 
@@ -340,19 +377,36 @@ impl UsageSink for PostgresSink {
         Ok(())
     }
 
+    /// Never lists a record older than [`max_age`](PostgresSinkBuilder::max_age),
+    /// removed yet or not.
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
-        self.select_page(query).await
+        // The cursor names the consumer and order, which stay as asked.
+        self.select_page(&expiry::list(query, self.inner.max_age))
+            .await
     }
 
     /// By the primary key.
     async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
-        self.select_by_id(id, scope).await
+        let found = self.select_by_id(id, scope).await?;
+        let cut = self.inner.max_age.map(expiry::cut);
+        Ok(found.filter(|r| cut.is_none_or(|cut| r.created_at >= cut)))
     }
 
     /// One `GROUP BY GROUPING SETS` statement: the buckets and the total, with
     /// exact percentiles (`percentile_disc`, nearest rank).
     async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
-        self.summarize_sql(query).await
+        let clamped = expiry::summary(query, self.inner.max_age);
+        let answer = self.summarize_sql(&clamped).await?;
+        Ok(expiry::summary_answer(query, answer))
+    }
+
+    /// One `DELETE` by the consumer index, in its own transaction; writes
+    /// of other consumers go on meanwhile. Logged at `INFO` with the count.
+    async fn erase_consumer(&self, consumer: &str) -> Result<u64, SinkError> {
+        let n = &self.inner.names;
+        self.erase(consumer).await.map_err(|e| {
+            e.with_context(format!("erasing a consumer from {}.{}", n.schema, n.table))
+        })
     }
 }
 
@@ -369,7 +423,13 @@ pub struct PostgresSinkBuilder {
     pool_size: usize,
     timeout: Duration,
     write_connections: usize,
+    partition: Option<PartitionBy>,
+    max_age: Option<Duration>,
+    maintenance_interval: Duration,
 }
+
+/// The default interval between two maintenance rounds.
+const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
 
 const DEFAULT_POOL_SIZE: usize = 8;
 const DEFAULT_WRITE_CONNECTIONS: usize = 2;
@@ -383,6 +443,9 @@ impl Default for PostgresSinkBuilder {
             pool_size: DEFAULT_POOL_SIZE,
             timeout: DEFAULT_TIMEOUT,
             write_connections: DEFAULT_WRITE_CONNECTIONS,
+            partition: None,
+            max_age: None,
+            maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
         }
     }
 }
@@ -433,7 +496,60 @@ impl PostgresSinkBuilder {
         self
     }
 
+    /// Partitions the table by range of `created_at`, one partition per UTC
+    /// day or month (see [Partitions and retention](self#partitions-and-retention)).
+    /// Default: none, one plain table. A plain table of an earlier version is
+    /// converted by [`migrate`](PostgresSink::migrate), every record kept.
+    pub fn partition(mut self, by: PartitionBy) -> Self {
+        self.partition = Some(by);
+        self
+    }
+
+    /// Removes records created longer than `max_age` ago, in the sink's
+    /// maintenance rounds: whole partitions dropped on a
+    /// [partitioned](Self::partition) table, rows deleted 10,000 per
+    /// statement on a plain one. An expired record is never listed, fetched
+    /// or counted, removed yet or not. Default: none, records are kept
+    /// forever.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+
+    /// How often the sink runs [`maintain`](PostgresSink::maintain) (it also
+    /// runs once in [`connect`](Self::connect)). Default: 1 hour. Only with
+    /// [`partition`](Self::partition) or [`max_age`](Self::max_age).
+    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
+        self.maintenance_interval = interval.max(Duration::from_secs(1));
+        self
+    }
+
+    fn build(
+        &self,
+        pool: Pool,
+        names: Names,
+        host: Option<String>,
+        dbname: Option<String>,
+    ) -> PostgresSink {
+        PostgresSink {
+            inner: Arc::new(Inner {
+                pool,
+                names,
+                write_parallelism: self.write_connections,
+                host,
+                dbname,
+                partition: self.partition,
+                max_age: self.max_age,
+                expired: AtomicU64::new(0),
+            }),
+        }
+    }
+
     /// Connects to `url` without TLS, then runs [`migrate`](PostgresSink::migrate).
+    /// With [`partition`](Self::partition) or [`max_age`](Self::max_age), also
+    /// runs a [maintenance round](PostgresSink::maintain) and starts the
+    /// timer of the next ones (a task on the current tokio runtime, which
+    /// ends with the last clone of the sink).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), tower_usage::SinkError> {
@@ -469,8 +585,12 @@ impl PostgresSinkBuilder {
             .recycle_timeout(Some(self.timeout))
             .build()
             .map_err(|e| SinkError::new(e).permanent())?;
-        let sink = PostgresSink::with_names(pool, names, self.write_connections, host, dbname);
+        let sink = self.build(pool, names, host, dbname);
         sink.migrate().await?;
+        if self.partition.is_some() || self.max_age.is_some() {
+            sink.maintain().await?;
+            partition::spawn_maintainer(&sink, self.maintenance_interval);
+        }
         Ok(sink)
     }
 
@@ -489,12 +609,6 @@ impl PostgresSinkBuilder {
     /// ```
     pub fn from_pool(self, pool: Pool) -> Result<PostgresSink, SinkError> {
         let names = Names::new(&self.schema, &self.table)?;
-        Ok(PostgresSink::with_names(
-            pool,
-            names,
-            self.write_connections,
-            None,
-            None,
-        ))
+        Ok(self.build(pool, names, None, None))
     }
 }

@@ -28,13 +28,13 @@ pub(super) fn validate_ident(what: &str, name: &str) -> Result<(), SinkError> {
 }
 
 /// `"name"`. Only called on validated identifiers, which contain no `"`.
-fn quote(name: &str) -> String {
+pub(super) fn quote(name: &str) -> String {
     format!("\"{name}\"")
 }
 
 /// A name derived from the table name (`<table>_meta`, index names), cut so that
 /// it stays within PostgreSQL's 63 bytes instead of being truncated by the server.
-fn derived(table: &str, suffix: &str) -> String {
+pub(super) fn derived(table: &str, suffix: &str) -> String {
     let keep = MAX_IDENT.saturating_sub(suffix.len() + 1).min(table.len());
     // The table name is validated ASCII, so any byte offset is a char boundary.
     format!("{}_{suffix}", &table[..keep])

@@ -5,6 +5,7 @@ use deadpool_postgres::Client;
 
 use super::error;
 use super::names::Names;
+use super::partition::PartitionBy;
 use crate::{SinkError, SinkErrorKind};
 
 /// The schema version this crate writes and reads.
@@ -65,7 +66,11 @@ CREATE INDEX IF NOT EXISTS {ti} ON {t} (trace_id) WHERE trace_id IS NOT NULL;",
 }
 
 /// Runs the migration; see [`PostgresSink::migrate`](super::PostgresSink::migrate).
-pub(super) async fn migrate(client: &mut Client, n: &Names) -> Result<(), SinkError> {
+pub(super) async fn migrate(
+    client: &mut Client,
+    n: &Names,
+    partition: Option<PartitionBy>,
+) -> Result<(), SinkError> {
     let tx = client.transaction().await.map_err(error::pg)?;
     // Two processes starting at once must not both run the DDL: `CREATE ... IF NOT
     // EXISTS` is not safe against a concurrent create.
@@ -129,23 +134,33 @@ pub(super) async fn migrate(client: &mut Client, n: &Names) -> Result<(), SinkEr
             ),
         ));
     }
-    if current == SCHEMA_VERSION {
-        return tx.commit().await.map_err(error::pg);
+    if current < SCHEMA_VERSION {
+        let skip = usize::try_from(current.max(0)).unwrap_or(0);
+        for ddl in steps(n).iter().skip(skip) {
+            tx.batch_execute(ddl).await.map_err(error::pg)?;
+        }
+        set_meta(&tx, n, VERSION_KEY, &SCHEMA_VERSION.to_string()).await?;
     }
+    super::partition::convert(&tx, n, partition).await?;
+    tx.commit().await.map_err(error::pg)
+}
 
-    let skip = usize::try_from(current.max(0)).unwrap_or(0);
-    for ddl in steps(n).iter().skip(skip) {
-        tx.batch_execute(ddl).await.map_err(error::pg)?;
-    }
+/// Sets `name` to `value` in `<table>_meta`.
+pub(super) async fn set_meta(
+    tx: &deadpool_postgres::Transaction<'_>,
+    n: &Names,
+    name: &str,
+    value: &str,
+) -> Result<(), SinkError> {
     tx.execute(
         &format!(
             "INSERT INTO {} (name, value) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
             n.meta
         ),
-        &[&VERSION_KEY, &SCHEMA_VERSION.to_string()],
+        &[&name, &value],
     )
     .await
     .map_err(error::pg)?;
-    tx.commit().await.map_err(error::pg)
+    Ok(())
 }

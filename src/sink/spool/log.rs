@@ -406,3 +406,91 @@ impl Spool {
 pub(crate) fn arrival(record: &UsageRecord) -> std::time::SystemTime {
     std::time::SystemTime::from(record.created_at)
 }
+
+impl Spool {
+    /// Removes every unread record of `consumer` from the segments, and
+    /// returns how many: each segment holding one is rewritten without it
+    /// (and without its records already read) into a new file, synced and
+    /// renamed over the old one; a segment left empty is deleted. Frames that
+    /// do not decode are kept as they are. The next append starts a new
+    /// segment. A `peek` not yet acknowledged is forgotten: its records are
+    /// read again.
+    pub(crate) fn erase(&mut self, consumer: &str) -> io::Result<u64> {
+        self.peeked = None;
+        self.active = None;
+        let mut erased = 0;
+        let mut kept_segments = VecDeque::with_capacity(self.segments.len());
+        while let Some(mut seg) = self.segments.pop_front() {
+            match self.erase_in(&mut seg, consumer) {
+                Ok(n) => erased += n,
+                Err(e) => {
+                    // This segment and the later ones stay as they are.
+                    kept_segments.push_back(seg);
+                    kept_segments.append(&mut self.segments);
+                    self.segments = kept_segments;
+                    return Err(e);
+                }
+            }
+            if seg.unread() == 0 {
+                remove(&seg.path)?;
+            } else {
+                kept_segments.push_back(seg);
+            }
+        }
+        self.segments = kept_segments;
+        sync_dir(&self.dir)?;
+        if let Some(front) = self.segments.front() {
+            write_cursor(
+                &mut self.cursor,
+                Cursor {
+                    seq: front.seq,
+                    offset: front.read_at,
+                },
+            )?;
+        }
+        Ok(erased)
+    }
+
+    /// Rewrites one segment without `consumer`'s records (see [`erase`](Self::erase)).
+    fn erase_in(&mut self, seg: &mut Segment, consumer: &str) -> io::Result<u64> {
+        let mut file = File::open(&seg.path)?;
+        file.seek(SeekFrom::Start(seg.read_at))?;
+        let mut r = BufReader::new(file.take(seg.len - seg.read_at));
+        // The frames are copied as they are: the header keeps their version.
+        let mut out = segment::header().to_vec();
+        out[8..12].copy_from_slice(&u32::from(seg.version).to_le_bytes());
+        let (mut kept, mut erased) = (0, 0);
+        while let Frame::Whole { .. } = segment::read_frame(&mut r, &mut self.payload)? {
+            let theirs = binary::decode_whole(&self.payload, seg.version)
+                .is_some_and(|record| record.consumer.as_deref() == Some(consumer));
+            if theirs {
+                erased += 1;
+                continue;
+            }
+            let len = u32::try_from(self.payload.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&crc32fast::hash(&self.payload).to_le_bytes());
+            out.extend_from_slice(&self.payload);
+            kept += 1;
+        }
+        if erased == 0 && seg.read == 0 {
+            return Ok(0);
+        }
+        if kept > 0 {
+            let tmp = seg.path.with_extension("erasing");
+            let mut file = options()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&tmp)?;
+            file.write_all(&out)?;
+            file.sync_data()?;
+            std::fs::rename(&tmp, &seg.path)?;
+        }
+        seg.len = out.len() as u64;
+        seg.records = kept;
+        seg.read_at = segment::HEADER_LEN;
+        seg.read = 0;
+        Ok(erased)
+    }
+}

@@ -99,6 +99,8 @@ mod cursor;
 mod files;
 mod log;
 mod logs;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod open;
 pub(crate) mod segment;
 mod spooled;

@@ -82,6 +82,10 @@ pub(super) struct Shared<S> {
     timeout_us: AtomicU64,
     started: AtomicBool,
     worker: Mutex<Option<SpoolWorker>>,
+    /// Held by a write-back (from its read of the spool to its
+    /// acknowledgement) and by an erasure, so that a consumer's records read
+    /// from disk before an erasure cannot reach the inner sink after it.
+    pub(super) write_back: tokio::sync::Mutex<()>,
 }
 
 impl<S> Drop for Shared<S> {
@@ -100,9 +104,14 @@ impl<S> Shared<S> {
         Duration::from_micros(self.timeout_us.load(Ordering::Relaxed))
     }
 
-    /// Publishes the finished count to waiting flushes.
+    /// Publishes the finished count to waiting flushes, and the counters to
+    /// the metrics (feature `metrics`): called after every change.
     pub(super) fn publish(&self) {
-        let finished = self.state().finished();
+        let finished = {
+            let mut s = self.state();
+            s.report();
+            s.finished()
+        };
         self.done
             .send_if_modified(|d| std::mem::replace(d, finished) != finished);
     }
@@ -260,6 +269,7 @@ impl<S: UsageSink> Spooled<S> {
             timeout_us: AtomicU64::new(DEFAULT_SINK_TIMEOUT.as_micros() as u64),
             started: AtomicBool::new(false),
             worker: Mutex::new(Some(SpoolWorker::new(weak.clone(), wake))),
+            write_back: tokio::sync::Mutex::new(()),
         });
         Ok(Self { shared })
     }
@@ -391,6 +401,31 @@ impl<S: UsageSink> UsageSink for Spooled<S> {
 
     async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
         self.shared.inner.summarize(query).await
+    }
+
+    /// Erases `consumer`'s records from the spool's files first (each
+    /// segment holding one is rewritten without it, see
+    /// [`SpoolStats::erased`]), then from the inner sink; returns both
+    /// counts added. A write-back under way finishes first, and none starts
+    /// meanwhile, so no spooled record of `consumer` reaches the inner sink
+    /// after it erased them. An inner sink that cannot erase
+    /// ([`Unsupported`](crate::SinkErrorKind::Unsupported)) fails the call,
+    /// after the spool's copies are gone.
+    async fn erase_consumer(&self, consumer: &str) -> Result<u64, SinkError> {
+        let shared = &*self.shared;
+        let _gate = shared.write_back.lock().await;
+        let log = shared.log.clone();
+        let who = consumer.to_owned();
+        let on_disk = tokio::task::spawn_blocking(move || lock(&log).erase(&who))
+            .await
+            .map_err(|e| SinkError::message(crate::SinkErrorKind::Other, e.to_string()))?
+            .map_err(|e| {
+                SinkError::unavailable(e).with_context("usage spool: erasing a consumer's records")
+            })?;
+        shared.state().erased(on_disk);
+        shared.publish();
+        let stored = shared.inner.erase_consumer(consumer).await?;
+        Ok(on_disk + stored)
     }
 
     fn pending_since(&self) -> Option<SystemTime> {

@@ -3,6 +3,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+#[cfg(feature = "metrics")]
+use super::metrics::Report;
+
 /// The first wait before the spool probes a failing sink again; it doubles
 /// after each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -14,7 +17,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// [`Spooled::stats`](super::Spooled::stats), all read at one instant.
 ///
 /// Every record the spool took is in exactly one place, so in every
-/// snapshot `appended + recovered == written + failed + dropped + spooled`
+/// snapshot `appended + recovered == written + failed + dropped + erased +
+/// spooled`
 /// ([`is_balanced`](Self::is_balanced)). Records that went straight through
 /// to the inner sink are not counted here: the writer's
 /// [`WriterStats`](crate::WriterStats) counts every record it handed over.
@@ -37,6 +41,9 @@ pub struct SpoolStats {
     /// found damaged while being read back, and records the files no longer
     /// hold.
     pub dropped: u64,
+    /// Records removed from the files by
+    /// [`erase_consumer`](crate::UsageSink::erase_consumer).
+    pub erased: u64,
     /// Records on disk right now, waiting for the inner sink (a batch being
     /// written back included).
     pub spooled: u64,
@@ -51,10 +58,11 @@ pub struct SpoolStats {
 
 impl SpoolStats {
     /// Whether every record the spool took is accounted for: `appended +
-    /// recovered == written + failed + dropped + spooled`. True of every
-    /// value `stats()` returns.
+    /// recovered == written + failed + dropped + erased + spooled`. True of
+    /// every value `stats()` returns.
     pub fn is_balanced(&self) -> bool {
-        self.appended + self.recovered == self.written + self.failed + self.dropped + self.spooled
+        self.appended + self.recovered
+            == self.written + self.failed + self.dropped + self.erased + self.spooled
     }
 }
 
@@ -70,6 +78,9 @@ pub(super) struct State {
     backoff: Duration,
     /// About when the oldest spooled record arrived (never later than it).
     pub(super) oldest: Option<SystemTime>,
+    /// What the metrics were last told.
+    #[cfg(feature = "metrics")]
+    report: Report,
 }
 
 impl State {
@@ -85,6 +96,17 @@ impl State {
             next_probe: Instant::now(),
             backoff: FIRST_BACKOFF,
             oldest,
+            #[cfg(feature = "metrics")]
+            report: Report::new(),
+        }
+    }
+
+    /// Tells the metrics what changed (feature `metrics`; else nothing).
+    pub(super) fn report(&mut self) {
+        #[cfg(feature = "metrics")]
+        {
+            let stats = self.stats;
+            self.report.report(&stats);
         }
     }
 
@@ -94,7 +116,7 @@ impl State {
     }
 
     pub(super) fn finished(&self) -> u64 {
-        self.stats.written + self.stats.failed + self.stats.dropped
+        self.stats.written + self.stats.failed + self.stats.dropped + self.stats.erased
     }
 
     /// Whether the inner sink may be tried now.
@@ -147,6 +169,14 @@ impl State {
         let n = n.min(self.stats.spooled);
         self.stats.spooled -= n;
         self.stats.dropped += n;
+        self.settle();
+    }
+
+    /// `n` spooled records were erased.
+    pub(super) fn erased(&mut self, n: u64) {
+        let n = n.min(self.stats.spooled);
+        self.stats.spooled -= n;
+        self.stats.erased += n;
         self.settle();
     }
 

@@ -108,6 +108,7 @@ impl<S: UsageSink> Shared<S> {
     /// Writes the oldest spooled records to the inner sink, once; on success
     /// or a permanent failure they leave the spool.
     async fn write_back(&self, records: &mut Vec<UsageRecord>) {
+        let _gate = self.write_back.lock().await;
         let mut buf = std::mem::take(records);
         let peeked = self
             .blocking(move |spool| {

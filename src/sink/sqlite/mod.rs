@@ -136,6 +136,14 @@
 //! ([`fair_share`](SqliteSinkBuilder::fair_share), on by default; see
 //! [`max_rows`](SqliteSinkBuilder::max_rows) for what holds).
 //!
+//! A record older than `max_age` is never listed, fetched or counted in a
+//! summary, whether the sweep has removed it yet or not. Records removed for
+//! their age are counted in [`expired`](SqliteSink::expired), and each sweep
+//! that removed any is logged at `INFO` with its count;
+//! [`expire_older_than`](SqliteSink::expire_older_than) runs one now.
+//! [`erase_consumer`](UsageSink::erase_consumer) deletes one consumer's rows
+//! on the writer thread, 500 per transaction.
+//!
 //! The writer counts the rows at open and at every retention interval, and keeps
 //! the count in between. Several sinks or processes writing one file each
 //! enforce the cap with their own count, which is only exact at those recounts.
@@ -155,13 +163,16 @@ mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::sink::{ConsumerScope, SummaryQuery, UsagePage, UsageQuery, UsageSink, UsageSummary};
+use crate::sink::{
+    expiry, ConsumerScope, SummaryQuery, UsagePage, UsageQuery, UsageSink, UsageSummary,
+};
 use crate::{SinkError, SinkErrorKind, UsageRecord};
 use read_pool::ReadPool;
 use writer::{Command, Retention, Writer};
@@ -200,6 +211,8 @@ struct Inner {
     /// read-only connection closing last cannot).
     readers: Option<Arc<ReadPool>>,
     commands: mpsc::Sender<Command>,
+    /// Records deleted for their age, counted by the writer thread.
+    expired: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,7 +329,14 @@ impl SqliteSink {
         let file = readers
             .as_ref()
             .map(|r| writer::FileWatch::new(r.path.clone(), r.busy_timeout));
-        let writer = Writer::new(conn, label.clone(), options.retention, file);
+        let expired = Arc::new(AtomicU64::new(0));
+        let writer = Writer::new(
+            conn,
+            label.clone(),
+            options.retention,
+            file,
+            Arc::clone(&expired),
+        );
         std::thread::Builder::new()
             .name("tower-usage-sqlite".to_owned())
             .spawn(move || writer.run(rx))
@@ -331,8 +351,55 @@ impl SqliteSink {
                 options,
                 commands,
                 readers,
+                expired,
             }),
         })
+    }
+
+    /// Deletes now every record created more than `age` ago, and returns how
+    /// many: a one-off purge, or retention run at a time of your choosing
+    /// (the [`max_age`](SqliteSinkBuilder::max_age) sweep does the same on
+    /// its own). On the writer thread, 500 rows per transaction; batches
+    /// sent meanwhile wait until it is done. Counted in
+    /// [`expired`](Self::expired).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_usage::SinkError> {
+    /// let sink = tower_usage::SqliteSink::in_memory()?;
+    /// let removed = sink.expire_older_than(std::time::Duration::from_secs(90 * 24 * 3600)).await?;
+    /// assert_eq!(removed, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn expire_older_than(&self, age: Duration) -> Result<u64, SinkError> {
+        self.ask(|reply| Command::Expire {
+            max_age: age,
+            reply,
+        })
+        .await
+    }
+
+    /// How many records were deleted for their age (by the
+    /// [`max_age`](SqliteSinkBuilder::max_age) sweep or
+    /// [`expire_older_than`](Self::expire_older_than)) since the sink was
+    /// opened. Each finished sweep that deleted any is also logged at `INFO`.
+    pub fn expired(&self) -> u64 {
+        self.inner.expired.load(Ordering::Relaxed)
+    }
+
+    /// The database file's path, as given to [`open`](Self::open); `None`
+    /// for an [in-memory](Self::in_memory) database.
+    ///
+    /// ```no_run
+    /// let sink = tower_usage::SqliteSink::open("usage.db")?;
+    /// assert_eq!(sink.path(), Some(std::path::Path::new("usage.db")));
+    /// # Ok::<(), tower_usage::SinkError>(())
+    /// ```
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.readers.as_ref().map(|r| r.path.as_path())
+    }
+
+    fn max_age(&self) -> Option<Duration> {
+        self.inner.options.retention.max_age
     }
 
     fn writer_gone(&self) -> SinkError {
@@ -372,8 +439,12 @@ impl UsageSink for SqliteSink {
         self.ask(|reply| Command::Write { batch, reply }).await
     }
 
+    /// Never lists a record older than [`max_age`](SqliteSinkBuilder::max_age),
+    /// swept yet or not.
     async fn query(&self, query: &UsageQuery) -> Result<UsagePage, SinkError> {
         let after = query.position()?;
+        let asked = query;
+        let query = &*expiry::list(asked, self.max_age());
         let hits = match &self.inner.readers {
             Some(pool) => pool.select(query.clone(), after).await?,
             None => {
@@ -386,20 +457,22 @@ impl UsageSink for SqliteSink {
                 .await?
             }
         };
-        Ok(UsagePage::from_sorted(query, hits))
+        Ok(UsagePage::from_sorted(asked, hits))
     }
 
     /// By id, with the unique index on `id`: on a reader, or on the writer
     /// thread for an in-memory database.
     async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
         let (id, scope) = (id.to_owned(), scope.clone());
-        match &self.inner.readers {
+        let found = match &self.inner.readers {
             Some(pool) => {
                 pool.run(move |conn, label| select::by_id(conn, label, &id, &scope))
-                    .await
+                    .await?
             }
-            None => self.ask(|reply| Command::Get { id, scope, reply }).await,
-        }
+            None => self.ask(|reply| Command::Get { id, scope, reply }).await?,
+        };
+        let cut = self.max_age().map(expiry::cut);
+        Ok(found.filter(|r| cut.is_none_or(|cut| r.created_at >= cut)))
     }
 
     /// One `GROUP BY` statement on a read connection: rows per bucket, group
@@ -407,17 +480,27 @@ impl UsageSink for SqliteSink {
     /// [`summary`](crate::sink::summary#percentiles)).
     async fn summarize(&self, query: &SummaryQuery) -> Result<UsageSummary, SinkError> {
         query.check()?;
-        match &self.inner.readers {
+        let asked = query;
+        let query = expiry::summary(asked, self.max_age()).into_owned();
+        let answer = match &self.inner.readers {
             Some(pool) => {
-                let query = query.clone();
                 pool.run(move |conn, label| summary::summarize(conn, label, &query))
-                    .await
+                    .await?
             }
             None => {
-                let query = query.clone();
-                self.ask(|reply| Command::Summarize { query, reply }).await
+                self.ask(|reply| Command::Summarize { query, reply })
+                    .await?
             }
-        }
+        };
+        Ok(expiry::summary_answer(asked, answer))
+    }
+
+    /// Deletes the consumer's rows on the writer thread, 500 per
+    /// transaction by the consumer index; batches sent meanwhile wait until
+    /// it is done. Logged at `INFO` with the count.
+    async fn erase_consumer(&self, consumer: &str) -> Result<u64, SinkError> {
+        let consumer = consumer.to_owned();
+        self.ask(|reply| Command::Erase { consumer, reply }).await
     }
 }
 

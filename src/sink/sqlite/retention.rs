@@ -1,6 +1,7 @@
 //! Retention on the writer thread: the age sweep and the row cap, in chunks
 //! between batches, and the fair share of the row cap.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rusqlite::params;
@@ -151,6 +152,75 @@ impl Writer {
         Ok(true)
     }
 
+    /// Deletes up to [`RETENTION_CHUNK`] of the oldest records created more
+    /// than `max_age` ago, in one statement (its own transaction), and
+    /// counts them as expired.
+    fn expire_chunk(&mut self, max_age: Duration) -> Result<u64, SinkError> {
+        let age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = unix_millis(OffsetDateTime::now_utc()).saturating_sub(age_ms);
+        let deleted = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM usage_records WHERE rowid IN (SELECT rowid FROM usage_records \
+                 WHERE created_at < ?1 ORDER BY created_at, id LIMIT ?2)",
+            )
+            .and_then(|mut s| s.execute(params![cutoff, RETENTION_CHUNK]))
+            .map_err(context(&self.label))? as u64;
+        self.rows = self.rows.saturating_sub(deleted);
+        self.expired.fetch_add(deleted, Ordering::Relaxed);
+        Ok(deleted)
+    }
+
+    /// Deletes now every record created more than `max_age` ago, chunk by
+    /// chunk (each its own transaction, so the WAL stays small); returns how
+    /// many.
+    pub(super) fn expire_now(&mut self, max_age: Duration) -> Result<u64, SinkError> {
+        let mut total = 0;
+        loop {
+            let deleted = self.expire_chunk(max_age)?;
+            total += deleted;
+            if (deleted as i64) < RETENTION_CHUNK {
+                break;
+            }
+        }
+        self.dirty |= total > 0;
+        if total > 0 {
+            tracing::info!(path = %self.label, expired = total, "sqlite usage sink: removed records older than asked");
+        }
+        Ok(total)
+    }
+
+    /// Deletes every record of `consumer`, [`RETENTION_CHUNK`] at a time
+    /// (each its own transaction); returns how many.
+    pub(super) fn erase(&mut self, consumer: &str) -> Result<u64, SinkError> {
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .conn
+                .prepare_cached(
+                    "DELETE FROM usage_records WHERE rowid IN (SELECT rowid FROM usage_records \
+                     WHERE consumer = ?1 LIMIT ?2)",
+                )
+                .and_then(|mut s| s.execute(params![consumer, RETENTION_CHUNK]))
+                .map_err(context(&self.label))? as u64;
+            total += deleted;
+            if (deleted as i64) < RETENTION_CHUNK {
+                break;
+            }
+        }
+        self.rows = self.rows.saturating_sub(total);
+        if self
+            .heavy
+            .as_ref()
+            .is_some_and(|(c, _)| c.as_deref() == Some(consumer))
+        {
+            self.heavy = None;
+        }
+        self.dirty |= total > 0;
+        tracing::info!(path = %self.label, erased = total, "sqlite usage sink: erased a consumer's records");
+        Ok(total)
+    }
+
     fn over_row_cap(&self) -> bool {
         self.retention.max_rows.is_some_and(|max| self.rows > max)
     }
@@ -169,22 +239,19 @@ impl Writer {
         }
         if self.sweeping {
             let max_age = self.retention.max_age.unwrap_or(Duration::MAX);
-            let age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
-            let cutoff = unix_millis(OffsetDateTime::now_utc()).saturating_sub(age_ms);
-            let deleted = self
-                .conn
-                .prepare_cached(
-                    "DELETE FROM usage_records WHERE rowid IN (SELECT rowid FROM usage_records \
-                     WHERE created_at < ?1 ORDER BY created_at, id LIMIT ?2)",
-                )
-                .and_then(|mut s| s.execute(params![cutoff, RETENTION_CHUNK]))
-                .map_err(context(&self.label))?;
-            self.rows = self.rows.saturating_sub(deleted as u64);
+            let deleted = self.expire_chunk(max_age)?;
+            self.swept += deleted;
             if (deleted as i64) < RETENTION_CHUNK {
                 self.sweeping = false;
-            }
-            if deleted > 0 {
-                tracing::debug!(path = %self.label, deleted, "sqlite usage sink: removed records past max_age");
+                let swept = std::mem::take(&mut self.swept);
+                if swept > 0 {
+                    tracing::info!(
+                        path = %self.label,
+                        expired = swept,
+                        expired_total = self.expired.load(Ordering::Relaxed),
+                        "sqlite usage sink: removed records past max_age"
+                    );
+                }
             }
             return Ok(());
         }

@@ -2,7 +2,9 @@
 //! one transaction, and runs retention (`retention.rs`) and the WAL and disk
 //! policy (`wal.rs`) between batches.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
@@ -42,6 +44,16 @@ pub(super) enum Command {
         query: SummaryQuery,
         reply: oneshot::Sender<Result<UsageSummary, SinkError>>,
     },
+    /// Delete every record of a consumer.
+    Erase {
+        consumer: String,
+        reply: oneshot::Sender<Result<u64, SinkError>>,
+    },
+    /// Delete now the records older than an age, in chunks.
+    Expire {
+        max_age: Duration,
+        reply: oneshot::Sender<Result<u64, SinkError>>,
+    },
     /// Make the thread panic, to test that callers see an error and not a hang.
     #[cfg(test)]
     Panic,
@@ -72,6 +84,10 @@ pub(super) struct Writer {
     pub(super) dominant: Option<Option<String>>,
     /// Consumers first seen while the table was full (see `newcomers.rs`).
     pub(super) newcomers: Newcomers,
+    /// Records deleted for their age, ever (read by `SqliteSink::expired`).
+    pub(super) expired: Arc<AtomicU64>,
+    /// Records deleted by the age sweep under way.
+    pub(super) swept: u64,
 }
 
 impl Writer {
@@ -80,6 +96,7 @@ impl Writer {
         label: String,
         retention: Retention,
         file: Option<FileWatch>,
+        expired: Arc<AtomicU64>,
     ) -> Self {
         let mut writer = Self {
             conn,
@@ -94,6 +111,8 @@ impl Writer {
             heavy_checked: None,
             dominant: None,
             newcomers: Newcomers::default(),
+            expired,
+            swept: 0,
         };
         // A WAL left over from a crash, or from a run that filled the volume,
         // is cut back now: a restart on a nearly full volume starts with room.
@@ -180,6 +199,12 @@ impl Writer {
             }
             Command::Summarize { query, reply } => {
                 let _ = reply.send(summary::summarize(&self.conn, &self.label, &query));
+            }
+            Command::Erase { consumer, reply } => {
+                let _ = reply.send(self.erase(&consumer));
+            }
+            Command::Expire { max_age, reply } => {
+                let _ = reply.send(self.expire_now(max_age));
             }
             #[cfg(test)]
             Command::Panic => panic!("writer thread told to panic"),

@@ -7,13 +7,14 @@
 //! Its default pages through [`query`](crate::UsageSink::query) and counts in
 //! memory: correct for any sink, and as slow as reading every record of the
 //! range. The shipped sinks count where the records are: `MemorySink` over its
-//! index, `SqliteSink` and `PostgresSink` with `GROUP BY` in SQL.
+//! index, `SqliteSink`, `PostgresSink` and `ClickHouseSink` with `GROUP BY` in
+//! SQL.
 //!
 //! # Percentiles
 //!
 //! By nearest rank: the `p`th percentile of `n` durations is the
 //! `ceil(p/100 · n)`th in ascending order (PostgreSQL's `percentile_disc`).
-//! `PostgresSink` gives them exactly. The others count durations in a
+//! `PostgresSink` and `ClickHouseSink` give them exactly. The others count durations in a
 //! log-scale histogram: exact up to 128 µs, and above within 0.9% of the exact
 //! value (bins 1% wide, each shown as a whole number near its middle), never
 //! above the exact `max`. Counts and bytes are always exact.
@@ -28,7 +29,7 @@ pub(crate) use aggregate::BinRow;
 pub(crate) use aggregate::{summarize_by_paging, Aggregator, Fields};
 #[cfg(feature = "sqlite")]
 pub(crate) use histogram::bin as duration_bin;
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "clickhouse"))]
 pub(crate) use output::too_many_buckets;
 pub use output::{DurationStats, GroupKeys, SummaryBucket, SummaryStats, UsageSummary};
 pub(crate) use query::default_until;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 mod filters;
 mod get;
+mod lifecycle;
 mod paging;
 mod projection;
 mod round_trip;
@@ -12,6 +13,7 @@ mod writes;
 
 use filters::{consumer_isolation, filters};
 use get::get_by_id;
+use lifecycle::{erasure, retention};
 use paging::{cursor_paging, invalid_cursor, limits, ordering};
 use projection::projection;
 use round_trip::round_trip;
@@ -28,7 +30,11 @@ use crate::{UsageQuery, UsageSink};
 type Check = Result<(), String>;
 
 /// Runs the check called `name` (one of [`CHECKS`](super::CHECKS)).
-pub(super) async fn run<S: UsageSink>(name: &'static str, sink: Arc<S>) -> Check {
+pub(super) async fn run<S: UsageSink>(
+    name: &'static str,
+    sink: Arc<S>,
+    hooks: super::kit::Hooks<S>,
+) -> Check {
     ensure_empty(&*sink).await?;
     match name {
         "empty_sink" => empty_sink(&*sink).await,
@@ -50,6 +56,8 @@ pub(super) async fn run<S: UsageSink>(name: &'static str, sink: Arc<S>) -> Check
         "summary_percentiles" => summary_percentiles(&*sink).await,
         "summary_empty" => summary_empty(&*sink).await,
         "projection" => projection(&*sink).await,
+        "erasure" => erasure(sink, &hooks).await,
+        "retention" => retention(sink, &hooks).await,
         other => Err(format!("no check is called {other:?}")),
     }
 }

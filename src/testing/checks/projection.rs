@@ -59,13 +59,14 @@ fn summary_difference(stored: &UsageRecord, read: &UsageRecord) -> Option<String
             r.outcome,
             (r.request.body.size, r.request.body.truncated),
             (r.response.size, r.response.truncated),
+            r.trace.clone(),
         )
     };
     let (a, b) = (fields(stored), fields(read));
     (a != b).then(|| {
         format!(
             "stored (consumer, method, path, route, status, created_at ms, duration_us, \
-             outcome, (request body size, truncated), (response size, truncated)) = {a:?}, \
+             outcome, (request body size, truncated), (response size, truncated), trace) = {a:?}, \
              read back {b:?}"
         )
     })

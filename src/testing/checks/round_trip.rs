@@ -132,6 +132,9 @@ fn round_trip_records(gen: &mut Gen) -> Vec<(&'static str, UsageRecord)> {
         r.capture.request_body_unread = true;
         r.capture.response_body_decoded = Some("gzip".into());
         r.capture.request_body_withheld = Some("br".into());
+        // Withheld by the capture policy: the size kept, the bytes not.
+        r.response = crate::CapturedBody::truncated(Vec::new(), 512);
+        r.capture.response_body_policy = Some("error|sample".into());
     });
     add(
         "bodies whose stored bytes differ from their size (redacted, decoded)",
