@@ -334,7 +334,7 @@ impl IdentifyConsumer {
                     use hmac::Mac as _;
                     let mut mac = keyed.mac.clone();
                     mac.update(token.as_bytes());
-                    hex16(&mac.finalize().into_bytes())
+                    lower_hex(&mac.finalize().into_bytes()[..16])
                 },
                 buf,
             )),
@@ -397,14 +397,14 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// assert_eq!(id, tower_usage::hash_token("IncYP3edd3blm2ypLGFFOYwQsC5vff3n"));
 /// ```
 pub fn hash_token(token: &str) -> String {
-    hex16(&Sha256::digest(token.as_bytes()))
+    lower_hex(&Sha256::digest(token.as_bytes())[..16])
 }
 
-/// The first 16 bytes of a digest as 32 lower-case hex digits.
-fn hex16(digest: &[u8]) -> String {
+/// `bytes` as lower-case hex digits, two per byte.
+pub(crate) fn lower_hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(32);
-    for &b in &digest[..16] {
+    let mut out = String::with_capacity(2 * bytes.len());
+    for &b in bytes {
         out.push(char::from(HEX[usize::from(b >> 4)]));
         out.push(char::from(HEX[usize::from(b & 0xf)]));
     }

@@ -26,6 +26,8 @@ use http::HeaderMap;
 use time::OffsetDateTime;
 
 use crate::codec::headers;
+use crate::hooks::lower_hex;
+use crate::record::trace_id_bytes as id_bytes;
 use crate::{
     CaptureNotes, CapturedBody, GrpcCall, Outcome, RecordedRequest, TraceContext, UsageRecord,
 };
@@ -133,41 +135,19 @@ fn trace_bytes(t: &TraceContext) -> Option<[u8; 24]> {
     if !(TraceContext::is_trace_id(&t.trace_id) && TraceContext::is_span_id(&t.span_id)) {
         return None;
     }
+    let trace: [u8; 16] = id_bytes(&t.trace_id)?;
+    let span: [u8; 8] = id_bytes(&t.span_id)?;
     let mut out = [0; 24];
-    let hex = t
-        .trace_id
-        .bytes()
-        .chain(t.span_id.bytes())
-        .collect::<Vec<u8>>();
-    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        *o = nibble(pair[0]) << 4 | nibble(pair[1]);
-    }
+    out[..16].copy_from_slice(&trace);
+    out[16..].copy_from_slice(&span);
     Some(out)
-}
-
-fn nibble(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        _ => c - b'a' + 10,
-    }
 }
 
 /// The 24 bytes of [`trace_bytes`] as a [`TraceContext`].
 pub(crate) fn trace_of(bytes: &[u8; 24]) -> Option<TraceContext> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let hex = |b: &[u8]| {
-        b.iter()
-            .flat_map(|&x| {
-                [
-                    HEX[usize::from(x >> 4)] as char,
-                    HEX[usize::from(x & 15)] as char,
-                ]
-            })
-            .collect::<String>()
-    };
     let t = TraceContext {
-        trace_id: hex(&bytes[..16]),
-        span_id: hex(&bytes[16..]),
+        trace_id: lower_hex(&bytes[..16]),
+        span_id: lower_hex(&bytes[16..]),
     };
     // All-zero ids are not a trace: not written, so damage.
     (TraceContext::is_trace_id(&t.trace_id) && TraceContext::is_span_id(&t.span_id)).then_some(t)

@@ -502,6 +502,7 @@ pub(crate) use timestamp::{
     ceil_millis, format_timestamp, from_unix_millis, parse_timestamp, truncate_to_millis,
     unix_millis,
 };
+pub(crate) use trace::id_bytes as trace_id_bytes;
 pub use trace::TraceContext;
 use wire::RenderBody;
 pub use wire::MAX_JSON_DEPTH;

@@ -102,6 +102,24 @@ impl TraceContext {
     }
 }
 
+/// The bytes that `hex` (lowercase hex digits, two per byte) writes: what
+/// the binary form keeps of an id. `None` for any other text.
+pub(crate) fn id_bytes<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 2 * N || !is_hex(hex) {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => c - b'0',
+        _ => c - b'a' + 10,
+    };
+    let mut out = [0; N];
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *o = nibble(pair[0]) << 4 | nibble(pair[1]);
+    }
+    Some(out)
+}
+
 /// Lowercase hex digits only (the spec forbids upper case).
 fn is_hex(b: &[u8]) -> bool {
     b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
@@ -164,6 +182,16 @@ mod tests {
         assert!(TraceContext::from_headers(&h).is_some());
         h.append("traceparent", OK.parse().unwrap());
         assert_eq!(TraceContext::from_headers(&h), None);
+    }
+
+    #[test]
+    fn ids_go_to_bytes_and_back() {
+        let bytes: [u8; 8] = id_bytes("00f067aa0ba902b7").unwrap();
+        assert_eq!(bytes, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
+        assert_eq!(crate::hooks::lower_hex(&bytes), "00f067aa0ba902b7");
+        assert_eq!(id_bytes::<8>("00F067AA0BA902B7"), None);
+        assert_eq!(id_bytes::<8>("00f067aa0ba902b"), None);
+        assert_eq!(id_bytes::<8>("00f067aa0ba902bg"), None);
     }
 
     #[test]

@@ -247,9 +247,10 @@ fn entry_matches(query: &UsageQuery, entry: &Entry) -> bool {
     query.route.as_deref().is_none_or(|r| tail.route == Some(r))
         && query.outcome.is_none_or(|o| tail.outcome == o)
         && query.trace_id.as_deref().is_none_or(|t| {
+            // Compared as bytes: nothing decoded or allocated per record.
+            let want: Option<[u8; 16]> = crate::record::trace_id_bytes(t);
             tail.trace
-                .and_then(|bytes| binary::trace_of(&bytes))
-                .is_some_and(|trace| trace.trace_id == t)
+                .is_some_and(|bytes| want.is_some_and(|w| bytes[..16] == w))
         })
 }
 
