@@ -7,6 +7,8 @@
 #![cfg(feature = "page")]
 
 mod common;
+#[path = "support/ports.rs"]
+mod ports;
 
 #[allow(dead_code)] // the example's command line and demo are not used here
 #[path = "../examples/common/app.rs"]
@@ -60,32 +62,60 @@ fn chromedriver() -> PathBuf {
     }
 }
 
+/// Starts chromedriver on a free loopback port (see `support/ports.rs`), and
+/// waits until it says it listens there: readiness is read from its own line
+/// "started successfully on port N", not from a connect that could reach
+/// something else. A port lost to a race anyway (the driver then says "port
+/// not available" and exits) is retried on another.
 async fn start_driver() -> Driver {
     let binary = chromedriver();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&binary)
+    let mut failures = Vec::new();
+    for _ in 0..8 {
+        let port = ports::server_port();
+        match spawn_driver(&binary, port) {
+            Ok(driver) => return driver,
+            Err(why) => failures.push(format!("port {port}: {why}")),
+        }
+    }
+    panic!("chromedriver did not start: {failures:?}; {INSTALL}")
+}
+
+fn spawn_driver(binary: &Path, port: u16) -> Result<Driver, String> {
+    use std::io::BufRead;
+    let mut child = Command::new(binary)
         .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL}", binary.display()));
-    let driver = Driver { child, port };
+    let stdout = child.stdout.take().expect("piped");
+    let mut driver = Driver { child, port };
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads every line until chromedriver exits, so its pipe never fills.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let ready = format!("started successfully on port {port}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "chromedriver did not listen on 127.0.0.1:{port} within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut said = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(&ready) => return Ok(driver),
+            Ok(line) => said.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = driver.child.wait().map(|s| s.to_string());
+                return Err(format!("exited ({status:?}) saying {said:?}"));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // Dropping `driver` stops it.
+                return Err(format!("not ready within 20 s, saying {said:?}"));
+            }
+        }
     }
-    driver
 }
 
 /// A headless Chromium; `extra` adds command-line switches.
@@ -116,11 +146,22 @@ async fn browser(driver: &Driver, profile: &Path, extra: &[&str]) -> Client {
             },
         }),
     );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .unwrap_or_else(|e| panic!("chromedriver could not start Chromium: {e}; {INSTALL}"))
+    let url = format!("http://127.0.0.1:{}", driver.port);
+    // Chromium's start can fail once on a loaded machine; a second try
+    // tells a flake from a broken installation.
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(client) => return client,
+            Err(e) => failures.push(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("chromedriver could not start Chromium: {failures:?}; {INSTALL}")
 }
 
 /// Waits until `check` gives `Some`, or fails saying what was awaited.

@@ -1,5 +1,5 @@
 //! A private PostgreSQL cluster for fault tests: `initdb` into a temporary
-//! directory and `pg_ctl` on a free port, run as the `postgres` OS user (when
+//! directory and `pg_ctl` on a free port (`ports.rs`), run as the `postgres` OS user (when
 //! we are root), so a test can stop and start *its own* server mid-load without
 //! touching the shared one on 5432. Also a TCP proxy that can freeze (a hung
 //! database: connections stay open, nothing is forwarded).
@@ -16,6 +16,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+#[path = "ports.rs"]
+mod ports;
 
 /// Where the PostgreSQL server binaries are: `PG_BIN`, else the newest
 /// `/usr/lib/postgresql/*/bin`.
@@ -44,15 +47,6 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A PostgreSQL server of our own; stopped (immediately) when dropped.
 pub struct PrivateCluster {
     dir: tempfile::TempDir,
@@ -78,7 +72,7 @@ impl PrivateCluster {
         let cluster = Self {
             bin: pg_bin(),
             root,
-            port: free_port(),
+            port: ports::server_port(),
             dir,
         };
         let data = cluster.data();
