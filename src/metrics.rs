@@ -34,7 +34,12 @@
 //! while idle), and adds what changed since its last report. So the numbers
 //! are [`WriterStats`](crate::WriterStats)'s, at most one round late, and
 //! after [`UsageHandle::flush`](crate::UsageHandle::flush) returns they are
-//! up to date. Every series is registered, at 0, when the writer starts. No metric has a label, and none is taken from request data:
+//! up to date. The one exception: a capture that arrives after the writer
+//! has stopped (after [`shutdown`](crate::UsageHandle::shutdown), or a
+//! writer that ended) is dropped, and that request adds it to `captured`
+//! and `dropped` itself, as no writer is left to report it. Every series
+//! is registered, at 0, when the writer starts. No metric has a label, and
+//! none is taken from request data:
 //! no path, route, consumer or status. Several layers in one process (so
 //! several writers) add up into the same series; each writer's share of a
 //! gauge goes back to zero when it stops.

@@ -19,7 +19,9 @@ use prost::Message as _;
 use serde_json::{json, Value};
 use tonic::service::Routes;
 use tonic::transport::Server;
-use tower_usage::{Outcome, UsageHandle, UsageLayer, UsageRecord, UsageService};
+use tower_usage::{
+    CapturePolicy, CaptureRequest, Outcome, UsageHandle, UsageLayer, UsageRecord, UsageService,
+};
 
 const TOKEN: &str = "grpc-test-token";
 
@@ -70,7 +72,8 @@ async fn setup() -> Setup {
 impl Setup {
     /// The one record of `path`, once it is in the sink.
     async fn record(&self, path: &str) -> UsageRecord {
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
             self.handle.flush().await;
             let mut found: Vec<_> = self
                 .sink
@@ -192,6 +195,77 @@ async fn a_trailers_only_error_is_recorded_from_the_headers() {
     assert_eq!(wire["grpcMessages"], json!({"request": 1, "response": 0}));
     assert_eq!(wire["response"], json!([]));
     assert_eq!(r.outcome, Outcome::Complete);
+}
+
+/// `bodies_on_error` on gRPC: the HTTP status of a failed call is 200, so
+/// the error is its gRPC status, in the trailers or (trailers-only) in the
+/// headers. The failed calls keep their messages; the call that succeeded
+/// keeps its counts and sizes, not its bytes.
+#[tokio::test]
+async fn a_capture_policy_keeps_the_messages_of_failed_calls_only() {
+    let mut s = setup_with(|layer| {
+        layer.capture_policy(|req: &CaptureRequest<'_>| {
+            assert_eq!(
+                req.route(),
+                Some(req.uri().path()),
+                "the method is the route"
+            );
+            CapturePolicy::new().bodies_on_error()
+        })
+    })
+    .await;
+    s.client.say(echo::request("fine")).await.unwrap();
+    let ok = s.record("/demo.Echo/Say").await;
+    assert_eq!(ok.grpc.as_ref().unwrap().status, Some(0));
+    assert!(ok.request.body.bytes.is_empty() && ok.response.bytes.is_empty());
+    assert!(ok.request.body.size > 0 && ok.response.size > 0);
+    assert_eq!(ok.capture.request_body_policy.as_deref(), Some("error"));
+    assert_eq!(ok.capture.response_body_policy.as_deref(), Some("error"));
+    assert_eq!(
+        (
+            ok.grpc.as_ref().unwrap().request_messages,
+            ok.grpc.as_ref().unwrap().response_messages
+        ),
+        (1, 1),
+        "messages are counted though withheld"
+    );
+
+    // An error in the trailers, after one message.
+    let call = s.client.count(echo::request("fail-after-one")).await;
+    let got: Vec<_> = call.unwrap().into_inner().collect().await;
+    assert!(matches!(&got[..], [Ok(_), Err(_)]), "{got:?}");
+    let failed = s.record("/demo.Echo/Count").await;
+    assert_eq!(failed.status, 200);
+    assert_eq!(failed.grpc.as_ref().unwrap().status, Some(3));
+    assert!(failed.capture.is_empty(), "{:?}", failed.capture);
+    let wire = serde_json::to_value(&failed).unwrap();
+    assert_eq!(
+        EchoRequest::decode(&data(&wire["request"]["body"])[0][..]).unwrap(),
+        echo::request("fail-after-one")
+    );
+    assert_eq!(data(&wire["response"]).len(), 1);
+
+    // A trailers-only error: its request message is kept.
+    s.handle.flush().await;
+    let before = s.sink.all().len();
+    s.client.say(echo::request("not-found")).await.unwrap_err();
+    let not_found = loop {
+        s.handle.flush().await;
+        let all = s.sink.all();
+        if all.len() > before {
+            break all[before].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(not_found.grpc.as_ref().unwrap().status, Some(5));
+    assert!(not_found.capture.is_empty(), "{:?}", not_found.capture);
+    assert_eq!(
+        EchoRequest::decode(
+            &data(&serde_json::to_value(&not_found).unwrap()["request"]["body"])[0][..]
+        )
+        .unwrap(),
+        echo::request("not-found")
+    );
 }
 
 #[tokio::test]
@@ -437,7 +511,7 @@ async fn a_plain_hyper_service_speaking_grpc_is_recorded() {
     assert_eq!(reply.into_inner().message, "plain");
 
     let mut record = None;
-    for _ in 0..200 {
+    for _ in 0..1000 {
         handle.flush().await;
         if let Some(r) = sink.all().pop() {
             record = Some(r);

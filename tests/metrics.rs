@@ -259,11 +259,29 @@ async fn the_writer_metrics_appear_in_a_prometheus_scrape_with_their_documented_
         "every capture is accounted for"
     );
 
+    // 6. Once that writer has stopped, a request still goes through; its
+    // capture is dropped, and counted, after the writer's last report.
+    let stats = handle.clone();
+    handle.shutdown().await;
+    echo(addr, "late").await;
+    echo(addr, "later").await;
+    assert_eq!(stats.stats().dropped, 2);
+    let s = scrape(addr).await;
+    assert_eq!(value(&s, "tower_usage_records_dropped_total"), 5.0);
+    assert_eq!(value(&s, "tower_usage_records_captured_total"), 18.0);
+    assert_eq!(
+        value(&s, "tower_usage_records_captured_total"),
+        value(&s, "tower_usage_records_written_total")
+            + value(&s, "tower_usage_records_failed_total")
+            + value(&s, "tower_usage_records_dropped_total"),
+        "every capture is accounted for, the late ones too"
+    );
+
     #[cfg(feature = "spool")]
     spooled(prometheus).await;
 }
 
-/// Step 6: a spooled sink, whose records go to disk while the inner sink is
+/// Step 7: a spooled sink, whose records go to disk while the inner sink is
 /// down, and are written back once it answers.
 #[cfg(feature = "spool")]
 async fn spooled(prometheus: PrometheusHandle) {

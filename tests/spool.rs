@@ -231,14 +231,15 @@ fn all_on_disk<S: UsageSink>(handle: &UsageHandle, spooled: &Spooled<S>, n: u64)
     );
 }
 
-/// Opens a spool on `dir` around `sink`, waiting (up to 2 s) for the
+/// Opens a spool on `dir` around `sink`, waiting (up to 10 s: a loaded
+/// machine) for the
 /// previous spool's write-back task to let go of its lock.
 async fn reopen<S: UsageSink + Clone>(sink: &S, dir: &Path) -> Spooled<S> {
     let start = Instant::now();
     loop {
         match Spooled::new(sink.clone(), dir, 64 * 1024 * 1024) {
             Ok(spooled) => return spooled,
-            Err(e) if start.elapsed() < Duration::from_secs(2) => {
+            Err(e) if start.elapsed() < Duration::from_secs(10) => {
                 assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

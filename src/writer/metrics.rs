@@ -2,7 +2,8 @@
 //! [`crate::metrics`]): its counters and gauges, reported from one snapshot
 //! of [`State`](super::queue::State) when a batch is taken (so the batch in
 //! hand shows while it is written) and when a round ends, and the
-//! histograms, at the step they measure. Without the feature every function here is empty and
+//! histograms, at the step they measure. A capture dropped after the
+//! writer's last report is reported by the request path itself. Without the feature every function here is empty and
 //! [`Report`] holds nothing.
 
 use std::time::Instant;
@@ -48,8 +49,18 @@ mod on {
 
         /// Reports what changed since the last call, from one snapshot.
         pub(in crate::writer) fn report(&mut self, shared: &Shared) {
+            self.report_from(shared, false);
+        }
+
+        /// The writer's last report: later drops are `submit`'s to report.
+        pub(in crate::writer) fn report_last(&mut self, shared: &Shared) {
+            self.report_from(shared, true);
+        }
+
+        fn report_from(&mut self, shared: &Shared, last: bool) {
             let (stats, bytes) = {
-                let s = shared.state();
+                let mut s = shared.state();
+                s.reported_last |= last;
                 (s.stats(), s.bytes as u64)
             };
             self.captured.set(stats.captured);
@@ -68,6 +79,12 @@ mod on {
             self.in_flight.retract();
             self.bytes.retract();
         }
+    }
+
+    /// One capture arrived after the writer's last report, and was dropped.
+    pub(in crate::writer) fn dropped_after_stop() {
+        ::metrics::counter!(names::RECORDS_CAPTURED).increment(1);
+        ::metrics::counter!(names::RECORDS_DROPPED).increment(1);
     }
 
     pub(in crate::writer) fn batch(records: usize) {
@@ -101,7 +118,17 @@ impl Report {
 
     pub(super) fn report(&mut self, _: &Shared) {}
 
+    pub(super) fn report_last(&mut self, _: &Shared) {}
+
     pub(super) fn retract(&mut self) {}
+}
+
+/// A capture arrived after the writer's last report and was dropped: the
+/// request path counts it in the metrics itself (only then).
+#[cold]
+pub(super) fn dropped_after_stop() {
+    #[cfg(feature = "metrics")]
+    on::dropped_after_stop();
 }
 
 /// A batch of `records` is handed to the sink.

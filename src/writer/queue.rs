@@ -73,6 +73,9 @@ pub(super) struct State {
     pub(super) closed: bool,
     /// Set when the writer has ended: nothing pending changes any more.
     pub(super) stopped: bool,
+    /// Set with the writer's last report to the metrics: captures dropped
+    /// after it are reported by `submit` itself.
+    pub(super) reported_last: bool,
     /// What the sink said, when the writer ended, of the records it
     /// acknowledged but could not return yet ([`UsageSink::pending_since`]).
     pub(super) left_in_sink: Option<SystemTime>,
@@ -282,6 +285,11 @@ impl Queue {
             s.captured += 1;
             if s.closed {
                 s.dropped += 1;
+                let unreported = s.reported_last;
+                drop(s);
+                if unreported {
+                    super::metrics::dropped_after_stop();
+                }
                 return;
             }
             let held = s.queue.len() + s.in_flight as usize;

@@ -97,7 +97,7 @@ impl Drop for StopOnExit {
                 "the usage writer stopped with records in hand: they are counted in stats().dropped, and no more records are written"
             );
         }
-        self.report.report(&shared);
+        self.report.report_last(&shared);
         self.report.retract();
         // Wake any flush waiting on a writer that is gone.
         shared.publish();
