@@ -11,10 +11,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 
 use crate::hooks::Protocol;
-use crate::record::binary;
 use crate::record::{grpc_messages, MessageCounter, Redaction};
 #[cfg(feature = "spool")]
-use crate::sink::spool::segment;
+use crate::{record::binary, sink::spool::segment};
 
 /// The secret the redaction target plants; it must never come out.
 const PLANTED: &[u8] = b"FUZZ-S3CR3T-0123";

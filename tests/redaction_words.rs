@@ -76,6 +76,19 @@ const SECRET_NAMES: &[&str] = &[
     "credentials",
     "basic_auth",
     "auth",
+    "x-rapidapi-key",
+    "Ocp-Apim-Subscription-Key",
+    "x-functions-key",
+    "AccountKey",
+    "x-admin-key",
+    "authKey",
+    "writeKey",
+    "server_key",
+    "sdk-key",
+    "hmac_key",
+    "x-mashape-key",
+    "passcode",
+    "jwt",
 ];
 
 /// At least 40 names from real public APIs that must stay as sent.
@@ -132,6 +145,14 @@ const HARMLESS_NAMES: &[&str] = &[
     "model",
     "temperature",
     "stream",
+    "issueKey",
+    "flag_key",
+    "project_key",
+    "publishable_key",
+    "partition_key",
+    "monkey",
+    "hotkey",
+    "jwks_uri",
 ];
 
 async fn record_of(req: Request<TestBody>) -> Value {

@@ -26,9 +26,15 @@
 //!      word, before `token` is `page`, `next`, `nextpage`, `sync`,
 //!      `continuation`, `skip`, `resume`, `pagination` or `postman`:
 //!      `nextPageToken`, `$skiptoken`, `Postman-Token`); or
-//!    * its last two words are a compound that names a key: `api`, `access`,
-//!      `private`, `secret`, `signing`, `encryption`, `master`, `client`,
-//!      `auth`, `license`, `session` or `application` followed by `key`; or
+//!    * its last word is `jwt`, or it holds `passcode` anywhere; or
+//!    * its last two words are a compound that names a key, or its last word
+//!      is one (`apikey`, `authKey` as one word): a kind of key (`api`,
+//!      `access`, `private`, `priv`, `secret`, `signing`, `encryption`,
+//!      `decryption`, `master`, `client`, `auth`, `license`, `session`,
+//!      `application`, `app`, `subscription`, `function`, `functions`,
+//!      `account`, `admin`, `service`, `server`, `hmac`, `shared`, `storage`,
+//!      `root`, `sdk`, `write`, `deploy`, `ingest`, `webhook`, `mashape`, or
+//!      any word ending in `api`: `x-rapidapi-key`) followed by `key`; or
 //!      `session id`.
 //!
 //! Plurals and words that only contain a secret word are not secret:
@@ -56,7 +62,10 @@
 /// defaults take for a secret. No allocation.
 pub fn is_secret_name(name: &str) -> bool {
     let name = name.as_bytes();
-    if contains_ignore_case(name, b"passw") || contains_ignore_case(name, b"passphrase") {
+    if contains_ignore_case(name, b"passw")
+        || contains_ignore_case(name, b"passphrase")
+        || contains_ignore_case(name, b"passcode")
+    {
         return true;
     }
     let mut last: Option<&[u8]> = None;
@@ -92,11 +101,27 @@ pub fn is_secret_name(name: &str) -> bool {
     {
         return true;
     }
-    let Some(before) = before else {
-        return false;
-    };
-    (last.eq_ignore_ascii_case(b"key") && KEY_KINDS.iter().any(|k| before.eq_ignore_ascii_case(k)))
-        || (last.eq_ignore_ascii_case(b"id") && before.eq_ignore_ascii_case(b"session"))
+    if let Some(stem) = strip_suffix_ignore_case(last, b"key") {
+        // `key` alone: the word before says what kind; `apikey`: the part
+        // before it does.
+        let kind = if stem.is_empty() {
+            before.unwrap_or_default()
+        } else {
+            stem
+        };
+        return is_key_kind(kind);
+    }
+    before.is_some_and(|before| {
+        last.eq_ignore_ascii_case(b"id") && before.eq_ignore_ascii_case(b"session")
+    })
+}
+
+/// Whether `kind`, before `key`, makes a key's name: one of [`KEY_KINDS`],
+/// or a word ending in `api` (`rapidapi`).
+fn is_key_kind(kind: &[u8]) -> bool {
+    !kind.is_empty()
+        && (KEY_KINDS.iter().any(|k| kind.eq_ignore_ascii_case(k))
+            || strip_suffix_ignore_case(kind, b"api").is_some())
 }
 
 /// Substrings that every name the rule takes for secret holds (ASCII
@@ -105,7 +130,9 @@ pub fn is_secret_name(name: &str) -> bool {
 pub(crate) const NEEDLES: &[&str] = &[
     "passw",
     "passphrase",
+    "passcode",
     "pwd",
+    "jwt",
     "auth",
     "credential",
     "cookie",
@@ -125,19 +152,12 @@ const LAST_WORDS: &[&[u8]] = &[
     b"cookie",
     b"session",
     b"sid",
+    b"jwt",
 ];
 
 /// A last word that ends in one of these makes a name secret (`token` is
 /// handled apart, for its exceptions).
-const SUFFIXES: &[&[u8]] = &[
-    b"secret",
-    b"apikey",
-    b"accesskey",
-    b"privatekey",
-    b"secretkey",
-    b"sessionid",
-    b"sessid",
-];
+const SUFFIXES: &[&[u8]] = &[b"secret", b"sessionid", b"sessid"];
 
 /// What stands before `token` in a token that grants nothing: page cursors
 /// (Google's `pageToken`, AWS's `NextToken`, OData's `$skiptoken`, Azure's
@@ -154,20 +174,45 @@ const NOT_SECRET_TOKENS: &[&[u8]] = &[
     b"postman",
 ];
 
-/// The word before a last word `key` that makes the name a key's name.
+/// What stands before `key` (the word before a last word `key`, or the part
+/// of the last word before it) in the name of a key that grants access:
+/// API gateways' (Azure's `Ocp-Apim-Subscription-Key`, `x-functions-key`),
+/// storage accounts', services' and SDKs' keys. Not `public`, `primary`,
+/// `sort`, `idempotency`, `project`, `issue` or `publishable`: those name
+/// what is not a secret.
 const KEY_KINDS: &[&[u8]] = &[
     b"api",
     b"access",
     b"private",
+    b"priv",
     b"secret",
     b"signing",
     b"encryption",
+    b"decryption",
     b"master",
     b"client",
     b"auth",
     b"license",
     b"session",
     b"application",
+    b"app",
+    b"subscription",
+    b"function",
+    b"functions",
+    b"account",
+    b"admin",
+    b"service",
+    b"server",
+    b"hmac",
+    b"shared",
+    b"storage",
+    b"root",
+    b"sdk",
+    b"write",
+    b"deploy",
+    b"ingest",
+    b"webhook",
+    b"mashape",
 ];
 
 /// The words of `name` (see the module docs), in order.
