@@ -53,6 +53,8 @@ enum Flaw {
     /// Rebuilds each body from its bytes with `CapturedBody::complete`
     /// (keeping truncated ones), so a size apart from the bytes is lost.
     RebuildsBodies,
+    /// Stores no trace context.
+    DropsTrace,
 }
 
 /// A `MemorySink` with one flaw.
@@ -91,6 +93,17 @@ impl UsageSink for Broken {
                 self.inner.record(&lossy).await
             }
             Flaw::TruncatesBatches => self.inner.record(&batch[..batch.len().min(5_000)]).await,
+            Flaw::DropsTrace => {
+                let untraced: Vec<UsageRecord> = batch
+                    .iter()
+                    .cloned()
+                    .map(|mut r| {
+                        r.trace = None;
+                        r
+                    })
+                    .collect();
+                self.inner.record(&untraced).await
+            }
             Flaw::RebuildsBodies => {
                 let rebuilt: Vec<UsageRecord> = batch
                     .iter()
@@ -283,6 +296,20 @@ async fn a_lossy_sink_fails_round_trip() {
             "non-UTF-8 header values",
             "request.headers",
             "grpc: stored Some",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_sink_storing_no_trace_fails_round_trip() {
+    fails(
+        "round_trip",
+        Flaw::DropsTrace,
+        &[
+            "a W3C trace context",
+            "trace: stored Some(TraceContext { trace_id: \"0af7651916cd43dd8448eb211c80319c\"",
+            "read back None",
         ],
     )
     .await;

@@ -387,3 +387,39 @@ async fn bad_names_and_a_dead_server_say_so() {
     assert_eq!(err.kind(), SinkErrorKind::Unavailable, "{err}");
     assert!(err.is_temporary());
 }
+
+/// The kit's lifecycle checks with its hooks, each also through a sink
+/// connected anew (`reopen`: a restarted process, or another replica):
+/// `erasure`, and `retention` on sinks made with `max_age(1 hour)` (the hook
+/// drops expired months now; the kit's records are all of this month or the
+/// last, so reads must hide the expired ones by themselves).
+#[tokio::test]
+async fn the_lifecycle_checks_hold_through_a_new_connection() {
+    const MAX_AGE: Duration = Duration::from_secs(3600);
+    for (check, max_age) in [("erasure", None), ("retention", Some(MAX_AGE))] {
+        let db = fresh_database();
+        let connect = move |db: String| async move {
+            let builder = ClickHouseSink::builder().database(db);
+            match max_age {
+                Some(age) => builder.max_age(age),
+                None => builder,
+            }
+            .connect(&url())
+            .await
+        };
+        let first = db.clone();
+        let result = tower_usage::testing::SinkKit::new(move || {
+            let db = first.clone();
+            async move { connect(db).await.expect("connect and create the table") }
+        })
+        .expire(|sink: std::sync::Arc<ClickHouseSink>, age| async move {
+            assert_eq!(age, MAX_AGE, "the sinks here are made with max_age(1 hour)");
+            sink.enforce_retention().await.map(drop)
+        })
+        .reopen(move |sink: std::sync::Arc<ClickHouseSink>| connect(sink.database().to_owned()))
+        .run_check(check)
+        .await;
+        drop_database(&db).await;
+        assert_eq!(result, Ok(()), "{check}");
+    }
+}

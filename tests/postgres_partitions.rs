@@ -97,6 +97,19 @@ async fn relkind(schema: &str, table: &str) -> String {
         .get(0)
 }
 
+/// The rows in the `DEFAULT` partition, which the sink keeps empty.
+async fn in_default(schema: &str) -> i64 {
+    admin()
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".usage_records_default"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 async fn partitions(schema: &str) -> Vec<String> {
     admin()
         .await
@@ -200,16 +213,7 @@ async fn a_plain_table_is_partitioned_keeping_every_record() {
     assert!(parts.len() >= 41 + 7, "{parts:?}");
     assert!(parts.contains(&"usage_records_default".to_owned()));
     // The DEFAULT partition is empty: every record has a partition.
-    let in_default: i64 = admin()
-        .await
-        .query_one(
-            &format!("SELECT count(*) FROM \"{s}\".usage_records_default"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(in_default, 0);
+    assert_eq!(in_default(&s).await, 0);
     // Retries stay idempotent on (id, created_at).
     parted.record(&records[..10]).await.expect("again");
     assert_eq!(all(&parted).await.len(), 3000);
@@ -363,5 +367,80 @@ async fn a_one_day_query_reads_one_partition() {
             "{other} in\n{plan}"
         );
     }
+    drop_schema(&s).await;
+}
+
+/// The table tower-usage 5633fb1 wrote (schema version 3: no trace columns,
+/// no partitions), restored from `tests/fixtures/postgres_v3/` (made by its
+/// `make.rs` with that release): connecting with `partition(Day)` migrates it
+/// to version 4 and partitions it, and every one of its 300 records reads
+/// back with every field that release showed, as it showed it.
+#[tokio::test]
+async fn a_table_written_by_the_release_before_is_partitioned_keeping_every_record() {
+    use std::io::Read as _;
+    let gunzip = |bytes: &[u8]| {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_string(&mut text)
+            .expect("gzip");
+        text
+    };
+    let s = schema("v3");
+    let dump = gunzip(include_bytes!("fixtures/postgres_v3/dump.sql.gz"));
+    // The dump sets an empty search_path: a connection of its own.
+    admin()
+        .await
+        .batch_execute(&dump.replace("tu_fixture_v3", &s))
+        .await
+        .expect("restore the version 3 table");
+    let version: String = admin()
+        .await
+        .query_one(
+            &format!("SELECT value FROM \"{s}\".usage_records_meta WHERE name = 'schema_version'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, "3");
+    assert_eq!(relkind(&s, "usage_records").await, "r");
+
+    let sink = connect(&s, Some(PartitionBy::Day), None).await;
+    assert_eq!(relkind(&s, "usage_records").await, "p");
+    let mut read = all(&sink).await;
+    read.sort_by(|a, b| a.id.cmp(&b.id));
+    let shown: Vec<serde_json::Value> =
+        gunzip(include_bytes!("fixtures/postgres_v3/records.ndjson.gz"))
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a record of the fixture"))
+            .collect();
+    assert_eq!(read.len(), shown.len(), "every record of the old table");
+    assert_eq!(read.len(), 300);
+    for (record, before) in read.iter().zip(&shown) {
+        let now = serde_json::to_value(record).unwrap();
+        for (field, value) in before.as_object().unwrap() {
+            assert_eq!(&now[field], value, "record {}: {field}", record.id);
+        }
+        assert!(record.trace.is_none(), "{}", record.id);
+    }
+    // Spread over 41 days: a partition each, none left in DEFAULT.
+    let parts = partitions(&s).await;
+    assert!(parts.len() >= 41 + 7, "{parts:?}");
+    assert_eq!(in_default(&s).await, 0);
+    // The migrated table takes new records, traced ones included.
+    let mut new = record(0.0, "a", 1);
+    new.trace = Some(tower_usage::TraceContext {
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        span_id: "00f067aa0ba902b7".into(),
+    });
+    sink.record(std::slice::from_ref(&new))
+        .await
+        .expect("record");
+    let again = all(&sink).await;
+    assert_eq!(again.len(), 301);
+    assert_eq!(
+        again.iter().find(|r| r.id == new.id).unwrap().trace,
+        new.trace
+    );
     drop_schema(&s).await;
 }

@@ -33,7 +33,7 @@ pub(super) type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// of them as an export.
 ///
 /// It is `Clone`, always ready, and never fails (`Error = Infallible`): every
-/// failure is an HTTP response, so axum's `Router::route_service` (or tonic's
+/// failure is an HTTP response, so axum's `Router::nest_service` (or tonic's
 /// router) mounts it as it is, on any path.
 ///
 /// # What it serves below its mount point
@@ -74,7 +74,7 @@ pub(super) type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// fn app<S: UsageSink + Clone>(sink: S) -> Router {
 ///     Router::new()
 ///         .route("/v1/hello", get(|| async { "hello" }))
-///         .route_service("/v1/usage", UsageService::new(sink))
+///         .nest_service("/v1/usage", UsageService::new(sink))
 /// }
 /// ```
 ///
@@ -87,7 +87,7 @@ pub(super) type AdminFn = dyn Fn(RequestInfo<'_>) -> bool + Send + Sync;
 /// // `sink`: a `MemorySink`, `SqliteSink`, ..., a clone of the layer's.
 /// let app = Router::new()
 ///     .route("/v1/hello", get(|| async { "hello" }))
-///     .route_service("/v1/usage", UsageService::new(sink));
+///     .nest_service("/v1/usage", UsageService::new(sink));
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 /// axum::serve(listener, app).await
 /// # }

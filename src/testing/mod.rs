@@ -7,9 +7,11 @@
 //!
 //! # Implementing your own sink
 //!
-//! [`UsageSink`] has four methods: implement the two required ones, `record`
+//! [`UsageSink`] has six methods: implement the two required ones, `record`
 //! and `query`; `get` and `summarize` have defaults built on `query` that pass
-//! every check (override them to answer faster). The [guide to writing a
+//! every check (override them to answer faster), `erase_consumer` answers
+//! `Unsupported` until you override it, and `pending_since` matters only to a
+//! sink that acknowledges before it stores. The [guide to writing a
 //! sink](crate::sink#writing-a-sink) walks through a complete one. Then hold
 //! the implementation to these rules:
 //!
@@ -122,7 +124,7 @@
 //! | name                 | what it checks |
 //! |----------------------|----------------|
 //! | `empty_sink`         | an empty sink answers every scope and order with an empty page and no cursor |
-//! | `round_trip`         | every field comes back as recorded: empty, JSON, text, binary and truncated bodies, and bodies whose `size` differs from their bytes (redacted or decoded); query strings with repeats and escapes; params order; repeated and non-UTF-8 headers; route and consumer `None` and `Some`; every outcome; gRPC details; status; duration; `created_at` to the millisecond |
+//! | `round_trip`         | every field comes back as recorded: empty, JSON, text, binary and truncated bodies, and bodies whose `size` differs from their bytes (redacted or decoded); query strings with repeats and escapes; params order; repeated and non-UTF-8 headers; route and consumer `None` and `Some`; every outcome; gRPC details; the trace context; capture notes; status; duration; `created_at` to the millisecond |
 //! | `ordering`           | both orders sort by `(created_at, id)` with many equal timestamps, in one page and across pages, whatever order records arrived in |
 //! | `cursor_paging`      | no gap and no duplicate while newer records are recorded between pages, both orders, scoped and not |
 //! | `filters`            | since (inclusive), until (exclusive), method, exact and prefix path (with `%` and `_`), exact and class status, and combinations |

@@ -420,6 +420,12 @@ pub(super) fn field_differences(stored: &UsageRecord, read: &UsageRecord) -> Vec
     );
     field("grpc", stored.grpc == read.grpc, &stored.grpc, &read.grpc);
     field(
+        "trace",
+        stored.trace == read.trace,
+        &stored.trace,
+        &read.trace,
+    );
+    field(
         "capture",
         stored.capture == read.capture,
         &stored.capture,

@@ -104,6 +104,12 @@ fn round_trip_records(gen: &mut Gen) -> Vec<(&'static str, UsageRecord)> {
             ("name".into(), "café crème / ½".into()),
         ];
     });
+    add("a W3C trace context (traceId and spanId)", 3_500, &|r| {
+        r.trace = Some(crate::TraceContext {
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            span_id: "b7ad6b7169203331".into(),
+        });
+    });
     add("non-UTF-8 header values", 3_999, &|r| {
         r.request
             .headers
