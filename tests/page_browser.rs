@@ -33,6 +33,8 @@ const XSS_BODY: &str = "<img src=x onerror=alert(1)>";
 /// another application on the same sink may hold it.
 const XSS_PATH: &str = "/rest/v1/airdrop/<script>alert(2)</script>";
 const XSS_ROUTE: &str = "/rest/<b onmouseover=alert(3)>{id}</b>";
+/// A consumer id an `IdentifyConsumer` may take from anywhere.
+const XSS_CONSUMER: &str = "<svg/onload=alert(4)>";
 const INSTALL: &str =
     "install them with `apt-get update && apt-get install -y chromium chromium-driver` \
      (scripts/test does so when it runs as root or with sudo)";
@@ -882,6 +884,82 @@ async fn a_custom_range_bounds_every_read_and_stays_in_the_url() {
     result.unwrap();
 }
 
+/// A day of traffic on four routes: a bar per hour in the requests chart and
+/// a point per hour on each latency line, the routes by count; the page as
+/// the README shows it (`docs/usage-page.png` is a copy of the screenshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_of_traffic() {
+    let driver = start_driver().await;
+    let sink = MemorySink::new();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let routes = [
+        ("GET", "/v1/items/{id}", "/v1/items/"),
+        ("POST", "/v1/items", "/v1/items"),
+        ("GET", "/v1/search", "/v1/search"),
+        ("DELETE", "/v1/items/{id}", "/v1/items/"),
+    ];
+    let ago: Vec<Duration> = (0..600)
+        .map(|_| Duration::from_secs(rng.u64(60..23 * 3600)))
+        .collect();
+    let records: Vec<UsageRecord> = records_at(&ago)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            let (method, route, path) = routes[(i * 7 + i / 3) % routes.len()];
+            r.method = method.into();
+            r.route = Some(route.into());
+            r.path = if route.ends_with("{id}") {
+                format!("{path}{}", rng.u32(1000..9999))
+            } else {
+                path.into()
+            };
+            r.status = match rng.u32(0..100) {
+                0..=2 => 500,
+                3..=9 => 404,
+                10..=12 => 429,
+                _ if method == "POST" => 201,
+                _ => 200,
+            };
+            r.duration_us = rng.u64(800..4_000) + if route == "/v1/search" { 9_000 } else { 0 };
+            r.response.size = rng.u64(200..4_000);
+            r.request.body.size = if method == "POST" {
+                rng.u64(100..900)
+            } else {
+                0
+            };
+            r
+        })
+        .collect();
+    sink.record(&records).await.unwrap();
+    let (client, _, _profile) = open_page(&driver, tower_usage::UsageService::new(sink)).await;
+    let result = async {
+        enter_token(&client, TOKEN).await?;
+        until("the day's headline", || async {
+            let values = texts(&client, "#headline .card .value").await?;
+            Ok((values.first().is_some_and(|v| v == "600")).then_some(()))
+        })
+        .await;
+        let hours = client
+            .find_all(Locator::Css("#latency svg circle"))
+            .await?
+            .len();
+        assert!(hours >= 2 * 20, "a point per hour on each line: {hours}");
+        let bars = client
+            .find_all(Locator::Css("#chart svg rect"))
+            .await?
+            .len();
+        assert!(bars >= 23, "a bar (or more) per hour: {bars}");
+        let routes = texts(&client, "#routes tbody tr td:first-child").await?;
+        assert_eq!(routes.len(), 3, "{routes:?}");
+        client.execute("window.scrollTo(0, 0)", vec![]).await?;
+        screenshot(&client, 1440, 900, "page-day-1440x900.png").await;
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.unwrap();
+}
+
 /// An admin (here: the token `ADMIN`) picks a consumer; every read then
 /// carries `consumer=`. A consumer's token gets no picker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -897,6 +975,20 @@ async fn an_admin_picks_a_consumer() {
         r.path = format!("/other{}", r.path);
         records.push(r);
     }
+    // A record from anywhere, as an admin sees every consumer's: markup in
+    // its consumer id, path, route, body and a header.
+    let mut hostile = records_at(&[minute * 6]).remove(0);
+    hostile.consumer = Some(XSS_CONSUMER.into());
+    hostile.method = "POST".into();
+    hostile.path = XSS_PATH.into();
+    hostile.route = Some(XSS_ROUTE.into());
+    hostile.status = 400;
+    hostile.request.body = tower_usage::CapturedBody::complete(XSS_BODY.as_bytes().to_vec());
+    hostile.request.headers.insert(
+        "x-note",
+        http::HeaderValue::from_static("<script>alert(5)</script>"),
+    );
+    records.push(hostile);
     sink.record(&records).await.unwrap();
     let service = tower_usage::UsageService::new(sink)
         .admin(|req| tower_usage::bearer_token(req.headers()) == Some(ADMIN));
@@ -910,7 +1002,7 @@ async fn an_admin_picks_a_consumer() {
         click(&client, "#forget").await?;
 
         enter_token(&client, ADMIN).await?;
-        rows(&client, 5).await;
+        rows(&client, 6).await;
         body_says(&client, "data-admin", "yes").await;
         assert!(picker.is_displayed().await?);
         let mut options = texts(&client, "#consumer option").await?;
@@ -918,6 +1010,7 @@ async fn an_admin_picks_a_consumer() {
         let mut ids = vec![
             tower_usage::hash_token(TOKEN),
             tower_usage::hash_token(OTHER),
+            XSS_CONSUMER.to_owned(),
         ];
         ids.sort();
         assert_eq!(options, ids);
@@ -942,13 +1035,56 @@ async fn an_admin_picks_a_consumer() {
             "{hash}"
         );
         screenshot(&client, 1440, 900, "page-admin-1440x900.png").await;
-        // Back to all consumers.
+        // Back to all consumers: the hostile record's markup is text, in
+        // the list and opened, and nothing of it became an element.
         client
             .find(Locator::Id("consumer"))
             .await?
             .select_by_label("all consumers")
             .await?;
-        rows(&client, 5).await;
+        rows(&client, 6).await;
+        let paths = texts(&client, "#history tbody tr td:nth-child(3)").await?;
+        let at = paths.iter().position(|p| p == XSS_PATH).expect("the hostile row");
+        client.find_all(Locator::Css("#history tbody tr")).await?[at]
+            .click()
+            .await?;
+        let body = until("the hostile record's body", || async {
+            let text = text_of(&client, "req-body").await?;
+            Ok((!text.is_empty()).then_some(text))
+        })
+        .await;
+        assert_eq!(body, XSS_BODY);
+        assert_eq!(text_of(&client, "detail-title").await?, format!("POST {XSS_PATH}"));
+        let headers = text_of(&client, "req-headers").await?;
+        assert!(headers.contains("x-note: <script>alert(5)</script>"), "{headers}");
+        let meta = text_of(&client, "detail-meta").await?;
+        assert!(meta.contains(XSS_CONSUMER), "{meta}");
+        let injected = client
+            .execute(
+                "return document.querySelectorAll('img, svg [onload], svg[onload], b, \
+                 script:not([src]), [onerror], [onmouseover]').length",
+                vec![],
+            )
+            .await?;
+        assert_eq!(injected, 0, "markup from a record became elements");
+        assert_no_alert(&client).await;
+        // Escape closes the record, from the keyboard.
+        client.active_element().await?.send_keys("\u{E00C}").await?;
+        until("the record closed by Escape", || async {
+            Ok((!displayed(&client, "detail").await?).then_some(()))
+        })
+        .await;
+        // At 360 px wide the page fits: no sideways scrolling of the page
+        // (a wide table scrolls in its own box).
+        client.execute("window.scrollTo(0, 0)", vec![]).await?;
+        screenshot(&client, 360, 740, "page-admin-360x740.png").await;
+        let overflow = client
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+                vec![],
+            )
+            .await?;
+        assert_eq!(overflow, 0, "the page is wider than 360 px");
         Ok::<_, CmdError>(())
     }
     .await;
