@@ -13,7 +13,9 @@
 //!   either order), on a store of 1,000,000 records. The stores are filled once
 //!   and reused by later runs: the SQLite file is
 //!   `target/bench-data/sinks-1m.db`, the PostgreSQL table `tu_bench.usage_records`,
-//!   each refilled when it does not hold the expected records. The `MemorySink`
+//!   each refilled when it does not hold the expected records; the same on a
+//!   table partitioned by day, `tu_bench_part.usage_records`
+//!   (`postgres_partitioned`). The `MemorySink`
 //!   (capacity 1,000,000) is filled on every run. The SQL stores are measured
 //!   twice: as found (the OS may have dropped them from its page cache since they
 //!   were filled: "cold"), then after reading them through once, as a server
@@ -54,6 +56,7 @@
 //! cargo bench --bench sinks --features sqlite,postgres -- sink_export   # exports only
 //! cargo bench --bench sinks --features sqlite,postgres,clickhouse -- 'sink_write/(postgres|clickhouse)/(512|4096)'
 //! cargo bench --bench sinks --features sqlite,postgres,clickhouse -- 'sink_(page|summary)/clickhouse'
+//! cargo bench --bench sinks --features sqlite,postgres -- 'sink_(page|summary)/postgres'
 //! ```
 
 use std::path::PathBuf;
@@ -335,6 +338,48 @@ async fn sqlite_filled() -> SqliteSink {
     sink
 }
 
+/// The schema of the partitioned store (issue 20).
+const BENCH_SCHEMA_PARTITIONED: &str = "tu_bench_part";
+
+/// `tu_bench_part.usage_records`, partitioned by day, with the same [`STORED`]
+/// records as [`postgres_filled`], filled on first use: they land in the
+/// `DEFAULT` partition (partitions are made ahead of today, not behind), and
+/// one maintenance round moves them into a partition per day, as it would
+/// for a migrated table's past.
+async fn postgres_partitioned_filled() -> PostgresSink {
+    let schema = BENCH_SCHEMA_PARTITIONED;
+    let connect = || async {
+        PostgresSink::builder()
+            .schema(schema)
+            .pool_size(4)
+            .partition(tower_usage::sink::postgres::PartitionBy::Day)
+            .connect(&pg_url())
+            .await
+            .expect("a partitioned PostgresSink")
+    };
+    let sink = connect().await;
+    let n = pg_count(&sink).await;
+    if n == STORED as i64 {
+        eprintln!("postgres_partitioned: reusing {schema}.usage_records");
+        return sink;
+    }
+    eprintln!("postgres_partitioned: {schema}.usage_records holds {n} records; refilling");
+    pg_exec(&sink, &format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
+    drop(sink);
+    let sink = connect().await;
+    fill("postgres_partitioned", &sink, 2).await;
+    let t = Instant::now();
+    let round = sink.maintain().await.expect("maintenance");
+    eprintln!(
+        "postgres_partitioned: {} records moved from DEFAULT into {} partitions in {:.1} s",
+        round.moved_from_default,
+        round.created,
+        t.elapsed().as_secs_f64()
+    );
+    pg_exec(&sink, &format!("VACUUM ANALYZE \"{schema}\".usage_records")).await;
+    sink
+}
+
 /// `tu_bench.usage_records` with [`STORED`] records, filled on first use.
 async fn postgres_filled() -> PostgresSink {
     let sink = pg_sink(BENCH_SCHEMA).await;
@@ -526,7 +571,7 @@ fn prewarm_sqlite(_: &SqliteSink, _: &tokio::runtime::Runtime) {
 }
 
 fn prewarm_postgres(sink: &PostgresSink, rt: &tokio::runtime::Runtime) {
-    let table = format!("\"{BENCH_SCHEMA}\".usage_records");
+    let table = format!("\"{}\".usage_records", sink.schema());
     rt.block_on(async {
         // The heap, then the consumer index (an index-only scan after VACUUM).
         pg_exec(sink, &format!("SELECT sum(length(req_body)) FROM {table}")).await;
@@ -670,6 +715,13 @@ fn pages(c: &mut Criterion) {
     let rt = runtime();
     bench_pages(c, &rt, "sqlite", sqlite_filled, Some(prewarm_sqlite));
     bench_pages(c, &rt, "postgres", postgres_filled, Some(prewarm_postgres));
+    bench_pages(
+        c,
+        &rt,
+        "postgres_partitioned",
+        postgres_partitioned_filled,
+        Some(prewarm_postgres),
+    );
     #[cfg(feature = "clickhouse")]
     bench_pages(c, &rt, "clickhouse", ch::filled, None);
     let fill_memory = || async {
@@ -795,6 +847,7 @@ fn summaries(c: &mut Criterion) {
     let rt = runtime();
     bench_summaries(c, &rt, "sqlite", sqlite_filled);
     bench_summaries(c, &rt, "postgres", postgres_filled);
+    bench_summaries(c, &rt, "postgres_partitioned", postgres_partitioned_filled);
     #[cfg(feature = "clickhouse")]
     bench_summaries(c, &rt, "clickhouse", ch::filled);
     let fill_memory = || async {

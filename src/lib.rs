@@ -143,13 +143,14 @@
 //! | `marker.rs` | how the endpoint tells the middleware "do not record me" |
 //! | `testing/` | the sink conformance kit (feature `testing`) |
 //! | `fuzzing.rs` | the fuzz targets' entry points (`--cfg fuzzing`, and the tests that replay their findings) |
-//! | `docs/` | the long guides these docs include (reliability, gRPC, configuration, the endpoint) |
+//! | `docs/` | the long guides these docs include (configuration, redaction, trace correlation, reliability, gRPC, the endpoint, writing a sink) |
 //!
 //! The module graph, as `tests/layout.rs` checks it (a module uses only
 //! modules below it; doc links aside):
 //!
 //! ```text
 //! testing    -> sink, record, error
+//! fuzzing    -> record, hooks, sink
 //! middleware -> writer, captured, sink, codec, record, hooks, marker, error
 //! endpoint   -> writer, sink, record, hooks, marker, error, streak
 //! writer     -> captured, sink, record, hooks, error, streak, metrics

@@ -91,9 +91,9 @@
 //! - **Summaries**: `GROUP BY` the bucket (`created_at_ms` rounded down, or
 //!   `month`) and the asked keys, with `count()`, `countIf`, `sum` and `max`;
 //!   and the same without `GROUP BY` for the total, both at once. Percentiles
-//!   are exact, by nearest rank, from the bucket's sorted durations (see
-//!   [`summary`](crate::sink::summary); ClickHouse's `quantile` samples and
-//!   `quantileExact` takes the next rank up when `p · n` is whole).
+//!   are exact, by nearest rank (see [`summary`](crate::sink::summary)), from
+//!   `quantilesExact` at levels a hair under `p` (it takes the next rank up
+//!   when `p · n` is whole; ClickHouse's `quantile` samples).
 //!
 //! `FINAL` merges the parts a query reads as it goes: reads cost more while
 //! many parts are unmerged (right after large imports), and nothing once the

@@ -9,6 +9,8 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::{error, ClickHouseSink};
+use crate::record::from_unix_millis;
+use crate::sink::get::ulid_millis;
 use crate::sink::{
     record_bytes, ConsumerScope, Order, PathFilter, Position, UsagePage, UsageQuery,
 };
@@ -140,6 +142,18 @@ impl ClickHouseSink {
         let mut s = self.read("record");
         let p = s.bind(Arg::Str(id.to_owned()));
         s.and(format!("id = {p}"));
+        // The id's ULID names its millisecond (`UsageRecord::id`): one month's
+        // partition is read, and in it the granules of that millisecond,
+        // rather than every partition (an admin's lookup has no consumer to
+        // narrow the sort key with).
+        if let Some((ms, month)) =
+            ulid_millis(id).and_then(|ms| Some((ms, super::insert::month(from_unix_millis(ms)?))))
+        {
+            let p = s.bind(Arg::Int(i64::from(month)));
+            s.and(format!("month = {p}"));
+            let p = s.bind(Arg::Int(ms));
+            s.and(format!("created_at_ms = {p}"));
+        }
         scope(&mut s, consumers);
         s.push_where();
         s.sql.push_str(" LIMIT 1");

@@ -2,12 +2,20 @@
 //! groups, one more over the whole range for the total, run at once; only
 //! aggregate rows come back.
 //!
-//! Percentiles are exact, by nearest rank (`ceil(p/100 · n)`th of the sorted
-//! durations, as `percentile_disc`), picked from `arraySort(groupArray(..))`:
-//! ClickHouse's own `quantileExact` takes the `floor(p/100 · n)`th from zero,
-//! one rank higher whenever `p/100 · n` is whole, and `quantile` samples
-//! (within a few percent, not the 1% the summary promises). The sorted array
-//! costs 8 bytes per record of a bucket in the server's memory.
+//! Percentiles are exact, by nearest rank (the `ceil(p/100 · n)`th of the
+//! sorted durations, as `percentile_disc`), from ClickHouse's
+//! `quantilesExact`, which takes the `floor(level · n)`th from zero: at
+//! `level = p/100` that is one rank higher whenever `p/100 · n` is whole, so
+//! the levels are `p/100 − 10⁻¹²`. Then `floor(level · n)` is
+//! `ceil(p/100 · n) − 1` for every bucket of fewer than 10⁹ requests:
+//! `p/100 · n` is a whole number of hundredths, and `10⁻¹² · n` stays below
+//! one hundredth (the kit's `summary_percentiles` check holds the sink to
+//! it). `quantile` would sample (within a few percent, not the 1% the summary
+//! promises). Exact percentiles hold 8 bytes per record of a bucket in the
+//! server's memory while it counts; `quantilesExact` sorts them in place, in
+//! a third less time than sorting an array of them (`arraySort(groupArray(..))`,
+//! measured on 18.16: the 30-day summary of 1,000,000 records, 278 to 172 ms
+//! for the buckets).
 
 use std::fmt::Write as _;
 
@@ -77,10 +85,9 @@ const FIGURES: &str = "count() AS requests, \
     countIf(status BETWEEN 400 AND 499) AS client_errors, \
     countIf(status BETWEEN 500 AND 599) AS server_errors, \
     sum(req_bytes) AS request_bytes, sum(resp_bytes) AS response_bytes, \
-    max(duration_us) AS max_us, arraySort(groupArray(duration_us)) AS sorted, \
-    sorted[intDiv(count() * 50 + 99, 100)] AS p50, \
-    sorted[intDiv(count() * 95 + 99, 100)] AS p95, \
-    sorted[intDiv(count() * 99 + 99, 100)] AS p99";
+    max(duration_us) AS max_us, \
+    quantilesExact(0.499999999999, 0.949999999999, 0.989999999999)(duration_us) AS q, \
+    q[1] AS p50, q[2] AS p95, q[3] AS p99";
 
 /// The select list and `GROUP BY` of a summary statement: by bucket and the
 /// query's keys (`buckets`), or nothing (the total).
@@ -116,7 +123,7 @@ fn select_list(group_by: GroupBy, interval: Interval, buckets: bool) -> (String,
 impl ClickHouseSink {
     fn summary_statement(&self, query: &SummaryQuery, buckets: bool) -> Statement {
         let (list, group) = select_list(query.group_by, query.interval, buckets);
-        // The columns are read by position: `sorted` is the one in between.
+        // The columns are read by position: `q` is the one in between.
         let what = list;
         let mut s = self.read(&what);
         filter(&mut s, &query.list_query());
@@ -125,7 +132,7 @@ impl ClickHouseSink {
         if buckets {
             let _ = write!(s.sql, " LIMIT {}", MAX_BUCKETS + 1);
         }
-        // Outer query: every column but `sorted`, in `SummaryRow` order.
+        // Outer query: every column but `q`, in `SummaryRow` order.
         s.sql = format!(
             "SELECT b, route_k, method_k, status_k, outcome_k, consumer_k, requests, \
              client_errors, server_errors, request_bytes, response_bytes, max_us, p50, p95, p99 \
@@ -265,11 +272,27 @@ mod tests {
 
     #[test]
     fn percentiles_are_by_nearest_rank() {
-        // ceil(0.5 · 10) = 5: the 5th of 10, not the 6th.
-        assert!(FIGURES.contains("sorted[intDiv(count() * 50 + 99, 100)] AS p50"));
-        assert_eq!((10 * 50 + 99) / 100, 5);
-        assert_eq!((10 * 95 + 99) / 100, 10);
-        assert_eq!((99 + 99) / 100, 1); // n = 1
+        // `quantilesExact` takes index `level · n` (f64, truncated) of the
+        // sorted values; nearest rank wants index `ceil(p · n) − 1`.
+        assert!(FIGURES.contains(
+            "quantilesExact(0.499999999999, 0.949999999999, 0.989999999999)(duration_us)"
+        ));
+        for (p, level) in [
+            (50u64, 0.499_999_999_999f64),
+            (95, 0.949_999_999_999),
+            (99, 0.989_999_999_999),
+        ] {
+            let counts = (1..=200_000u64).chain([999_999_999, 10_000_000, 123_456_789]);
+            for n in counts {
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    clippy::cast_precision_loss
+                )]
+                let index = (level * n as f64) as u64;
+                assert_eq!(index, (n * p).div_ceil(100) - 1, "p{p} of {n}");
+            }
+        }
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! Writing a batch: one `INSERT ... SELECT * FROM UNNEST(...) ON CONFLICT (id) DO
-//! NOTHING`, one array parameter per column; a large batch in parts, on
+//! Writing a batch: one `INSERT ... SELECT * FROM UNNEST(...) ON CONFLICT DO
+//! NOTHING` (on the primary key: `id`, or `(id, created_at)` on a partitioned
+//! table), one array parameter per column; a large batch in parts, on
 //! connections of their own.
 //!
 //! # Why `UNNEST`
 //!
 //! The other way to load many rows, `COPY ... FROM STDIN (FORMAT binary)`, cannot
 //! skip duplicates, so it needs a temporary staging table and a second
-//! `INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING` in a transaction: five
+//! `INSERT ... SELECT ... ON CONFLICT DO NOTHING` in a transaction: five
 //! round trips instead of one, and every row written twice. Both were measured
 //! (PostgreSQL 15 on the same host over TCP, one connection, records with ~1 KiB
 //! of random request body and ~1 KiB of response body, 16,384 records per cell,

@@ -55,7 +55,7 @@ pub(super) struct Names {
     pub(super) trace_index: String,
     /// The key of the advisory lock `migrate` holds (hashed by the server).
     pub(super) lock_key: String,
-    /// `INSERT ... SELECT * FROM UNNEST(...) ON CONFLICT (id) DO NOTHING`.
+    /// `INSERT ... SELECT * FROM UNNEST(...) ON CONFLICT DO NOTHING`.
     pub(super) insert_unnest: String,
 }
 
