@@ -156,8 +156,16 @@ const HARMLESS_NAMES: &[&str] = &[
 ];
 
 async fn record_of(req: Request<TestBody>) -> Value {
+    record_with(req, |layer| layer).await
+}
+
+/// [`record_of`] through a layer `configure` set up.
+async fn record_with(
+    req: Request<TestBody>,
+    configure: impl FnOnce(UsageLayer<CollectSink>) -> UsageLayer<CollectSink>,
+) -> Value {
     let sink = CollectSink::default();
-    let layer = UsageLayer::new(sink.clone());
+    let layer = configure(UsageLayer::new(sink.clone()));
     let handle = layer.handle();
     let app = Router::new()
         .route("/echo", post(|b: bytes::Bytes| async move { b }))
@@ -501,4 +509,54 @@ async fn websocket_subprotocols_that_carry_tokens_are_masked() {
         assert_eq!(headers["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
         assert!(!wire.to_string().contains(SECRET), "{wire}");
     }
+}
+
+/// The substring rule of earlier versions, asked for by pattern as the docs
+/// say: `max_tokens` and `author` are masked then (the patterns `token` and
+/// `auth` are in them), and the word rule still masks what it masks.
+#[tokio::test]
+async fn the_old_substring_rule_is_one_call_away() {
+    let body = json!({"max_tokens": 100, "author": "ann", "model": "m", "password": "p"});
+    let req = || {
+        Request::post("/echo?tokens=5&page=2")
+            .header("content-type", "application/json")
+            .header("x-author", "ann")
+            .body(full(body.to_string()))
+            .unwrap()
+    };
+    let substrings = [
+        "auth",
+        "api-key",
+        "apikey",
+        "api_key",
+        "secret",
+        "token",
+        "password",
+        "passwd",
+        "pwd",
+        "private_key",
+        "credential",
+    ];
+    let wire = record_with(req(), |layer| {
+        layer
+            .redact_field_patterns(substrings)
+            .redact_header_patterns(substrings)
+    })
+    .await;
+    let stored = &wire["request"]["body"];
+    assert_eq!(stored["max_tokens"], "[REDACTED]", "{stored}");
+    assert_eq!(stored["author"], "[REDACTED]", "{stored}");
+    assert_eq!(stored["password"], "[REDACTED]", "{stored}");
+    assert_eq!(stored["model"], "m", "{stored}");
+    assert_eq!(wire["request"]["query"]["tokens"], "[REDACTED]");
+    assert_eq!(wire["request"]["query"]["page"], "2");
+    assert_eq!(wire["request"]["headers"]["x-author"], "[REDACTED]");
+    // The default keeps them all as sent.
+    let wire = record_of(req()).await;
+    let stored = &wire["request"]["body"];
+    assert_eq!(stored["max_tokens"], 100, "{stored}");
+    assert_eq!(stored["author"], "ann", "{stored}");
+    assert_eq!(stored["password"], "[REDACTED]", "{stored}");
+    assert_eq!(wire["request"]["query"]["tokens"], "5");
+    assert_eq!(wire["request"]["headers"]["x-author"], "ann");
 }

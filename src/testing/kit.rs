@@ -169,6 +169,13 @@ where
     /// each against an in-memory sink; the limit is there so that a sink that
     /// never answers (or a `query` that ignores the cursor, so that paging
     /// never ends) fails the run instead of hanging it.
+    ///
+    /// The limit is a timer on the runtime, and the check runs on a task of
+    /// its own. A sink that blocks its thread rather than awaiting (a
+    /// synchronous lock, `std::thread::sleep`) blocks a current-thread
+    /// runtime's timer with it: test such a sink on a multi-thread runtime
+    /// (`#[tokio::test(flavor = "multi_thread")]`), where the timer fires on
+    /// another worker.
     pub fn check_timeout(mut self, limit: Duration) -> Self {
         self.timeout = limit;
         self
