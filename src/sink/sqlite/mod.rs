@@ -87,7 +87,7 @@
 //! # Schema
 //!
 //! One table, `usage_records`, one row per record; the version of this layout is
-//! kept in `PRAGMA user_version` (now `1`) and the file is marked as a
+//! kept in `PRAGMA user_version` (now `3`) and the file is marked as a
 //! tower-usage database by `PRAGMA application_id`. [`SqliteSink::open`] creates
 //! the table or brings an older file up to date, and refuses (with
 //! [`SinkErrorKind::Corrupt`]) a file written by a
