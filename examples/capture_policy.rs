@@ -38,18 +38,14 @@ fn policy(req: &CaptureRequest<'_>) -> CapturePolicy {
     }
 }
 
-async fn search(Query(q): Query<Vec<(String, String)>>) -> (StatusCode, String) {
+async fn search(Query(q): Query<Vec<(String, String)>>) -> (StatusCode, axum::Json<Value>) {
     let term = q.first().map(|(_, v)| v.as_str()).unwrap_or_default();
     if term == "fail" {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"error":"index offline"}"#.into(),
-        )
+        let error = serde_json::json!({"error": "index offline"});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(error))
     } else {
-        (
-            StatusCode::OK,
-            format!(r#"{{"hits":["{term} 1","{term} 2"]}}"#),
-        )
+        let hits = serde_json::json!({"hits": [format!("{term} 1"), format!("{term} 2")]});
+        (StatusCode::OK, axum::Json(hits))
     }
 }
 

@@ -423,3 +423,46 @@ async fn the_lifecycle_checks_hold_through_a_new_connection() {
         assert_eq!(result, Ok(()), "{check}");
     }
 }
+
+/// `get` looks in the millisecond the id's ULID names first, then anywhere:
+/// a record whose id names another time (set by hand, imported) is found as
+/// on every other sink, and so is one whose id is no ULID at all.
+#[tokio::test]
+async fn get_finds_records_whose_id_names_another_time() {
+    let db = fresh_database();
+    let sink = sink_in(&db).await;
+    let mut elsewhere = record(Some("a"), 1, 200);
+    elsewhere.id = UsageRecord::new_id(OffsetDateTime::now_utc() - time::Duration::days(40));
+    let mut off_by_one = record(Some("a"), 2, 200);
+    off_by_one.id = UsageRecord::new_id(off_by_one.created_at + time::Duration::milliseconds(1));
+    let mut not_ulid = record(Some("a"), 3, 200);
+    not_ulid.id = "import-42".into();
+    let named = record(Some("a"), 4, 200);
+    let all = [elsewhere, off_by_one, not_ulid, named];
+    sink.record(&all).await.unwrap();
+    for r in &all {
+        let mine = ConsumerScope::Consumer("a".into());
+        assert_eq!(
+            sink.get(&r.id, &mine).await.unwrap().map(|f| f.id),
+            Some(r.id.clone()),
+            "{}",
+            r.id
+        );
+        assert_eq!(
+            sink.get(&r.id, &ConsumerScope::Consumer("b".into()))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        sink.get(
+            &UsageRecord::new_id(OffsetDateTime::now_utc()),
+            &ConsumerScope::All
+        )
+        .await
+        .unwrap(),
+        None
+    );
+    drop_database(&db).await;
+}

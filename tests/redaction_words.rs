@@ -88,7 +88,19 @@ const SECRET_NAMES: &[&str] = &[
     "hmac_key",
     "x-mashape-key",
     "passcode",
+    "passCode",
     "jwt",
+    "client_assertion",
+    "Cf-Access-Jwt-Assertion",
+    "x-goog-iap-jwt-assertion",
+    "id_token_hint",
+    "X-Insert-Key",
+    "readKey",
+    "x-amz-server-side-encryption-customer-key",
+    "service_role_key",
+    "preauthkey",
+    "userpwd",
+    "mnemonic",
 ];
 
 /// At least 40 names from real public APIs that must stay as sent.
@@ -153,6 +165,17 @@ const HARMLESS_NAMES: &[&str] = &[
     "monkey",
     "hotkey",
     "jwks_uri",
+    "verify_jwt",
+    "passcodeRequired",
+    "passcodeMinimumLength",
+    "resumptionToken",
+    "$deltatoken",
+    "paging_token",
+    "previous_token",
+    "ChangeToken",
+    "Lock-Token",
+    "X-Atlassian-Token",
+    "eos_token",
 ];
 
 async fn record_of(req: Request<TestBody>) -> Value {

@@ -24,16 +24,24 @@
 //!      `csrftoken`, `clientsecret`, `PHPSESSID` too), unless the token is a
 //!      page cursor or a client's cache-buster (the word, or the part of the
 //!      word, before `token` is `page`, `next`, `nextpage`, `sync`,
-//!      `continuation`, `skip`, `resume`, `pagination` or `postman`:
-//!      `nextPageToken`, `$skiptoken`, `Postman-Token`); or
-//!    * its last word is `jwt`, or it holds `passcode` anywhere; or
+//!      `continuation`, `skip`, `resume`, `pagination`, `paging`,
+//!      `resumption`, `delta`, `previous`, `prev`, `change`, `lock`,
+//!      `atlassian`, a tokenizer's `eos`, `bos`, `pad` or `unk`, or `postman`:
+//!      `nextPageToken`, `$skiptoken`, `$deltatoken`, `Lock-Token`,
+//!      `Postman-Token`); or
+//!    * its last word is `jwt` (not after `verify`, `require(s)`, `use` or
+//!      `enable`: `verify_jwt` is a setting), `assertion` (`client_assertion`,
+//!      `Cf-Access-Jwt-Assertion`) or `mnemonic`, or ends in `passcode`
+//!      (`passCode` too, not `passcodeRequired`) or `pwd` (`userpwd`); or it
+//!      ends in `token hint` (`id_token_hint` carries a whole ID token); or
 //!    * its last two words are a compound that names a key, or its last word
 //!      is one (`apikey`, `authKey` as one word): a kind of key (`api`,
 //!      `access`, `private`, `priv`, `secret`, `signing`, `encryption`,
 //!      `decryption`, `master`, `client`, `auth`, `license`, `session`,
 //!      `application`, `app`, `subscription`, `function`, `functions`,
 //!      `account`, `admin`, `service`, `server`, `hmac`, `shared`, `storage`,
-//!      `root`, `sdk`, `write`, `deploy`, `ingest`, `webhook`, `mashape`, or
+//!      `root`, `sdk`, `write`, `read`, `insert`, `deploy`, `ingest`,
+//!      `ingestion`, `webhook`, `mashape`, `customer`, `role`, `preauth`, or
 //!      any word ending in `api`: `x-rapidapi-key`) followed by `key`; or
 //!      `session id`.
 //!
@@ -62,10 +70,7 @@
 /// defaults take for a secret. No allocation.
 pub fn is_secret_name(name: &str) -> bool {
     let name = name.as_bytes();
-    if contains_ignore_case(name, b"passw")
-        || contains_ignore_case(name, b"passphrase")
-        || contains_ignore_case(name, b"passcode")
-    {
+    if contains_ignore_case(name, b"passw") || contains_ignore_case(name, b"passphrase") {
         return true;
     }
     let mut last: Option<&[u8]> = None;
@@ -81,6 +86,23 @@ pub fn is_secret_name(name: &str) -> bool {
         return false;
     };
     if LAST_WORDS.iter().any(|w| last.eq_ignore_ascii_case(w)) {
+        // `verify_jwt`, `require_jwt`: a setting about tokens, not one.
+        return !(last.eq_ignore_ascii_case(b"jwt")
+            && before.is_some_and(|b| JWT_SETTINGS.iter().any(|w| b.eq_ignore_ascii_case(w))));
+    }
+    // `passcode`, `user_passcode`, `passCode` (one word split by its
+    // capital), but not `passcodeRequired` (a setting about passcodes).
+    if strip_suffix_ignore_case(last, b"passcode").is_some()
+        || (last.eq_ignore_ascii_case(b"code")
+            && before.is_some_and(|b| b.eq_ignore_ascii_case(b"pass"))
+            && contains_ignore_case(name, b"passcode"))
+    {
+        return true;
+    }
+    // `id_token_hint` carries a whole ID token.
+    if last.eq_ignore_ascii_case(b"hint")
+        && before.is_some_and(|b| b.eq_ignore_ascii_case(b"token"))
+    {
         return true;
     }
     if let Some(stem) = strip_suffix_ignore_case(last, b"token") {
@@ -133,6 +155,8 @@ pub(crate) const NEEDLES: &[&str] = &[
     "passcode",
     "pwd",
     "jwt",
+    "assertion",
+    "mnemonic",
     "auth",
     "credential",
     "cookie",
@@ -153,11 +177,17 @@ const LAST_WORDS: &[&[u8]] = &[
     b"session",
     b"sid",
     b"jwt",
+    b"assertion",
+    b"mnemonic",
 ];
+
+/// The word before a last word `jwt` that makes the name a setting about
+/// tokens rather than one (Supabase's `verify_jwt`).
+const JWT_SETTINGS: &[&[u8]] = &[b"verify", b"require", b"requires", b"use", b"enable"];
 
 /// A last word that ends in one of these makes a name secret (`token` is
 /// handled apart, for its exceptions).
-const SUFFIXES: &[&[u8]] = &[b"secret", b"sessionid", b"sessid"];
+const SUFFIXES: &[&[u8]] = &[b"secret", b"sessionid", b"sessid", b"pwd"];
 
 /// What stands before `token` in a token that grants nothing: page cursors
 /// (Google's `pageToken`, AWS's `NextToken`, OData's `$skiptoken`, Azure's
@@ -171,6 +201,18 @@ const NOT_SECRET_TOKENS: &[&[u8]] = &[
     b"skip",
     b"resume",
     b"pagination",
+    b"paging",
+    b"resumption",
+    b"delta",
+    b"previous",
+    b"prev",
+    b"change",
+    b"lock",
+    b"atlassian",
+    b"eos",
+    b"bos",
+    b"pad",
+    b"unk",
     b"postman",
 ];
 
@@ -213,6 +255,12 @@ const KEY_KINDS: &[&[u8]] = &[
     b"ingest",
     b"webhook",
     b"mashape",
+    b"insert",
+    b"read",
+    b"customer",
+    b"role",
+    b"preauth",
+    b"ingestion",
 ];
 
 /// The words of `name` (see the module docs), in order.

@@ -87,7 +87,9 @@
 //! - **Pages**: `ORDER BY created_at_ms, id` with a keyset condition after the
 //!   cursor's position, `LIMIT limit + 1`; rows are read one by one and the
 //!   read stops at the page's byte budget.
-//! - **One record**: `WHERE id = ?` and the scope.
+//! - **One record**: `WHERE id = ?` and the scope, first in the month and
+//!   millisecond the id's ULID names (one partition), then, for an id that
+//!   names another time, anywhere.
 //! - **Summaries**: `GROUP BY` the bucket (`created_at_ms` rounded down, or
 //!   `month`) and the asked keys, with `count()`, `countIf`, `sum` and `max`;
 //!   and the same without `GROUP BY` for the total, both at once. Percentiles
@@ -276,7 +278,8 @@ impl UsageSink for ClickHouseSink {
         self.select_page(query).await
     }
 
-    /// `WHERE id = ?` and the scope.
+    /// `WHERE id = ?` and the scope, first in the month and millisecond the
+    /// id's ULID names, then anywhere.
     async fn get(&self, id: &str, scope: &ConsumerScope) -> Result<Option<UsageRecord>, SinkError> {
         self.select_by_id(id, scope).await
     }

@@ -134,21 +134,40 @@ impl ClickHouseSink {
     }
 
     /// One record by id, if its consumer is in `scope`.
+    ///
+    /// The id's ULID names its millisecond (`UsageRecord::id`), so the record
+    /// is looked for there first: one month's partition, and in it the
+    /// granules of that millisecond (an admin's lookup has no consumer to
+    /// narrow the sort key with). A record whose id names another time (an
+    /// id set by hand, an import) is then looked for by id alone, as an id
+    /// that is not a ULID is.
     pub(super) async fn select_by_id(
         &self,
         id: &str,
         consumers: &ConsumerScope,
     ) -> Result<Option<UsageRecord>, SinkError> {
+        let named =
+            ulid_millis(id).and_then(|ms| Some((ms, super::insert::month(from_unix_millis(ms)?))));
+        if let Some(at) = named {
+            if let Some(found) = self.select_one(id, consumers, Some(at)).await? {
+                return Ok(Some(found));
+            }
+        }
+        self.select_one(id, consumers, None).await
+    }
+
+    /// [`select_by_id`](Self::select_by_id) in the millisecond and month
+    /// `at`, or anywhere.
+    async fn select_one(
+        &self,
+        id: &str,
+        consumers: &ConsumerScope,
+        at: Option<(i64, u32)>,
+    ) -> Result<Option<UsageRecord>, SinkError> {
         let mut s = self.read("record");
         let p = s.bind(Arg::Str(id.to_owned()));
         s.and(format!("id = {p}"));
-        // The id's ULID names its millisecond (`UsageRecord::id`): one month's
-        // partition is read, and in it the granules of that millisecond,
-        // rather than every partition (an admin's lookup has no consumer to
-        // narrow the sort key with).
-        if let Some((ms, month)) =
-            ulid_millis(id).and_then(|ms| Some((ms, super::insert::month(from_unix_millis(ms)?))))
-        {
+        if let Some((ms, month)) = at {
             let p = s.bind(Arg::Int(i64::from(month)));
             s.and(format!("month = {p}"));
             let p = s.bind(Arg::Int(ms));
