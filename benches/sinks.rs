@@ -68,6 +68,7 @@ use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughpu
 use http::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
+use tower_usage::sink::postgres::PartitionBy;
 use tower_usage::sink::{
     ConsumerScope, GroupBy, GroupKey, Interval, Order, SummaryQuery, UsageQuery,
 };
@@ -247,18 +248,22 @@ fn template(rng: &mut fastrand::Rng) -> UsageRecord {
 
 /// A PostgreSQL sink on `schema`, which is created if missing.
 async fn pg_sink(schema: &str) -> PostgresSink {
+    pg_sink_with(schema, None).await
+}
+
+/// [`pg_sink`], its table partitioned `by` when given.
+async fn pg_sink_with(schema: &str, by: Option<PartitionBy>) -> PostgresSink {
     let url = pg_url();
-    PostgresSink::builder()
-        .schema(schema)
-        .pool_size(4)
-        .connect(&url)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL at {url}: {e}. Start it with `pg_ctlcluster --skip-systemctl-redirect \
-                 $(ls /etc/postgresql) main start`, or set TOWER_USAGE_POSTGRES_URL."
-            )
-        })
+    let mut builder = PostgresSink::builder().schema(schema).pool_size(4);
+    if let Some(by) = by {
+        builder = builder.partition(by);
+    }
+    builder.connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL at {url}: {e}. Start it with `pg_ctlcluster --skip-systemctl-redirect \
+             $(ls /etc/postgresql) main start`, or set TOWER_USAGE_POSTGRES_URL."
+        )
+    })
 }
 
 async fn pg_exec(sink: &PostgresSink, sql: &str) {
@@ -341,62 +346,48 @@ async fn sqlite_filled() -> SqliteSink {
 /// The schema of the partitioned store (issue 20).
 const BENCH_SCHEMA_PARTITIONED: &str = "tu_bench_part";
 
-/// `tu_bench_part.usage_records`, partitioned by day, with the same [`STORED`]
-/// records as [`postgres_filled`], filled on first use: they land in the
-/// `DEFAULT` partition (partitions are made ahead of today, not behind), and
-/// one maintenance round moves them into a partition per day, as it would
-/// for a migrated table's past.
-async fn postgres_partitioned_filled() -> PostgresSink {
-    let schema = BENCH_SCHEMA_PARTITIONED;
-    let connect = || async {
-        PostgresSink::builder()
-            .schema(schema)
-            .pool_size(4)
-            .partition(tower_usage::sink::postgres::PartitionBy::Day)
-            .connect(&pg_url())
-            .await
-            .expect("a partitioned PostgresSink")
-    };
-    let sink = connect().await;
-    let n = pg_count(&sink).await;
-    if n == STORED as i64 {
-        eprintln!("postgres_partitioned: reusing {schema}.usage_records");
-        return sink;
-    }
-    eprintln!("postgres_partitioned: {schema}.usage_records holds {n} records; refilling");
-    pg_exec(&sink, &format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
-    drop(sink);
-    let sink = connect().await;
-    fill("postgres_partitioned", &sink, 2).await;
-    let t = Instant::now();
-    let round = sink.maintain().await.expect("maintenance");
-    eprintln!(
-        "postgres_partitioned: {} records moved from DEFAULT into {} partitions in {:.1} s",
-        round.moved_from_default,
-        round.created,
-        t.elapsed().as_secs_f64()
-    );
-    pg_exec(&sink, &format!("VACUUM ANALYZE \"{schema}\".usage_records")).await;
-    sink
-}
-
 /// `tu_bench.usage_records` with [`STORED`] records, filled on first use.
 async fn postgres_filled() -> PostgresSink {
-    let sink = pg_sink(BENCH_SCHEMA).await;
+    postgres_store("postgres", BENCH_SCHEMA, None).await
+}
+
+/// `tu_bench_part.usage_records`, partitioned by day, with the same records.
+async fn postgres_partitioned_filled() -> PostgresSink {
+    postgres_store(
+        "postgres_partitioned",
+        BENCH_SCHEMA_PARTITIONED,
+        Some(PartitionBy::Day),
+    )
+    .await
+}
+
+/// `<schema>.usage_records` with [`STORED`] records, partitioned `by` when
+/// given, filled on first use and reused while it holds them all.
+async fn postgres_store(name: &str, schema: &str, by: Option<PartitionBy>) -> PostgresSink {
+    let sink = pg_sink_with(schema, by).await;
     let n = pg_count(&sink).await;
     if n == STORED as i64 {
-        eprintln!("postgres: reusing {BENCH_SCHEMA}.usage_records");
+        eprintln!("{name}: reusing {schema}.usage_records");
         return sink;
     }
-    eprintln!("postgres: {BENCH_SCHEMA}.usage_records holds {n} records; refilling");
-    pg_exec(&sink, &format!("DROP SCHEMA \"{BENCH_SCHEMA}\" CASCADE")).await;
+    eprintln!("{name}: {schema}.usage_records holds {n} records; refilling");
+    pg_exec(&sink, &format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
     sink.migrate().await.unwrap();
-    fill("postgres", &sink, 2).await;
-    pg_exec(
-        &sink,
-        &format!("VACUUM ANALYZE \"{BENCH_SCHEMA}\".usage_records"),
-    )
-    .await;
+    fill(name, &sink, 2).await;
+    if by.is_some() {
+        // The records landed in `DEFAULT` (partitions are made ahead of
+        // today, not behind): one maintenance round moves them into their
+        // own, as it would a migrated table's past.
+        let t = Instant::now();
+        let round = sink.maintain().await.expect("maintenance");
+        eprintln!(
+            "{name}: {} records moved from DEFAULT into {} partitions in {:.1} s",
+            round.moved_from_default,
+            round.created,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    pg_exec(&sink, &format!("VACUUM ANALYZE \"{schema}\".usage_records")).await;
     sink
 }
 
@@ -518,15 +509,7 @@ fn writes(c: &mut Criterion) {
     bench_writes(c, &rt, "postgres_partitioned", &BATCHES, |batch| {
         let schema = format!("tu_bench_part_{batch}_{:08x}", fastrand::u32(..));
         schemas.push(schema.clone());
-        rt.block_on(async {
-            PostgresSink::builder()
-                .schema(&schema)
-                .pool_size(4)
-                .partition(tower_usage::sink::postgres::PartitionBy::Day)
-                .connect(&pg_url())
-                .await
-                .expect("a partitioned PostgresSink")
-        })
+        rt.block_on(pg_sink_with(&schema, Some(PartitionBy::Day)))
     });
     rt.block_on(async {
         let sink = pg_sink(BENCH_SCHEMA).await;
